@@ -1,0 +1,44 @@
+/* clickhouse.h — the ClickHouse client over its HTTP interface: settings, queries, sinks that
+ * batch rows per table, the disk spool for batches that cannot be delivered, and the run log. */
+#ifndef ZH_CLICKHOUSE_H
+#define ZH_CLICKHOUSE_H
+
+#include "zh.h"
+#include "task.h"
+
+/* Reads CLICKHOUSE_* from the environment (already merged with secrets/.env.ch by the caller). */
+void zh_ch_init(zh_host *h);
+void zh_ch_shutdown(zh_host *h);
+/* Loads <secrets>/.env.ch into the process environment where variables are not already set. */
+void zh_ch_load_env(zh_host *h);
+const char *zh_ch_database(zh_host *h);
+
+/* Dry-run: sinks count and sample rows but write nothing. Applies to the group's sinks. */
+void zh_ch_set_dry_run(zh_host *h, zh_group *g, bool dry);
+
+/* Flushes (or spools) every open sink of the group, then calls done. */
+void zh_ch_group_finish(zh_host *h, zh_group *g, void (*done)(void *ud), void *ud);
+/* Rows accepted, rows spooled, and a JSON object {"table": rows, ...} for the group. */
+uint64_t zh_ch_group_rows(zh_host *h, zh_group *g);
+uint64_t zh_ch_group_spooled(zh_host *h, zh_group *g);
+void zh_ch_group_tables_json(zh_host *h, zh_group *g, zh_buf *out);
+/* For --dry-run: prints per-table row counts and sample rows to stdout. */
+void zh_ch_group_print_dry_run(zh_host *h, zh_group *g);
+
+typedef struct zh_run_record {
+    const char *job, *run_id, *status, *message, *metrics_json;
+    double started_at, finished_at; /* epoch seconds; finished_at 0 while running */
+    uint64_t rows;
+} zh_run_record;
+
+/* Inserts a meta_job_runs row (version = now); calls done(ud, err) with err NULL on success.
+ * Never spools: a run log row that cannot be written is logged instead. */
+void zh_ch_record_run(zh_host *h, const zh_run_record *r, void (*done)(void *ud, const char *err), void *ud);
+
+/* Synchronous helpers for commands outside scripts (migrate, spool, status): run the loop
+ * until the request completes. Return 0, or -1 with *err set (malloc'd). */
+int zh_ch_exec_sync(zh_host *h, const char *sql, zh_buf *out, char **err);
+
+int zh_open_ch(lua_State *L);
+
+#endif

@@ -1,0 +1,298 @@
+/* curl_uv.c — owns the curl multi handle and its uv wiring (one uv_timer, one uv_poll per socket,
+ * as in curl's multi-uv example) and zh_xfer, one in-memory HTTP transfer.
+ *
+ * Completions are delivered from check_done(), called after curl_multi_socket_action returns,
+ * so a done callback may start new transfers (retries) without re-entering curl. */
+#include "curl_uv.h"
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+struct zh_curl {
+    uv_loop_t *loop;
+    CURLM *multi;
+    uv_timer_t timer;
+    int active;
+    bool closing;
+};
+
+typedef struct {
+    uv_poll_t poll;
+    curl_socket_t fd;
+    zh_curl *c;
+} sock_ctx;
+
+static void check_done(zh_curl *c) {
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(c->multi, &left))) {
+        if (msg->msg != CURLMSG_DONE) continue;
+        CURL *easy = msg->easy_handle;
+        CURLcode rc = msg->data.result;
+        zh_xfer *x = NULL;
+        curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&x);
+        curl_multi_remove_handle(c->multi, easy);
+        c->active--;
+        if (!x) continue;
+        x->running = false;
+        x->result = x->body_too_large ? CURLE_WRITE_ERROR : rc;
+        curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &x->status);
+        if (x->done) x->done(x);
+    }
+}
+
+static void on_poll(uv_poll_t *p, int status, int events) {
+    sock_ctx *sc = p->data;
+    zh_curl *c = sc->c;
+    int flags = 0;
+    if (status < 0) {
+        flags = CURL_CSELECT_ERR; /* curl must hear about socket errors (curl/curl#14254) */
+    } else {
+        if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
+        if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
+    }
+    int running;
+    curl_multi_socket_action(c->multi, sc->fd, flags, &running);
+    check_done(c);
+}
+
+static void on_timer(uv_timer_t *t) {
+    zh_curl *c = t->data;
+    int running;
+    curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    check_done(c);
+}
+
+static void sock_closed(uv_handle_t *h) { free(h->data); }
+
+static int on_socket(CURL *easy, curl_socket_t s, int action, void *userp, void *socketp) {
+    (void)easy;
+    zh_curl *c = userp;
+    sock_ctx *sc = socketp;
+    if (action == CURL_POLL_REMOVE) {
+        if (sc) {
+            uv_poll_stop(&sc->poll);
+            uv_close((uv_handle_t *)&sc->poll, sock_closed);
+            curl_multi_assign(c->multi, s, NULL);
+        }
+        return 0;
+    }
+    if (c->closing) return 0;
+    if (!sc) {
+        sc = zh_xcalloc(1, sizeof *sc);
+        sc->fd = s;
+        sc->c = c;
+        if (uv_poll_init_socket(c->loop, &sc->poll, s) != 0) {
+            free(sc);
+            return -1;
+        }
+        sc->poll.data = sc;
+        curl_multi_assign(c->multi, s, sc);
+    }
+    int ev = 0;
+    if (action & CURL_POLL_IN) ev |= UV_READABLE;
+    if (action & CURL_POLL_OUT) ev |= UV_WRITABLE;
+    uv_poll_start(&sc->poll, ev, on_poll);
+    return 0;
+}
+
+static int on_timeout(CURLM *multi, long ms, void *userp) {
+    (void)multi;
+    zh_curl *c = userp;
+    if (ms < 0) {
+        uv_timer_stop(&c->timer);
+    } else {
+        /* 0 means "as soon as possible": the next loop turn, never from inside this callback. */
+        uv_timer_start(&c->timer, on_timer, (uint64_t)ms, 0);
+    }
+    return 0;
+}
+
+zh_curl *zh_curl_new(uv_loop_t *loop) {
+    zh_curl *c = zh_xcalloc(1, sizeof *c);
+    c->loop = loop;
+    c->multi = curl_multi_init();
+    uv_timer_init(loop, &c->timer);
+    c->timer.data = c;
+    curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
+    curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_timeout);
+    curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
+    curl_multi_setopt(c->multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
+    curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 64L);
+    curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, 128L);
+    return c;
+}
+
+static void timer_closed(uv_handle_t *h) { free(h->data); }
+
+void zh_curl_free(zh_curl *c) {
+    if (!c) return;
+    c->closing = true;
+    curl_multi_cleanup(c->multi); /* may call on_socket with REMOVE; handled above */
+    uv_timer_stop(&c->timer);
+    uv_close((uv_handle_t *)&c->timer, timer_closed);
+}
+
+int zh_curl_active(zh_curl *c) { return c->active; }
+
+/* ---- zh_xfer ---- */
+
+static size_t on_body(char *ptr, size_t size, size_t n, void *ud) {
+    zh_xfer *x = ud;
+    size_t len = size * n;
+    size_t cap = x->max_body ? x->max_body : (size_t)256 << 20;
+    if (x->resp_body.len + len > cap) {
+        x->body_too_large = true;
+        return 0;
+    }
+    zh_buf_add(&x->resp_body, ptr, len);
+    return len;
+}
+
+static size_t on_header(char *ptr, size_t size, size_t n, void *ud) {
+    zh_xfer *x = ud;
+    size_t len = size * n;
+    /* A new status line starts a new response (100 Continue, redirects): keep only the last. */
+    if (len >= 5 && !strncmp(ptr, "HTTP/", 5)) x->resp_headers.len = 0;
+    zh_buf_add(&x->resp_headers, ptr, len);
+    return len;
+}
+
+zh_xfer *zh_xfer_new(zh_curl *c) {
+    zh_xfer *x = zh_xcalloc(1, sizeof *x);
+    x->curl = c;
+    x->easy = curl_easy_init();
+    CURL *e = x->easy;
+    curl_easy_setopt(e, CURLOPT_PRIVATE, x);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "zhost/" ZH_VERSION);
+    zh_buf_init(&x->req_body);
+    zh_buf_init(&x->resp_headers);
+    zh_buf_init(&x->resp_body);
+    return x;
+}
+
+void zh_xfer_add_header(zh_xfer *x, const char *line) {
+    x->req_headers = curl_slist_append(x->req_headers, line);
+}
+
+void zh_xfer_set_request(zh_xfer *x, const char *method, const char *url, const char *body, size_t body_len) {
+    CURL *e = x->easy;
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    x->req_body.len = 0;
+    if (body) {
+        zh_buf_add(&x->req_body, body, body_len);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->req_body.data);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+        /* curl would send "Expect: 100-continue" for large bodies and wait a second. */
+        zh_xfer_add_header(x, "Expect:");
+    }
+    if (!strcmp(method, "GET") && !body) {
+        curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+    } else if (!strcmp(method, "HEAD")) {
+        curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    } else if (!strcmp(method, "POST")) {
+        if (!body) {
+            curl_easy_setopt(e, CURLOPT_POSTFIELDS, "");
+            curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)0);
+        }
+    } else {
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+    }
+}
+
+void zh_xfer_reset_response(zh_xfer *x) {
+    x->status = 0;
+    x->resp_headers.len = 0;
+    x->resp_body.len = 0;
+    x->body_too_large = false;
+    x->result = CURLE_OK;
+    x->errbuf[0] = 0;
+}
+
+int zh_xfer_start(zh_xfer *x) {
+    zh_xfer_reset_response(x);
+    curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->req_headers);
+    x->started_at = zh_now_mono();
+    CURLMcode rc = curl_multi_add_handle(x->curl->multi, x->easy);
+    if (rc != CURLM_OK) return -1;
+    x->running = true;
+    x->curl->active++;
+    return 0;
+}
+
+void zh_xfer_abort(zh_xfer *x) {
+    if (!x->running) return;
+    curl_multi_remove_handle(x->curl->multi, x->easy);
+    x->running = false;
+    x->curl->active--;
+}
+
+void zh_xfer_free(zh_xfer *x) {
+    if (!x) return;
+    zh_xfer_abort(x);
+    curl_easy_cleanup(x->easy);
+    curl_slist_free_all(x->req_headers);
+    zh_buf_free(&x->req_body);
+    zh_buf_free(&x->resp_headers);
+    zh_buf_free(&x->resp_body);
+    free(x);
+}
+
+void zh_xfer_each_header(const zh_xfer *x, void (*fn)(void *ud, const char *name, const char *value), void *ud) {
+    const char *p = x->resp_headers.data, *end = p + x->resp_headers.len;
+    if (!p) return;
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        if (!eol) eol = end;
+        const char *colon = memchr(p, ':', (size_t)(eol - p));
+        if (colon && strncmp(p, "HTTP/", 5) != 0) {
+            char name[128];
+            size_t nl = (size_t)(colon - p);
+            if (nl < sizeof name) {
+                for (size_t i = 0; i < nl; i++) name[i] = (char)((p[i] >= 'A' && p[i] <= 'Z') ? p[i] + 32 : p[i]);
+                name[nl] = 0;
+                const char *v = colon + 1, *ve = eol;
+                while (v < ve && (*v == ' ' || *v == '\t')) v++;
+                while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ')) ve--;
+                char *val = zh_xstrndup(v, (size_t)(ve - v));
+                fn(ud, name, val);
+                free(val);
+            }
+        }
+        p = eol + 1;
+    }
+}
+
+struct find_ctx {
+    const char *name;
+    char *found;
+};
+
+static void find_one(void *ud, const char *name, const char *value) {
+    struct find_ctx *f = ud;
+    if (!f->found && !strcasecmp(name, f->name)) f->found = zh_xstrdup(value);
+}
+
+char *zh_xfer_header(const zh_xfer *x, const char *name) {
+    struct find_ctx f = {name, NULL};
+    zh_xfer_each_header(x, find_one, &f);
+    return f.found;
+}
+
+const char *zh_xfer_error(const zh_xfer *x) {
+    if (x->body_too_large) return "response body too large";
+    if (x->result == CURLE_OPERATION_TIMEDOUT) return "timeout";
+    if (x->errbuf[0]) return x->errbuf;
+    return curl_easy_strerror(x->result);
+}

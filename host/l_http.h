@@ -1,0 +1,13 @@
+/* l_http.h — the Lua `http` module (see l_http.c). */
+#ifndef ZH_L_HTTP_H
+#define ZH_L_HTTP_H
+
+#include "zh.h"
+
+void zh_http_init(zh_host *h);
+void zh_http_shutdown(zh_host *h);
+int zh_open_http(lua_State *L);
+/* k=v&k=v encoding of the table at idx (sorted keys), appended to b. Raises on bad values. */
+void zh_http_encode_form(lua_State *L, int idx, zh_buf *b, const char *what);
+
+#endif

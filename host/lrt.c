@@ -1,0 +1,304 @@
+/* lrt.c — owns the Lua state: which standard functions scripts get, the shared base environment
+ * holding every zhost module, per-run environments that refuse new globals (as Redis does), and
+ * loading scripts and their require()d helpers from disk on every run (no caching across runs,
+ * so editing a script never needs a restart). */
+#include "lrt.h"
+#include "log.h"
+#include "modules.h"
+#include "task.h"
+#include <lauxlib.h>
+#include <lualib.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BASE_ENV "zhost.base_env"
+
+/* Standard functions scripts may use. No dofile/loadfile/loadstring with raw paths, no
+ * os.exit/execute/remove, no debug hooks: scripts cannot take the host down. */
+static const char *const base_allowed[] = {
+    "assert", "error", "ipairs", "next", "pairs", "rawequal", "rawget", "rawlen", "rawset", "select",
+    "setmetatable", "getmetatable", "tonumber", "tostring", "type", "_VERSION", "print", NULL,
+};
+static const char *const libs_allowed[] = {"string", "table", "math", "utf8", "coroutine", NULL};
+
+static int strict_index(lua_State *L) {
+    /* env, key: look in the base environment, else refuse. */
+    lua_getfield(L, LUA_REGISTRYINDEX, BASE_ENV);
+    lua_pushvalue(L, 2);
+    lua_rawget(L, -2);
+    if (!lua_isnil(L, -1)) return 1;
+    if (lua_type(L, 2) == LUA_TSTRING)
+        return luaL_error(L, "undefined global '%s' (declare it with local, or check the spelling)", lua_tostring(L, 2));
+    return luaL_error(L, "undefined global");
+}
+
+static int strict_newindex(lua_State *L) {
+    if (lua_type(L, 2) == LUA_TSTRING)
+        return luaL_error(L, "assignment to undeclared global '%s' (use local)", lua_tostring(L, 2));
+    return luaL_error(L, "assignment to undeclared global");
+}
+
+void zh_lrt_push_env(lua_State *L, bool strict) {
+    lua_newtable(L);
+    lua_newtable(L);
+    if (strict) {
+        lua_pushcfunction(L, strict_index);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, strict_newindex);
+        lua_setfield(L, -2, "__newindex");
+    } else {
+        lua_getfield(L, LUA_REGISTRYINDEX, BASE_ENV);
+        lua_setfield(L, -2, "__index");
+    }
+    lua_setmetatable(L, -2);
+    /* Each run has its own module cache for require(). */
+    lua_newtable(L);
+    lua_rawsetp(L, -2, (void *)&strict_index);
+}
+
+/* load(chunk [, name [, mode [, env]]]): text only; without env the chunk gets a strict one. */
+static int l_load(lua_State *L) {
+    size_t len;
+    const char *code = luaL_checklstring(L, 1, &len);
+    const char *name = luaL_optstring(L, 2, "=(load)");
+    if (lua_isnoneornil(L, 4)) {
+        zh_lrt_push_env(L, true);
+    } else {
+        luaL_checktype(L, 4, LUA_TTABLE);
+        lua_pushvalue(L, 4);
+    }
+    char *err = zh_lrt_load_string(L, code, len, name, -1);
+    if (err) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        free(err);
+        return 2;
+    }
+    return 1;
+}
+
+static char *compile_error(lua_State *L) {
+    char *e = zh_xstrdup(lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return e;
+}
+
+static void set_env_upvalue(lua_State *L, int env_idx) {
+    lua_pushvalue(L, env_idx);
+    if (!lua_setupvalue(L, -2, 1)) lua_pop(L, 1);
+}
+
+char *zh_lrt_load_string(lua_State *L, const char *code, size_t len, const char *chunkname, int env_idx) {
+    env_idx = lua_absindex(L, env_idx);
+    if (luaL_loadbufferx(L, code, len, chunkname, "t") != LUA_OK) return compile_error(L);
+    set_env_upvalue(L, env_idx);
+    return NULL;
+}
+
+char *zh_lrt_load_file(lua_State *L, const char *path, int env_idx) {
+    env_idx = lua_absindex(L, env_idx);
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        zh_buf b;
+        zh_buf_init(&b);
+        zh_buf_printf(&b, "%s: cannot open: %s", path, strerror(errno));
+        return b.data;
+    }
+    zh_buf src;
+    zh_buf_init(&src);
+    char chunk[65536];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) zh_buf_add(&src, chunk, n);
+    fclose(f);
+    const char *code = src.data ? src.data : "";
+    size_t len = src.len;
+    if (len && code[0] == '#') { /* skip a shebang line */
+        const char *nl = memchr(code, '\n', len);
+        size_t skip = nl ? (size_t)(nl - code) : len;
+        code += skip;
+        len -= skip;
+    }
+    lua_pushfstring(L, "@%s", path);
+    char *err = zh_lrt_load_string(L, code, len, lua_tostring(L, -1), env_idx);
+    if (err) {
+        lua_pop(L, 1);
+    } else {
+        lua_remove(L, -2);
+    }
+    zh_buf_free(&src);
+    return err;
+}
+
+/* require(name): scripts/lib/<name>.lua or scripts/<name>.lua (dots become slashes), loaded
+ * into a fresh strict environment, cached for the current run only. */
+static int l_require(lua_State *L) {
+    const char *name = luaL_checkstring(L, 1);
+    zh_host *h = zh_host_of(L);
+    /* Find the calling run's environment: the _ENV upvalue of the caller. */
+    lua_Debug ar;
+    int env = 0;
+    if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "f", &ar)) {
+        const char *up = lua_getupvalue(L, -1, 1);
+        if (up && !strcmp(up, "_ENV") && lua_istable(L, -1)) {
+            lua_rawgetp(L, -1, (void *)&strict_index);
+            if (lua_istable(L, -1)) env = lua_gettop(L);
+            else lua_pop(L, 1);
+        } else if (up) {
+            lua_pop(L, 1);
+        }
+    }
+    if (!env) {
+        lua_newtable(L);
+        env = lua_gettop(L);
+    }
+    lua_getfield(L, env, name);
+    if (!lua_isnil(L, -1)) return 1;
+    lua_pop(L, 1);
+    for (const char *p = name; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '_' || *p == '.'))
+            return luaL_error(L, "require: bad module name '%s'", name);
+    char rel[256];
+    snprintf(rel, sizeof rel, "%s", name);
+    for (char *p = rel; *p; p++)
+        if (*p == '.') *p = '/';
+    const char *dir = h->scripts_dir ? h->scripts_dir : "scripts";
+    const char *patterns[] = {"%s/lib/%s.lua", "%s/%s.lua", "%s/../lib/%s.lua", NULL};
+    for (int i = 0; patterns[i]; i++) {
+        char path[1024];
+        snprintf(path, sizeof path, patterns[i], dir, rel);
+        FILE *f = fopen(path, "rb");
+        if (!f) continue;
+        fclose(f);
+        zh_lrt_push_env(L, true);
+        char *err = zh_lrt_load_file(L, path, -1);
+        if (err) {
+            lua_pushstring(L, err);
+            free(err);
+            return lua_error(L);
+        }
+        lua_pushstring(L, name);
+        lua_call(L, 1, 1); /* module top level runs here and cannot wait on I/O */
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 1);
+            lua_pushboolean(L, 1);
+        }
+        lua_pushvalue(L, -1);
+        lua_setfield(L, env, name);
+        return 1;
+    }
+    return luaL_error(L, "module '%s' not found in %s/lib/ or %s/", name, dir, dir);
+}
+
+/* io subset: reading files (CSV plans, fixtures) and writing to stdout. */
+static int l_read_file(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s: %s", path, strerror(errno));
+        return 2;
+    }
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    char chunk[65536];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) luaL_addlstring(&b, chunk, n);
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s: read error", path);
+        return 2;
+    }
+    luaL_pushresult(&b);
+    return 1;
+}
+
+static int l_write(lua_State *L) {
+    int n = lua_gettop(L);
+    for (int i = 1; i <= n; i++) {
+        size_t len;
+        const char *s = luaL_checklstring(L, i, &len);
+        fwrite(s, 1, len, stdout);
+    }
+    fflush(stdout);
+    return 0;
+}
+
+static void register_module(lua_State *L, int env, const char *name, lua_CFunction open) {
+    lua_pushcfunction(L, open);
+    lua_call(L, 0, 1);
+    lua_setfield(L, env, name);
+}
+
+int zh_lrt_open(zh_host *h) {
+    lua_State *L = luaL_newstate();
+    if (!L) return -1;
+    *(zh_host **)lua_getextraspace(L) = h;
+    h->L = L;
+    luaL_openlibs(L);
+    zh_task_install_hook(L);
+
+    lua_newtable(L);
+    int env = lua_gettop(L);
+    for (int i = 0; base_allowed[i]; i++) {
+        lua_getglobal(L, base_allowed[i]);
+        lua_setfield(L, env, base_allowed[i]);
+    }
+    for (int i = 0; libs_allowed[i]; i++) {
+        /* Copy library tables so scripts cannot change the host's own. */
+        lua_getglobal(L, libs_allowed[i]);
+        lua_newtable(L);
+        lua_pushnil(L);
+        while (lua_next(L, -3)) {
+            lua_pushvalue(L, -2);
+            lua_insert(L, -2);
+            lua_rawset(L, -4);
+        }
+        lua_remove(L, -2);
+        lua_setfield(L, env, libs_allowed[i]);
+    }
+    /* os: time and dates only. */
+    lua_newtable(L);
+    static const char *const os_allowed[] = {"time", "clock", "date", "difftime", "getenv", NULL};
+    lua_getglobal(L, "os");
+    for (int i = 0; os_allowed[i]; i++) {
+        lua_getfield(L, -1, os_allowed[i]);
+        lua_setfield(L, -3, os_allowed[i]);
+    }
+    lua_pop(L, 1);
+    lua_setfield(L, env, "os");
+    lua_newtable(L);
+    lua_pushcfunction(L, l_read_file);
+    lua_setfield(L, -2, "read_file");
+    lua_pushcfunction(L, l_write);
+    lua_setfield(L, -2, "write");
+    lua_setfield(L, env, "io");
+    /* load(): text chunks only, in the caller-provided or a strict environment. */
+    lua_pushcfunction(L, l_load);
+    lua_setfield(L, env, "load");
+    lua_pushcfunction(L, l_require);
+    lua_setfield(L, env, "require");
+    zh_task_install_coroutine_shims(L, env);
+
+    register_module(L, env, "json", zh_open_json);
+    register_module(L, env, "http", zh_open_http);
+    register_module(L, env, "task", zh_open_task);
+    register_module(L, env, "log", zh_open_log);
+    register_module(L, env, "job", zh_open_job);
+    lua_getfield(L, env, "task");
+    lua_getfield(L, -1, "sleep");
+    lua_setfield(L, env, "sleep");
+    lua_pop(L, 1);
+    lua_pushvalue(L, env);
+    lua_setfield(L, env, "_G");
+    lua_setfield(L, LUA_REGISTRYINDEX, BASE_ENV);
+    return 0;
+}
+
+void zh_lrt_close(zh_host *h) {
+    if (h->L) lua_close(h->L);
+    h->L = NULL;
+}

@@ -1,0 +1,283 @@
+/* main.c — owns the command line: global options, dispatch to commands, `run`, `check`,
+ * `version` and `help`. Exit codes: 0 success, 1 the command failed, 2 usage error. */
+#include "commands.h"
+#include "clickhouse.h"
+#include "host.h"
+#include "log.h"
+#include "lrt.h"
+#include "run.h"
+#include "secrets.h"
+#include "task.h"
+#include <curl/curl.h>
+#include <lauxlib.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+
+const char *zh_opt_value(int argc, char **argv, int *i, const char *name) {
+    const char *a = argv[*i];
+    size_t n = strlen(name);
+    if (strncmp(a, name, n) != 0) return NULL;
+    if (a[n] == '=') return a + n + 1;
+    if (a[n] != 0) return NULL;
+    if (*i + 1 >= argc) {
+        fprintf(stderr, "zhost: %s needs a value\n", name);
+        exit(2);
+    }
+    (*i)++;
+    return argv[*i];
+}
+
+static bool valid_date(const char *s) {
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    const char *end = strptime(s, "%Y-%m-%d", &tm);
+    return end && *end == 0 && strlen(s) == 10;
+}
+
+typedef struct run_result {
+    int exit_code;
+    bool done;
+    zh_run *run;
+} run_result;
+
+static void run_finished(zh_run *r, void *ud) {
+    run_result *res = ud;
+    res->exit_code = r->status == ZH_RUN_SUCCESS ? 0 : 1;
+    if (r->status != ZH_RUN_SUCCESS)
+        fprintf(stderr, "zhost: %s failed: %s\n", r->group.job, r->message ? r->message : zh_run_status_name(r->status));
+    res->done = true;
+}
+
+static void run_on_signal(zh_host *h, int signum) {
+    run_result *res = h->on_signal_ud;
+    if (!res || !res->run || res->done) return;
+    if (signum == SIGHUP) return;
+    zh_run_cancel(res->run, signum == SIGINT ? "interrupted (SIGINT)" : "stopped (SIGTERM)", ZH_RUN_INTERRUPTED);
+}
+
+int zh_cmd_run(int argc, char **argv) {
+    zh_run_opts o = {0};
+    o.record = true;
+    const char *secrets = NULL, *spool = NULL;
+    int verbose = 0;
+    double budget = 0;
+    const char **extra = zh_xcalloc((size_t)argc * 2 + 2, sizeof *extra);
+    int nextra = 0;
+    const char *v;
+    for (int i = 1; i < argc; i++) {
+        if ((v = zh_opt_value(argc, argv, &i, "--days"))) {
+            char *end;
+            long d = strtol(v, &end, 10);
+            if (*end || d < 1 || d > 3660) {
+                fprintf(stderr, "zhost run: --days must be a whole number from 1 to 3660 (got '%s')\n", v);
+                free(extra);
+                return 2;
+            }
+            o.days = (int)d;
+        } else if ((v = zh_opt_value(argc, argv, &i, "--since"))) {
+            o.since = v;
+        } else if ((v = zh_opt_value(argc, argv, &i, "--to"))) {
+            o.to = v;
+        } else if ((v = zh_opt_value(argc, argv, &i, "--secrets"))) {
+            secrets = v;
+        } else if ((v = zh_opt_value(argc, argv, &i, "--job"))) {
+            o.job = v;
+        } else if ((v = zh_opt_value(argc, argv, &i, "--spool"))) {
+            spool = v;
+        } else if ((v = zh_opt_value(argc, argv, &i, "--timeout"))) {
+            o.timeout_s = atof(v);
+        } else if ((v = zh_opt_value(argc, argv, &i, "--cpu-budget"))) {
+            budget = atof(v);
+        } else if (!strcmp(argv[i], "--dry-run")) {
+            o.dry_run = true;
+        } else if (!strcmp(argv[i], "-v") || !strcmp(argv[i], "--verbose")) {
+            verbose++;
+        } else if (!strncmp(argv[i], "--", 2) && argv[i][2]) {
+            /* Script-specific options (--csv FILE, --mode legacy, ...) go to job.args. */
+            const char *name = argv[i] + 2, *eq = strchr(name, '=');
+            if (eq) {
+                extra[nextra++] = zh_xstrndup(name, (size_t)(eq - name));
+                extra[nextra++] = zh_xstrdup(eq + 1);
+            } else if (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) {
+                extra[nextra++] = zh_xstrdup(name);
+                extra[nextra++] = zh_xstrdup(argv[++i]);
+            } else {
+                extra[nextra++] = zh_xstrdup(name);
+                extra[nextra++] = zh_xstrdup("true");
+            }
+        } else if (!o.script) {
+            o.script = argv[i];
+        } else {
+            fprintf(stderr, "zhost run: unexpected argument '%s'\n", argv[i]);
+            free(extra);
+            return 2;
+        }
+    }
+    int rc = 2;
+    if (!o.script) {
+        fprintf(stderr, "usage: zhost run SCRIPT [--days N | --since YYYY-MM-DD [--to YYYY-MM-DD]] [--dry-run] [--secrets DIR] [-v]\n");
+        goto out;
+    }
+    if (o.days && (o.since || o.to)) {
+        fprintf(stderr, "zhost run: give either --days or --since/--to, not both\n");
+        goto out;
+    }
+    if ((o.since && !valid_date(o.since)) || (o.to && !valid_date(o.to))) {
+        fprintf(stderr, "zhost run: dates are YYYY-MM-DD (got '%s')\n", o.since && !valid_date(o.since) ? o.since : o.to);
+        goto out;
+    }
+    if (o.to && !o.since) {
+        fprintf(stderr, "zhost run: --to needs --since\n");
+        goto out;
+    }
+    if (o.since && o.to && strcmp(o.since, o.to) > 0) {
+        fprintf(stderr, "zhost run: --since %s is after --to %s\n", o.since, o.to);
+        goto out;
+    }
+    if (o.dry_run) o.record = false;
+    o.extra = extra;
+    if (verbose) zh_log_set_level(ZH_LOG_DEBUG);
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s", o.script);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = 0; else snprintf(dir, sizeof dir, ".");
+    zh_host_opts ho = {.secrets_dir = zh_secrets_dir(secrets), .scripts_dir = dir, .spool_dir = spool,
+                       .verbose = verbose, .cpu_budget_s = budget};
+    zh_host *h = zh_host_new(&ho);
+    if (!h) {
+        fprintf(stderr, "zhost: cannot create the Lua state\n");
+        rc = 1;
+        goto out;
+    }
+    run_result res = {1, false, NULL};
+    h->on_signal = run_on_signal;
+    h->on_signal_ud = &res;
+    zh_host_install_signals(h);
+    char *err = NULL;
+    res.run = zh_run_start(h, &o, run_finished, &res, &err);
+    if (!res.run) {
+        fprintf(stderr, "zhost: %s\n", err);
+        free(err);
+        zh_host_free(h);
+        rc = 1;
+        goto out;
+    }
+    while (!res.done && uv_run(h->loop, UV_RUN_ONCE)) {
+    }
+    if (!res.done) {
+        fprintf(stderr, "zhost: internal error: the loop ended before the run finished\n");
+        res.exit_code = 1;
+    }
+    zh_run_free(res.run);
+    zh_host_free(h);
+    rc = res.exit_code;
+out:
+    for (int i = 0; i < nextra; i++) free((char *)extra[i]);
+    free(extra);
+    return rc;
+}
+
+int zh_cmd_check(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: zhost check SCRIPT...\n");
+        return 2;
+    }
+    lua_State *L = luaL_newstate();
+    int bad = 0;
+    for (int i = 1; i < argc; i++) {
+        lua_newtable(L);
+        char *err = zh_lrt_load_file(L, argv[i], -1);
+        if (err) {
+            fprintf(stderr, "%s\n", err);
+            free(err);
+            bad++;
+        } else {
+            printf("%s: ok\n", argv[i]);
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    lua_close(L);
+    return bad ? 1 : 0;
+}
+
+static int cmd_version(int argc, char **argv) {
+    (void)argc;
+    (void)argv;
+    curl_version_info_data *cv = curl_version_info(CURLVERSION_NOW);
+    printf("zhost %s (%s, libuv %s, libcurl %s)\n", ZH_VERSION, LUA_RELEASE, uv_version_string(), cv->version);
+    return 0;
+}
+
+static int cmd_help(int argc, char **argv);
+
+static const zh_command commands[] = {
+    {"run", zh_cmd_run,
+     "zhost run SCRIPT [--days N | --since YYYY-MM-DD [--to YYYY-MM-DD]] [--dry-run] [--secrets DIR] [--job NAME] [--timeout S] [-v] [--OPTION VALUE...]",
+     "Runs one script once. Exit 0 on success, 1 on failure (one-line reason on stderr).\n"
+     "--dry-run fetches and maps but writes nothing; it prints row counts and sample rows per table.\n"
+     "Other --OPTION VALUE pairs reach the script as job.args.OPTION."},
+    {"check", zh_cmd_check, "zhost check SCRIPT...", "Compiles scripts and reports syntax errors as file:line: message."},
+    {"repl", zh_cmd_repl, "zhost repl [--secrets DIR]", "Interactive Lua prompt with every zhost module loaded."},
+    {"spool", zh_cmd_spool, "zhost spool status|replay [--secrets DIR] [--spool DIR]",
+     "Shows or delivers batches that could not be inserted into ClickHouse."},
+    {"migrate", zh_cmd_migrate, "zhost migrate [--status] [--secrets DIR] [--sql DIR]",
+     "Applies the missing numbered migrations from sql/ (or lists them with --status)."},
+    {"version", cmd_version, "zhost version", "Prints the version of zhost and its libraries."},
+    {"help", cmd_help, "zhost help [COMMAND]", "Shows help for a command."},
+    {NULL, NULL, NULL, NULL},
+};
+
+static int cmd_help(int argc, char **argv) {
+    if (argc >= 2) {
+        for (const zh_command *c = commands; c->name; c++) {
+            if (!strcmp(c->name, argv[1])) {
+                printf("usage: %s\n\n%s\n", c->usage, c->help);
+                return 0;
+            }
+        }
+        fprintf(stderr, "zhost: unknown command '%s'\n", argv[1]);
+        return 2;
+    }
+    printf("zhost %s — runs the Zakaz Dashboard data integrations.\n\nCommands:\n", ZH_VERSION);
+    for (const zh_command *c = commands; c->name; c++) printf("  %s\n", c->usage);
+    printf("\nEvery command that reads secrets takes --secrets DIR (default $ZHOST_SECRETS or ./secrets).\n"
+           "zhost help COMMAND shows more.\n");
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    const char *lvl = getenv("ZHOST_LOG_LEVEL");
+    if (lvl && zh_log_parse_level(lvl) >= 0) zh_log_set_level(zh_log_parse_level(lvl));
+    int rc;
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        rc = cmd_help(argc > 2 ? argc - 1 : 1, argv + 1);
+    } else if (!strcmp(argv[1], "--version")) {
+        rc = cmd_version(0, NULL);
+    } else {
+        rc = -1;
+        for (const zh_command *c = commands; c->name; c++) {
+            if (!strcmp(c->name, argv[1])) {
+                bool wants_help = argc > 2 && (!strcmp(argv[2], "--help") || !strcmp(argv[2], "-h"));
+                if (wants_help) {
+                    printf("usage: %s\n\n%s\n", c->usage, c->help);
+                    rc = 0;
+                } else {
+                    rc = c->fn(argc - 1, argv + 1);
+                }
+                break;
+            }
+        }
+        if (rc == -1) {
+            fprintf(stderr, "zhost: unknown command '%s' (see zhost --help)\n", argv[1]);
+            rc = 2;
+        }
+    }
+    curl_global_cleanup();
+    return rc;
+}

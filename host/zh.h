@@ -1,0 +1,71 @@
+/* zh.h — the host object shared by every subsystem, and small helpers used everywhere.
+ *
+ * One process runs one zh_host: one uv loop, one Lua state, one curl multi handle.
+ * Subsystems keep their state in the struct below (never in file-level globals);
+ * each subsystem's header declares its own zh_<subsystem>_* functions. */
+#ifndef ZH_H
+#define ZH_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+#include <uv.h>
+#include <lua.h>
+
+#define ZH_VERSION "0.1.0"
+
+typedef struct zh_host zh_host;
+typedef struct zh_task zh_task;
+typedef struct zh_curl zh_curl;
+typedef struct zh_run zh_run;
+
+struct zh_host {
+    uv_loop_t *loop;
+    lua_State *L;
+    zh_curl *curl;              /* curl multi driven by the loop (curl_uv.c) */
+    zh_task *current;           /* task whose Lua code is running right now, or NULL */
+    struct zh_sched_state *tasks; /* ready queue and task bookkeeping (task.c) */
+    struct zh_http_state *http;   /* per-source limits and retry policies (l_http.c) */
+    struct zh_ch_state *ch;       /* ClickHouse connection settings and open sinks (clickhouse.c) */
+    zh_run *run;                /* the script run in progress (run.c), NULL in the REPL */
+    const char *secrets_dir;    /* --secrets / ZHOST_SECRETS / "./secrets" */
+    const char *scripts_dir;    /* directory of the running script, for require() */
+    const char *spool_dir;      /* where undeliverable batches go */
+    int verbose;                /* -v count */
+    double cpu_budget_s;        /* max CPU seconds a task may run without yielding */
+    uv_async_t sigint_async;    /* woken from the SIGINT/SIGTERM handler (host.c) */
+    void (*on_signal)(zh_host *h, int signum); /* what the current command does on a signal */
+    void *on_signal_ud;
+};
+
+/* Growable byte buffer. Owner frees with zh_buf_free. */
+typedef struct zh_buf {
+    char *data;
+    size_t len, cap;
+} zh_buf;
+
+void zh_buf_init(zh_buf *b);
+void zh_buf_free(zh_buf *b);
+void zh_buf_reserve(zh_buf *b, size_t extra);
+void zh_buf_add(zh_buf *b, const void *p, size_t n);
+void zh_buf_adds(zh_buf *b, const char *s);
+void zh_buf_addc(zh_buf *b, char c);
+void zh_buf_printf(zh_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Returns a NUL-terminated view (the buffer keeps ownership). */
+const char *zh_buf_cstr(zh_buf *b);
+
+void *zh_xmalloc(size_t n);
+void *zh_xcalloc(size_t n, size_t m);
+void *zh_xrealloc(void *p, size_t n);
+char *zh_xstrdup(const char *s);
+char *zh_xstrndup(const char *s, size_t n);
+
+/* Monotonic seconds (from the uv loop's clock when a loop is given, else fresh). */
+double zh_now_mono(void);
+/* Wall-clock seconds since the epoch, with sub-second precision. */
+double zh_now_wall(void);
+
+/* The host that owns a Lua state (stored in the state's extra space by lrt.c). */
+static inline zh_host *zh_host_of(lua_State *L) { return *(zh_host **)lua_getextraspace(L); }
+
+#endif

@@ -1,18 +1,554 @@
-/* clickhouse.c — placeholder being replaced by the real client (sinks, spool, run log). */
-#include "clickhouse.h"
-#include <lauxlib.h>
+/* clickhouse.c — owns the connection settings (CLICKHOUSE_* variables and their aliases,
+ * secrets/.env.ch), single statements with retries (ch_req), error messages, table schemas,
+ * the meta_job_runs rows, and the synchronous helpers used by CLI commands.
+ *
+ * Credentials travel in X-ClickHouse-User/Key headers (never in URLs or logs); every request
+ * asks for wait_end_of_query=1 so an error cannot hide behind an early 200. */
+#include "ch_internal.h"
+#include "log.h"
+#include "secrets.h"
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
-void zh_ch_init(zh_host *h) { (void)h; }
-void zh_ch_shutdown(zh_host *h) { (void)h; }
-void zh_ch_load_env(zh_host *h) { (void)h; }
-const char *zh_ch_database(zh_host *h) { (void)h; return "zakaz"; }
-void zh_ch_set_dry_run(zh_host *h, zh_group *g, bool dry) { (void)h; (void)g; (void)dry; }
-void zh_ch_group_finish(zh_host *h, zh_group *g, void (*done)(void *ud), void *ud) { (void)h; (void)g; done(ud); }
-uint64_t zh_ch_group_rows(zh_host *h, zh_group *g) { (void)h; (void)g; return 0; }
-uint64_t zh_ch_group_spooled(zh_host *h, zh_group *g) { (void)h; (void)g; return 0; }
-void zh_ch_group_tables_json(zh_host *h, zh_group *g, zh_buf *out) { (void)h; (void)g; zh_buf_adds(out, "{}"); }
-void zh_ch_group_print_dry_run(zh_host *h, zh_group *g) { (void)h; (void)g; }
-void zh_ch_record_run(zh_host *h, const zh_run_record *r, void (*done)(void *ud, const char *err), void *ud) { (void)h; (void)r; done(ud, NULL); }
-int zh_ch_exec_sync(zh_host *h, const char *sql, zh_buf *out, char **err) { (void)h; (void)sql; (void)out; *err = NULL; return -1; }
-int zh_open_ch(lua_State *L) { lua_newtable(L); return 1; }
+static const char *first_env(const char *const *names, const char **which) {
+    for (int i = 0; names[i]; i++) {
+        const char *v = getenv(names[i]);
+        if (v && *v) {
+            if (which) *which = names[i];
+            return v;
+        }
+    }
+    return NULL;
+}
+
+static void put_env_if_unset(void *ud, const char *k, const char *v) {
+    (void)ud;
+    setenv(k, v, 0);
+}
+
+void zh_ch_load_env(zh_host *h) {
+    char *err = NULL;
+    const char *dir = h->secrets_dir ? h->secrets_dir : "secrets";
+    if (zh_secrets_read(dir, "ch", put_env_if_unset, NULL, &err) < 0) {
+        ZH_ERROR(NULL, "msg=\"cannot read ClickHouse settings\" error=\"%s\"", err);
+        free(err);
+    }
+}
+
+static bool truthy(const char *v) {
+    return v && (!strcasecmp(v, "1") || !strcasecmp(v, "true") || !strcasecmp(v, "yes") || !strcasecmp(v, "on"));
+}
+
+void zh_ch_init(zh_host *h) {
+    zh_ch_state *st = zh_xcalloc(1, sizeof *st);
+    static const char *const url_n[] = {"CLICKHOUSE_URL", NULL};
+    static const char *const host_n[] = {"CLICKHOUSE_HOST", "CH_HOST", NULL};
+    static const char *const port_n[] = {"CLICKHOUSE_PORT", "CLICKHOUSE_HTTP_PORT", "CH_PORT", NULL};
+    static const char *const secure_n[] = {"CLICKHOUSE_SECURE", "CH_SECURE", NULL};
+    static const char *const verify_n[] = {"CLICKHOUSE_VERIFY_SSL", "CH_VERIFY_SSL", NULL};
+    static const char *const user_n[] = {"CLICKHOUSE_USER", "CH_USER", "CLICKHOUSE_USERNAME", NULL};
+    static const char *const pass_n[] = {"CLICKHOUSE_PASSWORD", "CH_PASSWORD", NULL};
+    static const char *const db_n[] = {"CLICKHOUSE_DB", "CLICKHOUSE_DATABASE", "CH_DATABASE", NULL};
+    static const char *const bi_n[] = {"CLICKHOUSE_BI_DB", NULL};
+    const char *which = NULL;
+    const char *url = first_env(url_n, NULL);
+    zh_buf u;
+    zh_buf_init(&u);
+    if (url) {
+        zh_buf_adds(&u, url);
+    } else {
+        const char *hostn = first_env(host_n, &which);
+        if (which && strcmp(which, "CLICKHOUSE_HOST")) ZH_WARN(NULL, "msg=\"%s is an old name; use CLICKHOUSE_HOST\"", which);
+        const char *port = first_env(port_n, &which);
+        if (which && strcmp(which, "CLICKHOUSE_PORT")) ZH_WARN(NULL, "msg=\"%s is an old name; use CLICKHOUSE_PORT\"", which);
+        bool secure = truthy(first_env(secure_n, NULL));
+        zh_buf_printf(&u, "%s://%s:%s", secure ? "https" : "http", hostn ? hostn : "127.0.0.1",
+                      port ? port : (secure ? "8443" : "8123"));
+    }
+    if (!u.len || u.data[u.len - 1] != '/') zh_buf_addc(&u, '/');
+    st->url = u.data;
+    const char *verify = first_env(verify_n, NULL);
+    st->verify_tls = !verify || truthy(verify);
+    const char *user = first_env(user_n, NULL), *pass = first_env(pass_n, NULL);
+    st->user = zh_xstrdup(user ? user : "default");
+    st->password = zh_xstrdup(pass ? pass : "");
+    zh_log_secret(st->password);
+    const char *db = first_env(db_n, NULL);
+    st->database = zh_xstrdup(db ? db : "zakaz");
+    const char *bi = first_env(bi_n, NULL);
+    st->bi_database = zh_xstrdup(bi ? bi : "bi");
+    const char *att = getenv("ZHOST_CH_ATTEMPTS");
+    st->max_attempts = att && atoi(att) > 0 ? atoi(att) : 4;
+    st->backoff_base = 0.5;
+    st->backoff_cap = 8;
+    const char *cap = getenv("ZHOST_CH_BACKOFF_CAP");
+    if (cap && atof(cap) > 0) st->backoff_cap = atof(cap);
+    st->rng = (uint64_t)(zh_now_wall() * 1e6) | 1;
+    h->ch = st;
+}
+
+const char *zh_ch_database(zh_host *h) { return h->ch->database; }
+
+/* ---- requests ---- */
+
+char *ch_error_message(long status, const char *body, size_t len, int *code) {
+    zh_buf b;
+    zh_buf_init(&b);
+    int c = 0;
+    const char *p = body ? body : "";
+    size_t n = body ? len : 0;
+    /* "Code: 60, e.displayText() = DB::Exception: text, e.what() = ..." (18.x) or
+     * "Code: 60. DB::Exception: text. (UNKNOWN_TABLE) (version ...)" (current). */
+    if (n > 6 && !strncmp(p, "Code: ", 6)) c = atoi(p + 6);
+    const char *msg = NULL;
+    const char *ex = body ? strstr(body, "DB::Exception: ") : NULL;
+    if (ex && (size_t)(ex - body) < n) msg = ex + 15;
+    if (c) {
+        zh_buf_printf(&b, "ClickHouse error %d: ", c);
+        const char *src = msg ? msg : p;
+        const char *end = body + n;
+        const char *stop = strstr(src, ", e.what()");
+        if (stop && stop < end) end = stop;
+        stop = strstr(src, " (version ");
+        if (stop && stop < end) end = stop;
+        while (end > src && (end[-1] == '\n' || end[-1] == ' ')) end--;
+        size_t m = (size_t)(end - src);
+        if (m > 600) m = 600;
+        for (size_t i = 0; i < m; i++) zh_buf_addc(&b, src[i] == '\n' ? ' ' : src[i]);
+    } else {
+        zh_buf_printf(&b, "ClickHouse HTTP %ld", status);
+        if (n) {
+            zh_buf_adds(&b, ": ");
+            size_t m = n > 300 ? 300 : n;
+            for (size_t i = 0; i < m; i++) zh_buf_addc(&b, p[i] == '\n' ? ' ' : p[i]);
+        }
+    }
+    if (code) *code = c;
+    return b.data;
+}
+
+static double ch_rand01(zh_ch_state *st) {
+    st->rng ^= st->rng << 13;
+    st->rng ^= st->rng >> 7;
+    st->rng ^= st->rng << 17;
+    return (double)(st->rng >> 11) / 9007199254740992.0;
+}
+
+static void ch_retry_fired(uv_timer_t *t) {
+    ch_req *r = t->data;
+    ch_req_start(r);
+}
+
+/* Errors worth retrying: the server is unreachable or overloaded, not "your SQL is wrong". */
+static bool retryable(zh_xfer *x, int code) {
+    if (x->result != CURLE_OK) return true;
+    if (x->status >= 500 && code == 0) return true;
+    switch (code) {
+    case 159: /* TIMEOUT_EXCEEDED */
+    case 202: /* TOO_MANY_SIMULTANEOUS_QUERIES */
+    case 209: /* SOCKET_TIMEOUT */
+    case 210: /* NETWORK_ERROR */
+    case 252: /* TOO_MANY_PARTS */
+        return true;
+    default:
+        return x->status == 503;
+    }
+}
+
+static void ch_xfer_done(zh_xfer *x) {
+    ch_req *r = x->ud;
+    zh_ch_state *st = r->h->ch;
+    free(r->error);
+    r->error = NULL;
+    r->ch_code = 0;
+    if (x->result == CURLE_OK && x->status == 200) {
+        r->ok = true;
+        r->done(r);
+        return;
+    }
+    if (x->result != CURLE_OK) {
+        zh_buf b;
+        zh_buf_init(&b);
+        zh_buf_printf(&b, "ClickHouse unreachable at %s: %s", st->url, zh_xfer_error(x));
+        r->error = b.data;
+    } else {
+        r->error = ch_error_message(x->status, x->resp_body.data, x->resp_body.len, &r->ch_code);
+    }
+    if (r->attempt < r->max_attempts && retryable(x, r->ch_code)) {
+        double cap = st->backoff_base * pow(2, r->attempt - 1);
+        if (cap > st->backoff_cap) cap = st->backoff_cap;
+        double delay = ch_rand01(st) * cap;
+        r->attempt++;
+        ZH_WARN(NULL, "msg=\"clickhouse retry\" attempt=%d of=%d delay=%.2f error=\"%s\"", r->attempt, r->max_attempts,
+                delay, r->error);
+        uv_timer_start(&r->timer, ch_retry_fired, (uint64_t)(delay * 1000), 0);
+        return;
+    }
+    r->ok = false;
+    r->done(r);
+}
+
+static void add_param(zh_buf *u, const char *k, const char *v) {
+    char *esc = curl_easy_escape(NULL, v, 0);
+    zh_buf_printf(u, "%s%s=%s", strchr(u->data, '?') ? "&" : "?", k, esc);
+    curl_free(esc);
+}
+
+ch_req *ch_req_new(zh_host *h, const char *query, const char *body, size_t len, ch_req_done_fn done, void *ud) {
+    zh_ch_state *st = h->ch;
+    ch_req *r = zh_xcalloc(1, sizeof *r);
+    r->h = h;
+    r->done = done;
+    r->ud = ud;
+    r->attempt = 1;
+    r->max_attempts = st->max_attempts;
+    uv_timer_init(h->loop, &r->timer);
+    r->timer.data = r;
+    r->x = zh_xfer_new(h->curl);
+    zh_buf u;
+    zh_buf_init(&u);
+    zh_buf_adds(&u, st->url);
+    add_param(&u, "database", st->database);
+    add_param(&u, "wait_end_of_query", "1");
+    if (query) add_param(&u, "query", query);
+    zh_xfer_set_request(r->x, "POST", u.data, body ? body : "", body ? len : 0);
+    zh_buf_free(&u);
+    zh_buf hdr;
+    zh_buf_init(&hdr);
+    zh_buf_printf(&hdr, "X-ClickHouse-User: %s", st->user);
+    zh_xfer_add_header(r->x, hdr.data);
+    if (st->password[0]) {
+        hdr.len = 0;
+        zh_buf_printf(&hdr, "X-ClickHouse-Key: %s", st->password);
+        zh_xfer_add_header(r->x, hdr.data);
+    }
+    zh_buf_free(&hdr);
+    zh_xfer_add_header(r->x, "Content-Type: text/plain; charset=utf-8");
+    if (!st->verify_tls) {
+        curl_easy_setopt(r->x->easy, CURLOPT_SSL_VERIFYPEER, 0L);
+        curl_easy_setopt(r->x->easy, CURLOPT_SSL_VERIFYHOST, 0L);
+    }
+    curl_easy_setopt(r->x->easy, CURLOPT_TIMEOUT_MS, 300000L);
+    curl_easy_setopt(r->x->easy, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
+    r->x->done = ch_xfer_done;
+    r->x->ud = r;
+    return r;
+}
+
+void ch_req_start(ch_req *r) {
+    if (zh_xfer_start(r->x) != 0) {
+        r->ok = false;
+        free(r->error);
+        r->error = zh_xstrdup("could not start a ClickHouse request");
+        r->done(r);
+    }
+}
+
+void ch_req_abort(ch_req *r) {
+    zh_xfer_abort(r->x);
+    uv_timer_stop(&r->timer);
+}
+
+static void ch_req_closed(uv_handle_t *hd) {
+    ch_req *r = hd->data;
+    free(r->error);
+    free(r);
+}
+
+void ch_req_free(ch_req *r) {
+    if (!r) return;
+    zh_xfer_free(r->x);
+    r->x = NULL;
+    uv_timer_stop(&r->timer);
+    uv_close((uv_handle_t *)&r->timer, ch_req_closed);
+}
+
+static void sync_done(ch_req *r) { *(bool *)r->ud = true; }
+
+void ch_req_wait(ch_req *r) {
+    bool *flag = r->ud;
+    while (!*flag && uv_run(r->h->loop, UV_RUN_ONCE)) {
+    }
+}
+
+char *ch_substitute_db(zh_host *h, const char *sql) {
+    zh_ch_state *st = h->ch;
+    zh_buf b;
+    zh_buf_init(&b);
+    const char *p = sql;
+    while (*p) {
+        bool boundary = p == sql || !((p[-1] >= 'a' && p[-1] <= 'z') || (p[-1] >= 'A' && p[-1] <= 'Z') ||
+                                      (p[-1] >= '0' && p[-1] <= '9') || p[-1] == '_' || p[-1] == '.');
+        if (boundary && !strncmp(p, "zakaz.", 6)) {
+            zh_buf_printf(&b, "%s.", st->database);
+            p += 6;
+        } else if (boundary && !strncmp(p, "bi.", 3)) {
+            zh_buf_printf(&b, "%s.", st->bi_database);
+            p += 3;
+        } else {
+            zh_buf_addc(&b, *p++);
+        }
+    }
+    return b.data ? b.data : zh_xstrdup("");
+}
+
+int zh_ch_exec_sync(zh_host *h, const char *sql, zh_buf *out, char **err) {
+    bool flag = false;
+    ch_req *r = ch_req_new(h, NULL, sql, strlen(sql), sync_done, &flag);
+    ch_req_start(r);
+    ch_req_wait(r);
+    int rc = 0;
+    if (!flag || !r->ok) {
+        *err = zh_xstrdup(r->error ? r->error : "ClickHouse request did not finish");
+        rc = -1;
+    } else if (out) {
+        zh_buf_add(out, r->x->resp_body.data ? r->x->resp_body.data : "", r->x->resp_body.len);
+    }
+    ch_req_free(r);
+    return rc;
+}
+
+int zh_ch_insert_sync(zh_host *h, const char *db_table, const char *body, size_t len, char **err) {
+    char q[512];
+    snprintf(q, sizeof q, "INSERT INTO %s FORMAT JSONEachRow", db_table);
+    bool flag = false;
+    ch_req *r = ch_req_new(h, q, body, len, sync_done, &flag);
+    ch_req_start(r);
+    ch_req_wait(r);
+    int rc = 0;
+    if (!flag || !r->ok) {
+        *err = zh_xstrdup(r->error ? r->error : "ClickHouse request did not finish");
+        rc = -1;
+    }
+    ch_req_free(r);
+    return rc;
+}
+
+/* ---- schemas ---- */
+
+static char *tsv_unescape(const char *s, size_t n) {
+    zh_buf b;
+    zh_buf_init(&b);
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '\\' && i + 1 < n) {
+            char c = s[++i];
+            zh_buf_addc(&b, c == 'n' ? '\n' : c == 't' ? '\t' : c == 'r' ? '\r' : c == '0' ? '\0' : c);
+        } else {
+            zh_buf_addc(&b, s[i]);
+        }
+    }
+    return b.data ? b.data : zh_xstrdup("");
+}
+
+ch_schema *ch_schema_parse(const char *table, const char *tsv, size_t len) {
+    ch_schema *s = zh_xcalloc(1, sizeof *s);
+    s->table = zh_xstrdup(table);
+    const char *p = tsv, *end = tsv + len;
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        if (!eol) eol = end;
+        const char *f[4] = {0};
+        size_t fl[4] = {0};
+        int nf = 0;
+        const char *q = p;
+        while (nf < 4) {
+            const char *tab = memchr(q, '\t', (size_t)(eol - q));
+            const char *fe = tab ? tab : eol;
+            f[nf] = q;
+            fl[nf] = (size_t)(fe - q);
+            nf++;
+            if (!tab) break;
+            q = tab + 1;
+        }
+        if (nf >= 2 && fl[0] > 0) {
+            s->cols = zh_xrealloc(s->cols, (size_t)(s->ncols + 1) * sizeof *s->cols);
+            ch_column *c = &s->cols[s->ncols++];
+            c->name = tsv_unescape(f[0], fl[0]);
+            c->type = tsv_unescape(f[1], fl[1]);
+            c->default_expr = NULL;
+            c->materialized = false;
+            if (nf >= 3 && fl[2]) {
+                c->materialized = (fl[2] == 12 && !strncmp(f[2], "MATERIALIZED", 12)) || (fl[2] == 5 && !strncmp(f[2], "ALIAS", 5));
+                if (nf >= 4) c->default_expr = tsv_unescape(f[3], fl[3]);
+            }
+            zh_rowenc_classify(c);
+        }
+        p = eol + 1;
+    }
+    return s;
+}
+
+void ch_schema_free(ch_schema *s) {
+    if (!s) return;
+    for (int i = 0; i < s->ncols; i++) {
+        free(s->cols[i].name);
+        free(s->cols[i].type);
+        free(s->cols[i].default_expr);
+    }
+    free(s->cols);
+    free(s->table);
+    free(s);
+}
+
+int ch_schema_find(const ch_schema *s, const char *name, size_t len) {
+    for (int i = 0; i < s->ncols; i++)
+        if (strlen(s->cols[i].name) == len && !memcmp(s->cols[i].name, name, len)) return i;
+    return -1;
+}
+
+static void schema_path(zh_host *h, const char *table, char *out, size_t n) {
+    snprintf(out, n, "%s/schema/%s.tsv", h->spool_dir, table);
+}
+
+static void mkdirs(const char *path) {
+    char tmp[1024];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p == '/') {
+            *p = 0;
+            mkdir(tmp, 0700);
+            *p = '/';
+        }
+    }
+    mkdir(tmp, 0700);
+}
+
+void ch_schema_save(zh_host *h, const ch_schema *s, const char *tsv, size_t len) {
+    char dir[1024], path[1100], tmp[1200];
+    snprintf(dir, sizeof dir, "%s/schema", h->spool_dir);
+    mkdirs(dir);
+    schema_path(h, s->table, path, sizeof path);
+    snprintf(tmp, sizeof tmp, "%s.tmp%d", path, (int)getpid());
+    FILE *f = fopen(tmp, "wb");
+    if (!f) return;
+    bool ok = fwrite(tsv, 1, len, f) == len;
+    ok = fclose(f) == 0 && ok;
+    if (ok) rename(tmp, path); else unlink(tmp);
+}
+
+ch_schema *ch_schema_load_cached(zh_host *h, const char *table) {
+    char path[1100];
+    schema_path(h, table, path, sizeof path);
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    zh_buf b;
+    zh_buf_init(&b);
+    char chunk[4096];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) zh_buf_add(&b, chunk, n);
+    fclose(f);
+    ch_schema *s = b.len ? ch_schema_parse(table, b.data, b.len) : NULL;
+    zh_buf_free(&b);
+    return s;
+}
+
+/* ---- meta_job_runs ---- */
+
+static void json_str(zh_buf *b, const char *s) {
+    zh_buf_addc(b, '"');
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        switch (*p) {
+        case '"': zh_buf_adds(b, "\\\""); break;
+        case '\\': zh_buf_adds(b, "\\\\"); break;
+        case '\n': zh_buf_adds(b, "\\n"); break;
+        case '\r': zh_buf_adds(b, "\\r"); break;
+        case '\t': zh_buf_adds(b, "\\t"); break;
+        default:
+            if (*p < 0x20) zh_buf_printf(b, "\\u%04x", *p);
+            else zh_buf_addc(b, (char)*p);
+        }
+    }
+    zh_buf_addc(b, '"');
+}
+
+static void fmt_datetime(double epoch, char *out, size_t n) {
+    /* Unix seconds as text: ClickHouse reads a 10-digit DateTime as a timestamp, whatever the
+     * server's time zone. */
+    snprintf(out, n, "%lld", (long long)floor(epoch));
+}
+
+typedef struct record_ctx {
+    void (*done)(void *ud, const char *err);
+    void *ud;
+    char *table, *job, *run_id;
+    zh_buf body;
+} record_ctx;
+
+static void record_finished(ch_req *r) {
+    record_ctx *c = r->ud;
+    if (!r->ok) {
+        char err[256];
+        int rc = zh_spool_write(r->h, c->table, c->job, c->run_id, r->error, c->body.data, c->body.len, 1, err, sizeof err);
+        if (rc == 0) {
+            ZH_WARN(c->job, "msg=\"run log row spooled\" run_id=%s error=\"%s\"", c->run_id, r->error);
+        }
+        c->done(c->ud, r->error);
+    } else {
+        c->done(c->ud, NULL);
+    }
+    zh_buf_free(&c->body);
+    free(c->table);
+    free(c->job);
+    free(c->run_id);
+    free(c);
+    ch_req_free(r);
+}
+
+void zh_ch_record_run(zh_host *h, const zh_run_record *rec, void (*done)(void *ud, const char *err), void *ud) {
+    zh_ch_state *st = h->ch;
+    record_ctx *c = zh_xcalloc(1, sizeof *c);
+    c->done = done;
+    c->ud = ud;
+    c->job = zh_xstrdup(rec->job);
+    c->run_id = zh_xstrdup(rec->run_id);
+    zh_buf tb;
+    zh_buf_init(&tb);
+    zh_buf_printf(&tb, "%s.meta_job_runs_raw", st->database);
+    c->table = tb.data;
+    char started[32], finished[32], host[128] = "";
+    fmt_datetime(rec->started_at, started, sizeof started);
+    fmt_datetime(rec->finished_at > 0 ? rec->finished_at : rec->started_at, finished, sizeof finished);
+    gethostname(host, sizeof host - 1);
+    zh_buf *b = &c->body;
+    zh_buf_init(b);
+    zh_buf_adds(b, "{\"job\":");
+    json_str(b, rec->job);
+    zh_buf_adds(b, ",\"run_id\":");
+    json_str(b, rec->run_id);
+    zh_buf_printf(b, ",\"started_at\":\"%s\"", started);
+    /* A running row leaves finished_at to the column's default. */
+    if (rec->finished_at > 0) zh_buf_printf(b, ",\"finished_at\":\"%s\"", finished);
+    zh_buf_adds(b, ",\"status\":");
+    json_str(b, rec->status);
+    zh_buf_printf(b, ",\"rows_processed\":%llu,\"message\":", (unsigned long long)rec->rows);
+    json_str(b, rec->message ? rec->message : "");
+    zh_buf_adds(b, ",\"metrics\":");
+    json_str(b, rec->metrics_json ? rec->metrics_json : "{}");
+    zh_buf_adds(b, ",\"host\":");
+    json_str(b, host);
+    /* Versions in microseconds keep "running" < final even within one second. */
+    zh_buf_printf(b, ",\"_ver\":%llu}\n", (unsigned long long)(zh_now_wall() * 1e6));
+    char q[512];
+    snprintf(q, sizeof q, "INSERT INTO %s FORMAT JSONEachRow", c->table);
+    ch_req *r = ch_req_new(h, q, b->data, b->len, record_finished, c);
+    ch_req_start(r);
+}
+
+void zh_ch_shutdown(zh_host *h) {
+    zh_ch_state *st = h->ch;
+    if (!st) return;
+    zh_sink_shutdown_all(h);
+    free(st->url);
+    free(st->user);
+    free(st->password);
+    free(st->database);
+    free(st->bi_database);
+    free(st->server_version);
+    free(st);
+    h->ch = NULL;
+}

@@ -24,6 +24,8 @@ uint64_t zh_ch_group_spooled(zh_host *h, zh_group *g);
 void zh_ch_group_tables_json(zh_host *h, zh_group *g, zh_buf *out);
 /* For --dry-run: prints per-table row counts and sample rows to stdout. */
 void zh_ch_group_print_dry_run(zh_host *h, zh_group *g);
+/* Releases the group's counters (the group's sinks must be finished). */
+void zh_ch_group_forget(zh_host *h, zh_group *g);
 
 typedef struct zh_run_record {
     const char *job, *run_id, *status, *message, *metrics_json;
@@ -36,8 +38,18 @@ typedef struct zh_run_record {
 void zh_ch_record_run(zh_host *h, const zh_run_record *r, void (*done)(void *ud, const char *err), void *ud);
 
 /* Synchronous helpers for commands outside scripts (migrate, spool, status): run the loop
- * until the request completes. Return 0, or -1 with *err set (malloc'd). */
+ * until the request completes. Return 0, or -1 with *err set (malloc'd). `out` (may be NULL)
+ * receives the response body. */
 int zh_ch_exec_sync(zh_host *h, const char *sql, zh_buf *out, char **err);
+/* Inserts an already encoded JSONEachRow body into db.table, synchronously. */
+int zh_ch_insert_sync(zh_host *h, const char *db_table, const char *body, size_t len, char **err);
+
+/* The spool: batches that could not be delivered. */
+typedef struct zh_spool_info {
+    int files;
+    uint64_t rows, bytes;
+} zh_spool_info;
+void zh_spool_stat(const char *dir, zh_spool_info *out);
 
 int zh_open_ch(lua_State *L);
 

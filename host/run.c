@@ -134,7 +134,6 @@ static void write_final(zh_run *r) {
     zh_log(level, r->group.job, "msg=\"run finished\" run_id=%s status=%s rows=%llu duration=%.1f%s%s%s", r->run_id,
            zh_run_status_name(r->status), (unsigned long long)rows, dur, r->message ? " message=\"" : "",
            r->message ? r->message : "", r->message ? "\"" : "");
-    if (r->traceback && r->status != ZH_RUN_SUCCESS) zh_log(ZH_LOG_DEBUG, r->group.job, "msg=traceback text=\"%s\"", r->traceback);
     if (!r->opts.record) {
         zh_buf_free(&metrics);
         record_done(r, NULL);
@@ -268,6 +267,7 @@ zh_run *zh_run_start(zh_host *h, const zh_run_opts *o, void (*on_done)(zh_run *,
     r->opts.to = dup_opt(o->to);
     r->opts.extra = NULL;
     zh_uuid4(r->run_id);
+    snprintf(r->group.run_id, sizeof r->group.run_id, "%s", r->run_id);
     r->started_wall = zh_now_wall();
     r->started_mono = zh_now_mono();
     r->status = ZH_RUN_RUNNING;
@@ -347,6 +347,7 @@ static void timer_closed(uv_handle_t *hd) { free(hd); }
 void zh_run_free(zh_run *r) {
     if (!r) return;
     lua_State *L = r->h->L;
+    if (r->h->ch) zh_ch_group_forget(r->h, &r->group);
     if (L) {
         luaL_unref(L, LUA_REGISTRYINDEX, r->metrics_ref);
         luaL_unref(L, LUA_REGISTRYINDEX, r->env_ref);

@@ -26,6 +26,7 @@ typedef void (*zh_task_done_fn)(zh_task *t, void *ud);
  * the job in every log line. Owners embed it as their first member. */
 typedef struct zh_group {
     char job[64];
+    char run_id[40];          /* for spool file names and logs; may be empty */
     uint64_t http_requests;   /* attempts sent, retries included */
     uint64_t http_retries;
     uint64_t http_bytes;      /* response bytes received */

@@ -1,0 +1,95 @@
+/* ch_internal.h — what the ClickHouse files (clickhouse.c, rowenc.c, sink.c, spool.c, l_ch.c)
+ * share among themselves; nothing outside them includes it. */
+#ifndef ZH_CH_INTERNAL_H
+#define ZH_CH_INTERNAL_H
+
+#include "clickhouse.h"
+#include "curl_uv.h"
+
+typedef struct ch_req ch_req;
+typedef void (*ch_req_done_fn)(ch_req *r);
+
+/* One statement sent to ClickHouse, retried on connection errors and 5xx with full-jitter
+ * backoff. The body is kept, so a retry on a reset keep-alive connection re-sends it. */
+struct ch_req {
+    zh_host *h;
+    zh_xfer *x;
+    int attempt, max_attempts;
+    uv_timer_t timer;         /* backoff; closed by ch_req_free */
+    bool ok;
+    int ch_code;              /* ClickHouse error code, 0 when none */
+    char *error;              /* one-line error, NULL on success */
+    ch_req_done_fn done;
+    void *ud;
+};
+
+typedef struct ch_column {
+    char *name;
+    char *type;               /* as DESCRIBE prints it */
+    char *default_expr;       /* DEFAULT/MATERIALIZED expression, or NULL */
+    bool materialized;        /* MATERIALIZED/ALIAS: never sent */
+    int kind;                 /* enum ch_kind, from the type (rowenc.c) */
+    int elem_kind;            /* for arrays */
+    bool nullable, is_unsigned;
+} ch_column;
+
+enum ch_kind { CH_OTHER, CH_INT, CH_FLOAT, CH_DECIMAL, CH_STRING, CH_DATE, CH_DATETIME, CH_UUID, CH_ENUM, CH_BOOL, CH_ARRAY };
+/* Sets kind/elem_kind/nullable/is_unsigned from c->type. */
+void zh_rowenc_classify(ch_column *c);
+
+typedef struct ch_schema {
+    char *table;              /* db.table */
+    ch_column *cols;
+    int ncols;
+} ch_schema;
+
+struct zh_sink;
+
+typedef struct zh_ch_state {
+    char *url;                /* base URL ending in '/' */
+    char *user, *password, *database, *bi_database;
+    bool verify_tls;
+    int max_attempts;
+    double backoff_base, backoff_cap;
+    struct zh_sink *sinks;    /* every open sink */
+    struct ch_group_stats *groups;
+    uint64_t rng;
+    char *server_version;     /* cached after the first successful query */
+} zh_ch_state;
+
+/* Requests. `query` goes in the URL (for INSERTs), `body` in the POST body. */
+ch_req *ch_req_new(zh_host *h, const char *query, const char *body, size_t len, ch_req_done_fn done, void *ud);
+void ch_req_start(ch_req *r);
+void ch_req_abort(ch_req *r);
+void ch_req_free(ch_req *r);
+/* Runs the loop until r completes (CLI commands only). */
+void ch_req_wait(ch_req *r);
+
+/* Schemas: DESCRIBE result parsed, and cached on disk for outages. */
+ch_schema *ch_schema_parse(const char *table, const char *tsv, size_t len);
+void ch_schema_free(ch_schema *s);
+int ch_schema_find(const ch_schema *s, const char *name, size_t len);
+void ch_schema_save(zh_host *h, const ch_schema *s, const char *tsv, size_t len);
+ch_schema *ch_schema_load_cached(zh_host *h, const char *table);
+
+/* rowenc.c: encodes the Lua table at idx as one JSONEachRow line (with '\n') using the schema.
+ * Returns NULL on success, or a message naming the column and what was wrong. */
+const char *zh_rowenc_row(lua_State *L, int idx, const ch_schema *s, zh_buf *out, char *errbuf, size_t errlen);
+/* Shortest decimal text that reads back as the same double. */
+void zh_rowenc_double(double d, char *out, size_t n);
+/* Validates a decimal literal (sign, digits, optional fraction, optional exponent for floats). */
+bool zh_rowenc_is_decimal(const char *s, size_t n, bool allow_exp);
+
+/* spool.c: appends a failed batch to the spool. Returns 0, or -1 with err filled. */
+int zh_spool_write(zh_host *h, const char *db_table, const char *job, const char *run_id, const char *error,
+                   const char *rows, size_t len, uint64_t nrows, char *err, size_t errlen);
+
+/* sink.c: cancels every sink's pending work at host shutdown (rows still buffered are spooled). */
+void zh_sink_shutdown_all(zh_host *h);
+
+/* "ClickHouse error 60: Table x doesn't exist" from a response body. */
+char *ch_error_message(long status, const char *body, size_t len, int *code);
+/* Substitutes the configured database names for `zakaz.` and `bi.` qualifiers. */
+char *ch_substitute_db(zh_host *h, const char *sql);
+
+#endif

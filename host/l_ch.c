@@ -1,0 +1,442 @@
+/* l_ch.c — owns the Lua `ch` module: query (rows as Lua tables, typed from ClickHouse's own
+ * type names), exec, sinks (see sink.c) and small helpers (quote, database, version). */
+#include "ch_internal.h"
+#include "log.h"
+#include "sink.h"
+#include <lauxlib.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SINK_MT "zhost.ch.sink"
+
+enum op_kind { OP_QUERY, OP_RAW, OP_EXEC, OP_DESCRIBE };
+
+typedef struct ch_op {
+    zh_pending base;
+    ch_req *req;
+    enum op_kind kind;
+    bool done;
+    char *table;               /* OP_DESCRIBE */
+    zh_sink_opts sink_opts;
+    zh_group *group;
+    zh_host *h;
+} ch_op;
+
+static void op_req_done(ch_req *r) {
+    ch_op *op = r->ud;
+    op->done = true;
+    zh_task_wake(&op->base);
+}
+
+static void op_free(ch_op *op) {
+    ch_req_free(op->req);
+    free(op->table);
+    free(op);
+}
+
+static void op_abort(zh_pending *p) {
+    ch_op *op = (ch_op *)p;
+    ch_req_abort(op->req);
+    op_free(op);
+}
+
+/* ---- TSV with names and types → Lua rows ---- */
+
+static const char *tsv_field(const char *p, const char *end, zh_buf *out, bool *is_null, bool *eol) {
+    out->len = 0;
+    *is_null = false;
+    if (end - p >= 2 && p[0] == '\\' && p[1] == 'N' && (p + 2 == end || p[2] == '\t' || p[2] == '\n')) {
+        *is_null = true;
+        p += 2;
+    } else {
+        while (p < end && *p != '\t' && *p != '\n') {
+            if (*p == '\\' && p + 1 < end) {
+                p++;
+                char c = *p == 'n' ? '\n' : *p == 't' ? '\t' : *p == 'r' ? '\r' : *p == '0' ? '\0' :
+                         *p == 'b' ? '\b' : *p == 'f' ? '\f' : *p;
+                zh_buf_addc(out, c);
+                p++;
+            } else {
+                zh_buf_addc(out, *p++);
+            }
+        }
+    }
+    *eol = p >= end || *p == '\n';
+    return p < end ? p + 1 : p;
+}
+
+static void push_typed(lua_State *L, const char *type, const char *s, size_t n) {
+    const char *t = type;
+    if (!strncmp(t, "Nullable(", 9)) t += 9;
+    if (!strncmp(t, "LowCardinality(", 15)) t += 15;
+    if (!strncmp(t, "Int", 3) || !strncmp(t, "UInt", 4)) {
+        char *end;
+        errno = 0;
+        long long v = strtoll(s, &end, 10);
+        if (end == s + n && n > 0 && errno == 0 && strncmp(t, "UInt64", 6) != 0 && strncmp(t, "Int128", 6) != 0) {
+            lua_pushinteger(L, v);
+            return;
+        }
+        if (!strncmp(t, "UInt64", 6) && n > 0) {
+            unsigned long long u = strtoull(s, &end, 10);
+            if (end == s + n && u <= (unsigned long long)LUA_MAXINTEGER) {
+                lua_pushinteger(L, (lua_Integer)u);
+                return;
+            }
+        }
+        lua_pushlstring(L, s, n); /* too big for a Lua integer: keep every digit */
+        return;
+    }
+    if (!strncmp(t, "Float", 5)) {
+        lua_pushnumber(L, strtod(s, NULL));
+        return;
+    }
+    lua_pushlstring(L, s, n);
+}
+
+static int push_rows(lua_State *L, const char *body, size_t len) {
+    const char *p = body, *end = body + len;
+    zh_buf f;
+    zh_buf_init(&f);
+    bool is_null, eol;
+    /* names */
+    lua_newtable(L);
+    int names = lua_gettop(L), ncols = 0;
+    while (p < end) {
+        p = tsv_field(p, end, &f, &is_null, &eol);
+        lua_pushlstring(L, f.data ? f.data : "", f.len);
+        lua_rawseti(L, names, ++ncols);
+        if (eol) break;
+    }
+    lua_newtable(L);
+    int types = lua_gettop(L), nt = 0;
+    while (p < end) {
+        p = tsv_field(p, end, &f, &is_null, &eol);
+        lua_pushlstring(L, f.data ? f.data : "", f.len);
+        lua_rawseti(L, types, ++nt);
+        if (eol) break;
+    }
+    lua_newtable(L);
+    int rows = lua_gettop(L), nrows = 0;
+    while (p < end) {
+        lua_createtable(L, 0, ncols);
+        for (int c = 1; c <= ncols && p < end; c++) {
+            p = tsv_field(p, end, &f, &is_null, &eol);
+            if (!is_null) {
+                lua_rawgeti(L, types, c);
+                const char *type = lua_tostring(L, -1);
+                lua_pop(L, 1);
+                lua_rawgeti(L, names, c);
+                push_typed(L, type ? type : "String", f.data ? f.data : "", f.len);
+                lua_rawset(L, -3);
+            }
+            if (eol) break;
+        }
+        lua_rawseti(L, rows, ++nrows);
+    }
+    zh_buf_free(&f);
+    lua_replace(L, names);
+    lua_settop(L, names);
+    return 1;
+}
+
+static int push_sink(lua_State *L, zh_sink *s);
+
+static int op_push(zh_pending *p, lua_State *co) {
+    ch_op *op = (ch_op *)p;
+    ch_req *r = op->req;
+    int n;
+    if (!r->ok) {
+        lua_pushnil(co);
+        lua_pushstring(co, r->error ? r->error : "ClickHouse request failed");
+        n = 2;
+        if (op->kind == OP_DESCRIBE) {
+            ch_schema *cached = ch_schema_load_cached(op->h, op->table);
+            if (cached) {
+                ZH_WARN(op->group ? op->group->job : NULL,
+                        "msg=\"ClickHouse unreachable; using the cached schema, rows will be spooled if it stays down\" table=%s error=\"%s\"",
+                        op->table, r->error);
+                lua_pop(co, 2);
+                n = push_sink(co, zh_sink_new(op->h, op->group, cached, &op->sink_opts));
+            } else {
+                lua_pop(co, 1);
+                lua_pushfstring(co, "cannot open a sink for %s: %s", op->table, r->error ? r->error : "?");
+            }
+        }
+    } else if (op->kind == OP_QUERY) {
+        n = push_rows(co, r->x->resp_body.data ? r->x->resp_body.data : "", r->x->resp_body.len);
+    } else if (op->kind == OP_RAW) {
+        lua_pushlstring(co, r->x->resp_body.data ? r->x->resp_body.data : "", r->x->resp_body.len);
+        n = 1;
+    } else if (op->kind == OP_EXEC) {
+        lua_pushboolean(co, 1);
+        n = 1;
+    } else {
+        ch_schema *s = ch_schema_parse(op->table, r->x->resp_body.data ? r->x->resp_body.data : "", r->x->resp_body.len);
+        if (s->ncols == 0) {
+            ch_schema_free(s);
+            lua_pushnil(co);
+            lua_pushfstring(co, "table %s has no columns", op->table);
+            n = 2;
+        } else {
+            ch_schema_save(op->h, s, r->x->resp_body.data, r->x->resp_body.len);
+            n = push_sink(co, zh_sink_new(op->h, op->group, s, &op->sink_opts));
+        }
+    }
+    op_free(op);
+    return n;
+}
+
+static int start_op(lua_State *L, enum op_kind kind, const char *query, const char *body, size_t len) {
+    zh_host *h = zh_host_of(L);
+    zh_task *t = zh_task_current(L, true);
+    ch_op *op = zh_xcalloc(1, sizeof *op);
+    op->base.push = op_push;
+    op->base.abort = op_abort;
+    op->kind = kind;
+    op->h = h;
+    op->group = t->group;
+    op->req = ch_req_new(h, query, body, len, op_req_done, op);
+    ch_req_start(op->req);
+    return zh_task_await(L, &op->base);
+}
+
+static bool ends_with_format(const char *sql) {
+    const char *f = NULL;
+    for (const char *p = sql; (p = strcasestr(p, "FORMAT ")); p++) f = p;
+    if (!f) return false;
+    const char *q = f + 7;
+    while (*q && *q != ' ' && *q != '\n' && *q != ';') q++;
+    while (*q == ' ' || *q == '\n' || *q == ';') q++;
+    return *q == 0;
+}
+
+/* ch.query(sql) -> rows | nil, err. With a FORMAT clause of its own: the raw body. */
+static int l_query(lua_State *L) {
+    const char *sql = luaL_checkstring(L, 1);
+    char *s = ch_substitute_db(zh_host_of(L), sql);
+    zh_buf b;
+    zh_buf_init(&b);
+    zh_buf_adds(&b, s);
+    free(s);
+    enum op_kind kind = OP_QUERY;
+    if (ends_with_format(sql)) kind = OP_RAW; /* the caller chose a format: return the body */
+    else zh_buf_adds(&b, "\nFORMAT TabSeparatedWithNamesAndTypes");
+    lua_pushstring(L, b.data);
+    zh_buf_free(&b);
+    const char *body = lua_tostring(L, -1);
+    return start_op(L, kind, NULL, body, strlen(body));
+}
+
+/* ch.exec(sql) -> true | nil, err */
+static int l_exec(lua_State *L) {
+    const char *sql = luaL_checkstring(L, 1);
+    char *s = ch_substitute_db(zh_host_of(L), sql);
+    lua_pushstring(L, s);
+    free(s);
+    const char *body = lua_tostring(L, -1);
+    return start_op(L, OP_EXEC, NULL, body, strlen(body));
+}
+
+static bool valid_table(const char *t) {
+    if (!*t) return false;
+    int dots = 0;
+    for (const char *p = t; *p; p++) {
+        if (*p == '.') dots++;
+        else if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '_')) return false;
+    }
+    return dots <= 1 && t[0] != '.' && t[strlen(t) - 1] != '.';
+}
+
+/* ch.sink(table [, {max_rows=, max_bytes=, max_age=}]) -> sink | nil, err */
+static int l_sink(lua_State *L) {
+    const char *table = luaL_checkstring(L, 1);
+    if (!valid_table(table)) return luaL_error(L, "ch.sink: bad table name '%s'", table);
+    zh_host *h = zh_host_of(L);
+    zh_sink_opts o = {0};
+    if (lua_istable(L, 2)) {
+        lua_getfield(L, 2, "max_rows");
+        if (!lua_isnil(L, -1)) o.max_rows = (size_t)luaL_checkinteger(L, -1);
+        lua_getfield(L, 2, "max_bytes");
+        if (!lua_isnil(L, -1)) o.max_bytes = (size_t)luaL_checkinteger(L, -1);
+        lua_getfield(L, 2, "max_age");
+        if (!lua_isnil(L, -1)) o.max_age_s = luaL_checknumber(L, -1);
+        lua_pop(L, 3);
+    }
+    char *full;
+    if (strchr(table, '.')) {
+        full = ch_substitute_db(h, table);
+    } else {
+        zh_buf b;
+        zh_buf_init(&b);
+        zh_buf_printf(&b, "%s.%s", h->ch->database, table);
+        full = b.data;
+    }
+    zh_buf q;
+    zh_buf_init(&q);
+    zh_buf_printf(&q, "DESCRIBE TABLE %s FORMAT TabSeparated", full);
+    lua_pushstring(L, q.data);
+    zh_buf_free(&q);
+    const char *body = lua_tostring(L, -1);
+    zh_task *t = zh_task_current(L, true);
+    ch_op *op = zh_xcalloc(1, sizeof *op);
+    op->base.push = op_push;
+    op->base.abort = op_abort;
+    op->kind = OP_DESCRIBE;
+    op->h = h;
+    op->group = t->group;
+    op->table = full;
+    op->sink_opts = o;
+    op->req = ch_req_new(h, NULL, body, strlen(body), op_req_done, op);
+    ch_req_start(op->req);
+    return zh_task_await(L, &op->base);
+}
+
+/* ---- sink userdata ---- */
+
+typedef struct { zh_sink *s; } sink_ud;
+
+static int push_sink(lua_State *L, zh_sink *s) {
+    sink_ud *u = lua_newuserdatauv(L, sizeof *u, 0);
+    u->s = s;
+    luaL_setmetatable(L, SINK_MT);
+    return 1;
+}
+
+static zh_sink *check_sink(lua_State *L) {
+    sink_ud *u = luaL_checkudata(L, 1, SINK_MT);
+    if (!u->s || !zh_host_of(L)->ch) luaL_error(L, "sink is no longer usable");
+    return u->s;
+}
+
+static int wait_push(zh_pending *p, lua_State *co) {
+    zh_sink_wait *w = (zh_sink_wait *)p;
+    int n = w->push_result(w, co);
+    free(w);
+    return n;
+}
+
+static void wait_abort(zh_pending *p) {
+    zh_sink_wait *w = (zh_sink_wait *)p;
+    zh_sink_remove_waiter(w->sink, w);
+    free(w);
+}
+
+static int push_true(zh_sink_wait *w, lua_State *co) {
+    (void)w;
+    lua_pushboolean(co, 1);
+    return 1;
+}
+
+static int push_flush_result(zh_sink_wait *w, lua_State *co) {
+    const char *e = zh_sink_last_error(w->sink);
+    if (e && zh_sink_spooled(w->sink)) {
+        lua_pushnil(co);
+        lua_pushfstring(co, "%s: %I rows spooled: %s", zh_sink_table(w->sink), (LUAI_UACINT)zh_sink_spooled(w->sink), e);
+        return 2;
+    }
+    lua_pushboolean(co, 1);
+    return 1;
+}
+
+static int sink_wait(lua_State *L, zh_sink *s, bool want_idle) {
+    zh_sink_wait *w = zh_xcalloc(1, sizeof *w);
+    w->base.push = wait_push;
+    w->base.abort = wait_abort;
+    w->want_idle = want_idle;
+    w->push_result = want_idle ? push_flush_result : push_true;
+    zh_sink_add_waiter(s, w);
+    return zh_task_await(L, &w->base);
+}
+
+/* sink:add(row) -> true (waits while a full buffer is being sent); a bad row raises */
+static int l_sink_add(lua_State *L) {
+    zh_sink *s = check_sink(L);
+    if (zh_sink_closed(s)) return luaL_error(L, "sink for %s is closed", zh_sink_table(s));
+    luaL_checktype(L, 2, LUA_TTABLE);
+    char err[512];
+    bool must_wait;
+    const char *e = zh_sink_add(s, L, 2, &must_wait, err, sizeof err);
+    if (e) return luaL_error(L, "%s", e);
+    if (must_wait && zh_host_of(L)->current && lua_isyieldable(L)) return sink_wait(L, s, false);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* sink:flush() -> true | nil, err (rows were spooled) */
+static int l_sink_flush(lua_State *L) {
+    zh_sink *s = check_sink(L);
+    if (zh_sink_flush(s)) return push_flush_result(&(zh_sink_wait){.sink = s}, L);
+    return sink_wait(L, s, true);
+}
+
+/* sink:close() -> like flush, then further adds raise */
+static int l_sink_close(lua_State *L) {
+    zh_sink *s = check_sink(L);
+    if (zh_sink_closed(s) && zh_sink_idle(s)) return push_flush_result(&(zh_sink_wait){.sink = s}, L);
+    zh_sink_close(s);
+    if (zh_sink_idle(s)) return push_flush_result(&(zh_sink_wait){.sink = s}, L);
+    return sink_wait(L, s, true);
+}
+
+static int l_sink_count(lua_State *L) {
+    zh_sink *s = check_sink(L);
+    lua_pushinteger(L, (lua_Integer)zh_sink_rows(s));
+    return 1;
+}
+
+static int l_sink_gc(lua_State *L) {
+    sink_ud *u = luaL_checkudata(L, 1, SINK_MT);
+    if (u->s && zh_host_of(L)->ch) zh_sink_detach(u->s);
+    u->s = NULL;
+    return 0;
+}
+
+static int l_sink_tostring(lua_State *L) {
+    sink_ud *u = luaL_checkudata(L, 1, SINK_MT);
+    if (u->s) lua_pushfstring(L, "sink(%s, %I rows)", zh_sink_table(u->s), (LUAI_UACINT)zh_sink_rows(u->s));
+    else lua_pushliteral(L, "sink(closed)");
+    return 1;
+}
+
+/* ch.quote(s) -> 'escaped' SQL string literal */
+static int l_quote(lua_State *L) {
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    luaL_addchar(&b, '\'');
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '\'' || s[i] == '\\') luaL_addchar(&b, '\\');
+        luaL_addchar(&b, s[i]);
+    }
+    luaL_addchar(&b, '\'');
+    luaL_pushresult(&b);
+    return 1;
+}
+
+static int l_database(lua_State *L) {
+    lua_pushstring(L, zh_host_of(L)->ch->database);
+    return 1;
+}
+
+int zh_open_ch(lua_State *L) {
+    if (luaL_newmetatable(L, SINK_MT)) {
+        static const luaL_Reg m[] = {
+            {"add", l_sink_add}, {"flush", l_sink_flush}, {"close", l_sink_close}, {"count", l_sink_count}, {NULL, NULL},
+        };
+        luaL_newlib(L, m);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, l_sink_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_pushcfunction(L, l_sink_tostring);
+        lua_setfield(L, -2, "__tostring");
+    }
+    lua_pop(L, 1);
+    static const luaL_Reg fns[] = {
+        {"query", l_query}, {"exec", l_exec}, {"sink", l_sink}, {"quote", l_quote}, {"database", l_database}, {NULL, NULL},
+    };
+    luaL_newlib(L, fns);
+    return 1;
+}

@@ -1,0 +1,331 @@
+/* rowenc.c — owns turning a Lua row into one JSONEachRow line for a known table schema.
+ *
+ * Why the schema: ClickHouse 18.16 refuses quoted decimals ("12.50") in JSONEachRow, so a money
+ * string must be written as a bare number, while the same string into a String column must be
+ * quoted. Integers stay integers, 64-bit ids given as strings pass through digit for digit, and a
+ * decimal string is never turned into a binary float. nil leaves the column to its default. */
+#include "ch_internal.h"
+#include <lauxlib.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static int kind_of(const char *t, size_t n, bool *is_unsigned) {
+#define IS(lit) (n >= sizeof(lit) - 1 && !strncmp(t, lit, sizeof(lit) - 1))
+    if (is_unsigned) *is_unsigned = IS("UInt");
+    if (IS("Int") || IS("UInt")) return CH_INT;
+    if (IS("Float")) return CH_FLOAT;
+    if (IS("Decimal")) return CH_DECIMAL;
+    if (IS("String") || IS("FixedString")) return CH_STRING;
+    if (IS("DateTime")) return CH_DATETIME;
+    if (IS("Date")) return CH_DATE;
+    if (IS("UUID")) return CH_UUID;
+    if (IS("Enum")) return CH_ENUM;
+    if (IS("Bool")) return CH_BOOL;
+    if (IS("Array(")) return CH_ARRAY;
+    return CH_OTHER;
+#undef IS
+}
+
+/* Strips Nullable( ) and LowCardinality( ) wrappers; returns the inner type's start and length. */
+static const char *unwrap(const char *t, size_t *n, bool *nullable) {
+    for (;;) {
+        if (*n > 9 && !strncmp(t, "Nullable(", 9) && t[*n - 1] == ')') {
+            if (nullable) *nullable = true;
+            t += 9;
+            *n -= 10;
+        } else if (*n > 15 && !strncmp(t, "LowCardinality(", 15) && t[*n - 1] == ')') {
+            t += 15;
+            *n -= 16;
+        } else {
+            return t;
+        }
+    }
+}
+
+void zh_rowenc_classify(ch_column *c) {
+    size_t n = strlen(c->type);
+    c->nullable = false;
+    const char *t = unwrap(c->type, &n, &c->nullable);
+    c->kind = kind_of(t, n, &c->is_unsigned);
+    c->elem_kind = CH_OTHER;
+    if (c->kind == CH_ARRAY && n > 7) {
+        size_t en = n - 7;
+        const char *e = unwrap(t + 6, &en, NULL);
+        c->elem_kind = kind_of(e, en, NULL);
+    }
+}
+
+void zh_rowenc_double(double d, char *out, size_t n) {
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(out, n, "%.*g", prec, d);
+        if (strtod(out, NULL) == d) return;
+    }
+}
+
+bool zh_rowenc_is_decimal(const char *s, size_t n, bool allow_exp) {
+    size_t i = 0;
+    if (i < n && (s[i] == '-' || s[i] == '+')) i++;
+    size_t digits = 0;
+    while (i < n && s[i] >= '0' && s[i] <= '9') i++, digits++;
+    if (i < n && s[i] == '.') {
+        i++;
+        while (i < n && s[i] >= '0' && s[i] <= '9') i++, digits++;
+    }
+    if (!digits) return false;
+    if (allow_exp && i < n && (s[i] == 'e' || s[i] == 'E')) {
+        i++;
+        if (i < n && (s[i] == '-' || s[i] == '+')) i++;
+        size_t ed = 0;
+        while (i < n && s[i] >= '0' && s[i] <= '9') i++, ed++;
+        if (!ed) return false;
+    }
+    return i == n;
+}
+
+static bool is_integer_text(const char *s, size_t n, bool allow_minus) {
+    size_t i = 0;
+    if (i < n && s[i] == '-' && allow_minus) i++;
+    if (i == n) return false;
+    for (; i < n; i++)
+        if (s[i] < '0' || s[i] > '9') return false;
+    return true;
+}
+
+static bool is_date(const char *s, size_t n) {
+    return n == 10 && s[4] == '-' && s[7] == '-' && is_integer_text(s, 4, false) && is_integer_text(s + 5, 2, false) &&
+           is_integer_text(s + 8, 2, false);
+}
+
+static bool is_datetime(const char *s, size_t n) {
+    if (n == 10) return is_date(s, n);
+    return n == 19 && is_date(s, 10) && (s[10] == ' ' || s[10] == 'T') && s[13] == ':' && s[16] == ':' &&
+           is_integer_text(s + 11, 2, false) && is_integer_text(s + 14, 2, false) && is_integer_text(s + 17, 2, false);
+}
+
+static void json_string(zh_buf *b, const char *s, size_t n) {
+    zh_buf_reserve(b, n + 2);
+    zh_buf_addc(b, '"');
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        switch (c) {
+        case '"': zh_buf_add(b, "\\\"", 2); break;
+        case '\\': zh_buf_add(b, "\\\\", 2); break;
+        case '\n': zh_buf_add(b, "\\n", 2); break;
+        case '\r': zh_buf_add(b, "\\r", 2); break;
+        case '\t': zh_buf_add(b, "\\t", 2); break;
+        default:
+            if (c < 0x20) zh_buf_printf(b, "\\u%04x", c);
+            else zh_buf_addc(b, (char)c);
+        }
+    }
+    zh_buf_addc(b, '"');
+}
+
+#define FAIL(...) (snprintf(errbuf, errlen, __VA_ARGS__), errbuf)
+
+static const char *encode_value(lua_State *L, int idx, int kind, bool is_unsigned, int elem_kind, zh_buf *out,
+                                char *errbuf, size_t errlen, int depth) {
+    int t = lua_type(L, idx);
+    char num[64];
+    switch (kind) {
+    case CH_INT:
+        if (t == LUA_TNUMBER) {
+            if (lua_isinteger(L, idx)) {
+                lua_Integer v = lua_tointeger(L, idx);
+                if (is_unsigned && v < 0) return FAIL("expected an unsigned integer, got %lld", (long long)v);
+                zh_buf_printf(out, "%lld", (long long)v);
+                return NULL;
+            }
+            double d = lua_tonumber(L, idx);
+            if (d != floor(d) || fabs(d) >= 9.2e18) return FAIL("expected a whole number, got %.17g", d);
+            if (is_unsigned && d < 0) return FAIL("expected an unsigned integer, got %.0f", d);
+            zh_buf_printf(out, "%.0f", d);
+            return NULL;
+        }
+        if (t == LUA_TSTRING) {
+            size_t n;
+            const char *s = lua_tolstring(L, idx, &n);
+            if (!is_integer_text(s, n, !is_unsigned) || n > 20) return FAIL("expected an integer, got \"%.40s\"", s);
+            zh_buf_add(out, s, n);
+            return NULL;
+        }
+        if (t == LUA_TBOOLEAN) {
+            zh_buf_addc(out, lua_toboolean(L, idx) ? '1' : '0');
+            return NULL;
+        }
+        return FAIL("expected an integer, got %s", lua_typename(L, t));
+    case CH_FLOAT:
+    case CH_DECIMAL:
+        if (t == LUA_TNUMBER) {
+            if (lua_isinteger(L, idx)) {
+                zh_buf_printf(out, "%lld", (long long)lua_tointeger(L, idx));
+                return NULL;
+            }
+            double d = lua_tonumber(L, idx);
+            if (!isfinite(d)) return FAIL("expected a finite number");
+            zh_rowenc_double(d, num, sizeof num);
+            zh_buf_adds(out, num);
+            return NULL;
+        }
+        if (t == LUA_TSTRING) {
+            size_t n;
+            const char *s = lua_tolstring(L, idx, &n);
+            if (!zh_rowenc_is_decimal(s, n, kind == CH_FLOAT))
+                return FAIL("expected a decimal number, got \"%.40s\"", s);
+            if (s[0] == '+') s++, n--;
+            if (s[0] == '.') zh_buf_addc(out, '0'); /* ".5" is not JSON */
+            zh_buf_add(out, s, n);
+            if (s[n - 1] == '.') zh_buf_addc(out, '0');
+            return NULL;
+        }
+        return FAIL("expected a number or a decimal string, got %s", lua_typename(L, t));
+    case CH_BOOL:
+        if (t == LUA_TBOOLEAN) {
+            zh_buf_adds(out, lua_toboolean(L, idx) ? "true" : "false");
+            return NULL;
+        }
+        if (t == LUA_TNUMBER && lua_isinteger(L, idx)) {
+            zh_buf_adds(out, lua_tointeger(L, idx) ? "true" : "false");
+            return NULL;
+        }
+        return FAIL("expected a boolean, got %s", lua_typename(L, t));
+    case CH_DATE:
+    case CH_DATETIME: {
+        if (t == LUA_TNUMBER && kind == CH_DATETIME) {
+            double d = lua_tonumber(L, idx);
+            if (!isfinite(d) || d < 0) return FAIL("expected unix seconds >= 0");
+            zh_buf_printf(out, "\"%lld\"", (long long)floor(d));
+            return NULL;
+        }
+        if (t != LUA_TSTRING) return FAIL("expected a %s string, got %s", kind == CH_DATE ? "YYYY-MM-DD" : "YYYY-MM-DD hh:mm:ss", lua_typename(L, t));
+        size_t n;
+        const char *s = lua_tolstring(L, idx, &n);
+        if (kind == CH_DATE ? !is_date(s, n) : !is_datetime(s, n))
+            return FAIL("expected %s, got \"%.40s\"", kind == CH_DATE ? "YYYY-MM-DD" : "YYYY-MM-DD hh:mm:ss", s);
+        if (n == 19 && s[10] == 'T') {
+            char tmp[20];
+            memcpy(tmp, s, 19);
+            tmp[10] = ' ';
+            json_string(out, tmp, 19);
+        } else {
+            json_string(out, s, n);
+        }
+        return NULL;
+    }
+    case CH_ARRAY: {
+        if (t != LUA_TTABLE) return FAIL("expected an array (a Lua sequence), got %s", lua_typename(L, t));
+        if (depth > 4) return FAIL("arrays nested too deep");
+        lua_Integer n = luaL_len(L, idx);
+        zh_buf_addc(out, '[');
+        for (lua_Integer i = 1; i <= n; i++) {
+            if (i > 1) zh_buf_addc(out, ',');
+            lua_rawgeti(L, idx, i);
+            const char *e = encode_value(L, lua_gettop(L), elem_kind, false, CH_OTHER, out, errbuf, errlen, depth + 1);
+            lua_pop(L, 1);
+            if (e) return e;
+        }
+        zh_buf_addc(out, ']');
+        return NULL;
+    }
+    default: /* strings and everything ClickHouse parses from a quoted string */
+        if (t == LUA_TSTRING) {
+            size_t n;
+            const char *s = lua_tolstring(L, idx, &n);
+            json_string(out, s, n);
+            return NULL;
+        }
+        if (t == LUA_TNUMBER) {
+            if (lua_isinteger(L, idx)) {
+                snprintf(num, sizeof num, "%lld", (long long)lua_tointeger(L, idx));
+            } else {
+                zh_rowenc_double(lua_tonumber(L, idx), num, sizeof num);
+            }
+            json_string(out, num, strlen(num));
+            return NULL;
+        }
+        return FAIL("expected a string, got %s", lua_typename(L, t));
+    }
+}
+
+const char *zh_rowenc_row(lua_State *L, int idx, const ch_schema *s, zh_buf *out, char *errbuf, size_t errlen) {
+    idx = lua_absindex(L, idx);
+    if (!lua_istable(L, idx)) return FAIL("a row must be a table of column = value");
+    size_t start = out->len;
+    zh_buf_addc(out, '{');
+    bool first = true;
+    bool seen_small[256] = {0};
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        if (lua_type(L, -2) != LUA_TSTRING) {
+            lua_pop(L, 2);
+            out->len = start;
+            return FAIL("row keys must be column names (strings)");
+        }
+        size_t kl;
+        const char *k = lua_tolstring(L, -2, &kl);
+        int ci = ch_schema_find(s, k, kl);
+        if (ci < 0) {
+            lua_pop(L, 2);
+            out->len = start;
+            zh_buf cols;
+            zh_buf_init(&cols);
+            for (int i = 0; i < s->ncols && cols.len < 300; i++) {
+                if (s->cols[i].materialized) continue;
+                zh_buf_printf(&cols, "%s%s", cols.len ? ", " : "", s->cols[i].name);
+            }
+            snprintf(errbuf, errlen, "%s has no column '%.*s' (columns: %s)", s->table, (int)kl, k, cols.data ? cols.data : "");
+            zh_buf_free(&cols);
+            return errbuf;
+        }
+        const ch_column *c = &s->cols[ci];
+        if (c->materialized) {
+            lua_pop(L, 2);
+            out->len = start;
+            return FAIL("column '%s' of %s is computed by ClickHouse and cannot be written", c->name, s->table);
+        }
+        if (ci < 256) seen_small[ci] = true;
+        if (lua_type(L, -1) == LUA_TLIGHTUSERDATA && lua_touserdata(L, -1) == NULL) {
+            /* json.null: NULL where the column allows it, else the column's default. */
+            if (c->nullable) {
+                if (!first) zh_buf_addc(out, ',');
+                first = false;
+                json_string(out, k, kl);
+                zh_buf_adds(out, ":null");
+            } else if (ci < 256) {
+                seen_small[ci] = false;
+            }
+            lua_pop(L, 1);
+            continue;
+        }
+        if (!first) zh_buf_addc(out, ',');
+        first = false;
+        json_string(out, k, kl);
+        zh_buf_addc(out, ':');
+        char inner[200];
+        const char *e = encode_value(L, lua_gettop(L), c->kind, c->is_unsigned, c->elem_kind, out, inner, sizeof inner, 0);
+        lua_pop(L, 1);
+        if (e) {
+            lua_pop(L, 1);
+            out->len = start;
+            snprintf(errbuf, errlen, "column '%s' (%s) of %s: %s", c->name, c->type, s->table, inner);
+            return errbuf;
+        }
+    }
+    /* 18.16 fills an omitted column with the type's default, not its DEFAULT expression; the
+     * common now() default is filled here so loaded-at columns are right on old servers too. */
+    for (int i = 0; i < s->ncols && i < 256; i++) {
+        const ch_column *c = &s->cols[i];
+        if (seen_small[i] || c->materialized || !c->default_expr) continue;
+        if (!strcmp(c->default_expr, "now()") && c->kind == CH_DATETIME) {
+            if (!first) zh_buf_addc(out, ',');
+            first = false;
+            json_string(out, c->name, strlen(c->name));
+            zh_buf_printf(out, ":\"%lld\"", (long long)time(NULL));
+        }
+    }
+    zh_buf_add(out, "}\n", 2);
+    return NULL;
+}

@@ -1,0 +1,355 @@
+/* sink.c — owns batched inserts: rows buffered per table, flushed by row count, bytes and age,
+ * at most one INSERT in flight per sink (a full buffer makes the adding task wait), failed
+ * batches written to the spool, per-group row counters, and the dry-run samples.
+ *
+ * A sink belongs to its group (run), not to its Lua userdata: a script that forgets close()
+ * still gets its rows flushed when the run ends. */
+#include "sink.h"
+#include "log.h"
+#include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct table_count {
+    char *table;
+    uint64_t rows, spooled;
+    zh_buf samples;
+    int nsamples;
+    struct table_count *next;
+} table_count;
+
+typedef struct ch_group_stats {
+    zh_group *g;
+    bool dry_run;
+    table_count *tables;
+    void (*finish_done)(void *ud);
+    void *finish_ud;
+    bool finishing;
+    struct ch_group_stats *next;
+} ch_group_stats;
+
+struct zh_sink {
+    zh_host *h;
+    ch_group_stats *gs;
+    table_count *tc;
+    ch_schema *schema;
+    zh_sink_opts o;
+    zh_buf batch;
+    uint64_t batch_rows;
+    uv_timer_t *age_timer;
+    ch_req *inflight;
+    uint64_t inflight_rows;
+    zh_sink_wait *waiters;
+    char *last_error;
+    bool closed, detached;
+    struct zh_sink *next;
+};
+
+static ch_group_stats *group_stats(zh_host *h, zh_group *g) {
+    zh_ch_state *st = h->ch;
+    for (ch_group_stats *s = st->groups; s; s = s->next)
+        if (s->g == g) return s;
+    ch_group_stats *s = zh_xcalloc(1, sizeof *s);
+    s->g = g;
+    s->next = st->groups;
+    st->groups = s;
+    return s;
+}
+
+static table_count *table_stats(ch_group_stats *gs, const char *table) {
+    for (table_count *t = gs->tables; t; t = t->next)
+        if (!strcmp(t->table, table)) return t;
+    table_count *t = zh_xcalloc(1, sizeof *t);
+    t->table = zh_xstrdup(table);
+    zh_buf_init(&t->samples);
+    t->next = gs->tables;
+    gs->tables = t;
+    return t;
+}
+
+void zh_ch_set_dry_run(zh_host *h, zh_group *g, bool dry) { group_stats(h, g)->dry_run = dry; }
+
+static void age_fired(uv_timer_t *t) { zh_sink_flush(t->data); }
+
+zh_sink *zh_sink_new(zh_host *h, zh_group *g, ch_schema *schema, const zh_sink_opts *o) {
+    zh_sink *s = zh_xcalloc(1, sizeof *s);
+    s->h = h;
+    s->gs = group_stats(h, g);
+    s->tc = table_stats(s->gs, schema->table);
+    s->schema = schema;
+    s->o = *o;
+    if (!s->o.max_rows) s->o.max_rows = 10000;
+    if (!s->o.max_bytes) s->o.max_bytes = 8u << 20;
+    if (s->o.max_age_s <= 0) s->o.max_age_s = 5;
+    zh_buf_init(&s->batch);
+    s->age_timer = zh_xcalloc(1, sizeof *s->age_timer);
+    uv_timer_init(h->loop, s->age_timer);
+    s->age_timer->data = s;
+    s->next = h->ch->sinks;
+    h->ch->sinks = s;
+    return s;
+}
+
+static void wake_waiters(zh_sink *s, bool only_full) {
+    zh_sink_wait **pp = &s->waiters;
+    while (*pp) {
+        zh_sink_wait *w = *pp;
+        bool ready = w->want_idle ? zh_sink_idle(s) : !only_full;
+        if (ready) {
+            *pp = w->next;
+            w->next = NULL;
+            zh_task_wake(&w->base);
+        } else {
+            pp = &w->next;
+        }
+    }
+}
+
+static void check_group_finished(ch_group_stats *gs, zh_host *h);
+
+static void insert_done(ch_req *r) {
+    zh_sink *s = r->ud;
+    if (r->ok) {
+        s->tc->rows += 0; /* counted when added; nothing more to do */
+    } else {
+        char err[512];
+        const char *job = s->gs->g ? s->gs->g->job : NULL;
+        const char *run_id = s->gs->g ? s->gs->g->run_id : "";
+        if (zh_spool_write(s->h, s->schema->table, job, run_id, r->error, r->x->req_body.data, r->x->req_body.len,
+                           s->inflight_rows, err, sizeof err) == 0) {
+            s->tc->spooled += s->inflight_rows;
+            ZH_ERROR(job, "msg=\"insert failed, batch spooled\" table=%s rows=%llu error=\"%s\"", s->schema->table,
+                     (unsigned long long)s->inflight_rows, r->error);
+        } else {
+            s->tc->spooled += s->inflight_rows;
+            ZH_ERROR(job, "msg=\"insert failed and the spool refused the batch: rows LOST\" table=%s rows=%llu error=\"%s\" spool_error=\"%s\"",
+                     s->schema->table, (unsigned long long)s->inflight_rows, r->error, err);
+        }
+        free(s->last_error);
+        s->last_error = zh_xstrdup(r->error);
+    }
+    s->inflight = NULL;
+    s->inflight_rows = 0;
+    ch_req_free(r);
+    if (s->batch_rows >= s->o.max_rows || s->batch.len >= s->o.max_bytes || s->closed || s->gs->finishing) zh_sink_flush(s);
+    wake_waiters(s, false);
+    if (s->gs->finishing) check_group_finished(s->gs, s->h);
+}
+
+bool zh_sink_flush(zh_sink *s) {
+    uv_timer_stop(s->age_timer);
+    if (s->inflight || !s->batch_rows) return zh_sink_idle(s);
+    if (s->gs->dry_run) {
+        s->batch.len = 0;
+        s->batch_rows = 0;
+        return true;
+    }
+    char q[512];
+    snprintf(q, sizeof q, "INSERT INTO %s FORMAT JSONEachRow", s->schema->table);
+    s->inflight_rows = s->batch_rows;
+    s->inflight = ch_req_new(s->h, q, s->batch.data, s->batch.len, insert_done, s);
+    s->batch.len = 0;
+    s->batch_rows = 0;
+    ZH_DEBUG(s->gs->g ? s->gs->g->job : NULL, "msg=\"insert\" table=%s rows=%llu bytes=%zu", s->schema->table,
+             (unsigned long long)s->inflight_rows, s->inflight->x->req_body.len);
+    ch_req_start(s->inflight);
+    return false;
+}
+
+bool zh_sink_idle(zh_sink *s) { return !s->inflight && !s->batch_rows; }
+
+const char *zh_sink_add(zh_sink *s, lua_State *L, int idx, bool *must_wait, char *err, size_t errlen) {
+    *must_wait = false;
+    size_t before = s->batch.len;
+    const char *e = zh_rowenc_row(L, idx, s->schema, &s->batch, err, errlen);
+    if (e) return e;
+    s->tc->rows++;
+    if (s->gs->dry_run) {
+        if (s->tc->nsamples < 3) {
+            zh_buf_add(&s->tc->samples, s->batch.data + before, s->batch.len - before);
+            s->tc->nsamples++;
+        }
+        s->batch.len = before;
+        return NULL;
+    }
+    if (s->batch_rows++ == 0) uv_timer_start(s->age_timer, age_fired, (uint64_t)(s->o.max_age_s * 1000), 0);
+    if (s->batch_rows >= s->o.max_rows || s->batch.len >= s->o.max_bytes) {
+        if (s->inflight) *must_wait = true; /* backpressure: memory stays bounded */
+        else zh_sink_flush(s);
+    }
+    return NULL;
+}
+
+void zh_sink_add_waiter(zh_sink *s, zh_sink_wait *w) {
+    w->sink = s;
+    w->next = s->waiters;
+    s->waiters = w;
+}
+
+void zh_sink_remove_waiter(zh_sink *s, zh_sink_wait *w) {
+    for (zh_sink_wait **pp = &s->waiters; *pp; pp = &(*pp)->next) {
+        if (*pp == w) {
+            *pp = w->next;
+            return;
+        }
+    }
+}
+
+uint64_t zh_sink_rows(zh_sink *s) { return s->tc->rows; }
+uint64_t zh_sink_spooled(zh_sink *s) { return s->tc->spooled; }
+const char *zh_sink_table(zh_sink *s) { return s->schema->table; }
+const char *zh_sink_last_error(zh_sink *s) { return s->last_error; }
+void zh_sink_close(zh_sink *s) {
+    s->closed = true;
+    zh_sink_flush(s);
+}
+bool zh_sink_closed(zh_sink *s) { return s->closed; }
+void zh_sink_detach(zh_sink *s) { s->detached = true; }
+
+static void age_timer_closed(uv_handle_t *hd) { free(hd); }
+
+static void sink_free(zh_host *h, zh_sink *s) {
+    zh_sink **pp = &h->ch->sinks;
+    while (*pp && *pp != s) pp = &(*pp)->next;
+    if (*pp) *pp = s->next;
+    uv_timer_stop(s->age_timer);
+    uv_close((uv_handle_t *)s->age_timer, age_timer_closed);
+    zh_buf_free(&s->batch);
+    ch_schema_free(s->schema);
+    free(s->last_error);
+    free(s);
+}
+
+/* A group is finished when none of its sinks has rows buffered or in flight. Sinks whose Lua
+ * side is gone are freed then; live userdata keep theirs (closed) until collected. */
+static void check_group_finished(ch_group_stats *gs, zh_host *h) {
+    if (!gs->finishing) return;
+    for (zh_sink *s = h->ch->sinks; s; s = s->next)
+        if (s->gs == gs && !zh_sink_idle(s)) return;
+    gs->finishing = false;
+    for (zh_sink *s = h->ch->sinks, *next; s; s = next) {
+        next = s->next;
+        if (s->gs == gs) {
+            s->closed = true;
+            if (s->detached) sink_free(h, s);
+        }
+    }
+    if (gs->finish_done) {
+        void (*cb)(void *) = gs->finish_done;
+        gs->finish_done = NULL;
+        cb(gs->finish_ud);
+    }
+}
+
+void zh_ch_group_finish(zh_host *h, zh_group *g, void (*done)(void *ud), void *ud) {
+    ch_group_stats *gs = group_stats(h, g);
+    gs->finish_done = done;
+    gs->finish_ud = ud;
+    gs->finishing = true;
+    for (zh_sink *s = h->ch->sinks; s; s = s->next)
+        if (s->gs == gs) zh_sink_flush(s);
+    check_group_finished(gs, h);
+}
+
+uint64_t zh_ch_group_rows(zh_host *h, zh_group *g) {
+    uint64_t n = 0;
+    for (table_count *t = group_stats(h, g)->tables; t; t = t->next) n += t->rows;
+    return n;
+}
+
+uint64_t zh_ch_group_spooled(zh_host *h, zh_group *g) {
+    uint64_t n = 0;
+    for (table_count *t = group_stats(h, g)->tables; t; t = t->next) n += t->spooled;
+    return n;
+}
+
+void zh_ch_group_tables_json(zh_host *h, zh_group *g, zh_buf *out) {
+    zh_buf_addc(out, '{');
+    bool first = true;
+    for (table_count *t = group_stats(h, g)->tables; t; t = t->next) {
+        const char *name = strchr(t->table, '.');
+        name = name ? name + 1 : t->table;
+        zh_buf_printf(out, "%s\"%s\":%llu", first ? "" : ",", name, (unsigned long long)t->rows);
+        first = false;
+    }
+    zh_buf_addc(out, '}');
+}
+
+void zh_ch_group_print_dry_run(zh_host *h, zh_group *g) {
+    ch_group_stats *gs = group_stats(h, g);
+    printf("dry run: nothing was written to ClickHouse\n");
+    if (!gs->tables) printf("  no rows\n");
+    for (table_count *t = gs->tables; t; t = t->next) {
+        printf("  %s: %llu rows\n", t->table, (unsigned long long)t->rows);
+        if (t->samples.len) {
+            const char *p = t->samples.data;
+            while (*p) {
+                const char *nl = strchr(p, '\n');
+                int n = nl ? (int)(nl - p) : (int)strlen(p);
+                printf("    %.*s%s\n", n > 400 ? 400 : n, p, n > 400 ? "…" : "");
+                p += n + (nl ? 1 : 0);
+            }
+        }
+    }
+    fflush(stdout);
+}
+
+void zh_ch_group_forget(zh_host *h, zh_group *g) {
+    zh_ch_state *st = h->ch;
+    for (ch_group_stats **pp = &st->groups; *pp; pp = &(*pp)->next) {
+        ch_group_stats *gs = *pp;
+        if (gs->g != g) continue;
+        for (zh_sink *s = st->sinks, *next; s; s = next) {
+            next = s->next;
+            if (s->gs == gs) {
+                if (s->detached) {
+                    sink_free(h, s);
+                } else {
+                    /* Still referenced from Lua: keep it, but cut it from the group. */
+                    s->gs = NULL;
+                }
+            }
+        }
+        *pp = gs->next;
+        while (gs->tables) {
+            table_count *t = gs->tables;
+            gs->tables = t->next;
+            free(t->table);
+            zh_buf_free(&t->samples);
+            free(t);
+        }
+        free(gs);
+        return;
+    }
+}
+
+void zh_sink_shutdown_all(zh_host *h) {
+    zh_ch_state *st = h->ch;
+    while (st->sinks) {
+        zh_sink *s = st->sinks;
+        if (s->inflight) {
+            ch_req_abort(s->inflight);
+            ch_req_free(s->inflight);
+            s->inflight = NULL;
+        }
+        if (s->batch_rows && s->gs && !s->gs->dry_run) {
+            char err[256];
+            zh_spool_write(h, s->schema->table, s->gs->g ? s->gs->g->job : NULL, s->gs->g ? s->gs->g->run_id : "", "host shut down with rows buffered",
+                           s->batch.data, s->batch.len, s->batch_rows, err, sizeof err);
+        }
+        sink_free(h, s);
+    }
+    while (st->groups) {
+        ch_group_stats *gs = st->groups;
+        st->groups = gs->next;
+        while (gs->tables) {
+            table_count *t = gs->tables;
+            gs->tables = t->next;
+            free(t->table);
+            zh_buf_free(&t->samples);
+            free(t);
+        }
+        free(gs);
+    }
+}

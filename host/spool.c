@@ -1,0 +1,314 @@
+/* spool.c — owns the disk spool: batches that ClickHouse did not take are appended (fsync'd) to
+ * <spool>/<db.table>~<run_id>.jsonl; `zhost spool status` lists them and `zhost spool replay`
+ * delivers them in bounded pieces, remembering its progress in a .done file so a replay that is
+ * itself interrupted does not start over. Rows replayed twice are harmless: every table has a
+ * natural key and a version, and the views deduplicate with argMax. */
+#include "ch_internal.h"
+#include "commands.h"
+#include "host.h"
+#include "log.h"
+#include "secrets.h"
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static uint64_t spool_limit(void) {
+    const char *v = getenv("ZHOST_SPOOL_MAX_BYTES");
+    return v && atoll(v) > 0 ? (uint64_t)atoll(v) : (uint64_t)2 << 30;
+}
+
+static void ensure_dir(const char *path) {
+    char tmp[1024];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p == '/') {
+            *p = 0;
+            mkdir(tmp, 0700);
+            *p = '/';
+        }
+    }
+    mkdir(tmp, 0700);
+}
+
+static bool safe_name_char(char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-';
+}
+
+int zh_spool_write(zh_host *h, const char *db_table, const char *job, const char *run_id, const char *error,
+                   const char *rows, size_t len, uint64_t nrows, char *err, size_t errlen) {
+    (void)error;
+    (void)job;
+    zh_spool_info info;
+    zh_spool_stat(h->spool_dir, &info);
+    if (info.bytes + len > spool_limit()) {
+        snprintf(err, errlen, "spool %s is full (%llu bytes, limit %llu)", h->spool_dir, (unsigned long long)info.bytes,
+                 (unsigned long long)spool_limit());
+        return -1;
+    }
+    ensure_dir(h->spool_dir);
+    char rid[40];
+    size_t i = 0;
+    for (const char *p = run_id && *run_id ? run_id : "norun"; *p && i < sizeof rid - 1; p++)
+        if (safe_name_char(*p)) rid[i++] = *p;
+    rid[i] = 0;
+    char path[1200];
+    snprintf(path, sizeof path, "%s/%s~%s.jsonl", h->spool_dir, db_table, rid);
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    size_t off = 0;
+    while (off < len) {
+        ssize_t w = write(fd, rows + off, len - off);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            snprintf(err, errlen, "%s: %s", path, strerror(errno));
+            close(fd);
+            return -1;
+        }
+        off += (size_t)w;
+    }
+    if (fsync(fd) != 0 || close(fd) != 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    ZH_WARN(job, "msg=\"rows spooled\" file=%s rows=%llu", path, (unsigned long long)nrows);
+    return 0;
+}
+
+/* Every *.jsonl in the spool directory; the caller frees names. */
+static int list_files(const char *dir, char ***out) {
+    DIR *d = opendir(dir);
+    *out = NULL;
+    if (!d) return 0;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t l = strlen(e->d_name);
+        if (l > 6 && !strcmp(e->d_name + l - 6, ".jsonl")) {
+            *out = zh_xrealloc(*out, (size_t)(n + 1) * sizeof **out);
+            (*out)[n++] = zh_xstrdup(e->d_name);
+        }
+    }
+    closedir(d);
+    /* Oldest first: names start with the table, so sort by modification time. */
+    for (int i = 0; i < n; i++) {
+        for (int j = i + 1; j < n; j++) {
+            char a[1200], b[1200];
+            struct stat sa, sb;
+            snprintf(a, sizeof a, "%s/%s", dir, (*out)[i]);
+            snprintf(b, sizeof b, "%s/%s", dir, (*out)[j]);
+            if (stat(a, &sa) == 0 && stat(b, &sb) == 0 && sb.st_mtime < sa.st_mtime) {
+                char *t = (*out)[i];
+                (*out)[i] = (*out)[j];
+                (*out)[j] = t;
+            }
+        }
+    }
+    return n;
+}
+
+static long long read_done_offset(const char *path) {
+    char p[1300];
+    snprintf(p, sizeof p, "%s.done", path);
+    FILE *f = fopen(p, "r");
+    if (!f) return 0;
+    long long off = 0;
+    if (fscanf(f, "%lld", &off) != 1) off = 0;
+    fclose(f);
+    return off;
+}
+
+static void write_done_offset(const char *path, long long off) {
+    char p[1300], tmp[1400];
+    snprintf(p, sizeof p, "%s.done", path);
+    snprintf(tmp, sizeof tmp, "%s.tmp", p);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return;
+    fprintf(f, "%lld\n", off);
+    fflush(f);
+    fsync(fileno(f));
+    fclose(f);
+    rename(tmp, p);
+}
+
+static void file_stat(const char *path, uint64_t *rows, uint64_t *bytes) {
+    FILE *f = fopen(path, "rb");
+    *rows = 0;
+    *bytes = 0;
+    if (!f) return;
+    long long skip = read_done_offset(path);
+    if (skip > 0) fseek(f, skip, SEEK_SET);
+    char buf[65536];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) {
+        *bytes += n;
+        for (size_t i = 0; i < n; i++)
+            if (buf[i] == '\n') (*rows)++;
+    }
+    fclose(f);
+}
+
+void zh_spool_stat(const char *dir, zh_spool_info *out) {
+    memset(out, 0, sizeof *out);
+    char **names;
+    int n = list_files(dir, &names);
+    for (int i = 0; i < n; i++) {
+        char path[1200];
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        uint64_t r, b;
+        file_stat(path, &r, &b);
+        out->files++;
+        out->rows += r;
+        out->bytes += b;
+        free(names[i]);
+    }
+    free(names);
+}
+
+/* db.table from "<db.table>~<run>.jsonl" */
+static bool table_of(const char *name, char *out, size_t n) {
+    const char *tilde = strchr(name, '~');
+    if (!tilde || (size_t)(tilde - name) >= n) return false;
+    memcpy(out, name, (size_t)(tilde - name));
+    out[tilde - name] = 0;
+    for (char *p = out; *p; p++)
+        if (!safe_name_char(*p)) return false;
+    return strchr(out, '.') != NULL;
+}
+
+static int replay_file(zh_host *h, const char *path, const char *table, size_t piece_bytes, uint64_t *delivered, char **err) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        zh_buf b;
+        zh_buf_init(&b);
+        zh_buf_printf(&b, "%s: %s", path, strerror(errno));
+        *err = b.data;
+        return -1;
+    }
+    long long off = read_done_offset(path);
+    if (off > 0) fseek(f, off, SEEK_SET);
+    zh_buf piece;
+    zh_buf_init(&piece);
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t got;
+    uint64_t rows = 0;
+    int rc = 0;
+    for (;;) {
+        got = getline(&line, &cap, f);
+        bool eof = got < 0;
+        if (!eof && (got == 0 || line[got - 1] != '\n')) {
+            ZH_WARN(NULL, "msg=\"spool file ends in a partial row (a crash while writing); skipped\" file=%s", path);
+            eof = true;
+        }
+        if (!eof) {
+            zh_buf_add(&piece, line, (size_t)got);
+            rows++;
+        }
+        if (piece.len && (eof || piece.len >= piece_bytes)) {
+            if (zh_ch_insert_sync(h, table, piece.data, piece.len, err) != 0) {
+                rc = -1;
+                break;
+            }
+            off += (long long)piece.len;
+            write_done_offset(path, off);
+            *delivered += rows;
+            rows = 0;
+            piece.len = 0;
+        }
+        if (eof) break;
+    }
+    free(line);
+    zh_buf_free(&piece);
+    fclose(f);
+    if (rc == 0) {
+        char done[1300];
+        snprintf(done, sizeof done, "%s.done", path);
+        unlink(path);
+        unlink(done);
+    }
+    return rc;
+}
+
+int zh_cmd_spool(int argc, char **argv) {
+    const char *secrets = NULL, *spool = NULL, *v;
+    const char *verb = NULL;
+    bool json = false;
+    size_t piece = 4u << 20;
+    for (int i = 1; i < argc; i++) {
+        if ((v = zh_opt_value(argc, argv, &i, "--secrets"))) secrets = v;
+        else if ((v = zh_opt_value(argc, argv, &i, "--spool"))) spool = v;
+        else if ((v = zh_opt_value(argc, argv, &i, "--piece-bytes"))) piece = (size_t)atoll(v);
+        else if (!strcmp(argv[i], "--json")) json = true;
+        else if (!verb) verb = argv[i];
+        else {
+            fprintf(stderr, "zhost spool: unexpected argument '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!verb || (strcmp(verb, "status") && strcmp(verb, "replay"))) {
+        fprintf(stderr, "usage: zhost spool status|replay [--secrets DIR] [--spool DIR] [--json]\n");
+        return 2;
+    }
+    if (!spool) spool = getenv("ZHOST_SPOOL");
+    zh_host_opts ho = {.secrets_dir = zh_secrets_dir(secrets), .spool_dir = spool};
+    zh_host *h = zh_host_new(&ho);
+    if (!h) return 1;
+    char **names;
+    int n = list_files(h->spool_dir, &names);
+    int rc = 0;
+    if (!strcmp(verb, "status")) {
+        uint64_t trows = 0, tbytes = 0;
+        if (json) printf("{\"dir\":\"%s\",\"files\":[", h->spool_dir);
+        else printf("spool %s\n", h->spool_dir);
+        for (int i = 0; i < n; i++) {
+            char path[1200], table[256] = "?";
+            snprintf(path, sizeof path, "%s/%s", h->spool_dir, names[i]);
+            table_of(names[i], table, sizeof table);
+            uint64_t r, b;
+            file_stat(path, &r, &b);
+            trows += r;
+            tbytes += b;
+            if (json) printf("%s{\"file\":\"%s\",\"table\":\"%s\",\"rows\":%llu,\"bytes\":%llu}", i ? "," : "", names[i], table,
+                             (unsigned long long)r, (unsigned long long)b);
+            else printf("  %-40s %10llu rows %12llu bytes  %s\n", table, (unsigned long long)r, (unsigned long long)b, names[i]);
+        }
+        if (json) printf("],\"total_files\":%d,\"total_rows\":%llu,\"total_bytes\":%llu}\n", n, (unsigned long long)trows, (unsigned long long)tbytes);
+        else printf("total: %d files, %llu rows, %llu bytes\n", n, (unsigned long long)trows, (unsigned long long)tbytes);
+    } else {
+        uint64_t delivered = 0;
+        int failed = 0;
+        for (int i = 0; i < n; i++) {
+            char path[1200], table[256];
+            snprintf(path, sizeof path, "%s/%s", h->spool_dir, names[i]);
+            if (!table_of(names[i], table, sizeof table)) {
+                fprintf(stderr, "zhost spool: %s: cannot tell the table from the file name; left in place\n", path);
+                failed++;
+                continue;
+            }
+            char *err = NULL;
+            uint64_t before = delivered;
+            if (replay_file(h, path, table, piece ? piece : (4u << 20), &delivered, &err) != 0) {
+                fprintf(stderr, "zhost spool: %s: %s (delivered %llu rows of it before)\n", path, err,
+                        (unsigned long long)(delivered - before));
+                free(err);
+                failed++;
+            } else {
+                printf("%s: %llu rows delivered\n", table, (unsigned long long)(delivered - before));
+            }
+        }
+        printf("replay: %llu rows delivered, %d files left\n", (unsigned long long)delivered, failed);
+        rc = failed ? 1 : 0;
+    }
+    for (int i = 0; i < n; i++) free(names[i]);
+    free(names);
+    zh_host_free(h);
+    return rc;
+}

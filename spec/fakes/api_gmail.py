@@ -90,7 +90,7 @@ class Renderer:
             boundary = "00000000000%s" % hashlib.md5((self.msg_id + pid).encode()).hexdigest()[:16]
             headers = headers or [{"name": "Content-Type", "value": '%s; boundary="%s"' % (mime, boundary)}]
             kids = [self.part(c, str(i) if pid == "" else "%s.%d" % (pid, i)) for i, c in enumerate(p.get("parts", []))]
-            out.update(headers=headers, body={"size": 0}, parts=kids)
+            out.update(headers=headers, body={"size": 0}, parts=[k[0] for k in kids])
             return out, sum(k[1] for k in kids)
         if mime == "message/rfc822":
             inner = p["message"]

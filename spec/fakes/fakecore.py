@@ -306,8 +306,9 @@ DEFAULT_CONFIG = {
 class State:
     """Everything mutable. Modules keep their runtime state in `st.rt[<module>]`."""
 
-    def __init__(self, data, config_overrides=None, latency_ms=0):
+    def __init__(self, data, config_overrides=None, latency_ms=0, default_auth=None):
         self.lock = threading.RLock()
+        self.default_auth = default_auth or {}
         self.initial_data = copy.deepcopy(data)
         self.initial_config = dict(DEFAULT_CONFIG)
         self.initial_config.update(data.get("config") or {})
@@ -342,7 +343,7 @@ class State:
             return self.rt[name]
 
     def auth(self, section):
-        return (self.data.get("auth") or {}).get(section) or {}
+        return (self.data.get("auth") or self.default_auth).get(section) or {}
 
     def log(self, req):
         with self.lock:
@@ -431,6 +432,20 @@ def control(req, st, apis):
 
 
 # --------------------------------------------------------------------------- HTTP handler
+
+
+def accepts_gzip(header):
+    """True if Accept-Encoding lists gzip (or *) with a non-zero q."""
+    for item in (header or "").lower().split(","):
+        name, _, params = item.strip().partition(";")
+        if name.strip() in ("gzip", "x-gzip", "*"):
+            m = re.search(r"q\s*=\s*([\d.]+)", params)
+            try:
+                return not m or float(m.group(1)) > 0
+            except ValueError:
+                return False
+    return False
+
 
 
 class FakeHandler(http.server.BaseHTTPRequestHandler):
@@ -562,9 +577,8 @@ class FakeHandler(http.server.BaseHTTPRequestHandler):
 
     def _send(self, resp, req):
         body = resp.body
-        accept = (req.header("Accept-Encoding") or "").lower()
         if (body and len(body) >= int(self.st.cfg("gzip_min_bytes")) and not resp.get_header("Content-Encoding")
-                and re.search(r"(^|[\s,])gzip\s*(;\s*q=(?!0(\.0*)?\s*($|,))[\d.]+)?\s*($|,)", accept)):
+                and accepts_gzip(req.header("Accept-Encoding"))):
             body = gzip.compress(body, 6)
             resp.set_header("Content-Encoding", "gzip")
             resp.set_header("Vary", "Accept-Encoding")

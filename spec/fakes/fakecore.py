@@ -573,7 +573,11 @@ class FakeHandler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body[: len(body) // 2])
         self.wfile.flush()
-        self._reset()
+        self.close_connection = True  # graceful FIN: the client sees EOF before Content-Length is reached
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
 
     def _send(self, resp, req):
         body = resp.body

@@ -72,7 +72,7 @@ def _hex(rng, n):
 
 
 def generate(seed=1, orders=300, events=8, days=14, start="2025-11-01", vk_plans=3, direct_campaigns=3,
-             gmail_reports=5):
+             gmail_reports=6):
     rng = random.Random(seed)
     start_d = dt.date.fromisoformat(start)
     end_d = start_d + dt.timedelta(days=days - 1)
@@ -353,6 +353,9 @@ CSV_VARIANTS = [
          day_first=True, comma=True, thousands=True, mime="application/vnd.ms-excel", inline=False, wrap="forward"),
     dict(enc="utf-8", delim=",", header=["Event_Date", "Event_ID", "Event", "City", "Tickets_Sold", "Revenue", "Refund"],
          day_first=False, comma=False, thousands=False, mime="application/octet-stream", inline=False, wrap="mixed"),
+    # no attachment at all: the rows are an HTML table in the text/html alternative
+    dict(enc="utf-8", delim=None, header=["Дата", "ИД события", "Событие", "Город", "Билетов", "Выручка", "Возвраты"],
+         day_first=True, comma=True, thousands=True, mime=None, inline=True, wrap="html"),
 ]
 
 
@@ -381,6 +384,29 @@ def _csv_bytes(rows, v):
                 _fmt_money(Decimal(r["refunds"]), v["comma"], v["thousands"])]
         w.writerow([vals[i] for i in cols])
     return buf.getvalue().encode(v["enc"])
+
+
+def _html_report(r, rows, v, ts, d0, per):
+    import html
+    cells = lambda vals, tag: "".join("<%s>%s</%s>" % (tag, html.escape(str(x)), tag) for x in vals)
+    body = ["<table border=\"1\">", "<tr>%s</tr>" % cells(v["header"], "th")]
+    for x in rows:
+        d = dt.date.fromisoformat(x["date"]).strftime("%d.%m.%Y")
+        body.append("<tr>%s</tr>" % cells([d, x["event_id"], x["event_name"], x["city"],
+                                            _fmt_int(x["tickets_sold"], True),
+                                            _fmt_money(Decimal(x["revenue"]), True, True),
+                                            _fmt_money(Decimal(x["refunds"]), True, True)], "td"))
+    body.append("</table>")
+    mid = "%016x" % (0x18c1f2a3b4c5d600 + r * 0x1111)
+    return {"id": mid, "threadId": mid, "labelIds": ["INBOX"], "internalDate": str(ts),
+            "snippet": "Продажи за период",
+            "headers": {"From": "QTickets <reports@qtickets.ru>", "To": "sales@example.com",
+                        "Subject": "Продажи за %s (таблица)" % d0.strftime("%d.%m.%Y"), "Date": _rfc2822(ts),
+                        "Message-ID": "<%s.html@qtickets.ru>" % mid},
+            "payload": {"mimeType": "multipart/alternative", "parts": [
+                _text_part("Продажи за период во вложенной таблице (HTML)."),
+                _text_part("<html><body><p>Продажи:</p>%s</body></html>" % "\n".join(body), "html")]},
+            "sales_rows": rows}
 
 
 def _text_part(text, subtype="plain"):
@@ -414,6 +440,9 @@ def _gen_gmail(rng, n_reports, evs, start_d, days):
         if v["header"][6] is None:
             for x in rows:
                 x["refunds"] = "0.00"
+        if v["wrap"] == "html":
+            msgs.append(_html_report(r, rows, v, base_ms + (r * per + per) * 86400000 + r * 61000, d0, per))
+            continue
         content = _csv_bytes(rows, v)
         fname = ["sales_%s.csv", "Отчёт о продажах %s.csv", "report-%s.csv", "Продажи_%s.csv", "export_%s.CSV"][r % 5] % d0
         att = {"mimeType": v["mime"], "filename": fname, "content_b64": base64.b64encode(content).decode(),
@@ -636,7 +665,7 @@ def main(argv=None):
     ap.add_argument("--start", default="2025-11-01")
     ap.add_argument("--vk-plans", type=int, default=3)
     ap.add_argument("--direct-campaigns", type=int, default=3)
-    ap.add_argument("--gmail-reports", type=int, default=5)
+    ap.add_argument("--gmail-reports", type=int, default=6)
     ap.add_argument("--out", help="write the data set here (default: stdout unless --expected only)")
     ap.add_argument("--expected", help="write the expected aggregates here")
     ap.add_argument("--from-data", help="compute --expected from this existing data file instead of generating")

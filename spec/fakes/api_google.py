@@ -12,7 +12,7 @@ import hashlib
 import itertools
 import urllib.parse
 
-from fakecore import Response, google_json, json_response
+from fakecore import Response, json_response
 
 PREFIX = "/google"
 _counter = itertools.count(1)

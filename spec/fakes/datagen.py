@@ -13,7 +13,6 @@ import argparse
 import base64
 import csv
 import datetime as dt
-import hashlib
 import io
 import json
 import random
@@ -47,8 +46,6 @@ PLACES = ["ТЦ \"Смайл Сити\"", "ДК \"Энергетик\"", "Клу
 FIRST = ["Иван", "Мария", "Алексей", "Ольга", "Дмитрий", "Анна", "Сергей", "Екатерина", "John", "Zoë"]
 LAST = ["Петров", "Иванова", "Сидоров", "Кузнецова", "Смирнов", "Попова", "O'Brien"]
 PAYMENT_TYPES = ["bankcard", "sbp", "invoice", "cash"]
-
-TZINFO = {0: MSK}
 
 
 def _d(x):

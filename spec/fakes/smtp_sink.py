@@ -23,8 +23,8 @@ MAX_LINE = 1 << 20
 
 
 class Session:
-    def __init__(self, conn, peer, opts, seq):
-        self.conn, self.peer, self.opts, self.seq = conn, peer, opts, seq
+    def __init__(self, conn, peer, opts):
+        self.conn, self.peer, self.opts = conn, peer, opts
         self.rfile = conn.makefile("rb")
         self.helo = None
         self.auth_user = None
@@ -218,7 +218,7 @@ def serve(port, sink):
 
 def _session(conn, peer, sink):
     try:
-        Session(conn, peer, sink, 0).run()
+        Session(conn, peer, sink).run()
     except Exception as e:  # keep serving other clients
         sys.stderr.write("smtp_sink: session error: %r\n" % e)
     finally:

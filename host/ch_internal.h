@@ -59,6 +59,9 @@ typedef struct zh_ch_state {
 
 /* Requests. `query` goes in the URL (for INSERTs), `body` in the POST body. */
 ch_req *ch_req_new(zh_host *h, const char *query, const char *body, size_t len, ch_req_done_fn done, void *ud);
+/* The same against another default database (NULL: the server's default). */
+ch_req *ch_req_new_db(zh_host *h, const char *database, const char *query, const char *body, size_t len,
+                      ch_req_done_fn done, void *ud);
 void ch_req_start(ch_req *r);
 void ch_req_abort(ch_req *r);
 void ch_req_free(ch_req *r);

@@ -200,6 +200,11 @@ static void add_param(zh_buf *u, const char *k, const char *v) {
 }
 
 ch_req *ch_req_new(zh_host *h, const char *query, const char *body, size_t len, ch_req_done_fn done, void *ud) {
+    return ch_req_new_db(h, h->ch->database, query, body, len, done, ud);
+}
+
+ch_req *ch_req_new_db(zh_host *h, const char *database, const char *query, const char *body, size_t len,
+                      ch_req_done_fn done, void *ud) {
     zh_ch_state *st = h->ch;
     ch_req *r = zh_xcalloc(1, sizeof *r);
     r->h = h;
@@ -213,7 +218,7 @@ ch_req *ch_req_new(zh_host *h, const char *query, const char *body, size_t len, 
     zh_buf u;
     zh_buf_init(&u);
     zh_buf_adds(&u, st->url);
-    add_param(&u, "database", st->database);
+    if (database) add_param(&u, "database", database);
     add_param(&u, "wait_end_of_query", "1");
     if (query) add_param(&u, "query", query);
     zh_xfer_set_request(r->x, "POST", u.data, body ? body : "", body ? len : 0);
@@ -298,8 +303,12 @@ char *ch_substitute_db(zh_host *h, const char *sql) {
 }
 
 int zh_ch_exec_sync(zh_host *h, const char *sql, zh_buf *out, char **err) {
+    return zh_ch_exec_sync_db(h, h->ch->database, sql, out, err);
+}
+
+int zh_ch_exec_sync_db(zh_host *h, const char *database, const char *sql, zh_buf *out, char **err) {
     bool flag = false;
-    ch_req *r = ch_req_new(h, NULL, sql, strlen(sql), sync_done, &flag);
+    ch_req *r = ch_req_new_db(h, database, NULL, sql, strlen(sql), sync_done, &flag);
     ch_req_start(r);
     ch_req_wait(r);
     int rc = 0;

@@ -41,6 +41,8 @@ void zh_ch_record_run(zh_host *h, const zh_run_record *r, void (*done)(void *ud,
  * until the request completes. Return 0, or -1 with *err set (malloc'd). `out` (may be NULL)
  * receives the response body. */
 int zh_ch_exec_sync(zh_host *h, const char *sql, zh_buf *out, char **err);
+/* The same with another default database (NULL: the server's own default). */
+int zh_ch_exec_sync_db(zh_host *h, const char *database, const char *sql, zh_buf *out, char **err);
 /* Inserts an already encoded JSONEachRow body into db.table, synchronously. */
 int zh_ch_insert_sync(zh_host *h, const char *db_table, const char *body, size_t len, char **err);
 

@@ -39,8 +39,10 @@ INSERT INTO zakaz.dim_city_alias (alias, city, _ver) VALUES
 ('томск', 'Томск', 1), ('tomsk', 'Томск', 1),
 ('тюмень', 'Тюмень', 1), ('tyumen', 'Тюмень', 1);
 
--- Events (one row per QTickets event id). tickets_total and tickets_left are
--- NULL when the run did not fetch inventory, views keep the last non-NULL value.
+-- Events (one row per QTickets event id). tickets_total and tickets_left are the
+-- inventory known to the run that wrote the row, NULL when unknown. The latest row
+-- wins for every column, NULL included: older rows vanish when parts merge, so a
+-- view cannot fall back to them without depending on merges.
 CREATE TABLE IF NOT EXISTS zakaz.dim_events
 (
     event_id      String,

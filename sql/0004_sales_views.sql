@@ -35,7 +35,7 @@ SELECT
     is_active,
     is_deleted,
     currency,
-    inventory_loaded_at,
+    if(isNull(inv_total) AND isNull(inv_left), NULL, latest_loaded_at) AS inventory_loaded_at,
     loaded_at,
     last_ver
 FROM
@@ -49,12 +49,12 @@ FROM
         argMax(place_name, _ver)                                       AS place_name,
         tupleElement(argMax(tuple(start_date), _ver), 1)               AS start_date,
         tupleElement(argMax(tuple(end_date), _ver), 1)                 AS end_date,
-        argMaxIf(tickets_total, _ver, isNotNull(tickets_total))        AS inv_total,
-        argMaxIf(tickets_left, _ver, isNotNull(tickets_left))          AS inv_left,
+        tupleElement(argMax(tuple(tickets_total), _ver), 1)            AS inv_total,
+        tupleElement(argMax(tuple(tickets_left), _ver), 1)             AS inv_left,
         argMax(is_active, _ver)                                        AS is_active,
         argMax(is_deleted, _ver)                                       AS is_deleted,
         argMax(currency, _ver)                                         AS currency,
-        maxIf(_loaded_at, isNotNull(tickets_total) OR isNotNull(tickets_left)) AS inventory_loaded_at,
+        argMax(_loaded_at, _ver)                                       AS latest_loaded_at,
         max(_loaded_at)                                                AS loaded_at,
         max(_ver)                                                      AS last_ver
     FROM zakaz.dim_events
@@ -451,7 +451,7 @@ LEFT JOIN
     FROM zakaz.v_qtickets_events_latest
 ) USING (event_id);
 
--- Plan vs fact per (sales_date, event_id, city); a full outer combination made
+-- Plan vs fact per (sales_date, event_id, city), a full outer combination made
 -- with UNION ALL and GROUP BY (identical on every ClickHouse version and join_use_nulls).
 -- diff_*_pct = (fact - plan) / plan, NULL when the plan is 0.
 CREATE VIEW IF NOT EXISTS zakaz.v_plan_vs_fact AS

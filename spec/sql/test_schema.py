@@ -1,7 +1,9 @@
 """End-to-end tests of the ClickHouse schema in sql/ against a real server.
 
 Run:  python3 -m unittest spec/sql/test_schema.py -v
-Env:  ZHOST_TEST_CH_URL (default http://127.0.0.1:18200), a server with timezone Europe/Moscow.
+Env:  ZHOST_TEST_CH_URL (default http://127.0.0.1:18200), a server with timezone Europe/Moscow;
+      ZHOST_TEST_CH_SETTINGS extra URL settings for every query (e.g. join_use_nulls=1);
+      ZHOST_TEST_KEEP_DB=1 keeps the test databases for inspection.
 
 What it does:
   * applies every sql/NNNN_*.sql the way `zhost migrate` does (split on a line ending in ';'
@@ -28,7 +30,9 @@ import unittest
 import urllib.error
 import urllib.request
 
-URL = os.environ.get("ZHOST_TEST_CH_URL", "http://127.0.0.1:18200").rstrip("/") + "/"
+URL = os.environ.get("ZHOST_TEST_CH_URL", "http://127.0.0.1:18200")
+# extra settings for every query, e.g. ZHOST_TEST_CH_SETTINGS=join_use_nulls=1
+SETTINGS = os.environ.get("ZHOST_TEST_CH_SETTINGS", "")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SQL_DIR = os.path.join(ROOT, "sql")
 RUNBOOK = os.environ.get("ZHOST_RUNBOOK", "/work/shared/seed/runbook-integrations.ru.md")
@@ -45,7 +49,9 @@ class CHError(Exception):
 def ch(sql, body=None):
     """POST one statement; returns the response text, raises CHError on non-200."""
     data = (sql if body is None else sql + "\n" + body).encode("utf-8")
-    req = urllib.request.Request(URL + "?wait_end_of_query=1", data=data, method="POST")
+    base, _, query = URL.partition("?")
+    params = "&".join(p for p in (query, "wait_end_of_query=1", SETTINGS) if p)
+    req = urllib.request.Request(base.rstrip("/") + "/?" + params, data=data, method="POST")
     try:
         with urllib.request.urlopen(req, timeout=60) as r:
             return r.read().decode("utf-8")

@@ -9,6 +9,7 @@
 #include <lauxlib.h>
 #include <lualib.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -360,8 +361,10 @@ static void budget_hook(lua_State *L, lua_Debug *ar) {
     }
     if (h->cpu_budget_s > 0 && zh_now_mono() - t->resumed_at > h->cpu_budget_s) {
         t->killed = true;
-        luaL_error(L, "script ran %.1f s without waiting (CPU budget exceeded; an endless loop?)",
-                   zh_now_mono() - t->resumed_at);
+        char msg[160];
+        snprintf(msg, sizeof msg, "script ran %.1f s without waiting (CPU budget exceeded; an endless loop?)",
+                 zh_now_mono() - t->resumed_at);
+        luaL_error(L, "%s", msg);
     }
 }
 

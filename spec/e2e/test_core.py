@@ -1,0 +1,396 @@
+"""End-to-end tests of the host core: concurrency, retries, script failures, ClickHouse outage and
+the spool, dry runs. Real binary, real ClickHouse, a real local HTTP server."""
+import http.server
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+import zhtest  # noqa: E402
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    hits = {}
+    lock = threading.Lock()
+
+    def log_message(self, *a):
+        pass
+
+    def count(self, key):
+        with Handler.lock:
+            Handler.hits[key] = Handler.hits.get(key, 0) + 1
+            return Handler.hits[key]
+
+    def reply(self, status, body=b"", headers=None):
+        self.send_response(status)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        path = self.path.split("?")[0]
+        n = self.count(path)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        if path == "/slow":
+            time.sleep(0.1)
+            self.reply(200, b'{"ok":true}', {"Content-Type": "application/json"})
+        elif path == "/always503":
+            self.reply(503, b"busy")
+        elif path == "/429then200":
+            if n == 1:
+                self.reply(429, b"slow down", {"Retry-After": "1"})
+            else:
+                self.reply(200, b"fine")
+        elif path == "/reset-once":
+            if n == 1:
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                self.connection.close()
+                return
+            self.reply(200, b"after reset")
+        elif path == "/truncated":
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            self.wfile.write(b"short")
+            self.wfile.flush()
+            self.connection.close()
+        elif path == "/malformed":
+            self.reply(200, b'{"data": [1, 2,', {"Content-Type": "application/json"})
+        elif path == "/echo":
+            self.reply(200, json.dumps({"method": self.command, "body": body.decode(), "query": self.path}).encode())
+        else:
+            self.reply(404, b"no")
+
+    do_POST = do_GET
+
+
+class Server:
+    def __init__(self):
+        Handler.hits = {}
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = "http://127.0.0.1:%d" % self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class CoreHTTP(zhtest.ZhostCase):
+    migrate = False
+
+    def setUp(self):
+        super().setUp()
+        self.srv = Server()
+
+    def tearDown(self):
+        self.srv.stop()
+        super().tearDown()
+
+    def run_lua(self, code, *args, env=None):
+        path = self.script("t.lua", code)
+        return self.zhost("run", path, "--dry-run", *args, env=env)
+
+    def test_concurrency_200_requests_in_about_a_second(self):
+        r = self.run_lua("""
+            http.configure("slow", {concurrency = 20})
+            local items = {}
+            for i = 1, 200 do items[i] = i end
+            local t0 = time and time.now and time.now() or os.time()
+            local res = assert(task.map(items, 20, function(i)
+              local r = assert(http.get("BASE/slow", {source = "slow"}))
+              assert(r.status == 200)
+              return r:json().ok
+            end))
+            assert(#res == 200)
+            print("done")
+        """.replace("BASE", self.srv.url))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(Handler.hits.get("/slow"), 200)
+
+    def test_concurrency_timing(self):
+        # 200 x 100 ms at 20 at a time is 1 s of waiting; sequential would be 20 s.
+        start = time.time()
+        r = self.run_lua("""
+            http.configure("slow", {concurrency = 20})
+            local items = {}
+            for i = 1, 200 do items[i] = i end
+            assert(task.map(items, 20, function() return assert(http.get("BASE/slow", {source = "slow"})).status end))
+        """.replace("BASE", self.srv.url))
+        took = time.time() - start
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertLess(took, 6.0, "200 requests at concurrency 20 took %.1f s" % took)
+
+    def test_source_cap_limits_concurrency(self):
+        # With a cap of 2, 10 requests of 100 ms need at least 0.5 s even if 10 tasks ask at once.
+        start = time.time()
+        r = self.run_lua("""
+            http.configure("capped", {concurrency = 2})
+            local items = {}
+            for i = 1, 10 do items[i] = i end
+            assert(task.map(items, 10, function() return assert(http.get("BASE/slow", {source = "capped"})).status end))
+        """.replace("BASE", self.srv.url))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertGreaterEqual(time.time() - start, 0.5)
+
+    def test_retries_stop_at_the_cap(self):
+        r = self.run_lua("""
+            local r = assert(http.get("BASE/always503", {retry = {attempts = 3, base = 0.01, cap = 0.05}}))
+            assert(r.status == 503, r.status)
+            assert(r.attempts == 3, r.attempts)
+        """.replace("BASE", self.srv.url))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(Handler.hits.get("/always503"), 3)
+
+    def test_429_retry_after_is_honoured(self):
+        start = time.time()
+        r = self.run_lua("""
+            local r = assert(http.get("BASE/429then200", {retry = {attempts = 3, base = 0.01, cap = 0.02}}))
+            assert(r.status == 200 and r.body == "fine")
+        """.replace("BASE", self.srv.url))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertGreaterEqual(time.time() - start, 0.9, "Retry-After: 1 was not honoured")
+        self.assertEqual(Handler.hits.get("/429then200"), 2)
+
+    def test_connection_reset_is_retried(self):
+        r = self.run_lua("""
+            local r = assert(http.get("BASE/reset-once", {retry = {attempts = 3, base = 0.01, cap = 0.02}}))
+            assert(r.body == "after reset", r.body)
+        """.replace("BASE", self.srv.url))
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def test_truncated_and_malformed_bodies(self):
+        r = self.run_lua("""
+            local r, err = http.get("BASE/truncated", {retry = {attempts = 2, base = 0.01, cap = 0.02}})
+            assert(r == nil and err:find("truncated") or err:find("transfer closed") or err:find("Partial"), tostring(err))
+            local m = assert(http.get("BASE/malformed"))
+            local v, jerr = m:json()
+            assert(v == nil and jerr:find("invalid JSON"), tostring(jerr))
+        """.replace("BASE", self.srv.url))
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def test_get_with_body_query_and_form(self):
+        r = self.run_lua("""
+            local r = assert(http.request{method = "GET", url = "BASE/echo", json = {where = {{column = "payed", value = 1}}}, query = {b = "x y", a = 1}})
+            local e = r:json()
+            assert(e.method == "GET", e.method)
+            assert(e.body == '{"where":[{"column":"payed","value":1}]}', e.body)
+            assert(e.query == "/echo?a=1&b=x%20y", e.query)
+            local f = assert(http.post("BASE/echo", {form = {grant_type = "refresh_token", z = "a&b"}})):json()
+            assert(f.body == "grant_type=refresh_token&z=a%26b", f.body)
+        """.replace("BASE", self.srv.url))
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def test_connection_refused_is_an_error_value(self):
+        r = self.run_lua("""
+            local r, err = http.get("http://127.0.0.1:9/", {retry = {attempts = 2, base = 0.01, cap = 0.01}})
+            assert(r == nil and err:find("127.0.0.1:9"), tostring(err))
+        """)
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+
+class ScriptFailures(zhtest.ZhostCase):
+    migrate = False
+
+    def test_runtime_error_names_file_and_line(self):
+        path = self.script("boom.lua", "local x = 1\nlocal t = nil\nprint(t.field)\n")
+        r = self.zhost("run", path, "--dry-run")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("boom.lua:3:", r.stderr)
+        self.assertIn("stack traceback", r.stderr)
+        self.assertIn("zhost: boom failed:", r.stderr.splitlines()[-1])
+
+    def test_syntax_error(self):
+        path = self.script("bad.lua", "local x = \nfunction(\n")
+        r = self.zhost("run", path)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("bad.lua:", r.stderr)
+        c = self.zhost("check", path)
+        self.assertEqual(c.returncode, 1)
+        self.assertRegex(c.stderr, r"bad\.lua:\d+:")
+
+    def test_infinite_loop_is_stopped(self):
+        path = self.script("spin.lua", "local n = 0\nwhile true do n = n + 1 end\n")
+        start = time.time()
+        r = self.zhost("run", path, "--dry-run", "--cpu-budget", "1")
+        self.assertEqual(r.returncode, 1)
+        self.assertLess(time.time() - start, 10)
+        self.assertIn("CPU budget", r.stderr)
+
+    def test_pcall_cannot_swallow_the_budget(self):
+        path = self.script("spin2.lua", "while true do pcall(function() while true do end end) end\n")
+        r = self.zhost("run", path, "--dry-run", "--cpu-budget", "1")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("CPU budget", r.stderr)
+
+    def test_undeclared_global_is_refused(self):
+        path = self.script("glob.lua", "counter = 1\n")
+        r = self.zhost("run", path, "--dry-run")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("assignment to undeclared global 'counter'", r.stderr)
+
+    def test_io_in_a_non_yieldable_place_is_a_clear_error(self):
+        path = self.script("sortio.lua", "local t = {3, 1, 2}\ntable.sort(t, function(a, b) sleep(0) return a < b end)\n")
+        r = self.zhost("run", path, "--dry-run")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("cannot wait", r.stderr)
+
+    def test_usage_errors(self):
+        self.assertEqual(self.zhost("run").returncode, 2)
+        self.assertEqual(self.zhost("run", "x.lua", "--days", "zero").returncode, 2)
+        self.assertEqual(self.zhost("run", "x.lua", "--days", "1", "--since", "2025-01-01").returncode, 2)
+        self.assertEqual(self.zhost("run", "x.lua", "--since", "2025-13-01").returncode, 2)
+        self.assertEqual(self.zhost("nonsense").returncode, 2)
+        self.assertEqual(self.zhost("help", "run").returncode, 0)
+
+    def test_missing_script(self):
+        r = self.zhost("run", "/nonexistent/x.lua")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("cannot open", r.stderr)
+
+
+class ClickHouseOutage(zhtest.ZhostCase):
+    """ClickHouse stopped mid-run: rows go to the spool, the run fails with the count, and a replay
+    after the restart delivers every row exactly once as the views see it."""
+    migrate = False
+
+    def setUp(self):
+        super().setUp()
+        self.chdir = tempfile.mkdtemp(prefix="zhost-ch-")
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        sock.close()
+        self.start_ch()
+        self.env["CLICKHOUSE_URL"] = "http://127.0.0.1:%d" % self.port
+        self.env["ZHOST_CH_ATTEMPTS"] = "2"
+        self.env["ZHOST_CH_BACKOFF_CAP"] = "0.2"
+        r = self.zhost("migrate")
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def start_ch(self):
+        out = subprocess.run([os.path.join(zhtest.SOURCE_DIR, "tools", "clickhouse-local.sh"), "start", self.chdir,
+                              str(self.port)], capture_output=True, text=True, timeout=120)
+        self.assertEqual(out.returncode, 0, out.stderr)
+
+    def stop_ch(self):
+        subprocess.run([os.path.join(zhtest.SOURCE_DIR, "tools", "clickhouse-local.sh"), "stop", self.chdir],
+                       capture_output=True, timeout=120)
+
+    def tearDown(self):
+        self.stop_ch()
+        shutil.rmtree(self.chdir, ignore_errors=True)
+        super().tearDown()
+
+    def count_orders(self):
+        out = zhtest.ch("SELECT count() FROM %s.v_qtickets_orders_latest" % self.db).strip() if False else None
+        import urllib.request
+        url = "http://127.0.0.1:%d/?query=%s" % (self.port, __import__("urllib.parse").parse.quote(
+            "SELECT count(), countDistinct(order_id) FROM %s.v_qtickets_orders_latest" % self.db))
+        with urllib.request.urlopen(url, timeout=30) as r:
+            a, b = r.read().decode().split()
+            return int(a), int(b)
+
+    def test_outage_mid_run_spools_and_replays_exactly_once(self):
+        flag = os.path.join(self.tmp, "go")
+        script = self.script("load.lua", """
+            local s = assert(ch.sink("stg_qtickets_api_orders_raw", {max_rows = 100}))
+            local function add(i)
+              s:add{order_id = tostring(i), event_id = "e1", payed = 1, created_at = "2025-11-01 10:00:00",
+                    sale_ts = "2025-11-01 10:00:00", price = "100.50", original_price = "100.50", currency = "RUB",
+                    utm_source = "", utm_medium = "", utm_campaign = "", utm_content = "", utm_term = "",
+                    client_id = "", promo_code_id = "", baskets_total = 1, baskets_live = 1, _ver = 1}
+            end
+            for i = 1, 300 do add(i) end
+            assert(s:flush())
+            -- wait for the test to stop ClickHouse
+            local f = %q
+            while not io.read_file(f) do sleep(0.1) end
+            for i = 301, 1000 do add(i) end
+        """ % flag)
+        p = self.zhost_bg("run", script)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if self.count_orders()[0] >= 300:
+                    break
+            except Exception:
+                pass
+            time.sleep(0.2)
+        self.stop_ch()
+        open(flag, "w").write("go")
+        out, err = p.communicate(timeout=120)
+        self.assertEqual(p.returncode, 1, err)
+        self.assertIn("700 rows spooled", err)
+        st = self.zhost("spool", "status")
+        self.assertIn("700 rows", st.stdout)
+        self.start_ch()
+        self.assertEqual(self.count_orders(), (300, 300))
+        r = self.zhost("spool", "replay")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(self.count_orders(), (1000, 1000))
+        # The run log rows were spooled too and arrive with the replay: one failed run.
+        st = self.zhost("spool", "status")
+        self.assertIn("total: 0 files", st.stdout)
+        # Replaying the same rows again (a replay interrupted after delivery) does not double them.
+        path = os.path.join(self.tmp, "again")
+        os.makedirs(path)
+        lines = "".join(json.dumps({"order_id": str(i), "event_id": "e1", "payed": 1, "created_at": "2025-11-01 10:00:00",
+                                    "sale_ts": "2025-11-01 10:00:00", "price": 100.50, "original_price": 100.50,
+                                    "currency": "RUB", "baskets_total": 1, "baskets_live": 1, "_ver": 1}) + "\n"
+                        for i in range(301, 1001))
+        with open(os.path.join(path, "%s.stg_qtickets_api_orders_raw~again.jsonl" % self.db), "w") as fh:
+            fh.write(lines)
+        r = self.zhost("spool", "replay", "--spool", path)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(self.count_orders(), (1000, 1000))
+
+
+class DryRun(zhtest.ZhostCase):
+    def test_dry_run_writes_nothing(self):
+        before = self.scalar("SELECT count() FROM meta_job_runs_raw")
+        path = self.script("dry.lua", """
+            local s = assert(ch.sink("dim_events"))
+            for i = 1, 5 do s:add{event_id = tostring(i), event_name = "Событие " .. i, city = "Москва", _ver = 1} end
+        """)
+        r = self.zhost("run", path, "--dry-run")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("dim_events: 5 rows", r.stdout)
+        self.assertIn("Событие 1", r.stdout)
+        self.assertEqual(self.scalar("SELECT count() FROM dim_events"), "0")
+        self.assertEqual(self.scalar("SELECT count() FROM meta_job_runs_raw"), before)
+
+    def test_real_run_records_one_run(self):
+        path = self.script("real.lua", """
+            local s = assert(ch.sink("dim_events"))
+            for i = 1, 5 do s:add{event_id = tostring(i), event_name = "E" .. i, city = "Москва", _ver = 1} end
+            job:metric("pages", 2)
+        """)
+        r = self.zhost("run", path)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        runs = self.runs("real")
+        self.assertEqual(len(runs), 1, runs)
+        self.assertEqual(runs[0]["status"], "success")
+        self.assertEqual(int(runs[0]["rows_processed"]), 5)
+        m = json.loads(runs[0]["metrics"])
+        self.assertEqual(m["pages"], 2)
+        self.assertEqual(m["tables"]["dim_events"], 5)
+        self.assertIn("duration", m)
+        self.assertEqual(self.scalar("SELECT visitParamExtractInt(metrics, 'pages') FROM meta_job_runs WHERE job = 'real'"), "2")
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -24,6 +24,7 @@ void zh_text_b64_encode(const char *in, size_t n, int url, zh_buf *out) {
     const char *abc = url ? b64_url : b64_std;
     const unsigned char *p = (const unsigned char *)in;
     zh_buf_reserve(out, (n + 2) / 3 * 4 + 1);
+    out->data[out->len] = 0;
     size_t i = 0;
     for (; i + 3 <= n; i += 3) {
         uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
@@ -57,6 +58,7 @@ int zh_text_b64_decode(const char *in, size_t n, int url, zh_buf *out, size_t *b
     uint32_t acc = 0;
     int k = 0, pad = 0;
     zh_buf_reserve(out, n / 4 * 3 + 3);
+    out->data[out->len] = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)in[i];
         if (c == ' ' || c == '\t' || c == '\r' || c == '\n') continue;
@@ -98,6 +100,7 @@ int zh_text_b64_decode(const char *in, size_t n, int url, zh_buf *out, size_t *b
 void zh_text_url_encode(const char *s, size_t n, zh_buf *out) {
     static const char hex[] = "0123456789ABCDEF";
     zh_buf_reserve(out, n + 1);
+    out->data[out->len] = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
@@ -119,6 +122,7 @@ static int hexval(unsigned char c) {
 
 void zh_text_url_decode(const char *s, size_t n, zh_buf *out) {
     zh_buf_reserve(out, n + 1);
+    out->data[out->len] = 0;
     for (size_t i = 0; i < n; i++) {
         if (s[i] == '%' && i + 2 < n && hexval((unsigned char)s[i + 1]) >= 0 &&
             hexval((unsigned char)s[i + 2]) >= 0) {
@@ -162,6 +166,7 @@ int zh_text_is_utf8(const char *str, size_t n) {
 void zh_text_lower(const char *str, size_t n, zh_buf *out) {
     const unsigned char *s = (const unsigned char *)str;
     zh_buf_reserve(out, n + 1);
+    out->data[out->len] = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = s[i];
         if (c >= 'A' && c <= 'Z') {

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* ---------------------------------------------------------------- base64 */
 
@@ -699,8 +700,9 @@ static int csv_lua_end(void *ud) {
 }
 
 /* If opts.encoding is set, converts the text to UTF-8 first ("auto": CP1251 unless it already is
- * valid UTF-8). Leaves the text to parse at the top of the stack. */
-static void csv_input(lua_State *L, int opts) {
+ * valid UTF-8). Leaves the text to parse at the top of the stack and returns 1, or pushes nil, err
+ * and returns 0 when the text cannot be converted. */
+static int csv_input(lua_State *L, int opts) {
     if (lua_type(L, opts) == LUA_TTABLE) {
         lua_getfield(L, opts, "encoding");
         if (!lua_isnil(L, -1)) {
@@ -711,16 +713,20 @@ static void csv_input(lua_State *L, int opts) {
             if (strcasecmp(enc, "UTF-8") && strcasecmp(enc, "UTF8")) {
                 zh_buf *b = scratch_new(L);
                 char err[200];
-                if (zh_text_iconv(s, n, enc, "UTF-8", b, err, sizeof err) != 0) luaL_error(L, "%s", err);
+                if (zh_text_iconv(s, n, enc, "UTF-8", b, err, sizeof err) != 0) {
+                    fail(L, err);
+                    return 0;
+                }
                 push_buf(L, b);
                 lua_remove(L, -2);
                 lua_remove(L, -2);
-                return;
+                return 1;
             }
         }
         lua_pop(L, 1);
     }
     lua_pushvalue(L, 1);
+    return 1;
 }
 
 /* Parses argument 1 with options at 2; pushes the rows table, or nil and an error (returns 2). */
@@ -728,7 +734,7 @@ static int csv_rows(lua_State *L) {
     luaL_checkstring(L, 1);
     if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
     lua_settop(L, 2);
-    csv_input(L, 2);
+    if (!csv_input(L, 2)) return 2;
     int text = lua_gettop(L);
     size_t n;
     const char *s = lua_tolstring(L, text, &n);

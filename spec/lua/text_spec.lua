@@ -79,6 +79,10 @@ eq(recs[1]["сумма"], "5,00", "cp1251 csv")
 recs = text.csv_records(win, {encoding = "auto"})
 eq(recs[1]["дата"], "01.11.2025", "auto encoding")
 eq(#text.csv(""), 0, "empty csv")
+v, err = text.csv("\255", {encoding = "UTF-16"})
+assert(v == nil and err:find("cannot convert"), err)
+v, err = text.csv_records("a", {encoding = "NO-SUCH"})
+assert(v == nil and err:find("unsupported"), err)
 
 -- strings
 eq(text.trim(" \t\194\160 x y \r\n"), "x y", "trim with NBSP")

@@ -288,6 +288,7 @@ int zh_lrt_open(zh_host *h) {
     register_module(L, env, "task", zh_open_task);
     register_module(L, env, "log", zh_open_log);
     register_module(L, env, "job", zh_open_job);
+    register_module(L, env, "oauth2", zh_open_oauth2);
     lua_getfield(L, env, "task");
     lua_getfield(L, -1, "sleep");
     lua_setfield(L, env, "sleep");

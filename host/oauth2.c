@@ -550,9 +550,18 @@ static int waiter_push(zh_pending *p, lua_State *co) {
         for (int i = 1; i <= n; i++) lua_rawgeti(co, -i, i);
         lua_remove(co, -(n + 1));
     } else {
+        /* The refresh task died (cancelled with its run, or a bug): same shape as other failures. */
+        lua_checkstack(co, 6);
         lua_pushnil(co);
         lua_pushfstring(co, "oauth2: token refresh failed: %s", t->error_short ? t->error_short : "unknown error");
-        n = 2;
+        lua_createtable(co, 0, 3);
+        lua_pushinteger(co, 0);
+        lua_setfield(co, -2, "status");
+        lua_pushliteral(co, "refresh_failed");
+        lua_setfield(co, -2, "error");
+        lua_pushvalue(co, -2);
+        lua_setfield(co, -2, "error_description");
+        n = 3;
     }
     flight_release(w->f);
     free(w);

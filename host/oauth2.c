@@ -308,6 +308,12 @@ static char *write_json_file(lua_State *L, const char *path) {
     return err;
 }
 
+/* The job whose task is running, for log lines. */
+static const char *current_job(zh_host *h) {
+    zh_task *t = h->current;
+    return t && t->group ? t->group->job : NULL;
+}
+
 static const char *field_str(lua_State *L, int idx, const char *k) {
     lua_getfield(L, idx, k);
     const char *s = lua_type(L, -1) == LUA_TSTRING && lua_rawlen(L, -1) > 0 ? lua_tostring(L, -1) : NULL;
@@ -417,7 +423,7 @@ static bool token_valid(const oauth_client *c) {
 }
 
 /* Takes token, expiry and refresh token from a cache document on top of the stack. A token
- * equal to the one we hold keeps our expiry when the file has none. */
+ * equal to the one we hold is left alone, so one we invalidated stays invalid. */
 static void absorb_cache(lua_State *L, oauth_client *c) {
     int t = lua_gettop(L);
     const char *tok = field_str(L, t, c->google ? "token" : "access_token");
@@ -447,7 +453,7 @@ static void cache_reload(lua_State *L, oauth_client *c) {
     bool missing;
     char *err = read_json_file(L, c->cache, &missing);
     if (err) {
-        ZH_WARN(NULL, "msg=\"oauth2: cannot read the token cache\" error=\"%s\"", err);
+        ZH_WARN(current_job(c->h), "msg=\"oauth2: cannot read the token cache\" error=\"%s\"", err);
         free(err);
         return;
     }
@@ -462,7 +468,7 @@ static char *cache_write(lua_State *L, oauth_client *c, const char *token_type, 
     bool missing;
     char *err = read_json_file(L, c->cache, &missing);
     if (err) {
-        if (!missing) ZH_WARN(NULL, "msg=\"oauth2: rewriting an unreadable token cache\" error=\"%s\"", err);
+        if (!missing) ZH_WARN(current_job(c->h), "msg=\"oauth2: rewriting an unreadable token cache\" error=\"%s\"", err);
         free(err);
         lua_newtable(L);
     }
@@ -474,10 +480,9 @@ static char *cache_write(lua_State *L, oauth_client *c, const char *token_type, 
         lua_setfield(L, t, "token");
         lua_pushstring(L, iso);
         lua_setfield(L, t, "expiry");
-        if (c->refresh_token) {
-            lua_pushstring(L, c->refresh_token);
-            lua_setfield(L, t, "refresh_token");
-        }
+        /* No refresh token means a refused one was dropped: do not leave it for the next run. */
+        lua_pushstring(L, c->refresh_token);
+        lua_setfield(L, t, "refresh_token");
         /* A fresh file must still be a token.json google-auth can load. */
         struct { const char *k, *v; } fill[] = {
             {"token_uri", c->token_url}, {"client_id", c->client_id}, {"client_secret", c->client_secret}};
@@ -512,10 +517,8 @@ static char *cache_write(lua_State *L, oauth_client *c, const char *token_type, 
         lua_setfield(L, t, "expires_at");
         lua_pushstring(L, iso);
         lua_setfield(L, t, "expiry");
-        if (c->refresh_token) {
-            lua_pushstring(L, c->refresh_token);
-            lua_setfield(L, t, "refresh_token");
-        }
+        lua_pushstring(L, c->refresh_token); /* nil when dropped, as above */
+        lua_setfield(L, t, "refresh_token");
         if (token_type) {
             lua_pushstring(L, token_type);
             lua_setfield(L, t, "token_type");
@@ -756,8 +759,7 @@ static int p_store(lua_State *L) {
     if (c->cache) {
         char *err = cache_write(L, c, field_str(L, 2, "token_type"), field_str(L, 2, "scope"));
         if (err) {
-            zh_task *t = c->h->current;
-            ZH_ERROR(t && t->group ? t->group->job : NULL,
+            ZH_ERROR(current_job(c->h),
                      "msg=\"oauth2: could not save the new token; the next run must request another\" error=\"%s\"", err);
             free(err);
         }
@@ -776,8 +778,7 @@ static int p_forget(lua_State *L) {
 
 static int p_warn(lua_State *L) {
     const char *msg = luaL_checkstring(L, 1);
-    zh_task *t = zh_host_of(L)->current;
-    ZH_WARN(t && t->group ? t->group->job : NULL, "msg=\"%s\"", msg);
+    ZH_WARN(current_job(zh_host_of(L)), "msg=\"%s\"", msg);
     return 0;
 }
 
@@ -1533,10 +1534,14 @@ static int auth_google(zh_host *h, const char *creds_path, const char *token_pat
         lua_pushstring(L, q[i].v);
         lua_setfield(L, -2, q[i].k);
     }
+    zh_buf query;
+    zh_buf_init(&query);
+    zh_http_encode_form(L, -1, &query, "query"); /* into an empty buffer: it adds '&' to a non-empty one */
+    lua_pop(L, 1);
     zh_buf_adds(&url, auth_uri);
     zh_buf_addc(&url, strchr(auth_uri, '?') ? '&' : '?');
-    zh_http_encode_form(L, -1, &url, "query");
-    lua_pop(L, 1);
+    zh_buf_add(&url, query.data, query.len);
+    zh_buf_free(&query);
 
     printf("Open this URL in a browser on this machine and allow access:\n\n  %s\n\n", zh_buf_cstr(&url));
     printf("Waiting for the redirect to %s/ (Ctrl-C to give up).\n"
@@ -1729,6 +1734,11 @@ int zh_cmd_auth(int argc, char **argv) {
             }
         } else if (!strcmp(argv[i], "--no-browser")) {
             no_browser = true;
+        } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            zh_buf_free(&scope);
+            printf("usage: zhost auth google [--credentials FILE] [--token FILE] [--scope S]... [--port N] [--no-browser]\n"
+                   "                         [--timeout SECONDS] [--secrets DIR]\n(see zhost help auth)\n");
+            return 0;
         } else {
             fprintf(stderr, "zhost auth google: unexpected argument '%s'\n", argv[i]);
             zh_buf_free(&scope);

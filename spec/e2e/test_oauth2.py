@@ -324,6 +324,9 @@ class OAuth2Test(unittest.TestCase):
         self.assertIn("TOKEN\tya29.issued-3", p.stdout)
         self.assertEqual([r["grant_type"] for r in self.fake.token_requests[2:]],
                          ["refresh_token", "agency_client_credentials"])
+        self.assertIn("refused the stored refresh token (HTTP 401)", p.stderr)
+        with open(cache) as f:
+            self.assertEqual(json.load(f)["refresh_token"], "vk-refresh-3")
 
     def test_vk_token_cap_403_is_exposed_and_delete_tokens_works(self):
         self.fake.responses.append((403, {"error": "token_limit_exceeded", "error_description": "too many tokens"}))
@@ -378,6 +381,8 @@ class OAuth2Test(unittest.TestCase):
         proc, url = self.start_auth(token_path)
         try:
             u = urllib.parse.urlparse(url)
+            self.assertNotIn("?&", url)
+            self.assertNotIn("&&", url)
             self.assertEqual("%s://%s%s" % (u.scheme, u.netloc, u.path), "http://127.0.0.1:9/o/oauth2/auth")
             q = {k: v[0] for k, v in urllib.parse.parse_qs(u.query).items()}
             self.assertEqual(q["client_id"], "1234-abc.apps.googleusercontent.com")

@@ -237,6 +237,7 @@ fail_nofile:
 static char *slurp(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
+    errno = 0;
     zh_buf b;
     zh_buf_init(&b);
     char chunk[8192];
@@ -245,11 +246,11 @@ static char *slurp(const char *path, size_t *len) {
         zh_buf_add(&b, chunk, n);
         if (b.len > (1u << 20)) break; /* token files are tiny; refuse to load something else */
     }
-    bool bad = ferror(f) || b.len > (1u << 20);
+    int e = ferror(f) ? (errno ? errno : EIO) : b.len > (1u << 20) ? EFBIG : 0;
     fclose(f);
-    if (bad) {
+    if (e) {
         zh_buf_free(&b);
-        errno = EFBIG;
+        errno = e;
         return NULL;
     }
     zh_buf_cstr(&b);
@@ -450,6 +451,9 @@ static void cache_reload(lua_State *L, oauth_client *c) {
     if (c->cache_seen && st.st_ino == c->cache_st.st_ino && st.st_size == c->cache_st.st_size &&
         st.st_mtim.tv_sec == c->cache_st.st_mtim.tv_sec && st.st_mtim.tv_nsec == c->cache_st.st_mtim.tv_nsec)
         return;
+    /* Remembered even when unreadable, so a broken file is reported once, not on every call. */
+    c->cache_st = st;
+    c->cache_seen = true;
     bool missing;
     char *err = read_json_file(L, c->cache, &missing);
     if (err) {
@@ -459,8 +463,6 @@ static void cache_reload(lua_State *L, oauth_client *c) {
     }
     absorb_cache(L, c);
     lua_pop(L, 1);
-    c->cache_st = st;
-    c->cache_seen = true;
 }
 
 /* Merges the client's tokens into the cache file, keeping every field we do not manage. */

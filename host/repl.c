@@ -430,6 +430,15 @@ static void repl_on_signal(zh_host *h, int signum) {
     }
 }
 
+/* Delivers a signal that arrived while the loop was not running to repl_on_signal now. The
+ * host's signal handle is unreferenced, and libuv does not poll a loop with nothing referenced. */
+static void take_signals(repl *r) {
+    uv_handle_t *a = (uv_handle_t *)&r->h->sigint_async;
+    uv_ref(a);
+    uv_run(r->h->loop, UV_RUN_NOWAIT);
+    uv_unref(a);
+}
+
 enum { READ_LINE, READ_EOF, READ_CANCELLED };
 
 static int read_tty(repl *r, const char *prompt, char **out) {
@@ -459,11 +468,11 @@ static int read_tty(repl *r, const char *prompt, char **out) {
 static int read_pipe(repl *r, char **out) {
     char *buf = NULL;
     size_t cap = 0;
-    errno = 0;
     ssize_t n = getline(&buf, &cap, stdin);
     if (n < 0) {
         free(buf);
-        if (errno == EINTR) uv_run(r->h->loop, UV_RUN_NOWAIT); /* let the signal reach repl_on_signal */
+        /* Interrupted (or the signal raced with end of input): repl_on_signal says what to do. */
+        take_signals(r);
         return READ_EOF;
     }
     while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) buf[--n] = 0;
@@ -577,7 +586,7 @@ static bool eval(repl *r) {
     }
     /* A Ctrl-C that stopped busy Lua (through the hook) is delivered to repl_on_signal only on
      * the next loop turn: take it now, while it still counts against this input. */
-    uv_run(h->loop, UV_RUN_NOWAIT);
+    take_signals(r);
     /* Tasks the input spawned and did not wait for end with it: nothing runs them at the prompt,
      * and they belong to this input's group. */
     zh_task_cancel_group(h, &in->group, "the input they were started from finished");

@@ -361,6 +361,31 @@ class TestReplPipe(ReplTestBase):
         p = self.run_repl("secrets('x').K\n", "--secrets", d)
         self.assertEqual((p.returncode, p.stdout), (0, b'"v"\n'), p.stderr)
 
+    def test_sigint_cancels_the_running_piped_input_only(self):
+        p = subprocess.Popen([ZHOST, "repl"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             cwd=self.tmp, env=self.env)
+        p.stdin.write(b"sleep(30)\n'after'\n")
+        p.stdin.flush()
+        time.sleep(0.5)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=10)
+        self.assertEqual(p.returncode, 1)  # the interrupted input counts as a failure
+        self.assertEqual(out, b'"after"\n')
+        self.assertIn(b"interrupted", err)
+
+    def test_sigint_while_waiting_for_piped_input_exits_130(self):
+        p = subprocess.Popen([ZHOST, "repl"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             cwd=self.tmp, env=self.env)
+        p.stdin.write(b"1\n")
+        p.stdin.flush()
+        time.sleep(0.5)
+        p.send_signal(signal.SIGINT)
+        try:
+            out, _ = p.communicate(timeout=10)
+        finally:
+            p.kill()
+        self.assertEqual((p.returncode, out), (130, b"1\n"))
+
     def test_bad_argument_is_a_usage_error(self):
         p = self.run_repl("", "--bogus")
         self.assertEqual(p.returncode, 2)

@@ -18,7 +18,6 @@
 #include "task.h"
 #include <editline/readline.h>
 #include <lauxlib.h>
-#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>

@@ -17,19 +17,6 @@
 #include <time.h>
 
 
-const char *zh_opt_value(int argc, char **argv, int *i, const char *name) {
-    const char *a = argv[*i];
-    size_t n = strlen(name);
-    if (strncmp(a, name, n) != 0) return NULL;
-    if (a[n] == '=') return a + n + 1;
-    if (a[n] != 0) return NULL;
-    if (*i + 1 >= argc) {
-        fprintf(stderr, "zhost: %s needs a value\n", name);
-        exit(2);
-    }
-    (*i)++;
-    return argv[*i];
-}
 
 static bool valid_date(const char *s) {
     struct tm tm;

@@ -1684,20 +1684,6 @@ out:
     return rc;
 }
 
-/* --name VALUE / --name=VALUE (as zh_opt_value in main.c, which the unit tests' library lacks);
- * a missing value is a usage error. */
-static const char *auth_opt(int argc, char **argv, int *i, const char *name) {
-    const char *a = argv[*i];
-    size_t n = strlen(name);
-    if (strncmp(a, name, n) != 0) return NULL;
-    if (a[n] == '=') return a + n + 1;
-    if (a[n] != 0) return NULL;
-    if (*i + 1 >= argc) {
-        fprintf(stderr, "zhost auth google: %s needs a value\n", name);
-        exit(2);
-    }
-    return argv[++*i];
-}
 
 int zh_cmd_auth(int argc, char **argv) {
     if (argc < 2 || strcmp(argv[1], "google") != 0) return auth_usage();
@@ -1708,16 +1694,16 @@ int zh_cmd_auth(int argc, char **argv) {
     zh_buf scope;
     zh_buf_init(&scope);
     for (int i = 2; i < argc; i++) {
-        if ((v = auth_opt(argc, argv, &i, "--credentials"))) {
+        if ((v = zh_opt_value(argc, argv, &i, "--credentials"))) {
             creds = v;
-        } else if ((v = auth_opt(argc, argv, &i, "--token"))) {
+        } else if ((v = zh_opt_value(argc, argv, &i, "--token"))) {
             token = v;
-        } else if ((v = auth_opt(argc, argv, &i, "--secrets"))) {
+        } else if ((v = zh_opt_value(argc, argv, &i, "--secrets"))) {
             secrets = v;
-        } else if ((v = auth_opt(argc, argv, &i, "--scope"))) {
+        } else if ((v = zh_opt_value(argc, argv, &i, "--scope"))) {
             if (scope.len) zh_buf_addc(&scope, ' ');
             zh_buf_adds(&scope, v);
-        } else if ((v = auth_opt(argc, argv, &i, "--port"))) {
+        } else if ((v = zh_opt_value(argc, argv, &i, "--port"))) {
             char *end;
             long p = strtol(v, &end, 10);
             if (*end || p < 0 || p > 65535) {
@@ -1726,7 +1712,7 @@ int zh_cmd_auth(int argc, char **argv) {
                 return 2;
             }
             port = (int)p;
-        } else if ((v = auth_opt(argc, argv, &i, "--timeout"))) {
+        } else if ((v = zh_opt_value(argc, argv, &i, "--timeout"))) {
             char *end;
             timeout_s = strtod(v, &end);
             if (*end || !(timeout_s > 0 && timeout_s < 86400)) {

@@ -1,5 +1,6 @@
 /* util.c — owns the small shared helpers: checked allocation, the growable buffer, clocks. */
 #include "zh.h"
+#include "commands.h"
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,4 +103,18 @@ double zh_now_wall(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+const char *zh_opt_value(int argc, char **argv, int *i, const char *name) {
+    const char *a = argv[*i];
+    size_t n = strlen(name);
+    if (strncmp(a, name, n) != 0) return NULL;
+    if (a[n] == '=') return a + n + 1;
+    if (a[n] != 0) return NULL;
+    if (*i + 1 >= argc) {
+        fprintf(stderr, "zhost: %s needs a value\n", name);
+        exit(2);
+    }
+    (*i)++;
+    return argv[*i];
 }

@@ -50,7 +50,8 @@ zh_host *zh_host_new(const zh_host_opts *o) {
     uv_loop_init(h->loop);
     h->secrets_dir = o->secrets_dir;
     h->scripts_dir = o->scripts_dir;
-    h->spool_dir = o->spool_dir ? o->spool_dir : "var/spool";
+    const char *env_spool = getenv("ZHOST_SPOOL");
+    h->spool_dir = o->spool_dir ? o->spool_dir : env_spool && *env_spool ? env_spool : "var/spool";
     h->verbose = o->verbose;
     h->cpu_budget_s = o->cpu_budget_s > 0 ? o->cpu_budget_s : 60;
     uv_async_init(h->loop, &h->sigint_async, on_async);

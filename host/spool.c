@@ -257,7 +257,6 @@ int zh_cmd_spool(int argc, char **argv) {
         fprintf(stderr, "usage: zhost spool status|replay [--secrets DIR] [--spool DIR] [--json]\n");
         return 2;
     }
-    if (!spool) spool = getenv("ZHOST_SPOOL");
     zh_host_opts ho = {.secrets_dir = zh_secrets_dir(secrets), .spool_dir = spool};
     zh_host *h = zh_host_new(&ho);
     if (!h) return 1;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Starts (or stops) a throw-away ClickHouse server on loopback for tests and the demo.
-#   tools/clickhouse-local.sh start DIR [HTTP_PORT]   -> prints the HTTP URL once the server answers
+#   tools/clickhouse-local.sh start DIR [HTTP_PORT [TCP_PORT]]   -> prints the HTTP URL once the server answers
 #   tools/clickhouse-local.sh stop DIR
 # Data, logs and config live under DIR, so nothing touches /var/lib/clickhouse.
 set -euo pipefail
@@ -9,7 +9,7 @@ case $cmd in
 start)
   mkdir -p "$dir"/{data,tmp,user_files,format_schemas,log}
   dir=$(cd "$dir" && pwd)
-  tcp=$((port + 1))
+  tcp=${4:-$((port + 1))}
   cat > "$dir/config.xml" <<XML
 <?xml version="1.0"?>
 <yandex>
@@ -45,12 +45,14 @@ XML
 </yandex>
 XML
   if [ "$(id -u)" = 0 ] && id clickhouse >/dev/null 2>&1; then chown -R clickhouse "$dir"; run=(setpriv --reuid=clickhouse --regid=clickhouse --init-groups); else run=(); fi
-  "${run[@]}" /usr/sbin/clickhouse-server --config-file="$dir/config.xml" --pid-file="$dir/server.pid" >"$dir/log/stdout.log" 2>&1 &
+  # setpriv execs the server, so $! is the server's own pid (18.16 ignores --pid-file here).
+  "${run[@]}" /usr/sbin/clickhouse-server --config-file="$dir/config.xml" >"$dir/log/stdout.log" 2>&1 &
+  echo $! > "$dir/server.pid"
   for _ in $(seq 1 120); do
     if curl -fsS "http://127.0.0.1:$port/?query=SELECT%201" >/dev/null 2>&1; then echo "http://127.0.0.1:$port"; exit 0; fi
     sleep 0.5
   done
-  echo "clickhouse did not start; see $dir/log" >&2; tail -20 "$dir/log/error.log" "$dir/log/stdout.log" >&2 || true; exit 1;;
+  echo "clickhouse did not start; see $dir/log" >&2; tail -n 20 "$dir/log/error.log" "$dir/log/stdout.log" >&2 || true; exit 1;;
 stop)
   [ -f "$dir/server.pid" ] || exit 0
   pid=$(cat "$dir/server.pid"); kill "$pid" 2>/dev/null || true

@@ -380,6 +380,7 @@ static zh_run *run_of(lua_State *L) {
 static int l_env(lua_State *L) {
     zh_run *r = run_of(L);
     const char *k = luaL_checkstring(L, 2);
+    lua_settop(L, 3); /* the default (nil when not given) stays at 3, below what is pushed next */
     const char *v = getenv(k);
     if (v) {
         zh_log_secret(v);

@@ -272,6 +272,23 @@ class TestQTicketsDrift(QTicketsCase):
                                      % self.dropped["id"]), "0")
 
 
+class TestQTicketsConcurrentPages(QTicketsCase):
+    orders = 1500
+    fake_args = ("--latency-ms", "200")
+
+    def test_pages_are_fetched_concurrently_over_a_slow_link(self):
+        import time as _time
+        t0 = _time.monotonic()
+        r = self.load()
+        elapsed = _time.monotonic() - t0
+        self.assert_ok(r)
+        self.assert_exact_totals()
+        n = len([q for q in self.api.requests()["requests"] if q["path"].endswith("/orders")])
+        self.assertGreaterEqual(n, 20)
+        # one page at a time would take at least n * 0.2 s; four at a time about a quarter of that
+        self.assertLess(elapsed, 0.6 * n * 0.2, "%d order pages took %.1f s" % (n, elapsed))
+
+
 class TestQTicketsFirstRun(zhtest.ZhostCase):
     def test_first_run_backfills_then_trailing_window(self):
         today = dt.datetime.now(datagen.MSK).date()

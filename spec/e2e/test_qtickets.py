@@ -32,6 +32,12 @@ def expected_rows(exp):
             for r in exp["qtickets"]["sales_daily"]}
 
 
+def last_metrics(case, job="qtickets"):
+    """Metrics of the latest run (several runs can start in the same second; _ver is in milliseconds)."""
+    return json.loads(case.q("SELECT metrics FROM meta_job_runs WHERE job = '%s' ORDER BY _ver DESC LIMIT 1"
+                             % job)[0]["metrics"])
+
+
 class QTicketsCase(zhtest.ZhostCase):
     orders = 400
     seed = 11
@@ -69,8 +75,7 @@ class QTicketsCase(zhtest.ZhostCase):
             self.assertEqual(got[k], want[k], "tickets/revenue/refunds for %s" % (k,))
 
     def last_metrics(self):
-        runs = self.runs("qtickets")
-        return json.loads(runs[-1]["metrics"])
+        return last_metrics(self)
 
 
 class TestQTicketsLoad(QTicketsCase):
@@ -274,7 +279,7 @@ class TestQTicketsDrift(QTicketsCase):
 
 class TestQTicketsConcurrentPages(QTicketsCase):
     orders = 1500
-    fake_args = ("--latency-ms", "200")
+    fake_args = ("--latency-ms", "400")
 
     def test_pages_are_fetched_concurrently_over_a_slow_link(self):
         import time as _time
@@ -285,8 +290,8 @@ class TestQTicketsConcurrentPages(QTicketsCase):
         self.assert_exact_totals()
         n = len([q for q in self.api.requests()["requests"] if q["path"].endswith("/orders")])
         self.assertGreaterEqual(n, 20)
-        # one page at a time would take at least n * 0.2 s; four at a time about a quarter of that
-        self.assertLess(elapsed, 0.6 * n * 0.2, "%d order pages took %.1f s" % (n, elapsed))
+        # one page at a time would take at least n * 0.4 s; four at a time about a quarter of that
+        self.assertLess(elapsed, 0.75 * n * 0.4, "%d order pages took %.1f s" % (n, elapsed))
 
 
 class TestQTicketsFirstRun(zhtest.ZhostCase):
@@ -302,7 +307,7 @@ class TestQTicketsFirstRun(zhtest.ZhostCase):
                                        "QTICKETS_TOKEN": "qt-test-token"})
         r = self.zhost("run", "scripts/qtickets.lua")
         self.assertEqual(r.returncode, 0, r.stderr)
-        m = json.loads(self.runs("qtickets")[-1]["metrics"])
+        m = last_metrics(self)
         self.assertTrue(m.get("backfill"))
         self.assertEqual(m["window"], "%s..%s" % ((today - dt.timedelta(days=29)).isoformat(), today.isoformat()))
         exp = datagen.expected(data)["qtickets"]["totals"]
@@ -311,7 +316,7 @@ class TestQTicketsFirstRun(zhtest.ZhostCase):
         self.assertEqual(Decimal(tot["r"]), Decimal(exp["revenue"]))
         r = self.zhost("run", "scripts/qtickets.lua")
         self.assertEqual(r.returncode, 0, r.stderr)
-        m = json.loads(self.runs("qtickets")[-1]["metrics"])
+        m = last_metrics(self)
         self.assertFalse(m.get("backfill"))
         self.assertEqual(m["window"], "%s..%s" % ((today - dt.timedelta(days=2)).isoformat(), today.isoformat()))
         tot2 = self.q("SELECT sum(tickets_sold) AS t, toString(sum(revenue)) AS r FROM v_sales_latest")[0]

@@ -313,6 +313,9 @@ zh_run *zh_run_start(zh_host *h, const zh_run_opts *o, void (*on_done)(zh_run *,
     lua_setfield(L, jobt, "dry_run");
     lua_pushstring(L, secrets);
     lua_setfield(L, jobt, "secrets");
+    /* Scripts resolve their own secret files (OAuth token.json) against the same directory. */
+    lua_pushstring(L, dir);
+    lua_setfield(L, jobt, "secrets_dir");
     lua_pushlightuserdata(L, r);
     lua_setfield(L, jobt, "_run");
     lua_newtable(L);
@@ -377,6 +380,7 @@ static zh_run *run_of(lua_State *L) {
 static int l_env(lua_State *L) {
     zh_run *r = run_of(L);
     const char *k = luaL_checkstring(L, 2);
+    lua_settop(L, 3); /* the default (nil when not given) stays at 3, below what is pushed next */
     const char *v = getenv(k);
     if (v) {
         zh_log_secret(v);

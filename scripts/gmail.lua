@@ -1,0 +1,207 @@
+-- zhost: job=gmail_ingest secrets=gmail
+-- Gmail backup channel: sales reports mailed as CSV attachments (or simple HTML tables) ->
+-- stg_qtickets_sales_raw. v_sales_latest uses these rows only for dates the QTickets API has no
+-- sales line for, so running this next to the API loader is harmless.
+--
+-- Secrets (secrets/.env.gmail): GMAIL_QUERY (Gmail search; default "newer_than:<GMAIL_DAYS_BACK>d"),
+-- GMAIL_BASE_URL (default https://gmail.googleapis.com), GMAIL_CREDENTIALS_PATH / GMAIL_TOKEN_PATH
+-- (default gmail/credentials.json and gmail/token.json under the secrets directory).
+-- Options: --days N (adds newer_than:Nd), --query Q, --limit N, --reload (ignore already loaded ids).
+-- See docs/loaders/sales.md.
+local sales = require("sales_csv")
+
+local args = job.args
+local base = (job:env("GMAIL_BASE_URL", "") ~= "" and job:env("GMAIL_BASE_URL") or "https://gmail.googleapis.com")
+  :gsub("/+$", "")
+local api = base .. "/gmail/v1/users/me"
+
+local function whole(name, v, lo, hi)
+  local n = math.tointeger(tonumber(v))
+  if not n or n < lo or n > hi then
+    error(string.format("%s must be a whole number from %d to %d (got '%s')", name, lo, hi, tostring(v)), 0)
+  end
+  return n
+end
+
+local query = args.query or job:env("GMAIL_QUERY")
+if query == nil or query == "" then
+  query = "newer_than:" .. whole("GMAIL_DAYS_BACK", job:env("GMAIL_DAYS_BACK", "7"), 1, 3660) .. "d"
+end
+if args.days then query = query .. " newer_than:" .. math.tointeger(args.days) .. "d" end
+local limit = args.limit and whole("--limit", args.limit, 1, 100000) or nil
+local reload = args.reload ~= nil and args.reload ~= "false"
+
+-- A relative path is looked up in the secrets directory; the original system's
+-- "secrets/gmail/token.json" (relative to the working directory) is honoured when that file exists.
+local function secret_path(var, default)
+  local p = job:env(var)
+  if p == nil or p == "" then p = default end
+  if p:sub(1, 1) == "/" then return p end
+  local in_dir = job.secrets_dir .. "/" .. p
+  if io.read_file(in_dir) or not io.read_file(p) then return in_dir end
+  return p
+end
+local creds_path = secret_path("GMAIL_CREDENTIALS_PATH", "gmail/credentials.json")
+local token_path = secret_path("GMAIL_TOKEN_PATH", "gmail/token.json")
+
+local client, cerr = oauth2.google{token = token_path, credentials = creds_path, source = "google-oauth"}
+if not client then error(cerr, 0) end
+
+------------------------------------------------------------------------------------- requests
+
+local function google_error(body)
+  local v = json.decode(body or "")
+  if type(v) == "table" and type(v.error) == "table" then
+    return tostring(v.error.message or v.error.status or "")
+  end
+  return (tostring(body or ""):sub(1, 200):gsub("%s+", " "))
+end
+
+local function call(path, query_params, what)
+  local res, err = client:request{method = "GET", url = api .. path, query = query_params, source = "gmail",
+    timeout = 60, headers = {Accept = "application/json"}}
+  if not res then error("gmail " .. what .. ": " .. tostring(err), 0) end
+  if res.status ~= 200 then
+    local hint = res.status == 401 and " (the access token was refused even after a refresh)" or ""
+    error("gmail " .. what .. ": HTTP " .. res.status .. " " .. google_error(res.body) .. hint, 0)
+  end
+  local v, jerr = res:json()
+  if type(v) ~= "table" then error("gmail " .. what .. ": " .. tostring(jerr or "not a JSON object"), 0) end
+  return v
+end
+
+------------------------------------------------------------------------------------- list
+
+local ids = {}
+local page_token
+repeat
+  local v = call("/messages", {q = query, maxResults = 100, pageToken = page_token}, "messages.list")
+  job:metric("list_pages", 1)
+  for _, m in ipairs(type(v.messages) == "table" and v.messages or {}) do -- no "messages" key when empty
+    if type(m) == "table" and type(m.id) == "string" then ids[#ids + 1] = m.id end
+  end
+  page_token = type(v.nextPageToken) == "string" and v.nextPageToken ~= "" and v.nextPageToken or nil
+until not page_token or (limit and #ids >= limit)
+if limit and #ids > limit then
+  for i = #ids, limit + 1, -1 do ids[i] = nil end
+end
+job:set("messages", #ids)
+
+local loaded = {}
+if not reload and #ids > 0 then
+  local rows, err = ch.query("SELECT DISTINCT src_msg_id AS id FROM zakaz.stg_qtickets_sales_raw")
+  if rows then
+    for _, r in ipairs(rows) do loaded[r.id] = true end
+  else
+    log.warn("could not read the loaded message ids; every listed message is processed", {error = err})
+  end
+end
+
+------------------------------------------------------------------------------------- messages
+
+local sink, serr = ch.sink("stg_qtickets_sales_raw")
+if not sink then error("ClickHouse table stg_qtickets_sales_raw: " .. tostring(serr), 0) end
+
+local counts = {messages_loaded = 0, messages_skipped = 0, messages_without_report = 0, attachments = 0,
+  attachments_ignored = 0, rows = 0, rows_skipped = 0}
+
+local function part_bytes(msg_id, part)
+  local body = type(part.body) == "table" and part.body or {}
+  local data = body.data
+  if type(data) ~= "string" and type(body.attachmentId) == "string" then
+    local a = call("/messages/" .. msg_id .. "/attachments/" .. body.attachmentId, nil,
+      "attachment of message " .. msg_id)
+    data = a.data
+  end
+  if type(data) ~= "string" then return nil, "no data" end
+  return text.base64url_decode(data)
+end
+
+-- Leaves of the MIME tree, depth first (multipart/* and forwarded message/rfc822 nest).
+local function leaves(part, out, depth)
+  if type(part) ~= "table" or depth > 20 then return out end
+  if type(part.parts) == "table" and #part.parts > 0 then
+    for _, p in ipairs(part.parts) do leaves(p, out, depth + 1) end
+  else
+    out[#out + 1] = part
+  end
+  return out
+end
+
+local now_text = time.format(time.now())
+
+local function load_message(id)
+  local msg = call("/messages/" .. id, {format = "full"}, "message " .. id)
+  local ver = math.tointeger(tonumber(msg.internalDate or "")) or math.floor(time.now() * 1000)
+  local rows, htmls = {}, {}
+  for _, part in ipairs(leaves(msg.payload, {}, 0)) do
+    local mime = type(part.mimeType) == "string" and part.mimeType:lower() or ""
+    if sales.is_csv_part(part) then
+      counts.attachments = counts.attachments + 1
+      local bytes, err = part_bytes(id, part)
+      local header, grid
+      if bytes then header, grid = sales.csv_grid(bytes, sales.part_charset(part)) end
+      local got, stats
+      if header then got, stats = sales.report_rows(header, grid) end
+      if not got then
+        counts.attachments_ignored = counts.attachments_ignored + 1
+        log.warn("attachment is not a sales report", {message = id, file = tostring(part.filename),
+          error = tostring(stats or grid or err)})
+      else
+        for _, r in ipairs(got) do rows[#rows + 1] = r end
+        counts.rows_skipped = counts.rows_skipped + stats.skipped
+        for _, p in ipairs(stats.problems) do log.warn("report line skipped", {message = id, problem = p}) end
+      end
+    elseif mime == "text/html" and (part.filename == nil or part.filename == "") then
+      htmls[#htmls + 1] = part
+    end
+  end
+  if #rows == 0 then
+    -- No CSV: some reports are an HTML table in the body.
+    for _, part in ipairs(htmls) do
+      local bytes = part_bytes(id, part)
+      for _, g in ipairs(bytes and sales.html_grids(bytes, sales.part_charset(part)) or {}) do
+        local got, stats = sales.report_rows(g.header, g.rows)
+        if got then
+          for _, r in ipairs(got) do rows[#rows + 1] = r end
+          counts.rows_skipped = counts.rows_skipped + stats.skipped
+        end
+      end
+    end
+  end
+  if #rows == 0 then
+    counts.messages_without_report = counts.messages_without_report + 1
+    return
+  end
+  for _, r in ipairs(sales.merge(rows)) do
+    sink:add{
+      src_msg_id = id,
+      ingested_at = now_text,
+      event_date = r.event_date,
+      event_id = r.event_id,
+      event_name = r.event_name,
+      city = r.city,
+      tickets_sold = r.tickets_sold,
+      revenue = sales.from_cents(r.revenue_cents),
+      refunds = sales.from_cents(r.refunds_cents),
+      currency = r.currency,
+      _ver = ver,
+    }
+    counts.rows = counts.rows + 1
+  end
+  counts.messages_loaded = counts.messages_loaded + 1
+end
+
+for _, id in ipairs(ids) do
+  if loaded[id] then
+    counts.messages_skipped = counts.messages_skipped + 1
+  else
+    load_message(id)
+  end
+end
+
+for k, v in pairs(counts) do job:set(k, v) end
+local msg = string.format("%d messages listed, %d loaded (%d rows), %d already loaded, %d without a report",
+  #ids, counts.messages_loaded, counts.rows, counts.messages_skipped, counts.messages_without_report)
+job:message(msg)
+log.info(msg, {query = query})

@@ -1,0 +1,278 @@
+-- qtickets_map: pure mapping from QTickets REST v1 objects (as decoded by json.decode) to the rows of
+-- dim_events, stg_qtickets_api_orders_raw and stg_qtickets_api_baskets_raw (docs/schema.md §3.5-3.7).
+-- No I/O here, so the Lua specs can feed it recorded payloads. The payloads drift in type (see
+-- /work/shared/api/qtickets.md, pitfalls 3-8); every accessor below tolerates the variants seen.
+local M = {}
+
+local null = json.null
+
+local function is_null(v) return v == nil or v == null end
+M.is_null = is_null
+
+-- Ids arrive as integers (json.decode turns integral numbers into integers) or strings; stored as text.
+function M.str(v)
+  if is_null(v) then return "" end
+  if math.type(v) == "float" and v == math.floor(v) and math.abs(v) < 2 ^ 53 then
+    return string.format("%d", v)
+  end
+  if type(v) == "table" or type(v) == "boolean" or type(v) == "userdata" then return "" end
+  return tostring(v)
+end
+
+-- true / 1 / "1" / "true" -> true; false / 0 / "" / null -> false (payed, reserved, is_active drift).
+function M.truthy(v)
+  if is_null(v) or v == false then return false end
+  if v == true then return true end
+  if type(v) == "number" then return v ~= 0 end
+  if type(v) == "string" then
+    local s = v:lower()
+    return s ~= "" and s ~= "0" and s ~= "false" and s ~= "no"
+  end
+  return false
+end
+
+---------------------------------------------------------------------------------------- money
+
+-- Money as an integer number of kopecks, so sums and comparisons stay exact. Accepts integers, floats
+-- (lua-cjson's double for 1222.03: its shortest text is the wire text for <= 15 significant digits)
+-- and decimal strings. More than two fraction digits are rounded half away from zero; the second
+-- result is "rounded" then, so callers can count it.
+function M.cents(v)
+  if is_null(v) then return nil, "no value" end
+  local s
+  local t = math.type(v)
+  if t == "integer" then
+    return v * 100
+  elseif t == "float" then
+    if v ~= v or v == math.huge or v == -math.huge then return nil, "not a finite number" end
+    for p = 15, 17 do
+      s = string.format("%." .. p .. "g", v)
+      if tonumber(s) == v then break end
+    end
+    if s:find("[eE]") then s = string.format("%.6f", v) end
+  elseif type(v) == "string" then
+    local d, err = text.decimal(v)
+    if not d then return nil, err end
+    s = d
+  else
+    return nil, "expected a number, got " .. type(v)
+  end
+  local sign, ip, fp = s:match("^([-+]?)(%d*)%.?(%d*)$")
+  if not sign or (ip == "" and fp == "") then return nil, "invalid decimal '" .. s .. "'" end
+  if #ip > 16 then return nil, "amount too large '" .. s .. "'" end
+  local n = math.tointeger(tonumber(ip ~= "" and ip or "0")) * 100
+  local rounded
+  local f2 = (fp .. "00"):sub(1, 2)
+  n = n + math.tointeger(tonumber(f2))
+  if #fp > 2 then
+    if fp:sub(3):find("[1-9]") then rounded = "rounded" end
+    if tonumber(fp:sub(3, 3)) >= 5 then n = n + 1 end
+  end
+  if sign == "-" then n = -n end
+  return n, rounded
+end
+
+-- Kopecks -> decimal text with two fraction digits ("1222.03", "-0.50").
+function M.from_cents(n)
+  local neg = n < 0
+  if neg then n = -n end
+  return string.format("%s%d.%02d", neg and "-" or "", n // 100, n % 100)
+end
+
+-- Decimal text for a Decimal(18,2) column, or nil (+ reason) when absent / not money.
+function M.money(v)
+  local c, err = M.cents(v)
+  if not c then return nil, err end
+  return M.from_cents(c), err
+end
+
+----------------------------------------------------------------------------------------- time
+
+-- ISO-8601 with offset -> epoch seconds (converted by the offset, never by the event's city), or nil.
+function M.epoch(v)
+  if is_null(v) or type(v) ~= "string" or v == "" then return nil end
+  local e = time.parse(v)
+  if not e then return nil end
+  return math.floor(e)
+end
+
+-- ISO-8601 with offset -> "YYYY-MM-DD hh:mm:ss" in Moscow time (what DateTime('Europe/Moscow') takes).
+function M.ts(v)
+  local e = M.epoch(v)
+  if not e then return nil end
+  return time.format(e)
+end
+
+local function ts_or_null(v)
+  return M.ts(v) or null
+end
+
+-------------------------------------------------------------------------------------- strings
+
+-- Event name: a string, or a per-language object in multilingual cabinets ({"ru": ..., "en": ...}).
+function M.text_of(v)
+  if type(v) == "string" then return text.trim(v) end
+  if type(v) == "number" then return tostring(v) end
+  if type(v) == "table" then
+    for _, k in ipairs({"ru", "RU", "ru_RU", "default", "en", "EN"}) do
+      if type(v[k]) == "string" and v[k] ~= "" then return text.trim(v[k]) end
+    end
+    local keys = {}
+    for k, x in pairs(v) do
+      if type(x) == "string" and x ~= "" then keys[#keys + 1] = tostring(k) end
+    end
+    table.sort(keys)
+    if keys[1] then
+      local x = v[keys[1]] or v[math.tointeger(tonumber(keys[1])) or keys[1]]
+      if type(x) == "string" then return text.trim(x) end
+    end
+  end
+  return ""
+end
+
+local UTM = {"utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term"}
+M.UTM = UTM
+
+-- utm: [] (PHP's empty array), an object with utm_* keys (or the same without the prefix), or a
+-- query string. Returns a table with the five utm_* fields, '' when absent.
+function M.utm(v)
+  local out = {}
+  for _, k in ipairs(UTM) do out[k] = "" end
+  if type(v) == "string" and v:find("=") then v = text.parse_query(v) end
+  if type(v) ~= "table" then return out end
+  for _, k in ipairs(UTM) do
+    local x = v[k]
+    if is_null(x) then x = v[k:sub(5)] end
+    if type(x) == "number" then x = M.str(x) end
+    if type(x) == "string" then out[k] = text.trim(x) end
+  end
+  return out
+end
+
+-------------------------------------------------------------------------------------- events
+
+local function city_of(e)
+  local c = e.city
+  if type(c) == "table" then return M.text_of(c.name), M.str(c.id) end
+  if type(c) == "string" then return text.trim(c), "" end
+  return "", ""
+end
+
+-- dim_events row. tickets_total/tickets_left are NULL: this loader does not fetch inventory, and the
+-- latest row wins (docs/schema.md §2.1).
+function M.event_row(e, ver)
+  local city, cid = city_of(e)
+  if cid == "" then cid = M.str(e.city_id) end
+  local first, last
+  local shows = type(e.shows) == "table" and e.shows or {}
+  local any_live = false
+  for _, s in ipairs(shows) do
+    if type(s) == "table" and is_null(s.deleted_at) then any_live = true end
+  end
+  for _, s in ipairs(shows) do
+    if type(s) == "table" and (not any_live or is_null(s.deleted_at)) then
+      local st = M.epoch(s.start_date)
+      local fin = M.epoch(s.finish_date) or st
+      if st and (not first or st < first) then first = st end
+      if fin and (not last or fin > last) then last = fin end
+    end
+  end
+  return {
+    event_id = M.str(e.id),
+    event_name = M.text_of(e.name),
+    city = city,
+    city_id = cid,
+    place_name = M.text_of(e.place_name),
+    start_date = first and time.date(first) or null,
+    end_date = last and time.date(last) or null,
+    tickets_total = null,
+    tickets_left = null,
+    is_active = M.truthy(e.is_active) and 1 or 0,
+    is_deleted = is_null(e.deleted_at) and 0 or 1,
+    currency = type(e.currency_id) == "string" and e.currency_id or "RUB",
+    _ver = ver,
+  }
+end
+
+-------------------------------------------------------------------------------------- orders
+
+-- Is the order one this run should store? Paid, and paid inside [from, to) (epoch seconds). The
+-- server may ignore the body filters (pitfall 1, 9), so every page is re-checked here.
+function M.order_in_window(o, from, to)
+  if type(o) ~= "table" then return false, "not an object" end
+  if not M.truthy(o.payed) then return false, "unpaid" end
+  local p = M.epoch(o.payed_at)
+  if not p then return false, "no payed_at" end
+  if p < from or p >= to then return false, "outside the window" end
+  return true
+end
+
+-- Order row plus its basket rows, all at the same _ver (docs/schema.md §3.6-3.7).
+-- Returns order_row, basket_rows, notes (a list of oddities worth a metric: "money_rounded", ...).
+function M.order_rows(o, ver)
+  local notes = {}
+  local function money(v, default)
+    local m, why = M.money(v)
+    if why == "rounded" then notes[#notes + 1] = "money_rounded" end
+    if not m then return default end
+    return m
+  end
+  local order_id = M.str(o.id)
+  local event_id = M.str(o.event_id)
+  local payed_at = M.ts(o.payed_at)
+  local created_at = M.ts(o.created_at) or payed_at or time.format(0)
+  local sale_ts = payed_at or created_at
+  local baskets = type(o.baskets) == "table" and o.baskets or {}
+  local rows, live = {}, 0
+  for _, b in ipairs(baskets) do
+    if type(b) == "table" then
+      local deleted, refunded = M.ts(b.deleted_at), M.ts(b.refunded_at)
+      if not deleted and not refunded then live = live + 1 end
+      local qty = math.tointeger(b.quantity) or math.tointeger(tonumber(b.quantity or "") or 1) or 1
+      if qty < 0 then qty = 0 end
+      local price = money(b.price, "0.00")
+      local refunded_amount = money(b.refunded_amount, nil)
+      rows[#rows + 1] = {
+        basket_id = M.str(b.id),
+        order_id = order_id,
+        event_id = event_id,
+        show_id = M.str(b.show_id),
+        price = price,
+        original_price = money(b.original_price, price),
+        quantity = qty,
+        deleted_at = deleted or null,
+        refunded_at = refunded or null,
+        refunded_amount = refunded_amount or null,
+        sale_ts = sale_ts,
+        _ver = ver,
+      }
+    end
+  end
+  local utm = M.utm(o.utm)
+  local price = money(o.price, "0.00")
+  local order = {
+    order_id = order_id,
+    event_id = event_id,
+    payed = M.truthy(o.payed) and 1 or 0,
+    payed_at = payed_at or null,
+    created_at = created_at,
+    deleted_at = ts_or_null(o.deleted_at),
+    sale_ts = sale_ts,
+    price = price,
+    original_price = money(o.original_price, price),
+    currency = type(o.currency_id) == "string" and o.currency_id ~= "" and o.currency_id or "RUB",
+    utm_source = utm.utm_source,
+    utm_medium = utm.utm_medium,
+    utm_campaign = utm.utm_campaign,
+    utm_content = utm.utm_content,
+    utm_term = utm.utm_term,
+    client_id = M.str(o.client_id),
+    promo_code_id = M.str(o.promo_code_id),
+    baskets_total = #rows,
+    baskets_live = live,
+    _ver = ver,
+  }
+  return order, rows, notes
+end
+
+return M

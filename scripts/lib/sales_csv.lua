@@ -1,0 +1,309 @@
+-- sales_csv: pure parsing of sales reports (CSV attachments and simple HTML tables) into rows of
+-- stg_qtickets_sales_raw, and of sales plan CSVs into rows of plan_sales. No I/O: the scripts fetch
+-- the bytes, the Lua specs feed recorded ones.
+--
+-- Reports: `;` or `,` (or tab) separated, UTF-8 (BOM or not) or CP1251, Russian or English header
+-- names in any case, ISO or day-first dates, decimal commas and spaces as thousands separators.
+-- Money is carried as integer kopecks so that summing duplicate lines stays exact.
+local M = {}
+
+----------------------------------------------------------------------------------- helpers
+
+-- "Event_Date", " Дата  события " -> "event date", "дата события"
+local function norm(h)
+  h = text.lower(text.trim(h or ""))
+  h = h:gsub("[_%-%.]", " "):gsub("%s+", " ")
+  return text.trim(h)
+end
+M.norm = norm
+
+local function set(list)
+  local s = {}
+  for _, x in ipairs(list) do s[norm(x)] = true end
+  return s
+end
+
+M.REPORT_COLUMNS = {
+  event_date = set{"date", "дата", "event date", "дата события", "дата мероприятия", "sale date", "sales date",
+    "дата продажи", "дата продаж"},
+  event_id = set{"event id", "ид события", "идентификатор", "id события", "идентификатор события", "id"},
+  event_name = set{"event", "событие", "название события", "event name", "мероприятие", "название мероприятия",
+    "название"},
+  city = set{"city", "город"},
+  tickets_sold = set{"tickets sold", "продано билетов", "билетов", "tickets", "билеты", "количество билетов",
+    "продано"},
+  revenue = set{"revenue", "выручка", "сумма", "сумма продажи", "сумма продаж", "выручка руб"},
+  refunds = set{"refunds", "возвраты", "refund", "сумма возвратов", "возврат"},
+  currency = set{"currency", "валюта"},
+}
+
+M.PLAN_COLUMNS = {
+  sales_date = set{"sales date", "date", "дата", "дата продаж", "дата продажи"},
+  city = set{"city", "город"},
+  event_id = set{"event id", "ид события", "идентификатор", "id события", "идентификатор события"},
+  plan_tickets = set{"plan tickets", "план билетов", "план по билетам", "билетов", "tickets"},
+  plan_revenue = set{"plan revenue", "план выручки", "план по выручке", "выручка", "revenue"},
+}
+
+-- Which header index holds each wanted column. Returns {field = index}.
+local function locate(header, columns)
+  local at = {}
+  for i, h in ipairs(header) do
+    local n = norm(h)
+    for field, names in pairs(columns) do
+      if not at[field] and names[n] then at[field] = i end
+    end
+  end
+  return at
+end
+M.locate = locate
+
+-- Decimal text (spaces, NBSP, decimal comma allowed) -> kopecks (integer), or nil, err.
+function M.cents(v)
+  if v == nil then return nil, "empty" end
+  v = text.trim(v)
+  if v == "" then return nil, "empty" end
+  local d, err = text.decimal(v)
+  if not d then return nil, err end
+  local sign, ip, fp = d:match("^([-+]?)(%d*)%.?(%d*)$")
+  if not sign or (ip == "" and fp == "") then return nil, "invalid decimal '" .. v .. "'" end
+  if #ip > 16 then return nil, "amount too large '" .. v .. "'" end
+  local n = math.tointeger(tonumber(ip ~= "" and ip or "0")) * 100 + math.tointeger(tonumber((fp .. "00"):sub(1, 2)))
+  if #fp > 2 and tonumber(fp:sub(3, 3)) >= 5 then n = n + 1 end
+  return sign == "-" and -n or n
+end
+
+function M.from_cents(n)
+  local neg = n < 0
+  if neg then n = -n end
+  return string.format("%s%d.%02d", neg and "-" or "", n // 100, n % 100)
+end
+
+-- Whole number text ("1 234", "12") -> integer, or nil, err.
+function M.whole(v)
+  local c, err = M.cents(v)
+  if not c then return nil, err end
+  if c % 100 ~= 0 then return nil, "not a whole number '" .. v .. "'" end
+  return c // 100
+end
+
+-------------------------------------------------------------------------------- bytes -> grid
+
+-- Bytes of unknown encoding -> UTF-8 (CP1251 unless already valid UTF-8; charset hint wins).
+function M.to_utf8(bytes, charset)
+  charset = charset and charset:lower() or nil
+  if charset and charset ~= "" and charset ~= "utf-8" and charset ~= "utf8" and charset ~= "us-ascii"
+      and not text.is_utf8(bytes) then
+    local out = text.iconv(bytes, charset, "UTF-8")
+    if out then return out end
+  end
+  if text.is_utf8(bytes) then
+    if bytes:sub(1, 3) == "\239\187\191" then bytes = bytes:sub(4) end
+    return bytes
+  end
+  local out, err = text.iconv(bytes, "CP1251", "UTF-8")
+  if not out then return nil, err end
+  return out
+end
+
+-- CSV bytes -> header (list), rows (list of lists), or nil, err.
+function M.csv_grid(bytes, charset)
+  local s, err = M.to_utf8(bytes, charset)
+  if not s then return nil, err end
+  local rows
+  rows, err = text.csv(s)
+  if not rows then return nil, err end
+  if #rows == 0 then return nil, "empty file" end
+  local header = table.remove(rows, 1)
+  return header, rows
+end
+
+local ENTITIES = {amp = "&", lt = "<", gt = ">", quot = '"', apos = "'", nbsp = " ", laquo = "«", raquo = "»",
+  mdash = "—", ndash = "–"}
+
+local function unescape(s)
+  s = s:gsub("&#[xX](%x+);", function(h) return utf8.char(tonumber(h, 16)) end)
+  s = s:gsub("&#(%d+);", function(d) return utf8.char(tonumber(d)) end)
+  s = s:gsub("&(%a+);", function(n) return ENTITIES[n:lower()] end)
+  return s
+end
+
+-- The tables of an HTML document -> list of grids {header, rows}. Handles what mail reports use:
+-- <table><tr><th|td>…</td></tr></table>, attributes, <thead>/<tbody>, inline tags inside cells.
+function M.html_grids(html, charset)
+  local s, err = M.to_utf8(html, charset)
+  if not s then return nil, err end
+  s = s:gsub("<!%-%-.-%-%->", "")
+  s = s:gsub("<(/?)(%a+)", function(sl, t) return "<" .. sl .. t:lower() end)
+  local grids = {}
+  for tbl in s:gmatch("<table.-</table>") do
+    local rows = {}
+    for tr in tbl:gmatch("<tr[^>]*>(.-)</tr>") do
+      local cells = {}
+      for _, cell in tr:gmatch("<t([hd])[^>]*>(.-)</t[hd]>") do
+        cell = cell:gsub("<br%s*/?>", " "):gsub("<[^>]*>", "")
+        cells[#cells + 1] = text.trim((unescape(cell):gsub("%s+", " ")))
+      end
+      if #cells > 0 then rows[#rows + 1] = cells end
+    end
+    if #rows > 0 then
+      local header = table.remove(rows, 1)
+      grids[#grids + 1] = {header = header, rows = rows}
+    end
+  end
+  return grids
+end
+
+--------------------------------------------------------------------------------- grid -> rows
+
+-- A report grid -> sales rows {event_date, event_id, event_name, city, tickets_sold, revenue_cents,
+-- refunds_cents, currency}, plus stats {skipped = n, problems = {...}}. nil, err when the header
+-- has no date or city column (not a sales report).
+function M.report_rows(header, rows)
+  local at = locate(header, M.REPORT_COLUMNS)
+  if not at.event_date then return nil, "no date column in header: " .. table.concat(header, ", ") end
+  if not at.city then return nil, "no city column in header: " .. table.concat(header, ", ") end
+  local out, stats = {}, {skipped = 0, problems = {}}
+  local function cell(r, f)
+    local i = at[f]
+    return i and r[i] and text.trim(r[i]) or ""
+  end
+  for n, r in ipairs(rows) do
+    local date, city = cell(r, "event_date"), cell(r, "city")
+    local d = date ~= "" and time.parse_date(date) or nil
+    local tickets, revenue, refunds = 0, 0, 0
+    local bad
+    if date == "" or city == "" then
+      bad = "no date or city" -- totals lines, blank separators
+    elseif not d then
+      bad = "bad date '" .. date .. "'"
+    else
+      if at.tickets_sold and cell(r, "tickets_sold") ~= "" then
+        tickets = M.whole(cell(r, "tickets_sold"))
+        if not tickets then bad = "bad tickets '" .. cell(r, "tickets_sold") .. "'" end
+      end
+      if not bad and at.revenue and cell(r, "revenue") ~= "" then
+        revenue = M.cents(cell(r, "revenue"))
+        if not revenue then bad = "bad revenue '" .. cell(r, "revenue") .. "'" end
+      end
+      if not bad and at.refunds and cell(r, "refunds") ~= "" then
+        refunds = M.cents(cell(r, "refunds"))
+        if not refunds then bad = "bad refunds '" .. cell(r, "refunds") .. "'" end
+      end
+    end
+    if bad then
+      stats.skipped = stats.skipped + 1
+      if date ~= "" and city ~= "" then stats.problems[#stats.problems + 1] = "row " .. n .. ": " .. bad end
+    else
+      local cur = cell(r, "currency")
+      out[#out + 1] = {
+        event_date = d,
+        event_id = cell(r, "event_id"),
+        event_name = cell(r, "event_name"),
+        city = city,
+        tickets_sold = tickets,
+        revenue_cents = revenue,
+        refunds_cents = refunds,
+        currency = cur ~= "" and cur:upper() or "RUB",
+      }
+    end
+  end
+  return out, stats
+end
+
+-- Sums lines that share the staging key (event_date, lower(city), event_name, event_id): the key
+-- collapses them anyway, so writing them separately would keep only one (docs/schema.md §3.8).
+function M.merge(rows)
+  local by, order = {}, {}
+  for _, r in ipairs(rows) do
+    local k = table.concat({r.event_date, text.lower(r.city), r.event_name, r.event_id}, "\0")
+    local a = by[k]
+    if a then
+      a.tickets_sold = a.tickets_sold + r.tickets_sold
+      a.revenue_cents = a.revenue_cents + r.revenue_cents
+      a.refunds_cents = a.refunds_cents + r.refunds_cents
+    else
+      a = {}
+      for f, v in pairs(r) do a[f] = v end
+      by[k] = a
+      order[#order + 1] = a
+    end
+  end
+  return order
+end
+
+----------------------------------------------------------------------------------- attachments
+
+local CSV_MIMES = {["text/csv"] = true, ["text/comma-separated-values"] = true, ["application/csv"] = true,
+  ["text/x-csv"] = true, ["application/x-csv"] = true}
+
+-- Is this MIME part a CSV report? By type, or by the .csv extension under a generic type
+-- (application/octet-stream, application/vnd.ms-excel, ...).
+function M.is_csv_part(part)
+  local mime = type(part.mimeType) == "string" and part.mimeType:lower() or ""
+  local name = type(part.filename) == "string" and text.lower(part.filename) or ""
+  if text.ends_with(name, ".csv") then return true end
+  return CSV_MIMES[mime] == true
+end
+
+-- charset= of a part's Content-Type header, or nil.
+function M.part_charset(part)
+  for _, h in ipairs(type(part.headers) == "table" and part.headers or {}) do
+    if type(h) == "table" and type(h.name) == "string" and h.name:lower() == "content-type" and type(h.value) == "string" then
+      local cs = h.value:match('[Cc][Hh][Aa][Rr][Ss][Ee][Tt]="?([%w%-_]+)')
+      if cs then return cs:lower() end
+    end
+  end
+  return nil
+end
+
+------------------------------------------------------------------------------------------ plan
+
+-- Plan CSV text -> plan rows {sales_date, city, event_id, plan_tickets, plan_revenue (decimal text)}
+-- or nil, "line N: why". Line numbers count physical lines of the file (1 = the header).
+function M.plan_rows(bytes)
+  local s, err = M.to_utf8(bytes)
+  if not s then return nil, err end
+  local rows
+  rows, err = text.csv(s)
+  if not rows then return nil, err end
+  if #rows == 0 then return nil, "line 1: the file is empty" end
+  -- physical line of each record: right when no field spans lines, which plan files never do
+  local lines = {}
+  local ln = 0
+  for line in (s .. "\n"):gmatch("([^\n]*)\n") do
+    ln = ln + 1
+    if line:gsub("\r$", "") ~= "" then lines[#lines + 1] = ln end
+  end
+  if #lines ~= #rows then lines = nil end
+  local function lineno(i) return lines and lines[i] or i end
+  local header = rows[1]
+  local at = locate(header, M.PLAN_COLUMNS)
+  local need = {"sales_date", "city", "event_id", "plan_tickets", "plan_revenue"}
+  local missing = {}
+  for _, f in ipairs(need) do
+    if not at[f] then missing[#missing + 1] = f end
+  end
+  if #missing > 0 then
+    return nil, "line " .. lineno(1) .. ": missing column(s) " .. table.concat(missing, ", ") ..
+      " (header: " .. table.concat(header, ", ") .. ")"
+  end
+  local out = {}
+  for i = 2, #rows do
+    local r = rows[i]
+    local function cell(f) return text.trim(r[at[f]] or "") end
+    local function fail(why) return nil, "line " .. lineno(i) .. ": " .. why end
+    local d = time.parse_date(cell("sales_date"))
+    if not d then return fail("bad sales_date '" .. cell("sales_date") .. "'") end
+    if cell("city") == "" then return fail("empty city") end
+    local t = M.whole(cell("plan_tickets"))
+    if not t or t < 0 then return fail("bad plan_tickets '" .. cell("plan_tickets") .. "'") end
+    local rv = M.cents(cell("plan_revenue"))
+    if not rv or rv < 0 then return fail("bad plan_revenue '" .. cell("plan_revenue") .. "'") end
+    out[#out + 1] = {sales_date = d, city = cell("city"), event_id = cell("event_id"), plan_tickets = t,
+      plan_revenue = M.from_cents(rv), line = lineno(i)}
+  end
+  return out
+end
+
+return M

@@ -1,0 +1,317 @@
+-- zhost: job=qtickets secrets=qtickets
+-- QTickets REST v1 -> dim_events, stg_qtickets_api_orders_raw, stg_qtickets_api_baskets_raw.
+--
+-- Window: paid orders whose payed_at falls in [since 00:00, to+1 00:00) Moscow time. Default: the
+-- trailing QTICKETS_DAYS (3) days, so refunds made up to a few days after a sale reach the sale's
+-- date; the first run on an empty database backfills QTICKETS_INITIAL_BACKFILL_DAYS (30).
+-- Filters and paging travel in the JSON body of a GET, as the API wants; every page is re-filtered
+-- here because the server may ignore the filters. After page 1 the page count is known and the
+-- remaining pages are fetched QTICKETS_CONCURRENCY (4) at a time, then mapped in page order, so a
+-- malformed page fails the run after exactly the pages before it were loaded.
+-- See docs/loaders/sales.md.
+local map = require("qtickets_map")
+
+local SOURCE = "qtickets"
+local DEFAULT_BASE = "https://qtickets.ru/api/rest/v1"
+
+---------------------------------------------------------------------------------- settings
+
+local function setting(name, alias, default)
+  local v = job:env(name)
+  if v ~= nil and v ~= "" then return v end
+  if alias then
+    v = job:env(alias)
+    if v ~= nil and v ~= "" then
+      log.warn(alias .. " is an old name: rename it to " .. name .. " in " .. job.secrets_dir .. "/.env." .. job.secrets)
+      return v
+    end
+  end
+  return default
+end
+
+local function whole(name, v, lo, hi)
+  local n = math.tointeger(tonumber(v))
+  if not n or n < lo or n > hi then
+    error(string.format("%s must be a whole number from %d to %d (got '%s')", name, lo, hi, tostring(v)), 0)
+  end
+  return n
+end
+
+local token = setting("QTICKETS_TOKEN", "QTICKETS_API_TOKEN")
+if not token then job:need("QTICKETS_TOKEN") end
+local base = setting("QTICKETS_BASE_URL", "QTICKETS_API_BASE_URL", DEFAULT_BASE):gsub("/+$", "")
+local concurrency = whole("QTICKETS_CONCURRENCY", setting("QTICKETS_CONCURRENCY", nil, "4"), 1, 32)
+local timeout = whole("QTICKETS_TIMEOUT", setting("QTICKETS_TIMEOUT", nil, "30"), 1, 600)
+local default_days = whole("QTICKETS_DAYS", setting("QTICKETS_DAYS", nil, "3"), 1, 3660)
+local backfill_days = whole("QTICKETS_INITIAL_BACKFILL_DAYS", setting("QTICKETS_INITIAL_BACKFILL_DAYS", nil, "30"), 1, 3660)
+
+http.configure(SOURCE, {concurrency = concurrency})
+
+------------------------------------------------------------------------------------ window
+
+-- "Empty" = no successful run of this job yet, or no order in staging. Both are cheap counts.
+local function needs_backfill()
+  local rows, err = ch.query("SELECT count() AS n FROM zakaz.meta_job_runs WHERE job = " .. ch.quote(job.name) ..
+    " AND status = 'success'")
+  if not rows then
+    log.warn("could not check for earlier runs; using the default window", {error = err})
+    return false
+  end
+  if (tonumber(rows[1].n) or 0) == 0 then return true, "no successful " .. job.name .. " run yet" end
+  rows = ch.query("SELECT count() AS n FROM zakaz.stg_qtickets_api_orders_raw")
+  if rows and (tonumber(rows[1].n) or 0) == 0 then return true, "no orders in staging yet" end
+  return false
+end
+
+local args = job.args
+local days_arg = args.days
+local reason
+if not args.days and not args.since then
+  local first, why = needs_backfill()
+  if first then
+    days_arg, reason = backfill_days, why
+  end
+end
+local since, to = time.window{days = days_arg, since = args.since, to = args.to, default_days = default_days}
+if not since then error(to, 0) end
+local from_epoch = time.parse(since)
+local to_epoch = time.parse(time.add_days(to, 1))
+local from_iso, to_iso = time.format(from_epoch, "iso"), time.format(to_epoch, "iso")
+if reason then
+  log.info("first run: backfilling " .. backfill_days .. " days", {reason = reason, since = since, to = to})
+end
+job:set("window", since .. ".." .. to)
+if reason then job:set("backfill", true) end
+
+----------------------------------------------------------------------------------- requests
+
+local headers = {
+  Authorization = "Bearer " .. token,
+  Accept = "application/json",
+  ["Cache-Control"] = "no-cache",
+}
+
+local function snippet(s)
+  s = tostring(s or ""):gsub("%s+", " ")
+  if #s > 200 then s = s:sub(1, 200) .. "…" end
+  return s
+end
+
+-- GET base..path with an optional JSON body. Returns the decoded value, or nil, "<what>: <why>".
+local function get(path, body, what)
+  local res, err = http.request{method = "GET", url = base .. path, json = body, headers = headers,
+    source = SOURCE, timeout = timeout}
+  if not res then return nil, what .. ": " .. tostring(err) end
+  if res.status == 401 or res.status == 403 then
+    return nil, what .. ": HTTP " .. res.status .. " " .. snippet(res.body) ..
+      ": QTickets refused the token; set a valid QTICKETS_TOKEN in " .. job.secrets_dir .. "/.env." .. job.secrets, res.status
+  end
+  if res.status ~= 200 then
+    return nil, what .. ": HTTP " .. res.status .. " " .. snippet(res.body), res.status
+  end
+  local v, jerr = res:json()
+  if v == nil then return nil, what .. ": " .. tostring(jerr or "invalid JSON") end
+  return v
+end
+
+local function copy(t)
+  local o = {}
+  for k, v in pairs(t) do o[k] = v end
+  return o
+end
+
+local function label(kind, page, pages)
+  return kind .. " page " .. page .. (pages and (" of " .. pages) or "")
+end
+
+-- One list page: {data = {...}, paging = {...}} checked for shape. Never raises.
+local function fetch_page(kind, body, page, pages)
+  local b = copy(body)
+  b.page = page
+  local what = label(kind, page, pages)
+  local v, err = get("/" .. kind, b, what)
+  if not v then return {err = err} end
+  if type(v) ~= "table" or type(v.data) ~= "table" then
+    return {err = what .. ": unexpected response without a data array: " .. snippet(json.encode(v))}
+  end
+  local pg = type(v.paging) == "table" and v.paging or {}
+  local cur = math.tointeger(tonumber(pg.currentPage))
+  if cur and cur ~= page and #v.data > 0 then
+    return {err = what .. ": the server answered page " .. cur .. " (is the page in the body ignored?)"}
+  end
+  return {data = v.data, per = math.tointeger(tonumber(pg.perPage)), total = math.tointeger(tonumber(pg.total))}
+end
+
+local function pages_for(total, per)
+  if not total or not per or per <= 0 then return nil end
+  return math.max(1, (total + per - 1) // per)
+end
+
+-- Walks every page of a list, calling on_page(items, page, pages) in page order. Pages after the
+-- first are fetched `concurrency` at a time, in chunks, so memory stays bounded on long backfills.
+-- Stops at currentPage*perPage >= total or at an empty page. Raises "<kind> page N of M: why" on a
+-- bad page, after the pages before it were handed to on_page.
+local function each_page(kind, body, on_page)
+  local ok_pages = 0
+  local function fail(err)
+    job:set(kind .. "_pages_ok", ok_pages)
+    error(err .. " (" .. ok_pages .. " " .. kind .. " page" .. (ok_pages == 1 and "" or "s") ..
+      " before it " .. (ok_pages == 1 and "was" or "were") .. " loaded and kept)", 0)
+  end
+  local first = fetch_page(kind, body, 1, nil)
+  job:metric("pages", 1)
+  if first.err then fail(first.err) end
+  local per = first.per or #first.data
+  local pages = pages_for(first.total, per)
+  on_page(first.data, 1, pages)
+  ok_pages = 1
+  job:metric("pages_ok", 1)
+  if #first.data == 0 then return ok_pages end
+  if not pages then
+    -- No paging block: walk sequentially until a short or empty page.
+    local p = 2
+    local last = #first.data
+    while last > 0 and (not per or last >= per) and p <= 100000 do
+      local r = fetch_page(kind, body, p, nil)
+      job:metric("pages", 1)
+      if r.err then fail(r.err) end
+      if #r.data == 0 then break end
+      on_page(r.data, p, nil)
+      ok_pages = ok_pages + 1
+      job:metric("pages_ok", 1)
+      last, p = #r.data, p + 1
+    end
+    return ok_pages
+  end
+  local nextp, chunk = 2, concurrency * 4
+  while nextp <= pages do
+    local list = {}
+    for p = nextp, math.min(pages, nextp + chunk - 1) do list[#list + 1] = p end
+    local shown = pages
+    local results, err = task.map(list, concurrency, function(p) return fetch_page(kind, body, p, shown) end)
+    if not results then fail(label(kind, list[1], pages) .. ": " .. tostring(err)) end
+    job:metric("pages", #list)
+    local stop = false
+    for i, p in ipairs(list) do
+      local r = results[i]
+      if r.err then fail(r.err) end
+      if #r.data == 0 then stop = true break end
+      on_page(r.data, p, pages)
+      ok_pages = ok_pages + 1
+      job:metric("pages_ok", 1)
+      -- New orders paid during the run extend the list: follow the latest total.
+      local np = pages_for(r.total, r.per or per)
+      if np and np > pages then pages = np end
+    end
+    if stop then break end
+    nextp = list[#list] + 1
+  end
+  return ok_pages
+end
+
+---------------------------------------------------------------------------------------- load
+
+local ver = math.floor(time.now() * 1000)
+local sinks = {}
+for _, t in ipairs({"dim_events", "stg_qtickets_api_orders_raw", "stg_qtickets_api_baskets_raw"}) do
+  local s, err = ch.sink(t)
+  if not s then error("ClickHouse table " .. t .. ": " .. tostring(err), 0) end
+  sinks[t] = s
+end
+
+local counts = {events = 0, orders = 0, baskets = 0, filtered_out = 0}
+local known_events, wanted_events = {}, {}
+
+local function add_event(e)
+  if type(e) ~= "table" or map.is_null(e.id) then return end
+  local row = map.event_row(e, ver)
+  if known_events[row.event_id] then return end
+  known_events[row.event_id] = true
+  sinks.dim_events:add(row)
+  counts.events = counts.events + 1
+end
+
+-- 1. Events (all of them, deleted ones included: old sales still need their city and name).
+each_page("events", {orderBy = {id = "asc"}}, function(items)
+  for _, e in ipairs(items) do add_event(e) end
+end)
+
+-- 2. Paid orders of the window.
+local seen_orders = {}
+local order_body = {
+  where = {
+    {column = "payed", value = 1},
+    {column = "payed_at", operator = ">=", value = from_iso},
+    {column = "payed_at", operator = "<", value = to_iso},
+  },
+  orderBy = {id = "asc"},
+}
+
+local function add_order(o)
+  local ok, why = map.order_in_window(o, from_epoch, to_epoch)
+  if not ok then
+    counts.filtered_out = counts.filtered_out + 1
+    log.debug("order skipped", {order_id = type(o) == "table" and map.str(o.id) or "?", reason = why})
+    return
+  end
+  local id = map.str(o.id)
+  if seen_orders[id] then return end -- a page boundary moved while paging
+  seen_orders[id] = true
+  if type(o.baskets) ~= "table" then
+    -- The list came without baskets (reported for some cabinets): the single order has them.
+    local one, err = get("/orders/" .. id, nil, "order " .. id)
+    job:metric("order_refetches", 1)
+    if not one then error(err, 0) end
+    if type(one) == "table" and type(one.data) == "table" then o = one.data end
+    if type(o.baskets) ~= "table" then
+      log.warn("order without baskets", {order_id = id})
+      o.baskets = {}
+    end
+  end
+  local order, baskets, notes = map.order_rows(o, ver)
+  for _, n in ipairs(notes) do job:metric(n, 1) end
+  sinks.stg_qtickets_api_orders_raw:add(order)
+  for _, b in ipairs(baskets) do sinks.stg_qtickets_api_baskets_raw:add(b) end
+  counts.orders = counts.orders + 1
+  counts.baskets = counts.baskets + #baskets
+  if order.event_id ~= "" then wanted_events[order.event_id] = true end
+end
+
+local ok, err = pcall(each_page, "orders", order_body, function(items)
+  for _, o in ipairs(items) do add_order(o) end
+end)
+
+local function publish()
+  for k, v in pairs(counts) do job:set(k, v) end
+end
+if not ok then
+  publish()
+  error(err, 0)
+end
+
+-- 3. Events that orders refer to but the list did not return (e.g. filtered out server-side).
+local missing = {}
+for id in pairs(wanted_events) do
+  if not known_events[id] then missing[#missing + 1] = id end
+end
+table.sort(missing)
+if #missing > 0 then
+  local got = task.map(missing, concurrency, function(id)
+    local v, gerr, status = get("/events/" .. id, nil, "event " .. id)
+    if not v then
+      if status == 404 then log.warn("event referenced by orders not found", {event_id = id}) return {} end
+      return {err = gerr}
+    end
+    return {event = type(v) == "table" and v.data or nil}
+  end) or {}
+  for _, r in ipairs(got) do
+    if r.err then error(r.err, 0) end
+    if r.event then add_event(r.event) end
+  end
+end
+
+publish()
+local msg = string.format("%s..%s%s: %d orders, %d baskets, %d events, %d filtered out", since, to,
+  reason and " (first-run backfill)" or "", counts.orders, counts.baskets, counts.events, counts.filtered_out)
+job:message(msg)
+log.info(msg)

@@ -1,0 +1,77 @@
+-- scripts/lib/sales_csv.lua: report CSV/HTML parsing, header aliases, exact money, plan rows (no I/O).
+local src = assert(io.read_file("scripts/lib/sales_csv.lua"))
+local sales = assert(load(src, "@scripts/lib/sales_csv.lua"))()
+
+local function eq(a, b, what)
+  if a ~= b then error(string.format("%s: expected %q, got %q", what or "value", tostring(b), tostring(a)), 2) end
+end
+
+-- money in kopecks
+eq(sales.cents("1 234,50"), 123450) eq(sales.cents("1\194\160234.5"), 123450) eq(sales.cents("-0,05"), -5)
+eq(sales.cents("0.005"), 1, "third digit rounds") eq(sales.cents(""), nil) eq(sales.cents("12 руб"), nil)
+eq(sales.from_cents(123450), "1234.50") eq(sales.from_cents(-5), "-0.05")
+eq(sales.whole("1 300"), 1300) eq(sales.whole("2,5"), nil)
+
+-- header names
+eq(sales.norm(" Event_Date "), "event date") eq(sales.norm("ДАТА  События"), "дата события")
+
+-- a CP1251 ';' report with Russian headers, day-first dates, decimal commas, thousands spaces and a totals line
+local csv = "Дата;Идентификатор;Название события;Город;Продано билетов;Выручка;Возвраты\r\n" ..
+  "01.11.2025;24089;Детская выставка;Москва;1 205;1 472 546,15;0,00\r\n" ..
+  "01.11.2025;24089;Детская выставка;Москва;5;6 110,15;305,51\r\n" ..
+  "02.11.2025;24103;\"Концерт \"\"AC/DC\"\"; трибьют\";Казань;3;2 970,00;148,50\r\n" ..
+  ";;Итого;;1 213;1 481 626,30;454,01\r\n"
+local bytes = assert(text.iconv(csv, "UTF-8", "CP1251"))
+assert(not text.is_utf8(bytes))
+local header, grid = sales.csv_grid(bytes)
+local rows, stats = assert(sales.report_rows(header, grid))
+eq(#rows, 3) eq(stats.skipped, 1, "totals line skipped")
+eq(rows[1].event_date, "2025-11-01") eq(rows[1].city, "Москва") eq(rows[1].event_id, "24089")
+eq(rows[1].tickets_sold, 1205) eq(rows[1].revenue_cents, 147254615) eq(rows[1].currency, "RUB")
+eq(rows[3].event_name, 'Концерт "AC/DC"; трибьют')
+local merged = sales.merge(rows)
+eq(#merged, 2, "same key summed") eq(merged[1].tickets_sold, 1210) eq(sales.from_cents(merged[1].revenue_cents), "1478656.30")
+eq(sales.from_cents(merged[1].refunds_cents), "305.51")
+
+-- UTF-8 with BOM, ',' and English headers in another order, no refunds/id columns
+header, grid = sales.csv_grid("\239\187\191City,Event_Date,Event,Tickets_Sold,Revenue\nKazan,2025-11-03,Show,2,1000.5\n")
+rows = assert(sales.report_rows(header, grid))
+eq(rows[1].city, "Kazan") eq(rows[1].event_date, "2025-11-03") eq(rows[1].event_id, "") eq(rows[1].refunds_cents, 0)
+eq(rows[1].revenue_cents, 100050)
+
+-- not a sales report
+header, grid = sales.csv_grid("name,email\nx,y\n")
+local none, err = sales.report_rows(header, grid)
+assert(none == nil and err:find("no date column"), err)
+
+-- a bad number skips the line and says why
+header, grid = sales.csv_grid("date;city;event;tickets_sold;revenue\n2025-11-01;Томск;A;два;10\n2025-11-01;Томск;B;2;10\n")
+rows, stats = sales.report_rows(header, grid)
+eq(#rows, 1) eq(stats.skipped, 1) assert(stats.problems[1]:find("bad tickets 'два'"), stats.problems[1])
+
+-- HTML table report (the text/html alternative of a mail)
+local html = [[<html><body><p>Продажи:</p><TABLE border="1"><tr><th>Дата</th><th>ИД события</th><th>Событие</th>
+<th>Город</th><th>Билетов</th><th>Выручка</th><th>Возвраты</th></tr>
+<tr><td>01.11.2025</td><td>24089</td><td>Концерт &quot;AC/DC&quot; &amp; друзья</td><td><b>Москва</b></td>
+<td>1&nbsp;300</td><td>1 588 639,00</td><td>0,00</td></tr></TABLE></body></html>]]
+local grids = sales.html_grids(html)
+eq(#grids, 1)
+rows = assert(sales.report_rows(grids[1].header, grids[1].rows))
+eq(rows[1].event_name, 'Концерт "AC/DC" & друзья') eq(rows[1].city, "Москва") eq(rows[1].tickets_sold, 1300)
+eq(rows[1].revenue_cents, 158863900)
+
+-- which parts are CSV attachments
+eq(sales.is_csv_part({mimeType = "application/octet-stream", filename = "Отчёт о продажах.CSV"}), true)
+eq(sales.is_csv_part({mimeType = "application/vnd.ms-excel", filename = "x.csv"}), true)
+eq(sales.is_csv_part({mimeType = "text/csv", filename = ""}), true)
+eq(sales.is_csv_part({mimeType = "application/pdf", filename = "act.pdf"}), false)
+eq(sales.part_charset({headers = {{name = "Content-Type", value = 'text/csv; charset="windows-1251"; name="a.csv"'}}}),
+  "windows-1251")
+
+-- plan rows and their line numbers
+local plan = assert(sales.plan_rows("sales_date,city,event_id,plan_tickets,plan_revenue\n2025-11-01,Москва,1,5,\"500,5\"\n"))
+eq(plan[1].plan_revenue, "500.50") eq(plan[1].line, 2)
+local bad
+bad, err = sales.plan_rows("Дата;Город;ИД события;План билетов;План выручки\n\n01.11.2025;Москва;1;-3;10\n")
+assert(bad == nil and err == "line 3: bad plan_tickets '-3'", err)
+print("gmail_reports_spec ok")

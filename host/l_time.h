@@ -1,0 +1,46 @@
+/* l_time.h — pure date/time functions behind the Lua `time` module (l_time.c): IANA time zones
+ * read from the system's TZif files, civil-date arithmetic, parsing and formatting. Nothing here
+ * touches the process-wide TZ or calls localtime/mktime, so results never depend on the host's
+ * own zone. Exposed for the unit tests. */
+#ifndef ZH_L_TIME_H
+#define ZH_L_TIME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct zh_tz zh_tz;
+
+/* Loads /usr/share/zoneinfo/<name> (or $TZDIR/<name>). Returns NULL and sets *err (caller frees)
+ * when the name is malformed or the zone does not exist. The caller owns the result. */
+zh_tz *zh_time_zone_load(const char *name, char **err);
+void zh_time_zone_free(zh_tz *z);
+const char *zh_time_zone_name(const zh_tz *z);
+
+/* Seconds east of UTC in force at UTC instant t; *abbr (may be NULL) gets e.g. "MSK". */
+int zh_time_utc_offset(const zh_tz *z, int64_t t, const char **abbr);
+/* UTC instant of a local wall-clock time given as seconds since 1970-01-01T00:00 local.
+ * Ambiguous times (clocks going back) take the earlier instant; times that do not exist (clocks
+ * going forward) are read with the offset before the jump, landing after it (02:30 -> 03:30). */
+int64_t zh_time_from_local(const zh_tz *z, int64_t local);
+
+/* Days since 1970-01-01 of a proleptic Gregorian date, and back. */
+int64_t zh_time_days_from_civil(int64_t y, int m, int d);
+void zh_time_civil_from_days(int64_t days, int64_t *y, int *m, int *d);
+int zh_time_days_in_month(int64_t y, int m);
+
+/* Parses ISO-8601 (`YYYY-MM-DD`, `YYYY-MM-DD[T ]hh:mm[:ss[.frac]][Z|±hh[:]mm|±hh]`). Strings without
+ * an offset are local time in z. Returns 0 and sets *sec and *frac (0 <= frac < 1), or -1 with a
+ * message in err (size errlen). */
+int zh_time_parse(const char *s, size_t n, const zh_tz *z, int64_t *sec, double *frac, char *err, size_t errlen);
+/* `YYYY-MM-DD`, day-first `D.M.YYYY`/`DD.MM.YYYY`, each optionally followed by a space or `T` and a time
+ * that is ignored. Returns 0 and the date, or -1. */
+int zh_time_parse_date(const char *s, size_t n, int64_t *y, int *m, int *d);
+/* RFC 1123 / RFC 5322 dates: `[Sun, ]06 Nov 1994 08:49:37 GMT` or `... +0300`. Returns 0 or -1. */
+int zh_time_parse_http(const char *s, size_t n, int64_t *sec);
+/* strftime-like formatting of instant t in zone z, independent of locale (English names).
+ * Supports %Y %m %d %e %H %M %S %y %j %F %T %D %R %z %:z %Z %s %a %A %b %B %u %w %p %I %%.
+ * fmt "iso" means `%Y-%m-%dT%H:%M:%S%:z`. Returns the length written (always NUL-terminated,
+ * truncated at cap-1), or -1 on an unknown conversion. */
+int zh_time_format(char *out, size_t cap, int64_t t, const char *fmt, const zh_tz *z);
+
+#endif

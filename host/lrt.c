@@ -291,6 +291,7 @@ int zh_lrt_open(zh_host *h) {
     register_module(L, env, "ch", zh_open_ch);
     register_module(L, env, "time", zh_open_time);
     register_module(L, env, "text", zh_open_text);
+    register_module(L, env, "oauth2", zh_open_oauth2);
     lua_getfield(L, env, "task");
     lua_getfield(L, -1, "sleep");
     lua_setfield(L, env, "sleep");

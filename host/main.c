@@ -227,6 +227,14 @@ static const zh_command commands[] = {
      "Shows or delivers batches that could not be inserted into ClickHouse."},
     {"migrate", zh_cmd_migrate, "zhost migrate [--status] [--secrets DIR] [--sql DIR]",
      "Applies the missing numbered migrations from sql/ (or lists them with --status)."},
+    {"auth", zh_cmd_auth,
+     "zhost auth google [--credentials FILE] [--token FILE] [--scope S]... [--port N] [--no-browser] [--timeout S] [--secrets DIR]",
+     "Authorizes zhost to read Gmail: prints a Google consent URL (opened in a browser when one is available),\n"
+     "receives the redirect on http://127.0.0.1:PORT (port 0 = any free port), exchanges the code (PKCE S256)\n"
+     "and writes token.json in Google's layout, mode 0600. Defaults: --credentials SECRETS/gmail/credentials.json,\n"
+     "--token SECRETS/gmail/token.json, --scope https://www.googleapis.com/auth/gmail.readonly, --timeout 600.\n"
+     "The browser must reach 127.0.0.1 on this machine: on a headless server use ssh -L PORT:127.0.0.1:PORT\n"
+     "with a fixed --port, or authorize on a workstation and copy token.json over."},
     {"version", cmd_version, "zhost version", "Prints the version of zhost and its libraries."},
     {"help", cmd_help, "zhost help [COMMAND]", "Shows help for a command."},
     {NULL, NULL, NULL, NULL},

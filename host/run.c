@@ -313,6 +313,10 @@ zh_run *zh_run_start(zh_host *h, const zh_run_opts *o, void (*on_done)(zh_run *,
     lua_setfield(L, jobt, "dry_run");
     lua_pushstring(L, secrets);
     lua_setfield(L, jobt, "secrets");
+    /* Scripts keep state next to their secrets (e.g. an OAuth token cache), so they need the
+     * directory the host actually read, which --secrets or ZHOST_SECRETS may have moved. */
+    lua_pushstring(L, dir);
+    lua_setfield(L, jobt, "secrets_dir");
     lua_pushlightuserdata(L, r);
     lua_setfield(L, jobt, "_run");
     lua_newtable(L);

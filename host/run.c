@@ -381,6 +381,7 @@ static zh_run *run_of(lua_State *L) {
 static int l_env(lua_State *L) {
     zh_run *r = run_of(L);
     const char *k = luaL_checkstring(L, 2);
+    lua_settop(L, 3); /* slot 3: the default, nil when not given */
     const char *v = getenv(k);
     if (v) {
         zh_log_secret(v);
@@ -390,7 +391,7 @@ static int l_env(lua_State *L) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, r->env_ref);
     lua_getfield(L, -1, k);
     if (!lua_isnil(L, -1)) return 1;
-    lua_settop(L, 3);
+    lua_pushvalue(L, 3);
     return 1;
 }
 

@@ -115,6 +115,13 @@ class TestDirectLoad(DirectCase):
         self.assertEqual(self.daily(), self.expected_daily(datagen.expected(data)["direct"]))
         self.assertEqual(self.last_run()["metrics"]["rows_zeroed"], 1)
 
+    def test_dry_run_writes_nothing(self):
+        self.direct_secrets()
+        r = self.run_direct(*WINDOW, "--dry-run")
+        self.assertIn("fact_direct_daily", r.stdout + r.stderr)
+        self.assertEqual(self.scalar("SELECT count() FROM fact_direct_daily"), "0")
+        self.assertEqual(self.runs("direct"), [])
+
     def test_deprecated_names_work_with_a_warning(self):
         self.direct_secrets(DIRECT_TOKEN=None, DIRECT_BASE_URL=None, DIRECT_OAUTH_TOKEN="y0_fake-direct-token",
                      DIRECT_API_URL=self.f.url + "/direct/json/v5")

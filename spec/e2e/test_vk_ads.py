@@ -122,6 +122,12 @@ class TestVkAdsV2(VkCase):
         with open(cache) as fh:
             self.assertTrue(json.load(fh)["refresh_token"])
 
+    def test_dry_run_writes_nothing(self):
+        self.v2_secrets()
+        r = self.run_vk(*WINDOW, "--dry-run")
+        self.assertIn("fact_vk_ads_daily", r.stdout + r.stderr)
+        self.assertEqual(self.scalar("SELECT count() FROM fact_vk_ads_daily"), "0")
+
     def test_ad_plan_level(self):
         self.v2_secrets()
         self.run_vk(*WINDOW, "--level", "ad_plans")

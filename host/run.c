@@ -313,7 +313,8 @@ zh_run *zh_run_start(zh_host *h, const zh_run_opts *o, void (*on_done)(zh_run *,
     lua_setfield(L, jobt, "dry_run");
     lua_pushstring(L, secrets);
     lua_setfield(L, jobt, "secrets");
-    /* Scripts resolve their own secret files (OAuth token.json) against the same directory. */
+    /* Scripts keep state next to their secrets (e.g. an OAuth token cache), so they need the
+     * directory the host actually read, which --secrets or ZHOST_SECRETS may have moved. */
     lua_pushstring(L, dir);
     lua_setfield(L, jobt, "secrets_dir");
     lua_pushlightuserdata(L, r);
@@ -380,7 +381,7 @@ static zh_run *run_of(lua_State *L) {
 static int l_env(lua_State *L) {
     zh_run *r = run_of(L);
     const char *k = luaL_checkstring(L, 2);
-    lua_settop(L, 3); /* the default (nil when not given) stays at 3, below what is pushed next */
+    lua_settop(L, 3); /* slot 3: the default, nil when not given */
     const char *v = getenv(k);
     if (v) {
         zh_log_secret(v);
@@ -390,7 +391,7 @@ static int l_env(lua_State *L) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, r->env_ref);
     lua_getfield(L, -1, k);
     if (!lua_isnil(L, -1)) return 1;
-    lua_settop(L, 3);
+    lua_pushvalue(L, 3);
     return 1;
 }
 

@@ -1,0 +1,270 @@
+-- zhost: job=direct secrets=direct
+-- Yandex Direct daily statistics -> zakaz.fact_direct_daily (docs/loaders/ads.md, docs/schema.md §3.11).
+--
+-- Reports service, CUSTOM_REPORT (Date, CampaignId, CampaignName, AdGroupId, AdId, Impressions,
+-- Clicks, Cost) in TSV, VAT included, money in micros converted exactly to roubles. Offline
+-- reports (201/202 with retryIn) are polled with the identical request until 200, up to
+-- DIRECT_REPORT_MAX_WAIT seconds in total. Campaign names come from the Campaigns service.
+-- UTM: campaign-level mapping from the secrets file (DIRECT_UTM_<CampaignId>), see the docs.
+--
+-- Options: --days N | --since D [--to D] (default: the last DIRECT_DAYS_BACK=30 days up to
+-- today, Moscow), --dry-run.
+local tsv = require("direct_tsv")
+local utm = require("utm")
+
+local args = job.args
+
+local function env(k, default)
+  local v = job:env(k)
+  if v == nil or v == "" then return default end
+  return v
+end
+
+local function fail(msg) error(msg, 0) end
+
+-- The original system's variable names still work, with a warning.
+local function env_alias(name, old, default)
+  local v = env(name)
+  if v then return v end
+  v = env(old)
+  if v then
+    log.warn(old .. " is deprecated: rename it to " .. name .. " in secrets/.env." .. job.secrets)
+    return v
+  end
+  return default
+end
+
+local token = env_alias("DIRECT_TOKEN", "DIRECT_OAUTH_TOKEN")
+if not token then job:need("DIRECT_TOKEN") end
+local login = job:need("DIRECT_LOGIN")
+local base = env_alias("DIRECT_BASE_URL", "DIRECT_API_URL", "https://api.direct.yandex.com/json/v5"):gsub("/+$", "")
+local max_wait = tonumber(env("DIRECT_REPORT_MAX_WAIT", "900"))
+local retry_base = tonumber(env("DIRECT_RETRY_BASE", "5"))
+local skip_headers = env("DIRECT_SKIP_REPORT_HEADERS", "true") ~= "false"
+local chunk_days = math.tointeger(tonumber(env("DIRECT_CHUNK_DAYS", "92"))) or 92
+
+local since, to = time.window{ days = args.days, since = args.since, to = args.to,
+  default_days = tonumber(env("DIRECT_DAYS_BACK", "30")) }
+if not since then fail(to) end
+local VER = math.floor(time.now() * 1000)
+
+-- Direct allows 5 simultaneous requests per advertiser; stay below.
+http.configure("direct", { concurrency = 2, rps = 5 })
+
+local HEADERS = { Authorization = "Bearer " .. token, ["Client-Login"] = login, ["Accept-Language"] = "en" }
+
+local HINTS = {
+  [53] = "the OAuth token is invalid, expired or revoked: issue a new one and set DIRECT_TOKEN",
+  [54] = "no rights: check DIRECT_LOGIN (sent as Client-Login) and the token's access to that client",
+  [58] = "the API application's registration is incomplete",
+  [152] = "not enough API units left today: retry after the daily reset",
+  [513] = "the login is not connected to Yandex Direct",
+  [3000] = "no API access", [3001] = "no access to this API method",
+}
+-- 52 auth server unavailable, 506 too many simultaneous requests, 1000-1002 server errors,
+-- 9000 offline report queue full: transient, worth waiting for.
+local RETRYABLE = { [52] = true, [506] = true, [1000] = true, [1001] = true, [1002] = true, [9000] = true }
+local MAX_ATTEMPTS = 5
+
+-- {error={request_id, error_code, error_string, error_detail}} -> table | nil
+local function api_error(res, doc)
+  if doc == nil then doc = json.decode(res.body or "") end
+  local e = type(doc) == "table" and doc.error
+  if type(e) ~= "table" then return nil end
+  return { code = math.tointeger(tonumber(e.error_code)), text = tostring(e.error_string or ""),
+    detail = tostring(e.error_detail or ""), request_id = tostring(e.request_id or res:header("requestid") or "") }
+end
+
+local function error_text(what, res, e)
+  if not e then
+    return string.format("Direct %s: HTTP %d: %s", what, res.status, (res.body or ""):sub(1, 200))
+  end
+  local msg = string.format("Direct %s: error %s (%s)", what, tostring(e.code), e.text)
+  if e.detail ~= "" then msg = msg .. ": " .. e.detail end
+  if HINTS[e.code] then msg = msg .. " — " .. HINTS[e.code] end
+  if e.request_id ~= "" then msg = msg .. " [request_id " .. e.request_id .. "]" end
+  return msg
+end
+
+-- Waits before retrying a transient error; fails once the attempts are used up.
+local function backoff(what, attempt, res, e)
+  if attempt >= MAX_ATTEMPTS then fail(error_text(what, res, e) .. string.format(" (gave up after %d attempts)", attempt)) end
+  local delay = math.min(60, retry_base * 2 ^ (attempt - 1))
+  job:metric("api_retries", 1)
+  log.warn("Direct transient error; retrying", { what = what, code = e and e.code or res.status, attempt = attempt,
+    delay = delay })
+  sleep(delay)
+end
+
+-- JSON services (campaigns): errors come in the envelope, possibly with HTTP 200.
+local function service(name, payload)
+  local body = json.encode(payload)
+  for attempt = 1, MAX_ATTEMPTS do
+    local res, err = http.request{ method = "POST", url = base .. "/" .. name, headers = HEADERS, body = body,
+      source = "direct", retry = { on_5xx = false } }
+    if not res then fail("Direct " .. name .. ": " .. tostring(err)) end
+    local doc = json.decode(res.body or "")
+    local e = api_error(res, doc)
+    if res.status == 200 and not e and type(doc) == "table" and type(doc.result) == "table" then
+      return doc.result
+    end
+    if (e and RETRYABLE[e.code]) or (not e and res.status >= 500) then
+      backoff(name, attempt, res, e)
+    else
+      fail(error_text(name, res, e))
+    end
+  end
+end
+
+local function campaign_names()
+  local names, offset = {}, 0
+  while true do
+    local r = service("campaigns", { method = "get", params = { SelectionCriteria = {}, FieldNames = { "Id", "Name" },
+      Page = { Limit = 10000, Offset = offset } } })
+    job:metric("pages", 1)
+    for _, c in ipairs(type(r.Campaigns) == "table" and r.Campaigns or {}) do
+      names[math.tointeger(tonumber(c.Id)) or -1] = tostring(c.Name or "")
+    end
+    local next_offset = math.tointeger(tonumber(r.LimitedBy))
+    if not next_offset or next_offset <= offset then break end
+    offset = next_offset
+  end
+  return names
+end
+
+local FIELDS = { "Date", "CampaignId", "CampaignName", "AdGroupId", "AdId", "Impressions", "Clicks", "Cost" }
+
+-- One report for [from, till]: polls 201/202 with the identical request until 200.
+local function report(from, till)
+  -- Same parameters (and day) -> same name; a different definition never reuses a name, which
+  -- Direct would refuse. The day keeps a stored report from being served to tomorrow's run.
+  local definition = table.concat({ "CUSTOM_REPORT", from, till, table.concat(FIELDS, ","), "VAT=YES",
+    "DISCOUNT=NO", login, time.today() }, "|")
+  local name = "zhost_direct_" .. from .. "_" .. till .. "_" .. text.md5(definition):sub(1, 12)
+  local body = json.encode({ params = {
+    SelectionCriteria = { DateFrom = from, DateTo = till }, FieldNames = FIELDS, OrderBy = { { Field = "Date" } },
+    ReportName = name, ReportType = "CUSTOM_REPORT", DateRangeType = "CUSTOM_DATE", Format = "TSV",
+    IncludeVAT = "YES", IncludeDiscount = "NO" } })
+  local headers = { processingMode = "auto" }
+  for k, v in pairs(HEADERS) do headers[k] = v end
+  if skip_headers then
+    headers.skipReportHeader = "true"
+    headers.skipReportSummary = "true"
+  end
+  local waited, polls, attempt = 0, 0, 0
+  local started = time.now()
+  while true do
+    local res, err = http.request{ method = "POST", url = base .. "/reports", headers = headers, body = body,
+      source = "direct", timeout = 300, retry = { on_5xx = false } }
+    if not res then fail("Direct report " .. name .. ": " .. tostring(err)) end
+    if res.status == 200 then
+      local rows, perr = tsv.parse(res.body, FIELDS)
+      if not rows then fail("Direct report " .. name .. ": " .. perr) end
+      job:metric("pages", 1)
+      log.info("Direct report ready", { report = name, rows = #rows, polls = polls,
+        waited = math.floor((time.now() - started) * 10 + 0.5) / 10 })
+      return rows
+    elseif res.status == 201 or res.status == 202 then
+      polls = polls + 1
+      local retry_in = tonumber(res:header("retryin")) or 10
+      if retry_in < 0 then retry_in = 0 end
+      if waited + retry_in > max_wait then
+        fail(string.format("Direct report %s (%s..%s) is still not ready after %d s of waiting and %d polls "
+          .. "(DIRECT_REPORT_MAX_WAIT=%d s): run again later or load a shorter window", name, from, till,
+          math.floor(waited), polls, math.floor(max_wait)))
+      end
+      log.info("Direct report is being built; waiting", { report = name, status = res.status, retry_in = retry_in,
+        in_queue = res:header("reportsinqueue") })
+      job:metric("report_polls", 1)
+      job:metric("report_wait_seconds", retry_in)
+      sleep(retry_in)
+      waited = waited + retry_in
+    else
+      local e = api_error(res)
+      attempt = attempt + 1
+      if (e and RETRYABLE[e.code]) or (not e and res.status >= 500 and res.status ~= 502) then
+        backoff("report " .. name, attempt, res, e)
+      elseif res.status == 502 then
+        fail(error_text("report " .. name, res, e) .. " — the report timed out on Yandex's side: load a shorter window")
+      else
+        fail(error_text("report " .. name, res, e))
+      end
+    end
+  end
+end
+
+-- Campaign-level UTM: DIRECT_UTM_<CampaignId>=utm_campaign=...&utm_content=msk_05_11 over the
+-- defaults in DIRECT_UTM_DEFAULT (utm_source=yandex&utm_medium=cpc).
+local default_utm = text.parse_query(env("DIRECT_UTM_DEFAULT", "utm_source=yandex&utm_medium=cpc"))
+local utm_cache = {}
+local function campaign_utm(cid)
+  local u = utm_cache[cid]
+  if u then return u end
+  local q = {}
+  for k, v in pairs(default_utm) do q[k] = v end
+  for k, v in pairs(text.parse_query(env("DIRECT_UTM_" .. tostring(cid), ""))) do q[k] = v end
+  u = utm.from_query(q)
+  utm_cache[cid] = u
+  return u
+end
+
+local function id_of(s)
+  return math.tointeger(tonumber(s)) or 0 -- "--" (no such level in the row) is id 0
+end
+
+local names = campaign_names()
+local sink = assert(ch.sink("fact_direct_daily"))
+local seen, added = {}, 0
+
+local function add(r, u)
+  sink:add{
+    stat_date = r.stat_date, account_login = login, campaign_id = r.campaign_id, campaign_name = r.campaign_name,
+    ad_group_id = r.ad_group_id, ad_id = r.ad_id, impressions = r.impressions, clicks = r.clicks, cost = r.cost,
+    utm_source = u.utm_source, utm_medium = u.utm_medium, utm_campaign = u.utm_campaign,
+    utm_content = u.utm_content, utm_term = u.utm_term, utm_city = u.utm_city,
+    utm_day = u.utm_day, utm_month = u.utm_month, _ver = VER,
+  }
+  added = added + 1
+end
+
+local from = since
+while time.days_between(from, to) >= 0 do
+  local till = time.add_days(from, chunk_days - 1)
+  if time.days_between(till, to) < 0 then till = to end
+  for _, row in ipairs(report(from, till)) do
+    local cost, cerr = tsv.money(row.Cost)
+    if not cost then fail(string.format("Direct report row %s/%s: Cost: %s", row.Date, row.CampaignId, cerr)) end
+    local cid = id_of(row.CampaignId)
+    local r = { stat_date = row.Date, campaign_id = cid, campaign_name = names[cid] or row.CampaignName,
+      ad_group_id = id_of(row.AdGroupId), ad_id = id_of(row.AdId), impressions = tsv.count(row.Impressions),
+      clicks = tsv.count(row.Clicks), cost = cost }
+    local key = table.concat({ r.stat_date, r.campaign_id, r.ad_group_id, r.ad_id }, "|")
+    if seen[key] then fail("Direct report has two rows for " .. key .. " (date|campaign|group|ad)") end
+    seen[key] = true
+    add(r, campaign_utm(cid))
+  end
+  from = time.add_days(till, 1)
+end
+
+-- Direct omits rows without statistics. A key loaded earlier with figures and missing now (a
+-- correction, e.g. fraud clicks removed) is written with zeros, so a re-load replaces it.
+local q = string.format([[SELECT toString(stat_date) AS d, campaign_id, campaign_name, ad_group_id, ad_id
+  FROM zakaz.v_direct_latest
+  WHERE stat_date >= toDate(%s) AND stat_date <= toDate(%s) AND account_login = %s
+    AND (impressions > 0 OR clicks > 0 OR cost > 0)]], ch.quote(since), ch.quote(to), ch.quote(login))
+local old, qerr = ch.query(q)
+if not old then fail("reading earlier Direct rows: " .. tostring(qerr)) end
+local zeroed = 0
+for _, o in ipairs(old) do
+  local cid = id_of(o.campaign_id)
+  local key = table.concat({ o.d, cid, id_of(o.ad_group_id), id_of(o.ad_id) }, "|")
+  if not seen[key] then
+    add({ stat_date = o.d, campaign_id = cid, campaign_name = names[cid] or o.campaign_name,
+      ad_group_id = id_of(o.ad_group_id), ad_id = id_of(o.ad_id), impressions = 0, clicks = 0, cost = "0.00" },
+      campaign_utm(cid))
+    zeroed = zeroed + 1
+  end
+end
+if zeroed > 0 then job:set("rows_zeroed", zeroed) end
+job:message(string.format("%s..%s: %d rows%s", since, to, added,
+  zeroed > 0 and string.format(" (%d zeroed)", zeroed) or ""))

@@ -1,0 +1,132 @@
+-- direct_tsv.lua — Yandex Direct Reports TSV bodies and money (pure; no I/O).
+--
+-- M.parse(body, fields) -> rows, info | nil, err
+--   body: the 200 body; fields: the FieldNames sent, in order. Handles the quoted title line, the
+--   column header and the "Total rows: N" trailer whether or not skipReportHeader /
+--   skipColumnHeader / skipReportSummary were sent, CRLF line ends, and an empty body.
+--   rows: list of { [field] = raw string }; info = { title=, header=bool, total=N|nil }.
+-- M.count(s)        -> integer: "--", "" and other non-numbers are 0 (Direct prints "--" for
+--                      "no data"), never a parse failure
+-- M.micros(s)       -> "1234.56" | nil, err: exact roubles from micros text, rounded half-up to
+--                      kopecks with integer arithmetic only; "--" and "" are "0.00"
+-- M.money(s)        -> the same for either micros or a decimal ("12.30", returnMoneyInMicros=false)
+-- M.dec2(s)         -> a decimal string with exactly 2 fraction digits (half-up) | nil, err
+local M = {}
+
+local function split_lines(body)
+  local lines = {}
+  for line in (body or ""):gmatch("([^\n]*)\n?") do
+    line = line:gsub("\r$", "")
+    lines[#lines + 1] = line
+  end
+  while #lines > 0 and lines[#lines] == "" do lines[#lines] = nil end
+  return lines
+end
+
+local function split_tabs(line)
+  local out, pos = {}, 1
+  while true do
+    local tab = line:find("\t", pos, true)
+    if not tab then
+      out[#out + 1] = line:sub(pos)
+      return out
+    end
+    out[#out + 1] = line:sub(pos, tab - 1)
+    pos = tab + 1
+  end
+end
+
+function M.parse(body, fields)
+  if type(fields) ~= "table" or #fields == 0 then error("direct_tsv.parse: fields must be a non-empty list", 2) end
+  local lines = split_lines(body)
+  local info = { header = false }
+  local i = 1
+  -- Title: a quoted line, e.g. "name (2025-11-01 - 2025-11-07)".
+  if lines[i] and lines[i]:sub(1, 1) == '"' and not lines[i]:find("\t", 1, true) then
+    info.title = lines[i]:gsub('^"', ""):gsub('"$', "")
+    i = i + 1
+  end
+  if lines[i] and lines[i] == table.concat(fields, "\t") then
+    info.header = true
+    i = i + 1
+  end
+  local rows = {}
+  for n = i, #lines do
+    local line = lines[n]
+    local total = line:match("^Total rows:%s*(%d+)%s*$")
+    if total then
+      info.total = math.tointeger(tonumber(total))
+      if n ~= #lines then return nil, "Direct report: text after the 'Total rows' line (line " .. (n + 1) .. ")" end
+    elseif line ~= "" then
+      local cols = split_tabs(line)
+      if #cols ~= #fields then
+        return nil, string.format("Direct report line %d has %d columns, expected %d (%s): %q", n, #cols, #fields,
+          table.concat(fields, ","), line:sub(1, 120))
+      end
+      local row = {}
+      for k, f in ipairs(fields) do row[f] = cols[k] end
+      rows[#rows + 1] = row
+    end
+  end
+  if info.total and info.total ~= #rows then
+    return nil, string.format("Direct report says 'Total rows: %d' but has %d rows (truncated body?)", info.total, #rows)
+  end
+  return rows, info
+end
+
+function M.count(s)
+  if type(s) == "number" then return math.tointeger(s) or 0 end
+  if type(s) ~= "string" then return 0 end
+  local d = s:match("^%s*(%d+)%s*$")
+  return d and math.tointeger(tonumber(d)) or 0
+end
+
+local function is_null(s)
+  return s == nil or s == "" or s:match("^%s*%-%-%s*$") ~= nil
+end
+
+-- Non-negative integer text of at most 18 digits -> integer (exact in 64 bits).
+local function digits_int(d)
+  d = d:gsub("^0+", "")
+  if d == "" then return 0 end
+  if #d > 18 then return nil end
+  return math.tointeger(tonumber(d))
+end
+
+local function cents_text(neg, cents)
+  local s = string.format("%d.%02d", cents // 100, cents % 100)
+  if neg and cents ~= 0 then s = "-" .. s end
+  return s
+end
+
+function M.micros(s)
+  if type(s) == "number" and math.type(s) == "integer" then s = tostring(s) end
+  if type(s) ~= "string" then return nil, "micros: not a string" end
+  if is_null(s) then return "0.00" end
+  local sign, d = s:match("^%s*([%-+]?)(%d+)%s*$")
+  if not d then return nil, "invalid micros '" .. s .. "'" end
+  local v = digits_int(d)
+  if not v then return nil, "micros value too large '" .. s .. "'" end
+  -- 1 kopeck = 10,000 micros; Direct already rounds to 10,000, so this only guards odd input.
+  return cents_text(sign == "-", (v + 5000) // 10000)
+end
+
+function M.dec2(s)
+  if type(s) ~= "string" then return nil, "decimal: not a string" end
+  if is_null(s) then return "0.00" end
+  local sign, ip, fp = s:match("^%s*([%-+]?)(%d*)%.?(%d*)%s*$")
+  if not sign or (ip == "" and fp == "") then return nil, "invalid decimal '" .. s .. "'" end
+  local i = digits_int(ip)
+  if not i or i > 90000000000000000 // 100 then return nil, "decimal too large '" .. s .. "'" end
+  fp = fp .. "000"
+  local cents = i * 100 + tonumber(fp:sub(1, 2))
+  if tonumber(fp:sub(3, 3)) >= 5 then cents = cents + 1 end
+  return cents_text(sign == "-", cents)
+end
+
+function M.money(s)
+  if type(s) == "string" and s:find(".", 1, true) then return M.dec2(s) end
+  return M.micros(s)
+end
+
+return M

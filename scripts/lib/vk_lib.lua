@@ -1,0 +1,112 @@
+-- vk_lib.lua — pure helpers of scripts/vk_ads.lua (no I/O): chunking, API error decoding, and the
+-- mapping of VK Ads v2 / legacy statistics to fact_vk_ads_daily rows.
+local tsv = require("direct_tsv") -- dec2: exact decimal text with 2 fraction digits
+local M = {}
+
+-- chunks({1,2,3,4,5}, 2) -> {{1,2},{3,4},{5}}
+function M.chunks(list, n)
+  local out, cur = {}, nil
+  for i, v in ipairs(list) do
+    if (i - 1) % n == 0 then
+      cur = {}
+      out[#out + 1] = cur
+    end
+    cur[#cur + 1] = v
+  end
+  return out
+end
+
+-- date_chunks("2025-01-01", "2025-06-30", 92) -> {{from, to}, ...}, each at most max_days long
+function M.date_chunks(since, to, max_days)
+  local out = {}
+  local from = since
+  while time.days_between(from, to) >= 0 do
+    local last = time.add_days(from, max_days - 1)
+    if time.days_between(last, to) < 0 then last = to end
+    out[#out + 1] = { from, last }
+    from = time.add_days(last, 1)
+  end
+  return out
+end
+
+-- Every date from `since` to `to`, inclusive.
+function M.dates(since, to)
+  local out, d = {}, since
+  while time.days_between(d, to) >= 0 do
+    out[#out + 1] = d
+    d = time.add_days(d, 1)
+  end
+  return out
+end
+
+-- VK money ("23328.92", "86.4", "0", or a number from the legacy API) -> "23328.92"
+function M.money(v)
+  if type(v) == "number" then
+    if math.type(v) == "integer" then return string.format("%d.00", v) end
+    v = text.decimal(v) -- a float already; 15 significant digits is what it can carry
+  end
+  if v == nil or v == json.null then return "0.00" end
+  local s, err = tsv.dec2(tostring(v))
+  if not s then error("VK money value: " .. err, 2) end
+  return s
+end
+
+function M.int(v)
+  if type(v) == "number" then return math.tointeger(v) or math.floor(v) end
+  if type(v) == "string" then return math.tointeger(tonumber(v)) or 0 end
+  return 0
+end
+
+-- VK Ads v2 error body -> code, message. Statistics: {"error":{"code","message"}};
+-- auth: {"code","message"}; token endpoint: {"error","error_description"}.
+function M.v2_error(body)
+  local doc = type(body) == "string" and json.decode(body) or body
+  if type(doc) ~= "table" then return nil, nil end
+  local e = doc.error
+  if type(e) == "table" then return e.code and tostring(e.code), e.message and tostring(e.message) end
+  if type(e) == "string" then return e, doc.error_description end
+  if type(doc.code) == "string" then return doc.code, doc.message end
+  return nil, nil
+end
+
+-- Error codes of v2 statistics that concern the ids of the request.
+function M.is_id_error(code)
+  return code == "ERR_ACCESS_DENIED" or (type(code) == "string" and code:match("^ERR_WRONG_")
+    and code ~= "ERR_WRONG_DATE" and code ~= "ERR_WRONG_PARAMETER" and code ~= "ERR_WRONG_RESOURCE") or false
+end
+
+-- Which of `ids` a message names ("Wrong banners ids: 5,7" -> {5, 7}).
+function M.ids_named(msg, ids)
+  local found = {}
+  if type(msg) ~= "string" then return found end
+  local set = {}
+  for num in msg:gmatch("%d+") do set[num] = true end
+  for _, id in ipairs(ids) do
+    if set[tostring(id)] then found[#found + 1] = id end
+  end
+  return found
+end
+
+-- Legacy API body -> nil | {code=, msg=}
+function M.legacy_error(doc)
+  if type(doc) ~= "table" or type(doc.error) ~= "table" then return nil end
+  return { code = M.int(doc.error.error_code), msg = tostring(doc.error.error_msg or "") }
+end
+
+-- Legacy error code -> "retry" (slow down and retry), "stop" (fail), with the reason.
+function M.legacy_action(code)
+  if code == 6 then return "retry", "too many requests per second" end
+  if code == 9 then return "retry", "flood control" end
+  if code == 10 or code == 1 then return "retry", "internal server error" end
+  if code == 601 then return "stop", "daily request limit reached; retry tomorrow" end
+  if code == 5 then return "stop", "authorization failed: check VK_TOKEN (a user token with the ads scope)" end
+  return "stop", nil
+end
+
+-- One v2 "rows" entry {date, base={shows, clicks, spent}} -> impressions, clicks, spent
+function M.v2_measures(r)
+  local b = type(r) == "table" and type(r.base) == "table" and r.base or {}
+  return M.int(b.shows), M.int(b.clicks), M.money(b.spent)
+end
+
+return M

@@ -1,0 +1,63 @@
+-- scripts/lib/vk_lib.lua: chunking, VK error decoding, money.
+local function lib(name)
+  local path = "scripts/lib/" .. name .. ".lua"
+  local env = setmetatable({}, { __index = _G })
+  env.require = lib
+  return assert(load(assert(io.read_file(path)), "@" .. path, "t", env))()
+end
+local vk = lib("vk_lib")
+local function eq(a, b, what)
+  if a ~= b then error(string.format("%s: expected %q, got %q", what or "value", tostring(b), tostring(a)), 2) end
+end
+
+-- ids in chunks of <= 200
+local ids = {}
+for i = 1, 401 do ids[i] = i end
+local ch = vk.chunks(ids, 200)
+eq(#ch, 3) eq(#ch[1], 200) eq(#ch[3], 1) eq(ch[3][1], 401)
+eq(#vk.chunks({}, 200), 0)
+
+-- date ranges in chunks of <= 92 days, inclusive, no gaps or overlaps
+local dc = vk.date_chunks("2025-01-01", "2025-06-30", 92)
+eq(#dc, 2) eq(dc[1][1], "2025-01-01") eq(dc[1][2], "2025-04-02") eq(dc[2][1], "2025-04-03") eq(dc[2][2], "2025-06-30")
+dc = vk.date_chunks("2025-11-05", "2025-11-05", 92)
+eq(#dc, 1) eq(dc[1][2], "2025-11-05")
+eq(#vk.date_chunks("2025-01-01", "2025-04-02", 92), 1, "exactly 92 days")
+eq(#vk.dates("2025-02-27", "2025-03-02"), 4)
+
+-- money: VK sends decimal strings; trailing zeros dropped
+eq(vk.money("23328.92"), "23328.92") eq(vk.money("86.4"), "86.40") eq(vk.money("0"), "0.00")
+eq(vk.money(150), "150.00", "legacy integer") eq(vk.money("150.00"), "150.00") eq(vk.money(nil), "0.00")
+eq(vk.money(12.5), "12.50", "float from JSON")
+local ok, err = pcall(vk.money, "abc")
+assert(not ok and tostring(err):find("invalid decimal"), tostring(err))
+
+-- v2 errors
+local code, msg = vk.v2_error('{"error":{"message":"Wrong banners ids: 5,7","code":"ERR_WRONG_BANNERS"}}')
+eq(code, "ERR_WRONG_BANNERS") eq(msg, "Wrong banners ids: 5,7")
+code, msg = vk.v2_error('{"code":"expired_token","message":"Access token is expired"}')
+eq(code, "expired_token")
+code = vk.v2_error('{"error":"invalid_request","error_description":"Active access token limit reached"}')
+eq(code, "invalid_request")
+eq(vk.v2_error("<html>"), nil)
+eq(vk.is_id_error("ERR_WRONG_BANNERS"), true) eq(vk.is_id_error("ERR_WRONG_ADPLANS"), true)
+eq(vk.is_id_error("ERR_ACCESS_DENIED"), true) eq(vk.is_id_error("ERR_WRONG_DATE"), false)
+eq(vk.is_id_error("ERR_WRONG_PARAMETER"), false) eq(vk.is_id_error(nil), false)
+local named = vk.ids_named("Wrong banners ids: 5,7", { 5, 6, 7, 55 })
+eq(#named, 2) eq(named[1], 5) eq(named[2], 7)
+eq(#vk.ids_named("Injected error", { 5 }), 0)
+
+-- v2 measures
+local imp, clk, spent = vk.v2_measures({ date = "2025-11-01", base = { shows = 75881, clicks = 270, spent = "23328.92" } })
+eq(imp, 75881) eq(clk, 270) eq(spent, "23328.92")
+imp, clk, spent = vk.v2_measures({ date = "2025-11-01", base = {} })
+eq(imp, 0) eq(spent, "0.00")
+
+-- legacy errors: 6/9 slow down, 601 stop for the day, 5 auth
+local e = vk.legacy_error({ error = { error_code = 9, error_msg = "Flood control" } })
+eq(e.code, 9) eq(vk.legacy_action(9), "retry") eq(vk.legacy_action(6), "retry")
+local action, why = vk.legacy_action(601)
+eq(action, "stop") assert(why:find("tomorrow"))
+action, why = vk.legacy_action(5)
+eq(action, "stop") assert(why:find("VK_TOKEN"))
+eq(vk.legacy_error({ response = {} }), nil)

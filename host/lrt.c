@@ -289,6 +289,8 @@ int zh_lrt_open(zh_host *h) {
     register_module(L, env, "log", zh_open_log);
     register_module(L, env, "job", zh_open_job);
     register_module(L, env, "ch", zh_open_ch);
+    register_module(L, env, "mail", zh_open_mail);
+    register_module(L, env, "fs", zh_open_fs);
     lua_getfield(L, env, "task");
     lua_getfield(L, -1, "sleep");
     lua_setfield(L, env, "sleep");

@@ -1,6 +1,7 @@
-/* l_fs.c — owns the Lua `fs` module: read-only directory listing, so a job can find the files it
- * loads at run time (the alerts job reads one rule per file from scripts/alerts/, and editing or
- * adding a rule needs no restart). Nothing here writes: scripts still cannot change the disk. */
+/* l_fs.c — owns the Lua `fs` module: read-only directory listing and the running script's
+ * directory, so a job can find the files it loads at run time (the alerts job reads one rule per
+ * file from scripts/alerts/, and editing or adding a rule needs no restart). Nothing here
+ * writes: scripts still cannot change the disk. */
 #include "zh.h"
 #include <lauxlib.h>
 #include <dirent.h>
@@ -59,8 +60,15 @@ static int l_list(lua_State *L) {
     return 1;
 }
 
+/* fs.script_dir() -> directory of the running script ("scripts"), for files that sit beside it */
+static int l_script_dir(lua_State *L) {
+    const char *d = zh_host_of(L)->scripts_dir;
+    lua_pushstring(L, d ? d : "scripts");
+    return 1;
+}
+
 int zh_open_fs(lua_State *L) {
-    static const luaL_Reg fns[] = {{"list", l_list}, {NULL, NULL}};
+    static const luaL_Reg fns[] = {{"list", l_list}, {"script_dir", l_script_dir}, {NULL, NULL}};
     luaL_newlib(L, fns);
     return 1;
 }

@@ -9,13 +9,13 @@
 #include "l_mail.h"
 #include "curl_uv.h"
 #include "log.h"
-#include "run.h"
 #include "task.h"
 #include <lauxlib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 /* ---- message building ---- */
@@ -88,6 +88,8 @@ void zh_mail_encode_header(zh_buf *out, const char *s, size_t used) {
 
 char *zh_mail_address(const char *s) {
     if (!s) return NULL;
+    for (const char *p = s; *p; p++)
+        if ((unsigned char)*p < 0x20) return NULL; /* a line break anywhere is an injection attempt */
     const char *lt = strrchr(s, '<'), *b = s, *e;
     if (lt) {
         b = lt + 1;
@@ -138,6 +140,22 @@ static void add_mailbox(zh_buf *out, const char *spec, const char *addr, size_t 
         free(name);
     }
     zh_buf_printf(out, "<%s>", addr);
+}
+
+/* 128 random bits as hex, for Message-IDs (unique, not secret). */
+static void random_hex(char out[33]) {
+    unsigned char b[16];
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    ssize_t got = fd >= 0 ? read(fd, b, sizeof b) : -1;
+    if (fd >= 0) close(fd);
+    if (got != (ssize_t)sizeof b) {
+        uint64_t x = (uint64_t)(zh_now_wall() * 1e6) ^ (uint64_t)getpid() << 40 ^ (uint64_t)(uintptr_t)out;
+        for (int i = 0; i < 16; i++) {
+            x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+            b[i] = (unsigned char)(x >> 56);
+        }
+    }
+    for (int i = 0; i < 16; i++) snprintf(out + 2 * i, 3, "%02x", b[i]);
 }
 
 static void add_date(zh_buf *out, double epoch) {
@@ -200,8 +218,8 @@ const char *zh_mail_build(const zh_mail_msg *m, zh_buf *out) {
     if (m->message_id) {
         zh_buf_printf(out, "Message-ID: <%s>\r\n", m->message_id);
     } else {
-        char id[37];
-        zh_uuid4(id);
+        char id[33];
+        random_hex(id);
         zh_buf_printf(out, "Message-ID: <%s.%lld@%s>\r\n", id, (long long)m->date, domain);
     }
     zh_buf_adds(out, "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n");

@@ -343,7 +343,17 @@ static int op_push(zh_pending *p, lua_State *co) {
     return n;
 }
 
-static void op_abort(zh_pending *p) { op_free((mail_op *)p); }
+static void op_abort(zh_pending *p) {
+    mail_op *op = (mail_op *)p;
+    /* Removing a running SMTP transfer makes libcurl close the connection with a QUIT it waits
+     * for synchronously, up to the transfer's time left: an expired timeout makes it give up at
+     * once instead of stalling the loop. */
+    if (op->x && op->x->running) {
+        curl_easy_setopt(op->x->easy, CURLOPT_TIMEOUT_MS, 1L);
+        curl_easy_setopt(op->x->easy, CURLOPT_SERVER_RESPONSE_TIMEOUT, 1L);
+    }
+    op_free(op);
+}
 
 /* ---- Lua ---- */
 
@@ -528,6 +538,9 @@ static int l_send(lua_State *L) {
     curl_easy_setopt(e, CURLOPT_READDATA, op);
     curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)op->msg.len);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(timeout * 1000));
+    /* One connection per message: an idle SMTP connection left in the shared cache would be
+     * closed later, with a blocking QUIT, in the middle of some unrelated transfer. */
+    curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
     if (user && *user) curl_easy_setopt(e, CURLOPT_USERNAME, user);
     if (password) curl_easy_setopt(e, CURLOPT_PASSWORD, password);
     if (cafile) curl_easy_setopt(e, CURLOPT_CAINFO, cafile);

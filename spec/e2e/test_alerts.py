@@ -468,5 +468,51 @@ class TestAlerts(AlertsCase):
         self.assertNotIn("s3cret-pass", p.stderr)
 
 
+class TestMailModule(unittest.TestCase):
+    """mail.send against a server that accepts connections and never answers."""
+
+    def setUp(self):
+        self.srv = socket.socket()
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(8)
+        self.port = self.srv.getsockname()[1]
+        self.tmp = tempfile.mkdtemp(prefix="zt-mail-")
+
+    def tearDown(self):
+        self.srv.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def run_lua(self, code, *args):
+        path = os.path.join(self.tmp, "m.lua")
+        with open(path, "w") as f:
+            f.write(code)
+        t0 = time.time()
+        p = subprocess.run([BIN, "run", path, "--dry-run"] + list(args), capture_output=True, text=True, timeout=60)
+        return p, time.time() - t0
+
+    def test_timeout_returns_nil_err(self):
+        p, took = self.run_lua('local ok, err = mail.send{host="127.0.0.1", port=%d, tls="none", from="a@b.cc", '
+                               'to="x@y.zz", subject="s", text="t", timeout=1}\n'
+                               'assert(ok == nil and err:find("timeout"), err)\n' % self.port)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertLess(took, 10)
+
+    def test_cancelled_run_does_not_wait_for_the_server(self):
+        p, took = self.run_lua('mail.send{host="127.0.0.1", port=%d, tls="none", from="a@b.cc", to="x@y.zz", '
+                               'subject="s", text="t", timeout=30}\n' % self.port, "--timeout", "1")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("timed out after 1 s", p.stderr)
+        self.assertLess(took, 8)
+
+    def test_misuse_raises(self):
+        p, _ = self.run_lua('mail.send{host="127.0.0.1", tls="ssl", from="a@b.cc", to="x@y.zz", subject="s", text="t"}\n')
+        self.assertEqual(p.returncode, 1)
+        self.assertIn('tls must be "starttls", "smtps" or "none"', p.stderr)
+        p, _ = self.run_lua('mail.send{host="127.0.0.1", from="a@b.cc", to="x@y.zz\\r\\nRCPT TO:<e@vil.cc>", '
+                            'subject="s", text="t"}\n')
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("not an e-mail address", p.stderr)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -67,10 +67,35 @@ def setUpModule():
     CH_URL = out.stdout.strip().splitlines()[-1]
 
 
+def _server_pids(ch_dir):
+    """PIDs of the ClickHouse started on ch_dir (its config path is unique to this test run)."""
+    needle = ("--config-file=%s/config.xml" % ch_dir).encode()
+    pids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open("/proc/%s/cmdline" % d, "rb") as f:
+                    if needle in f.read().split(b"\0"):
+                        pids.append(int(d))
+            except OSError:
+                pass
+    return pids
+
+
 def tearDownModule():
     if _CH_DIR:
         subprocess.run([os.path.join(SRC, "tools", "clickhouse-local.sh"), "stop", _CH_DIR], capture_output=True,
                        timeout=60)
+        # 18.16 does not always write the pid file the stop command relies on: stop it by PID.
+        pids = _server_pids(_CH_DIR)
+        for pid in pids:
+            os.kill(pid, 15)
+        deadline = time.time() + 30
+        while pids and time.time() < deadline:
+            pids = [p for p in pids if os.path.exists("/proc/%d" % p)]
+            time.sleep(0.2)
+        for pid in pids:
+            os.kill(pid, 9)
         shutil.rmtree(_CH_DIR, ignore_errors=True)
 
 

@@ -421,6 +421,23 @@ static int l_database(lua_State *L) {
     return 1;
 }
 
+/* ch.spool_status() -> { dir=, files=, rows=, bytes= }: what waits in the spool for replay */
+static int l_spool_status(lua_State *L) {
+    zh_host *h = zh_host_of(L);
+    zh_spool_info info;
+    zh_spool_stat(h->spool_dir, &info);
+    lua_createtable(L, 0, 4);
+    lua_pushstring(L, h->spool_dir);
+    lua_setfield(L, -2, "dir");
+    lua_pushinteger(L, info.files);
+    lua_setfield(L, -2, "files");
+    lua_pushinteger(L, (lua_Integer)info.rows);
+    lua_setfield(L, -2, "rows");
+    lua_pushinteger(L, (lua_Integer)info.bytes);
+    lua_setfield(L, -2, "bytes");
+    return 1;
+}
+
 int zh_open_ch(lua_State *L) {
     if (luaL_newmetatable(L, SINK_MT)) {
         static const luaL_Reg m[] = {
@@ -435,7 +452,8 @@ int zh_open_ch(lua_State *L) {
     }
     lua_pop(L, 1);
     static const luaL_Reg fns[] = {
-        {"query", l_query}, {"exec", l_exec}, {"sink", l_sink}, {"quote", l_quote}, {"database", l_database}, {NULL, NULL},
+        {"query", l_query}, {"exec", l_exec}, {"sink", l_sink}, {"quote", l_quote}, {"database", l_database},
+        {"spool_status", l_spool_status}, {NULL, NULL},
     };
     luaL_newlib(L, fns);
     return 1;

@@ -292,6 +292,8 @@ int zh_lrt_open(zh_host *h) {
     register_module(L, env, "time", zh_open_time);
     register_module(L, env, "text", zh_open_text);
     register_module(L, env, "oauth2", zh_open_oauth2);
+    register_module(L, env, "mail", zh_open_mail);
+    register_module(L, env, "fs", zh_open_fs);
     lua_getfield(L, env, "task");
     lua_getfield(L, -1, "sleep");
     lua_setfield(L, env, "sleep");

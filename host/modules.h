@@ -14,5 +14,7 @@ int zh_open_text(lua_State *L);   /* l_text.c */
 int zh_open_ch(lua_State *L);     /* l_ch.c */
 int zh_open_oauth2(lua_State *L); /* oauth2.c */
 int zh_open_secrets(lua_State *L);/* secrets.c */
+int zh_open_mail(lua_State *L);   /* l_mail.c */
+int zh_open_fs(lua_State *L);     /* l_fs.c */
 
 #endif

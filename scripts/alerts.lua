@@ -1,0 +1,275 @@
+-- zhost: job=alerts secrets=alerts
+-- The alerts job (every 2 hours): evaluates every rule in scripts/alerts/*.lua, dedups the
+-- firing conditions against zakaz.alert_state, e-mails one digest per cycle, and stores every
+-- notification in zakaz.alerts. See docs/alerts.md.
+--
+-- Options: --rules DIR (rule files), --only r1,r2 (evaluate only these rules),
+--          --repeat-hours H (default ALERT_REPEAT_HOURS or 24).
+local alerting = require("alerting")
+
+local now = os.time()
+local args = job.args
+
+-- job:env(k) without a default returns the secrets table itself when k is missing (run.c keeps
+-- the wrong stack slot), so a default is always passed.
+local function env(k, default)
+  local v = job:env(k, false)
+  if not v or v == "" then return default end
+  return v
+end
+
+local repeat_hours = tonumber(args["repeat-hours"] or env("ALERT_REPEAT_HOURS", "24")) or 24
+local retry_days = tonumber(env("ALERT_RETRY_DAYS", "7")) or 7
+local rules_dir = args.rules or env("ALERT_RULES_DIR", fs.script_dir() .. "/alerts")
+local only
+if args.only then
+  only = {}
+  for name in tostring(args.only):gmatch("[^,%s]+") do only[name] = true end
+end
+
+-- ---- SMTP settings (secrets/.env.alerts) ----
+local function truthy(v) return v == "1" or v == "true" or v == "yes" or v == "on" end
+local smtp_host = env("SMTP_HOST")
+local smtp_user = env("SMTP_USER")
+local smtp_tls = env("SMTP_TLS") -- "starttls" | "smtps" | "none"; overrides SMTP_USE_TLS
+if not smtp_tls then
+  local use_tls = env("SMTP_USE_TLS", "true"):lower()
+  smtp_tls = truthy(use_tls) and "starttls" or "none"
+end
+local smtp = nil
+local recipients = env("ALERT_EMAIL_TO")
+if smtp_host and recipients then
+  smtp = {
+    host = smtp_host, port = tonumber(env("SMTP_PORT", "587")), user = smtp_user,
+    password = env("SMTP_PASSWORD"), tls = smtp_tls, from = env("ALERT_EMAIL_FROM", smtp_user),
+    to = recipients, timeout = tonumber(env("SMTP_TIMEOUT", "60")),
+    insecure = truthy(env("SMTP_INSECURE", "false")), cafile = env("SMTP_CAFILE"),
+  }
+  if not smtp.from then
+    log.warn("ALERT_EMAIL_FROM and SMTP_USER are both empty; cannot send alerts", {})
+    smtp = nil
+  end
+end
+
+-- ---- ClickHouse ----
+local ch_ok, ch_err = ch.query("SELECT 1 AS ok")
+ch_ok = ch_ok ~= nil
+local spool = ch.spool_status()
+
+-- ---- rules ----
+local rules, load_errors = {}, {}
+local names, lerr = fs.list(rules_dir, ".lua")
+if not names then error("cannot list the alert rules: " .. lerr) end
+for _, file in ipairs(names) do
+  local path = rules_dir .. "/" .. file
+  local stem = file:gsub("%.lua$", "")
+  if not only or only[stem] then
+    local code, rerr = io.read_file(path)
+    local rule, err
+    if code then rule, err = alerting.load_rule(code, path) else err = rerr end
+    if rule then
+      rules[#rules + 1] = rule
+    else
+      load_errors[stem] = err
+      log.error("alert rule does not load", { file = path, error = err })
+    end
+  end
+end
+
+local ctx = {
+  now = now,
+  clickhouse_ok = ch_ok,
+  clickhouse_error = ch_err,
+  spool = spool,
+  quote = ch.quote,
+  job_hint = alerting.job_hint,
+  -- Rows of a query; raises on failure so the rule counts as not evaluated.
+  query = function(sql)
+    local rows, err = ch.query(sql)
+    if not rows then error(err, 0) end
+    return rows
+  end,
+}
+
+local results = {}
+local rule_errors, evaluated = {}, {}
+for stem, err in pairs(load_errors) do
+  evaluated[stem] = true
+  rule_errors[#rule_errors + 1] = { subject = stem, title = "правило алертов " .. stem .. " не работает", message = err,
+    hint = "zhost check " .. rules_dir .. "/" .. stem .. ".lua" }
+end
+for _, rule in ipairs(rules) do
+  if rule.needs_clickhouse and not ch_ok then
+    log.info("alert rule skipped: ClickHouse is unreachable", { rule = rule.name })
+  else
+    local cfg = alerting.configure(rule.name, rule.config, function(k) return env(k) end)
+    local ok, list = pcall(rule.check, ctx, cfg)
+    local findings, ferr
+    if ok then findings, ferr = alerting.normalize_findings(rule, list) else ferr = tostring(list) end
+    local stem = rule.file:match("([^/]+)%.lua$")
+    evaluated[stem] = true
+    if ok and list == false then
+      -- The rule cannot tell this cycle: its alerts stay as they are.
+      log.info("alert rule abstained", { rule = rule.name })
+    elseif findings then
+      results[rule.name] = { ok = true, findings = findings }
+      job:metric("rules_ok")
+    else
+      results[rule.name] = { ok = false, error = ferr }
+      log.error("alert rule failed", { rule = rule.name, error = ferr })
+      -- A failure caused by ClickHouse itself is the clickhouse_down rule's business.
+      if ch_ok then
+        rule_errors[#rule_errors + 1] = { subject = stem, title = "правило алертов " .. stem .. " не работает",
+          message = ferr, hint = "zhost check " .. rule.file }
+      end
+    end
+  end
+end
+-- Broken rules alert too, so a typo cannot silently switch alerting off; only rules that were
+-- looked at this cycle can resolve their rule_error alert.
+do
+  local pseudo = { name = "rule_error", severity = "warning" }
+  results.rule_error = { ok = true, findings = alerting.normalize_findings(pseudo, rule_errors), scope = evaluated }
+end
+
+-- ---- state: stored rows, plus rows still waiting in the spool ----
+local db = ch.database()
+local function spooled(table_name)
+  local out = {}
+  local files = fs.list(spool.dir, ".jsonl") or {}
+  local prefix = db .. "." .. table_name .. "~"
+  for _, f in ipairs(files) do
+    if f:sub(1, #prefix) == prefix then
+      local text = io.read_file(spool.dir .. "/" .. f)
+      for _, r in ipairs(alerting.parse_jsonl(text)) do out[#out + 1] = r end
+    end
+  end
+  return out
+end
+
+local stored_state, stored_alerts = {}, {}
+local retry_since = now - math.floor(retry_days * 86400)
+if ch_ok then
+  local rows, err = ch.query([[
+    SELECT rule, subject, state, severity, toUnixTimestamp(first_seen) AS t_first_seen,
+           toUnixTimestamp(last_seen) AS t_last_seen, toUnixTimestamp(ifNull(last_sent, toDateTime(0))) AS t_last_sent,
+           sent_count, toUnixTimestamp(ifNull(resolved_at, toDateTime(0))) AS t_resolved_at, last_alert_id,
+           fingerprint, details, last_ver
+    FROM zakaz.v_alert_state]])
+  if not rows then error("cannot read zakaz.v_alert_state: " .. err) end
+  -- Aliases differ from the column names: 18.16 rejects "f(x) AS x" as a cyclic alias.
+  for _, r in ipairs(rows) do
+    r.first_seen, r.last_seen, r.last_sent, r.resolved_at = r.t_first_seen, r.t_last_seen, r.t_last_sent, r.t_resolved_at
+  end
+  stored_state = rows
+  rows, err = ch.query(([[
+    SELECT alert_id, toUnixTimestamp(min(created_at)) AS t_created, any(job) AS a_job, any(rule) AS a_rule,
+           any(subject) AS a_subject, any(alert_type) AS a_type, any(title) AS a_title, any(message) AS a_message,
+           any(details) AS a_details, max(delivered) AS max_delivered
+    FROM zakaz.alerts
+    WHERE created_at >= toDateTime(%d) AND channel = 'email'
+    GROUP BY alert_id
+    HAVING max_delivered = 0]]):format(retry_since))
+  if not rows then error("cannot read zakaz.alerts: " .. err) end
+  for i, r in ipairs(rows) do
+    rows[i] = { alert_id = r.alert_id, created_at = r.t_created, job = r.a_job, rule = r.a_rule, subject = r.a_subject,
+      alert_type = r.a_type, title = r.a_title, message = r.a_message, details = r.a_details, delivered = r.max_delivered }
+  end
+  stored_alerts = rows
+end
+local state = alerting.merge_states({ stored_state, spooled("alert_state") })
+local pending = alerting.pending_from_rows({ stored_alerts, spooled("alerts") }, retry_since)
+
+local plan = alerting.plan({
+  now = now, repeat_s = repeat_hours * 3600, results = results, state = state, pending = pending,
+})
+local notes = plan.notes
+job:set("alerts_firing", 0)
+for _, r in pairs(results) do
+  if r.ok then job:metric("alerts_firing", #r.findings) end
+end
+job:set("notifications", #notes)
+
+-- ---- delivery ----
+local delivered, send_err = false, nil
+if #notes > 0 then
+  local subject, text = alerting.render(notes, { now = now, repeat_hours = repeat_hours })
+  if job.dry_run then
+    io.write(mail.message({ from = smtp and smtp.from or "zhost@localhost", to = smtp and smtp.to or "nobody@localhost",
+      subject = subject, text = text }), "\n")
+  elseif not smtp then
+    log.warn("no SMTP settings: alerts are stored but not e-mailed",
+      { notifications = #notes, need = "SMTP_HOST and ALERT_EMAIL_TO in .env.alerts" })
+    send_err = "no SMTP settings"
+  else
+    local msg = { subject = subject, text = text }
+    for k, v in pairs(smtp) do msg[k] = v end
+    local ok, res, err = pcall(mail.send, msg)
+    if ok and res then
+      delivered = true
+      log.info("alert mail sent", { notifications = #notes, to = smtp.to })
+    else
+      send_err = ok and err or tostring(res)
+      log.error("alert mail not delivered; retrying next cycle", { error = send_err, notifications = #notes })
+    end
+  end
+end
+if delivered then alerting.mark_delivered(plan, state, now) end
+
+-- ---- storage ----
+local function open_sink(name)
+  local s, err = ch.sink(name)
+  if not s then log.error("cannot store alerts", { table = name, error = err }) end
+  return s, err
+end
+local store_err
+local sink_alerts = open_sink("zakaz.alerts")
+local sink_state = open_sink("zakaz.alert_state")
+if sink_alerts then
+  for _, n in ipairs(notes) do
+    -- A retried notification is stored again under the same alert_id and created_at: the
+    -- ReplacingMergeTree keeps one row, now with delivered = 1. An undelivered one is already there.
+    if n.kind ~= "retry" or delivered then
+      sink_alerts:add({
+        alert_id = n.alert_id, created_at = n.created_at, job = n.job or "", rule = n.rule, subject = n.subject,
+        alert_type = n.type, title = n.title, message = n.message, details = n.details, channel = "email",
+        delivered = delivered and 1 or 0, acknowledged = 0, acknowledged_by = "",
+      })
+    end
+  end
+  local ok, err = sink_alerts:close()
+  if not ok then store_err = err end
+elseif #notes > 0 then
+  store_err = "zakaz.alerts unavailable"
+end
+if sink_state then
+  for id, s in pairs(plan.states) do
+    -- Versions are unix ms, but two cycles can start in the same second: always go past the
+    -- version that was read, so the newer row wins in v_alert_state.
+    local ver = math.floor(now * 1000)
+    if state[id] and state[id].ver >= ver then ver = state[id].ver + 1 end
+    sink_state:add({
+      rule = s.rule, subject = s.subject, state = s.state, severity = s.severity, first_seen = s.first_seen,
+      last_seen = s.last_seen, last_sent = s.last_sent, sent_count = s.sent_count, resolved_at = s.resolved_at,
+      last_alert_id = s.last_alert_id, fingerprint = s.fingerprint, details = s.details, _ver = ver,
+    })
+  end
+  local ok, err = sink_state:close()
+  if not ok then store_err = store_err or err end
+end
+
+local counts = { new = 0, ["repeat"] = 0, resolved = 0, retry = 0 }
+for _, n in ipairs(notes) do counts[n.kind] = counts[n.kind] + 1 end
+job:set("new", counts.new)
+job:set("repeated", counts["repeat"])
+job:set("resolved", counts.resolved)
+job:set("retried", counts.retry)
+job:set("delivered", delivered)
+log.info("alerts cycle done", { new = counts.new, ["repeat"] = counts["repeat"], resolved = counts.resolved,
+  retry = counts.retry, delivered = delivered, clickhouse = ch_ok })
+if send_err and smtp then
+  error("alert mail not delivered (the alerts stay unsent and are retried next cycle): " .. send_err, 0)
+end
+if store_err then error("alerts not stored: " .. store_err, 0) end
+job:message(("%d new, %d repeated, %d resolved, %d retried"):format(counts.new, counts["repeat"], counts.resolved,
+  counts.retry))

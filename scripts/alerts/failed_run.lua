@@ -1,0 +1,33 @@
+-- failed_run: a job's latest finished run (within the window) ended in error.
+-- Identity failed_run:<job>. Resolves when the job's latest run succeeds.
+-- Config (or ALERT_FAILED_RUN_WINDOW_HOURS, ALERT_FAILED_RUN_EXCLUDE_<JOB>):
+return {
+  severity = "error",
+  config = {
+    window_hours = 24,            -- only runs started within this many hours count
+    exclude = { alerts = true },  -- jobs never alerted on (the alerts job reports its own failures in its log)
+  },
+  check = function(ctx, cfg)
+    local since = ctx.now - math.floor(cfg.window_hours * 3600)
+    local rows = ctx.query(([[
+      SELECT job, argMax(status, started_at) AS last_status, argMax(message, started_at) AS last_message,
+             argMax(run_id, started_at) AS last_run_id, toUnixTimestamp(max(started_at)) AS last_started
+      FROM zakaz.meta_job_runs
+      WHERE started_at >= toDateTime(%d) AND status != 'running'
+      GROUP BY job
+      ORDER BY job]]):format(since))
+    local out = {}
+    for _, r in ipairs(rows) do
+      if r.last_status == "error" and not cfg.exclude[r.job] then
+        out[#out + 1] = {
+          subject = r.job, job = r.job,
+          title = r.job .. ": последний запуск завершился ошибкой",
+          message = r.last_message ~= "" and r.last_message or "(без сообщения)",
+          hint = ctx.job_hint(r.job),
+          details = { run_id = r.last_run_id, started_at = r.last_started, status = r.last_status },
+        }
+      end
+    end
+    return out
+  end,
+}

@@ -1,0 +1,110 @@
+-- Spec of the shipped rules in scripts/alerts/: each rule's check() against a stub ctx whose
+-- query() returns canned rows, so the SQL's consumers and the thresholds are checked without
+-- ClickHouse (the e2e test runs the same rules against a real server).
+local A = assert(load(assert(io.read_file("scripts/lib/alerting.lua")), "@scripts/lib/alerting.lua"))()
+local NOW = 1762160400
+
+local function rule(name)
+  local path = "scripts/alerts/" .. name .. ".lua"
+  return assert(A.load_rule(assert(io.read_file(path)), path))
+end
+
+local function ctx(rows, extra)
+  local c = {
+    now = NOW, clickhouse_ok = true, spool = { dir = "var/spool", files = 0, rows = 0, bytes = 0 },
+    quote = ch.quote, job_hint = A.job_hint, queries = {},
+  }
+  c.query = function(sql)
+    c.queries[#c.queries + 1] = sql
+    return rows
+  end
+  for k, v in pairs(extra or {}) do c[k] = v end
+  return c
+end
+
+local function run(name, c, env)
+  local r = rule(name)
+  local list = r.check(c, A.configure(r.name, r.config, function(k) return env and env[k] end))
+  if list == false then return false end
+  return assert(A.normalize_findings(r, list))
+end
+
+local function subjects(findings)
+  local s = {}
+  for _, f in ipairs(findings) do s[#s + 1] = f.id end
+  return table.concat(s, ",")
+end
+
+-- failed_run: only the latest run counts; excluded jobs are skipped; the window reaches the SQL
+local c = ctx({
+  { job = "qtickets", last_status = "error", last_message = "HTTP 503", last_run_id = "r1", last_started = NOW - 60 },
+  { job = "vk_ads", last_status = "success", last_message = "", last_run_id = "r2", last_started = NOW - 60 },
+  { job = "alerts", last_status = "error", last_message = "smtp", last_run_id = "r3", last_started = NOW - 60 },
+  { job = "direct", last_status = "error", last_message = "", last_run_id = "r4", last_started = NOW - 60 },
+})
+local fs_ = run("failed_run", c)
+assert(subjects(fs_) == "failed_run:qtickets,failed_run:direct", subjects(fs_))
+assert(fs_[1].message == "HTTP 503" and fs_[1].severity == "error" and fs_[1].job == "qtickets")
+assert(fs_[1].hint:find("zhost run scripts/qtickets.lua --days 1", 1, true))
+assert(fs_[2].message == "(без сообщения)")
+assert(c.queries[1]:find(("toDateTime(%d)"):format(NOW - 24 * 3600), 1, true), c.queries[1])
+c = ctx({})
+run("failed_run", c, { ALERT_FAILED_RUN_WINDOW_HOURS = "6" })
+assert(c.queries[1]:find(("toDateTime(%d)"):format(NOW - 6 * 3600), 1, true))
+
+-- stale_data: per-source thresholds, "no data at all", source → job
+c = ctx({
+  { source = "direct", latest = "2025-11-01", days_behind = 2, total_rows = 10 },
+  { source = "qtickets_sales", latest = "2025-10-30", days_behind = 4, total_rows = 10 },
+  { source = "vk_ads", latest = "", days_behind = 9999, total_rows = 0 },
+  { source = "new_feed", latest = "2025-10-31", days_behind = 3, total_rows = 1 },
+})
+fs_ = run("stale_data", c)
+assert(subjects(fs_) == "stale_data:qtickets_sales,stale_data:vk_ads,stale_data:new_feed", subjects(fs_))
+assert(fs_[1].job == "qtickets" and fs_[1].severity == "warning")
+assert(fs_[1].message:find("отставание 4 дн. (допустимо 2)", 1, true), fs_[1].message)
+assert(fs_[2].title == "vk_ads: данных нет")
+fs_ = run("stale_data", c, { ALERT_STALE_DATA_MAX_DAYS_QTICKETS_SALES = "5", ALERT_STALE_DATA_MAX_DAYS_DEFAULT = "3" })
+assert(subjects(fs_) == "stale_data:vk_ads", subjects(fs_))
+
+-- clickhouse_down: fires only when ClickHouse does not answer, and needs no ClickHouse itself
+assert(rule("clickhouse_down").needs_clickhouse == false)
+assert(#run("clickhouse_down", ctx({})) == 0)
+fs_ = run("clickhouse_down", ctx({}, { clickhouse_ok = false, clickhouse_error = "connection refused" }))
+assert(subjects(fs_) == "clickhouse_down:clickhouse" and fs_[1].message == "connection refused")
+
+-- spool_not_empty: abstains while ClickHouse is down
+assert(#run("spool_not_empty", ctx({})) == 0)
+fs_ = run("spool_not_empty", ctx({}, { spool = { dir = "var/spool", files = 2, rows = 40, bytes = 900 } }))
+assert(subjects(fs_) == "spool_not_empty:spool" and fs_[1].hint:find("zhost spool replay", 1, true))
+assert(run("spool_not_empty", ctx({}, { clickhouse_ok = false, spool = { dir = "d", files = 2, rows = 1, bytes = 1 } })) == false)
+
+-- repeated_failures: consecutive errors from the newest run back; a success breaks the streak
+c = ctx({
+  { job = "direct", status = "error", message = "e3", t = NOW - 10 },
+  { job = "direct", status = "error", message = "e2", t = NOW - 20 },
+  { job = "direct", status = "error", message = "e1", t = NOW - 30 },
+  { job = "vk_ads", status = "error", message = "x", t = NOW - 10 },
+  { job = "vk_ads", status = "error", message = "x", t = NOW - 20 },
+  { job = "vk_ads", status = "success", message = "", t = NOW - 30 },
+  { job = "vk_ads", status = "error", message = "x", t = NOW - 40 },
+})
+fs_ = run("repeated_failures", c)
+assert(subjects(fs_) == "repeated_failures:direct", subjects(fs_))
+assert(fs_[1].title == "direct: 3 неудачных запусков подряд" and fs_[1].message == "Последняя ошибка: e3")
+fs_ = run("repeated_failures", c, { ALERT_REPEATED_FAILURES_THRESHOLD = "2" })
+assert(subjects(fs_) == "repeated_failures:direct,repeated_failures:vk_ads", subjects(fs_))
+
+-- no_recent_success: per-job periods; never succeeded counts; the job list reaches the SQL
+c = ctx({
+  { job = "direct", last_ok = NOW - 27 * 3600, last_run = NOW - 3600, runs = 5 },
+  { job = "qtickets", last_ok = NOW - 1800, last_run = NOW - 1800, runs = 50 },
+  { job = "vk_ads", last_ok = 0, last_run = NOW - 3600, runs = 2 },
+})
+fs_ = run("no_recent_success", c)
+assert(subjects(fs_) == "no_recent_success:direct,no_recent_success:vk_ads", subjects(fs_))
+assert(fs_[2].message:find("никогда", 1, true))
+assert(c.queries[1]:find("job IN ('direct', 'qtickets', 'vk_ads')", 1, true), c.queries[1])
+fs_ = run("no_recent_success", c, { ALERT_NO_RECENT_SUCCESS_PERIOD_HOURS_DIRECT = "30" })
+assert(subjects(fs_) == "no_recent_success:vk_ads", subjects(fs_))
+print("alerts_rules_spec: ok")

@@ -2460,29 +2460,37 @@ static char *rewrite_create(const rs_target *tg, const char *create) {
     return d;
 }
 
-/* The restored name of a materialized view's storage. */
+/* The restored name of a materialized view's storage: `.inner.<view>` (Ordinary databases), else
+ * `.inner_id.<uuid of the view>` (Atomic databases of current servers; 18.16 has no uuid column). */
 static char *inner_name(bk_ctx *c, const char *db, const char *owner, char **err) {
-    zh_buf q;
-    zh_buf_init(&q);
-    zh_buf_adds(&q, "SELECT name FROM system.tables WHERE database = ");
-    add_literal(&q, db);
-    zh_buf_adds(&q, " AND (name = ");
-    char *old = xprintf(".inner.%s", owner);
-    add_literal(&q, old);
-    free(old);
-    zh_buf_adds(&q, " OR name IN (SELECT concat('.inner_id.', toString(uuid)) FROM system.tables WHERE database = ");
-    add_literal(&q, db);
-    zh_buf_adds(&q, " AND name = ");
-    add_literal(&q, owner);
-    zh_buf_adds(&q, "))");
-    bk_rows r;
     char *name = NULL;
-    if (bk_query(c, q.data, &r, err) == 0) {
-        if (r.n) name = zh_xstrdup(cell(&r, 0, 0));
-        else *err = xprintf("the storage of materialized view %s.%s was not created", db, owner);
-        rows_free(&r);
+    for (int form = 0; form < 2 && !name; form++) {
+        zh_buf q;
+        zh_buf_init(&q);
+        zh_buf_adds(&q, "SELECT name FROM system.tables WHERE database = ");
+        add_literal(&q, db);
+        if (form == 0) {
+            zh_buf_adds(&q, " AND name = ");
+            char *old = xprintf(".inner.%s", owner);
+            add_literal(&q, old);
+            free(old);
+        } else {
+            zh_buf_adds(&q, " AND name IN (SELECT concat('.inner_id.', toString(uuid)) FROM system.tables WHERE database = ");
+            add_literal(&q, db);
+            zh_buf_adds(&q, " AND name = ");
+            add_literal(&q, owner);
+            zh_buf_adds(&q, ")");
+        }
+        bk_rows r;
+        char *e = NULL;
+        if (bk_query(c, q.data, &r, &e) == 0) {
+            if (r.n) name = zh_xstrdup(cell(&r, 0, 0));
+            rows_free(&r);
+        }
+        free(e);
+        zh_buf_free(&q);
     }
-    zh_buf_free(&q);
+    if (!name) *err = xprintf("the storage of materialized view %s.%s was not created", db, owner);
     return name;
 }
 

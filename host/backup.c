@@ -2826,6 +2826,22 @@ static void put_env_if_unset(void *ud, const char *k, const char *v) {
     setenv(k, v, 0);
 }
 
+/* zh_opt_value lives in main.c, outside the library the unit tests link; this is the same rule
+ * (--name VALUE or --name=VALUE) without exiting, so a missing value is a usage error here. */
+static const char *opt_value(int argc, char **argv, int *i, const char *name, bool *missing) {
+    const char *a = argv[*i];
+    size_t n = strlen(name);
+    if (strncmp(a, name, n) != 0) return NULL;
+    if (a[n] == '=') return a + n + 1;
+    if (a[n] != 0) return NULL;
+    if (*i + 1 >= argc) {
+        *missing = true;
+        return NULL;
+    }
+    (*i)++;
+    return argv[*i];
+}
+
 static const char *backup_usage =
     "usage: zhost backup full|incr [--to DIR] [--secrets DIR] [--no-record]\n"
     "       zhost backup verify [--dir DIR] [--json] [--quick] [--fresh-hours H] [--full-hours H]\n"
@@ -2837,18 +2853,19 @@ int zh_cmd_backup(int argc, char **argv) {
     const char *verb = NULL, *dir = NULL, *secrets = NULL, *into = NULL, *bi_into = NULL, *name = NULL, *v;
     bool json = false, quick = false, drop = false, dry = false, no_record = false;
     double fresh_h = -1, full_h = -1, keep_d = -1, keep_incr_d = -1;
-    for (int i = 1; i < argc; i++) {
-        if ((v = zh_opt_value(argc, argv, &i, "--to")) || (v = zh_opt_value(argc, argv, &i, "--dir"))) dir = v;
-        else if ((v = zh_opt_value(argc, argv, &i, "--secrets"))) secrets = v;
-        else if ((v = zh_opt_value(argc, argv, &i, "--into"))) into = v;
-        else if ((v = zh_opt_value(argc, argv, &i, "--bi-into"))) bi_into = v;
-        else if ((v = zh_opt_value(argc, argv, &i, "--fresh-hours"))) {
+    bool missing = false;
+    for (int i = 1; i < argc && !missing; i++) {
+        if ((v = opt_value(argc, argv, &i, "--to", &missing)) || (v = opt_value(argc, argv, &i, "--dir", &missing))) dir = v;
+        else if ((v = opt_value(argc, argv, &i, "--secrets", &missing))) secrets = v;
+        else if ((v = opt_value(argc, argv, &i, "--into", &missing))) into = v;
+        else if ((v = opt_value(argc, argv, &i, "--bi-into", &missing))) bi_into = v;
+        else if ((v = opt_value(argc, argv, &i, "--fresh-hours", &missing))) {
             if (!parse_num("--fresh-hours", v, &fresh_h)) return 2;
-        } else if ((v = zh_opt_value(argc, argv, &i, "--full-hours"))) {
+        } else if ((v = opt_value(argc, argv, &i, "--full-hours", &missing))) {
             if (!parse_num("--full-hours", v, &full_h)) return 2;
-        } else if ((v = zh_opt_value(argc, argv, &i, "--keep-days"))) {
+        } else if ((v = opt_value(argc, argv, &i, "--keep-days", &missing))) {
             if (!parse_num("--keep-days", v, &keep_d)) return 2;
-        } else if ((v = zh_opt_value(argc, argv, &i, "--keep-incr-days"))) {
+        } else if ((v = opt_value(argc, argv, &i, "--keep-incr-days", &missing))) {
             if (!parse_num("--keep-incr-days", v, &keep_incr_d)) return 2;
         } else if (!strcmp(argv[i], "--json")) json = true;
         else if (!strcmp(argv[i], "--quick")) quick = true;
@@ -2856,6 +2873,7 @@ int zh_cmd_backup(int argc, char **argv) {
         else if (!strcmp(argv[i], "--dry-run")) dry = true;
         else if (!strcmp(argv[i], "--no-record")) no_record = true;
         else if (!strcmp(argv[i], "-v") || !strcmp(argv[i], "--verbose")) zh_log_set_level(ZH_LOG_DEBUG);
+        else if (missing) break;
         else if (argv[i][0] == '-') {
             fprintf(stderr, "zhost backup: unknown option '%s'\n%s", argv[i], backup_usage);
             return 2;
@@ -2865,6 +2883,10 @@ int zh_cmd_backup(int argc, char **argv) {
             fprintf(stderr, "zhost backup: unexpected argument '%s'\n%s", argv[i], backup_usage);
             return 2;
         }
+    }
+    if (missing) {
+        fprintf(stderr, "zhost backup: %s needs a value\n%s", argc > 1 ? argv[argc - 1] : "", backup_usage);
+        return 2;
     }
     static const char *const verbs[] = {"full", "incr", "verify", "restore", "prune", "list", NULL};
     bool known = false;

@@ -185,6 +185,9 @@ class BackupTest(unittest.TestCase):
                   base_backup String, target String, status String, bytes UInt64, duration_ms UInt64, details String,
                   error_msg String, _ver UInt64, _loaded_at DateTime MATERIALIZED now())
                   ENGINE = ReplacingMergeTree(_ver) PARTITION BY toYYYYMM(ts) ORDER BY backup_name""".format(db=DB))
+        # keep every state row of a run (running, then the final one) for the assertions below
+        cls.ch("SYSTEM STOP MERGES {db}.meta_job_runs_raw".format(db=DB))
+        cls.ch("SYSTEM STOP MERGES {db}.backup_runs".format(db=DB))
         cls.ch("""INSERT INTO {db}.sales SELECT toDate('2024-01-01') + number % 90, number,
                   concat('city', toString(number % 7)), number * 1.25, if(number % 5 = 0, NULL, number % 13),
                   arrayMap(x -> toString(x), range(number % 3)), 'tab\\there\\nnewline \\'q\\' \\\\ юникод', 0, 1

@@ -59,6 +59,27 @@ def free_port():
     raise RuntimeError("no free port")
 
 
+def stop_server(server_dir):
+    """18.16 writes no pid file when it is not a daemon, so the helper's `stop` may find nothing:
+    end the server we started, found by its own config path, and only that one."""
+    mark = ("--config-file=%s/config.xml" % server_dir).encode()
+    for pid in [p for p in os.listdir("/proc") if p.isdigit()]:
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                if mark not in f.read().split(b"\0"):
+                    continue
+        except OSError:
+            continue
+        try:
+            os.kill(int(pid), 15)
+            for _ in range(120):
+                os.kill(int(pid), 0)
+                time.sleep(0.25)
+            os.kill(int(pid), 9)
+        except ProcessLookupError:
+            pass
+
+
 class BackupTest(unittest.TestCase):
     url = None
     server_dir = None
@@ -97,6 +118,7 @@ class BackupTest(unittest.TestCase):
         finally:
             if cls.server_dir:
                 subprocess.run([os.path.join(ROOT, "tools", "clickhouse-local.sh"), "stop", cls.server_dir], timeout=120)
+                stop_server(cls.server_dir)
                 shutil.rmtree(cls.server_dir, ignore_errors=True)
             shutil.rmtree(cls.tmp, ignore_errors=True)
 

@@ -2336,8 +2336,9 @@ static void verify_scan(bk_store *st, bool quick, vreport *v) {
     }
 }
 
-static int cmd_verify(bk_store *st, bool json, bool quick, double fresh_h, double full_h, vreport *v) {
-    verify_scan(st, quick, v);
+/* `list` is verify without re-reading files and without the age and "no full" checks. */
+static int cmd_verify(bk_store *st, bool json, bool quick, bool list, double fresh_h, double full_h, vreport *v) {
+    verify_scan(st, quick || list, v);
     double now = zh_now_wall();
     const vbackup *newest = NULL, *newest_full_b = NULL;
     for (int i = 0; i < v->n; i++) {
@@ -2346,13 +2347,15 @@ static int cmd_verify(bk_store *st, bool json, bool quick, double fresh_h, doubl
         if (!newest || b->epoch > newest->epoch) newest = b;
         if (b->full && (!newest_full_b || b->epoch > newest_full_b->epoch)) newest_full_b = b;
     }
-    if (!newest_full_b) {
+    if (list) {
+        /* nothing more to judge */
+    } else if (!newest_full_b) {
         vproblem(v, NULL, xprintf("no sound full backup in %s", st->root));
     } else if (full_h > 0 && now - newest_full_b->epoch > full_h * 3600) {
         vproblem(v, NULL, xprintf("the newest full backup %s is %.1f h old (limit %g h)", newest_full_b->name,
                                   (now - newest_full_b->epoch) / 3600, full_h));
     }
-    if (newest && fresh_h > 0 && now - newest->epoch > fresh_h * 3600) {
+    if (!list && newest && fresh_h > 0 && now - newest->epoch > fresh_h * 3600) {
         vproblem(v, NULL, xprintf("the newest backup %s is %.1f h old (limit %g h)", newest->name,
                                   (now - newest->epoch) / 3600, fresh_h));
     }
@@ -2419,6 +2422,11 @@ static int cmd_verify(bk_store *st, bool json, bool quick, double fresh_h, doubl
             zh_buf_addc(&out, '\n');
             for (int k = 0; k < b->nproblems; k++) zh_buf_printf(&out, "      %s\n", b->problems[k]);
         }
+        if (list) {
+            zh_buf_printf(&out, "%d backup%s, %d problem%s (sizes only; `zhost backup verify` re-reads every file)\n", v->n,
+                          v->n == 1 ? "" : "s", v->nproblems, v->nproblems == 1 ? "" : "s");
+            goto print;
+        }
         if (newest_full_b)
             zh_buf_printf(&out, "newest full: %s (%.1f h ago, limit %g h)\n", newest_full_b->name,
                           (now - newest_full_b->epoch) / 3600, full_h);
@@ -2432,9 +2440,11 @@ static int cmd_verify(bk_store *st, bool json, bool quick, double fresh_h, doubl
             zh_buf_adds(&out, "verify: OK\n");
         }
     }
+print:
     fwrite(out.data, 1, out.len, stdout);
     fflush(stdout);
     zh_buf_free(&out);
+    if (list) return 0;
     if (v->nproblems) fprintf(stderr, "zhost backup verify: %s\n", v->problems[0]);
     return v->nproblems ? 1 : 0;
 }
@@ -3025,8 +3035,7 @@ int zh_cmd_backup(int argc, char **argv) {
     } else if (!strcmp(verb, "verify") || !strcmp(verb, "list")) {
         vreport v;
         bool list = !strcmp(verb, "list");
-        rc = cmd_verify(c.st, json, quick || list, list ? 0 : fresh_h, list ? 0 : full_h, &v);
-        if (list) rc = 0;
+        rc = cmd_verify(c.st, json, quick, list, fresh_h, full_h, &v);
         if (!no_record && !list) {
             char *metrics = xprintf("{\"duration\":%.3f,\"backups\":%d,\"problems\":%d}", zh_now_wall() - started, v.n,
                                     v.nproblems);

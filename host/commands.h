@@ -15,6 +15,7 @@ int zh_cmd_repl(int argc, char **argv);   /* repl.c */
 int zh_cmd_spool(int argc, char **argv);  /* spool.c */
 int zh_cmd_migrate(int argc, char **argv);/* migrate.c */
 int zh_cmd_auth(int argc, char **argv);   /* oauth2.c */
+int zh_cmd_backup(int argc, char **argv); /* backup.c */
 
 /* Shared option parsing: returns the value of --name VALUE / --name=VALUE at argv[*i] (advancing
  * *i), or NULL when argv[*i] is not that option. Exits with usage error when the value is missing. */

@@ -222,6 +222,19 @@ static const zh_command commands[] = {
      "--token SECRETS/gmail/token.json, --scope https://www.googleapis.com/auth/gmail.readonly, --timeout 600.\n"
      "The browser must reach 127.0.0.1 on this machine: on a headless server use ssh -L PORT:127.0.0.1:PORT\n"
      "with a fixed --port, or authorize on a workstation and copy token.json over."},
+    {"backup", zh_cmd_backup,
+     "zhost backup full|incr|verify|restore|prune|list [--to DIR] [--secrets DIR] ...",
+     "Logical backups of the zakaz and bi databases (see docs/backup.md).\n"
+     "  full|incr [--to DIR] [--no-record]          back up everything, or the partitions changed since the newest full\n"
+     "  verify [--json] [--quick] [--fresh-hours H] [--full-hours H]\n"
+     "                                             check every backup against its manifest, the chains and the ages\n"
+     "  restore NAME --into DB [--bi-into DB] [--drop-existing]\n"
+     "                                             restore into scratch databases and compare rows and checksums\n"
+     "  prune [--keep-days N] [--keep-incr-days N] [--dry-run]\n"
+     "                                             delete old backups, never the base of a kept incremental\n"
+     "  list                                       the backups, without re-reading their files\n"
+     "DIR: --to/--dir, else $ZHOST_BACKUP_DIR, else BACKUP_DIR (also from secrets/.env.backup), else var/backups.\n"
+     "Exit 0 on success, 1 on failure (reason on stderr), 2 on a usage error."},
     {"version", cmd_version, "zhost version", "Prints the version of zhost and its libraries."},
     {"help", cmd_help, "zhost help [COMMAND]", "Shows help for a command."},
     {NULL, NULL, NULL, NULL},

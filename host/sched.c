@@ -4,7 +4,7 @@
  * The search runs on local civil time (seconds since 1970-01-01 00:00 *local*), where cron fields
  * live, and converts each candidate back to UTC, so a transition can never make a minute fire
  * twice or skip a day. zh_sched_utc_offset is the only zone-dependent primitive. */
-#include "sched.h"
+#include "schedule.h"
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>

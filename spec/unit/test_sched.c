@@ -1,5 +1,5 @@
 /* Unit tests for sched.c: cron parsing, next fire times in Moscow and across DST, durations. */
-#include "sched.h"
+#include "schedule.h"
 #include "zt.h"
 #include <stdlib.h>
 

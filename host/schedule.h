@@ -1,4 +1,5 @@
-/* sched.h — schedules: 5-field cron expressions in an IANA time zone and plain intervals, the
+/* schedule.h — (implemented by sched.c; not "sched.h", which would shadow the system header
+ * that pthread.h includes) schedules: 5-field cron expressions in an IANA time zone and plain intervals, the
  * next fire time after an instant, durations ("90s", "15m"), and the one place that converts
  * between UTC and a zone's local time. Pure functions (no loop, no Lua), unit-tested in
  * spec/unit/test_sched.c. */

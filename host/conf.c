@@ -437,3 +437,45 @@ zh_conf *zh_conf_load(const char *path, char **err) {
     if (c) c->path = zh_xstrdup(path);
     return c;
 }
+
+int zh_conf_socket(const char *path, char *out, size_t n) {
+    /* Only [zhost] root, state_dir and socket matter here, so the operator commands still find
+     * the daemon while someone is editing (and breaking) the rest of the file. */
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    char root[1024] = "..", state[1024] = "var/state", sock[1024] = "", line[1100];
+    bool in_zhost = false;
+    while (fgets(line, sizeof line, f)) {
+        char *s = trim(line);
+        size_t l = strlen(s);
+        while (l && (s[l - 1] == '\n' || s[l - 1] == '\r')) s[--l] = 0;
+        if (*s == '[') {
+            in_zhost = !strncmp(s, "[zhost]", 7);
+            continue;
+        }
+        char *eq = strchr(s, '=');
+        if (!in_zhost || !eq) continue;
+        *eq = 0;
+        char *k = trim(s), *v = trim(eq + 1);
+        char *hash = strstr(v, " #");
+        if (hash) *hash = 0, v = trim(v);
+        if (!strcmp(k, "root")) snprintf(root, sizeof root, "%s", v);
+        else if (!strcmp(k, "state_dir")) snprintf(state, sizeof state, "%s", v);
+        else if (!strcmp(k, "socket")) snprintf(sock, sizeof sock, "%s", v);
+    }
+    fclose(f);
+    char dir[1024];
+    char *real = realpath(path, NULL);
+    snprintf(dir, sizeof dir, "%s", real ? real : path);
+    free(real);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = 0; else snprintf(dir, sizeof dir, ".");
+    char *r = root[0] == '/' ? zh_xstrdup(root) : resolve(dir, root);
+    char *st = resolve(r, state);
+    char *sk = sock[0] ? resolve(r, sock) : resolve(st, "zhost.sock");
+    snprintf(out, n, "%s", sk);
+    free(r);
+    free(st);
+    free(sk);
+    return 0;
+}

@@ -493,15 +493,10 @@ static const char *find_socket(const char *sock_flag, const char *conf_flag, cha
     if (e && *e) return e;
     const char *path = zh_conf_find(conf_flag);
     if (!path) return NULL;
-    char *err = NULL;
-    zh_conf *c = zh_conf_load(path, &err);
-    if (!c) {
-        fprintf(stderr, "zhost: %s\n", err);
-        free(err);
+    if (zh_conf_socket(path, out, n) != 0) {
+        fprintf(stderr, "zhost: cannot read %s: %s\n", path, strerror(errno));
         return NULL;
     }
-    snprintf(out, n, "%s", c->socket);
-    zh_conf_free(c);
     return out;
 }
 

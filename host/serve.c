@@ -553,6 +553,9 @@ static void child_finish(zh_child *c) {
     zh_ch_record_run(s->h, &rec, child_recorded, c);
 }
 
+/* A process handle whose spawn failed: free its child record once libuv lets go of it. */
+static void spawn_failed_closed(uv_handle_t *hd) { free(hd->data); }
+
 static void child_handle_closed(uv_handle_t *hd) {
     zh_child *c = hd->data;
     if (--c->open_handles == 0) child_finish(c);
@@ -642,14 +645,23 @@ static const char *start_child(zh_serve *s, zh_job *j, int days, char *errbuf, s
     env[k++] = e2;
     env[k++] = e3;
     env[k] = NULL;
-    uv_pipe_init(s->h->loop, &c->out, 0);
-    c->out.data = c;
+    /* stdout and stderr share one pipe, so lines keep their order. */
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) {
+        snprintf(errbuf, errlen, "cannot start `zhost %s`: pipe: %s", j->c.command, strerror(errno));
+        free(env);
+        free(words);
+        free(argsw);
+        zh_buf_free(&c->line);
+        free(c);
+        return errbuf;
+    }
     uv_stdio_container_t stdio[3];
     stdio[0].flags = UV_IGNORE;
-    stdio[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
-    stdio[1].data.stream = (uv_stream_t *)&c->out;
-    stdio[2].flags = UV_INHERIT_STREAM;
-    stdio[2].data.stream = (uv_stream_t *)&c->out;
+    stdio[1].flags = UV_INHERIT_FD;
+    stdio[1].data.fd = fds[1];
+    stdio[2].flags = UV_INHERIT_FD;
+    stdio[2].data.fd = fds[1];
     uv_process_options_t o;
     memset(&o, 0, sizeof o);
     o.file = exe;
@@ -660,22 +672,24 @@ static const char *start_child(zh_serve *s, zh_job *j, int days, char *errbuf, s
     o.stdio_count = 3;
     c->proc.data = c;
     int rc = uv_spawn(s->h->loop, &c->proc, &o);
+    close(fds[1]);
     free(env);
     free(words);
     free(argsw);
     if (rc != 0) {
         snprintf(errbuf, errlen, "cannot start `zhost %s`: %s", j->c.command, uv_strerror(rc));
-        /* A failed spawn still initialised the process handle. */
-        c->open_handles = 2;
-        c->exited = true;
-        c->exit_status = 127;
-        snprintf(c->last_line, sizeof c->last_line, "%s", errbuf);
-        uv_close((uv_handle_t *)&c->proc, NULL);
-        uv_close((uv_handle_t *)&c->out, NULL);
+        close(fds[0]);
+        uv_close((uv_handle_t *)&c->proc, spawn_failed_closed);
         zh_buf_free(&c->line);
-        free(c);
+        /* The process handle is closed on the next loop turn; it lives inside c. */
+        c->job = NULL;
+        c->open_handles = -1;
+        c->proc.data = c;
         return errbuf;
     }
+    uv_pipe_init(s->h->loop, &c->out, 0);
+    c->out.data = c;
+    uv_pipe_open(&c->out, fds[0]);
     c->open_handles = 3;
     uv_timer_init(s->h->loop, &c->timer);
     c->timer.data = c;

@@ -57,6 +57,9 @@ void zh_conf_free(zh_conf *c);
 /* The configuration file to use: flag, else $ZHOST_CONF, else ./conf/zhost.conf, else
  * /etc/zhost/zhost.conf. NULL when none exists. */
 const char *zh_conf_find(const char *flag);
+/* The control socket named by a configuration file, read leniently (the rest of the file may
+ * be broken). Returns 0, or -1 when the file cannot be read. */
+int zh_conf_socket(const char *path, char *out, size_t n);
 /* Thresholds for a freshness source. */
 const zh_fresh_rule *zh_conf_fresh_rule(const zh_conf *c, const char *source);
 

@@ -47,6 +47,16 @@ class ServeCase(ZhostCase):
             e.update(env)
         return subprocess.run([ZHOST, *args], env=e, capture_output=True, text=True, timeout=60, cwd=cwd)
 
+    def wait_idle(self, job, timeout=20):
+        """Until the job's run is completely over (its final row written)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            r = self.cli("status", job, "--json")
+            if r.returncode == 0 and not json.loads(r.stdout)["running"]:
+                return
+            time.sleep(0.1)
+        self.fail("%s still running" % job)
+
     def wait_rows(self, sql, want, timeout=20):
         deadline = time.time() + timeout
         got = None

@@ -34,7 +34,7 @@ extern char **environ;
 
 /* ---- small shared helpers ---- */
 
-void zh_json_str(zh_buf *b, const char *s) {
+void zh_serve_json_str(zh_buf *b, const char *s) {
     zh_buf_addc(b, '"');
     for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
         switch (*p) {
@@ -465,7 +465,7 @@ static void child_emit_line(zh_child *c, const char *text, size_t n) {
     zh_buf b;
     zh_buf_init(&b);
     zh_buf_adds(&b, "msg=\"output\" line=");
-    zh_json_str(&b, line);
+    zh_serve_json_str(&b, line);
     zh_log_line(ZH_LOG_INFO, c->job->c.name, b.data);
     zh_buf_free(&b);
     free(line);
@@ -799,7 +799,7 @@ const char *zh_serve_restart_job(zh_serve *s, zh_job *j, int days, char *errbuf,
 void zh_serve_job_json(zh_serve *s, zh_job *j, zh_buf *b) {
     char t[40];
     zh_buf_adds(b, "{\"name\":");
-    zh_json_str(b, j->c.name);
+    zh_serve_json_str(b, j->c.name);
     zh_buf_adds(b, ",\"aliases\":[");
     char al[128];
     snprintf(al, sizeof al, "%s", j->c.aliases);
@@ -807,19 +807,19 @@ void zh_serve_job_json(zh_serve *s, zh_job *j, zh_buf *b) {
     for (char *save, *w = strtok_r(al, " ", &save); w; w = strtok_r(NULL, " ", &save)) {
         if (!first) zh_buf_addc(b, ',');
         first = false;
-        zh_json_str(b, w);
+        zh_serve_json_str(b, w);
     }
     zh_buf_printf(b, "],\"enabled\":%s,\"kind\":\"%s\",", zh_job_enabled(j) ? "true" : "false", j->c.command ? "command" : "script");
     zh_buf_adds(b, j->c.command ? "\"command\":" : "\"script\":");
-    zh_json_str(b, j->c.command ? j->c.command : j->c.script);
+    zh_serve_json_str(b, j->c.command ? j->c.command : j->c.script);
     zh_buf_adds(b, ",\"schedule\":");
-    zh_json_str(b, j->c.sched.text);
+    zh_serve_json_str(b, j->c.sched.text);
     zh_buf_adds(b, ",\"timezone\":");
-    zh_json_str(b, j->c.sched.tz);
+    zh_serve_json_str(b, j->c.sched.tz);
     zh_buf_printf(b, ",\"timeout\":%.0f,\"jitter\":%.0f,\"next_run\":", j->c.timeout_s, j->c.jitter_s);
     if (j->next_fire > 0) {
         zh_serve_iso(s, (double)j->next_fire, t, sizeof t);
-        zh_json_str(b, t);
+        zh_serve_json_str(b, t);
     } else {
         zh_buf_adds(b, "null");
     }
@@ -827,11 +827,11 @@ void zh_serve_job_json(zh_serve *s, zh_job *j, zh_buf *b) {
     if (zh_job_running(j)) {
         zh_serve_iso(s, j->run_started, t, sizeof t);
         zh_buf_adds(b, "{\"run_id\":");
-        zh_json_str(b, j->run_id);
+        zh_serve_json_str(b, j->run_id);
         zh_buf_adds(b, ",\"started\":");
-        zh_json_str(b, t);
+        zh_serve_json_str(b, t);
         zh_buf_adds(b, ",\"trigger\":");
-        zh_json_str(b, j->trigger);
+        zh_serve_json_str(b, j->trigger);
         zh_buf_printf(b, ",\"elapsed\":%.1f}", zh_now_wall() - j->run_started);
     } else {
         zh_buf_adds(b, "null");
@@ -840,13 +840,13 @@ void zh_serve_job_json(zh_serve *s, zh_job *j, zh_buf *b) {
     if (j->last_known) {
         zh_serve_iso(s, j->last_started, t, sizeof t);
         zh_buf_adds(b, "{\"status\":");
-        zh_json_str(b, j->last_status);
+        zh_serve_json_str(b, j->last_status);
         zh_buf_adds(b, ",\"run_id\":");
-        zh_json_str(b, j->last_run_id);
+        zh_serve_json_str(b, j->last_run_id);
         zh_buf_adds(b, ",\"started\":");
-        zh_json_str(b, t);
+        zh_serve_json_str(b, t);
         zh_buf_printf(b, ",\"duration\":%.1f,\"rows\":%llu,\"message\":", j->last_duration, (unsigned long long)j->last_rows);
-        zh_json_str(b, j->last_message ? j->last_message : "");
+        zh_serve_json_str(b, j->last_message ? j->last_message : "");
         zh_buf_addc(b, '}');
     } else {
         zh_buf_adds(b, "null");
@@ -854,7 +854,7 @@ void zh_serve_job_json(zh_serve *s, zh_job *j, zh_buf *b) {
     zh_buf_printf(b, ",\"consecutive_failures\":%d,\"last_success\":", j->consecutive_failures);
     if (j->last_success > 0) {
         zh_serve_iso(s, j->last_success, t, sizeof t);
-        zh_json_str(b, t);
+        zh_serve_json_str(b, t);
     } else {
         zh_buf_adds(b, "null");
     }

@@ -235,6 +235,22 @@ static const zh_command commands[] = {
      "  list                                       the backups, without re-reading their files\n"
      "DIR: --to/--dir, else $ZHOST_BACKUP_DIR, else BACKUP_DIR (also from secrets/.env.backup), else var/backups.\n"
      "Exit 0 on success, 1 on failure (reason on stderr), 2 on a usage error."},
+    {"serve", zh_cmd_serve, "zhost serve [--conf FILE] [--secrets DIR] [--check] [-v]",
+     "Runs the jobs of the configuration on their schedules, with the health server (/healthz, /metrics, /)\n"
+     "and the control socket for the commands below. SIGHUP reloads the configuration; SIGTERM lets running\n"
+     "jobs finish within `grace`, then stops them. --check validates the file and prints the plan."},
+    {"status", zh_cmd_status, "zhost status [JOB] [--json] [--conf FILE | --socket PATH]",
+     "Shows every job (or one): enabled, schedule, next run, last run. Read-only."},
+    {"logs", zh_cmd_logs, "zhost logs JOB [--since 24h] [-n 50] [--conf FILE | --socket PATH]",
+     "Shows the job's runs from meta_job_runs and its last log lines."},
+    {"enable", zh_cmd_enable, "zhost enable JOB [--conf FILE | --socket PATH]",
+     "Turns a job's schedule on; survives restarts. Old timer names work (gmail = gmail_ingest)."},
+    {"disable", zh_cmd_disable, "zhost disable JOB [--conf FILE | --socket PATH]",
+     "Turns a job's schedule off (a run in progress goes on); survives restarts."},
+    {"trigger", zh_cmd_trigger, "zhost trigger JOB [--days N] [--conf FILE | --socket PATH]",
+     "Starts one run of the job now (fails if it is already running)."},
+    {"restart", zh_cmd_restart, "zhost restart JOB [--days N] [--conf FILE | --socket PATH]",
+     "Stops the job's current run (its rows are flushed) and starts it again; starts it if idle."},
     {"version", cmd_version, "zhost version", "Prints the version of zhost and its libraries."},
     {"help", cmd_help, "zhost help [COMMAND]", "Shows help for a command."},
     {NULL, NULL, NULL, NULL},

@@ -6,8 +6,8 @@
 #   tools/install-deps.sh test      build + runtime + what the test suite runs against
 #                                   (ClickHouse server, Python 3, jq, headless Chromium)
 set -eu
-BUILD="build-essential cmake pkg-config liblua5.4-dev lua-cjson-dev libuv1-dev libcurl4-openssl-dev libedit-dev libssl-dev"
-RUNTIME="ca-certificates liblua5.4-0 lua-cjson libuv1 libcurl4 libedit2 libssl3 tzdata curl"
+BUILD="build-essential cmake pkg-config liblua5.4-dev lua-cjson-dev libuv1-dev libcurl4-openssl-dev libedit-dev libssl-dev zlib1g-dev"
+RUNTIME="ca-certificates liblua5.4-0 lua-cjson libuv1 libcurl4 libedit2 libssl3 zlib1g tzdata curl"
 TEST="clickhouse-server clickhouse-client python3 jq chromium"
 case "${1:-}" in
   build) pkgs="$BUILD" ;;
@@ -16,7 +16,13 @@ case "${1:-}" in
   *) echo "usage: $0 build|runtime|test" >&2; exit 2 ;;
 esac
 export DEBIAN_FRONTEND=noninteractive
-apt-get update
+# Nothing to do when every package is already installed (re-runs, offline machines).
 # shellcheck disable=SC2086
-apt-get install -y --no-install-recommends $pkgs
-rm -rf /var/lib/apt/lists/*
+if dpkg-query -W -f '${Status}\n' $pkgs 2>/dev/null | grep -qv '^install ok installed$' ||
+   [ "$(dpkg-query -W -f '${Status}\n' $pkgs 2>/dev/null | wc -l)" -ne "$(echo $pkgs | wc -w)" ]; then
+  apt-get update
+  # shellcheck disable=SC2086
+  apt-get install -y --no-install-recommends $pkgs
+fi
+# Image builds drop the package lists to stay small; a developer's machine keeps them.
+if [ -f /.dockerenv ]; then rm -rf /var/lib/apt/lists/*; fi

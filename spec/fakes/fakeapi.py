@@ -63,8 +63,10 @@ def write_env(directory, base, data):
                        "GMAIL_TOKEN_PATH=%s" % os.path.join(gdir, "token.json")],
     }
     for name, lines in files.items():
-        with open(os.path.join(directory, name), "w", encoding="utf-8") as f:
+        path = os.path.join(directory, name)
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as f:
             f.write("# written by spec/fakes/fakeapi.py --write-env\n" + "\n".join(lines) + "\n")
+        os.chmod(path, 0o600)
     client = g["clients"][0]
     creds = {"installed": {"client_id": client["client_id"], "project_id": "fake-project",
                            "auth_uri": base + "/google/auth", "token_uri": base + "/google/token",
@@ -75,8 +77,10 @@ def write_env(directory, base, data):
              "client_secret": client["client_secret"], "scopes": [g["scope"]], "universe_domain": "googleapis.com",
              "account": "", "expiry": "2020-01-01T00:00:00Z"}
     for name, obj in (("credentials.json", creds), ("token.json", token)):
-        with open(os.path.join(gdir, name), "w", encoding="utf-8") as f:
+        path = os.path.join(gdir, name)
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as f:
             json.dump(obj, f, indent=1)
+        os.chmod(path, 0o600)
 
 
 def main(argv=None):

@@ -8,6 +8,7 @@
 #include "log.h"
 #include "secrets.h"
 #include <errno.h>
+#include <signal.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -546,6 +547,86 @@ void zh_ch_record_run(zh_host *h, const zh_run_record *rec, void (*done)(void *u
     snprintf(q, sizeof q, "INSERT INTO %s FORMAT JSONEachRow", c->table);
     ch_req *r = ch_req_new(h, q, b->data, b->len, record_finished, c);
     ch_req_start(r);
+}
+
+/* ---- runs left "running" by a killed process ---- */
+
+static void stale_marked(void *ud, const char *err) {
+    int *pending = ud;
+    (*pending)--;
+    if (err) ZH_WARN(NULL, "msg=\"could not mark a run interrupted\" error=\"%s\"", err);
+}
+
+static bool pid_alive(long pid) {
+    if (pid <= 0) return false;
+    return kill((pid_t)pid, 0) == 0 || errno == EPERM;
+}
+
+int zh_ch_mark_stale_runs(zh_host *h, const char *job) {
+    zh_ch_state *st = h->ch;
+    char host[128] = "";
+    gethostname(host, sizeof host - 1);
+    zh_buf q, out;
+    zh_buf_init(&q);
+    zh_buf_init(&out);
+    zh_buf_printf(&q, "SELECT run_id, job, toUnixTimestamp(started_at), rows_processed, "
+                      "visitParamExtractInt(metrics, 'pid') FROM %s.meta_job_runs WHERE status = 'running' AND host = ",
+                  st->database);
+    zh_buf_adds(&q, "'");
+    for (const char *p = host; *p; p++) {
+        if (*p == '\'' || *p == '\\') zh_buf_addc(&q, '\\');
+        zh_buf_addc(&q, *p);
+    }
+    zh_buf_adds(&q, "'");
+    if (job) {
+        zh_buf_adds(&q, " AND job = '");
+        for (const char *p = job; *p; p++) {
+            if (*p == '\'' || *p == '\\') zh_buf_addc(&q, '\\');
+            zh_buf_addc(&q, *p);
+        }
+        zh_buf_adds(&q, "'");
+    }
+    zh_buf_adds(&q, " FORMAT TabSeparated");
+    bool flag = false;
+    ch_req *r = ch_req_new(h, NULL, q.data, q.len, sync_done, &flag);
+    r->max_attempts = 1; /* an unreachable server must not delay the run that follows */
+    curl_easy_setopt(r->x->easy, CURLOPT_TIMEOUT_MS, 5000L);
+    ch_req_start(r);
+    ch_req_wait(r);
+    int marked = 0, pending = 0;
+    if (flag && r->ok) {
+        const char *p = r->x->resp_body.data ? r->x->resp_body.data : "";
+        char line[1024];
+        while (*p) {
+            const char *nl = strchr(p, '\n');
+            size_t n = nl ? (size_t)(nl - p) : strlen(p);
+            if (n < sizeof line) {
+                memcpy(line, p, n);
+                line[n] = 0;
+                char *f[5] = {0};
+                int nf = 0;
+                for (char *c = line, *tok; nf < 5 && (tok = strsep(&c, "\t"));) f[nf++] = tok;
+                if (nf == 5 && !pid_alive(atol(f[4]))) {
+                    zh_run_record rec = {.job = f[1], .run_id = f[0], .status = "interrupted",
+                                         .message = "interrupted: the process stopped before the run finished (marked later)",
+                                         .metrics_json = "{}", .started_at = atof(f[2]), .finished_at = zh_now_wall(),
+                                         .rows = strtoull(f[3], NULL, 10)};
+                    ZH_WARN(f[1], "msg=\"marking a run left running as interrupted\" run_id=%s", f[0]);
+                    pending++;
+                    marked++;
+                    zh_ch_record_run(h, &rec, stale_marked, &pending);
+                }
+            }
+            if (!nl) break;
+            p = nl + 1;
+        }
+        while (pending > 0 && uv_run(h->loop, UV_RUN_ONCE)) {
+        }
+    }
+    ch_req_free(r);
+    zh_buf_free(&q);
+    zh_buf_free(&out);
+    return marked;
 }
 
 void zh_ch_shutdown(zh_host *h) {

@@ -21,6 +21,8 @@ void zh_ch_group_finish(zh_host *h, zh_group *g, void (*done)(void *ud), void *u
 /* Rows accepted, rows spooled, and a JSON object {"table": rows, ...} for the group. */
 uint64_t zh_ch_group_rows(zh_host *h, zh_group *g);
 uint64_t zh_ch_group_spooled(zh_host *h, zh_group *g);
+/* The latest insert failure of the group ("ClickHouse error 27: ..."), or NULL. */
+const char *zh_ch_group_last_error(zh_host *h, zh_group *g);
 void zh_ch_group_tables_json(zh_host *h, zh_group *g, zh_buf *out);
 /* For --dry-run: prints per-table row counts and sample rows to stdout. */
 void zh_ch_group_print_dry_run(zh_host *h, zh_group *g);
@@ -36,6 +38,10 @@ typedef struct zh_run_record {
 /* Inserts a meta_job_runs row (version = now); calls done(ud, err) with err NULL on success.
  * Never spools: a run log row that cannot be written is logged instead. */
 void zh_ch_record_run(zh_host *h, const zh_run_record *r, void (*done)(void *ud, const char *err), void *ud);
+
+/* Marks meta_job_runs rows of this host (and job, unless NULL) still "running" whose process is
+ * gone (pid in the row's metrics) as "interrupted". One short attempt; returns how many. */
+int zh_ch_mark_stale_runs(zh_host *h, const char *job);
 
 /* Synchronous helpers for commands outside scripts (migrate, spool, status): run the loop
  * until the request completes. Return 0, or -1 with *err set (malloc'd). `out` (may be NULL)

@@ -145,6 +145,12 @@ int zh_cmd_run(int argc, char **argv) {
     h->on_signal_ud = &res;
     zh_host_install_signals(h);
     char *err = NULL;
+    if (o.record) {
+        /* A run of this job killed earlier (SIGKILL, power loss) must not stay "running" forever. */
+        char job[64];
+        zh_run_names(&o, job, sizeof job, NULL, 0);
+        zh_ch_mark_stale_runs(h, job);
+    }
     res.run = zh_run_start(h, &o, run_finished, &res, &err);
     if (!res.run) {
         fprintf(stderr, "zhost: %s\n", err);

@@ -65,6 +65,20 @@ void zh_run_read_directive(const char *path, char *job, size_t jl, char *secrets
     fclose(f);
 }
 
+void zh_run_names(const zh_run_opts *o, char *job, size_t jl, char *secrets, size_t sl) {
+    char sec[64] = "";
+    job[0] = 0;
+    zh_run_read_directive(o->script, job, jl, sec, sizeof sec);
+    if (o->job && *o->job) snprintf(job, jl, "%s", o->job);
+    if (!*job) {
+        const char *base = strrchr(o->script, '/');
+        snprintf(job, jl, "%s", base ? base + 1 : o->script);
+        char *dot = strrchr(job, '.');
+        if (dot) *dot = 0;
+    }
+    if (secrets) snprintf(secrets, sl, "%s", *sec ? sec : job);
+}
+
 static void set_message(zh_run *r, const char *msg) {
     free(r->message);
     r->message = msg ? zh_xstrdup(msg) : NULL;
@@ -76,8 +90,8 @@ static void build_metrics(zh_run *r, zh_buf *out) {
     zh_host *h = r->h;
     lua_State *L = h->L;
     double duration = zh_now_mono() - r->started_mono;
-    zh_buf_printf(out, "{\"duration\":%.0f,\"duration_ms\":%.0f,\"http_requests\":%llu,\"retries\":%llu,\"http_bytes\":%llu,",
-                  duration, duration * 1000, (unsigned long long)r->group.http_requests,
+    zh_buf_printf(out, "{\"pid\":%ld,\"duration\":%.0f,\"duration_ms\":%.0f,\"http_requests\":%llu,\"retries\":%llu,\"http_bytes\":%llu,",
+                  (long)getpid(), duration, duration * 1000, (unsigned long long)r->group.http_requests,
                   (unsigned long long)r->group.http_retries, (unsigned long long)r->group.http_bytes);
     zh_buf_printf(out, "\"rows\":%llu,\"spooled_rows\":%llu,\"tables\":", (unsigned long long)zh_ch_group_rows(h, &r->group),
                   (unsigned long long)zh_ch_group_spooled(h, &r->group));
@@ -117,8 +131,9 @@ static void write_final(zh_run *r) {
         r->status = ZH_RUN_ERROR;
         zh_buf m;
         zh_buf_init(&m);
-        zh_buf_printf(&m, "ClickHouse unavailable: %llu rows spooled to %s; deliver them with `zhost spool replay`",
-                      (unsigned long long)spooled, r->h->spool_dir);
+        const char *why = zh_ch_group_last_error(r->h, &r->group);
+        zh_buf_printf(&m, "%llu rows spooled to %s (%s); deliver them with `zhost spool replay`",
+                      (unsigned long long)spooled, r->h->spool_dir, why ? why : "ClickHouse unavailable");
         set_message(r, m.data);
         zh_buf_free(&m);
     } else if (spooled) {
@@ -222,16 +237,7 @@ static char *dup_opt(const char *s) { return s ? zh_xstrdup(s) : NULL; }
 zh_run *zh_run_start(zh_host *h, const zh_run_opts *o, void (*on_done)(zh_run *, void *), void *ud, char **err) {
     lua_State *L = h->L;
     char job[64] = "", secrets[64] = "";
-    zh_run_read_directive(o->script, job, sizeof job, secrets, sizeof secrets);
-    if (o->job && *o->job) snprintf(job, sizeof job, "%s", o->job);
-    if (!*job) {
-        const char *base = strrchr(o->script, '/');
-        base = base ? base + 1 : o->script;
-        snprintf(job, sizeof job, "%s", base);
-        char *dot = strrchr(job, '.');
-        if (dot) *dot = 0;
-    }
-    if (!*secrets) snprintf(secrets, sizeof secrets, "%s", job);
+    zh_run_names(o, job, sizeof job, secrets, sizeof secrets);
 
     zh_lrt_push_env(L, true);
     int env = lua_gettop(L);
@@ -328,10 +334,14 @@ zh_run *zh_run_start(zh_host *h, const zh_run_opts *o, void (*on_done)(zh_run *,
     lua_rawset(L, env);
     lua_settop(L, fn);
 
-    if (o->record)
+    if (o->record) {
+        /* The pid lets a later start tell a run killed mid-way from one still going. */
+        char running_metrics[48];
+        snprintf(running_metrics, sizeof running_metrics, "{\"pid\":%ld}", (long)getpid());
         zh_ch_record_run(h, &(zh_run_record){.job = job, .run_id = r->run_id, .status = "running", .message = "",
-                                             .metrics_json = "{}", .started_at = r->started_wall, .rows = 0},
+                                             .metrics_json = running_metrics, .started_at = r->started_wall, .rows = 0},
                          running_recorded, r);
+    }
     r->root = zh_task_spawn(h, L, 0, &r->group);
     r->root->on_done = root_done;
     r->root->on_done_ud = r;

@@ -47,6 +47,9 @@ void zh_run_free(zh_run *r);
 const char *zh_run_status_name(zh_run_status s);
 /* Generates a random UUID v4 string. */
 void zh_uuid4(char out[37]);
+/* The job name (--job, else the directive, else the file name) and the secrets name (the
+ * directive's secrets=, else the job name) of a run. */
+void zh_run_names(const zh_run_opts *o, char *job, size_t jl, char *secrets, size_t sl);
 /* Reads the `-- zhost: job=NAME secrets=NAME` directive from a script's first lines. */
 void zh_run_read_directive(const char *path, char *job, size_t jl, char *secrets, size_t sl);
 

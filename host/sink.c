@@ -22,6 +22,7 @@ typedef struct table_count {
 typedef struct ch_group_stats {
     zh_group *g;
     bool dry_run;
+    char *last_error;         /* the latest insert failure of the group, for the run's message */
     table_count *tables;
     void (*finish_done)(void *ud);
     void *finish_ud;
@@ -128,6 +129,8 @@ static void insert_done(ch_req *r) {
         }
         free(s->last_error);
         s->last_error = zh_xstrdup(r->error);
+        free(s->gs->last_error);
+        s->gs->last_error = zh_xstrdup(r->error);
     }
     s->inflight = NULL;
     s->inflight_rows = 0;
@@ -264,6 +267,8 @@ uint64_t zh_ch_group_spooled(zh_host *h, zh_group *g) {
     return n;
 }
 
+const char *zh_ch_group_last_error(zh_host *h, zh_group *g) { return group_stats(h, g)->last_error; }
+
 void zh_ch_group_tables_json(zh_host *h, zh_group *g, zh_buf *out) {
     zh_buf_addc(out, '{');
     bool first = true;
@@ -312,6 +317,7 @@ void zh_ch_group_forget(zh_host *h, zh_group *g) {
             }
         }
         *pp = gs->next;
+        free(gs->last_error);
         while (gs->tables) {
             table_count *t = gs->tables;
             gs->tables = t->next;
@@ -343,6 +349,7 @@ void zh_sink_shutdown_all(zh_host *h) {
     while (st->groups) {
         ch_group_stats *gs = st->groups;
         st->groups = gs->next;
+        free(gs->last_error);
         while (gs->tables) {
             table_count *t = gs->tables;
             gs->tables = t->next;

@@ -371,6 +371,62 @@ class ClickHouseOutage(zhtest.ZhostCase):
         self.assertEqual(self.count_orders(), (1000, 1000))
 
 
+class RunLog(zhtest.ZhostCase):
+    def test_killed_run_is_marked_interrupted_by_the_next_run(self):
+        path = self.script("slowjob.lua", "-- zhost: job=slowjob\nsleep(30)\n")
+        p = self.zhost_bg("run", path)
+        deadline = time.time() + 20
+        while time.time() < deadline and not self.q("SELECT run_id FROM meta_job_runs WHERE job = 'slowjob'"):
+            time.sleep(0.1)
+        p.kill()
+        p.communicate()
+        self.assertEqual([r["status"] for r in self.runs("slowjob")], ["running"])
+        quick = self.script("quick.lua", "-- zhost: job=slowjob\n")
+        r = self.zhost("run", quick)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(sorted(r["status"] for r in self.runs("slowjob")), ["interrupted", "success"])
+
+    def test_a_live_run_is_not_marked(self):
+        path = self.script("live.lua", "-- zhost: job=livejob\nsleep(3)\n")
+        p = self.zhost_bg("run", path)
+        deadline = time.time() + 20
+        while time.time() < deadline and not self.q("SELECT run_id FROM meta_job_runs WHERE job = 'livejob'"):
+            time.sleep(0.1)
+        r = self.zhost("run", self.script("other.lua", "-- zhost: job=livejob\n"))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        p.communicate(timeout=30)
+        self.assertEqual(sorted(r["status"] for r in self.runs("livejob")), ["success", "success"])
+
+    def test_sigterm_mid_run_flushes_and_records_interrupted(self):
+        path = self.script("term.lua", """-- zhost: job=termjob
+            local s = assert(ch.sink("dim_events", {max_rows = 100000, max_age = 600}))
+            for i = 1, 50 do s:add{event_id = tostring(i), event_name = "E", city = "Москва", _ver = 1} end
+            sleep(60)
+        """)
+        p = self.zhost_bg("run", path)
+        deadline = time.time() + 20
+        while time.time() < deadline and not self.q("SELECT run_id FROM meta_job_runs WHERE job = 'termjob'"):
+            time.sleep(0.1)
+        time.sleep(0.3)
+        p.terminate()
+        out, err = p.communicate(timeout=30)
+        self.assertEqual(p.returncode, 1, err)
+        self.assertEqual(self.scalar("SELECT count() FROM dim_events"), "50")
+        self.assertEqual([r["status"] for r in self.runs("termjob")], ["interrupted"])
+
+    def test_insert_error_names_the_clickhouse_error(self):
+        zhtest.ch("CREATE TABLE %s.narrow (code FixedString(2), _ver UInt64) ENGINE = MergeTree ORDER BY tuple()" % self.db)
+        path = self.script("narrow.lua", """
+            local s = assert(ch.sink("narrow"))
+            s:add{code = "too long for two bytes", _ver = 1}
+        """)
+        r = self.zhost("run", path)
+        self.assertEqual(r.returncode, 1)
+        last = r.stderr.strip().splitlines()[-1]
+        self.assertIn("1 rows spooled", last)
+        self.assertRegex(last, r"ClickHouse error \d+")
+
+
 class DryRun(zhtest.ZhostCase):
     def test_dry_run_writes_nothing(self):
         before = self.scalar("SELECT count() FROM meta_job_runs_raw")

@@ -55,6 +55,7 @@ typedef struct zh_ch_state {
     struct ch_group_stats *groups;
     uint64_t rng;
     char *server_version;     /* cached after the first successful query */
+    struct record_ctx *records; /* run-log rows in flight; shutdown waits for them briefly */
 } zh_ch_state;
 
 /* Requests. `query` goes in the URL (for INSERTs), `body` in the POST body. */

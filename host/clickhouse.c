@@ -487,26 +487,38 @@ typedef struct record_ctx {
     void *ud;
     char *table, *job, *run_id;
     zh_buf body;
+    ch_req *req;
+    struct record_ctx *next;
 } record_ctx;
 
-static void record_finished(ch_req *r) {
-    record_ctx *c = r->ud;
-    if (!r->ok) {
-        char err[256];
-        int rc = zh_spool_write(r->h, c->table, c->job, c->run_id, r->error, c->body.data, c->body.len, 1, err, sizeof err);
-        if (rc == 0) {
-            ZH_WARN(c->job, "msg=\"run log row spooled\" run_id=%s error=\"%s\"", c->run_id, r->error);
+static void record_free(zh_host *h, record_ctx *c) {
+    for (record_ctx **pp = &h->ch->records; *pp; pp = &(*pp)->next) {
+        if (*pp == c) {
+            *pp = c->next;
+            break;
         }
-        c->done(c->ud, r->error);
-    } else {
-        c->done(c->ud, NULL);
     }
+    ch_req_free(c->req);
     zh_buf_free(&c->body);
     free(c->table);
     free(c->job);
     free(c->run_id);
     free(c);
-    ch_req_free(r);
+}
+
+static void record_spool(zh_host *h, record_ctx *c, const char *why) {
+    char err[256];
+    if (zh_spool_write(h, c->table, c->job, c->run_id, why, c->body.data, c->body.len, 1, err, sizeof err) == 0)
+        ZH_WARN(c->job, "msg=\"run log row spooled\" run_id=%s error=\"%s\"", c->run_id, why);
+    else
+        ZH_ERROR(c->job, "msg=\"run log row lost\" run_id=%s error=\"%s\" spool_error=\"%s\"", c->run_id, why, err);
+}
+
+static void record_finished(ch_req *r) {
+    record_ctx *c = r->ud;
+    if (!r->ok) record_spool(r->h, c, r->error);
+    if (c->done) c->done(c->ud, r->ok ? NULL : r->error);
+    record_free(r->h, c);
 }
 
 void zh_ch_record_run(zh_host *h, const zh_run_record *rec, void (*done)(void *ud, const char *err), void *ud) {
@@ -545,8 +557,10 @@ void zh_ch_record_run(zh_host *h, const zh_run_record *rec, void (*done)(void *u
     zh_buf_printf(b, ",\"_ver\":%llu}\n", (unsigned long long)(zh_now_wall() * 1e6));
     char q[512];
     snprintf(q, sizeof q, "INSERT INTO %s FORMAT JSONEachRow", c->table);
-    ch_req *r = ch_req_new(h, q, b->data, b->len, record_finished, c);
-    ch_req_start(r);
+    c->req = ch_req_new(h, q, b->data, b->len, record_finished, c);
+    c->next = st->records;
+    st->records = c;
+    ch_req_start(c->req);
 }
 
 /* ---- runs left "running" by a killed process ---- */
@@ -629,9 +643,32 @@ int zh_ch_mark_stale_runs(zh_host *h, const char *job) {
     return marked;
 }
 
+static void record_grace_over(uv_timer_t *t) { *(bool *)t->data = true; }
+
 void zh_ch_shutdown(zh_host *h) {
     zh_ch_state *st = h->ch;
     if (!st) return;
+    if (st->records) {
+        /* A run that ends fast can still have its "running" row in flight: give the run log a
+         * moment, then spool what is left rather than lose it. */
+        bool over = false;
+        uv_timer_t grace;
+        uv_timer_init(h->loop, &grace);
+        grace.data = &over;
+        uv_timer_start(&grace, record_grace_over, 3000, 0);
+        while (st->records && !over && uv_run(h->loop, UV_RUN_ONCE)) {
+        }
+        uv_timer_stop(&grace);
+        uv_close((uv_handle_t *)&grace, NULL);
+        while (st->records) {
+            record_ctx *c = st->records;
+            ch_req_abort(c->req);
+            record_spool(h, c, "zhost exited before ClickHouse answered");
+            if (c->done) c->done(c->ud, "zhost exited before ClickHouse answered");
+            record_free(h, c);
+        }
+        uv_run(h->loop, UV_RUN_NOWAIT);
+    }
     zh_sink_shutdown_all(h);
     free(st->url);
     free(st->user);

@@ -216,9 +216,10 @@ static void timeout_fired(uv_timer_t *t) {
     zh_run_cancel(r, msg, ZH_RUN_ERROR);
 }
 
+/* The run may be over (and freed) by the time its "running" row is answered: no run pointer. */
 static void running_recorded(void *ud, const char *err) {
-    zh_run *r = ud;
-    if (err) ZH_DEBUG(r->group.job, "msg=\"could not write the running row\" error=\"%s\"", err);
+    (void)ud;
+    if (err) ZH_DEBUG(NULL, "msg=\"could not write the running row\" error=\"%s\"", err);
 }
 
 struct env_fill {
@@ -340,7 +341,7 @@ zh_run *zh_run_start(zh_host *h, const zh_run_opts *o, void (*on_done)(zh_run *,
         snprintf(running_metrics, sizeof running_metrics, "{\"pid\":%ld}", (long)getpid());
         zh_ch_record_run(h, &(zh_run_record){.job = job, .run_id = r->run_id, .status = "running", .message = "",
                                              .metrics_json = running_metrics, .started_at = r->started_wall, .rows = 0},
-                         running_recorded, r);
+                         running_recorded, NULL);
     }
     r->root = zh_task_spawn(h, L, 0, &r->group);
     r->root->on_done = root_done;

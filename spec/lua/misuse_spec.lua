@@ -27,7 +27,9 @@ for _, nf in ipairs(names) do
         local a = args[1]
         if type(a) == "string" and a:match("^https?://.") then safe = false end
         if type(a) == "table" then safe = false end
-        if name:match("^ch%.") and type(a) == "string" then safe = false end
+        -- ch.query/exec/sink turn numbers into SQL and would really go to the server
+        if name:match("^ch%.") and name ~= "ch.quote" and name ~= "ch.database" and name ~= "ch.spool_status"
+          and (type(a) == "string" or type(a) == "number") then safe = false end
       end
       if name == "task.wait" or name == "task.map" or name == "task.spawn" then safe = type(args[1]) ~= "function" and type(args[1]) ~= "table" end
       if safe then

@@ -118,14 +118,13 @@ char *ch_error_message(long status, const char *body, size_t len, int *code) {
         stop = strstr(src, " (version ");
         if (stop && stop < end) end = stop;
         while (end > src && (end[-1] == '\n' || end[-1] == ' ')) end--;
-        size_t m = (size_t)(end - src);
-        if (m > 600) m = 600;
+        size_t m = zh_utf8_cut(src, (size_t)(end - src), 600);
         for (size_t i = 0; i < m; i++) zh_buf_addc(&b, src[i] == '\n' ? ' ' : src[i]);
     } else {
         zh_buf_printf(&b, "ClickHouse HTTP %ld", status);
         if (n) {
             zh_buf_adds(&b, ": ");
-            size_t m = n > 300 ? 300 : n;
+            size_t m = zh_utf8_cut(p, n, 300);
             for (size_t i = 0; i < m; i++) zh_buf_addc(&b, p[i] == '\n' ? ' ' : p[i]);
         }
     }

@@ -127,6 +127,14 @@ int zh_cmd_run(int argc, char **argv) {
     }
     if (o.dry_run) o.record = false;
     o.extra = extra;
+    {
+        char *oerr = NULL;
+        if (zh_run_check_options(&o, &oerr) != 0) {
+            fprintf(stderr, "zhost run: %s\n", oerr);
+            free(oerr);
+            goto out;
+        }
+    }
     if (verbose) zh_log_set_level(ZH_LOG_DEBUG);
     char dir[1024];
     snprintf(dir, sizeof dir, "%s", o.script);

@@ -126,9 +126,18 @@ static void json_string(zh_buf *b, const char *s, size_t n) {
 
 #define FAIL(...) (snprintf(errbuf, errlen, __VA_ARGS__), errbuf)
 
+/* A value quoted in an error message: at most 40 bytes, never cut inside a UTF-8 character. */
+static const char *clip(const char *s, size_t n, char buf[48]) {
+    size_t m = zh_utf8_cut(s, n, 40);
+    memcpy(buf, s, m);
+    buf[m] = 0;
+    return buf;
+}
+
 static const char *encode_value(lua_State *L, int idx, int kind, bool is_unsigned, int elem_kind, zh_buf *out,
                                 char *errbuf, size_t errlen, int depth) {
     int t = lua_type(L, idx);
+    char qb[48];
     char num[64];
     switch (kind) {
     case CH_INT:
@@ -148,7 +157,7 @@ static const char *encode_value(lua_State *L, int idx, int kind, bool is_unsigne
         if (t == LUA_TSTRING) {
             size_t n;
             const char *s = lua_tolstring(L, idx, &n);
-            if (!is_integer_text(s, n, !is_unsigned) || n > 20) return FAIL("expected an integer, got \"%.40s\"", s);
+            if (!is_integer_text(s, n, !is_unsigned) || n > 20) return FAIL("expected an integer, got \"%s\"", clip(s, n, qb));
             zh_buf_add(out, s, n);
             return NULL;
         }
@@ -174,7 +183,7 @@ static const char *encode_value(lua_State *L, int idx, int kind, bool is_unsigne
             size_t n;
             const char *s = lua_tolstring(L, idx, &n);
             if (!zh_rowenc_is_decimal(s, n, kind == CH_FLOAT))
-                return FAIL("expected a decimal number, got \"%.40s\"", s);
+                return FAIL("expected a decimal number, got \"%s\"", clip(s, n, qb));
             if (s[0] == '+') s++, n--;
             if (s[0] == '.') zh_buf_addc(out, '0'); /* ".5" is not JSON */
             zh_buf_add(out, s, n);

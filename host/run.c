@@ -49,20 +49,64 @@ static void copy_token(const char *v, char *out, size_t n) {
     out[i] = 0;
 }
 
-void zh_run_read_directive(const char *path, char *job, size_t jl, char *secrets, size_t sl) {
+/* The directive line, or "" (first 10 lines only: it is a header, not code). */
+static void directive_line(const char *path, char *out, size_t n) {
+    out[0] = 0;
     FILE *f = fopen(path, "r");
     if (!f) return;
     char line[512];
     for (int i = 0; i < 10 && fgets(line, sizeof line, f); i++) {
         char *d = strstr(line, "-- zhost:");
-        if (!d) continue;
-        char *j = strstr(d, "job=");
-        if (j && job) copy_token(j + 4, job, jl);
-        char *s = strstr(d, "secrets=");
-        if (s && secrets) copy_token(s + 8, secrets, sl);
-        break;
+        if (d) {
+            snprintf(out, n, "%s", d + 9);
+            break;
+        }
     }
     fclose(f);
+}
+
+void zh_run_read_directive(const char *path, char *job, size_t jl, char *secrets, size_t sl) {
+    char d[512];
+    directive_line(path, d, sizeof d);
+    char *j = strstr(d, "job=");
+    if (j && job) copy_token(j + 4, job, jl);
+    char *s = strstr(d, "secrets=");
+    if (s && secrets) copy_token(s + 8, secrets, sl);
+}
+
+int zh_run_check_options(const zh_run_opts *o, char **err) {
+    if (!o->extra || !o->extra[0]) return 0;
+    char d[512], allowed[400] = "";
+    directive_line(o->script, d, sizeof d);
+    char *opt = strstr(d, "options=");
+    if (opt) copy_token(opt + 8, allowed, sizeof allowed);
+    for (const char *const *e = o->extra; e[0]; e += 2) {
+        bool ok = false;
+        size_t n = strlen(e[0]);
+        for (const char *p = allowed; *p;) {
+            const char *c = strchr(p, ',');
+            size_t len = c ? (size_t)(c - p) : strlen(p);
+            if (len == n && !strncmp(p, e[0], n)) ok = true;
+            p += len + (c ? 1 : 0);
+        }
+        if (!ok) {
+            zh_buf b;
+            zh_buf_init(&b);
+            zh_buf_printf(&b, "unknown option --%s for %s", e[0], o->script);
+            if (*allowed) {
+                zh_buf_adds(&b, " (it takes --");
+                for (const char *p = allowed; *p; p++) zh_buf_adds(&b, *p == ',' ? ", --" : (char[]){*p, 0});
+                zh_buf_adds(&b, " besides --days/--since/--to/--dry-run)");
+            } else {
+                zh_buf_adds(&b, " (it takes only --days, --since, --to and --dry-run; a script lists more in its "
+                                "`-- zhost: options=a,b` line)");
+            }
+            *err = b.data;
+            return -1;
+        }
+        if (!e[1]) break;
+    }
+    return 0;
 }
 
 void zh_run_names(const zh_run_opts *o, char *job, size_t jl, char *secrets, size_t sl) {
@@ -237,6 +281,7 @@ static char *dup_opt(const char *s) { return s ? zh_xstrdup(s) : NULL; }
 
 zh_run *zh_run_start(zh_host *h, const zh_run_opts *o, void (*on_done)(zh_run *, void *), void *ud, char **err) {
     lua_State *L = h->L;
+    if (zh_run_check_options(o, err) != 0) return NULL;
     char job[64] = "", secrets[64] = "";
     zh_run_names(o, job, sizeof job, secrets, sizeof secrets);
 

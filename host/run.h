@@ -50,6 +50,10 @@ void zh_uuid4(char out[37]);
 /* The job name (--job, else the directive, else the file name) and the secrets name (the
  * directive's secrets=, else the job name) of a run. */
 void zh_run_names(const zh_run_opts *o, char *job, size_t jl, char *secrets, size_t sl);
+/* Script options beyond the standard ones must be declared in the directive
+ * (`-- zhost: job=x options=csv,mode`), so a misspelt --dryrun is refused instead of ignored.
+ * Returns 0, or -1 with *err set (malloc'd). */
+int zh_run_check_options(const zh_run_opts *o, char **err);
 /* Reads the `-- zhost: job=NAME secrets=NAME` directive from a script's first lines. */
 void zh_run_read_directive(const char *path, char *job, size_t jl, char *secrets, size_t sl);
 

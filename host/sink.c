@@ -291,8 +291,9 @@ void zh_ch_group_print_dry_run(zh_host *h, zh_group *g) {
             const char *p = t->samples.data;
             while (*p) {
                 const char *nl = strchr(p, '\n');
-                int n = nl ? (int)(nl - p) : (int)strlen(p);
-                printf("    %.*s%s\n", n > 400 ? 400 : n, p, n > 400 ? "…" : "");
+                size_t n = nl ? (size_t)(nl - p) : strlen(p);
+                size_t shown = zh_utf8_cut(p, n, 400);
+                printf("    %.*s%s\n", (int)shown, p, shown < n ? "…" : "");
                 p += n + (nl ? 1 : 0);
             }
         }

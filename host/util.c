@@ -118,3 +118,11 @@ const char *zh_opt_value(int argc, char **argv, int *i, const char *name) {
     (*i)++;
     return argv[*i];
 }
+
+size_t zh_utf8_cut(const char *s, size_t len, size_t max) {
+    if (len <= max) return len;
+    size_t n = max;
+    /* Step back over continuation bytes so a multi-byte character is never split. */
+    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80) n--;
+    return n;
+}

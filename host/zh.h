@@ -60,6 +60,9 @@ void *zh_xrealloc(void *p, size_t n);
 char *zh_xstrdup(const char *s);
 char *zh_xstrndup(const char *s, size_t n);
 
+/* The longest prefix of s[0..len) of at most max bytes that does not split a UTF-8 character. */
+size_t zh_utf8_cut(const char *s, size_t len, size_t max);
+
 /* Monotonic seconds (from the uv loop's clock when a loop is given, else fresh). */
 double zh_now_mono(void);
 /* Wall-clock seconds since the epoch, with sub-second precision. */

@@ -1,4 +1,4 @@
--- zhost: job=alerts secrets=alerts
+-- zhost: job=alerts secrets=alerts options=rules,only,repeat-hours
 -- The alerts job (every 2 hours): evaluates every rule in scripts/alerts/*.lua, dedups the
 -- firing conditions against zakaz.alert_state, e-mails one digest per cycle, and stores every
 -- notification in zakaz.alerts. See docs/alerts.md.

@@ -1,4 +1,4 @@
--- zhost: job=gmail_ingest secrets=gmail
+-- zhost: job=gmail_ingest secrets=gmail options=query,limit,reload
 -- Gmail backup channel: sales reports mailed as CSV attachments (or simple HTML tables) ->
 -- stg_qtickets_sales_raw. v_sales_latest uses these rows only for dates the QTickets API has no
 -- sales line for, so running this next to the API loader is harmless.

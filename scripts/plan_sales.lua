@@ -1,4 +1,4 @@
--- zhost: job=plan_sales
+-- zhost: job=plan_sales options=csv
 -- Sales plan CSV -> plan_sales.  zhost run scripts/plan_sales.lua --csv FILE [--dry-run]
 -- Columns (any order, any case): sales_date, city, event_id, plan_tickets, plan_revenue; Russian names
 -- too (дата, город, ид события, план билетов, план выручки). Dates ISO or day-first, decimal commas.

@@ -1,4 +1,4 @@
--- zhost: job=vk_ads secrets=vk
+-- zhost: job=vk_ads secrets=vk options=mode,level,plans,accounts
 -- VK Ads daily statistics -> zakaz.fact_vk_ads_daily (docs/loaders/ads.md, docs/schema.md §3.10).
 --
 -- Two modes:

@@ -264,6 +264,17 @@ class ScriptFailures(zhtest.ZhostCase):
         self.assertEqual(self.zhost("nonsense").returncode, 2)
         self.assertEqual(self.zhost("help", "run").returncode, 0)
 
+    def test_unknown_script_option_is_refused(self):
+        plain = self.script("plain.lua", "-- zhost: job=plain\nerror('must not run')\n")
+        r = self.zhost("run", plain, "--dryrun")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("unknown option --dryrun", r.stderr)
+        withopt = self.script("withopt.lua", "-- zhost: job=withopt options=csv,mode\nassert(job.args.csv == 'f.csv')\n")
+        self.assertEqual(self.zhost("run", withopt, "--csv", "f.csv", "--dry-run").returncode, 0)
+        r = self.zhost("run", withopt, "--cvs", "f.csv", "--dry-run")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("it takes --csv, --mode", r.stderr)
+
     def test_missing_script(self):
         r = self.zhost("run", "/nonexistent/x.lua")
         self.assertEqual(r.returncode, 1)

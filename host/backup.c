@@ -2925,7 +2925,18 @@ int zh_cmd_backup(int argc, char **argv) {
     }
     if (!dir) dir = getenv("ZHOST_BACKUP_DIR");
     if (!dir || !*dir) dir = getenv("BACKUP_DIR");
-    if (!dir || !*dir) dir = "var/backups";
+    if (!dir || !*dir) {
+        /* A run started by `zhost serve` (which sets ZHOST_JOB) works in the service's directory,
+         * where var/backups is nobody's choice (/ in Docker, read-only under systemd's
+         * ProtectSystem): there the folder must be configured, and saying so is the run's error. */
+        const char *job = getenv("ZHOST_JOB");
+        if (job && *job) {
+            fprintf(stderr, "zhost backup %s: no backup folder configured (set BACKUP_DIR in %s/.env.backup)\n", verb,
+                    sdir);
+            return 1;
+        }
+        dir = "var/backups";
+    }
     if (fresh_h < 0) fresh_h = env_num("ZHOST_BACKUP_FRESH_HOURS", 2);
     if (full_h < 0) full_h = env_num("ZHOST_BACKUP_FULL_HOURS", 26);
     if (keep_d < 0) keep_d = env_num("ZHOST_BACKUP_KEEP_FULL_DAYS", 28);

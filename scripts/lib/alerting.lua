@@ -33,9 +33,13 @@ end
 -- ---- rules ----
 
 -- Applies overrides to a rule's config: env(name) is asked for ALERT_<RULE>_<KEY> (scalars) and
--- ALERT_<RULE>_<KEY>_<ENTRY> (entries of map-valued keys). Values keep the type of the default.
+-- ALERT_<RULE>_<KEY>_<ENTRY> (entries of map-valued keys), then, for a scalar the rule names in
+-- its `env` table, that variable (a setting several rules share). Values keep the type of the default.
 function M.configure(rule_name, defaults, env)
   local cfg = {}
+  -- The caller hands over only the config table, so load_rule attached the rule's extra names to it.
+  local mt = getmetatable(defaults or {})
+  local extra = type(mt) == "table" and type(mt.env) == "table" and mt.env or {}
   local function cast(default, v)
     if type(default) == "number" then return tonumber(v) or default end
     if type(default) == "boolean" then return v == "1" or v == "true" or v == "yes" end
@@ -52,6 +56,7 @@ function M.configure(rule_name, defaults, env)
       cfg[k] = copy
     else
       local o = env and env(name)
+      if (o == nil or o == "") and env and extra[k] then o = env(extra[k]) end
       if o ~= nil and o ~= "" then cfg[k] = cast(v, o) else cfg[k] = v end
     end
   end
@@ -77,6 +82,19 @@ function M.load_rule(code, path)
     return nil, path .. ": severity must be error, warning or info"
   end
   if rule.needs_clickhouse == nil then rule.needs_clickhouse = true end
+  if rule.env ~= nil then
+    -- env = { key = "VARIABLE" }: another variable that sets a scalar config key.
+    if type(rule.env) ~= "table" or type(rule.config) ~= "table" then
+      return nil, path .. ": env must map config keys to variable names"
+    end
+    for k, var in pairs(rule.env) do
+      local d = rule.config[k]
+      if type(var) ~= "string" or not var:match("^[%w_]+$") or d == nil or type(d) == "table" then
+        return nil, path .. ": env." .. tostring(k) .. " must name a variable for a scalar config key"
+      end
+    end
+    setmetatable(rule.config, { env = rule.env })
+  end
   rule.file = path
   return rule
 end

@@ -148,7 +148,7 @@ for _, file in ipairs(shipped) do
   names[#names + 1] = r.name
 end
 assert(table.concat(names, ",") ==
-  "clickhouse_down,failed_run,no_recent_success,repeated_failures,spool_not_empty,stale_data", table.concat(names, ","))
+  "backup_failed,backup_stale,clickhouse_down,failed_run,no_recent_success,repeated_failures,spool_not_empty,stale_data", table.concat(names, ","))
 
 -- the digest
 local one = A.plan({ now = NOW, repeat_s = DAY, results = results({ f }), state = {}, pending = {} }).notes

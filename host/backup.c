@@ -2937,7 +2937,8 @@ int zh_cmd_backup(int argc, char **argv) {
         }
         dir = "var/backups";
     }
-    if (fresh_h < 0) fresh_h = env_num("ZHOST_BACKUP_FRESH_HOURS", 2);
+    /* The shipped schedule takes an incremental every 4 h: allow one run plus margin. */
+    if (fresh_h < 0) fresh_h = env_num("ZHOST_BACKUP_FRESH_HOURS", 6);
     if (full_h < 0) full_h = env_num("ZHOST_BACKUP_FULL_HOURS", 26);
     if (keep_d < 0) keep_d = env_num("ZHOST_BACKUP_KEEP_FULL_DAYS", 28);
     if (keep_incr_d < 0) keep_incr_d = env_num("ZHOST_BACKUP_KEEP_INCR_DAYS", 7);

@@ -5,7 +5,9 @@ return {
   severity = "error",
   config = {
     window_hours = 24,            -- only runs started within this many hours count
-    exclude = { alerts = true },  -- jobs never alerted on (the alerts job reports its own failures in its log)
+    -- jobs never alerted on here: the alerts job reports its own failures in its log, and backup
+    -- failures have their own rule (backup_failed) with the backup's error
+    exclude = { alerts = true, backup = true, backup_full = true, backup_incr = true, backup_prune = true },
   },
   check = function(ctx, cfg)
     local since = ctx.now - math.floor(cfg.window_hours * 3600)

@@ -369,6 +369,12 @@ zh_run *zh_run_start(zh_host *h, const zh_run_opts *o, void (*on_done)(zh_run *,
      * directory the host actually read, which --secrets or ZHOST_SECRETS may have moved. */
     lua_pushstring(L, dir);
     lua_setfield(L, jobt, "secrets_dir");
+    /* Where scripts keep state they write (token caches): the daemon's state directory when
+     * ZHOST_STATE_DIR says so (the secrets directory is read-only under the systemd unit),
+     * else next to the secrets as the original system did. */
+    const char *state = getenv("ZHOST_STATE_DIR");
+    lua_pushstring(L, state && *state ? state : dir);
+    lua_setfield(L, jobt, "state_dir");
     lua_pushlightuserdata(L, r);
     lua_setfield(L, jobt, "_run");
     lua_newtable(L);

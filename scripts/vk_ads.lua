@@ -87,7 +87,7 @@ local function run_v2()
     local cache = env("VK_ADS_TOKEN_CACHE")
     if not cache or #agencies > 1 then
       local id = (client_id .. (agency and ("." .. agency) or "")):gsub("[^%w%-_.]", "_")
-      cache = job.secrets_dir .. "/.vk_ads_token." .. id .. ".json"
+      cache = job.state_dir .. "/.vk_ads_token." .. id .. ".json"
     end
     local oc = oauth2.client{
       token_url = base .. "/api/v2/oauth2/token.json", client_id = client_id, client_secret = client_secret,

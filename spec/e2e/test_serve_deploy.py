@@ -71,7 +71,7 @@ class Deploy(unittest.TestCase):
     def test_systemd_unit(self):
         unit = read("ops/systemd/zhost.service")
         for d in ("User=zhost", "Restart=on-failure", "NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes",
-                  "ReadWritePaths=/var/lib/zhost", "ExecReload=/bin/kill -HUP $MAINPID", "StateDirectory=zhost"):
+                  "ReadWritePaths=/var/lib/zhost -/etc/zhost/secrets/gmail", "Environment=ZHOST_STATE_DIR=/var/lib/zhost", "ExecReload=/bin/kill -HUP $MAINPID", "StateDirectory=zhost"):
             self.assertRegex(unit, r"(?m)^%s$" % re.escape(d), d)
         self.assertRegex(unit, r"(?m)^ExecStart=/usr/local/bin/zhost serve --conf /etc/zhost/zhost.conf")
         analyze = shutil.which("systemd-analyze")

@@ -224,8 +224,10 @@ static const zh_command commands[] = {
      "Other --OPTION VALUE pairs reach the script as job.args.OPTION."},
     {"check", zh_cmd_check, "zhost check SCRIPT...", "Compiles scripts and reports syntax errors as file:line: message."},
     {"repl", zh_cmd_repl, "zhost repl [--secrets DIR]", "Interactive Lua prompt with every zhost module loaded."},
-    {"spool", zh_cmd_spool, "zhost spool status|replay [--secrets DIR] [--spool DIR]",
-     "Shows or delivers batches that could not be inserted into ClickHouse."},
+    {"spool", zh_cmd_spool, "zhost spool status|replay [--json] [--spool DIR] [--conf FILE] [--secrets DIR]",
+     "Shows or delivers batches that could not be inserted into ClickHouse, in bounded pieces.\n"
+     "The spool is --spool, else $ZHOST_SPOOL, else the daemon's spool_dir from its configuration\n"
+     "(--conf, $ZHOST_CONF, ./conf/zhost.conf or /etc/zhost/zhost.conf), else ./var/spool."},
     {"migrate", zh_cmd_migrate, "zhost migrate [--status] [--secrets DIR] [--sql DIR]",
      "Applies the missing numbered migrations from sql/ (or lists them with --status)."},
     {"auth", zh_cmd_auth,

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct migration {
     unsigned version;
@@ -172,7 +173,8 @@ int zh_cmd_migrate(int argc, char **argv) {
         }
     }
     if (!sqldir) sqldir = getenv("ZHOST_SQL_DIR");
-    if (!sqldir) sqldir = "sql";
+    /* From a checkout ./sql; on an installed system the migrations cmake --install put in place. */
+    if (!sqldir) sqldir = access("sql", R_OK) == 0 ? "sql" : ZHOST_DATADIR "/sql";
     char *err = NULL;
     migration *migs;
     int n = list_migrations(sqldir, &migs, &err);

@@ -8,6 +8,7 @@
 #include "host.h"
 #include "log.h"
 #include "secrets.h"
+#include "serve.h"
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -238,7 +239,7 @@ static int replay_file(zh_host *h, const char *path, const char *table, size_t p
 }
 
 int zh_cmd_spool(int argc, char **argv) {
-    const char *secrets = NULL, *spool = NULL, *v;
+    const char *secrets = NULL, *spool = NULL, *conf_flag = NULL, *v;
     const char *verb = NULL;
     bool json = false;
     size_t piece = 4u << 20;
@@ -246,6 +247,7 @@ int zh_cmd_spool(int argc, char **argv) {
         if ((v = zh_opt_value(argc, argv, &i, "--secrets"))) secrets = v;
         else if ((v = zh_opt_value(argc, argv, &i, "--spool"))) spool = v;
         else if ((v = zh_opt_value(argc, argv, &i, "--piece-bytes"))) piece = (size_t)atoll(v);
+        else if ((v = zh_opt_value(argc, argv, &i, "--conf"))) conf_flag = v;
         else if (!strcmp(argv[i], "--json")) json = true;
         else if (!verb) verb = argv[i];
         else {
@@ -257,9 +259,27 @@ int zh_cmd_spool(int argc, char **argv) {
         fprintf(stderr, "usage: zhost spool status|replay [--secrets DIR] [--spool DIR] [--json]\n");
         return 2;
     }
+    /* Without --spool/$ZHOST_SPOOL, use the daemon's spool (and secrets) from its configuration,
+     * so an operator finds the same files from any directory. */
+    zh_conf *conf = NULL;
+    const char *env_spool = getenv("ZHOST_SPOOL");
+    if (!spool && !(env_spool && *env_spool)) {
+        const char *path = zh_conf_find(conf_flag);
+        char *cerr = NULL;
+        if (path && (conf = zh_conf_load(path, &cerr))) {
+            spool = conf->spool_dir;
+            if (!secrets && !getenv("ZHOST_SECRETS")) secrets = conf->secrets_dir;
+        } else if (cerr) {
+            fprintf(stderr, "zhost spool: %s (using ./var/spool)\n", cerr);
+            free(cerr);
+        }
+    }
     zh_host_opts ho = {.secrets_dir = zh_secrets_dir(secrets), .spool_dir = spool};
     zh_host *h = zh_host_new(&ho);
-    if (!h) return 1;
+    if (!h) {
+        zh_conf_free(conf);
+        return 1;
+    }
     char **names;
     int n = list_files(h->spool_dir, &names);
     int rc = 0;
@@ -309,5 +329,6 @@ int zh_cmd_spool(int argc, char **argv) {
     for (int i = 0; i < n; i++) free(names[i]);
     free(names);
     zh_host_free(h);
+    zh_conf_free(conf);
     return rc;
 }

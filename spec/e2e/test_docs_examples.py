@@ -55,5 +55,28 @@ class TestRequireCache(unittest.TestCase):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+class TestExecDryRun(zhtest.ZhostCase):
+    """--dry-run writes nothing: ch.exec is logged, not sent; a real run sends it."""
+
+    SCRIPT = ("assert(ch.exec('CREATE TABLE zakaz.docs_dry (id UInt64) ENGINE = Memory') == true)\n"
+              "local rows = assert(ch.query('EXISTS TABLE zakaz.docs_dry'))\n"
+              "io.write('exists=', rows[1].result, '\\n')\n")
+
+    def test_exec_is_skipped_in_a_dry_run(self):
+        path = self.script("dry.lua", self.SCRIPT)
+        r = self.zhost("run", path, "--dry-run")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("exists=0", r.stdout)
+        self.assertIn('msg="dry run: ch.exec statement not sent" sql="CREATE TABLE zakaz.docs_dry', r.stderr)
+        self.assertEqual(self.scalar("EXISTS TABLE docs_dry"), "0")
+
+    def test_exec_runs_in_a_real_run(self):
+        path = self.script("real.lua", self.SCRIPT)
+        r = self.zhost("run", path)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("exists=1", r.stdout)
+        self.assertEqual(self.scalar("EXISTS TABLE docs_dry"), "1")
+
+
 if __name__ == "__main__":
     unittest.main()

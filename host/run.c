@@ -109,6 +109,12 @@ static void record_done(void *ud, const char *err) {
 }
 
 static void write_final(zh_run *r) {
+    /* A run shorter than the "running" row's insert must not end (and free that request's
+     * owner, the host) while it is in flight; running_recorded resumes here. */
+    if (r->running_row_pending) {
+        r->final_waiting = true;
+        return;
+    }
     zh_buf metrics;
     zh_buf_init(&metrics);
     build_metrics(r, &metrics);
@@ -204,6 +210,11 @@ static void timeout_fired(uv_timer_t *t) {
 static void running_recorded(void *ud, const char *err) {
     zh_run *r = ud;
     if (err) ZH_DEBUG(r->group.job, "msg=\"could not write the running row\" error=\"%s\"", err);
+    r->running_row_pending = false;
+    if (r->final_waiting) {
+        r->final_waiting = false;
+        write_final(r);
+    }
 }
 
 struct env_fill {
@@ -328,10 +339,12 @@ zh_run *zh_run_start(zh_host *h, const zh_run_opts *o, void (*on_done)(zh_run *,
     lua_rawset(L, env);
     lua_settop(L, fn);
 
-    if (o->record)
+    if (o->record) {
+        r->running_row_pending = true;
         zh_ch_record_run(h, &(zh_run_record){.job = job, .run_id = r->run_id, .status = "running", .message = "",
                                              .metrics_json = "{}", .started_at = r->started_wall, .rows = 0},
                          running_recorded, r);
+    }
     r->root = zh_task_spawn(h, L, 0, &r->group);
     r->root->on_done = root_done;
     r->root->on_done_ud = r;

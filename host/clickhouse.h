@@ -15,6 +15,8 @@ const char *zh_ch_database(zh_host *h);
 
 /* Dry-run: sinks count and sample rows but write nothing. Applies to the group's sinks. */
 void zh_ch_set_dry_run(zh_host *h, zh_group *g, bool dry);
+/* Whether the group runs dry (false for groups never set, e.g. REPL inputs). */
+bool zh_ch_is_dry_run(zh_host *h, zh_group *g);
 
 /* Flushes (or spools) every open sink of the group, then calls done. */
 void zh_ch_group_finish(zh_host *h, zh_group *g, void (*done)(void *ud), void *ud);

@@ -229,9 +229,23 @@ static int l_query(lua_State *L) {
     return start_op(L, kind, NULL, body, strlen(body));
 }
 
-/* ch.exec(sql) -> true | nil, err */
+/* ch.exec(sql) -> true | nil, err. A dry run writes nothing, and exec is how scripts write
+ * outside sinks (ALTER, INSERT ... SELECT), so there the statement is only logged. */
 static int l_exec(lua_State *L) {
     const char *sql = luaL_checkstring(L, 1);
+    zh_host *h = zh_host_of(L);
+    zh_task *t = zh_task_current(L, true);
+    if (zh_ch_is_dry_run(h, t->group)) {
+        zh_buf b;
+        zh_buf_init(&b);
+        zh_buf_adds(&b, "msg=\"dry run: ch.exec statement not sent\" sql=\"");
+        for (const char *p = sql; *p && p - sql < 300; p++) zh_buf_addc(&b, *p == '"' ? '\'' : *p);
+        zh_buf_adds(&b, "\"");
+        zh_log_line(ZH_LOG_INFO, t->group ? t->group->job : NULL, zh_buf_cstr(&b));
+        zh_buf_free(&b);
+        lua_pushboolean(L, 1);
+        return 1;
+    }
     char *s = ch_substitute_db(zh_host_of(L), sql);
     lua_pushstring(L, s);
     free(s);

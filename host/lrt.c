@@ -172,6 +172,10 @@ static int l_require(lua_State *L) {
         if (!f) continue;
         fclose(f);
         zh_lrt_push_env(L, true);
+        /* The module's own require()s use the caller's cache, so a library required by both the
+         * script and another library is loaded once per run, as the documentation promises. */
+        lua_pushvalue(L, env);
+        lua_rawsetp(L, -2, (void *)&strict_index);
         char *err = zh_lrt_load_file(L, path, -1);
         if (err) {
             lua_pushstring(L, err);

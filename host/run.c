@@ -167,6 +167,12 @@ static void record_done(void *ud, const char *err) {
 }
 
 static void write_final(zh_run *r) {
+    /* A run shorter than the "running" row's insert must not end (and free that request's
+     * owner, the host) while it is in flight; running_recorded resumes here. */
+    if (r->running_row_pending) {
+        r->final_waiting = true;
+        return;
+    }
     zh_buf metrics;
     zh_buf_init(&metrics);
     build_metrics(r, &metrics);
@@ -260,10 +266,16 @@ static void timeout_fired(uv_timer_t *t) {
     zh_run_cancel(r, msg, ZH_RUN_ERROR);
 }
 
-/* The run may be over (and freed) by the time its "running" row is answered: no run pointer. */
+/* The final row waits for this answer (write_final checks running_row_pending), so the run is
+ * still alive here. */
 static void running_recorded(void *ud, const char *err) {
-    (void)ud;
-    if (err) ZH_DEBUG(NULL, "msg=\"could not write the running row\" error=\"%s\"", err);
+    zh_run *r = ud;
+    if (err) ZH_DEBUG(r->group.job, "msg=\"could not write the running row\" error=\"%s\"", err);
+    r->running_row_pending = false;
+    if (r->final_waiting) {
+        r->final_waiting = false;
+        write_final(r);
+    }
 }
 
 struct env_fill {
@@ -390,9 +402,10 @@ zh_run *zh_run_start(zh_host *h, const zh_run_opts *o, void (*on_done)(zh_run *,
         /* The pid lets a later start tell a run killed mid-way from one still going. */
         char running_metrics[48];
         snprintf(running_metrics, sizeof running_metrics, "{\"pid\":%ld}", (long)getpid());
+        r->running_row_pending = true;
         zh_ch_record_run(h, &(zh_run_record){.job = job, .run_id = r->run_id, .status = "running", .message = "",
                                              .metrics_json = running_metrics, .started_at = r->started_wall, .rows = 0},
-                         running_recorded, NULL);
+                         running_recorded, r);
     }
     r->root = zh_task_spawn(h, L, 0, &r->group);
     r->root->on_done = root_done;

@@ -33,6 +33,8 @@ struct zh_run {
     int metrics_ref;          /* Lua table of script metrics */
     int env_ref;              /* Lua table of secrets for this run */
     bool finishing;
+    bool running_row_pending; /* the "running" meta_job_runs insert has not answered yet */
+    bool final_waiting;       /* the final row waits for it (a very short run) */
     uv_timer_t *timeout_timer;
     void (*on_done)(zh_run *r, void *ud);
     void *on_done_ud;

@@ -71,6 +71,12 @@ static table_count *table_stats(ch_group_stats *gs, const char *table) {
 
 void zh_ch_set_dry_run(zh_host *h, zh_group *g, bool dry) { group_stats(h, g)->dry_run = dry; }
 
+bool zh_ch_is_dry_run(zh_host *h, zh_group *g) {
+    for (ch_group_stats *s = h->ch->groups; s; s = s->next)
+        if (s->g == g) return s->dry_run;
+    return false;
+}
+
 static void age_fired(uv_timer_t *t) { zh_sink_flush(t->data); }
 
 zh_sink *zh_sink_new(zh_host *h, zh_group *g, ch_schema *schema, const zh_sink_opts *o) {

@@ -68,8 +68,12 @@ static const char *tsv_field(const char *p, const char *end, zh_buf *out, bool *
 
 static void push_typed(lua_State *L, const char *type, const char *s, size_t n) {
     const char *t = type;
-    if (!strncmp(t, "Nullable(", 9)) t += 9;
-    if (!strncmp(t, "LowCardinality(", 15)) t += 15;
+    /* Wrappers nest either way: LowCardinality(Nullable(T)) and Nullable(LowCardinality(T)). */
+    for (;;) {
+        if (!strncmp(t, "Nullable(", 9)) t += 9;
+        else if (!strncmp(t, "LowCardinality(", 15)) t += 15;
+        else break;
+    }
     if (!strncmp(t, "Int", 3) || !strncmp(t, "UInt", 4)) {
         char *end;
         errno = 0;

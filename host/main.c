@@ -218,10 +218,12 @@ static int cmd_help(int argc, char **argv);
 
 static const zh_command commands[] = {
     {"run", zh_cmd_run,
-     "zhost run SCRIPT [--days N | --since YYYY-MM-DD [--to YYYY-MM-DD]] [--dry-run] [--secrets DIR] [--job NAME] [--timeout S] [-v] [--OPTION VALUE...]",
+     "zhost run SCRIPT [--days N | --since YYYY-MM-DD [--to YYYY-MM-DD]] [--dry-run] [--secrets DIR] [--job NAME] [--timeout S] [--cpu-budget S] [--spool DIR] [-v] [--OPTION VALUE...]",
      "Runs one script once. Exit 0 on success, 1 on failure (one-line reason on stderr).\n"
      "--dry-run fetches and maps but writes nothing; it prints row counts and sample rows per table.\n"
-     "Other --OPTION VALUE pairs reach the script as job.args.OPTION."},
+     "--timeout S cancels the whole run after S seconds (rows are flushed or spooled); --cpu-budget S\n"
+     "stops a script that runs S seconds without waiting (default 60). Other --OPTION VALUE pairs reach\n"
+     "the script as job.args.OPTION when its `-- zhost: options=...` line declares them."},
     {"check", zh_cmd_check, "zhost check SCRIPT...", "Compiles scripts and reports syntax errors as file:line: message."},
     {"repl", zh_cmd_repl, "zhost repl [--secrets DIR]", "Interactive Lua prompt with every zhost module loaded."},
     {"spool", zh_cmd_spool, "zhost spool status|replay [--json] [--spool DIR] [--conf FILE] [--secrets DIR]",

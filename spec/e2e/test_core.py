@@ -452,6 +452,23 @@ class DryRun(zhtest.ZhostCase):
         self.assertEqual(self.scalar("SELECT count() FROM dim_events"), "0")
         self.assertEqual(self.scalar("SELECT count() FROM meta_job_runs_raw"), before)
 
+    def test_query_types(self):
+        path = self.script("types.lua", """
+            local r = assert(ch.query("SELECT toUInt64(18446744073709551615) AS big, toInt32(-5) AS i, " ..
+              "toDecimal64('12.50', 2) AS d, toNullable(toInt8(1)) AS n, CAST(NULL AS Nullable(String)) AS z, " ..
+              "toLowCardinality(toNullable(toInt32(5))) AS lc, 'a\\tb' AS s, toFloat64(1.5) AS f"))[1]
+            assert(r.big == "18446744073709551615", tostring(r.big))
+            assert(math.type(r.i) == "integer" and r.i == -5)
+            assert(r.d == "12.50", tostring(r.d))
+            assert(math.type(r.n) == "integer" and r.n == 1)
+            assert(r.z == nil)
+            assert(math.type(r.lc) == "integer" and r.lc == 5, tostring(r.lc))
+            assert(r.s == "a\tb", r.s)
+            assert(r.f == 1.5)
+        """)
+        r = self.zhost("run", path, "--dry-run")
+        self.assertEqual(r.returncode, 0, r.stderr)
+
     def test_real_run_records_one_run(self):
         path = self.script("real.lua", """
             local s = assert(ch.sink("dim_events"))

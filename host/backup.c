@@ -3,7 +3,7 @@
  * format one partition at a time), the manifest with row counts, content checksums and the
  * sha256 of every file, verification of the backup folders, restore into scratch databases with
  * a row-count and checksum comparison, pruning, and the run rows (meta_job_runs_raw,
- * backup_runs). Also the small tools this needs and nothing else has: SHA-256 and a JSON reader.
+ * backup_runs). Also the small tool this needs and nothing else has: a JSON reader.
  *
  * Storage is behind bk_store (put/get/list/remove of files under a root); only local disk is
  * implemented. Data travels as the server sends it: gzip made by ClickHouse (HTTP compression)
@@ -21,6 +21,7 @@
 #include "ch_internal.h"
 #include "clickhouse.h"
 #include "commands.h"
+#include "hash.h"
 #include "host.h"
 #include "log.h"
 #include "run.h"
@@ -39,96 +40,6 @@
 #ifdef ZH_HAVE_ZLIB
 #include <zlib.h>
 #endif
-
-/* ======================================================================================
- * SHA-256 (FIPS 180-4)
- * ====================================================================================== */
-
-static const uint32_t sha_k[64] = {
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
-};
-
-#define ROR32(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
-
-static void sha_block(zh_sha256 *s, const uint8_t *p) {
-    uint32_t w[64];
-    for (int i = 0; i < 16; i++)
-        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
-    for (int i = 16; i < 64; i++) {
-        uint32_t s0 = ROR32(w[i - 15], 7) ^ ROR32(w[i - 15], 18) ^ (w[i - 15] >> 3);
-        uint32_t s1 = ROR32(w[i - 2], 17) ^ ROR32(w[i - 2], 19) ^ (w[i - 2] >> 10);
-        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-    }
-    uint32_t a = s->h[0], b = s->h[1], c = s->h[2], d = s->h[3], e = s->h[4], f = s->h[5], g = s->h[6], h = s->h[7];
-    for (int i = 0; i < 64; i++) {
-        uint32_t t1 = h + (ROR32(e, 6) ^ ROR32(e, 11) ^ ROR32(e, 25)) + ((e & f) ^ (~e & g)) + sha_k[i] + w[i];
-        uint32_t t2 = (ROR32(a, 2) ^ ROR32(a, 13) ^ ROR32(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
-        h = g;
-        g = f;
-        f = e;
-        e = d + t1;
-        d = c;
-        c = b;
-        b = a;
-        a = t1 + t2;
-    }
-    s->h[0] += a;
-    s->h[1] += b;
-    s->h[2] += c;
-    s->h[3] += d;
-    s->h[4] += e;
-    s->h[5] += f;
-    s->h[6] += g;
-    s->h[7] += h;
-}
-
-void zh_sha256_init(zh_sha256 *s) {
-    static const uint32_t iv[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                                   0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-    memcpy(s->h, iv, sizeof iv);
-    s->total = 0;
-    s->used = 0;
-}
-
-void zh_sha256_update(zh_sha256 *s, const void *data, size_t n) {
-    const uint8_t *p = data;
-    s->total += n;
-    while (n) {
-        size_t take = 64 - s->used;
-        if (take > n) take = n;
-        memcpy(s->buf + s->used, p, take);
-        s->used += take;
-        p += take;
-        n -= take;
-        if (s->used == 64) {
-            sha_block(s, s->buf);
-            s->used = 0;
-        }
-    }
-}
-
-void zh_sha256_hex(zh_sha256 *s, char out[65]) {
-    uint64_t bits = s->total * 8;
-    uint8_t pad = 0x80;
-    /* update() counts into total; the padding must not, so save and restore it. */
-    uint64_t total = s->total;
-    zh_sha256_update(s, &pad, 1);
-    uint8_t zero = 0;
-    while (s->used != 56) zh_sha256_update(s, &zero, 1);
-    uint8_t len[8];
-    for (int i = 0; i < 8; i++) len[i] = (uint8_t)(bits >> (56 - 8 * i));
-    zh_sha256_update(s, len, 8);
-    s->total = total;
-    for (int i = 0; i < 8; i++) snprintf(out + 8 * i, 9, "%08x", s->h[i]);
-    out[64] = 0;
-}
 
 /* ======================================================================================
  * JSON reader
@@ -858,22 +769,23 @@ static int store_hash(bk_store *s, const char *rel, char hex[65], uint64_t *byte
     uint64_t size;
     int rc = s->ops->get_open(s, rel, &r, &size, err);
     if (rc <= 0) return rc;
-    zh_sha256 sha;
-    zh_sha256_init(&sha);
+    zh_hash sha = {0};
+    zh_hash_init(&sha, ZH_HASH_SHA256);
     char *buf = zh_xmalloc(1 << 20);
     long k;
     uint64_t n = 0;
     while ((k = s->ops->get_read(r, buf, 1 << 20)) > 0) {
-        zh_sha256_update(&sha, buf, (size_t)k);
+        zh_hash_update(&sha, buf, (size_t)k);
         n += (uint64_t)k;
     }
     free(buf);
     s->ops->get_close(r);
     if (k < 0) {
+        zh_hash_free(&sha);
         *err = xprintf("%s/%s: read error", s->root, rel);
         return -1;
     }
-    zh_sha256_hex(&sha, hex);
+    zh_hash_hex(&sha, hex);
     *bytes = n;
     return 1;
 }
@@ -1090,7 +1002,7 @@ typedef struct dump_ctx {
     ch_req *r;
     const char *path;
     void *w;
-    zh_sha256 sha;
+    zh_hash sha;
     uint64_t bytes;
     double attempt;       /* started_at of the transfer attempt the writer belongs to */
     char *werr;
@@ -1148,7 +1060,7 @@ static size_t dump_write(char *p, size_t size, size_t nm, void *ud) {
         /* a retry: start the file over */
         if (d->w) d->c->st->ops->put_close(d->w, false, &d->werr);
         d->w = NULL;
-        zh_sha256_init(&d->sha);
+        zh_hash_init(&d->sha, ZH_HASH_SHA256);
         d->bytes = 0;
         dump_reset_error(d);
         d->attempt = x->started_at;
@@ -1172,7 +1084,7 @@ static size_t dump_write(char *p, size_t size, size_t nm, void *ud) {
         d->r->max_attempts = d->r->attempt;
         return 0;
     }
-    zh_sha256_update(&d->sha, p, n);
+    zh_hash_update(&d->sha, p, n);
     d->bytes += n;
     return n;
 }
@@ -1185,7 +1097,7 @@ static int bk_dump(bk_ctx *c, const char *sql, const char *path, char sha_hex[65
     d.c = c;
     d.path = path;
     d.attempt = -1;
-    zh_sha256_init(&d.sha);
+    zh_hash_init(&d.sha, ZH_HASH_SHA256);
     ch_req *r = bk_req(c, NULL, NULL, sql, strlen(sql), c->gzip, &flag);
     d.r = r;
     CURL *e = r->x->easy;
@@ -1208,9 +1120,10 @@ static int bk_dump(bk_ctx *c, const char *sql, const char *path, char sha_hex[65
     } else {
         if (!d.w) d.w = c->st->ops->put_open(c->st, path, err); /* an empty result */
         if (!d.w || c->st->ops->put_close(d.w, true, err) != 0) rc = -1;
-        zh_sha256_hex(&d.sha, sha_hex);
+        zh_hash_hex(&d.sha, sha_hex);
         *bytes = d.bytes;
     }
+    zh_hash_free(&d.sha);
     free(d.werr);
     ch_req_free(r);
     return rc;
@@ -1221,7 +1134,7 @@ static int bk_dump(bk_ctx *c, const char *sql, const char *path, char sha_hex[65
 typedef struct load_ctx {
     bk_store *st;
     void *rf;
-    zh_sha256 sha;
+    zh_hash sha;
     uint64_t bytes;
     bool failed;
 } load_ctx;
@@ -1233,7 +1146,7 @@ static size_t load_read(char *buf, size_t size, size_t nm, void *ud) {
         l->failed = true;
         return CURL_READFUNC_ABORT;
     }
-    zh_sha256_update(&l->sha, buf, (size_t)k);
+    zh_hash_update(&l->sha, buf, (size_t)k);
     l->bytes += (uint64_t)k;
     return (size_t)k;
 }
@@ -1250,7 +1163,7 @@ static int bk_load(bk_ctx *c, const char *target, const char *path, char sha_hex
         if (g == 0) *err = xprintf("%s/%s: missing", c->st->root, path);
         return -1;
     }
-    zh_sha256_init(&l.sha);
+    zh_hash_init(&l.sha, ZH_HASH_SHA256);
     char *q = xprintf("INSERT INTO %s FORMAT Native", target);
     bool flag = false;
     ch_req *r = bk_req(c, NULL, q, "", 0, false, &flag);
@@ -1278,8 +1191,9 @@ static int bk_load(bk_ctx *c, const char *target, const char *path, char sha_hex
         *err = zh_xstrdup(r->error ? r->error : "ClickHouse request did not finish");
         rc = -1;
     } else {
-        zh_sha256_hex(&l.sha, sha_hex);
+        zh_hash_hex(&l.sha, sha_hex);
     }
+    zh_hash_free(&l.sha);
     c->st->ops->get_close(l.rf);
     ch_req_free(r);
     return rc;
@@ -1924,10 +1838,7 @@ static int backup_table_data(bk_ctx *c, bk_manifest *m, const bk_manifest *base,
         const char *pid = t->partitioned ? cell(&parts, i, 0) : "all";
         char sig[65] = "";
         if (t->partitioned) {
-            zh_sha256 s;
-            zh_sha256_init(&s);
-            zh_sha256_update(&s, cell(&parts, i, 1), strlen(cell(&parts, i, 1)));
-            zh_sha256_hex(&s, sig);
+            zh_hash_hex_of(ZH_HASH_SHA256, cell(&parts, i, 1), strlen(cell(&parts, i, 1)), sig);
             sig[16] = 0;
         }
         const bk_part *bp = find_part(base, t->role, t->name, pid);
@@ -2151,11 +2062,8 @@ static int do_backup(bk_ctx *c, bool full, const char *name, bk_manifest **out, 
             char *text = xprintf("%s;\n", t->create);
             rc = store_put_all(c->st, rel, text, strlen(text), err);
             if (rc == 0) {
-                zh_sha256 s;
                 char hex[65];
-                zh_sha256_init(&s);
-                zh_sha256_update(&s, text, strlen(text));
-                zh_sha256_hex(&s, hex);
+                zh_hash_hex_of(ZH_HASH_SHA256, text, strlen(text), hex);
                 manifest_add_file(m, t->schema_file, strlen(text), hex);
             }
             free(rel);

@@ -11,8 +11,10 @@
  * still gets the new token. The task's own result table is what every waiter receives. */
 #include "oauth2.h"
 #include "curl_uv.h"
+#include "hash.h"
 #include "host.h"
 #include "l_http.h"
+#include "l_text.h"
 #include "log.h"
 #include "commands.h"
 #include "modules.h"
@@ -36,90 +38,12 @@
 #define DEFAULT_GOOGLE_AUTH_URI "https://accounts.google.com/o/oauth2/auth"
 #define DEFAULT_GOOGLE_SCOPE "https://www.googleapis.com/auth/gmail.readonly"
 
-/* ---- SHA-256, base64url, PKCE ---- */
-
-static const uint32_t sha_k[64] = {
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
-};
-
-static uint32_t ror32(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
-
-static void sha256_block(uint32_t st[8], const unsigned char *p) {
-    uint32_t w[64];
-    for (int i = 0; i < 16; i++)
-        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
-    for (int i = 16; i < 64; i++) {
-        uint32_t s0 = ror32(w[i - 15], 7) ^ ror32(w[i - 15], 18) ^ (w[i - 15] >> 3);
-        uint32_t s1 = ror32(w[i - 2], 17) ^ ror32(w[i - 2], 19) ^ (w[i - 2] >> 10);
-        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-    }
-    uint32_t a = st[0], b = st[1], c = st[2], d = st[3], e = st[4], f = st[5], g = st[6], h = st[7];
-    for (int i = 0; i < 64; i++) {
-        uint32_t t1 = h + (ror32(e, 6) ^ ror32(e, 11) ^ ror32(e, 25)) + ((e & f) ^ (~e & g)) + sha_k[i] + w[i];
-        uint32_t t2 = (ror32(a, 2) ^ ror32(a, 13) ^ ror32(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
-        h = g; g = f; f = e; e = d + t1;
-        d = c; c = b; b = a; a = t1 + t2;
-    }
-    st[0] += a; st[1] += b; st[2] += c; st[3] += d;
-    st[4] += e; st[5] += f; st[6] += g; st[7] += h;
-}
-
-void zh_oauth2_sha256(const void *data, size_t n, unsigned char out[32]) {
-    uint32_t st[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-    const unsigned char *p = data;
-    size_t left = n;
-    while (left >= 64) {
-        sha256_block(st, p);
-        p += 64;
-        left -= 64;
-    }
-    unsigned char tail[128];
-    memset(tail, 0, sizeof tail);
-    if (left) memcpy(tail, p, left);
-    tail[left] = 0x80;
-    size_t tl = left + 9 <= 64 ? 64 : 128;
-    uint64_t bits = (uint64_t)n * 8;
-    for (int i = 0; i < 8; i++) tail[tl - 1 - i] = (unsigned char)(bits >> (8 * i));
-    sha256_block(st, tail);
-    if (tl == 128) sha256_block(st, tail + 64);
-    for (int i = 0; i < 8; i++) {
-        out[4 * i] = (unsigned char)(st[i] >> 24);
-        out[4 * i + 1] = (unsigned char)(st[i] >> 16);
-        out[4 * i + 2] = (unsigned char)(st[i] >> 8);
-        out[4 * i + 3] = (unsigned char)st[i];
-    }
-}
-
-void zh_oauth2_b64url(zh_buf *b, const unsigned char *d, size_t n) {
-    static const char al[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    size_t i = 0;
-    for (; i + 3 <= n; i += 3) {
-        uint32_t v = (uint32_t)d[i] << 16 | (uint32_t)d[i + 1] << 8 | d[i + 2];
-        char q[4] = {al[v >> 18], al[(v >> 12) & 63], al[(v >> 6) & 63], al[v & 63]};
-        zh_buf_add(b, q, 4);
-    }
-    if (n - i == 1) {
-        uint32_t v = (uint32_t)d[i] << 16;
-        char q[2] = {al[v >> 18], al[(v >> 12) & 63]};
-        zh_buf_add(b, q, 2);
-    } else if (n - i == 2) {
-        uint32_t v = (uint32_t)d[i] << 16 | (uint32_t)d[i + 1] << 8;
-        char q[3] = {al[v >> 18], al[(v >> 12) & 63], al[(v >> 6) & 63]};
-        zh_buf_add(b, q, 3);
-    }
-}
+/* ---- base64url, PKCE ---- */
 
 void zh_oauth2_pkce_challenge(const char *verifier, zh_buf *out) {
-    unsigned char h[32];
-    zh_oauth2_sha256(verifier, strlen(verifier), h);
-    zh_oauth2_b64url(out, h, sizeof h);
+    unsigned char h[ZH_SHA256_LEN];
+    zh_hash_bytes(ZH_HASH_SHA256, verifier, strlen(verifier), h);
+    zh_text_b64_encode((const char *)h, sizeof h, 1, out);
 }
 
 /* Random bytes for PKCE verifiers and state: getrandom() never returns short for <= 256 bytes
@@ -128,7 +52,7 @@ static int random_b64url(zh_buf *out, size_t nbytes) {
     unsigned char r[64];
     if (nbytes > sizeof r) nbytes = sizeof r;
     if (getrandom(r, nbytes, 0) != (ssize_t)nbytes) return -1;
-    zh_oauth2_b64url(out, r, nbytes);
+    zh_text_b64_encode((const char *)r, nbytes, 1, out);
     return 0;
 }
 

@@ -8,10 +8,6 @@
 int zh_open_oauth2(lua_State *L);
 int zh_cmd_auth(int argc, char **argv);
 
-/* SHA-256 of n bytes (for PKCE S256). */
-void zh_oauth2_sha256(const void *data, size_t n, unsigned char out[32]);
-/* base64url without padding (RFC 4648 §5), appended to b. */
-void zh_oauth2_b64url(zh_buf *b, const unsigned char *data, size_t n);
 /* PKCE code_challenge for a verifier: base64url(SHA-256(verifier)). */
 void zh_oauth2_pkce_challenge(const char *verifier, zh_buf *out);
 

@@ -318,23 +318,6 @@ uint64_t zh_json_u64(const zh_json *o, const char *key, uint64_t dflt) {
     return (uint64_t)x;
 }
 
-static void json_str(zh_buf *b, const char *s) {
-    zh_buf_addc(b, '"');
-    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
-        switch (*p) {
-        case '"': zh_buf_adds(b, "\\\""); break;
-        case '\\': zh_buf_adds(b, "\\\\"); break;
-        case '\n': zh_buf_adds(b, "\\n"); break;
-        case '\r': zh_buf_adds(b, "\\r"); break;
-        case '\t': zh_buf_adds(b, "\\t"); break;
-        default:
-            if (*p < 0x20) zh_buf_printf(b, "\\u%04x", *p);
-            else zh_buf_addc(b, (char)*p);
-        }
-    }
-    zh_buf_addc(b, '"');
-}
-
 /* ======================================================================================
  * Names and SQL text
  * ====================================================================================== */
@@ -528,88 +511,29 @@ struct bk_store {
     char *desc; /* "local:/var/backups/ch" for logs and backup_runs.target */
 };
 
-typedef struct local_w {
-    int fd;
-    char *path, *tmp;
-} local_w;
-
 static char *local_path(bk_store *s, const char *rel) { return xprintf("%s/%s", s->root, rel); }
 
-static void mkdir_p(const char *dir) {
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s", dir);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p == '/') {
-            *p = 0;
-            mkdir(tmp, 0750);
-            *p = '/';
-        }
-    }
-    mkdir(tmp, 0750);
-}
-
+/* Data reaches the disk before the name appears, so a crash leaves a temporary file, not a torn
+ * one. */
 static void *local_put_open(bk_store *s, const char *rel, char **err) {
-    local_w *w = zh_xcalloc(1, sizeof *w);
-    w->path = local_path(s, rel);
-    w->tmp = xprintf("%s.part", w->path);
-    char *slash = strrchr(w->path, '/');
-    if (slash) {
-        *slash = 0;
-        mkdir_p(w->path);
-        *slash = '/';
-    }
-    w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-    if (w->fd < 0) {
-        *err = xprintf("%s: %s", w->tmp, strerror(errno));
-        free(w->path);
-        free(w->tmp);
+    zh_atomic_file *w = zh_xcalloc(1, sizeof *w);
+    char *path = local_path(s, rel);
+    int rc = zh_atomic_open(w, path, 0640, 0750, err);
+    free(path);
+    if (rc != 0) {
         free(w);
         return NULL;
     }
     return w;
 }
 
-static int local_put_write(void *wp, const void *p, size_t n, char **err) {
-    local_w *w = wp;
-    const char *c = p;
-    while (n) {
-        ssize_t k = write(w->fd, c, n);
-        if (k < 0) {
-            if (errno == EINTR) continue;
-            *err = xprintf("%s: %s", w->tmp, strerror(errno));
-            return -1;
-        }
-        c += k;
-        n -= (size_t)k;
-    }
-    return 0;
-}
+static int local_put_write(void *wp, const void *p, size_t n, char **err) { return zh_atomic_write(wp, p, n, err); }
 
 static int local_put_close(void *wp, bool commit, char **err) {
-    local_w *w = wp;
     int rc = 0;
-    if (commit) {
-        /* Data reaches the disk before the name appears, so a crash leaves a .part, not a torn file. */
-        if (fsync(w->fd) != 0) {
-            *err = xprintf("%s: %s", w->tmp, strerror(errno));
-            rc = -1;
-        }
-        if (close(w->fd) != 0 && rc == 0) {
-            *err = xprintf("%s: %s", w->tmp, strerror(errno));
-            rc = -1;
-        }
-        if (rc == 0 && rename(w->tmp, w->path) != 0) {
-            *err = xprintf("%s: %s", w->path, strerror(errno));
-            rc = -1;
-        }
-        if (rc != 0) unlink(w->tmp);
-    } else {
-        close(w->fd);
-        unlink(w->tmp);
-    }
-    free(w->path);
-    free(w->tmp);
-    free(w);
+    if (commit) rc = zh_atomic_commit(wp, err);
+    else zh_atomic_abort(wp);
+    free(wp);
     return rc;
 }
 
@@ -792,7 +716,7 @@ static int store_hash(bk_store *s, const char *rel, char hex[65], uint64_t *byte
 
 /* The lock: one backup or prune at a time per folder. Holds "pid name". */
 static int lock_take(bk_store *s, const char *what, char **err) {
-    mkdir_p(s->root);
+    zh_mkdirs(s->root, 0750);
     char *path = xprintf("%s/.zhost-backup.lock", s->root);
     for (int tries = 0; tries < 2; tries++) {
         int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
@@ -1337,25 +1261,25 @@ static bool table_checksum(const bk_table *t, uint64_t *out) {
 static void manifest_json(const bk_manifest *m, zh_buf *b) {
     char ts[40];
     zh_buf_adds(b, "{\n  \"format\": \"zhost-backup/1\",\n  \"name\": ");
-    json_str(b, m->name);
+    zh_buf_json_str(b, m->name);
     zh_buf_adds(b, ",\n  \"mode\": ");
-    json_str(b, m->mode);
+    zh_buf_json_str(b, m->mode);
     zh_buf_adds(b, ",\n  \"base\": ");
-    if (m->base) json_str(b, m->base);
+    if (m->base) zh_buf_json_str(b, m->base);
     else zh_buf_adds(b, "null");
     iso_utc(m->created, ts, sizeof ts);
     zh_buf_printf(b, ",\n  \"created_at\": \"%s\",\n  \"created_epoch\": %.3f", ts, m->created);
     iso_utc(m->finished, ts, sizeof ts);
     zh_buf_printf(b, ",\n  \"finished_at\": \"%s\",\n  \"server_version\": ", ts);
-    json_str(b, m->server_version);
+    zh_buf_json_str(b, m->server_version);
     zh_buf_adds(b, ",\n  \"compression\": ");
-    json_str(b, m->compression);
+    zh_buf_json_str(b, m->compression);
     zh_buf_adds(b, ",\n  \"target\": ");
-    json_str(b, m->target);
+    zh_buf_json_str(b, m->target);
     zh_buf_adds(b, ",\n  \"databases\": [");
     for (int i = 0; i < 2; i++) {
         zh_buf_printf(b, "%s{\"role\": \"%s\", \"name\": ", i ? ", " : "", roles[i]);
-        json_str(b, m->db[i]);
+        zh_buf_json_str(b, m->db[i]);
         zh_buf_printf(b, ", \"exists\": %s}", m->db_exists[i] ? "true" : "false");
     }
     zh_buf_adds(b, "],\n  \"tables\": [");
@@ -1363,18 +1287,18 @@ static void manifest_json(const bk_manifest *m, zh_buf *b) {
         const bk_table *t = &m->tables[i];
         zh_buf_adds(b, i ? ",\n    {" : "\n    {");
         zh_buf_adds(b, "\"role\": ");
-        json_str(b, t->role);
+        zh_buf_json_str(b, t->role);
         zh_buf_adds(b, ", \"database\": ");
-        json_str(b, t->database);
+        zh_buf_json_str(b, t->database);
         zh_buf_adds(b, ", \"name\": ");
-        json_str(b, t->name);
+        zh_buf_json_str(b, t->name);
         zh_buf_adds(b, ", \"engine\": ");
-        json_str(b, t->engine);
+        zh_buf_json_str(b, t->engine);
         zh_buf_adds(b, ", \"kind\": ");
-        json_str(b, t->kind);
+        zh_buf_json_str(b, t->kind);
         if (t->owner) {
             zh_buf_adds(b, ", \"owner\": ");
-            json_str(b, t->owner);
+            zh_buf_json_str(b, t->owner);
         }
         zh_buf_printf(b, ", \"partitioned\": %s, \"has_data\": %s", t->partitioned ? "true" : "false",
                       t->has_data ? "true" : "false");
@@ -1385,23 +1309,23 @@ static void manifest_json(const bk_manifest *m, zh_buf *b) {
             else zh_buf_adds(b, "\"\"");
         }
         zh_buf_adds(b, ",\n     \"schema_file\": ");
-        json_str(b, t->schema_file ? t->schema_file : "");
+        zh_buf_json_str(b, t->schema_file ? t->schema_file : "");
         zh_buf_adds(b, ",\n     \"create\": ");
-        json_str(b, t->create);
+        zh_buf_json_str(b, t->create);
         if (t->has_data) {
             zh_buf_adds(b, ",\n     \"partitions\": [");
             for (int k = 0; k < t->nparts; k++) {
                 const bk_part *p = &t->parts[k];
                 zh_buf_adds(b, k ? ",\n       {\"id\": " : "\n       {\"id\": ");
-                json_str(b, p->id);
+                zh_buf_json_str(b, p->id);
                 zh_buf_printf(b, ", \"rows\": %llu, \"checksum\": ", (unsigned long long)p->rows);
-                json_str(b, p->checksum);
+                zh_buf_json_str(b, p->checksum);
                 zh_buf_adds(b, ", \"sig\": ");
-                json_str(b, p->sig ? p->sig : "");
+                zh_buf_json_str(b, p->sig ? p->sig : "");
                 zh_buf_adds(b, ", \"in\": ");
-                json_str(b, p->in);
+                zh_buf_json_str(b, p->in);
                 zh_buf_adds(b, ", \"file\": ");
-                json_str(b, p->file);
+                zh_buf_json_str(b, p->file);
                 zh_buf_addc(b, '}');
             }
             zh_buf_adds(b, t->nparts ? "\n     ]" : "]");
@@ -1411,7 +1335,7 @@ static void manifest_json(const bk_manifest *m, zh_buf *b) {
     zh_buf_adds(b, "\n  ],\n  \"files\": [");
     for (int i = 0; i < m->nfiles; i++) {
         zh_buf_adds(b, i ? ",\n    {\"path\": " : "\n    {\"path\": ");
-        json_str(b, m->files[i].path);
+        zh_buf_json_str(b, m->files[i].path);
         zh_buf_printf(b, ", \"bytes\": %llu, \"sha256\": \"%s\"}", (unsigned long long)m->files[i].bytes, m->files[i].sha256);
     }
     zh_buf_printf(b,
@@ -1671,7 +1595,7 @@ static void record_backup_run(bk_ctx *c, bk_rec *rc, const bk_runrow *r) {
 #define COL_S(col, v)                                          \
     if (rec_has(rc, col)) {                                    \
         zh_buf_printf(&b, "%s\"%s\":", n++ ? "," : "", col);   \
-        json_str(&b, v);                                       \
+        zh_buf_json_str(&b, v);                                       \
     }
 #define COL_N(col, v)                                                                        \
     if (rec_has(rc, col)) zh_buf_printf(&b, "%s\"%s\":%llu", n++ ? "," : "", col, (unsigned long long)(v));
@@ -2273,7 +2197,7 @@ static int cmd_verify(bk_store *st, bool json, bool quick, bool list, double fre
         char ts[40];
         iso_utc(now, ts, sizeof ts);
         zh_buf_printf(&out, "{\"ok\":%s,\"dir\":", v->nproblems ? "false" : "true");
-        json_str(&out, st->root);
+        zh_buf_json_str(&out, st->root);
         zh_buf_printf(&out, ",\"checked_at\":\"%s\",\"fresh_hours\":%g,\"full_hours\":%g,\"checksums\":%s", ts, fresh_h,
                       full_h, quick ? "false" : "true");
         const vbackup *nb[2] = {newest, newest_full_b};
@@ -2285,16 +2209,16 @@ static int cmd_verify(bk_store *st, bool json, bool quick, bool list, double fre
                 continue;
             }
             zh_buf_adds(&out, "{\"name\":");
-            json_str(&out, nb[k]->name);
+            zh_buf_json_str(&out, nb[k]->name);
             zh_buf_printf(&out, ",\"age_hours\":%.3f}", (now - nb[k]->epoch) / 3600);
         }
         zh_buf_adds(&out, ",\"backups\":[");
         for (int i = 0; i < v->n; i++) {
             const vbackup *b = &v->b[i];
             zh_buf_adds(&out, i ? ",{\"name\":" : "{\"name\":");
-            json_str(&out, b->name);
+            zh_buf_json_str(&out, b->name);
             zh_buf_printf(&out, ",\"mode\":\"%s\",\"status\":\"%s\",\"base\":", b->full ? "full" : "incr", vb_status[b->state]);
-            if (b->m && b->m->base) json_str(&out, b->m->base);
+            if (b->m && b->m->base) zh_buf_json_str(&out, b->m->base);
             else zh_buf_adds(&out, "null");
             iso_utc(b->epoch, ts, sizeof ts);
             zh_buf_printf(&out, ",\"created_at\":\"%s\",\"age_hours\":%.3f", ts, (now - b->epoch) / 3600);
@@ -2304,14 +2228,14 @@ static int cmd_verify(bk_store *st, bool json, bool quick, bool list, double fre
             zh_buf_adds(&out, ",\"problems\":[");
             for (int k = 0; k < b->nproblems; k++) {
                 if (k) zh_buf_addc(&out, ',');
-                json_str(&out, b->problems[k]);
+                zh_buf_json_str(&out, b->problems[k]);
             }
             zh_buf_adds(&out, "]}");
         }
         zh_buf_adds(&out, "],\"problems\":[");
         for (int k = 0; k < v->nproblems; k++) {
             if (k) zh_buf_addc(&out, ',');
-            json_str(&out, v->problems[k]);
+            zh_buf_json_str(&out, v->problems[k]);
         }
         zh_buf_adds(&out, "]}\n");
     } else {
@@ -2918,12 +2842,12 @@ int zh_cmd_backup(int argc, char **argv) {
                                 "\"partitions_dumped\":%llu,\"partitions_from_base\":%llu,\"rows\":%llu,\"name\":",
                           verb, dur, (unsigned long long)m->bytes, m->nfiles, m->ntables, (unsigned long long)m->dumped,
                           (unsigned long long)m->reused, (unsigned long long)m->rows);
-            json_str(&det, bname);
+            zh_buf_json_str(&det, bname);
             zh_buf_adds(&det, ",\"base\":");
-            if (m->base) json_str(&det, m->base);
+            if (m->base) zh_buf_json_str(&det, m->base);
             else zh_buf_adds(&det, "null");
             zh_buf_adds(&det, ",\"target\":");
-            json_str(&det, c.st->desc);
+            zh_buf_json_str(&det, c.st->desc);
             zh_buf_adds(&det, "}");
             if (!no_record) {
                 rr.status = rc == 0 ? "ok" : "fail";

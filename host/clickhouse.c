@@ -414,30 +414,13 @@ static void schema_path(zh_host *h, const char *table, char *out, size_t n) {
     snprintf(out, n, "%s/schema/%s.tsv", h->spool_dir, table);
 }
 
-static void mkdirs(const char *path) {
-    char tmp[1024];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p == '/') {
-            *p = 0;
-            mkdir(tmp, 0700);
-            *p = '/';
-        }
-    }
-    mkdir(tmp, 0700);
-}
-
+/* Best effort: without a cached copy an outage only means the schema cannot be looked up. */
 void ch_schema_save(zh_host *h, const ch_schema *s, const char *tsv, size_t len) {
-    char dir[1024], path[1100], tmp[1200];
+    char dir[1024], path[1100];
     snprintf(dir, sizeof dir, "%s/schema", h->spool_dir);
-    mkdirs(dir);
+    zh_mkdirs(dir, 0700);
     schema_path(h, s->table, path, sizeof path);
-    snprintf(tmp, sizeof tmp, "%s.tmp%d", path, (int)getpid());
-    FILE *f = fopen(tmp, "wb");
-    if (!f) return;
-    bool ok = fwrite(tsv, 1, len, f) == len;
-    ok = fclose(f) == 0 && ok;
-    if (ok) rename(tmp, path); else unlink(tmp);
+    zh_write_atomic(path, tsv, len, 0600, NULL);
 }
 
 ch_schema *ch_schema_load_cached(zh_host *h, const char *table) {
@@ -457,23 +440,6 @@ ch_schema *ch_schema_load_cached(zh_host *h, const char *table) {
 }
 
 /* ---- meta_job_runs ---- */
-
-static void json_str(zh_buf *b, const char *s) {
-    zh_buf_addc(b, '"');
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        switch (*p) {
-        case '"': zh_buf_adds(b, "\\\""); break;
-        case '\\': zh_buf_adds(b, "\\\\"); break;
-        case '\n': zh_buf_adds(b, "\\n"); break;
-        case '\r': zh_buf_adds(b, "\\r"); break;
-        case '\t': zh_buf_adds(b, "\\t"); break;
-        default:
-            if (*p < 0x20) zh_buf_printf(b, "\\u%04x", *p);
-            else zh_buf_addc(b, (char)*p);
-        }
-    }
-    zh_buf_addc(b, '"');
-}
 
 static void fmt_datetime(double epoch, char *out, size_t n) {
     /* Unix seconds as text: ClickHouse reads a 10-digit DateTime as a timestamp, whatever the
@@ -526,20 +492,20 @@ void zh_ch_record_run(zh_host *h, const zh_run_record *rec, void (*done)(void *u
     zh_buf *b = &c->body;
     zh_buf_init(b);
     zh_buf_adds(b, "{\"job\":");
-    json_str(b, rec->job);
+    zh_buf_json_str(b, rec->job);
     zh_buf_adds(b, ",\"run_id\":");
-    json_str(b, rec->run_id);
+    zh_buf_json_str(b, rec->run_id);
     zh_buf_printf(b, ",\"started_at\":\"%s\"", started);
     /* A running row leaves finished_at to the column's default. */
     if (rec->finished_at > 0) zh_buf_printf(b, ",\"finished_at\":\"%s\"", finished);
     zh_buf_adds(b, ",\"status\":");
-    json_str(b, rec->status);
+    zh_buf_json_str(b, rec->status);
     zh_buf_printf(b, ",\"rows_processed\":%llu,\"message\":", (unsigned long long)rec->rows);
-    json_str(b, rec->message ? rec->message : "");
+    zh_buf_json_str(b, rec->message ? rec->message : "");
     zh_buf_adds(b, ",\"metrics\":");
-    json_str(b, rec->metrics_json ? rec->metrics_json : "{}");
+    zh_buf_json_str(b, rec->metrics_json ? rec->metrics_json : "{}");
     zh_buf_adds(b, ",\"host\":");
-    json_str(b, host);
+    zh_buf_json_str(b, host);
     /* Versions in microseconds keep "running" < final even within one second. */
     zh_buf_printf(b, ",\"_ver\":%llu}\n", (unsigned long long)(zh_now_wall() * 1e6));
     char q[512];

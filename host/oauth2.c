@@ -99,64 +99,6 @@ void zh_oauth2_format_expiry(double t, char out[32]) {
 
 /* ---- files ---- */
 
-int zh_oauth2_write_atomic(const char *path, const char *data, size_t len, char **err) {
-    zh_buf tmp, e;
-    zh_buf_init(&tmp);
-    zh_buf_init(&e);
-    zh_buf_printf(&tmp, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp.data); /* same directory, so rename() cannot cross file systems */
-    if (fd < 0) {
-        zh_buf_printf(&e, "%s: cannot create a temporary file next to it: %s", path, strerror(errno));
-        goto fail_nofile;
-    }
-    if (fchmod(fd, 0600) != 0) {
-        zh_buf_printf(&e, "%s: chmod 0600: %s", tmp.data, strerror(errno));
-        goto fail;
-    }
-    for (size_t off = 0; off < len;) {
-        ssize_t w = write(fd, data + off, len - off);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) {
-            zh_buf_printf(&e, "%s: write: %s", tmp.data, strerror(errno));
-            goto fail;
-        }
-        off += (size_t)w;
-    }
-    if (fsync(fd) != 0) {
-        zh_buf_printf(&e, "%s: fsync: %s", tmp.data, strerror(errno));
-        goto fail;
-    }
-    if (close(fd) != 0) {
-        fd = -1;
-        zh_buf_printf(&e, "%s: close: %s", tmp.data, strerror(errno));
-        goto fail;
-    }
-    fd = -1;
-    if (rename(tmp.data, path) != 0) {
-        zh_buf_printf(&e, "%s: rename into place: %s", path, strerror(errno));
-        goto fail;
-    }
-    /* The rename is durable only once the directory entry is on disk. */
-    char *dir = zh_xstrdup(path), *slash = strrchr(dir, '/');
-    if (slash == dir) slash[1] = 0;
-    else if (slash) *slash = 0;
-    int dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
-    }
-    free(dir);
-    zh_buf_free(&tmp);
-    return 0;
-fail:
-    if (fd >= 0) close(fd);
-    unlink(tmp.data);
-fail_nofile:
-    zh_buf_free(&tmp);
-    *err = e.data;
-    return -1;
-}
-
 /* Reads a whole file. NULL with errno set when it cannot. */
 static char *slurp(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
@@ -228,7 +170,7 @@ static char *write_json_file(lua_State *L, const char *path) {
     zh_buf_add(&text, js, n);
     zh_buf_addc(&text, '\n');
     lua_pop(L, 1);
-    zh_oauth2_write_atomic(path, text.data, text.len, &err);
+    zh_write_atomic(path, text.data, text.len, 0600, &err);
     zh_buf_free(&text);
     return err;
 }
@@ -1361,16 +1303,6 @@ static int auth_fail(const char *fmt, const char *a, const char *b) {
     return 1;
 }
 
-/* Creates the token file's directory (one level) so a first `auth` on a fresh checkout works. */
-static void ensure_parent_dir(const char *path) {
-    char *dir = zh_xstrdup(path), *slash = strrchr(dir, '/');
-    if (slash && slash != dir) {
-        *slash = 0;
-        mkdir(dir, 0700);
-    }
-    free(dir);
-}
-
 static int auth_google(zh_host *h, const char *creds_path, const char *token_path, const char *scope, int port,
                        bool no_browser, double timeout_s) {
     lua_State *L = h->L;
@@ -1577,7 +1509,13 @@ static int auth_google(zh_host *h, const char *creds_path, const char *token_pat
         p = end;
     }
     lua_setfield(L, -2, "scopes");
-    ensure_parent_dir(token_path);
+    /* A first `auth` on a fresh checkout has no secrets directory yet. */
+    char *token_dir = zh_xstrdup(token_path), *slash = strrchr(token_dir, '/');
+    if (slash && slash != token_dir) {
+        *slash = 0;
+        zh_mkdirs(token_dir, 0700);
+    }
+    free(token_dir);
     err = write_json_file(L, token_path);
     if (err) {
         auth_fail("could not save the token: %s%s", err, "");

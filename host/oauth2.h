@@ -17,9 +17,4 @@ bool zh_oauth2_parse_expiry(const char *s, double *out);
 /* Formats epoch seconds the way google-auth reads them: "2025-06-27T08:38:04Z". */
 void zh_oauth2_format_expiry(double t, char out[32]);
 
-/* Replaces path with data atomically: a temp file in the same directory, written, fsynced,
- * chmod 0600, renamed over path, then the directory fsynced. Returns 0, or -1 with *err set
- * (malloc'd, naming the path). */
-int zh_oauth2_write_atomic(const char *path, const char *data, size_t len, char **err);
-
 #endif

@@ -5,6 +5,7 @@
  * short timeout (health.clickhouse_timeout). Answers never contain secrets: only job names,
  * schedules, statuses, counts and run messages (which log.c already redacts). */
 #include "health.h"
+#include "l_time.h"
 #include "clickhouse.h"
 #include "httpd.h"
 #include "log.h"
@@ -462,7 +463,7 @@ static void sparkline(zh_health *hs, const char *job, zh_buf *b) {
             if (strcmp(f[0].data, job)) continue;
             int y, m, d;
             if (sscanf(f[1].data, "%d-%d-%d", &y, &m, &d) != 3) continue;
-            int64_t day = zh_sched_days_from_civil(y, m, d);
+            int64_t day = zh_time_days_from_civil(y, m, d);
             int64_t idx = 13 - (today - day);
             if (idx >= 0 && idx < 14) vals[idx] = atof(f[2].data);
         }

@@ -1,5 +1,6 @@
-/* ch_internal.h — what the ClickHouse files (clickhouse.c, rowenc.c, sink.c, spool.c, l_ch.c)
- * share among themselves; nothing outside them includes it. */
+/* ch_internal.h — what the ClickHouse files (clickhouse.c, rowenc.c, sink.c, spool.c, l_ch.c, and
+ * backup.c, which streams Native dumps through ch_req with its own curl callbacks) share among
+ * themselves; nothing outside them includes it. Everyone else uses clickhouse.h. */
 #ifndef ZH_CH_INTERNAL_H
 #define ZH_CH_INTERNAL_H
 
@@ -92,7 +93,7 @@ void zh_sink_shutdown_all(zh_host *h);
 
 /* "ClickHouse error 60: Table x doesn't exist" from a response body. */
 char *ch_error_message(long status, const char *body, size_t len, int *code);
-/* Substitutes the configured database names for `zakaz.` and `bi.` qualifiers. */
-char *ch_substitute_db(zh_host *h, const char *sql);
+/* The old name of zh_ch_substitute_db (clickhouse.h), still used by l_ch.c. */
+#define ch_substitute_db zh_ch_substitute_db
 
 #endif

@@ -93,6 +93,7 @@ void zh_ch_init(zh_host *h) {
 }
 
 const char *zh_ch_database(zh_host *h) { return h->ch->database; }
+const char *zh_ch_bi_database(zh_host *h) { return h->ch->bi_database; }
 
 /* ---- requests ---- */
 
@@ -281,7 +282,7 @@ void ch_req_wait(ch_req *r) {
     }
 }
 
-char *ch_substitute_db(zh_host *h, const char *sql) {
+char *zh_ch_substitute_db(zh_host *h, const char *sql) {
     zh_ch_state *st = h->ch;
     zh_buf b;
     zh_buf_init(&b);
@@ -300,6 +301,31 @@ char *ch_substitute_db(zh_host *h, const char *sql) {
         }
     }
     return b.data ? b.data : zh_xstrdup("");
+}
+
+typedef struct async_q {
+    zh_ch_query_fn fn;
+    void *ud;
+} async_q;
+
+static void async_done(ch_req *r) {
+    async_q *q = r->ud;
+    if (r->ok) q->fn(q->ud, zh_buf_cstr(&r->x->resp_body), r->x->resp_body.len, NULL, 0);
+    else q->fn(q->ud, NULL, 0, r->error ? r->error : "ClickHouse request failed", r->ch_code);
+    free(q);
+    ch_req_free(r);
+}
+
+void zh_ch_query_async(zh_host *h, const char *sql, double timeout_s, int attempts, zh_ch_query_fn fn, void *ud) {
+    async_q *q = zh_xcalloc(1, sizeof *q);
+    q->fn = fn;
+    q->ud = ud;
+    ch_req *r = ch_req_new(h, NULL, sql, strlen(sql), async_done, q);
+    if (attempts > 0) r->max_attempts = attempts;
+    long ms = (long)(timeout_s * 1000);
+    curl_easy_setopt(r->x->easy, CURLOPT_TIMEOUT_MS, ms);
+    curl_easy_setopt(r->x->easy, CURLOPT_CONNECTTIMEOUT_MS, ms);
+    ch_req_start(r);
 }
 
 int zh_ch_exec_sync(zh_host *h, const char *sql, zh_buf *out, char **err) {

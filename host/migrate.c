@@ -5,7 +5,7 @@
  * whole-line `--` comments are dropped; `zakaz.` and `bi.` qualifiers are replaced with the
  * configured database names (CLICKHOUSE_DB, CLICKHOUSE_BI_DB). A file already applied is never
  * run again; if it changed since, --status says so. */
-#include "ch_internal.h"
+#include "clickhouse.h"
 #include "commands.h"
 #include "host.h"
 #include "log.h"
@@ -187,7 +187,7 @@ int zh_cmd_migrate(int argc, char **argv) {
         free_migs(migs, n);
         return 1;
     }
-    zh_ch_state *st = h->ch;
+    const char *db = zh_ch_database(h);
     int rc = 0;
     zh_buf sql, out;
     zh_buf_init(&sql);
@@ -201,7 +201,7 @@ int zh_cmd_migrate(int argc, char **argv) {
     for (int i = 0; i < 3 && rc == 0; i++) {
         if (status && i < 2) continue;
         sql.len = 0;
-        zh_buf_printf(&sql, setup[i], i == 1 ? st->bi_database : st->database);
+        zh_buf_printf(&sql, setup[i], i == 1 ? zh_ch_bi_database(h) : db);
         if (status) break;
         if (zh_ch_exec_sync_db(h, NULL, sql.data, NULL, &err) != 0) {
             fprintf(stderr, "zhost migrate: %s\n", err);
@@ -211,7 +211,7 @@ int zh_cmd_migrate(int argc, char **argv) {
     }
     if (rc == 0) {
         sql.len = 0;
-        zh_buf_printf(&sql, "SELECT version, checksum FROM %s.schema_migrations FORMAT TabSeparated", st->database);
+        zh_buf_printf(&sql, "SELECT version, checksum FROM %s.schema_migrations FORMAT TabSeparated", db);
         if (zh_ch_exec_sync(h, sql.data, &out, &err) != 0) {
             if (!status) {
                 fprintf(stderr, "zhost migrate: %s\n", err);
@@ -242,7 +242,7 @@ int zh_cmd_migrate(int argc, char **argv) {
             if (!migs[i].applied) pending++;
             printf("%04u  %-40s %s\n", migs[i].version, migs[i].name, state);
         }
-        printf("%d applied, %d pending (database %s)\n", n - pending, pending, st->database);
+        printf("%d applied, %d pending (database %s)\n", n - pending, pending, db);
     } else if (rc == 0) {
         int applied = 0;
         for (int i = 0; i < n && rc == 0; i++) {
@@ -259,7 +259,7 @@ int zh_cmd_migrate(int argc, char **argv) {
             free(text);
             for (int s = 0; s < ns; s++) {
                 if (rc == 0) {
-                    char *q = ch_substitute_db(h, stmts[s]);
+                    char *q = zh_ch_substitute_db(h, stmts[s]);
                     if (zh_ch_exec_sync(h, q, NULL, &err) != 0) {
                         fprintf(stderr, "zhost migrate: %s, statement %d: %s\n", migs[i].path, s + 1, err);
                         free(err);
@@ -273,7 +273,7 @@ int zh_cmd_migrate(int argc, char **argv) {
             if (rc) break;
             sql.len = 0;
             zh_buf_printf(&sql, "INSERT INTO %s.schema_migrations (version, name, checksum, applied_at) VALUES (%u, '%s', '%s', now())",
-                          st->database, migs[i].version, migs[i].name, migs[i].checksum);
+                          db, migs[i].version, migs[i].name, migs[i].checksum);
             if (zh_ch_exec_sync(h, sql.data, NULL, &err) != 0) {
                 fprintf(stderr, "zhost migrate: recording %s: %s\n", migs[i].name, err);
                 free(err);
@@ -283,7 +283,7 @@ int zh_cmd_migrate(int argc, char **argv) {
             printf("applied %s\n", migs[i].name);
             applied++;
         }
-        if (rc == 0) printf("%d migrations applied, schema is up to date (database %s)\n", applied, st->database);
+        if (rc == 0) printf("%d migrations applied, schema is up to date (database %s)\n", applied, db);
     }
     zh_buf_free(&sql);
     zh_buf_free(&out);

@@ -7,11 +7,8 @@
  * Clock: schedules use zh_serve_now(), the wall clock — or, for tests only, ZHOST_FAKE_NOW
  * (ISO-8601) advancing ZHOST_FAKE_SPEED times faster than real time. Run rows in ClickHouse
  * always carry real times.
- *
- * This file includes ch_internal.h for ch_req: health checks and start-up queries need one
- * attempt with a short timeout, which the public synchronous helpers do not offer. */
+ */
 #include "serve.h"
-#include "ch_internal.h"
 #include "clickhouse.h"
 #include "commands.h"
 #include "control.h"
@@ -81,14 +78,11 @@ typedef struct squery {
     double started;
 } squery;
 
-static void squery_done(ch_req *r) {
-    squery *q = r->ud;
-    double latency = zh_now_mono() - q->started;
-    if (r->ok) q->fn(q->ud, r->x->resp_body.data ? r->x->resp_body.data : "", r->x->resp_body.len, NULL, 0, latency);
-    else q->fn(q->ud, NULL, 0, r->error ? r->error : "ClickHouse request failed", r->ch_code, latency);
+static void squery_done(void *ud, const char *body, size_t len, const char *err, int ch_code) {
+    squery *q = ud;
+    q->fn(q->ud, body, len, err, ch_code, zh_now_mono() - q->started);
     q->s->queries_inflight--;
     free(q);
-    ch_req_free(r);
 }
 
 void zh_serve_query(zh_serve *s, const char *sql, double timeout_s, zh_serve_q_fn fn, void *ud) {
@@ -98,12 +92,7 @@ void zh_serve_query(zh_serve *s, const char *sql, double timeout_s, zh_serve_q_f
     q->ud = ud;
     q->started = zh_now_mono();
     s->queries_inflight++;
-    ch_req *r = ch_req_new(s->h, NULL, sql, strlen(sql), squery_done, q);
-    r->max_attempts = 1;
-    long ms = (long)(timeout_s * 1000);
-    curl_easy_setopt(r->x->easy, CURLOPT_TIMEOUT_MS, ms);
-    curl_easy_setopt(r->x->easy, CURLOPT_CONNECTTIMEOUT_MS, ms);
-    ch_req_start(r);
+    zh_ch_query_async(s->h, sql, timeout_s, 1, squery_done, q);
 }
 
 typedef struct sync_q {

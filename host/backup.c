@@ -790,8 +790,6 @@ typedef struct bk_ctx {
     char *server_version;
 } bk_ctx;
 
-static void bk_sync_done(ch_req *r) { *(bool *)r->ud = true; }
-
 static char *bk_url(bk_ctx *c, const char *db, const char *query, bool compress) {
     zh_ch_state *st = c->h->ch;
     zh_buf u;
@@ -816,7 +814,7 @@ static char *bk_url(bk_ctx *c, const char *db, const char *query, bool compress)
  * configured database may not exist yet on a server being restored. */
 static ch_req *bk_req(bk_ctx *c, const char *db, const char *url_query, const char *body, size_t len, bool compress,
                       bool *flag) {
-    ch_req *r = ch_req_new(c->h, NULL, body, len, bk_sync_done, flag);
+    ch_req *r = ch_req_new(c->h, NULL, body, len, ch_req_sync_done, flag);
     char *u = bk_url(c, db, url_query, compress);
     curl_easy_setopt(r->x->easy, CURLOPT_URL, u);
     free(u);
@@ -825,18 +823,7 @@ static ch_req *bk_req(bk_ctx *c, const char *db, const char *url_query, const ch
 
 static int bk_exec(bk_ctx *c, const char *db, const char *sql, zh_buf *out, char **err) {
     bool flag = false;
-    ch_req *r = bk_req(c, db, NULL, sql, strlen(sql), false, &flag);
-    ch_req_start(r);
-    ch_req_wait(r);
-    int rc = 0;
-    if (!flag || !r->ok) {
-        *err = zh_xstrdup(r->error ? r->error : "ClickHouse request did not finish");
-        rc = -1;
-    } else if (out) {
-        zh_buf_add(out, r->x->resp_body.data ? r->x->resp_body.data : "", r->x->resp_body.len);
-    }
-    ch_req_free(r);
-    return rc;
+    return ch_req_run_sync(bk_req(c, db, NULL, sql, strlen(sql), false, &flag), out, err);
 }
 
 typedef struct bk_rows {
@@ -2668,22 +2655,6 @@ static void put_env_if_unset(void *ud, const char *k, const char *v) {
     setenv(k, v, 0);
 }
 
-/* zh_opt_value lives in main.c, outside the library the unit tests link; this is the same rule
- * (--name VALUE or --name=VALUE) without exiting, so a missing value is a usage error here. */
-static const char *opt_value(int argc, char **argv, int *i, const char *name, bool *missing) {
-    const char *a = argv[*i];
-    size_t n = strlen(name);
-    if (strncmp(a, name, n) != 0) return NULL;
-    if (a[n] == '=') return a + n + 1;
-    if (a[n] != 0) return NULL;
-    if (*i + 1 >= argc) {
-        *missing = true;
-        return NULL;
-    }
-    (*i)++;
-    return argv[*i];
-}
-
 static const char *backup_usage =
     "usage: zhost backup full|incr [--to DIR] [--secrets DIR] [--no-record]\n"
     "       zhost backup verify [--dir DIR] [--json] [--quick] [--fresh-hours H] [--full-hours H]\n"
@@ -2695,19 +2666,19 @@ int zh_cmd_backup(int argc, char **argv) {
     const char *verb = NULL, *dir = NULL, *secrets = NULL, *into = NULL, *bi_into = NULL, *name = NULL, *v;
     bool json = false, quick = false, drop = false, dry = false, no_record = false;
     double fresh_h = -1, full_h = -1, keep_d = -1, keep_incr_d = -1;
-    bool missing = false;
-    for (int i = 1; i < argc && !missing; i++) {
-        if ((v = opt_value(argc, argv, &i, "--to", &missing)) || (v = opt_value(argc, argv, &i, "--dir", &missing))) dir = v;
-        else if ((v = opt_value(argc, argv, &i, "--secrets", &missing))) secrets = v;
-        else if ((v = opt_value(argc, argv, &i, "--into", &missing))) into = v;
-        else if ((v = opt_value(argc, argv, &i, "--bi-into", &missing))) bi_into = v;
-        else if ((v = opt_value(argc, argv, &i, "--fresh-hours", &missing))) {
+    /* zh_opt_value exits with status 2 when an option lacks its value. */
+    for (int i = 1; i < argc; i++) {
+        if ((v = zh_opt_value(argc, argv, &i, "--to")) || (v = zh_opt_value(argc, argv, &i, "--dir"))) dir = v;
+        else if ((v = zh_opt_value(argc, argv, &i, "--secrets"))) secrets = v;
+        else if ((v = zh_opt_value(argc, argv, &i, "--into"))) into = v;
+        else if ((v = zh_opt_value(argc, argv, &i, "--bi-into"))) bi_into = v;
+        else if ((v = zh_opt_value(argc, argv, &i, "--fresh-hours"))) {
             if (!parse_num("--fresh-hours", v, &fresh_h)) return 2;
-        } else if ((v = opt_value(argc, argv, &i, "--full-hours", &missing))) {
+        } else if ((v = zh_opt_value(argc, argv, &i, "--full-hours"))) {
             if (!parse_num("--full-hours", v, &full_h)) return 2;
-        } else if ((v = opt_value(argc, argv, &i, "--keep-days", &missing))) {
+        } else if ((v = zh_opt_value(argc, argv, &i, "--keep-days"))) {
             if (!parse_num("--keep-days", v, &keep_d)) return 2;
-        } else if ((v = opt_value(argc, argv, &i, "--keep-incr-days", &missing))) {
+        } else if ((v = zh_opt_value(argc, argv, &i, "--keep-incr-days"))) {
             if (!parse_num("--keep-incr-days", v, &keep_incr_d)) return 2;
         } else if (!strcmp(argv[i], "--json")) json = true;
         else if (!strcmp(argv[i], "--quick")) quick = true;
@@ -2715,7 +2686,6 @@ int zh_cmd_backup(int argc, char **argv) {
         else if (!strcmp(argv[i], "--dry-run")) dry = true;
         else if (!strcmp(argv[i], "--no-record")) no_record = true;
         else if (!strcmp(argv[i], "-v") || !strcmp(argv[i], "--verbose")) zh_log_set_level(ZH_LOG_DEBUG);
-        else if (missing) break;
         else if (argv[i][0] == '-') {
             fprintf(stderr, "zhost backup: unknown option '%s'\n%s", argv[i], backup_usage);
             return 2;
@@ -2725,10 +2695,6 @@ int zh_cmd_backup(int argc, char **argv) {
             fprintf(stderr, "zhost backup: unexpected argument '%s'\n%s", argv[i], backup_usage);
             return 2;
         }
-    }
-    if (missing) {
-        fprintf(stderr, "zhost backup: %s needs a value\n%s", argc > 1 ? argv[argc - 1] : "", backup_usage);
-        return 2;
     }
     static const char *const verbs[] = {"full", "incr", "verify", "restore", "prune", "list", NULL};
     bool known = false;

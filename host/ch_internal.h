@@ -66,8 +66,13 @@ ch_req *ch_req_new_db(zh_host *h, const char *database, const char *query, const
 void ch_req_start(ch_req *r);
 void ch_req_abort(ch_req *r);
 void ch_req_free(ch_req *r);
-/* Runs the loop until r completes (CLI commands only). */
+/* Runs the loop until r completes (CLI commands only). r must have been made with
+ * ch_req_sync_done as `done` and a `bool` completion flag as `ud`. */
 void ch_req_wait(ch_req *r);
+void ch_req_sync_done(ch_req *r);
+/* Starts such a request, waits for it, appends the body to out (may be NULL) and frees r.
+ * Returns 0, or -1 with *err set (malloc'd). */
+int ch_req_run_sync(ch_req *r, zh_buf *out, char **err);
 
 /* Schemas: DESCRIBE result parsed, and cached on disk for outages. */
 ch_schema *ch_schema_parse(const char *table, const char *tsv, size_t len);

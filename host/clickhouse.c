@@ -274,7 +274,7 @@ void ch_req_free(ch_req *r) {
     uv_close((uv_handle_t *)&r->timer, ch_req_closed);
 }
 
-static void sync_done(ch_req *r) { *(bool *)r->ud = true; }
+void ch_req_sync_done(ch_req *r) { *(bool *)r->ud = true; }
 
 void ch_req_wait(ch_req *r) {
     bool *flag = r->ud;
@@ -332,13 +332,12 @@ int zh_ch_exec_sync(zh_host *h, const char *sql, zh_buf *out, char **err) {
     return zh_ch_exec_sync_db(h, h->ch->database, sql, out, err);
 }
 
-int zh_ch_exec_sync_db(zh_host *h, const char *database, const char *sql, zh_buf *out, char **err) {
-    bool flag = false;
-    ch_req *r = ch_req_new_db(h, database, NULL, sql, strlen(sql), sync_done, &flag);
+int ch_req_run_sync(ch_req *r, zh_buf *out, char **err) {
+    bool *flag = r->ud;
     ch_req_start(r);
     ch_req_wait(r);
     int rc = 0;
-    if (!flag || !r->ok) {
+    if (!*flag || !r->ok) {
         *err = zh_xstrdup(r->error ? r->error : "ClickHouse request did not finish");
         rc = -1;
     } else if (out) {
@@ -348,20 +347,16 @@ int zh_ch_exec_sync_db(zh_host *h, const char *database, const char *sql, zh_buf
     return rc;
 }
 
+int zh_ch_exec_sync_db(zh_host *h, const char *database, const char *sql, zh_buf *out, char **err) {
+    bool flag = false;
+    return ch_req_run_sync(ch_req_new_db(h, database, NULL, sql, strlen(sql), ch_req_sync_done, &flag), out, err);
+}
+
 int zh_ch_insert_sync(zh_host *h, const char *db_table, const char *body, size_t len, char **err) {
     char q[512];
     snprintf(q, sizeof q, "INSERT INTO %s FORMAT JSONEachRow", db_table);
     bool flag = false;
-    ch_req *r = ch_req_new(h, q, body, len, sync_done, &flag);
-    ch_req_start(r);
-    ch_req_wait(r);
-    int rc = 0;
-    if (!flag || !r->ok) {
-        *err = zh_xstrdup(r->error ? r->error : "ClickHouse request did not finish");
-        rc = -1;
-    }
-    ch_req_free(r);
-    return rc;
+    return ch_req_run_sync(ch_req_new(h, q, body, len, ch_req_sync_done, &flag), NULL, err);
 }
 
 /* ---- schemas ---- */
@@ -452,16 +447,10 @@ void ch_schema_save(zh_host *h, const ch_schema *s, const char *tsv, size_t len)
 ch_schema *ch_schema_load_cached(zh_host *h, const char *table) {
     char path[1100];
     schema_path(h, table, path, sizeof path);
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    zh_buf b;
-    zh_buf_init(&b);
-    char chunk[4096];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) zh_buf_add(&b, chunk, n);
-    fclose(f);
-    ch_schema *s = b.len ? ch_schema_parse(table, b.data, b.len) : NULL;
-    zh_buf_free(&b);
+    size_t len = 0;
+    char *tsv = zh_read_file(path, 0, &len);
+    ch_schema *s = tsv && len ? ch_schema_parse(table, tsv, len) : NULL;
+    free(tsv);
     return s;
 }
 

@@ -99,21 +99,15 @@ char *zh_lrt_load_string(lua_State *L, const char *code, size_t len, const char 
 
 char *zh_lrt_load_file(lua_State *L, const char *path, int env_idx) {
     env_idx = lua_absindex(L, env_idx);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
+    size_t len = 0;
+    char *text = zh_read_file(path, 0, &len);
+    if (!text) {
         zh_buf b;
         zh_buf_init(&b);
         zh_buf_printf(&b, "%s: cannot open: %s", path, strerror(errno));
         return b.data;
     }
-    zh_buf src;
-    zh_buf_init(&src);
-    char chunk[65536];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) zh_buf_add(&src, chunk, n);
-    fclose(f);
-    const char *code = src.data ? src.data : "";
-    size_t len = src.len;
+    const char *code = text;
     if (len && code[0] == '#') { /* skip a shebang line */
         const char *nl = memchr(code, '\n', len);
         size_t skip = nl ? (size_t)(nl - code) : len;
@@ -127,7 +121,7 @@ char *zh_lrt_load_file(lua_State *L, const char *path, int env_idx) {
     } else {
         lua_remove(L, -2);
     }
-    zh_buf_free(&src);
+    free(text);
     return err;
 }
 

@@ -33,19 +33,6 @@ static void fnv_hex(const char *s, size_t n, char out[17]) {
     snprintf(out, 17, "%016llx", (unsigned long long)h);
 }
 
-static char *read_all(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    zh_buf b;
-    zh_buf_init(&b);
-    char chunk[8192];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) zh_buf_add(&b, chunk, n);
-    fclose(f);
-    *len = b.len;
-    return b.data ? b.data : zh_xstrdup("");
-}
-
 static int cmp_mig(const void *a, const void *b) {
     const migration *x = a, *y = b;
     return x->version < y->version ? -1 : x->version > y->version;
@@ -79,7 +66,7 @@ static int list_migrations(const char *dir, migration **out, char **err) {
         zh_buf_printf(&p, "%s/%s", dir, nm);
         m->path = p.data;
         size_t len;
-        char *text = read_all(m->path, &len);
+        char *text = zh_read_file(m->path, 0, &len);
         if (text) fnv_hex(text, len, m->checksum);
         free(text);
     }
@@ -248,7 +235,7 @@ int zh_cmd_migrate(int argc, char **argv) {
         for (int i = 0; i < n && rc == 0; i++) {
             if (migs[i].applied) continue;
             size_t len;
-            char *text = read_all(migs[i].path, &len);
+            char *text = zh_read_file(migs[i].path, 0, &len);
             if (!text) {
                 fprintf(stderr, "zhost migrate: cannot read %s\n", migs[i].path);
                 rc = 1;

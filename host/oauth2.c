@@ -99,37 +99,12 @@ void zh_oauth2_format_expiry(double t, char out[32]) {
 
 /* ---- files ---- */
 
-/* Reads a whole file. NULL with errno set when it cannot. */
-static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    errno = 0;
-    zh_buf b;
-    zh_buf_init(&b);
-    char chunk[8192];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
-        zh_buf_add(&b, chunk, n);
-        if (b.len > (1u << 20)) break; /* token files are tiny; refuse to load something else */
-    }
-    int e = ferror(f) ? (errno ? errno : EIO) : b.len > (1u << 20) ? EFBIG : 0;
-    fclose(f);
-    if (e) {
-        zh_buf_free(&b);
-        errno = e;
-        return NULL;
-    }
-    zh_buf_cstr(&b);
-    *len = b.len;
-    return b.data;
-}
-
 /* Pushes the JSON object in path. On failure pushes nothing and returns a message (malloc'd);
  * *missing is set when the file does not exist. */
 static char *read_json_file(lua_State *L, const char *path, bool *missing) {
     size_t len = 0;
     *missing = false;
-    char *text = slurp(path, &len);
+    char *text = zh_read_file(path, 1u << 20, &len); /* token files are tiny; refuse anything else */
     zh_buf e;
     zh_buf_init(&e);
     if (!text) {

@@ -118,6 +118,30 @@ void zh_buf_json_str(zh_buf *b, const char *s) {
 
 /* ---- files ---- */
 
+char *zh_read_file(const char *path, size_t max, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    zh_buf b;
+    zh_buf_init(&b);
+    char chunk[16384];
+    size_t n;
+    errno = 0;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+        zh_buf_add(&b, chunk, n);
+        if (max && b.len > max) break;
+    }
+    int e = ferror(f) ? (errno ? errno : EIO) : max && b.len > max ? EFBIG : 0;
+    fclose(f);
+    if (e) {
+        zh_buf_free(&b);
+        errno = e;
+        return NULL;
+    }
+    zh_buf_cstr(&b);
+    *len = b.len;
+    return b.data;
+}
+
 int zh_mkdirs(const char *path, unsigned mode) {
     char *tmp = zh_xstrdup(path);
     int rc = 0;

@@ -68,6 +68,9 @@ void zh_buf_json_str(zh_buf *b, const char *s);
 /* mkdir -p: creates path and its missing parents with `mode`. Returns 0 (also when it exists),
  * or -1 with errno set. */
 int zh_mkdirs(const char *path, unsigned mode);
+/* The whole file as malloc'd text with a NUL after its *len bytes, or NULL with errno set (EFBIG
+ * when it is larger than max; max 0: no limit). */
+char *zh_read_file(const char *path, size_t max, size_t *len);
 /* A file that replaces `path` atomically: written under a temporary name in the same directory,
  * then fsynced, renamed over path and the directory fsynced, so readers (and a crash) see the old
  * file or the new one, never a torn one. Errors (*err, malloc'd) name the file. */

@@ -1,6 +1,6 @@
 /* test_util.c — util.c's shared helpers: atomic file replacement (the token cache, backup files,
- * the serve state file, spool offsets and schema caches all go through it), mkdir -p and JSON
- * string literals. */
+ * the serve state file, spool offsets and schema caches all go through it), whole-file reads,
+ * mkdir -p and JSON string literals. */
 #include "zh.h"
 #include "zt.h"
 #include <dirent.h>
@@ -115,6 +115,31 @@ static void mkdirs_creates_parents(void) {
     rmdir(dir);
 }
 
+static void read_whole_files(void) {
+    char dir[] = "/tmp/zh_util_test_XXXXXX";
+    ZT_CHECK(mkdtemp(dir) != NULL);
+    char path[160];
+    snprintf(path, sizeof path, "%s/f.txt", dir);
+    char *err = NULL;
+    char big[40000];
+    memset(big, 'z', sizeof big);
+    ZT_EQ_INT(zh_write_atomic(path, big, sizeof big, 0600, &err), 0);
+    size_t len = 0;
+    char *t = zh_read_file(path, 0, &len);
+    ZT_CHECK(t != NULL);
+    ZT_EQ_INT(len, sizeof big);
+    if (t) ZT_EQ_INT(t[len], 0); /* NUL after the bytes */
+    free(t);
+    ZT_CHECK(zh_read_file(path, 1000, &len) == NULL); /* over the limit */
+    ZT_EQ_INT(errno, EFBIG);
+    snprintf(path, sizeof path, "%s/none", dir);
+    ZT_CHECK(zh_read_file(path, 0, &len) == NULL);
+    ZT_EQ_INT(errno, ENOENT);
+    snprintf(path, sizeof path, "%s/f.txt", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
 static void json_string_literals(void) {
     zh_buf b;
     zh_buf_init(&b);
@@ -130,6 +155,7 @@ int main(void) {
     ZT_RUN(atomic_write_replaces_with_0600);
     ZT_RUN(atomic_file_streams_and_aborts);
     ZT_RUN(mkdirs_creates_parents);
+    ZT_RUN(read_whole_files);
     ZT_RUN(json_string_literals);
     return ZT_DONE();
 }

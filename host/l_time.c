@@ -305,14 +305,11 @@ zh_tz *zh_time_zone_load(const char *name, char **err) {
     if (!dir || !*dir) dir = "/usr/share/zoneinfo";
     char path[512];
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "rb");
-    if (!f) goto unknown;
-    unsigned char *buf = zh_xmalloc(MAX_ZONE_FILE);
-    size_t len = fread(buf, 1, MAX_ZONE_FILE, f);
-    int bad = ferror(f);
-    fclose(f);
+    size_t len = 0;
+    unsigned char *buf = (unsigned char *)zh_read_file(path, MAX_ZONE_FILE, &len);
+    if (!buf) goto unknown;
     zh_tz *z = zh_xcalloc(1, sizeof *z);
-    if (bad || zone_parse(z, buf, len) != 0) {
+    if (zone_parse(z, buf, len) != 0) {
         free(buf);
         zh_time_zone_free(z);
         goto unknown;

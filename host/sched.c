@@ -20,18 +20,51 @@ static int64_t floor_div(int64_t a, int64_t b) { return a / b - ((a % b != 0) &&
 
 /* ---- time zones ---- */
 
-bool zh_sched_zone_valid(const char *tz) {
-    /* zh_schedule keeps the name in a char[64] */
-    if (!tz || strlen(tz) >= sizeof ((zh_schedule *)0)->tz) return false;
+/* Loaded zones, by name. Global mutable state, for these reasons: the schedule functions are pure
+ * (no host to keep a cache in), a zone never changes once loaded, everything here runs on the loop
+ * thread, and reading and parsing the zone file on every call made each /healthz answer (which
+ * formats the time) measurably slower. Bounded: past ZONE_CACHE names a zone is loaded per call. */
+#define ZONE_CACHE 16
+static struct {
+    char name[64];
+    zh_tz *zone;
+} zone_cache[ZONE_CACHE];
+
+/* The zone named tz, or NULL (read as UTC) when it cannot be loaded. *owned is set when the caller
+ * must free it (the cache was full). */
+static zh_tz *zone_get(const char *tz, bool *owned) {
+    *owned = false;
+    if (!tz || strlen(tz) >= sizeof zone_cache[0].name) return NULL;
+    int i = 0;
+    for (; i < ZONE_CACHE && zone_cache[i].zone; i++)
+        if (!strcmp(zone_cache[i].name, tz)) return zone_cache[i].zone;
     zh_tz *z = zh_time_zone_load(tz, NULL);
-    zh_time_zone_free(z);
+    if (!z) return NULL;
+    if (i == ZONE_CACHE) {
+        *owned = true;
+        return z;
+    }
+    snprintf(zone_cache[i].name, sizeof zone_cache[i].name, "%s", tz);
+    zone_cache[i].zone = z;
+    return z;
+}
+
+static void zone_put(zh_tz *z, bool owned) {
+    if (owned) zh_time_zone_free(z);
+}
+
+bool zh_sched_zone_valid(const char *tz) {
+    bool owned;
+    zh_tz *z = zone_get(tz, &owned);
+    zone_put(z, owned);
     return z != NULL;
 }
 
 int zh_sched_utc_offset(const char *tz, int64_t t) {
-    zh_tz *z = zh_time_zone_load(tz, NULL);
+    bool owned;
+    zh_tz *z = zone_get(tz, &owned);
     int off = zh_time_utc_offset(z, t, NULL); /* an unknown zone reads as UTC */
-    zh_time_zone_free(z);
+    zone_put(z, owned);
     return off;
 }
 
@@ -312,7 +345,8 @@ int64_t zh_sched_next(const zh_schedule *s, int64_t after) {
         return (floor_div(after, s->interval_s) + 1) * s->interval_s;
     }
     int64_t from = (floor_div(after, 60) + 1) * 60;
-    zh_tz *z = zh_time_zone_load(s->tz, NULL); /* NULL (zone gone since parsing) reads as UTC */
+    bool owned;
+    zh_tz *z = zone_get(s->tz, &owned); /* NULL (zone gone since parsing) reads as UTC */
     int64_t local = from + zh_time_utc_offset(z, from, NULL), u = -1;
     /* Bounded: each round moves `local` forward by at least a minute; only the repeated hour of a
      * backward transition can need more than one round. */
@@ -322,6 +356,6 @@ int64_t zh_sched_next(const zh_schedule *s, int64_t after) {
         u = civil_to_utc(z, c, from);
         local = c + 60;
     }
-    zh_time_zone_free(z);
+    zone_put(z, owned);
     return u;
 }

@@ -46,8 +46,8 @@ int zh_sched_parse_duration(const char *s, double *out);
 
 /* True when tz names an installed IANA zone (a file under $TZDIR or /usr/share/zoneinfo). */
 bool zh_sched_zone_valid(const char *tz);
-/* Seconds east of UTC in force in zone tz at instant t (an unknown zone reads as UTC). Loads the
- * zone on every call: for one-off conversions; loops use l_time.h with a zone loaded once. */
+/* Seconds east of UTC in force in zone tz at instant t (an unknown zone reads as UTC). Zones are
+ * loaded once per process (see sched.c). */
 int zh_sched_utc_offset(const char *tz, int64_t t);
 /* ISO-8601 with the zone's offset: 2026-03-01T00:10:00+03:00. */
 void zh_sched_format_iso(int64_t t, const char *tz, char *out, size_t n);

@@ -3,7 +3,7 @@
  * format one partition at a time), the manifest with row counts, content checksums and the
  * sha256 of every file, verification of the backup folders, restore into scratch databases with
  * a row-count and checksum comparison, pruning, and the run rows (meta_job_runs_raw,
- * backup_runs). Also the small tools this needs and nothing else has: SHA-256 and a JSON reader.
+ * backup_runs). Also the small tool this needs and nothing else has: a JSON reader.
  *
  * Storage is behind bk_store (put/get/list/remove of files under a root); only local disk is
  * implemented. Data travels as the server sends it: gzip made by ClickHouse (HTTP compression)
@@ -21,6 +21,7 @@
 #include "ch_internal.h"
 #include "clickhouse.h"
 #include "commands.h"
+#include "hash.h"
 #include "host.h"
 #include "log.h"
 #include "run.h"
@@ -39,96 +40,6 @@
 #ifdef ZH_HAVE_ZLIB
 #include <zlib.h>
 #endif
-
-/* ======================================================================================
- * SHA-256 (FIPS 180-4)
- * ====================================================================================== */
-
-static const uint32_t sha_k[64] = {
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
-};
-
-#define ROR32(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
-
-static void sha_block(zh_sha256 *s, const uint8_t *p) {
-    uint32_t w[64];
-    for (int i = 0; i < 16; i++)
-        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
-    for (int i = 16; i < 64; i++) {
-        uint32_t s0 = ROR32(w[i - 15], 7) ^ ROR32(w[i - 15], 18) ^ (w[i - 15] >> 3);
-        uint32_t s1 = ROR32(w[i - 2], 17) ^ ROR32(w[i - 2], 19) ^ (w[i - 2] >> 10);
-        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-    }
-    uint32_t a = s->h[0], b = s->h[1], c = s->h[2], d = s->h[3], e = s->h[4], f = s->h[5], g = s->h[6], h = s->h[7];
-    for (int i = 0; i < 64; i++) {
-        uint32_t t1 = h + (ROR32(e, 6) ^ ROR32(e, 11) ^ ROR32(e, 25)) + ((e & f) ^ (~e & g)) + sha_k[i] + w[i];
-        uint32_t t2 = (ROR32(a, 2) ^ ROR32(a, 13) ^ ROR32(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
-        h = g;
-        g = f;
-        f = e;
-        e = d + t1;
-        d = c;
-        c = b;
-        b = a;
-        a = t1 + t2;
-    }
-    s->h[0] += a;
-    s->h[1] += b;
-    s->h[2] += c;
-    s->h[3] += d;
-    s->h[4] += e;
-    s->h[5] += f;
-    s->h[6] += g;
-    s->h[7] += h;
-}
-
-void zh_sha256_init(zh_sha256 *s) {
-    static const uint32_t iv[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                                   0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-    memcpy(s->h, iv, sizeof iv);
-    s->total = 0;
-    s->used = 0;
-}
-
-void zh_sha256_update(zh_sha256 *s, const void *data, size_t n) {
-    const uint8_t *p = data;
-    s->total += n;
-    while (n) {
-        size_t take = 64 - s->used;
-        if (take > n) take = n;
-        memcpy(s->buf + s->used, p, take);
-        s->used += take;
-        p += take;
-        n -= take;
-        if (s->used == 64) {
-            sha_block(s, s->buf);
-            s->used = 0;
-        }
-    }
-}
-
-void zh_sha256_hex(zh_sha256 *s, char out[65]) {
-    uint64_t bits = s->total * 8;
-    uint8_t pad = 0x80;
-    /* update() counts into total; the padding must not, so save and restore it. */
-    uint64_t total = s->total;
-    zh_sha256_update(s, &pad, 1);
-    uint8_t zero = 0;
-    while (s->used != 56) zh_sha256_update(s, &zero, 1);
-    uint8_t len[8];
-    for (int i = 0; i < 8; i++) len[i] = (uint8_t)(bits >> (56 - 8 * i));
-    zh_sha256_update(s, len, 8);
-    s->total = total;
-    for (int i = 0; i < 8; i++) snprintf(out + 8 * i, 9, "%08x", s->h[i]);
-    out[64] = 0;
-}
 
 /* ======================================================================================
  * JSON reader
@@ -407,23 +318,6 @@ uint64_t zh_json_u64(const zh_json *o, const char *key, uint64_t dflt) {
     return (uint64_t)x;
 }
 
-static void json_str(zh_buf *b, const char *s) {
-    zh_buf_addc(b, '"');
-    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
-        switch (*p) {
-        case '"': zh_buf_adds(b, "\\\""); break;
-        case '\\': zh_buf_adds(b, "\\\\"); break;
-        case '\n': zh_buf_adds(b, "\\n"); break;
-        case '\r': zh_buf_adds(b, "\\r"); break;
-        case '\t': zh_buf_adds(b, "\\t"); break;
-        default:
-            if (*p < 0x20) zh_buf_printf(b, "\\u%04x", *p);
-            else zh_buf_addc(b, (char)*p);
-        }
-    }
-    zh_buf_addc(b, '"');
-}
-
 /* ======================================================================================
  * Names and SQL text
  * ====================================================================================== */
@@ -617,88 +511,29 @@ struct bk_store {
     char *desc; /* "local:/var/backups/ch" for logs and backup_runs.target */
 };
 
-typedef struct local_w {
-    int fd;
-    char *path, *tmp;
-} local_w;
-
 static char *local_path(bk_store *s, const char *rel) { return xprintf("%s/%s", s->root, rel); }
 
-static void mkdir_p(const char *dir) {
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s", dir);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p == '/') {
-            *p = 0;
-            mkdir(tmp, 0750);
-            *p = '/';
-        }
-    }
-    mkdir(tmp, 0750);
-}
-
+/* Data reaches the disk before the name appears, so a crash leaves a temporary file, not a torn
+ * one. */
 static void *local_put_open(bk_store *s, const char *rel, char **err) {
-    local_w *w = zh_xcalloc(1, sizeof *w);
-    w->path = local_path(s, rel);
-    w->tmp = xprintf("%s.part", w->path);
-    char *slash = strrchr(w->path, '/');
-    if (slash) {
-        *slash = 0;
-        mkdir_p(w->path);
-        *slash = '/';
-    }
-    w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-    if (w->fd < 0) {
-        *err = xprintf("%s: %s", w->tmp, strerror(errno));
-        free(w->path);
-        free(w->tmp);
+    zh_atomic_file *w = zh_xcalloc(1, sizeof *w);
+    char *path = local_path(s, rel);
+    int rc = zh_atomic_open(w, path, 0640, 0750, err);
+    free(path);
+    if (rc != 0) {
         free(w);
         return NULL;
     }
     return w;
 }
 
-static int local_put_write(void *wp, const void *p, size_t n, char **err) {
-    local_w *w = wp;
-    const char *c = p;
-    while (n) {
-        ssize_t k = write(w->fd, c, n);
-        if (k < 0) {
-            if (errno == EINTR) continue;
-            *err = xprintf("%s: %s", w->tmp, strerror(errno));
-            return -1;
-        }
-        c += k;
-        n -= (size_t)k;
-    }
-    return 0;
-}
+static int local_put_write(void *wp, const void *p, size_t n, char **err) { return zh_atomic_write(wp, p, n, err); }
 
 static int local_put_close(void *wp, bool commit, char **err) {
-    local_w *w = wp;
     int rc = 0;
-    if (commit) {
-        /* Data reaches the disk before the name appears, so a crash leaves a .part, not a torn file. */
-        if (fsync(w->fd) != 0) {
-            *err = xprintf("%s: %s", w->tmp, strerror(errno));
-            rc = -1;
-        }
-        if (close(w->fd) != 0 && rc == 0) {
-            *err = xprintf("%s: %s", w->tmp, strerror(errno));
-            rc = -1;
-        }
-        if (rc == 0 && rename(w->tmp, w->path) != 0) {
-            *err = xprintf("%s: %s", w->path, strerror(errno));
-            rc = -1;
-        }
-        if (rc != 0) unlink(w->tmp);
-    } else {
-        close(w->fd);
-        unlink(w->tmp);
-    }
-    free(w->path);
-    free(w->tmp);
-    free(w);
+    if (commit) rc = zh_atomic_commit(wp, err);
+    else zh_atomic_abort(wp);
+    free(wp);
     return rc;
 }
 
@@ -858,29 +693,30 @@ static int store_hash(bk_store *s, const char *rel, char hex[65], uint64_t *byte
     uint64_t size;
     int rc = s->ops->get_open(s, rel, &r, &size, err);
     if (rc <= 0) return rc;
-    zh_sha256 sha;
-    zh_sha256_init(&sha);
+    zh_hash sha = {0};
+    zh_hash_init(&sha, ZH_HASH_SHA256);
     char *buf = zh_xmalloc(1 << 20);
     long k;
     uint64_t n = 0;
     while ((k = s->ops->get_read(r, buf, 1 << 20)) > 0) {
-        zh_sha256_update(&sha, buf, (size_t)k);
+        zh_hash_update(&sha, buf, (size_t)k);
         n += (uint64_t)k;
     }
     free(buf);
     s->ops->get_close(r);
     if (k < 0) {
+        zh_hash_free(&sha);
         *err = xprintf("%s/%s: read error", s->root, rel);
         return -1;
     }
-    zh_sha256_hex(&sha, hex);
+    zh_hash_hex(&sha, hex);
     *bytes = n;
     return 1;
 }
 
 /* The lock: one backup or prune at a time per folder. Holds "pid name". */
 static int lock_take(bk_store *s, const char *what, char **err) {
-    mkdir_p(s->root);
+    zh_mkdirs(s->root, 0750);
     char *path = xprintf("%s/.zhost-backup.lock", s->root);
     for (int tries = 0; tries < 2; tries++) {
         int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
@@ -954,8 +790,6 @@ typedef struct bk_ctx {
     char *server_version;
 } bk_ctx;
 
-static void bk_sync_done(ch_req *r) { *(bool *)r->ud = true; }
-
 static char *bk_url(bk_ctx *c, const char *db, const char *query, bool compress) {
     zh_ch_state *st = c->h->ch;
     zh_buf u;
@@ -980,7 +814,7 @@ static char *bk_url(bk_ctx *c, const char *db, const char *query, bool compress)
  * configured database may not exist yet on a server being restored. */
 static ch_req *bk_req(bk_ctx *c, const char *db, const char *url_query, const char *body, size_t len, bool compress,
                       bool *flag) {
-    ch_req *r = ch_req_new(c->h, NULL, body, len, bk_sync_done, flag);
+    ch_req *r = ch_req_new(c->h, NULL, body, len, ch_req_sync_done, flag);
     char *u = bk_url(c, db, url_query, compress);
     curl_easy_setopt(r->x->easy, CURLOPT_URL, u);
     free(u);
@@ -989,18 +823,7 @@ static ch_req *bk_req(bk_ctx *c, const char *db, const char *url_query, const ch
 
 static int bk_exec(bk_ctx *c, const char *db, const char *sql, zh_buf *out, char **err) {
     bool flag = false;
-    ch_req *r = bk_req(c, db, NULL, sql, strlen(sql), false, &flag);
-    ch_req_start(r);
-    ch_req_wait(r);
-    int rc = 0;
-    if (!flag || !r->ok) {
-        *err = zh_xstrdup(r->error ? r->error : "ClickHouse request did not finish");
-        rc = -1;
-    } else if (out) {
-        zh_buf_add(out, r->x->resp_body.data ? r->x->resp_body.data : "", r->x->resp_body.len);
-    }
-    ch_req_free(r);
-    return rc;
+    return ch_req_run_sync(bk_req(c, db, NULL, sql, strlen(sql), false, &flag), out, err);
 }
 
 typedef struct bk_rows {
@@ -1090,7 +913,7 @@ typedef struct dump_ctx {
     ch_req *r;
     const char *path;
     void *w;
-    zh_sha256 sha;
+    zh_hash sha;
     uint64_t bytes;
     double attempt;       /* started_at of the transfer attempt the writer belongs to */
     char *werr;
@@ -1148,7 +971,7 @@ static size_t dump_write(char *p, size_t size, size_t nm, void *ud) {
         /* a retry: start the file over */
         if (d->w) d->c->st->ops->put_close(d->w, false, &d->werr);
         d->w = NULL;
-        zh_sha256_init(&d->sha);
+        zh_hash_init(&d->sha, ZH_HASH_SHA256);
         d->bytes = 0;
         dump_reset_error(d);
         d->attempt = x->started_at;
@@ -1172,7 +995,7 @@ static size_t dump_write(char *p, size_t size, size_t nm, void *ud) {
         d->r->max_attempts = d->r->attempt;
         return 0;
     }
-    zh_sha256_update(&d->sha, p, n);
+    zh_hash_update(&d->sha, p, n);
     d->bytes += n;
     return n;
 }
@@ -1185,7 +1008,7 @@ static int bk_dump(bk_ctx *c, const char *sql, const char *path, char sha_hex[65
     d.c = c;
     d.path = path;
     d.attempt = -1;
-    zh_sha256_init(&d.sha);
+    zh_hash_init(&d.sha, ZH_HASH_SHA256);
     ch_req *r = bk_req(c, NULL, NULL, sql, strlen(sql), c->gzip, &flag);
     d.r = r;
     CURL *e = r->x->easy;
@@ -1208,9 +1031,10 @@ static int bk_dump(bk_ctx *c, const char *sql, const char *path, char sha_hex[65
     } else {
         if (!d.w) d.w = c->st->ops->put_open(c->st, path, err); /* an empty result */
         if (!d.w || c->st->ops->put_close(d.w, true, err) != 0) rc = -1;
-        zh_sha256_hex(&d.sha, sha_hex);
+        zh_hash_hex(&d.sha, sha_hex);
         *bytes = d.bytes;
     }
+    zh_hash_free(&d.sha);
     free(d.werr);
     ch_req_free(r);
     return rc;
@@ -1221,7 +1045,7 @@ static int bk_dump(bk_ctx *c, const char *sql, const char *path, char sha_hex[65
 typedef struct load_ctx {
     bk_store *st;
     void *rf;
-    zh_sha256 sha;
+    zh_hash sha;
     uint64_t bytes;
     bool failed;
 } load_ctx;
@@ -1233,7 +1057,7 @@ static size_t load_read(char *buf, size_t size, size_t nm, void *ud) {
         l->failed = true;
         return CURL_READFUNC_ABORT;
     }
-    zh_sha256_update(&l->sha, buf, (size_t)k);
+    zh_hash_update(&l->sha, buf, (size_t)k);
     l->bytes += (uint64_t)k;
     return (size_t)k;
 }
@@ -1250,7 +1074,7 @@ static int bk_load(bk_ctx *c, const char *target, const char *path, char sha_hex
         if (g == 0) *err = xprintf("%s/%s: missing", c->st->root, path);
         return -1;
     }
-    zh_sha256_init(&l.sha);
+    zh_hash_init(&l.sha, ZH_HASH_SHA256);
     char *q = xprintf("INSERT INTO %s FORMAT Native", target);
     bool flag = false;
     ch_req *r = bk_req(c, NULL, q, "", 0, false, &flag);
@@ -1278,8 +1102,9 @@ static int bk_load(bk_ctx *c, const char *target, const char *path, char sha_hex
         *err = zh_xstrdup(r->error ? r->error : "ClickHouse request did not finish");
         rc = -1;
     } else {
-        zh_sha256_hex(&l.sha, sha_hex);
+        zh_hash_hex(&l.sha, sha_hex);
     }
+    zh_hash_free(&l.sha);
     c->st->ops->get_close(l.rf);
     ch_req_free(r);
     return rc;
@@ -1423,25 +1248,25 @@ static bool table_checksum(const bk_table *t, uint64_t *out) {
 static void manifest_json(const bk_manifest *m, zh_buf *b) {
     char ts[40];
     zh_buf_adds(b, "{\n  \"format\": \"zhost-backup/1\",\n  \"name\": ");
-    json_str(b, m->name);
+    zh_buf_json_str(b, m->name);
     zh_buf_adds(b, ",\n  \"mode\": ");
-    json_str(b, m->mode);
+    zh_buf_json_str(b, m->mode);
     zh_buf_adds(b, ",\n  \"base\": ");
-    if (m->base) json_str(b, m->base);
+    if (m->base) zh_buf_json_str(b, m->base);
     else zh_buf_adds(b, "null");
     iso_utc(m->created, ts, sizeof ts);
     zh_buf_printf(b, ",\n  \"created_at\": \"%s\",\n  \"created_epoch\": %.3f", ts, m->created);
     iso_utc(m->finished, ts, sizeof ts);
     zh_buf_printf(b, ",\n  \"finished_at\": \"%s\",\n  \"server_version\": ", ts);
-    json_str(b, m->server_version);
+    zh_buf_json_str(b, m->server_version);
     zh_buf_adds(b, ",\n  \"compression\": ");
-    json_str(b, m->compression);
+    zh_buf_json_str(b, m->compression);
     zh_buf_adds(b, ",\n  \"target\": ");
-    json_str(b, m->target);
+    zh_buf_json_str(b, m->target);
     zh_buf_adds(b, ",\n  \"databases\": [");
     for (int i = 0; i < 2; i++) {
         zh_buf_printf(b, "%s{\"role\": \"%s\", \"name\": ", i ? ", " : "", roles[i]);
-        json_str(b, m->db[i]);
+        zh_buf_json_str(b, m->db[i]);
         zh_buf_printf(b, ", \"exists\": %s}", m->db_exists[i] ? "true" : "false");
     }
     zh_buf_adds(b, "],\n  \"tables\": [");
@@ -1449,18 +1274,18 @@ static void manifest_json(const bk_manifest *m, zh_buf *b) {
         const bk_table *t = &m->tables[i];
         zh_buf_adds(b, i ? ",\n    {" : "\n    {");
         zh_buf_adds(b, "\"role\": ");
-        json_str(b, t->role);
+        zh_buf_json_str(b, t->role);
         zh_buf_adds(b, ", \"database\": ");
-        json_str(b, t->database);
+        zh_buf_json_str(b, t->database);
         zh_buf_adds(b, ", \"name\": ");
-        json_str(b, t->name);
+        zh_buf_json_str(b, t->name);
         zh_buf_adds(b, ", \"engine\": ");
-        json_str(b, t->engine);
+        zh_buf_json_str(b, t->engine);
         zh_buf_adds(b, ", \"kind\": ");
-        json_str(b, t->kind);
+        zh_buf_json_str(b, t->kind);
         if (t->owner) {
             zh_buf_adds(b, ", \"owner\": ");
-            json_str(b, t->owner);
+            zh_buf_json_str(b, t->owner);
         }
         zh_buf_printf(b, ", \"partitioned\": %s, \"has_data\": %s", t->partitioned ? "true" : "false",
                       t->has_data ? "true" : "false");
@@ -1471,23 +1296,23 @@ static void manifest_json(const bk_manifest *m, zh_buf *b) {
             else zh_buf_adds(b, "\"\"");
         }
         zh_buf_adds(b, ",\n     \"schema_file\": ");
-        json_str(b, t->schema_file ? t->schema_file : "");
+        zh_buf_json_str(b, t->schema_file ? t->schema_file : "");
         zh_buf_adds(b, ",\n     \"create\": ");
-        json_str(b, t->create);
+        zh_buf_json_str(b, t->create);
         if (t->has_data) {
             zh_buf_adds(b, ",\n     \"partitions\": [");
             for (int k = 0; k < t->nparts; k++) {
                 const bk_part *p = &t->parts[k];
                 zh_buf_adds(b, k ? ",\n       {\"id\": " : "\n       {\"id\": ");
-                json_str(b, p->id);
+                zh_buf_json_str(b, p->id);
                 zh_buf_printf(b, ", \"rows\": %llu, \"checksum\": ", (unsigned long long)p->rows);
-                json_str(b, p->checksum);
+                zh_buf_json_str(b, p->checksum);
                 zh_buf_adds(b, ", \"sig\": ");
-                json_str(b, p->sig ? p->sig : "");
+                zh_buf_json_str(b, p->sig ? p->sig : "");
                 zh_buf_adds(b, ", \"in\": ");
-                json_str(b, p->in);
+                zh_buf_json_str(b, p->in);
                 zh_buf_adds(b, ", \"file\": ");
-                json_str(b, p->file);
+                zh_buf_json_str(b, p->file);
                 zh_buf_addc(b, '}');
             }
             zh_buf_adds(b, t->nparts ? "\n     ]" : "]");
@@ -1497,7 +1322,7 @@ static void manifest_json(const bk_manifest *m, zh_buf *b) {
     zh_buf_adds(b, "\n  ],\n  \"files\": [");
     for (int i = 0; i < m->nfiles; i++) {
         zh_buf_adds(b, i ? ",\n    {\"path\": " : "\n    {\"path\": ");
-        json_str(b, m->files[i].path);
+        zh_buf_json_str(b, m->files[i].path);
         zh_buf_printf(b, ", \"bytes\": %llu, \"sha256\": \"%s\"}", (unsigned long long)m->files[i].bytes, m->files[i].sha256);
     }
     zh_buf_printf(b,
@@ -1757,7 +1582,7 @@ static void record_backup_run(bk_ctx *c, bk_rec *rc, const bk_runrow *r) {
 #define COL_S(col, v)                                          \
     if (rec_has(rc, col)) {                                    \
         zh_buf_printf(&b, "%s\"%s\":", n++ ? "," : "", col);   \
-        json_str(&b, v);                                       \
+        zh_buf_json_str(&b, v);                                       \
     }
 #define COL_N(col, v)                                                                        \
     if (rec_has(rc, col)) zh_buf_printf(&b, "%s\"%s\":%llu", n++ ? "," : "", col, (unsigned long long)(v));
@@ -1924,10 +1749,7 @@ static int backup_table_data(bk_ctx *c, bk_manifest *m, const bk_manifest *base,
         const char *pid = t->partitioned ? cell(&parts, i, 0) : "all";
         char sig[65] = "";
         if (t->partitioned) {
-            zh_sha256 s;
-            zh_sha256_init(&s);
-            zh_sha256_update(&s, cell(&parts, i, 1), strlen(cell(&parts, i, 1)));
-            zh_sha256_hex(&s, sig);
+            zh_hash_hex_of(ZH_HASH_SHA256, cell(&parts, i, 1), strlen(cell(&parts, i, 1)), sig);
             sig[16] = 0;
         }
         const bk_part *bp = find_part(base, t->role, t->name, pid);
@@ -2151,11 +1973,8 @@ static int do_backup(bk_ctx *c, bool full, const char *name, bk_manifest **out, 
             char *text = xprintf("%s;\n", t->create);
             rc = store_put_all(c->st, rel, text, strlen(text), err);
             if (rc == 0) {
-                zh_sha256 s;
                 char hex[65];
-                zh_sha256_init(&s);
-                zh_sha256_update(&s, text, strlen(text));
-                zh_sha256_hex(&s, hex);
+                zh_hash_hex_of(ZH_HASH_SHA256, text, strlen(text), hex);
                 manifest_add_file(m, t->schema_file, strlen(text), hex);
             }
             free(rel);
@@ -2365,7 +2184,7 @@ static int cmd_verify(bk_store *st, bool json, bool quick, bool list, double fre
         char ts[40];
         iso_utc(now, ts, sizeof ts);
         zh_buf_printf(&out, "{\"ok\":%s,\"dir\":", v->nproblems ? "false" : "true");
-        json_str(&out, st->root);
+        zh_buf_json_str(&out, st->root);
         zh_buf_printf(&out, ",\"checked_at\":\"%s\",\"fresh_hours\":%g,\"full_hours\":%g,\"checksums\":%s", ts, fresh_h,
                       full_h, quick ? "false" : "true");
         const vbackup *nb[2] = {newest, newest_full_b};
@@ -2377,16 +2196,16 @@ static int cmd_verify(bk_store *st, bool json, bool quick, bool list, double fre
                 continue;
             }
             zh_buf_adds(&out, "{\"name\":");
-            json_str(&out, nb[k]->name);
+            zh_buf_json_str(&out, nb[k]->name);
             zh_buf_printf(&out, ",\"age_hours\":%.3f}", (now - nb[k]->epoch) / 3600);
         }
         zh_buf_adds(&out, ",\"backups\":[");
         for (int i = 0; i < v->n; i++) {
             const vbackup *b = &v->b[i];
             zh_buf_adds(&out, i ? ",{\"name\":" : "{\"name\":");
-            json_str(&out, b->name);
+            zh_buf_json_str(&out, b->name);
             zh_buf_printf(&out, ",\"mode\":\"%s\",\"status\":\"%s\",\"base\":", b->full ? "full" : "incr", vb_status[b->state]);
-            if (b->m && b->m->base) json_str(&out, b->m->base);
+            if (b->m && b->m->base) zh_buf_json_str(&out, b->m->base);
             else zh_buf_adds(&out, "null");
             iso_utc(b->epoch, ts, sizeof ts);
             zh_buf_printf(&out, ",\"created_at\":\"%s\",\"age_hours\":%.3f", ts, (now - b->epoch) / 3600);
@@ -2396,14 +2215,14 @@ static int cmd_verify(bk_store *st, bool json, bool quick, bool list, double fre
             zh_buf_adds(&out, ",\"problems\":[");
             for (int k = 0; k < b->nproblems; k++) {
                 if (k) zh_buf_addc(&out, ',');
-                json_str(&out, b->problems[k]);
+                zh_buf_json_str(&out, b->problems[k]);
             }
             zh_buf_adds(&out, "]}");
         }
         zh_buf_adds(&out, "],\"problems\":[");
         for (int k = 0; k < v->nproblems; k++) {
             if (k) zh_buf_addc(&out, ',');
-            json_str(&out, v->problems[k]);
+            zh_buf_json_str(&out, v->problems[k]);
         }
         zh_buf_adds(&out, "]}\n");
     } else {
@@ -2836,22 +2655,6 @@ static void put_env_if_unset(void *ud, const char *k, const char *v) {
     setenv(k, v, 0);
 }
 
-/* zh_opt_value lives in main.c, outside the library the unit tests link; this is the same rule
- * (--name VALUE or --name=VALUE) without exiting, so a missing value is a usage error here. */
-static const char *opt_value(int argc, char **argv, int *i, const char *name, bool *missing) {
-    const char *a = argv[*i];
-    size_t n = strlen(name);
-    if (strncmp(a, name, n) != 0) return NULL;
-    if (a[n] == '=') return a + n + 1;
-    if (a[n] != 0) return NULL;
-    if (*i + 1 >= argc) {
-        *missing = true;
-        return NULL;
-    }
-    (*i)++;
-    return argv[*i];
-}
-
 static const char *backup_usage =
     "usage: zhost backup full|incr [--to DIR] [--secrets DIR] [--no-record]\n"
     "       zhost backup verify [--dir DIR] [--json] [--quick] [--fresh-hours H] [--full-hours H]\n"
@@ -2863,19 +2666,19 @@ int zh_cmd_backup(int argc, char **argv) {
     const char *verb = NULL, *dir = NULL, *secrets = NULL, *into = NULL, *bi_into = NULL, *name = NULL, *v;
     bool json = false, quick = false, drop = false, dry = false, no_record = false;
     double fresh_h = -1, full_h = -1, keep_d = -1, keep_incr_d = -1;
-    bool missing = false;
-    for (int i = 1; i < argc && !missing; i++) {
-        if ((v = opt_value(argc, argv, &i, "--to", &missing)) || (v = opt_value(argc, argv, &i, "--dir", &missing))) dir = v;
-        else if ((v = opt_value(argc, argv, &i, "--secrets", &missing))) secrets = v;
-        else if ((v = opt_value(argc, argv, &i, "--into", &missing))) into = v;
-        else if ((v = opt_value(argc, argv, &i, "--bi-into", &missing))) bi_into = v;
-        else if ((v = opt_value(argc, argv, &i, "--fresh-hours", &missing))) {
+    /* zh_opt_value exits with status 2 when an option lacks its value. */
+    for (int i = 1; i < argc; i++) {
+        if ((v = zh_opt_value(argc, argv, &i, "--to")) || (v = zh_opt_value(argc, argv, &i, "--dir"))) dir = v;
+        else if ((v = zh_opt_value(argc, argv, &i, "--secrets"))) secrets = v;
+        else if ((v = zh_opt_value(argc, argv, &i, "--into"))) into = v;
+        else if ((v = zh_opt_value(argc, argv, &i, "--bi-into"))) bi_into = v;
+        else if ((v = zh_opt_value(argc, argv, &i, "--fresh-hours"))) {
             if (!parse_num("--fresh-hours", v, &fresh_h)) return 2;
-        } else if ((v = opt_value(argc, argv, &i, "--full-hours", &missing))) {
+        } else if ((v = zh_opt_value(argc, argv, &i, "--full-hours"))) {
             if (!parse_num("--full-hours", v, &full_h)) return 2;
-        } else if ((v = opt_value(argc, argv, &i, "--keep-days", &missing))) {
+        } else if ((v = zh_opt_value(argc, argv, &i, "--keep-days"))) {
             if (!parse_num("--keep-days", v, &keep_d)) return 2;
-        } else if ((v = opt_value(argc, argv, &i, "--keep-incr-days", &missing))) {
+        } else if ((v = zh_opt_value(argc, argv, &i, "--keep-incr-days"))) {
             if (!parse_num("--keep-incr-days", v, &keep_incr_d)) return 2;
         } else if (!strcmp(argv[i], "--json")) json = true;
         else if (!strcmp(argv[i], "--quick")) quick = true;
@@ -2883,7 +2686,6 @@ int zh_cmd_backup(int argc, char **argv) {
         else if (!strcmp(argv[i], "--dry-run")) dry = true;
         else if (!strcmp(argv[i], "--no-record")) no_record = true;
         else if (!strcmp(argv[i], "-v") || !strcmp(argv[i], "--verbose")) zh_log_set_level(ZH_LOG_DEBUG);
-        else if (missing) break;
         else if (argv[i][0] == '-') {
             fprintf(stderr, "zhost backup: unknown option '%s'\n%s", argv[i], backup_usage);
             return 2;
@@ -2893,10 +2695,6 @@ int zh_cmd_backup(int argc, char **argv) {
             fprintf(stderr, "zhost backup: unexpected argument '%s'\n%s", argv[i], backup_usage);
             return 2;
         }
-    }
-    if (missing) {
-        fprintf(stderr, "zhost backup: %s needs a value\n%s", argc > 1 ? argv[argc - 1] : "", backup_usage);
-        return 2;
     }
     static const char *const verbs[] = {"full", "incr", "verify", "restore", "prune", "list", NULL};
     bool known = false;
@@ -3022,12 +2820,12 @@ int zh_cmd_backup(int argc, char **argv) {
                                 "\"partitions_dumped\":%llu,\"partitions_from_base\":%llu,\"rows\":%llu,\"name\":",
                           verb, dur, (unsigned long long)m->bytes, m->nfiles, m->ntables, (unsigned long long)m->dumped,
                           (unsigned long long)m->reused, (unsigned long long)m->rows);
-            json_str(&det, bname);
+            zh_buf_json_str(&det, bname);
             zh_buf_adds(&det, ",\"base\":");
-            if (m->base) json_str(&det, m->base);
+            if (m->base) zh_buf_json_str(&det, m->base);
             else zh_buf_adds(&det, "null");
             zh_buf_adds(&det, ",\"target\":");
-            json_str(&det, c.st->desc);
+            zh_buf_json_str(&det, c.st->desc);
             zh_buf_adds(&det, "}");
             if (!no_record) {
                 rr.status = rc == 0 ? "ok" : "fail";

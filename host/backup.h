@@ -6,19 +6,6 @@
 
 #include "zh.h"
 
-/* SHA-256, written from FIPS 180-4. */
-typedef struct zh_sha256 {
-    uint32_t h[8];
-    uint64_t total;
-    uint8_t buf[64];
-    size_t used;
-} zh_sha256;
-
-void zh_sha256_init(zh_sha256 *s);
-void zh_sha256_update(zh_sha256 *s, const void *p, size_t n);
-/* Writes 64 lowercase hex digits and a NUL. */
-void zh_sha256_hex(zh_sha256 *s, char out[65]);
-
 /* A small JSON reader for manifests: numbers are kept as their text (64-bit counts stay exact). */
 typedef enum { ZH_JSON_NULL, ZH_JSON_BOOL, ZH_JSON_NUM, ZH_JSON_STR, ZH_JSON_ARR, ZH_JSON_OBJ } zh_json_type;
 typedef struct zh_json {

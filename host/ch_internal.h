@@ -1,5 +1,6 @@
-/* ch_internal.h — what the ClickHouse files (clickhouse.c, rowenc.c, sink.c, spool.c, l_ch.c)
- * share among themselves; nothing outside them includes it. */
+/* ch_internal.h — what the ClickHouse files (clickhouse.c, rowenc.c, sink.c, spool.c, l_ch.c, and
+ * backup.c, which streams Native dumps through ch_req with its own curl callbacks) share among
+ * themselves; nothing outside them includes it. Everyone else uses clickhouse.h. */
 #ifndef ZH_CH_INTERNAL_H
 #define ZH_CH_INTERNAL_H
 
@@ -66,8 +67,13 @@ ch_req *ch_req_new_db(zh_host *h, const char *database, const char *query, const
 void ch_req_start(ch_req *r);
 void ch_req_abort(ch_req *r);
 void ch_req_free(ch_req *r);
-/* Runs the loop until r completes (CLI commands only). */
+/* Runs the loop until r completes (CLI commands only). r must have been made with
+ * ch_req_sync_done as `done` and a `bool` completion flag as `ud`. */
 void ch_req_wait(ch_req *r);
+void ch_req_sync_done(ch_req *r);
+/* Starts such a request, waits for it, appends the body to out (may be NULL) and frees r.
+ * Returns 0, or -1 with *err set (malloc'd). */
+int ch_req_run_sync(ch_req *r, zh_buf *out, char **err);
 
 /* Schemas: DESCRIBE result parsed, and cached on disk for outages. */
 ch_schema *ch_schema_parse(const char *table, const char *tsv, size_t len);
@@ -93,7 +99,7 @@ void zh_sink_shutdown_all(zh_host *h);
 
 /* "ClickHouse error 60: Table x doesn't exist" from a response body. */
 char *ch_error_message(long status, const char *body, size_t len, int *code);
-/* Substitutes the configured database names for `zakaz.` and `bi.` qualifiers. */
-char *ch_substitute_db(zh_host *h, const char *sql);
+/* The old name of zh_ch_substitute_db (clickhouse.h), still used by l_ch.c. */
+#define ch_substitute_db zh_ch_substitute_db
 
 #endif

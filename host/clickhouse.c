@@ -94,6 +94,7 @@ void zh_ch_init(zh_host *h) {
 }
 
 const char *zh_ch_database(zh_host *h) { return h->ch->database; }
+const char *zh_ch_bi_database(zh_host *h) { return h->ch->bi_database; }
 
 /* ---- requests ---- */
 
@@ -273,7 +274,7 @@ void ch_req_free(ch_req *r) {
     uv_close((uv_handle_t *)&r->timer, ch_req_closed);
 }
 
-static void sync_done(ch_req *r) { *(bool *)r->ud = true; }
+void ch_req_sync_done(ch_req *r) { *(bool *)r->ud = true; }
 
 void ch_req_wait(ch_req *r) {
     bool *flag = r->ud;
@@ -281,7 +282,7 @@ void ch_req_wait(ch_req *r) {
     }
 }
 
-char *ch_substitute_db(zh_host *h, const char *sql) {
+char *zh_ch_substitute_db(zh_host *h, const char *sql) {
     zh_ch_state *st = h->ch;
     zh_buf b;
     zh_buf_init(&b);
@@ -302,17 +303,41 @@ char *ch_substitute_db(zh_host *h, const char *sql) {
     return b.data ? b.data : zh_xstrdup("");
 }
 
+typedef struct async_q {
+    zh_ch_query_fn fn;
+    void *ud;
+} async_q;
+
+static void async_done(ch_req *r) {
+    async_q *q = r->ud;
+    if (r->ok) q->fn(q->ud, zh_buf_cstr(&r->x->resp_body), r->x->resp_body.len, NULL, 0);
+    else q->fn(q->ud, NULL, 0, r->error ? r->error : "ClickHouse request failed", r->ch_code);
+    free(q);
+    ch_req_free(r);
+}
+
+void zh_ch_query_async(zh_host *h, const char *sql, double timeout_s, int attempts, zh_ch_query_fn fn, void *ud) {
+    async_q *q = zh_xcalloc(1, sizeof *q);
+    q->fn = fn;
+    q->ud = ud;
+    ch_req *r = ch_req_new(h, NULL, sql, strlen(sql), async_done, q);
+    if (attempts > 0) r->max_attempts = attempts;
+    long ms = (long)(timeout_s * 1000);
+    curl_easy_setopt(r->x->easy, CURLOPT_TIMEOUT_MS, ms);
+    curl_easy_setopt(r->x->easy, CURLOPT_CONNECTTIMEOUT_MS, ms);
+    ch_req_start(r);
+}
+
 int zh_ch_exec_sync(zh_host *h, const char *sql, zh_buf *out, char **err) {
     return zh_ch_exec_sync_db(h, h->ch->database, sql, out, err);
 }
 
-int zh_ch_exec_sync_db(zh_host *h, const char *database, const char *sql, zh_buf *out, char **err) {
-    bool flag = false;
-    ch_req *r = ch_req_new_db(h, database, NULL, sql, strlen(sql), sync_done, &flag);
+int ch_req_run_sync(ch_req *r, zh_buf *out, char **err) {
+    bool *flag = r->ud;
     ch_req_start(r);
     ch_req_wait(r);
     int rc = 0;
-    if (!flag || !r->ok) {
+    if (!*flag || !r->ok) {
         *err = zh_xstrdup(r->error ? r->error : "ClickHouse request did not finish");
         rc = -1;
     } else if (out) {
@@ -322,20 +347,16 @@ int zh_ch_exec_sync_db(zh_host *h, const char *database, const char *sql, zh_buf
     return rc;
 }
 
+int zh_ch_exec_sync_db(zh_host *h, const char *database, const char *sql, zh_buf *out, char **err) {
+    bool flag = false;
+    return ch_req_run_sync(ch_req_new_db(h, database, NULL, sql, strlen(sql), ch_req_sync_done, &flag), out, err);
+}
+
 int zh_ch_insert_sync(zh_host *h, const char *db_table, const char *body, size_t len, char **err) {
     char q[512];
     snprintf(q, sizeof q, "INSERT INTO %s FORMAT JSONEachRow", db_table);
     bool flag = false;
-    ch_req *r = ch_req_new(h, q, body, len, sync_done, &flag);
-    ch_req_start(r);
-    ch_req_wait(r);
-    int rc = 0;
-    if (!flag || !r->ok) {
-        *err = zh_xstrdup(r->error ? r->error : "ClickHouse request did not finish");
-        rc = -1;
-    }
-    ch_req_free(r);
-    return rc;
+    return ch_req_run_sync(ch_req_new(h, q, body, len, ch_req_sync_done, &flag), NULL, err);
 }
 
 /* ---- schemas ---- */
@@ -414,66 +435,26 @@ static void schema_path(zh_host *h, const char *table, char *out, size_t n) {
     snprintf(out, n, "%s/schema/%s.tsv", h->spool_dir, table);
 }
 
-static void mkdirs(const char *path) {
-    char tmp[1024];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p == '/') {
-            *p = 0;
-            mkdir(tmp, 0700);
-            *p = '/';
-        }
-    }
-    mkdir(tmp, 0700);
-}
-
+/* Best effort: without a cached copy an outage only means the schema cannot be looked up. */
 void ch_schema_save(zh_host *h, const ch_schema *s, const char *tsv, size_t len) {
-    char dir[1024], path[1100], tmp[1200];
+    char dir[1024], path[1100];
     snprintf(dir, sizeof dir, "%s/schema", h->spool_dir);
-    mkdirs(dir);
+    zh_mkdirs(dir, 0700);
     schema_path(h, s->table, path, sizeof path);
-    snprintf(tmp, sizeof tmp, "%s.tmp%d", path, (int)getpid());
-    FILE *f = fopen(tmp, "wb");
-    if (!f) return;
-    bool ok = fwrite(tsv, 1, len, f) == len;
-    ok = fclose(f) == 0 && ok;
-    if (ok) rename(tmp, path); else unlink(tmp);
+    zh_write_atomic(path, tsv, len, 0600, NULL);
 }
 
 ch_schema *ch_schema_load_cached(zh_host *h, const char *table) {
     char path[1100];
     schema_path(h, table, path, sizeof path);
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    zh_buf b;
-    zh_buf_init(&b);
-    char chunk[4096];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) zh_buf_add(&b, chunk, n);
-    fclose(f);
-    ch_schema *s = b.len ? ch_schema_parse(table, b.data, b.len) : NULL;
-    zh_buf_free(&b);
+    size_t len = 0;
+    char *tsv = zh_read_file(path, 0, &len);
+    ch_schema *s = tsv && len ? ch_schema_parse(table, tsv, len) : NULL;
+    free(tsv);
     return s;
 }
 
 /* ---- meta_job_runs ---- */
-
-static void json_str(zh_buf *b, const char *s) {
-    zh_buf_addc(b, '"');
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        switch (*p) {
-        case '"': zh_buf_adds(b, "\\\""); break;
-        case '\\': zh_buf_adds(b, "\\\\"); break;
-        case '\n': zh_buf_adds(b, "\\n"); break;
-        case '\r': zh_buf_adds(b, "\\r"); break;
-        case '\t': zh_buf_adds(b, "\\t"); break;
-        default:
-            if (*p < 0x20) zh_buf_printf(b, "\\u%04x", *p);
-            else zh_buf_addc(b, (char)*p);
-        }
-    }
-    zh_buf_addc(b, '"');
-}
 
 static void fmt_datetime(double epoch, char *out, size_t n) {
     /* Unix seconds as text: ClickHouse reads a 10-digit DateTime as a timestamp, whatever the
@@ -538,20 +519,20 @@ void zh_ch_record_run(zh_host *h, const zh_run_record *rec, void (*done)(void *u
     zh_buf *b = &c->body;
     zh_buf_init(b);
     zh_buf_adds(b, "{\"job\":");
-    json_str(b, rec->job);
+    zh_buf_json_str(b, rec->job);
     zh_buf_adds(b, ",\"run_id\":");
-    json_str(b, rec->run_id);
+    zh_buf_json_str(b, rec->run_id);
     zh_buf_printf(b, ",\"started_at\":\"%s\"", started);
     /* A running row leaves finished_at to the column's default. */
     if (rec->finished_at > 0) zh_buf_printf(b, ",\"finished_at\":\"%s\"", finished);
     zh_buf_adds(b, ",\"status\":");
-    json_str(b, rec->status);
+    zh_buf_json_str(b, rec->status);
     zh_buf_printf(b, ",\"rows_processed\":%llu,\"message\":", (unsigned long long)rec->rows);
-    json_str(b, rec->message ? rec->message : "");
+    zh_buf_json_str(b, rec->message ? rec->message : "");
     zh_buf_adds(b, ",\"metrics\":");
-    json_str(b, rec->metrics_json ? rec->metrics_json : "{}");
+    zh_buf_json_str(b, rec->metrics_json ? rec->metrics_json : "{}");
     zh_buf_adds(b, ",\"host\":");
-    json_str(b, host);
+    zh_buf_json_str(b, host);
     /* Versions in microseconds keep "running" < final even within one second. */
     zh_buf_printf(b, ",\"_ver\":%llu}\n", (unsigned long long)(zh_now_wall() * 1e6));
     char q[512];

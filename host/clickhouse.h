@@ -45,6 +45,21 @@ void zh_ch_record_run(zh_host *h, const zh_run_record *r, void (*done)(void *ud,
  * gone (pid in the row's metrics) as "interrupted". One short attempt; returns how many. */
 int zh_ch_mark_stale_runs(zh_host *h, const char *job);
 
+/* One statement on the loop, for callers that must not block it (health probes, the status page,
+ * `zhost serve`'s start-up): fn is called exactly once, from the loop (or at once when the
+ * request cannot start), with the response body (NUL-terminated, len bytes) and err NULL, or with
+ * body NULL, a one-line err and the ClickHouse error code (0 when none). `timeout_s` bounds each
+ * attempt, connecting included; `attempts` 0 means the configured number of tries (retries only
+ * on connection errors and overload, with backoff). */
+typedef void (*zh_ch_query_fn)(void *ud, const char *body, size_t len, const char *err, int ch_code);
+void zh_ch_query_async(zh_host *h, const char *sql, double timeout_s, int attempts, zh_ch_query_fn fn, void *ud);
+
+/* The configured analytics database (CLICKHOUSE_BI_DB, "bi" by default). */
+const char *zh_ch_bi_database(zh_host *h);
+/* Substitutes the configured database names for `zakaz.` and `bi.` qualifiers. Returns malloc'd
+ * text. */
+char *zh_ch_substitute_db(zh_host *h, const char *sql);
+
 /* Synchronous helpers for commands outside scripts (migrate, spool, status): run the loop
  * until the request completes. Return 0, or -1 with *err set (malloc'd). `out` (may be NULL)
  * receives the response body. */

@@ -5,6 +5,7 @@
  * short timeout (health.clickhouse_timeout). Answers never contain secrets: only job names,
  * schedules, statuses, counts and run messages (which log.c already redacts). */
 #include "health.h"
+#include "l_time.h"
 #include "clickhouse.h"
 #include "httpd.h"
 #include "log.h"
@@ -155,11 +156,11 @@ static void fresh_json(zh_health *hs, const fresh_row *r, zh_buf *b, bool with_s
     zh_buf_addc(b, '{');
     if (with_source) {
         zh_buf_adds(b, "\"source\":");
-        zh_serve_json_str(b, r->source);
+        zh_buf_json_str(b, r->source);
         zh_buf_addc(b, ',');
     }
     zh_buf_adds(b, "\"latest_date\":");
-    if (r->latest[0]) zh_serve_json_str(b, r->latest);
+    if (r->latest[0]) zh_buf_json_str(b, r->latest);
     else zh_buf_adds(b, "null");
     zh_buf_printf(b, ",\"days_behind\":%ld,\"total_rows\":%llu,\"threshold\":{\"warn\":%d,\"error\":%d},\"status\":\"%s\"}",
                   r->days, r->rows, rule->warn_days, rule->error_days, fresh_status(rule, r->days));
@@ -204,7 +205,7 @@ static void ep_healthz(page *pg) {
         respond(pg, 200, "application/json", &b);
     } else {
         zh_buf_printf(&b, "{\"status\":\"error\",\"timestamp\":\"%s\",\"checks\":{\"clickhouse\":\"error\"},\"error\":", ts);
-        zh_serve_json_str(&b, p->error ? p->error : "ClickHouse did not answer");
+        zh_buf_json_str(&b, p->error ? p->error : "ClickHouse did not answer");
         zh_buf_adds(&b, "}\n");
         respond(pg, 503, "application/json", &b);
     }
@@ -226,12 +227,12 @@ static void ep_detailed(page *pg) {
         char ver[64];
         snprintf(ver, sizeof ver, "%.*s", (int)strcspn(ping->body.data, "\r\n"), ping->body.data);
         zh_buf_adds(&c, "\"status\":\"ok\",\"message\":\"\",\"version\":");
-        zh_serve_json_str(&c, ver);
+        zh_buf_json_str(&c, ver);
         zh_buf_printf(&c, ",\"latency_ms\":%.1f}", ping->latency * 1000);
     } else {
         overall = 2;
         zh_buf_adds(&c, "\"status\":\"error\",\"message\":");
-        zh_serve_json_str(&c, ping->error ? ping->error : "ClickHouse did not answer");
+        zh_buf_json_str(&c, ping->error ? ping->error : "ClickHouse did not answer");
         zh_buf_adds(&c, ",\"version\":null,\"latency_ms\":null}");
     }
     /* Freshness: only when ClickHouse answered; a missing view is a warning, not an outage. */
@@ -241,7 +242,7 @@ static void ep_detailed(page *pg) {
     int n = fresh_rows(hs, &rows);
     for (int i = 0; i < n; i++) {
         if (i) zh_buf_addc(&c, ',');
-        zh_serve_json_str(&c, rows[i].source);
+        zh_buf_json_str(&c, rows[i].source);
         zh_buf_addc(&c, ':');
         fresh_json(hs, &rows[i], &c, false);
         int r = rank(fresh_status(zh_conf_fresh_rule(s->conf, rows[i].source), rows[i].days));
@@ -251,7 +252,7 @@ static void ep_detailed(page *pg) {
     zh_buf_addc(&c, '}');
     if (n < 0 && ping->ok) {
         zh_buf_adds(&c, ",\"data_freshness_error\":");
-        zh_serve_json_str(&c, fp->error ? fp->error : "unavailable");
+        zh_buf_json_str(&c, fp->error ? fp->error : "unavailable");
         if (overall < 1) overall = 1;
     }
     zh_buf_adds(&c, ",\"job_runs\":{");
@@ -264,17 +265,17 @@ static void ep_detailed(page *pg) {
         const char *st = job_health(j, &why);
         int r = rank(st);
         if (r > overall) overall = r;
-        zh_serve_json_str(&c, j->c.name);
+        zh_buf_json_str(&c, j->c.name);
         zh_buf_printf(&c, ":{\"status\":\"%s\",\"reason\":", st);
-        zh_serve_json_str(&c, why);
+        zh_buf_json_str(&c, why);
         zh_buf_adds(&c, ",\"last_status\":");
-        if (j->last_known) zh_serve_json_str(&c, j->last_status);
+        if (j->last_known) zh_buf_json_str(&c, j->last_status);
         else zh_buf_adds(&c, "null");
         zh_buf_adds(&c, ",\"last_run\":");
         if (j->last_known) {
             char t[40];
             zh_serve_iso(s, j->last_started, t, sizeof t);
-            zh_serve_json_str(&c, t);
+            zh_buf_json_str(&c, t);
         } else {
             zh_buf_adds(&c, "null");
         }
@@ -313,7 +314,7 @@ static void ep_freshness(page *pg) {
     if (n <= 0) {
         probe *fp = &hs->probes[P_FRESH];
         zh_buf_printf(&b, "{\"status\":\"error\",\"timestamp\":\"%s\",\"data\":[],\"error\":", ts);
-        zh_serve_json_str(&b, n == 0 ? "v_data_freshness has no rows" : fp->error ? fp->error : "unavailable");
+        zh_buf_json_str(&b, n == 0 ? "v_data_freshness has no rows" : fp->error ? fp->error : "unavailable");
         zh_buf_adds(&b, "}\n");
         free(rows);
         respond(pg, 503, "application/json", &b);
@@ -462,7 +463,7 @@ static void sparkline(zh_health *hs, const char *job, zh_buf *b) {
             if (strcmp(f[0].data, job)) continue;
             int y, m, d;
             if (sscanf(f[1].data, "%d-%d-%d", &y, &m, &d) != 3) continue;
-            int64_t day = zh_sched_days_from_civil(y, m, d);
+            int64_t day = zh_time_days_from_civil(y, m, d);
             int64_t idx = 13 - (today - day);
             if (idx >= 0 && idx < 14) vals[idx] = atof(f[2].data);
         }

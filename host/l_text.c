@@ -5,12 +5,12 @@
  * Lua wrappers build their output in a "scratch" zh_buf held by a userdata with a __gc, so an
  * error raised while pushing results (out of memory) never leaks the buffer. */
 #include "l_text.h"
+#include "hash.h"
 #include <lauxlib.h>
 #include <lualib.h>
 #include <errno.h>
 #include <iconv.h>
 #include <math.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -913,20 +913,17 @@ static int l_decimal(lua_State *L) {
     return push_buf(L, b);
 }
 
-static int digest(lua_State *L, const EVP_MD *md) {
+static int digest(lua_State *L, zh_hash_kind kind) {
     size_t n;
     const char *s = luaL_checklstring(L, 1, &n);
-    unsigned char out[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    if (!md || !EVP_Digest(s, n, out, &len, md, NULL)) return luaL_error(L, "text: digest failed in libcrypto");
-    char hex[EVP_MAX_MD_SIZE * 2 + 1];
-    for (unsigned int i = 0; i < len; i++) snprintf(hex + 2 * i, 3, "%02x", out[i]);
-    lua_pushlstring(L, hex, (size_t)len * 2);
+    char hex[2 * ZH_SHA256_LEN + 1];
+    zh_hash_hex_of(kind, s, n, hex);
+    lua_pushstring(L, hex);
     return 1;
 }
 
-static int l_md5(lua_State *L) { return digest(L, EVP_md5()); }
-static int l_sha256(lua_State *L) { return digest(L, EVP_sha256()); }
+static int l_md5(lua_State *L) { return digest(L, ZH_HASH_MD5); }
+static int l_sha256(lua_State *L) { return digest(L, ZH_HASH_SHA256); }
 
 int zh_open_text(lua_State *L) {
     static const luaL_Reg fns[] = {

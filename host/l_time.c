@@ -305,14 +305,11 @@ zh_tz *zh_time_zone_load(const char *name, char **err) {
     if (!dir || !*dir) dir = "/usr/share/zoneinfo";
     char path[512];
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "rb");
-    if (!f) goto unknown;
-    unsigned char *buf = zh_xmalloc(MAX_ZONE_FILE);
-    size_t len = fread(buf, 1, MAX_ZONE_FILE, f);
-    int bad = ferror(f);
-    fclose(f);
+    size_t len = 0;
+    unsigned char *buf = (unsigned char *)zh_read_file(path, MAX_ZONE_FILE, &len);
+    if (!buf) goto unknown;
     zh_tz *z = zh_xcalloc(1, sizeof *z);
-    if (bad || zone_parse(z, buf, len) != 0) {
+    if (zone_parse(z, buf, len) != 0) {
         free(buf);
         zh_time_zone_free(z);
         goto unknown;
@@ -354,17 +351,28 @@ int zh_time_utc_offset(const zh_tz *z, int64_t t, const char **abbr) {
     return ty->off;
 }
 
-int64_t zh_time_from_local(const zh_tz *z, int64_t local) {
+int zh_time_local_instants(const zh_tz *z, int64_t local, int64_t out[2], int64_t *gap) {
     /* Offsets a day either side cover every real transition (none are closer than two days). */
     int before = zh_time_utc_offset(z, local - 86400, NULL);
     int after = zh_time_utc_offset(z, local + 86400, NULL);
     int64_t tb = local - before, ta = local - after;
     int ok_b = zh_time_utc_offset(z, tb, NULL) == before;
-    int ok_a = zh_time_utc_offset(z, ta, NULL) == after;
-    if (ok_b && ok_a) return tb < ta ? tb : ta;
-    if (ok_b) return tb;
-    if (ok_a) return ta;
-    return tb; /* in a gap: the offset before the jump moves the time past it */
+    int ok_a = before != after && zh_time_utc_offset(z, ta, NULL) == after;
+    int n = 0;
+    if (ok_b && ok_a) {
+        out[n++] = tb < ta ? tb : ta;
+        out[n++] = tb < ta ? ta : tb;
+    } else if (ok_b || ok_a) {
+        out[n++] = ok_b ? tb : ta;
+    } else if (gap) {
+        *gap = tb; /* the offset before the jump moves the time past it */
+    }
+    return n;
+}
+
+int64_t zh_time_from_local(const zh_tz *z, int64_t local) {
+    int64_t at[2], gap = 0;
+    return zh_time_local_instants(z, local, at, &gap) ? at[0] : gap;
 }
 
 /* ---------------------------------------------------------------- parsing */

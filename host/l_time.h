@@ -18,6 +18,12 @@ const char *zh_time_zone_name(const zh_tz *z);
 
 /* Seconds east of UTC in force at UTC instant t; *abbr (may be NULL) gets e.g. "MSK". */
 int zh_time_utc_offset(const zh_tz *z, int64_t t, const char **abbr);
+/* Every UTC instant whose wall-clock time in z is `local` (seconds since 1970-01-01T00:00 local),
+ * earliest first. Returns 1 normally, 2 for a time that happens twice (clocks going back), 0 for
+ * one that does not exist (clocks going forward); then *gap (may be NULL) gets the time read with
+ * the offset before the jump, which lands after it (02:30 -> 03:30). The scheduler (sched.c)
+ * builds its DST rules on this. */
+int zh_time_local_instants(const zh_tz *z, int64_t local, int64_t out[2], int64_t *gap);
 /* UTC instant of a local wall-clock time given as seconds since 1970-01-01T00:00 local.
  * Ambiguous times (clocks going back) take the earlier instant; times that do not exist (clocks
  * going forward) are read with the offset before the jump, landing after it (02:30 -> 03:30). */

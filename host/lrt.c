@@ -99,21 +99,15 @@ char *zh_lrt_load_string(lua_State *L, const char *code, size_t len, const char 
 
 char *zh_lrt_load_file(lua_State *L, const char *path, int env_idx) {
     env_idx = lua_absindex(L, env_idx);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
+    size_t len = 0;
+    char *text = zh_read_file(path, 0, &len);
+    if (!text) {
         zh_buf b;
         zh_buf_init(&b);
         zh_buf_printf(&b, "%s: cannot open: %s", path, strerror(errno));
         return b.data;
     }
-    zh_buf src;
-    zh_buf_init(&src);
-    char chunk[65536];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) zh_buf_add(&src, chunk, n);
-    fclose(f);
-    const char *code = src.data ? src.data : "";
-    size_t len = src.len;
+    const char *code = text;
     if (len && code[0] == '#') { /* skip a shebang line */
         const char *nl = memchr(code, '\n', len);
         size_t skip = nl ? (size_t)(nl - code) : len;
@@ -127,12 +121,51 @@ char *zh_lrt_load_file(lua_State *L, const char *path, int env_idx) {
     } else {
         lua_remove(L, -2);
     }
-    zh_buf_free(&src);
+    free(text);
     return err;
 }
 
-/* require(name): scripts/lib/<name>.lua or scripts/<name>.lua (dots become slashes), loaded
- * into a fresh strict environment, cached for the current run only. */
+/* Where require() looks, in order: next to the running script (its lib/, its own directory, and
+ * ../lib for scripts in a subdirectory such as scripts/alerts/), each directory of
+ * ZHOST_LUA_PATH (colon-separated), then scripts/lib under the current directory — so specs and
+ * the REPL outside scripts/ find the shared helpers. Returns the first existing file (malloc'd),
+ * or NULL with the places tried in *tried. */
+static char *require_find(zh_host *h, const char *rel, zh_buf *tried) {
+    const char *dir = h->scripts_dir ? h->scripts_dir : "scripts";
+    zh_buf cand;
+    zh_buf_init(&cand);
+    zh_buf_printf(&cand, "%s/lib%c%s%c%s/../lib%c", dir, 0, dir, 0, dir, 0);
+    const char *lp = getenv("ZHOST_LUA_PATH");
+    while (lp && *lp) {
+        const char *colon = strchr(lp, ':');
+        size_t n = colon ? (size_t)(colon - lp) : strlen(lp);
+        if (n) {
+            zh_buf_add(&cand, lp, n);
+            zh_buf_addc(&cand, 0);
+        }
+        lp = colon ? colon + 1 : NULL;
+    }
+    zh_buf_add(&cand, "scripts/lib", 12);
+    char *found = NULL;
+    for (const char *d = cand.data; !found && d < cand.data + cand.len; d += strlen(d) + 1) {
+        zh_buf path;
+        zh_buf_init(&path);
+        zh_buf_printf(&path, "%s/%s.lua", d, rel);
+        FILE *f = fopen(path.data, "rb");
+        if (f) {
+            fclose(f);
+            found = path.data;
+        } else {
+            zh_buf_printf(tried, "%s%s/", tried->len ? ", " : "", d);
+            zh_buf_free(&path);
+        }
+    }
+    zh_buf_free(&cand);
+    return found;
+}
+
+/* require(name): <name>.lua (dots become slashes) from the places above, loaded into a fresh
+ * strict environment, cached for the current run only. */
 static int l_require(lua_State *L) {
     const char *name = luaL_checkstring(L, 1);
     zh_host *h = zh_host_of(L);
@@ -163,36 +196,34 @@ static int l_require(lua_State *L) {
     snprintf(rel, sizeof rel, "%s", name);
     for (char *p = rel; *p; p++)
         if (*p == '.') *p = '/';
-    const char *dir = h->scripts_dir ? h->scripts_dir : "scripts";
-    const char *patterns[] = {"%s/lib/%s.lua", "%s/%s.lua", "%s/../lib/%s.lua", NULL};
-    for (int i = 0; patterns[i]; i++) {
-        char path[1024];
-        snprintf(path, sizeof path, patterns[i], dir, rel);
-        FILE *f = fopen(path, "rb");
-        if (!f) continue;
-        fclose(f);
-        zh_lrt_push_env(L, true);
-        /* The module's own require()s use the caller's cache, so a library required by both the
-         * script and another library is loaded once per run, as the documentation promises. */
-        lua_pushvalue(L, env);
-        lua_rawsetp(L, -2, (void *)&strict_index);
-        char *err = zh_lrt_load_file(L, path, -1);
-        if (err) {
-            lua_pushstring(L, err);
-            free(err);
-            return lua_error(L);
-        }
-        lua_pushstring(L, name);
-        lua_call(L, 1, 1); /* module top level runs here and cannot wait on I/O */
-        if (lua_isnil(L, -1)) {
-            lua_pop(L, 1);
-            lua_pushboolean(L, 1);
-        }
-        lua_pushvalue(L, -1);
-        lua_setfield(L, env, name);
-        return 1;
+    zh_buf tried;
+    zh_buf_init(&tried);
+    char *path = require_find(h, rel, &tried);
+    char where[1024];
+    snprintf(where, sizeof where, "%s", tried.data ? tried.data : "");
+    zh_buf_free(&tried); /* before raising: a Lua error would skip the free */
+    if (!path) return luaL_error(L, "module '%s' not found in %s", name, where);
+    zh_lrt_push_env(L, true);
+    /* The module's own require()s use the caller's cache, so a library required by both the
+     * script and another library is loaded once per run, as the documentation promises. */
+    lua_pushvalue(L, env);
+    lua_rawsetp(L, -2, (void *)&strict_index);
+    char *err = zh_lrt_load_file(L, path, -1);
+    free(path);
+    if (err) {
+        lua_pushstring(L, err);
+        free(err);
+        return lua_error(L);
     }
-    return luaL_error(L, "module '%s' not found in %s/lib/ or %s/", name, dir, dir);
+    lua_pushstring(L, name);
+    lua_call(L, 1, 1); /* module top level runs here and cannot wait on I/O */
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushboolean(L, 1);
+    }
+    lua_pushvalue(L, -1);
+    lua_setfield(L, env, name);
+    return 1;
 }
 
 /* io subset: reading files (CSV plans, fixtures) and writing to stdout. */

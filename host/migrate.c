@@ -5,7 +5,7 @@
  * whole-line `--` comments are dropped; `zakaz.` and `bi.` qualifiers are replaced with the
  * configured database names (CLICKHOUSE_DB, CLICKHOUSE_BI_DB). A file already applied is never
  * run again; if it changed since, --status says so. */
-#include "ch_internal.h"
+#include "clickhouse.h"
 #include "commands.h"
 #include "host.h"
 #include "log.h"
@@ -32,19 +32,6 @@ static void fnv_hex(const char *s, size_t n, char out[17]) {
         h *= 1099511628211ULL;
     }
     snprintf(out, 17, "%016llx", (unsigned long long)h);
-}
-
-static char *read_all(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    zh_buf b;
-    zh_buf_init(&b);
-    char chunk[8192];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) zh_buf_add(&b, chunk, n);
-    fclose(f);
-    *len = b.len;
-    return b.data ? b.data : zh_xstrdup("");
 }
 
 static int cmp_mig(const void *a, const void *b) {
@@ -80,7 +67,7 @@ static int list_migrations(const char *dir, migration **out, char **err) {
         zh_buf_printf(&p, "%s/%s", dir, nm);
         m->path = p.data;
         size_t len;
-        char *text = read_all(m->path, &len);
+        char *text = zh_read_file(m->path, 0, &len);
         if (text) fnv_hex(text, len, m->checksum);
         free(text);
     }
@@ -189,7 +176,7 @@ int zh_cmd_migrate(int argc, char **argv) {
         free_migs(migs, n);
         return 1;
     }
-    zh_ch_state *st = h->ch;
+    const char *db = zh_ch_database(h);
     int rc = 0;
     zh_buf sql, out;
     zh_buf_init(&sql);
@@ -203,7 +190,7 @@ int zh_cmd_migrate(int argc, char **argv) {
     for (int i = 0; i < 3 && rc == 0; i++) {
         if (status && i < 2) continue;
         sql.len = 0;
-        zh_buf_printf(&sql, setup[i], i == 1 ? st->bi_database : st->database);
+        zh_buf_printf(&sql, setup[i], i == 1 ? zh_ch_bi_database(h) : db);
         if (status) break;
         if (zh_ch_exec_sync_db(h, NULL, sql.data, NULL, &err) != 0) {
             fprintf(stderr, "zhost migrate: %s\n", err);
@@ -213,7 +200,7 @@ int zh_cmd_migrate(int argc, char **argv) {
     }
     if (rc == 0) {
         sql.len = 0;
-        zh_buf_printf(&sql, "SELECT version, checksum FROM %s.schema_migrations FORMAT TabSeparated", st->database);
+        zh_buf_printf(&sql, "SELECT version, checksum FROM %s.schema_migrations FORMAT TabSeparated", db);
         if (zh_ch_exec_sync(h, sql.data, &out, &err) != 0) {
             if (!status) {
                 fprintf(stderr, "zhost migrate: %s\n", err);
@@ -244,13 +231,13 @@ int zh_cmd_migrate(int argc, char **argv) {
             if (!migs[i].applied) pending++;
             printf("%04u  %-40s %s\n", migs[i].version, migs[i].name, state);
         }
-        printf("%d applied, %d pending (database %s)\n", n - pending, pending, st->database);
+        printf("%d applied, %d pending (database %s)\n", n - pending, pending, db);
     } else if (rc == 0) {
         int applied = 0;
         for (int i = 0; i < n && rc == 0; i++) {
             if (migs[i].applied) continue;
             size_t len;
-            char *text = read_all(migs[i].path, &len);
+            char *text = zh_read_file(migs[i].path, 0, &len);
             if (!text) {
                 fprintf(stderr, "zhost migrate: cannot read %s\n", migs[i].path);
                 rc = 1;
@@ -261,7 +248,7 @@ int zh_cmd_migrate(int argc, char **argv) {
             free(text);
             for (int s = 0; s < ns; s++) {
                 if (rc == 0) {
-                    char *q = ch_substitute_db(h, stmts[s]);
+                    char *q = zh_ch_substitute_db(h, stmts[s]);
                     if (zh_ch_exec_sync(h, q, NULL, &err) != 0) {
                         fprintf(stderr, "zhost migrate: %s, statement %d: %s\n", migs[i].path, s + 1, err);
                         free(err);
@@ -275,7 +262,7 @@ int zh_cmd_migrate(int argc, char **argv) {
             if (rc) break;
             sql.len = 0;
             zh_buf_printf(&sql, "INSERT INTO %s.schema_migrations (version, name, checksum, applied_at) VALUES (%u, '%s', '%s', now())",
-                          st->database, migs[i].version, migs[i].name, migs[i].checksum);
+                          db, migs[i].version, migs[i].name, migs[i].checksum);
             if (zh_ch_exec_sync(h, sql.data, NULL, &err) != 0) {
                 fprintf(stderr, "zhost migrate: recording %s: %s\n", migs[i].name, err);
                 free(err);
@@ -285,7 +272,7 @@ int zh_cmd_migrate(int argc, char **argv) {
             printf("applied %s\n", migs[i].name);
             applied++;
         }
-        if (rc == 0) printf("%d migrations applied, schema is up to date (database %s)\n", applied, st->database);
+        if (rc == 0) printf("%d migrations applied, schema is up to date (database %s)\n", applied, db);
     }
     zh_buf_free(&sql);
     zh_buf_free(&out);

@@ -11,8 +11,10 @@
  * still gets the new token. The task's own result table is what every waiter receives. */
 #include "oauth2.h"
 #include "curl_uv.h"
+#include "hash.h"
 #include "host.h"
 #include "l_http.h"
+#include "l_text.h"
 #include "log.h"
 #include "commands.h"
 #include "modules.h"
@@ -36,90 +38,12 @@
 #define DEFAULT_GOOGLE_AUTH_URI "https://accounts.google.com/o/oauth2/auth"
 #define DEFAULT_GOOGLE_SCOPE "https://www.googleapis.com/auth/gmail.readonly"
 
-/* ---- SHA-256, base64url, PKCE ---- */
-
-static const uint32_t sha_k[64] = {
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
-};
-
-static uint32_t ror32(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
-
-static void sha256_block(uint32_t st[8], const unsigned char *p) {
-    uint32_t w[64];
-    for (int i = 0; i < 16; i++)
-        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
-    for (int i = 16; i < 64; i++) {
-        uint32_t s0 = ror32(w[i - 15], 7) ^ ror32(w[i - 15], 18) ^ (w[i - 15] >> 3);
-        uint32_t s1 = ror32(w[i - 2], 17) ^ ror32(w[i - 2], 19) ^ (w[i - 2] >> 10);
-        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-    }
-    uint32_t a = st[0], b = st[1], c = st[2], d = st[3], e = st[4], f = st[5], g = st[6], h = st[7];
-    for (int i = 0; i < 64; i++) {
-        uint32_t t1 = h + (ror32(e, 6) ^ ror32(e, 11) ^ ror32(e, 25)) + ((e & f) ^ (~e & g)) + sha_k[i] + w[i];
-        uint32_t t2 = (ror32(a, 2) ^ ror32(a, 13) ^ ror32(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
-        h = g; g = f; f = e; e = d + t1;
-        d = c; c = b; b = a; a = t1 + t2;
-    }
-    st[0] += a; st[1] += b; st[2] += c; st[3] += d;
-    st[4] += e; st[5] += f; st[6] += g; st[7] += h;
-}
-
-void zh_oauth2_sha256(const void *data, size_t n, unsigned char out[32]) {
-    uint32_t st[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-    const unsigned char *p = data;
-    size_t left = n;
-    while (left >= 64) {
-        sha256_block(st, p);
-        p += 64;
-        left -= 64;
-    }
-    unsigned char tail[128];
-    memset(tail, 0, sizeof tail);
-    if (left) memcpy(tail, p, left);
-    tail[left] = 0x80;
-    size_t tl = left + 9 <= 64 ? 64 : 128;
-    uint64_t bits = (uint64_t)n * 8;
-    for (int i = 0; i < 8; i++) tail[tl - 1 - i] = (unsigned char)(bits >> (8 * i));
-    sha256_block(st, tail);
-    if (tl == 128) sha256_block(st, tail + 64);
-    for (int i = 0; i < 8; i++) {
-        out[4 * i] = (unsigned char)(st[i] >> 24);
-        out[4 * i + 1] = (unsigned char)(st[i] >> 16);
-        out[4 * i + 2] = (unsigned char)(st[i] >> 8);
-        out[4 * i + 3] = (unsigned char)st[i];
-    }
-}
-
-void zh_oauth2_b64url(zh_buf *b, const unsigned char *d, size_t n) {
-    static const char al[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    size_t i = 0;
-    for (; i + 3 <= n; i += 3) {
-        uint32_t v = (uint32_t)d[i] << 16 | (uint32_t)d[i + 1] << 8 | d[i + 2];
-        char q[4] = {al[v >> 18], al[(v >> 12) & 63], al[(v >> 6) & 63], al[v & 63]};
-        zh_buf_add(b, q, 4);
-    }
-    if (n - i == 1) {
-        uint32_t v = (uint32_t)d[i] << 16;
-        char q[2] = {al[v >> 18], al[(v >> 12) & 63]};
-        zh_buf_add(b, q, 2);
-    } else if (n - i == 2) {
-        uint32_t v = (uint32_t)d[i] << 16 | (uint32_t)d[i + 1] << 8;
-        char q[3] = {al[v >> 18], al[(v >> 12) & 63], al[(v >> 6) & 63]};
-        zh_buf_add(b, q, 3);
-    }
-}
+/* ---- base64url, PKCE ---- */
 
 void zh_oauth2_pkce_challenge(const char *verifier, zh_buf *out) {
-    unsigned char h[32];
-    zh_oauth2_sha256(verifier, strlen(verifier), h);
-    zh_oauth2_b64url(out, h, sizeof h);
+    unsigned char h[ZH_SHA256_LEN];
+    zh_hash_bytes(ZH_HASH_SHA256, verifier, strlen(verifier), h);
+    zh_text_b64_encode((const char *)h, sizeof h, 1, out);
 }
 
 /* Random bytes for PKCE verifiers and state: getrandom() never returns short for <= 256 bytes
@@ -128,7 +52,7 @@ static int random_b64url(zh_buf *out, size_t nbytes) {
     unsigned char r[64];
     if (nbytes > sizeof r) nbytes = sizeof r;
     if (getrandom(r, nbytes, 0) != (ssize_t)nbytes) return -1;
-    zh_oauth2_b64url(out, r, nbytes);
+    zh_text_b64_encode((const char *)r, nbytes, 1, out);
     return 0;
 }
 
@@ -175,95 +99,12 @@ void zh_oauth2_format_expiry(double t, char out[32]) {
 
 /* ---- files ---- */
 
-int zh_oauth2_write_atomic(const char *path, const char *data, size_t len, char **err) {
-    zh_buf tmp, e;
-    zh_buf_init(&tmp);
-    zh_buf_init(&e);
-    zh_buf_printf(&tmp, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp.data); /* same directory, so rename() cannot cross file systems */
-    if (fd < 0) {
-        zh_buf_printf(&e, "%s: cannot create a temporary file next to it: %s", path, strerror(errno));
-        goto fail_nofile;
-    }
-    if (fchmod(fd, 0600) != 0) {
-        zh_buf_printf(&e, "%s: chmod 0600: %s", tmp.data, strerror(errno));
-        goto fail;
-    }
-    for (size_t off = 0; off < len;) {
-        ssize_t w = write(fd, data + off, len - off);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) {
-            zh_buf_printf(&e, "%s: write: %s", tmp.data, strerror(errno));
-            goto fail;
-        }
-        off += (size_t)w;
-    }
-    if (fsync(fd) != 0) {
-        zh_buf_printf(&e, "%s: fsync: %s", tmp.data, strerror(errno));
-        goto fail;
-    }
-    if (close(fd) != 0) {
-        fd = -1;
-        zh_buf_printf(&e, "%s: close: %s", tmp.data, strerror(errno));
-        goto fail;
-    }
-    fd = -1;
-    if (rename(tmp.data, path) != 0) {
-        zh_buf_printf(&e, "%s: rename into place: %s", path, strerror(errno));
-        goto fail;
-    }
-    /* The rename is durable only once the directory entry is on disk. */
-    char *dir = zh_xstrdup(path), *slash = strrchr(dir, '/');
-    if (slash == dir) slash[1] = 0;
-    else if (slash) *slash = 0;
-    int dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
-    }
-    free(dir);
-    zh_buf_free(&tmp);
-    return 0;
-fail:
-    if (fd >= 0) close(fd);
-    unlink(tmp.data);
-fail_nofile:
-    zh_buf_free(&tmp);
-    *err = e.data;
-    return -1;
-}
-
-/* Reads a whole file. NULL with errno set when it cannot. */
-static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    errno = 0;
-    zh_buf b;
-    zh_buf_init(&b);
-    char chunk[8192];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
-        zh_buf_add(&b, chunk, n);
-        if (b.len > (1u << 20)) break; /* token files are tiny; refuse to load something else */
-    }
-    int e = ferror(f) ? (errno ? errno : EIO) : b.len > (1u << 20) ? EFBIG : 0;
-    fclose(f);
-    if (e) {
-        zh_buf_free(&b);
-        errno = e;
-        return NULL;
-    }
-    zh_buf_cstr(&b);
-    *len = b.len;
-    return b.data;
-}
-
 /* Pushes the JSON object in path. On failure pushes nothing and returns a message (malloc'd);
  * *missing is set when the file does not exist. */
 static char *read_json_file(lua_State *L, const char *path, bool *missing) {
     size_t len = 0;
     *missing = false;
-    char *text = slurp(path, &len);
+    char *text = zh_read_file(path, 1u << 20, &len); /* token files are tiny; refuse anything else */
     zh_buf e;
     zh_buf_init(&e);
     if (!text) {
@@ -304,7 +145,7 @@ static char *write_json_file(lua_State *L, const char *path) {
     zh_buf_add(&text, js, n);
     zh_buf_addc(&text, '\n');
     lua_pop(L, 1);
-    zh_oauth2_write_atomic(path, text.data, text.len, &err);
+    zh_write_atomic(path, text.data, text.len, 0600, &err);
     zh_buf_free(&text);
     return err;
 }
@@ -1437,16 +1278,6 @@ static int auth_fail(const char *fmt, const char *a, const char *b) {
     return 1;
 }
 
-/* Creates the token file's directory (one level) so a first `auth` on a fresh checkout works. */
-static void ensure_parent_dir(const char *path) {
-    char *dir = zh_xstrdup(path), *slash = strrchr(dir, '/');
-    if (slash && slash != dir) {
-        *slash = 0;
-        mkdir(dir, 0700);
-    }
-    free(dir);
-}
-
 static int auth_google(zh_host *h, const char *creds_path, const char *token_path, const char *scope, int port,
                        bool no_browser, double timeout_s) {
     lua_State *L = h->L;
@@ -1653,7 +1484,13 @@ static int auth_google(zh_host *h, const char *creds_path, const char *token_pat
         p = end;
     }
     lua_setfield(L, -2, "scopes");
-    ensure_parent_dir(token_path);
+    /* A first `auth` on a fresh checkout has no secrets directory yet. */
+    char *token_dir = zh_xstrdup(token_path), *slash = strrchr(token_dir, '/');
+    if (slash && slash != token_dir) {
+        *slash = 0;
+        zh_mkdirs(token_dir, 0700);
+    }
+    free(token_dir);
     err = write_json_file(L, token_path);
     if (err) {
         auth_fail("could not save the token: %s%s", err, "");

@@ -8,10 +8,6 @@
 int zh_open_oauth2(lua_State *L);
 int zh_cmd_auth(int argc, char **argv);
 
-/* SHA-256 of n bytes (for PKCE S256). */
-void zh_oauth2_sha256(const void *data, size_t n, unsigned char out[32]);
-/* base64url without padding (RFC 4648 §5), appended to b. */
-void zh_oauth2_b64url(zh_buf *b, const unsigned char *data, size_t n);
 /* PKCE code_challenge for a verifier: base64url(SHA-256(verifier)). */
 void zh_oauth2_pkce_challenge(const char *verifier, zh_buf *out);
 
@@ -20,10 +16,5 @@ void zh_oauth2_pkce_challenge(const char *verifier, zh_buf *out);
 bool zh_oauth2_parse_expiry(const char *s, double *out);
 /* Formats epoch seconds the way google-auth reads them: "2025-06-27T08:38:04Z". */
 void zh_oauth2_format_expiry(double t, char out[32]);
-
-/* Replaces path with data atomically: a temp file in the same directory, written, fsynced,
- * chmod 0600, renamed over path, then the directory fsynced. Returns 0, or -1 with *err set
- * (malloc'd, naming the path). */
-int zh_oauth2_write_atomic(const char *path, const char *data, size_t len, char **err);
 
 #endif

@@ -1,10 +1,12 @@
 /* sched.c — owns schedule arithmetic: parsing cron expressions, intervals and durations, the next
- * fire time in a job's IANA zone (DST rules in sched.h), and UTC↔local conversion.
+ * fire time in a job's IANA zone (DST rules in schedule.h), and ISO-8601 times with offsets.
  *
  * The search runs on local civil time (seconds since 1970-01-01 00:00 *local*), where cron fields
  * live, and converts each candidate back to UTC, so a transition can never make a minute fire
- * twice or skip a day. zh_sched_utc_offset is the only zone-dependent primitive. */
+ * twice or skip a day. Zones and civil dates come from the TZif reader in l_time.c, so nothing
+ * here touches the process-wide TZ. */
 #include "schedule.h"
+#include "l_time.h"
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,68 +18,61 @@
 
 static int64_t floor_div(int64_t a, int64_t b) { return a / b - ((a % b != 0) && ((a < 0) != (b < 0))); }
 
-int64_t zh_sched_days_from_civil(int64_t y, int m, int d) {
-    y -= m <= 2;
-    int64_t era = floor_div(y, 400);
-    int64_t yoe = y - era * 400;
-    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
-void zh_sched_civil_from_days(int64_t z, int64_t *y, int *m, int *d) {
-    z += 719468;
-    int64_t era = floor_div(z, 146097);
-    int64_t doe = z - era * 146097;
-    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    int64_t mp = (5 * doy + 2) / 153;
-    *d = (int)(doy - (153 * mp + 2) / 5 + 1);
-    *m = (int)(mp < 10 ? mp + 3 : mp - 9);
-    *y = yoe + era * 400 + (*m <= 2);
-}
-
 /* ---- time zones ---- */
 
-bool zh_sched_zone_valid(const char *tz) {
-    if (!tz || !*tz || tz[0] == '/' || strlen(tz) >= 64 || strstr(tz, "..")) return false;
-    for (const char *p = tz; *p; p++)
-        if (!(isalnum((unsigned char)*p) || *p == '/' || *p == '_' || *p == '-' || *p == '+')) return false;
-    const char *dir = getenv("TZDIR");
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", dir && *dir ? dir : "/usr/share/zoneinfo", tz);
-    FILE *f = fopen(path, "rb");
-    if (!f) return false;
-    char magic[4] = {0};
-    size_t n = fread(magic, 1, 4, f);
-    fclose(f);
-    return n == 4 && !memcmp(magic, "TZif", 4);
+/* Loaded zones, by name. Global mutable state, for these reasons: the schedule functions are pure
+ * (no host to keep a cache in), a zone never changes once loaded, everything here runs on the loop
+ * thread, and reading and parsing the zone file on every call made each /healthz answer (which
+ * formats the time) measurably slower. Bounded: past ZONE_CACHE names a zone is loaded per call. */
+#define ZONE_CACHE 16
+static struct {
+    char name[64];
+    zh_tz *zone;
+} zone_cache[ZONE_CACHE];
+
+/* The zone named tz, or NULL (read as UTC) when it cannot be loaded. *owned is set when the caller
+ * must free it (the cache was full). */
+static zh_tz *zone_get(const char *tz, bool *owned) {
+    *owned = false;
+    if (!tz || strlen(tz) >= sizeof zone_cache[0].name) return NULL;
+    int i = 0;
+    for (; i < ZONE_CACHE && zone_cache[i].zone; i++)
+        if (!strcmp(zone_cache[i].name, tz)) return zone_cache[i].zone;
+    zh_tz *z = zh_time_zone_load(tz, NULL);
+    if (!z) return NULL;
+    if (i == ZONE_CACHE) {
+        *owned = true;
+        return z;
+    }
+    snprintf(zone_cache[i].name, sizeof zone_cache[i].name, "%s", tz);
+    zone_cache[i].zone = z;
+    return z;
 }
 
-/* Uses the C library's zone database by pointing TZ at the zone, reading tm_gmtoff and putting
- * TZ back. Safe here because zhost runs every Lua task, timer and callback on one thread; the
- * only other threads (curl's resolver, libuv's pool for DNS) never read the time zone. Nothing
- * else may call localtime between the two tzset() calls, and nothing does. */
+static void zone_put(zh_tz *z, bool owned) {
+    if (owned) zh_time_zone_free(z);
+}
+
+bool zh_sched_zone_valid(const char *tz) {
+    bool owned;
+    zh_tz *z = zone_get(tz, &owned);
+    zone_put(z, owned);
+    return z != NULL;
+}
+
 int zh_sched_utc_offset(const char *tz, int64_t t) {
-    const char *cur = getenv("TZ");
-    char old[256];
-    bool had = cur != NULL;
-    if (had) snprintf(old, sizeof old, "%s", cur);
-    setenv("TZ", tz, 1);
-    tzset();
-    struct tm tm;
-    time_t tt = (time_t)t;
-    long off = localtime_r(&tt, &tm) ? tm.tm_gmtoff : 0;
-    if (had) setenv("TZ", old, 1); else unsetenv("TZ");
-    tzset();
-    return (int)off;
+    bool owned;
+    zh_tz *z = zone_get(tz, &owned);
+    int off = zh_time_utc_offset(z, t, NULL); /* an unknown zone reads as UTC */
+    zone_put(z, owned);
+    return off;
 }
 
 void zh_sched_format_iso(int64_t t, const char *tz, char *out, size_t n) {
     int off = zh_sched_utc_offset(tz && *tz ? tz : "UTC", t);
     int64_t local = t + off, days = floor_div(local, 86400), secs = local - days * 86400, y;
     int m, d;
-    zh_sched_civil_from_days(days, &y, &m, &d);
+    zh_time_civil_from_days(days, &y, &m, &d);
     int aoff = off < 0 ? -off : off;
     snprintf(out, n, "%04lld-%02d-%02dT%02d:%02d:%02d%c%02d:%02d", (long long)y, m, d, (int)(secs / 3600),
              (int)(secs % 3600 / 60), (int)(secs % 60), off < 0 ? '-' : '+', aoff / 3600, aoff % 3600 / 60);
@@ -117,7 +112,7 @@ int zh_sched_parse_iso(const char *s, int64_t *out) {
         return -1;
     }
     if (*p || mo < 1 || mo > 12 || d < 1 || d > 31 || H > 23 || M > 59 || S > 60) return -1;
-    *out = zh_sched_days_from_civil(y, mo, d) * 86400 + H * 3600 + M * 60 + S - sign * (oh * 3600 + om * 60);
+    *out = zh_time_days_from_civil(y, mo, d) * 86400 + H * 3600 + M * 60 + S - sign * (oh * 3600 + om * 60);
     return 0;
 }
 
@@ -301,9 +296,9 @@ static int64_t next_civil(const zh_schedule *s, int64_t local) {
     while (days <= limit) {
         int64_t y;
         int m, d;
-        zh_sched_civil_from_days(days, &y, &m, &d);
+        zh_time_civil_from_days(days, &y, &m, &d);
         if (!((s->months >> m) & 1)) {
-            days = m == 12 ? zh_sched_days_from_civil(y + 1, 1, 1) : zh_sched_days_from_civil(y, m + 1, 1);
+            days = m == 12 ? zh_time_days_from_civil(y + 1, 1, 1) : zh_time_days_from_civil(y, m + 1, 1);
             H = M = 0;
             continue;
         }
@@ -335,23 +330,13 @@ static int64_t next_civil(const zh_schedule *s, int64_t local) {
 
 /* The earliest UTC instant >= from whose local time is `local`; for a local time skipped by a
  * forward jump, the instant read with the offset before the jump. -1 when neither applies. */
-static int64_t civil_to_utc(const char *tz, int64_t local, int64_t from) {
-    /* Offsets a day and more either side: the zone's offset before and after any transition
-     * near `local` (zones never change twice within two days). */
-    int oa = zh_sched_utc_offset(tz, local - 93600), ob = zh_sched_utc_offset(tz, local + 93600);
-    int64_t best = -1;
-    int offs[2] = {oa, ob};
-    for (int i = 0; i < (oa == ob ? 1 : 2); i++) {
-        int64_t u = local - offs[i];
-        if (zh_sched_utc_offset(tz, u) == offs[i] && u >= from && (best < 0 || u < best)) best = u;
-    }
-    if (best >= 0) return best;
-    bool exists = false;
-    for (int i = 0; i < 2; i++)
-        if (zh_sched_utc_offset(tz, local - offs[i]) == offs[i]) exists = true;
-    if (exists) return -1; /* it exists, only before `from` */
-    int64_t u = local - (oa < ob ? oa : ob);
-    return u >= from ? u : -1;
+static int64_t civil_to_utc(const zh_tz *z, int64_t local, int64_t from) {
+    int64_t at[2], gap = -1;
+    int n = zh_time_local_instants(z, local, at, &gap);
+    for (int i = 0; i < n; i++)
+        if (at[i] >= from) return at[i];
+    if (n > 0) return -1; /* it exists, only before `from` */
+    return gap >= from ? gap : -1;
 }
 
 int64_t zh_sched_next(const zh_schedule *s, int64_t after) {
@@ -360,15 +345,17 @@ int64_t zh_sched_next(const zh_schedule *s, int64_t after) {
         return (floor_div(after, s->interval_s) + 1) * s->interval_s;
     }
     int64_t from = (floor_div(after, 60) + 1) * 60;
-    int64_t local = from + zh_sched_utc_offset(s->tz, from);
+    bool owned;
+    zh_tz *z = zone_get(s->tz, &owned); /* NULL (zone gone since parsing) reads as UTC */
+    int64_t local = from + zh_time_utc_offset(z, from, NULL), u = -1;
     /* Bounded: each round moves `local` forward by at least a minute; only the repeated hour of a
      * backward transition can need more than one round. */
-    for (int i = 0; i < 200; i++) {
+    for (int i = 0; i < 200 && u < 0; i++) {
         int64_t c = next_civil(s, local);
-        if (c < 0) return -1;
-        int64_t u = civil_to_utc(s->tz, c, from);
-        if (u >= 0) return u;
+        if (c < 0) break;
+        u = civil_to_utc(z, c, from);
         local = c + 60;
     }
-    return -1;
+    zone_put(z, owned);
+    return u;
 }

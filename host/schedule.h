@@ -1,7 +1,7 @@
 /* schedule.h — (implemented by sched.c; not "sched.h", which would shadow the system header
  * that pthread.h includes) schedules: 5-field cron expressions in an IANA time zone and plain intervals, the
- * next fire time after an instant, durations ("90s", "15m"), and the one place that converts
- * between UTC and a zone's local time. Pure functions (no loop, no Lua), unit-tested in
+ * next fire time after an instant, durations ("90s", "15m"), and ISO-8601 times with a zone's offset
+ * (zones themselves are l_time.h's TZif reader). Pure functions (no loop, no Lua), unit-tested in
  * spec/unit/test_sched.c. */
 #ifndef ZH_SCHED_H
 #define ZH_SCHED_H
@@ -46,16 +46,12 @@ int zh_sched_parse_duration(const char *s, double *out);
 
 /* True when tz names an installed IANA zone (a file under $TZDIR or /usr/share/zoneinfo). */
 bool zh_sched_zone_valid(const char *tz);
-/* Seconds east of UTC in force in zone tz at instant t. The only function that touches the
- * process time zone (see sched.c for why that is safe); swap it for a TZif reader later. */
+/* Seconds east of UTC in force in zone tz at instant t (an unknown zone reads as UTC). Zones are
+ * loaded once per process (see sched.c). */
 int zh_sched_utc_offset(const char *tz, int64_t t);
 /* ISO-8601 with the zone's offset: 2026-03-01T00:10:00+03:00. */
 void zh_sched_format_iso(int64_t t, const char *tz, char *out, size_t n);
 /* Parses the ISO-8601 form above (offset required, or Z). Returns 0 or -1. */
 int zh_sched_parse_iso(const char *s, int64_t *out);
-
-/* Civil calendar helpers (proleptic Gregorian). */
-int64_t zh_sched_days_from_civil(int64_t y, int m, int d);
-void zh_sched_civil_from_days(int64_t days, int64_t *y, int *m, int *d);
 
 #endif

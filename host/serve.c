@@ -7,11 +7,8 @@
  * Clock: schedules use zh_serve_now(), the wall clock — or, for tests only, ZHOST_FAKE_NOW
  * (ISO-8601) advancing ZHOST_FAKE_SPEED times faster than real time. Run rows in ClickHouse
  * always carry real times.
- *
- * This file includes ch_internal.h for ch_req: health checks and start-up queries need one
- * attempt with a short timeout, which the public synchronous helpers do not offer. */
+ */
 #include "serve.h"
-#include "ch_internal.h"
 #include "clickhouse.h"
 #include "commands.h"
 #include "control.h"
@@ -33,24 +30,6 @@
 extern char **environ;
 
 /* ---- small shared helpers ---- */
-
-void zh_serve_json_str(zh_buf *b, const char *s) {
-    zh_buf_addc(b, '"');
-    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
-        switch (*p) {
-        case '"': zh_buf_adds(b, "\\\""); break;
-        case '\\': zh_buf_adds(b, "\\\\"); break;
-        case '\n': zh_buf_adds(b, "\\n"); break;
-        case '\r': zh_buf_adds(b, "\\r"); break;
-        case '\t': zh_buf_adds(b, "\\t"); break;
-        case '<': zh_buf_adds(b, "\\u003c"); break; /* safe to embed in HTML */
-        default:
-            if (*p < 0x20) zh_buf_printf(b, "\\u%04x", *p);
-            else zh_buf_addc(b, (char)*p);
-        }
-    }
-    zh_buf_addc(b, '"');
-}
 
 double zh_serve_now(zh_serve *s) {
     if (!s->fake_clock) return zh_now_wall();
@@ -99,14 +78,11 @@ typedef struct squery {
     double started;
 } squery;
 
-static void squery_done(ch_req *r) {
-    squery *q = r->ud;
-    double latency = zh_now_mono() - q->started;
-    if (r->ok) q->fn(q->ud, r->x->resp_body.data ? r->x->resp_body.data : "", r->x->resp_body.len, NULL, 0, latency);
-    else q->fn(q->ud, NULL, 0, r->error ? r->error : "ClickHouse request failed", r->ch_code, latency);
+static void squery_done(void *ud, const char *body, size_t len, const char *err, int ch_code) {
+    squery *q = ud;
+    q->fn(q->ud, body, len, err, ch_code, zh_now_mono() - q->started);
     q->s->queries_inflight--;
     free(q);
-    ch_req_free(r);
 }
 
 void zh_serve_query(zh_serve *s, const char *sql, double timeout_s, zh_serve_q_fn fn, void *ud) {
@@ -116,12 +92,7 @@ void zh_serve_query(zh_serve *s, const char *sql, double timeout_s, zh_serve_q_f
     q->ud = ud;
     q->started = zh_now_mono();
     s->queries_inflight++;
-    ch_req *r = ch_req_new(s->h, NULL, sql, strlen(sql), squery_done, q);
-    r->max_attempts = 1;
-    long ms = (long)(timeout_s * 1000);
-    curl_easy_setopt(r->x->easy, CURLOPT_TIMEOUT_MS, ms);
-    curl_easy_setopt(r->x->easy, CURLOPT_CONNECTTIMEOUT_MS, ms);
-    ch_req_start(r);
+    zh_ch_query_async(s->h, sql, timeout_s, 1, squery_done, q);
 }
 
 typedef struct sync_q {
@@ -184,9 +155,8 @@ int zh_tsv_row(const char **pp, const char *end, zh_buf *fields, int max) {
 static void state_path(zh_serve *s, char *out, size_t n) { snprintf(out, n, "%s/state", s->conf->state_dir); }
 
 static void state_save(zh_serve *s) {
-    char path[1100], tmp[1200];
+    char path[1100];
     state_path(s, path, sizeof path);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
     zh_buf b;
     zh_buf_init(&b);
     zh_buf_adds(&b, "# zhost scheduler state, written by `zhost serve` (atomically). Edit only while it is stopped.\n"
@@ -196,28 +166,10 @@ static void state_save(zh_serve *s) {
         zh_buf_printf(&b, "%s %s %lld\n", j->c.name, j->enabled_override < 0 ? "-" : j->enabled_override ? "1" : "0",
                       (long long)j->last_fire);
     }
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-    bool ok = fd >= 0;
-    if (ok) {
-        size_t off = 0;
-        while (ok && off < b.len) {
-            ssize_t w = write(fd, b.data + off, b.len - off);
-            if (w < 0 && errno == EINTR) continue;
-            if (w <= 0) ok = false; else off += (size_t)w;
-        }
-        ok = fsync(fd) == 0 && ok;
-        ok = close(fd) == 0 && ok;
-    }
-    if (ok) ok = rename(tmp, path) == 0;
-    if (ok) {
-        int dfd = open(s->conf->state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd >= 0) {
-            fsync(dfd);
-            close(dfd);
-        }
-    } else {
-        ZH_ERROR(NULL, "msg=\"cannot write the state file\" path=%s error=\"%s\"", path, strerror(errno));
-        unlink(tmp);
+    char *err = NULL;
+    if (zh_write_atomic(path, b.data ? b.data : "", b.len, 0640, &err) != 0) {
+        ZH_ERROR(NULL, "msg=\"cannot write the state file\" path=%s error=\"%s\"", path, err);
+        free(err);
     }
     zh_buf_free(&b);
 }
@@ -465,7 +417,7 @@ static void child_emit_line(zh_child *c, const char *text, size_t n) {
     zh_buf b;
     zh_buf_init(&b);
     zh_buf_adds(&b, "msg=\"output\" line=");
-    zh_serve_json_str(&b, line);
+    zh_buf_json_str(&b, line);
     zh_log_line(ZH_LOG_INFO, c->job->c.name, b.data);
     zh_buf_free(&b);
     free(line);
@@ -799,7 +751,7 @@ const char *zh_serve_restart_job(zh_serve *s, zh_job *j, int days, char *errbuf,
 void zh_serve_job_json(zh_serve *s, zh_job *j, zh_buf *b) {
     char t[40];
     zh_buf_adds(b, "{\"name\":");
-    zh_serve_json_str(b, j->c.name);
+    zh_buf_json_str(b, j->c.name);
     zh_buf_adds(b, ",\"aliases\":[");
     char al[128];
     snprintf(al, sizeof al, "%s", j->c.aliases);
@@ -807,19 +759,19 @@ void zh_serve_job_json(zh_serve *s, zh_job *j, zh_buf *b) {
     for (char *save, *w = strtok_r(al, " ", &save); w; w = strtok_r(NULL, " ", &save)) {
         if (!first) zh_buf_addc(b, ',');
         first = false;
-        zh_serve_json_str(b, w);
+        zh_buf_json_str(b, w);
     }
     zh_buf_printf(b, "],\"enabled\":%s,\"kind\":\"%s\",", zh_job_enabled(j) ? "true" : "false", j->c.command ? "command" : "script");
     zh_buf_adds(b, j->c.command ? "\"command\":" : "\"script\":");
-    zh_serve_json_str(b, j->c.command ? j->c.command : j->c.script);
+    zh_buf_json_str(b, j->c.command ? j->c.command : j->c.script);
     zh_buf_adds(b, ",\"schedule\":");
-    zh_serve_json_str(b, j->c.sched.text);
+    zh_buf_json_str(b, j->c.sched.text);
     zh_buf_adds(b, ",\"timezone\":");
-    zh_serve_json_str(b, j->c.sched.tz);
+    zh_buf_json_str(b, j->c.sched.tz);
     zh_buf_printf(b, ",\"timeout\":%.0f,\"jitter\":%.0f,\"next_run\":", j->c.timeout_s, j->c.jitter_s);
     if (j->next_fire > 0) {
         zh_serve_iso(s, (double)j->next_fire, t, sizeof t);
-        zh_serve_json_str(b, t);
+        zh_buf_json_str(b, t);
     } else {
         zh_buf_adds(b, "null");
     }
@@ -827,11 +779,11 @@ void zh_serve_job_json(zh_serve *s, zh_job *j, zh_buf *b) {
     if (zh_job_running(j)) {
         zh_serve_iso(s, j->run_started, t, sizeof t);
         zh_buf_adds(b, "{\"run_id\":");
-        zh_serve_json_str(b, j->run_id);
+        zh_buf_json_str(b, j->run_id);
         zh_buf_adds(b, ",\"started\":");
-        zh_serve_json_str(b, t);
+        zh_buf_json_str(b, t);
         zh_buf_adds(b, ",\"trigger\":");
-        zh_serve_json_str(b, j->trigger);
+        zh_buf_json_str(b, j->trigger);
         zh_buf_printf(b, ",\"elapsed\":%.1f}", zh_now_wall() - j->run_started);
     } else {
         zh_buf_adds(b, "null");
@@ -840,13 +792,13 @@ void zh_serve_job_json(zh_serve *s, zh_job *j, zh_buf *b) {
     if (j->last_known) {
         zh_serve_iso(s, j->last_started, t, sizeof t);
         zh_buf_adds(b, "{\"status\":");
-        zh_serve_json_str(b, j->last_status);
+        zh_buf_json_str(b, j->last_status);
         zh_buf_adds(b, ",\"run_id\":");
-        zh_serve_json_str(b, j->last_run_id);
+        zh_buf_json_str(b, j->last_run_id);
         zh_buf_adds(b, ",\"started\":");
-        zh_serve_json_str(b, t);
+        zh_buf_json_str(b, t);
         zh_buf_printf(b, ",\"duration\":%.1f,\"rows\":%llu,\"message\":", j->last_duration, (unsigned long long)j->last_rows);
-        zh_serve_json_str(b, j->last_message ? j->last_message : "");
+        zh_buf_json_str(b, j->last_message ? j->last_message : "");
         zh_buf_addc(b, '}');
     } else {
         zh_buf_adds(b, "null");
@@ -854,7 +806,7 @@ void zh_serve_job_json(zh_serve *s, zh_job *j, zh_buf *b) {
     zh_buf_printf(b, ",\"consecutive_failures\":%d,\"last_success\":", j->consecutive_failures);
     if (j->last_success > 0) {
         zh_serve_iso(s, j->last_success, t, sizeof t);
-        zh_serve_json_str(b, t);
+        zh_buf_json_str(b, t);
     } else {
         zh_buf_adds(b, "null");
     }
@@ -1094,19 +1046,6 @@ static void serve_on_signal(zh_host *h, int signum) {
 
 /* ---- the command ---- */
 
-static void mkdirs(const char *path, mode_t mode) {
-    char tmp[1024];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p == '/') {
-            *p = 0;
-            mkdir(tmp, mode);
-            *p = '/';
-        }
-    }
-    mkdir(tmp, mode);
-}
-
 static void print_plan(zh_conf *c) {
     int64_t now = (int64_t)floor(zh_now_wall());
     for (int i = 0; i < c->njobs; i++) {
@@ -1153,7 +1092,7 @@ int zh_cmd_serve(int argc, char **argv) {
         return 0;
     }
     if (verbose) zh_log_set_level(ZH_LOG_DEBUG);
-    mkdirs(conf->state_dir, 0750);
+    zh_mkdirs(conf->state_dir, 0750);
     /* One daemon per state directory. */
     char lockpath[1100];
     snprintf(lockpath, sizeof lockpath, "%s/zhost.lock", conf->state_dir);

@@ -139,9 +139,6 @@ void zh_serve_query(zh_serve *s, const char *sql, double timeout_s, zh_serve_q_f
  * Returns the number of fields in the row, or -1 at the end. */
 int zh_tsv_row(const char **p, const char *end, zh_buf *fields, int max);
 
-/* JSON string helper shared by the serve files. */
-void zh_serve_json_str(zh_buf *b, const char *s);
-
 /* `zhost serve` */
 int zh_cmd_serve(int argc, char **argv);
 

@@ -23,19 +23,6 @@ static uint64_t spool_limit(void) {
     return v && atoll(v) > 0 ? (uint64_t)atoll(v) : (uint64_t)2 << 30;
 }
 
-static void ensure_dir(const char *path) {
-    char tmp[1024];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p == '/') {
-            *p = 0;
-            mkdir(tmp, 0700);
-            *p = '/';
-        }
-    }
-    mkdir(tmp, 0700);
-}
-
 static bool safe_name_char(char c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-';
 }
@@ -51,7 +38,7 @@ int zh_spool_write(zh_host *h, const char *db_table, const char *job, const char
                  (unsigned long long)spool_limit());
         return -1;
     }
-    ensure_dir(h->spool_dir);
+    zh_mkdirs(h->spool_dir, 0700);
     char rid[40];
     size_t i = 0;
     for (const char *p = run_id && *run_id ? run_id : "norun"; *p && i < sizeof rid - 1; p++)
@@ -127,16 +114,10 @@ static long long read_done_offset(const char *path) {
 }
 
 static void write_done_offset(const char *path, long long off) {
-    char p[1300], tmp[1400];
+    char p[1300], text[32];
     snprintf(p, sizeof p, "%s.done", path);
-    snprintf(tmp, sizeof tmp, "%s.tmp", p);
-    FILE *f = fopen(tmp, "w");
-    if (!f) return;
-    fprintf(f, "%lld\n", off);
-    fflush(f);
-    fsync(fileno(f));
-    fclose(f);
-    rename(tmp, p);
+    int n = snprintf(text, sizeof text, "%lld\n", off);
+    zh_write_atomic(p, text, (size_t)n, 0600, NULL);
 }
 
 static void file_stat(const char *path, uint64_t *rows, uint64_t *bytes) {

@@ -63,6 +63,36 @@ char *zh_xstrndup(const char *s, size_t n);
 /* The longest prefix of s[0..len) of at most max bytes that does not split a UTF-8 character. */
 size_t zh_utf8_cut(const char *s, size_t len, size_t max);
 
+/* A JSON string literal for s (NULL as ""): quotes, backslashes and control characters escaped,
+ * and `<` as \u003c so the text can sit inside an HTML <script>. */
+void zh_buf_json_str(zh_buf *b, const char *s);
+
+/* Files. */
+/* mkdir -p: creates path and its missing parents with `mode`. Returns 0 (also when it exists),
+ * or -1 with errno set. */
+int zh_mkdirs(const char *path, unsigned mode);
+/* The whole file as malloc'd text with a NUL after its *len bytes, or NULL with errno set (EFBIG
+ * when it is larger than max; max 0: no limit). */
+char *zh_read_file(const char *path, size_t max, size_t *len);
+/* A file that replaces `path` atomically: written under a temporary name in the same directory,
+ * then fsynced, renamed over path and the directory fsynced, so readers (and a crash) see the old
+ * file or the new one, never a torn one. Errors (*err, malloc'd) name the file. */
+typedef struct zh_atomic_file {
+    int fd;
+    char *path, *tmp;
+} zh_atomic_file;
+/* Creates the temporary file with `mode` (creating missing parent directories with `dir_mode`
+ * when it is not 0). Returns 0, or -1 with *err set. */
+int zh_atomic_open(zh_atomic_file *f, const char *path, unsigned mode, unsigned dir_mode, char **err);
+int zh_atomic_write(zh_atomic_file *f, const void *p, size_t n, char **err);
+/* Commits (fsync, rename, directory fsync). The file is closed either way; on failure the
+ * temporary file is removed and path is unchanged. Returns 0, or -1 with *err set. */
+int zh_atomic_commit(zh_atomic_file *f, char **err);
+/* Drops the temporary file; path is unchanged. */
+void zh_atomic_abort(zh_atomic_file *f);
+/* The whole thing for data already in memory. Returns 0, or -1 with *err set. */
+int zh_write_atomic(const char *path, const void *data, size_t len, unsigned mode, char **err);
+
 /* Monotonic seconds (from the uv loop's clock when a loop is given, else fresh). */
 double zh_now_mono(void);
 /* Wall-clock seconds since the epoch, with sub-second precision. */

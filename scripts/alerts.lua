@@ -10,13 +10,7 @@ local alerting = require("alerting")
 local now = os.time()
 local args = job.args
 
--- job:env(k) without a default returns the secrets table itself when k is missing (run.c keeps
--- the wrong stack slot), so a default is always passed.
-local function env(k, default)
-  local v = job:env(k, false)
-  if not v or v == "" then return default end
-  return v
-end
+local env = require("loader").settings(job)
 
 local repeat_hours = tonumber(args["repeat-hours"] or env("ALERT_REPEAT_HOURS", "24")) or 24
 local retry_days = tonumber(env("ALERT_RETRY_DAYS", "7")) or 7

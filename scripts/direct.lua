@@ -11,28 +11,12 @@
 -- today, Moscow), --dry-run.
 local tsv = require("direct_tsv")
 local utm = require("utm")
+local loader = require("loader")
 
 local args = job.args
-
-local function env(k, default)
-  local v = job:env(k)
-  if v == nil or v == "" then return default end
-  return v
-end
-
-local function fail(msg) error(msg, 0) end
-
--- The original system's variable names still work, with a warning.
-local function env_alias(name, old, default)
-  local v = env(name)
-  if v then return v end
-  v = env(old)
-  if v then
-    log.warn(old .. " is deprecated: rename it to " .. name .. " in secrets/.env." .. job.secrets)
-    return v
-  end
-  return default
-end
+local fail = loader.fail
+-- The original system's variable names still work, with a warning (env_alias).
+local env, env_alias = loader.settings(job)
 
 local token = env_alias("DIRECT_TOKEN", "DIRECT_OAUTH_TOKEN")
 if not token then job:need("DIRECT_TOKEN") end
@@ -43,9 +27,7 @@ local retry_base = tonumber(env("DIRECT_RETRY_BASE", "5"))
 local skip_headers = env("DIRECT_SKIP_REPORT_HEADERS", "true") ~= "false"
 local chunk_days = math.tointeger(tonumber(env("DIRECT_CHUNK_DAYS", "92"))) or 92
 
-local since, to = time.window{ days = args.days, since = args.since, to = args.to,
-  default_days = tonumber(env("DIRECT_DAYS_BACK", "30")) }
-if not since then fail(to) end
+local since, to = loader.window(args, tonumber(env("DIRECT_DAYS_BACK", "30")))
 local VER = math.floor(time.now() * 1000)
 
 -- Direct allows 5 simultaneous requests per advertiser; stay below.

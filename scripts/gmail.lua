@@ -9,19 +9,12 @@
 -- Options: --days N (adds newer_than:Nd), --query Q, --limit N, --reload (ignore already loaded ids).
 -- See docs/loaders/sales.md.
 local sales = require("sales_csv")
+local loader = require("loader")
 
 local args = job.args
-local base = (job:env("GMAIL_BASE_URL", "") ~= "" and job:env("GMAIL_BASE_URL") or "https://gmail.googleapis.com")
-  :gsub("/+$", "")
+local env, whole = loader.settings(job), loader.whole
+local base = env("GMAIL_BASE_URL", "https://gmail.googleapis.com"):gsub("/+$", "")
 local api = base .. "/gmail/v1/users/me"
-
-local function whole(name, v, lo, hi)
-  local n = math.tointeger(tonumber(v))
-  if not n or n < lo or n > hi then
-    error(string.format("%s must be a whole number from %d to %d (got '%s')", name, lo, hi, tostring(v)), 0)
-  end
-  return n
-end
 
 local query = args.query or job:env("GMAIL_QUERY")
 if query == nil or query == "" then

@@ -10,32 +10,16 @@
 -- malformed page fails the run after exactly the pages before it were loaded.
 -- See docs/loaders/sales.md.
 local map = require("qtickets_map")
+local loader = require("loader")
 
 local SOURCE = "qtickets"
 local DEFAULT_BASE = "https://qtickets.ru/api/rest/v1"
 
 ---------------------------------------------------------------------------------- settings
 
-local function setting(name, alias, default)
-  local v = job:env(name)
-  if v ~= nil and v ~= "" then return v end
-  if alias then
-    v = job:env(alias)
-    if v ~= nil and v ~= "" then
-      log.warn(alias .. " is an old name: rename it to " .. name .. " in " .. job.secrets_dir .. "/.env." .. job.secrets)
-      return v
-    end
-  end
-  return default
-end
-
-local function whole(name, v, lo, hi)
-  local n = math.tointeger(tonumber(v))
-  if not n or n < lo or n > hi then
-    error(string.format("%s must be a whole number from %d to %d (got '%s')", name, lo, hi, tostring(v)), 0)
-  end
-  return n
-end
+-- setting(name, old_name, default): the original system's names still work, with a warning.
+local _, setting = loader.settings(job)
+local whole = loader.whole
 
 local token = setting("QTICKETS_TOKEN", "QTICKETS_API_TOKEN")
 if not token then job:need("QTICKETS_TOKEN") end
@@ -72,8 +56,7 @@ if not args.days and not args.since then
     days_arg, reason = backfill_days, why
   end
 end
-local since, to = time.window{days = days_arg, since = args.since, to = args.to, default_days = default_days}
-if not since then error(to, 0) end
+local since, to = loader.window(args, default_days, days_arg)
 local from_epoch = time.parse(since)
 local to_epoch = time.parse(time.add_days(to, 1))
 local from_iso, to_iso = time.format(from_epoch, "iso"), time.format(to_epoch, "iso")

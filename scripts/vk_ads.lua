@@ -15,16 +15,11 @@
 -- only these ad plans), --accounts 1,2 (legacy: instead of VK_ACCOUNT_IDS).
 local utm = require("utm")
 local vk = require("vk_lib")
+local loader = require("loader")
 
 local args = job.args
-
-local function env(k, default)
-  local v = job:env(k)
-  if v == nil or v == "" then return default end
-  return v
-end
-
-local function fail(msg) error(msg, 0) end
+local fail = loader.fail
+local env = loader.settings(job)
 
 local function split_ids(s, what)
   local out = {}
@@ -36,9 +31,7 @@ local function split_ids(s, what)
   return out
 end
 
-local since, to = time.window{ days = args.days, since = args.since, to = args.to,
-  default_days = tonumber(env("VK_DAYS_BACK", "30")) }
-if not since then fail(to) end
+local since, to = loader.window(args, tonumber(env("VK_DAYS_BACK", "30")))
 local VER = math.floor(time.now() * 1000)
 
 local mode = args.mode

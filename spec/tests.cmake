@@ -26,7 +26,9 @@ foreach(spec ${ZH_LUA_SPECS})
   get_filename_component(name ${spec} NAME_WE)
   add_test(NAME lua_${name} COMMAND zhost run ${spec} --job spec_${name} --dry-run
            WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
-  set_tests_properties(lua_${name} PROPERTIES TIMEOUT 120 LABELS lua ENVIRONMENT "${ZH_TEST_ENV}")
+  # Specs live outside scripts/: require() finds the shared helpers through ZHOST_LUA_PATH.
+  set_tests_properties(lua_${name} PROPERTIES TIMEOUT 120 LABELS lua
+                       ENVIRONMENT "${ZH_TEST_ENV};ZHOST_LUA_PATH=${CMAKE_SOURCE_DIR}/scripts/lib")
 endforeach()
 
 file(GLOB ZH_PY_TESTS CONFIGURE_DEPENDS

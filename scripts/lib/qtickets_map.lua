@@ -2,6 +2,8 @@
 -- dim_events, stg_qtickets_api_orders_raw and stg_qtickets_api_baskets_raw (docs/schema.md §3.5-3.7).
 -- No I/O here, so the Lua specs can feed it recorded payloads. The payloads drift in type (see
 -- /work/shared/api/qtickets.md, pitfalls 3-8); every accessor below tolerates the variants seen.
+local kopecks = require("money")
+
 local M = {}
 
 local null = json.null
@@ -57,27 +59,10 @@ function M.cents(v)
   else
     return nil, "expected a number, got " .. type(v)
   end
-  local sign, ip, fp = s:match("^([-+]?)(%d*)%.?(%d*)$")
-  if not sign or (ip == "" and fp == "") then return nil, "invalid decimal '" .. s .. "'" end
-  if #ip > 16 then return nil, "amount too large '" .. s .. "'" end
-  local n = math.tointeger(tonumber(ip ~= "" and ip or "0")) * 100
-  local rounded
-  local f2 = (fp .. "00"):sub(1, 2)
-  n = n + math.tointeger(tonumber(f2))
-  if #fp > 2 then
-    if fp:sub(3):find("[1-9]") then rounded = "rounded" end
-    if tonumber(fp:sub(3, 3)) >= 5 then n = n + 1 end
-  end
-  if sign == "-" then n = -n end
-  return n, rounded
+  return kopecks.cents(s)
 end
 
--- Kopecks -> decimal text with two fraction digits ("1222.03", "-0.50").
-function M.from_cents(n)
-  local neg = n < 0
-  if neg then n = -n end
-  return string.format("%s%d.%02d", neg and "-" or "", n // 100, n % 100)
-end
+M.from_cents = kopecks.from_cents
 
 -- Decimal text for a Decimal(18,2) column, or nil (+ reason) when absent / not money.
 function M.money(v)

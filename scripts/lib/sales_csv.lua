@@ -5,6 +5,8 @@
 -- Reports: `;` or `,` (or tab) separated, UTF-8 (BOM or not) or CP1251, Russian or English header
 -- names in any case, ISO or day-first dates, decimal commas and spaces as thousands separators.
 -- Money is carried as integer kopecks so that summing duplicate lines stays exact.
+local kopecks = require("money")
+
 local M = {}
 
 ----------------------------------------------------------------------------------- helpers
@@ -65,19 +67,12 @@ function M.cents(v)
   if v == "" then return nil, "empty" end
   local d, err = text.decimal(v)
   if not d then return nil, err end
-  local sign, ip, fp = d:match("^([-+]?)(%d*)%.?(%d*)$")
-  if not sign or (ip == "" and fp == "") then return nil, "invalid decimal '" .. v .. "'" end
-  if #ip > 16 then return nil, "amount too large '" .. v .. "'" end
-  local n = math.tointeger(tonumber(ip ~= "" and ip or "0")) * 100 + math.tointeger(tonumber((fp .. "00"):sub(1, 2)))
-  if #fp > 2 and tonumber(fp:sub(3, 3)) >= 5 then n = n + 1 end
-  return sign == "-" and -n or n
+  local n, cerr = kopecks.cents(d)
+  if not n then return nil, cerr end
+  return n -- a report's extra fraction digits are rounded without a note
 end
 
-function M.from_cents(n)
-  local neg = n < 0
-  if neg then n = -n end
-  return string.format("%s%d.%02d", neg and "-" or "", n // 100, n % 100)
-end
+M.from_cents = kopecks.from_cents
 
 -- Whole number text ("1 234", "12") -> integer, or nil, err.
 function M.whole(v)

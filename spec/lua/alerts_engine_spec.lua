@@ -1,11 +1,6 @@
 -- Spec of scripts/lib/alerting.lua: identity, dedup with a repeat interval, resolution, retry of
 -- undelivered notifications, state merging, configuration overrides and the digest text.
-local function load_lib()
-  local path = "scripts/lib/alerting.lua"
-  local code = assert(io.read_file(path))
-  return assert(load(code, "@" .. path))()
-end
-local A = load_lib()
+local A = require("alerting")
 
 local function finding(rule, subject, severity, title)
   local r = { name = rule, severity = severity or "error" }

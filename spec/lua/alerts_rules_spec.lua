@@ -1,7 +1,7 @@
 -- Spec of the shipped rules in scripts/alerts/: each rule's check() against a stub ctx whose
 -- query() returns canned rows, so the SQL's consumers and the thresholds are checked without
 -- ClickHouse (the e2e test runs the same rules against a real server).
-local A = assert(load(assert(io.read_file("scripts/lib/alerting.lua")), "@scripts/lib/alerting.lua"))()
+local A = require("alerting")
 local NOW = 1762160400
 
 local function rule(name)

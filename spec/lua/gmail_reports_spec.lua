@@ -1,6 +1,5 @@
 -- scripts/lib/sales_csv.lua: report CSV/HTML parsing, header aliases, exact money, plan rows (no I/O).
-local src = assert(io.read_file("scripts/lib/sales_csv.lua"))
-local sales = assert(load(src, "@scripts/lib/sales_csv.lua"))()
+local sales = require("sales_csv")
 
 local function eq(a, b, what)
   if a ~= b then error(string.format("%s: expected %q, got %q", what or "value", tostring(b), tostring(a)), 2) end

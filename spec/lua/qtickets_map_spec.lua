@@ -1,6 +1,5 @@
 -- scripts/lib/qtickets_map.lua on recorded and drifting QTickets payloads (no I/O).
-local src = assert(io.read_file("scripts/lib/qtickets_map.lua"))
-local map = assert(load(src, "@scripts/lib/qtickets_map.lua"))()
+local map = require("qtickets_map")
 
 local function eq(a, b, what)
   if a ~= b then error(string.format("%s: expected %q, got %q", what or "value", tostring(b), tostring(a)), 2) end

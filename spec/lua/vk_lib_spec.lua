@@ -1,11 +1,5 @@
 -- scripts/lib/vk_lib.lua: chunking, VK error decoding, money.
-local function lib(name)
-  local path = "scripts/lib/" .. name .. ".lua"
-  local env = setmetatable({}, { __index = _G })
-  env.require = lib
-  return assert(load(assert(io.read_file(path)), "@" .. path, "t", env))()
-end
-local vk = lib("vk_lib")
+local vk = require("vk_lib")
 local function eq(a, b, what)
   if a ~= b then error(string.format("%s: expected %q, got %q", what or "value", tostring(b), tostring(a)), 2) end
 end

@@ -1,4 +1,4 @@
-/* test_backup.c — the pure parts of backup.c: SHA-256, the manifest JSON reader, database
+/* test_backup.c — the pure parts of backup.c: the manifest JSON reader, database
  * qualifier rewriting for restores, file names and backup names. */
 #include "backup.h"
 #include "zt.h"
@@ -9,47 +9,6 @@
 __attribute__((weak)) const char *zh_opt_value(int argc, char **argv, int *i, const char *name) {
     (void)argc, (void)argv, (void)i, (void)name;
     return NULL;
-}
-
-static void sha_of(const char *s, size_t n, char out[65]) {
-    zh_sha256 c;
-    zh_sha256_init(&c);
-    zh_sha256_update(&c, s, n);
-    zh_sha256_hex(&c, out);
-}
-
-static void test_sha256_vectors(void) {
-    char h[65];
-    sha_of("", 0, h);
-    ZT_EQ_STR(h, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-    sha_of("abc", 3, h);
-    ZT_EQ_STR(h, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-    const char *two = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
-    sha_of(two, strlen(two), h);
-    ZT_EQ_STR(h, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
-    /* a million 'a', fed in uneven pieces: block boundaries inside update() */
-    zh_sha256 c;
-    zh_sha256_init(&c);
-    char *a = malloc(1000000);
-    memset(a, 'a', 1000000);
-    size_t off = 0, step = 1;
-    while (off < 1000000) {
-        size_t n = step > 1000000 - off ? 1000000 - off : step;
-        zh_sha256_update(&c, a + off, n);
-        off += n;
-        step = step * 3 % 1021 + 1;
-    }
-    free(a);
-    zh_sha256_hex(&c, h);
-    ZT_EQ_STR(h, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
-    /* 55, 56 and 64 bytes: the padding cases */
-    char buf[64];
-    memset(buf, 'x', sizeof buf);
-    sha_of(buf, 55, h);
-    ZT_EQ_INT(strlen(h), 64);
-    char h56[65];
-    sha_of(buf, 56, h56);
-    ZT_CHECK(strcmp(h, h56) != 0);
 }
 
 static void test_json_reader(void) {
@@ -140,7 +99,6 @@ static void test_names(void) {
 }
 
 int main(void) {
-    ZT_RUN(test_sha256_vectors);
     ZT_RUN(test_json_reader);
     ZT_RUN(test_rewrite_db);
     ZT_RUN(test_names);

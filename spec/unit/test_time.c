@@ -72,6 +72,17 @@ static void berlin_dst(void) {
     /* fall back 2025-10-26 03:00 -> 02:00: 02:30 happens twice, the first one wins */
     ZT_EQ_INT(local(z, 2025, 10, 26, 2, 30, 0), 1761438600);
     ZT_EQ_INT(zh_time_utc_offset(z, 1761442200, NULL), 3600); /* the second 02:30 */
+    /* every instant of a wall-clock time: what the scheduler's DST rules are built on */
+    int64_t at[2], gap = 0;
+    int64_t l0230 = zh_time_days_from_civil(2025, 10, 26) * 86400 + 2 * 3600 + 30 * 60;
+    ZT_EQ_INT(zh_time_local_instants(z, l0230, at, &gap), 2);
+    ZT_EQ_INT(at[0], 1761438600);
+    ZT_EQ_INT(at[1], 1761442200);
+    l0230 = zh_time_days_from_civil(2025, 3, 30) * 86400 + 2 * 3600 + 30 * 60;
+    ZT_EQ_INT(zh_time_local_instants(z, l0230, at, &gap), 0);
+    ZT_EQ_INT(gap, 1743298200);
+    ZT_EQ_INT(zh_time_local_instants(z, l0230 + 3600, at, &gap), 1);
+    ZT_EQ_INT(at[0], 1743298200);
     /* beyond the listed transitions: the POSIX rule in the file's footer */
     ZT_EQ_INT(local(z, 2040, 7, 1, 12, 0, 0), 2224749600);
     ZT_EQ_INT(local(z, 2100, 12, 1, 12, 0, 0), 4131342000);

@@ -582,7 +582,7 @@ int zh_ch_mark_stale_runs(zh_host *h, const char *job) {
     }
     zh_buf_adds(&q, " FORMAT TabSeparated");
     bool flag = false;
-    ch_req *r = ch_req_new(h, NULL, q.data, q.len, sync_done, &flag);
+    ch_req *r = ch_req_new(h, NULL, q.data, q.len, ch_req_sync_done, &flag);
     r->max_attempts = 1; /* an unreachable server must not delay the run that follows */
     curl_easy_setopt(r->x->easy, CURLOPT_TIMEOUT_MS, 5000L);
     ch_req_start(r);

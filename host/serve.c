@@ -815,57 +815,9 @@ void zh_serve_job_json(zh_serve *s, zh_job *j, zh_buf *b) {
 
 /* ---- start-up: interrupted runs and history ---- */
 
-static void mark_recorded(void *ud, const char *err) {
-    int *pending = ud;
-    (*pending)--;
-    if (err) ZH_WARN(NULL, "msg=\"could not mark a run interrupted\" error=\"%s\"", err);
-}
-
-static void sql_quote(zh_buf *b, const char *s) {
-    zh_buf_addc(b, '\'');
-    for (; *s; s++) {
-        if (*s == '\'' || *s == '\\') zh_buf_addc(b, '\\');
-        zh_buf_addc(b, *s);
-    }
-    zh_buf_addc(b, '\'');
-}
-
-/* Rows left `running` by a crash or kill of this host's daemon get a final `interrupted` row. */
-static void mark_interrupted(zh_serve *s) {
-    zh_buf q, out;
-    zh_buf_init(&q);
-    zh_buf_init(&out);
-    zh_buf_adds(&q, "SELECT run_id, job, toUnixTimestamp(started_at), rows_processed FROM meta_job_runs "
-                    "WHERE status = 'running' AND host = ");
-    sql_quote(&q, s->hostname);
-    zh_buf_adds(&q, " FORMAT TabSeparated");
-    char *err = NULL;
-    if (query_sync(s, q.data, 10, &out, &err) != 0) {
-        ZH_WARN(NULL, "msg=\"could not look for interrupted runs\" error=\"%s\"", err);
-        free(err);
-        zh_buf_free(&q);
-        zh_buf_free(&out);
-        return;
-    }
-    int pending = 0;
-    zh_buf f[4];
-    for (int i = 0; i < 4; i++) zh_buf_init(&f[i]);
-    const char *p = out.data ? out.data : "", *end = p + out.len;
-    while (zh_tsv_row(&p, end, f, 4) >= 4) {
-        zh_run_record rec = {.job = f[1].data, .run_id = f[0].data, .status = "interrupted",
-                             .message = "interrupted: zhost stopped before the run finished (marked at the next start)",
-                             .metrics_json = "{}", .started_at = atof(f[2].data), .finished_at = zh_now_wall(),
-                             .rows = strtoull(f[3].data, NULL, 10)};
-        ZH_WARN(f[1].data, "msg=\"marking a run left running as interrupted\" run_id=%s", f[0].data);
-        pending++;
-        zh_ch_record_run(s->h, &rec, mark_recorded, &pending);
-    }
-    while (pending > 0 && uv_run(s->h->loop, UV_RUN_ONCE)) {
-    }
-    for (int i = 0; i < 4; i++) zh_buf_free(&f[i]);
-    zh_buf_free(&q);
-    zh_buf_free(&out);
-}
+/* Rows left `running` by a crash or kill (of this daemon, or of a `zhost run` on this host that is
+ * no longer alive) get a final `interrupted` row; runs whose process still lives are left alone. */
+static void mark_interrupted(zh_serve *s) { zh_ch_mark_stale_runs(s->h, NULL); }
 
 /* Last runs per job from meta_job_runs, so status survives a restart. */
 static void load_history(zh_serve *s) {

@@ -192,6 +192,9 @@ class ZhostCase(unittest.TestCase):
         return ch_value(sql, self.db)
 
     def runs(self, job=None):
+        """Runs in start order. started_at has whole seconds, so ties are broken by the version of
+        each run's first row (microseconds)."""
         where = "WHERE job = '%s'" % job if job else ""
-        return self.q("SELECT job, run_id, status, rows_processed, message, metrics FROM %s.meta_job_runs %s "
-                      "ORDER BY started_at, run_id" % (self.db, where))
+        return self.q("SELECT job, run_id, status, rows_processed, message, metrics FROM %s.meta_job_runs "
+                      "ANY LEFT JOIN (SELECT run_id, min(_ver) AS first_ver FROM %s.meta_job_runs_raw GROUP BY run_id) "
+                      "USING run_id %s ORDER BY started_at, first_ver" % (self.db, self.db, where))

@@ -508,9 +508,46 @@ static int json_encode(lua_State *L, int idx) {
     return 1;
 }
 
+/* Buffers a request is built in. They live in a userdata on the Lua stack while options are read,
+ * so a misuse error raised half-way (a bad header, a function inside json=) frees them. */
+#define REQ_GUARD_MT "zhost.http.request_guard"
+
+typedef struct req_guard {
+    zh_buf full, query, form;
+} req_guard;
+
+static int req_guard_gc(lua_State *L) {
+    req_guard *g = luaL_checkudata(L, 1, REQ_GUARD_MT);
+    zh_buf_free(&g->full);
+    zh_buf_free(&g->query);
+    zh_buf_free(&g->form);
+    return 0;
+}
+
+/* Checks the headers table (raises on misuse) before anything is allocated for it. */
+static bool check_headers(lua_State *L, int idx) {
+    bool has_ctype = false;
+    if (!lua_istable(L, idx)) {
+        if (!lua_isnil(L, idx)) luaL_error(L, "http.request: 'headers' must be a table");
+        return false;
+    }
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        if (lua_type(L, -2) != LUA_TSTRING || !lua_isstring(L, -1))
+            luaL_error(L, "http.request: headers must map names to strings");
+        const char *k = lua_tostring(L, -2), *v = lua_tostring(L, -1);
+        if (strchr(k, '\n') || strchr(k, '\r') || strchr(v, '\n') || strchr(v, '\r'))
+            luaL_error(L, "http.request: header '%s' contains a line break", k);
+        if (!strcasecmp(k, "content-type")) has_ctype = true;
+        lua_pop(L, 1);
+    }
+    return has_ctype;
+}
+
 /* http.request{ method=, url=, query=, headers=, body=, json=, form=, timeout=, retry=, source=, max_body= } */
 static int l_request(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
     zh_host *h = zh_host_of(L);
     zh_http_state *st = h->http;
     zh_task_current(L, true);
@@ -519,124 +556,113 @@ static int l_request(lua_State *L) {
     if (strncmp(url, "http://", 7) && strncmp(url, "https://", 8))
         return luaL_error(L, "http.request: url must start with http:// or https:// (got '%s')", url);
     const char *method = opt_string(L, 1, "method");
-    zh_buf full;
-    zh_buf_init(&full);
-    zh_buf_adds(&full, url);
+    req_guard *g = lua_newuserdatauv(L, sizeof *g, 0); /* stack 2 */
+    zh_buf_init(&g->full);
+    zh_buf_init(&g->query);
+    zh_buf_init(&g->form);
+    luaL_setmetatable(L, REQ_GUARD_MT);
+
+    /* Phase 1: read and check every option; only the guard's buffers are allocated. */
+    zh_buf_adds(&g->full, url);
     lua_getfield(L, 1, "query");
     if (lua_istable(L, -1)) {
-        zh_buf q;
-        zh_buf_init(&q);
-        zh_http_encode_form(L, -1, &q, "query");
-        if (q.len) {
-            zh_buf_addc(&full, strchr(url, '?') ? '&' : '?');
-            zh_buf_add(&full, q.data, q.len);
+        zh_http_encode_form(L, -1, &g->query, "query");
+        if (g->query.len) {
+            zh_buf_addc(&g->full, strchr(url, '?') ? '&' : '?');
+            zh_buf_add(&g->full, g->query.data, g->query.len);
         }
-        zh_buf_free(&q);
     } else if (!lua_isnil(L, -1)) {
-        zh_buf_free(&full);
         return luaL_error(L, "http.request: 'query' must be a table");
     }
     lua_pop(L, 1);
 
-    zh_xfer *x = zh_xfer_new(h->curl);
-    /* Body: exactly one of body / json / form. */
+    /* Body: exactly one of body / json / form; the text stays on the stack (slot 3). */
     const char *ctype = NULL;
     size_t blen = 0;
     const char *body = NULL;
     int nbodies = 0;
+    lua_pushnil(L);
     lua_getfield(L, 1, "body");
     if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TSTRING) {
-            zh_xfer_free(x);
-            zh_buf_free(&full);
-            return luaL_error(L, "http.request: 'body' must be a string");
-        }
-        body = lua_tolstring(L, -1, &blen);
+        if (lua_type(L, -1) != LUA_TSTRING) return luaL_error(L, "http.request: 'body' must be a string");
         nbodies++;
+        lua_replace(L, 3);
+    } else {
+        lua_pop(L, 1);
     }
     lua_getfield(L, 1, "json");
     if (!lua_isnil(L, -1)) {
         json_encode(L, -1);
-        lua_replace(L, -2);
-        body = lua_tolstring(L, -1, &blen);
+        lua_replace(L, 3);
         ctype = "Content-Type: application/json";
         nbodies++;
     }
-    zh_buf form;
-    zh_buf_init(&form);
+    lua_pop(L, 1);
     lua_getfield(L, 1, "form");
     if (lua_istable(L, -1)) {
-        zh_http_encode_form(L, -1, &form, "form");
-        body = form.data ? form.data : "";
-        blen = form.len;
+        zh_http_encode_form(L, -1, &g->form, "form");
+        lua_pushlstring(L, g->form.data ? g->form.data : "", g->form.len);
+        lua_replace(L, 3);
         ctype = "Content-Type: application/x-www-form-urlencoded";
         nbodies++;
+    } else if (!lua_isnil(L, -1)) {
+        return luaL_error(L, "http.request: 'form' must be a table");
     }
-    if (nbodies > 1) {
-        zh_xfer_free(x);
-        zh_buf_free(&full);
-        zh_buf_free(&form);
-        return luaL_error(L, "http.request: give only one of 'body', 'json' and 'form'");
-    }
+    lua_pop(L, 1);
+    if (nbodies > 1) return luaL_error(L, "http.request: give only one of 'body', 'json' and 'form'");
+    if (nbodies) body = lua_tolstring(L, 3, &blen);
     if (!method) method = body ? "POST" : "GET";
     char meth[16];
     size_t ml = strlen(method);
-    if (ml == 0 || ml >= sizeof meth) {
-        zh_xfer_free(x);
-        zh_buf_free(&full);
-        zh_buf_free(&form);
-        return luaL_error(L, "http.request: bad method");
-    }
+    if (ml == 0 || ml >= sizeof meth) return luaL_error(L, "http.request: bad method");
     for (size_t i = 0; i <= ml; i++) meth[i] = (char)(method[i] >= 'a' && method[i] <= 'z' ? method[i] - 32 : method[i]);
-    zh_xfer_set_request(x, meth, zh_buf_cstr(&full), body, blen);
-    lua_pop(L, 3);
-    zh_buf_free(&form);
 
-    bool has_ctype = false;
-    lua_getfield(L, 1, "headers");
-    if (lua_istable(L, -1)) {
-        lua_pushnil(L);
-        while (lua_next(L, -2)) {
-            if (lua_type(L, -2) != LUA_TSTRING || !lua_isstring(L, -1)) {
-                zh_xfer_free(x);
-                zh_buf_free(&full);
-                return luaL_error(L, "http.request: headers must map names to strings");
-            }
-            const char *k = lua_tostring(L, -2), *v = lua_tostring(L, -1);
-            if (strchr(k, '\n') || strchr(v, '\n') || strchr(v, '\r')) {
-                zh_xfer_free(x);
-                zh_buf_free(&full);
-                return luaL_error(L, "http.request: header '%s' contains a line break", k);
-            }
-            if (!strcasecmp(k, "content-type")) has_ctype = true;
-            lua_pushfstring(L, "%s: %s", k, v);
-            zh_xfer_add_header(x, lua_tostring(L, -1));
-            lua_pop(L, 2);
-        }
-    }
-    lua_pop(L, 1);
-    if (ctype && !has_ctype) zh_xfer_add_header(x, ctype);
+    lua_getfield(L, 1, "headers"); /* slot 4 */
+    bool has_ctype = check_headers(L, 4);
 
     double timeout = 60;
     lua_getfield(L, 1, "timeout");
     if (!lua_isnil(L, -1)) timeout = luaL_checknumber(L, -1);
     lua_pop(L, 1);
-    if (timeout <= 0) timeout = 60;
-    curl_easy_setopt(x->easy, CURLOPT_TIMEOUT_MS, (long)(timeout * 1000));
+    if (!(timeout > 0) || timeout > 86400) timeout = 60;
+    size_t max_body = 0;
     lua_getfield(L, 1, "max_body");
-    if (!lua_isnil(L, -1)) x->max_body = (size_t)luaL_checkinteger(L, -1);
+    if (!lua_isnil(L, -1)) {
+        lua_Integer mb = luaL_checkinteger(L, -1);
+        if (mb < 0) return luaL_error(L, "http.request: 'max_body' must be >= 0");
+        max_body = (size_t)mb;
+    }
     lua_pop(L, 1);
     lua_getfield(L, 1, "insecure");
-    if (lua_toboolean(L, -1)) {
+    bool insecure = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    const char *srcname = opt_string(L, 1, "source");
+    char *host = host_of_url(zh_buf_cstr(&g->full));
+    http_source *s = source_get(st, srcname ? srcname : host);
+    free(host);
+    retry_policy retry = s->retry_set ? s->retry : st->default_retry;
+    lua_getfield(L, 1, "retry");
+    read_policy(L, -1, &retry);
+    lua_pop(L, 1);
+
+    /* Phase 2: nothing below raises. */
+    zh_xfer *x = zh_xfer_new(h->curl);
+    zh_xfer_set_request(x, meth, zh_buf_cstr(&g->full), body, blen);
+    if (lua_istable(L, 4)) {
+        lua_pushnil(L);
+        while (lua_next(L, 4)) {
+            lua_pushfstring(L, "%s: %s", lua_tostring(L, -2), lua_tostring(L, -1));
+            zh_xfer_add_header(x, lua_tostring(L, -1));
+            lua_pop(L, 2);
+        }
+    }
+    if (ctype && !has_ctype) zh_xfer_add_header(x, ctype);
+    curl_easy_setopt(x->easy, CURLOPT_TIMEOUT_MS, (long)(timeout * 1000));
+    x->max_body = max_body;
+    if (insecure) {
         curl_easy_setopt(x->easy, CURLOPT_SSL_VERIFYPEER, 0L);
         curl_easy_setopt(x->easy, CURLOPT_SSL_VERIFYHOST, 0L);
     }
-    lua_pop(L, 1);
-
-    const char *srcname = opt_string(L, 1, "source");
-    char *host = host_of_url(zh_buf_cstr(&full));
-    http_source *s = source_get(st, srcname ? srcname : host);
-    free(host);
 
     http_op *op = zh_xcalloc(1, sizeof *op);
     op->base.push = op_push;
@@ -645,15 +671,13 @@ static int l_request(lua_State *L) {
     op->src = s;
     op->x = x;
     op->group = h->current ? h->current->group : NULL;
-    op->retry = s->retry_set ? s->retry : st->default_retry;
-    lua_getfield(L, 1, "retry");
-    read_policy(L, -1, &op->retry);
-    lua_pop(L, 1);
+    op->retry = retry;
     op->attempt = 1;
     op->timeout_s = timeout;
     op->started_at = zh_now_mono();
     op->method = zh_xstrdup(meth);
-    op->url = full.data; /* ownership moves to op */
+    op->url = g->full.data; /* ownership moves to op */
+    zh_buf_init(&g->full);
     x->ud = op;
     x->done = op_done;
     uv_timer_init(h->loop, &op->timer);
@@ -773,6 +797,11 @@ static int l_response_header(lua_State *L) {
 }
 
 int zh_open_http(lua_State *L) {
+    if (luaL_newmetatable(L, REQ_GUARD_MT)) {
+        lua_pushcfunction(L, req_guard_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
     if (luaL_newmetatable(L, RESPONSE_MT)) {
         lua_newtable(L);
         lua_pushcfunction(L, l_response_json);

@@ -30,9 +30,9 @@ using namespace simdjson;
 
 namespace {
 
-const char *const DOC_MT = "zhost.json.viewdoc";
-const char *const VIEW_MT = "zhost.json.view";
-const char *const PARSER_KEY = "zhost.json.viewparser";
+/* Registry keys are the addresses of these: a light-userdata key costs no string compare, and the
+ * metatable is fetched on every field access. */
+const char DOC_MT = 0, VIEW_MT = 0, PARSER_KEY = 0;
 
 struct jv_doc {
     dom::document doc;
@@ -72,7 +72,7 @@ int doc_gc(lua_State *L) {
 }
 
 dom::parser *parser_of(lua_State *L) {
-    lua_getfield(L, LUA_REGISTRYINDEX, PARSER_KEY);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &PARSER_KEY);
     jv_parser *jp = static_cast<jv_parser *>(lua_touserdata(L, -1));
     lua_pop(L, 1);
     if (jp && jp->p) return jp->p;
@@ -83,7 +83,7 @@ dom::parser *parser_of(lua_State *L) {
     lua_pushcfunction(L, parser_gc);
     lua_setfield(L, -2, "__gc");
     lua_setmetatable(L, -2);
-    lua_setfield(L, LUA_REGISTRYINDEX, PARSER_KEY);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &PARSER_KEY);
     return jp->p;
 }
 
@@ -91,7 +91,7 @@ dom::parser *parser_of(lua_State *L) {
 jv_view *to_view(lua_State *L, int idx) {
     jv_view *v = static_cast<jv_view *>(lua_touserdata(L, idx));
     if (!v || !lua_getmetatable(L, idx)) return nullptr;
-    luaL_getmetatable(L, VIEW_MT);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &VIEW_MT);
     bool same = lua_rawequal(L, -1, -2);
     lua_pop(L, 2);
     return same ? v : nullptr;
@@ -120,7 +120,8 @@ void push_element(lua_State *L, int doc_idx, jv_doc *d, dom::element e) {
         v->cached = false;
         lua_pushvalue(L, doc_idx);
         lua_setiuservalue(L, -2, 1);
-        luaL_setmetatable(L, VIEW_MT);
+        lua_rawgetp(L, LUA_REGISTRYINDEX, &VIEW_MT);
+        lua_setmetatable(L, -2);
         return;
     }
     case dom::element_type::INT64:
@@ -340,7 +341,8 @@ extern "C" int zh_jsonview_push(lua_State *L, const char *s, size_t n) {
     jv_doc *d = static_cast<jv_doc *>(lua_newuserdatauv(L, sizeof(jv_doc), 0));
     new (d) jv_doc();
     d->closed = false;
-    luaL_setmetatable(L, DOC_MT);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &DOC_MT);
+    lua_setmetatable(L, -2);
     int doc_idx = lua_gettop(L);
     error_code err;
     dom::element root;
@@ -366,14 +368,24 @@ extern "C" int zh_jsonview_push(lua_State *L, const char *s, size_t n) {
 }
 
 extern "C" void zh_jsonview_register(lua_State *L) {
-    if (luaL_newmetatable(L, DOC_MT)) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &DOC_MT);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_createtable(L, 0, 2);
         lua_pushcfunction(L, doc_gc);
         lua_setfield(L, -2, "__gc");
         lua_pushliteral(L, "json document");
         lua_setfield(L, -2, "__metatable");
+        lua_pushvalue(L, -1);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &DOC_MT);
     }
     lua_pop(L, 1);
-    if (luaL_newmetatable(L, VIEW_MT)) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &VIEW_MT);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_createtable(L, 0, 9);
+        lua_pushvalue(L, -1);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &VIEW_MT);
         static const luaL_Reg mt[] = {
             {"__index", view_index}, {"__len", view_len}, {"__newindex", view_newindex}, {"__pairs", view_pairs},
             {"__tostring", view_tostring}, {"__close", view_close}, {nullptr, nullptr},

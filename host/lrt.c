@@ -24,10 +24,11 @@ static const char *const base_allowed[] = {
 static const char *const libs_allowed[] = {"string", "table", "math", "utf8", "coroutine", NULL};
 
 static int strict_index(lua_State *L) {
-    /* env, key: look in the base environment, else refuse. */
-    lua_getfield(L, LUA_REGISTRYINDEX, BASE_ENV);
+    /* env, key: look in the base environment (upvalue 1), else refuse. Every use of a global
+     * such as `type` or `math` lands here, so no registry lookup by name (that costs a strcmp). */
+    if (!lua_istable(L, lua_upvalueindex(1))) return luaL_error(L, "no base environment");
     lua_pushvalue(L, 2);
-    lua_rawget(L, -2);
+    lua_rawget(L, lua_upvalueindex(1));
     if (!lua_isnil(L, -1)) return 1;
     if (lua_type(L, 2) == LUA_TSTRING)
         return luaL_error(L, "undefined global '%s' (declare it with local, or check the spelling)", lua_tostring(L, 2));
@@ -44,7 +45,8 @@ void zh_lrt_push_env(lua_State *L, bool strict) {
     lua_newtable(L);
     lua_newtable(L);
     if (strict) {
-        lua_pushcfunction(L, strict_index);
+        lua_getfield(L, LUA_REGISTRYINDEX, BASE_ENV);
+        lua_pushcclosure(L, strict_index, 1);
         lua_setfield(L, -2, "__index");
         lua_pushcfunction(L, strict_newindex);
         lua_setfield(L, -2, "__newindex");

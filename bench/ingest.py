@@ -84,19 +84,28 @@ def verify(chu, want):
     return [int(x) for x in got] == [want, want], got
 
 
+REPEAT = 1
+
+
 def run_one(name, argv, chu, want, env=None):
-    ch(chu, "TRUNCATE TABLE %s" % TABLE)
-    r = measure(argv, env=env)
-    ok, got = verify(chu, want)
-    r["ok"] = ok and r["rc"] == 0
-    r["got"] = got
-    r["name"] = name
-    r["rows"] = want
-    if not r["ok"]:
-        sys.stderr.write("!! %s failed (rc=%s, rows %s, want %d):\n%s\n" % (name, r["rc"], got, want, r["out"][-2000:]))
-    print("   %-7s %7.2f s wall %7.2f s cpu %7.1f MB  %s" % (name, r["wall"], r["cpu"], r["rss_mb"],
-                                                          "ok" if r["ok"] else "FAILED"), flush=True)
-    return r
+    """Runs a contender REPEAT times (the machine is shared: the fastest run is the least disturbed)."""
+    best = None
+    for _ in range(REPEAT):
+        ch(chu, "TRUNCATE TABLE %s" % TABLE)
+        r = measure(argv, env=env)
+        ok, got = verify(chu, want)
+        r["ok"] = ok and r["rc"] == 0
+        r["got"] = got
+        r["name"] = name
+        r["rows"] = want
+        if not r["ok"]:
+            sys.stderr.write("!! %s failed (rc=%s, rows %s, want %d):\n%s\n" % (name, r["rc"], got, want,
+                                                                             r["out"][-2000:]))
+        print("   %-12s %7.2f s wall %7.2f s cpu %7.1f MB  %s" % (name, r["wall"], r["cpu"], r["rss_mb"],
+                                                                "ok" if r["ok"] else "FAILED"), flush=True)
+        if best is None or (r["ok"], -r["wall"]) > (best["ok"], -best["wall"]):
+            best = r
+    return best
 
 
 def main():
@@ -108,11 +117,17 @@ def main():
     ap.add_argument("--latency-ms", type=float, default=150)
     ap.add_argument("--latency-orders", type=int, default=10000)
     ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--latency-concurrency", default="4,8",
+                    help="latency scenario: zhost runs once per value (the floor uses the largest)")
     ap.add_argument("--contenders", default="zhost,python,floor")
     ap.add_argument("--scenarios", default="cpu,latency")
     ap.add_argument("--decode", default="view", help="bench/ingest.lua --decode: view or cjson")
     ap.add_argument("--out", default=os.path.join(HERE, "results.md"))
+    ap.add_argument("--repeat", type=int, default=1, help="runs per contender; the table shows the fastest")
     args = ap.parse_args()
+    global REPEAT
+    REPEAT = max(1, args.repeat)
+    args.load0 = " ".join("%.1f" % x for x in os.getloadavg())
     chu = args.ch.rstrip("/")
     ch(chu, "CREATE DATABASE IF NOT EXISTS bench")
     ch(chu, "CREATE TABLE IF NOT EXISTS %s AS zakaz.stg_qtickets_api_baskets_raw ENGINE = MergeTree ORDER BY basket_id"
@@ -140,19 +155,26 @@ def main():
             fake = Fake(n, lat)
             try:
                 row = {"scenario": scen, "orders": n, "pages": exp["pages"], "rows": want, "latency": lat}
+                concs = [args.concurrency]
+                if scen == "latency":
+                    concs = [int(x) for x in args.latency_concurrency.split(",") if x]
+                row["conc"] = concs
                 # The fake's own ceiling: curl fetching every page, nothing else.
                 pages_url = "%s/orders?page=[1-%d]" % (fake.url, exp["pages"])
                 fetch = ["curl", "-sS", "--fail", "-o", "/dev/null", "--parallel", "--parallel-max",
-                         str(args.concurrency), "--parallel-immediate", pages_url]
+                         str(max(concs)), "--parallel-immediate", pages_url]
                 f = measure(fetch)
                 row["ceiling"] = f
                 print("   fake ceiling (curl, %d at a time): %.2f s, %.0f pages/s" % (
-                    args.concurrency, f["wall"], exp["pages"] / f["wall"]), flush=True)
+                    max(concs), f["wall"], exp["pages"] / f["wall"]), flush=True)
                 big = n >= 1000000
                 if "zhost" in contenders:
-                    row["zhost"] = run_one("zhost", [args.zhost, "run", os.path.join(HERE, "ingest.lua"), "--secrets",
-                                                     secrets, "--base", fake.url, "--table", TABLE, "--concurrency",
-                                                     str(args.concurrency), "--decode", args.decode], chu, want, env)
+                    for c in concs:
+                        key = "zhost" if c == concs[-1] else "zhost c=%d" % c
+                        row[key] = run_one(key, [args.zhost, "run", os.path.join(HERE, "ingest.lua"), "--secrets",
+                                                 secrets, "--base", fake.url, "--table", TABLE, "--concurrency",
+                                                 str(c), "--decode", args.decode], chu, want, env)
+                        row[key]["conc"] = c
                 if "python" in contenders:
                     row["python"] = run_one("python", [sys.executable, os.path.join(HERE, "py_ingest.py"), "--base",
                                                        fake.url, "--ch", chu, "--table", TABLE], chu, want)
@@ -186,24 +208,32 @@ def write_table(args, results):
              "|---|---:|---:|---|---:|---:|---:|---:|"]
     for row in results:
         label = "CPU-bound" if row["scenario"] == "cpu" else "latency %g ms" % row["latency"]
-        for name in ("zhost", "python", "floor"):
+        names = ["zhost c=%d" % c for c in row["conc"][:-1]] + ["zhost", "python", "floor"]
+        for name in names:
             r = row.get(name)
             if not r:
                 continue
+            shown = "zhost (concurrency %d)" % r["conc"] if name.startswith("zhost") else name
             lines.append("| %s | %s | %s | %s %s" % (label, "{:,}".format(row["orders"]), "{:,}".format(row["rows"]),
-                                                   name, fmt(r, row["rows"])))
-    lines += ["", "| scenario | orders | fake ceiling (curl, pages/s) | zhost ÷ python (rows/s) | zhost ÷ floor (wall) |",
-              "|---|---:|---:|---:|---:|"]
+                                                   shown, fmt(r, row["rows"])))
+    lines += ["", "| scenario | orders | fake ceiling (curl, pages/s) | zhost concurrency | zhost ÷ python, rows/s "
+              "| zhost ÷ python, rows per CPU s | zhost wall ÷ floor wall |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
     for row in results:
         label = "CPU-bound" if row["scenario"] == "cpu" else "latency %g ms" % row["latency"]
-        z, p, f = row.get("zhost"), row.get("python"), row.get("floor")
-        lines.append("| %s | %s | %.0f | %s | %s |" % (
-            label, "{:,}".format(row["orders"]), row["pages"] / row["ceiling"]["wall"],
-            "%.2f×" % (p["wall"] / z["wall"]) if z and p else "–",
-            "%.2f×" % (z["wall"] / f["wall"]) if z and f else "–"))
+        p, f = row.get("python"), row.get("floor")
+        for name in ["zhost c=%d" % c for c in row["conc"][:-1]] + ["zhost"]:
+            z = row.get(name)
+            if not z:
+                continue
+            lines.append("| %s | %s | %.0f | %d | %s | %s | %s |" % (
+                label, "{:,}".format(row["orders"]), row["pages"] / row["ceiling"]["wall"], z["conc"],
+                "%.2f×" % (p["wall"] / z["wall"]) if p else "–",
+                "%.2f×" % (p["cpu"] / z["cpu"]) if p else "–",
+                "%.2f×" % (z["wall"] / f["wall"]) if f else "–"))
     text = "\n".join(lines) + "\n"
-    hdr = "<!-- bench/ingest.py %s, concurrency %d, decode %s, %s -->\n" % (
-        " ".join(sys.argv[1:]), args.concurrency, args.decode, time.strftime("%Y-%m-%d %H:%M"))
+    hdr = "<!-- bench/ingest.py %s; decode %s; %s; load average before: %s -->\n" % (
+        " ".join(sys.argv[1:]), args.decode, time.strftime("%Y-%m-%d %H:%M"), args.load0)
     with open(args.out, "w") as fh:
         fh.write(hdr + text)
     print()

@@ -10,8 +10,8 @@ another against the same pages and the same ClickHouse table, emptying the table
           the already-mapped rows (prepared beforehand by py_ingest.py --dump, not timed) to
           ClickHouse: what moving the bytes costs with no mapping at all
 
-Each is measured with wait4(): wall time, user+system CPU seconds of the process and its children,
-peak RSS (the largest single process). After each run the table must hold exactly the expected basket
+Each is measured with GNU time (/usr/bin/time -f, else wait4()): wall time, user+system CPU seconds
+of the process and its children, peak RSS (the largest single process). After each run the table must hold exactly the expected basket
 rows (count() and uniqExact(basket_id)), else the run is marked FAILED.
 
   python3 bench/ingest.py --ch http://127.0.0.1:18600 [--sizes 10000,100000] [--big]
@@ -45,16 +45,30 @@ def ch(url, sql):
         return r.read().decode().strip()
 
 
-def measure(argv, env=None, stdout=None):
-    """Runs argv; returns dict(rc, wall, cpu, rss_mb, out)."""
+TIME_BIN = "/usr/bin/time"
+
+
+def measure(argv, env=None):
+    """Runs argv; returns dict(rc, wall, cpu, rss_mb, out).
+
+    Peak RSS comes from GNU time when it is installed: a child forked straight from this Python
+    process starts with this process's resident pages counted in its ru_maxrss (~22 MB here), which
+    would hide any contender smaller than the runner."""
+    use_time = os.access(TIME_BIN, os.X_OK)
+    full = [TIME_BIN, "-f", "ZHBENCH %e %U %S %M"] + argv if use_time else argv
     t0 = time.monotonic()
-    p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    p = subprocess.Popen(full, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     out = p.stdout.read()
     _, status, ru = os.wait4(p.pid, 0)
     wall = time.monotonic() - t0
-    p.returncode = os.waitstatus_to_exitcode(status)
-    return {"rc": p.returncode, "wall": wall, "cpu": ru.ru_utime + ru.ru_stime, "rss_mb": ru.ru_maxrss / 1024.0,
-            "out": out.decode("utf-8", "replace")}
+    rc = os.waitstatus_to_exitcode(status)
+    text = out.decode("utf-8", "replace")
+    r = {"rc": rc, "wall": wall, "cpu": ru.ru_utime + ru.ru_stime, "rss_mb": ru.ru_maxrss / 1024.0, "out": text}
+    m = re.findall(r"^ZHBENCH (\S+) (\S+) (\S+) (\d+)$", text, re.M) if use_time else None
+    if m:
+        e, u, s_, kb = m[-1]
+        r.update(cpu=float(u) + float(s_), rss_mb=int(kb) / 1024.0)
+    return r
 
 
 class Fake:
@@ -66,6 +80,11 @@ class Fake:
         if not m:
             raise SystemExit("pagefake did not start: %r" % line)
         self.url = m.group(1)
+        # Warm-up, not measured: 16 connections at once reach all 16 pre-forked workers, and 320
+        # pages touch every template in each (copy-on-write faults after fork, first-render costs),
+        # so whichever contender runs first does not pay for them.
+        subprocess.run(["curl", "-s", "-o", "/dev/null", "--parallel", "--parallel-max", "16",
+                        "%s/orders?page=[1-320]" % self.url], check=False)
 
     def stop(self):
         self.p.terminate()

@@ -133,10 +133,9 @@ def main():
     path = u.path.rstrip("/") + "/orders"
     headers = {"Authorization": "Bearer qt-test-token", "Accept": "application/json",
                "Content-Type": "application/json"}
-    chc = None
+    cu = None
     if not args.dump:
         cu = urllib.parse.urlsplit(args.ch)
-        chc = http.client.HTTPConnection(cu.hostname, cu.port, timeout=120)
         insert = "/?query=" + urllib.parse.quote("INSERT INTO %s FORMAT JSONEachRow" % args.table)
     dump = open(args.dump, "w", encoding="utf-8") if args.dump else None
     enc = DecimalText()
@@ -154,9 +153,13 @@ def main():
         if dump:
             dump.write(data.decode("utf-8"))
         else:
+            # A connection per insert: ClickHouse drops keep-alive connections idle for 3 s, which
+            # a slow source easily leaves between two batches.
+            chc = http.client.HTTPConnection(cu.hostname, cu.port, timeout=120)
             chc.request("POST", insert, body=data)
             r = chc.getresponse()
             out = r.read()
+            chc.close()
             if r.status != 200:
                 sys.exit("ClickHouse: HTTP %d %s" % (r.status, out[:300]))
         batch, nbatch = [], 0

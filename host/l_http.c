@@ -6,6 +6,7 @@
  * retry. Its uv timer is closed, and the op freed, in exactly one place (op_destroy). */
 #include "l_http.h"
 #include "curl_uv.h"
+#include "jsonview.h"
 #include "log.h"
 #include "task.h"
 #include <lauxlib.h>
@@ -783,6 +784,20 @@ static int l_response_json(lua_State *L) {
     return 2;
 }
 
+/* response:json_view() -> read-only view of the body (l_jsonview.cc) or nil, err */
+static int l_response_json_view(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_getfield(L, 1, "body");
+    size_t n;
+    const char *s = lua_tolstring(L, -1, &n);
+    if (!s) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "response has no body");
+        return 2;
+    }
+    return zh_jsonview_push(L, s, n);
+}
+
 /* response:header(name) -> value or nil */
 static int l_response_header(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -806,6 +821,8 @@ int zh_open_http(lua_State *L) {
         lua_newtable(L);
         lua_pushcfunction(L, l_response_json);
         lua_setfield(L, -2, "json");
+        lua_pushcfunction(L, l_response_json_view);
+        lua_setfield(L, -2, "json_view");
         lua_pushcfunction(L, l_response_header);
         lua_setfield(L, -2, "header");
         lua_setfield(L, -2, "__index");

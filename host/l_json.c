@@ -1,6 +1,8 @@
 /* l_json.c — owns the Lua `json` module: lua-cjson underneath, with decode returning nil, err
  * instead of raising, and integral numbers turned back into Lua integers (lua-cjson 2.1.0 decodes
- * every number as a float, so ids would print as 10000.0). */
+ * every number as a float, so ids would print as 10000.0). json.view, json.isview and json.totable
+ * are l_jsonview.cc's (simdjson). */
+#include "jsonview.h"
 #include "zh.h"
 #include <lauxlib.h>
 #include <lua-cjson.h>
@@ -76,6 +78,7 @@ int zh_open_json(lua_State *L) {
     lua_setfield(L, LUA_REGISTRYINDEX, "zhost.cjson.encode");
     static const luaL_Reg fns[] = {{"decode", l_decode}, {"encode", l_encode}, {NULL, NULL}};
     luaL_newlib(L, fns);
+    zh_jsonview_register(L); /* json.view, json.isview, json.totable */
     lua_getfield(L, cj, "null");
     lua_setfield(L, -2, "null");
     lua_getfield(L, -1, "decode");

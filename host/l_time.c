@@ -558,6 +558,16 @@ static void putf(fmt_out *o, const char *fmt, long long v) {
     put(o, tmp, (size_t)k);
 }
 
+/* Two digits without snprintf: DateTime columns are formatted once or more per row loaded. */
+static void put2(fmt_out *o, long long v) {
+    if (v < 0 || v > 99) {
+        putf(o, "%02lld", v);
+        return;
+    }
+    char tmp[2] = {(char)('0' + v / 10), (char)('0' + v % 10)};
+    put(o, tmp, 2);
+}
+
 static void put_offset(fmt_out *o, int off, int colon) {
     char tmp[16];
     int a = off < 0 ? -off : off;
@@ -585,16 +595,19 @@ int zh_time_format(char *out, size_t cap, int64_t t, const char *fmt, const zh_t
         }
         char c = *++p;
         switch (c) {
-        case 'Y': putf(&o, "%04lld", y); break;
+        case 'Y':
+            if (y >= 0 && y <= 9999) put2(&o, y / 100), put2(&o, y % 100);
+            else putf(&o, "%04lld", y);
+            break;
         case 'y': putf(&o, "%02lld", floor_mod(y, 100)); break;
-        case 'm': putf(&o, "%02lld", m); break;
-        case 'd': putf(&o, "%02lld", d); break;
+        case 'm': put2(&o, m); break;
+        case 'd': put2(&o, d); break;
         case 'e': putf(&o, "%2lld", d); break;
-        case 'H': putf(&o, "%02lld", H); break;
+        case 'H': put2(&o, H); break;
         case 'I': putf(&o, "%02lld", H % 12 ? H % 12 : 12); break;
         case 'p': put(&o, H < 12 ? "AM" : "PM", 2); break;
-        case 'M': putf(&o, "%02lld", M); break;
-        case 'S': putf(&o, "%02lld", S); break;
+        case 'M': put2(&o, M); break;
+        case 'S': put2(&o, S); break;
         case 'j': putf(&o, "%03lld", yday + 1); break;
         case 'u': putf(&o, "%lld", wday ? wday : 7); break;
         case 'w': putf(&o, "%lld", wday); break;

@@ -14,6 +14,9 @@
 #include <string.h>
 
 #define BASE_ENV "zhost.base_env"
+/* A copy of the base environment whose own __index raises "undefined global": the __index of
+ * every strict environment. */
+#define STRICT_BASE "zhost.strict_base"
 
 /* Standard functions scripts may use. No dofile/loadfile/loadstring with raw paths, no
  * os.exit/execute/remove, no debug hooks: scripts cannot take the host down. */
@@ -23,12 +26,8 @@ static const char *const base_allowed[] = {
 };
 static const char *const libs_allowed[] = {"string", "table", "math", "utf8", "coroutine", NULL};
 
+/* __index of the strict base (below): reached only for names that are not there. */
 static int strict_index(lua_State *L) {
-    /* env, key: look in the base environment, else refuse. */
-    lua_getfield(L, LUA_REGISTRYINDEX, BASE_ENV);
-    lua_pushvalue(L, 2);
-    lua_rawget(L, -2);
-    if (!lua_isnil(L, -1)) return 1;
     if (lua_type(L, 2) == LUA_TSTRING)
         return luaL_error(L, "undefined global '%s' (declare it with local, or check the spelling)", lua_tostring(L, 2));
     return luaL_error(L, "undefined global");
@@ -44,7 +43,9 @@ void zh_lrt_push_env(lua_State *L, bool strict) {
     lua_newtable(L);
     lua_newtable(L);
     if (strict) {
-        lua_pushcfunction(L, strict_index);
+        /* A table, not a function: every use of a global such as `type` or `math` is then a
+         * table lookup in the VM, not a call into C (mapping code makes millions of them). */
+        lua_getfield(L, LUA_REGISTRYINDEX, STRICT_BASE);
         lua_setfield(L, -2, "__index");
         lua_pushcfunction(L, strict_newindex);
         lua_setfield(L, -2, "__newindex");
@@ -335,6 +336,18 @@ int zh_lrt_open(zh_host *h) {
     lua_pop(L, 1);
     lua_pushvalue(L, env);
     lua_setfield(L, env, "_G");
+    lua_newtable(L);
+    lua_pushnil(L);
+    while (lua_next(L, env)) {
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);
+        lua_rawset(L, -4);
+    }
+    lua_newtable(L);
+    lua_pushcfunction(L, strict_index);
+    lua_setfield(L, -2, "__index");
+    lua_setmetatable(L, -2);
+    lua_setfield(L, LUA_REGISTRYINDEX, STRICT_BASE);
     lua_setfield(L, LUA_REGISTRYINDEX, BASE_ENV);
     return 0;
 }

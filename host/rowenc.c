@@ -105,23 +105,41 @@ static bool is_datetime(const char *s, size_t n) {
            is_integer_text(s + 11, 2, false) && is_integer_text(s + 14, 2, false) && is_integer_text(s + 17, 2, false);
 }
 
+/* Copies runs of bytes that need no escape in one go: row encoding is on every row's path and
+ * most text (ids, dates, Cyrillic names) has nothing to escape. */
 static void json_string(zh_buf *b, const char *s, size_t n) {
     zh_buf_reserve(b, n + 2);
     zh_buf_addc(b, '"');
+    size_t run = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        if (i > run) zh_buf_add(b, s + run, i - run);
+        run = i + 1;
         switch (c) {
         case '"': zh_buf_add(b, "\\\"", 2); break;
         case '\\': zh_buf_add(b, "\\\\", 2); break;
         case '\n': zh_buf_add(b, "\\n", 2); break;
         case '\r': zh_buf_add(b, "\\r", 2); break;
         case '\t': zh_buf_add(b, "\\t", 2); break;
-        default:
-            if (c < 0x20) zh_buf_printf(b, "\\u%04x", c);
-            else zh_buf_addc(b, (char)c);
+        default: zh_buf_printf(b, "\\u%04x", c);
         }
     }
+    if (n > run) zh_buf_add(b, s + run, n - run);
     zh_buf_addc(b, '"');
+}
+
+/* Decimal text of v without printf (row encoding writes one or more per row). */
+static void add_int(zh_buf *b, long long v) {
+    char tmp[24];
+    char *p = tmp + sizeof tmp;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0) *--p = '-';
+    zh_buf_add(b, p, (size_t)(tmp + sizeof tmp - p));
 }
 
 #define FAIL(...) (snprintf(errbuf, errlen, __VA_ARGS__), errbuf)
@@ -145,7 +163,7 @@ static const char *encode_value(lua_State *L, int idx, int kind, bool is_unsigne
             if (lua_isinteger(L, idx)) {
                 lua_Integer v = lua_tointeger(L, idx);
                 if (is_unsigned && v < 0) return FAIL("expected an unsigned integer, got %lld", (long long)v);
-                zh_buf_printf(out, "%lld", (long long)v);
+                add_int(out, (long long)v);
                 return NULL;
             }
             double d = lua_tonumber(L, idx);
@@ -170,7 +188,7 @@ static const char *encode_value(lua_State *L, int idx, int kind, bool is_unsigne
     case CH_DECIMAL:
         if (t == LUA_TNUMBER) {
             if (lua_isinteger(L, idx)) {
-                zh_buf_printf(out, "%lld", (long long)lua_tointeger(L, idx));
+                add_int(out, (long long)lua_tointeger(L, idx));
                 return NULL;
             }
             double d = lua_tonumber(L, idx);

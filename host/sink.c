@@ -44,6 +44,7 @@ struct zh_sink {
     zh_sink_wait *waiters;
     char *last_error;
     bool closed, detached;
+    bool flush_wanted;        /* flush() or the age timer asked while an INSERT was in flight */
     struct zh_sink *next;
 };
 
@@ -141,14 +142,23 @@ static void insert_done(ch_req *r) {
     s->inflight = NULL;
     s->inflight_rows = 0;
     ch_req_free(r);
-    if (s->batch_rows >= s->o.max_rows || s->batch.len >= s->o.max_bytes || s->closed || s->gs->finishing) zh_sink_flush(s);
+    if (s->batch_rows >= s->o.max_rows || s->batch.len >= s->o.max_bytes || s->closed || s->gs->finishing ||
+        s->flush_wanted)
+        zh_sink_flush(s);
     wake_waiters(s, false);
     if (s->gs->finishing) check_group_finished(s->gs, s->h);
 }
 
 bool zh_sink_flush(zh_sink *s) {
     uv_timer_stop(s->age_timer);
-    if (s->inflight || !s->batch_rows) return zh_sink_idle(s);
+    /* The age timer is stopped either way, so rows buffered behind an INSERT in flight must be
+     * sent when it completes: otherwise a flush() waiting for idle would wait forever. */
+    if (s->inflight) {
+        if (s->batch_rows) s->flush_wanted = true;
+        return false;
+    }
+    s->flush_wanted = false;
+    if (!s->batch_rows) return true;
     if (s->gs->dry_run) {
         s->batch.len = 0;
         s->batch_rows = 0;

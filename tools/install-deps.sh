@@ -6,8 +6,8 @@
 #   tools/install-deps.sh test      build + runtime + what the test suite runs against
 #                                   (ClickHouse server, Python 3, jq, headless Chromium)
 set -eu
-BUILD="build-essential cmake pkg-config liblua5.4-dev lua-cjson-dev libuv1-dev libcurl4-openssl-dev libedit-dev libssl-dev zlib1g-dev"
-RUNTIME="ca-certificates liblua5.4-0 lua-cjson libuv1 libcurl4 libedit2 libssl3 zlib1g tzdata curl"
+BUILD="build-essential cmake pkg-config liblua5.4-dev lua-cjson-dev libuv1-dev libcurl4-openssl-dev libedit-dev libssl-dev zlib1g-dev libsimdjson-dev"
+RUNTIME="ca-certificates liblua5.4-0 lua-cjson libuv1 libcurl4 libedit2 libssl3 zlib1g tzdata curl libsimdjson14"
 TEST="clickhouse-server clickhouse-client python3 jq chromium"
 case "${1:-}" in
   build) pkgs="$BUILD" ;;

@@ -487,6 +487,20 @@ class DryRun(zhtest.ZhostCase):
         self.assertIn("duration", m)
         self.assertEqual(self.scalar("SELECT visitParamExtractInt(metrics, 'pages') FROM meta_job_runs WHERE job = 'real'"), "2")
 
+    def test_flush_while_an_insert_is_in_flight_waits_for_the_rest(self):
+        # max_rows = 2: the second add starts an INSERT; the third row is buffered while it runs, and
+        # flush() must send that row too once the first INSERT is done (it used to wait forever).
+        path = self.script("inflight.lua", """
+            local s = assert(ch.sink("dim_events", {max_rows = 2}))
+            for i = 1, 3 do s:add{event_id = tostring(i), event_name = "E" .. i, city = "X", _ver = 1} end
+            assert(s:flush())
+            job:set("flushed", s:count())
+        """)
+        r = self.zhost("run", path, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertNotIn("internal error", r.stderr)
+        self.assertEqual(self.scalar("SELECT count() FROM dim_events"), "3")
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -1,0 +1,402 @@
+/* l_jsonview.cc — owns json.view / response:json_view(): a JSON document parsed in C by simdjson
+ * (Debian's libsimdjson) and handed to Lua as a lazy, read-only view, plus json.isview and
+ * json.totable. Only the values a script touches become Lua values: a QTickets page is ~100 KB of
+ * which a loader reads a tenth, and building the whole Lua table (lua-cjson) cost as much CPU as
+ * the mapping itself.
+ *
+ * Ownership: a document lives in a "doc" userdata (its __gc runs the C++ destructor). Every view
+ * userdata — the root and each nested object or array handed out — holds the doc in its user value,
+ * so the document stays alive while any view of it is reachable. view:__close (a `<close>` variable)
+ * frees the document early; later use of any view of it raises. One simdjson parser per Lua state
+ * (its index buffers grow to the largest document) lives in the registry.
+ *
+ * C++ only inside: the Lua API is C and raises with longjmp, so no object with a destructor is alive
+ * on the C++ stack when a Lua function that can raise is called. */
+#include "jsonview.h"
+
+extern "C" {
+#include <lauxlib.h>
+#include <lua.h>
+}
+
+#include <simdjson.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <new>
+
+using namespace simdjson;
+
+namespace {
+
+/* Registry keys are the addresses of these: a light-userdata key costs no string compare, and the
+ * metatable is fetched on every field access. */
+const char DOC_MT = 0, VIEW_MT = 0, PARSER_KEY = 0;
+
+struct jv_doc {
+    dom::document doc;
+    bool closed;
+};
+
+struct jv_view {
+    jv_doc *d;
+    dom::element e;
+    bool is_array;
+    /* ipairs and v[i] loops walk arrays in order: remember where the last index was found, so
+     * each step is one tape jump instead of a walk from the start. */
+    bool cached;
+    size_t last_i;
+    dom::array::iterator last_it;
+};
+
+struct jv_parser {
+    dom::parser *p;
+};
+
+int parser_gc(lua_State *L) {
+    jv_parser *jp = static_cast<jv_parser *>(lua_touserdata(L, 1));
+    delete jp->p;
+    jp->p = nullptr;
+    return 0;
+}
+
+int doc_gc(lua_State *L) {
+    jv_doc *d = static_cast<jv_doc *>(lua_touserdata(L, 1));
+    if (d) {
+        d->doc.~document();
+        new (&d->doc) dom::document(); /* an idempotent __gc: a second call destroys an empty one */
+        d->closed = true;
+    }
+    return 0;
+}
+
+dom::parser *parser_of(lua_State *L) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &PARSER_KEY);
+    jv_parser *jp = static_cast<jv_parser *>(lua_touserdata(L, -1));
+    lua_pop(L, 1);
+    if (jp && jp->p) return jp->p;
+    jp = static_cast<jv_parser *>(lua_newuserdatauv(L, sizeof(jv_parser), 0));
+    jp->p = new (std::nothrow) dom::parser();
+    if (!jp->p) luaL_error(L, "json.view: out of memory");
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, parser_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &PARSER_KEY);
+    return jp->p;
+}
+
+/* The view at idx, or NULL when it is something else. */
+jv_view *to_view(lua_State *L, int idx) {
+    jv_view *v = static_cast<jv_view *>(lua_touserdata(L, idx));
+    if (!v || !lua_getmetatable(L, idx)) return nullptr;
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &VIEW_MT);
+    bool same = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    return same ? v : nullptr;
+}
+
+jv_view *check_open(lua_State *L, int idx) {
+    jv_view *v = to_view(L, idx);
+    if (!v) {
+        luaL_typeerror(L, idx, "json view");
+        return nullptr;
+    }
+    if (v->d->closed) luaL_error(L, "json view: its document was closed");
+    return v;
+}
+
+/* Pushes element e of the document whose doc userdata is at doc_idx. */
+void push_element(lua_State *L, int doc_idx, jv_doc *d, dom::element e) {
+    switch (e.type()) {
+    case dom::element_type::ARRAY:
+    case dom::element_type::OBJECT: {
+        jv_view *v = static_cast<jv_view *>(lua_newuserdatauv(L, sizeof(jv_view), 1));
+        new (v) jv_view();
+        v->d = d;
+        v->e = e;
+        v->is_array = e.type() == dom::element_type::ARRAY;
+        v->cached = false;
+        lua_pushvalue(L, doc_idx);
+        lua_setiuservalue(L, -2, 1);
+        lua_rawgetp(L, LUA_REGISTRYINDEX, &VIEW_MT);
+        lua_setmetatable(L, -2);
+        return;
+    }
+    case dom::element_type::INT64:
+        lua_pushinteger(L, static_cast<lua_Integer>(int64_t(e.get_int64().value_unsafe())));
+        return;
+    case dom::element_type::UINT64: {
+        /* Above 2^63-1: no Lua integer holds it and a float would round it; keep the digits. */
+        char buf[24];
+        int n = snprintf(buf, sizeof buf, "%llu", (unsigned long long)uint64_t(e.get_uint64().value_unsafe()));
+        lua_pushlstring(L, buf, size_t(n));
+        return;
+    }
+    case dom::element_type::DOUBLE: {
+        double x = e.get_double().value_unsafe();
+        /* As json.decode: integral numbers up to 2^53 become integers (1500.0 -> 1500). */
+        if (x == std::floor(x) && std::fabs(x) <= 9007199254740992.0) lua_pushinteger(L, static_cast<lua_Integer>(x));
+        else lua_pushnumber(L, x);
+        return;
+    }
+    case dom::element_type::STRING: {
+        std::string_view s = e.get_string().value_unsafe();
+        lua_pushlstring(L, s.data(), s.size());
+        return;
+    }
+    case dom::element_type::BOOL:
+        lua_pushboolean(L, e.get_bool().value_unsafe());
+        return;
+    case dom::element_type::NULL_VALUE:
+        lua_pushlightuserdata(L, nullptr); /* json.null, as lua-cjson has it */
+        return;
+    }
+    lua_pushnil(L);
+}
+
+bool array_at(jv_view *v, size_t i, dom::element *out) {
+    dom::array a = v->e.get_array().value_unsafe();
+    dom::array::iterator it, end = a.end();
+    size_t k;
+    if (v->cached && i >= v->last_i) {
+        it = v->last_it;
+        k = v->last_i;
+    } else {
+        it = a.begin();
+        k = 0;
+    }
+    while (k < i && it != end) {
+        ++it;
+        k++;
+    }
+    if (it == end) return false;
+    v->cached = true;
+    v->last_i = k;
+    v->last_it = it;
+    *out = *it;
+    return true;
+}
+
+int view_index(lua_State *L) {
+    jv_view *v = check_open(L, 1);
+    dom::element child;
+    if (v->is_array) {
+        int isint = 0;
+        lua_Integer i = lua_tointegerx(L, 2, &isint);
+        if (!isint || i < 1 || !array_at(v, size_t(i - 1), &child)) return 0;
+    } else {
+        if (lua_type(L, 2) != LUA_TSTRING) return 0;
+        size_t kl;
+        const char *k = lua_tolstring(L, 2, &kl);
+        dom::object o = v->e.get_object().value_unsafe();
+        auto r = o.at_key(std::string_view(k, kl));
+        if (r.error()) return 0;
+        child = r.value_unsafe();
+    }
+    lua_getiuservalue(L, 1, 1);
+    push_element(L, lua_gettop(L), v->d, child);
+    return 1;
+}
+
+int view_len(lua_State *L) {
+    jv_view *v = check_open(L, 1);
+    size_t n = v->is_array ? v->e.get_array().value_unsafe().size() : v->e.get_object().value_unsafe().size();
+    lua_pushinteger(L, lua_Integer(n));
+    return 1;
+}
+
+int view_newindex(lua_State *L) { return luaL_error(L, "json view is read-only (json.totable makes a copy)"); }
+
+/* pairs(): an iterator over (key, value) of an object or (index, value) of an array, in document
+ * order. Its position lives in a userdata upvalue; the view is the loop's state, which keeps the
+ * document alive while the loop runs. */
+struct jv_iter {
+    bool is_array;
+    size_t i;
+    dom::array::iterator ait, aend;
+    dom::object::iterator oit, oend;
+};
+
+int iter_next(lua_State *L) {
+    jv_view *v = check_open(L, 1);
+    jv_iter *it = static_cast<jv_iter *>(lua_touserdata(L, lua_upvalueindex(1)));
+    lua_getiuservalue(L, 1, 1);
+    int doc_idx = lua_gettop(L);
+    if (it->is_array) {
+        if (it->ait == it->aend) return 0;
+        dom::element e = *it->ait;
+        ++it->ait;
+        lua_pushinteger(L, lua_Integer(++it->i));
+        push_element(L, doc_idx, v->d, e);
+    } else {
+        if (it->oit == it->oend) return 0;
+        std::string_view k = it->oit.key();
+        dom::element e = it->oit.value();
+        ++it->oit;
+        lua_pushlstring(L, k.data(), k.size());
+        push_element(L, doc_idx, v->d, e);
+    }
+    return 2;
+}
+
+int view_pairs(lua_State *L) {
+    jv_view *v = check_open(L, 1);
+    jv_iter *it = static_cast<jv_iter *>(lua_newuserdatauv(L, sizeof(jv_iter), 0));
+    new (it) jv_iter();
+    it->is_array = v->is_array;
+    it->i = 0;
+    if (v->is_array) {
+        dom::array a = v->e.get_array().value_unsafe();
+        it->ait = a.begin();
+        it->aend = a.end();
+    } else {
+        dom::object o = v->e.get_object().value_unsafe();
+        it->oit = o.begin();
+        it->oend = o.end();
+    }
+    lua_pushcclosure(L, iter_next, 1);
+    lua_pushvalue(L, 1);
+    lua_pushnil(L);
+    return 3;
+}
+
+int view_tostring(lua_State *L) {
+    jv_view *v = to_view(L, 1);
+    if (!v) return luaL_typeerror(L, 1, "json view");
+    if (v->d->closed) {
+        lua_pushliteral(L, "json view (closed)");
+        return 1;
+    }
+    size_t n = v->is_array ? v->e.get_array().value_unsafe().size() : v->e.get_object().value_unsafe().size();
+    lua_pushfstring(L, "json view: %s of %d", v->is_array ? "array" : "object", int(n));
+    return 1;
+}
+
+int view_close(lua_State *L) {
+    jv_view *v = to_view(L, 1);
+    if (!v) return 0;
+    lua_getiuservalue(L, 1, 1);
+    lua_replace(L, 1);
+    return doc_gc(L);
+}
+
+/* json.totable: a plain Lua copy of a view (numbers, strings and json.null as json.decode gives). */
+void copy_element(lua_State *L, dom::element e, int depth) {
+    if (depth > 1000) luaL_error(L, "json.totable: nesting too deep");
+    luaL_checkstack(L, 4, "json.totable");
+    switch (e.type()) {
+    case dom::element_type::ARRAY: {
+        dom::array a = e.get_array().value_unsafe();
+        lua_createtable(L, int(a.size()), 0);
+        lua_Integer i = 0;
+        for (dom::element x : a) {
+            copy_element(L, x, depth + 1);
+            lua_rawseti(L, -2, ++i);
+        }
+        return;
+    }
+    case dom::element_type::OBJECT: {
+        dom::object o = e.get_object().value_unsafe();
+        lua_createtable(L, 0, int(o.size()));
+        for (dom::key_value_pair kv : o) {
+            lua_pushlstring(L, kv.key.data(), kv.key.size());
+            copy_element(L, kv.value, depth + 1);
+            lua_rawset(L, -3);
+        }
+        return;
+    }
+    default:
+        push_element(L, 0, nullptr, e); /* scalars never touch the doc */
+    }
+}
+
+int l_view(lua_State *L) {
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    return zh_jsonview_push(L, s, n);
+}
+
+int l_isview(lua_State *L) {
+    lua_pushboolean(L, to_view(L, 1) != nullptr);
+    return 1;
+}
+
+int l_totable(lua_State *L) {
+    jv_view *v = to_view(L, 1);
+    if (!v) {
+        lua_settop(L, 1);
+        return 1;
+    }
+    check_open(L, 1);
+    copy_element(L, v->e, 0);
+    return 1;
+}
+
+} // namespace
+
+extern "C" int zh_jsonview_push(lua_State *L, const char *s, size_t n) {
+    dom::parser *p = parser_of(L);
+    jv_doc *d = static_cast<jv_doc *>(lua_newuserdatauv(L, sizeof(jv_doc), 0));
+    new (d) jv_doc();
+    d->closed = false;
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &DOC_MT);
+    lua_setmetatable(L, -2);
+    int doc_idx = lua_gettop(L);
+    error_code err;
+    dom::element root;
+    {
+        /* realloc_if_needed: a Lua string has no SIMDJSON_PADDING bytes after it, so simdjson
+         * reads a padded copy. */
+        auto r = p->parse_into_document(d->doc, reinterpret_cast<const uint8_t *>(s), n, true);
+        err = r.error();
+        if (!err) root = r.value_unsafe();
+    }
+    if (err) {
+        lua_pop(L, 1);
+        lua_pushnil(L);
+        lua_pushfstring(L, "invalid JSON: %s", error_message(err));
+        return 2;
+    }
+    /* The document's buffers are outside Lua's heap: let the collector pace itself as if they were
+     * in it, so pages that are dropped get freed at the rate they arrive. */
+    lua_gc(L, LUA_GCSTEP, int(n / 1024) + 1);
+    push_element(L, doc_idx, d, root);
+    lua_remove(L, doc_idx);
+    return 1;
+}
+
+extern "C" void zh_jsonview_register(lua_State *L) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &DOC_MT);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_createtable(L, 0, 2);
+        lua_pushcfunction(L, doc_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_pushliteral(L, "json document");
+        lua_setfield(L, -2, "__metatable");
+        lua_pushvalue(L, -1);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &DOC_MT);
+    }
+    lua_pop(L, 1);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &VIEW_MT);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_createtable(L, 0, 9);
+        lua_pushvalue(L, -1);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &VIEW_MT);
+        static const luaL_Reg mt[] = {
+            {"__index", view_index}, {"__len", view_len}, {"__newindex", view_newindex}, {"__pairs", view_pairs},
+            {"__tostring", view_tostring}, {"__close", view_close}, {nullptr, nullptr},
+        };
+        luaL_setfuncs(L, mt, 0);
+        lua_pushliteral(L, "json view");
+        lua_setfield(L, -2, "__metatable");
+        lua_pushliteral(L, "json.view");
+        lua_setfield(L, -2, "__name");
+    }
+    lua_pop(L, 1);
+    static const luaL_Reg fns[] = {{"view", l_view}, {"isview", l_isview}, {"totable", l_totable}, {nullptr, nullptr}};
+    luaL_setfuncs(L, fns, 0);
+}

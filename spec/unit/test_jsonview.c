@@ -1,0 +1,117 @@
+/* Unit tests for l_jsonview.cc (json.view over simdjson): scalars and their Lua types, nested access,
+ * #, ipairs and pairs in document order, the array position cache, invalid JSON as nil + err,
+ * read-only views, <close> and use after close, json.totable, and PHP-style \uXXXX escapes. */
+#include "jsonview.h"
+#include "zt.h"
+#include <lauxlib.h>
+#include <lualib.h>
+
+static lua_State *L;
+
+/* Runs Lua code with `json` (view, isview, totable, null) in scope; returns its string result. */
+static const char *run(const char *code) {
+    static char out[512];
+    lua_settop(L, 0);
+    if (luaL_loadstring(L, code) != LUA_OK || lua_pcall(L, 0, 1, 0) != LUA_OK) {
+        snprintf(out, sizeof out, "ERROR: %s", lua_tostring(L, -1));
+        return out;
+    }
+    const char *s = lua_tostring(L, -1);
+    snprintf(out, sizeof out, "%s", s ? s : "(not a string)");
+    return out;
+}
+
+static void scalars(void) {
+    ZT_EQ_STR(run("local v = json.view('{\"i\":10000,\"f\":1222.03,\"w\":1500.0,\"s\":\"x\",\"t\":true,\"n\":null,"
+                  "\"big\":18446744073709551615,\"neg\":-5}')\n"
+                  "return table.concat({math.type(v.i), v.i, math.type(v.f), v.f, math.type(v.w), v.w, v.s,"
+                  " tostring(v.t), tostring(v.n == json.null), type(v.big), v.big, v.neg}, ' ')"),
+              "integer 10000 float 1222.03 integer 1500 x true true string 18446744073709551615 -5");
+    ZT_EQ_STR(run("local v = json.view('{\"a\":1}') return tostring(v.missing) .. ' ' .. tostring(v[1])"), "nil nil");
+    /* A scalar document is returned as the plain value. */
+    ZT_EQ_STR(run("return tostring(json.view('42')) .. tostring(json.view('\"s\"'))"), "42s");
+}
+
+static void nested_and_iteration(void) {
+    ZT_EQ_STR(run("local v = json.view('{\"data\":[{\"id\":1,\"b\":[{\"p\":5},{\"p\":6}]},{\"id\":2,\"b\":[]}]}')\n"
+                  "local out = {}\n"
+                  "for i, o in ipairs(v.data) do out[#out + 1] = i .. ':' .. o.id .. ':' .. #o.b end\n"
+                  "out[#out + 1] = v.data[1].b[2].p\n"
+                  "out[#out + 1] = #v.data\n"
+                  "out[#out + 1] = tostring(v.data[3])\n"
+                  "return table.concat(out, ' ')"),
+              "1:1:2 2:2:0 6 2 nil");
+    /* pairs keeps document order; arrays give 1-based indexes. */
+    ZT_EQ_STR(run("local v = json.view('{\"z\":1,\"a\":[7,8],\"m\":\"x\"}')\n"
+                  "local out = {}\n"
+                  "for k, x in pairs(v) do out[#out + 1] = k .. '=' .. (json.isview(x) and #x or x) end\n"
+                  "for i, x in pairs(v.a) do out[#out + 1] = i .. '=' .. x end\n"
+                  "return table.concat(out, ' ')"),
+              "z=1 a=2 m=x 1=7 2=8");
+    /* Random order after sequential access: the position cache must not return stale elements. */
+    ZT_EQ_STR(run("local a = json.view('[10,20,30,40,50]')\n"
+                  "return table.concat({a[4], a[5], a[2], a[1], a[3], a[3], tostring(a[6]), tostring(a[0]),"
+                  " tostring(a[2.5]), tostring(a.x)}, ' ')"),
+              "40 50 20 10 30 30 nil nil nil nil");
+}
+
+static void escapes(void) {
+    /* PHP's json_encode: Cyrillic as \uXXXX, '/' as '\/'. */
+    ZT_EQ_STR(run("local v = json.view('{\"name\":\"\\\\u0421\\\\u0435\\\\u0440\\\\u0433\\\\u0435\\\\u0439\","
+                  "\"url\":\"https:\\\\/\\\\/vk.com\"}') return v.name .. ' ' .. v.url"),
+              "Сергей https://vk.com");
+}
+
+static void errors(void) {
+    ZT_EQ_STR(run("local v, err = json.view('{bad') return tostring(v) .. ' ' .. err:sub(1, 12)"), "nil invalid JSON");
+    ZT_EQ_STR(run("local v, err = json.view('') return tostring(v) .. ' ' .. err:sub(1, 12)"), "nil invalid JSON");
+    ZT_EQ_STR(run("local v = json.view('{\"a\":1}') local ok, e = pcall(function() v.a = 2 end)"
+                  " return tostring(ok) .. ' ' .. tostring(e:find('read-only', 1, true) ~= nil)"),
+              "false true");
+    ZT_EQ_STR(run("local ok = pcall(json.view, {}) return tostring(ok)"), "false");
+    /* <close> frees the document; views of it refuse to be read afterwards instead of crashing. */
+    ZT_EQ_STR(run("local inner\n"
+                  "do local v <close> = json.view('{\"a\":{\"b\":1}}') inner = v.a end\n"
+                  "local ok, e = pcall(function() return inner.b end)\n"
+                  "return tostring(ok) .. ' ' .. tostring(e:find('closed') ~= nil) .. ' ' .. tostring(inner)"),
+              "false true json view (closed)");
+    /* Deep nesting is refused by the parser, not by a crash. */
+    ZT_EQ_STR(run("local v, err = json.view(string.rep('[', 5000) .. string.rep(']', 5000))"
+                  " return tostring(v) .. ' ' .. tostring(err ~= nil)"),
+              "nil true");
+}
+
+static void totable(void) {
+    ZT_EQ_STR(run("local t = json.totable(json.view('{\"a\":[1,2.5,null,{\"b\":\"c\"}],\"d\":false}'))\n"
+                  "return table.concat({type(t), #t.a, math.type(t.a[1]), t.a[2], tostring(t.a[3] == json.null),"
+                  " t.a[4].b, tostring(t.d), tostring(json.isview(t))}, ' ')"),
+              "table 4 integer 2.5 true c false false");
+    ZT_EQ_STR(run("return tostring(json.totable(5)) .. ' ' .. tostring(json.isview(5))"), "5 false");
+}
+
+static void many_documents(void) {
+    /* Documents are freed by the collector: parse many and drop them. */
+    ZT_EQ_STR(run("local n = 0\n"
+                  "for i = 1, 2000 do local v = json.view('{\"data\":[' .. string.rep('{\"x\":1},', 50) .. '{}]}')"
+                  " n = n + #v.data end\n"
+                  "collectgarbage() return tostring(n)"),
+              "102000");
+}
+
+int main(void) {
+    L = luaL_newstate();
+    luaL_openlibs(L);
+    lua_newtable(L);
+    zh_jsonview_register(L);
+    lua_pushlightuserdata(L, NULL);
+    lua_setfield(L, -2, "null");
+    lua_setglobal(L, "json");
+    ZT_RUN(scalars);
+    ZT_RUN(nested_and_iteration);
+    ZT_RUN(escapes);
+    ZT_RUN(errors);
+    ZT_RUN(totable);
+    ZT_RUN(many_documents);
+    lua_close(L);
+    return ZT_DONE();
+}

@@ -172,6 +172,14 @@ int zh_cmd_run(int argc, char **argv) {
     if (!res.done) {
         fprintf(stderr, "zhost: internal error: the loop ended before the run finished\n");
         res.exit_code = 1;
+        /* The run is freed before the host: its root task must not call back into it when the
+         * host cancels what is left. */
+        if (res.run->root) {
+            zh_task *root = res.run->root;
+            res.run->root = NULL;
+            root->on_done = NULL;
+            zh_task_release(root);
+        }
     }
     zh_run_free(res.run);
     zh_host_free(h);

@@ -15,8 +15,9 @@ const char *zh_conf_find(const char *flag) {
     if (flag && *flag) return flag;
     const char *e = getenv("ZHOST_CONF");
     if (e && *e) return e;
-    if (access("conf/zhost.conf", R_OK) == 0) return "conf/zhost.conf";
+    /* An installed daemon's file first: an operator in a source checkout must still reach it. */
     if (access("/etc/zhost/zhost.conf", R_OK) == 0) return "/etc/zhost/zhost.conf";
+    if (access("conf/zhost.conf", R_OK) == 0) return "conf/zhost.conf";
     return NULL;
 }
 

@@ -237,7 +237,7 @@ static const zh_command commands[] = {
     {"spool", zh_cmd_spool, "zhost spool status|replay [--json] [--spool DIR] [--conf FILE] [--secrets DIR]",
      "Shows or delivers batches that could not be inserted into ClickHouse, in bounded pieces.\n"
      "The spool is --spool, else $ZHOST_SPOOL, else the daemon's spool_dir from its configuration\n"
-     "(--conf, $ZHOST_CONF, ./conf/zhost.conf or /etc/zhost/zhost.conf), else ./var/spool."},
+     "(--conf, $ZHOST_CONF, /etc/zhost/zhost.conf or ./conf/zhost.conf), else ./var/spool."},
     {"migrate", zh_cmd_migrate, "zhost migrate [--status] [--secrets DIR] [--sql DIR]",
      "Applies the missing numbered migrations from sql/ (or lists them with --status)."},
     {"auth", zh_cmd_auth,

@@ -54,8 +54,8 @@ zh_conf *zh_conf_load(const char *path, char **err);
 /* Same for text (tests); `origin` names it in errors and `dir` resolves relative paths. */
 zh_conf *zh_conf_parse(const char *text, size_t len, const char *origin, const char *dir, char **err);
 void zh_conf_free(zh_conf *c);
-/* The configuration file to use: flag, else $ZHOST_CONF, else ./conf/zhost.conf, else
- * /etc/zhost/zhost.conf. NULL when none exists. */
+/* The configuration file to use: flag, else $ZHOST_CONF, else /etc/zhost/zhost.conf, else
+ * ./conf/zhost.conf. NULL when none exists. */
 const char *zh_conf_find(const char *flag);
 /* The control socket named by a configuration file, read leniently (the rest of the file may
  * be broken). Returns 0, or -1 when the file cannot be read. */

@@ -1086,6 +1086,11 @@ int zh_cmd_serve(int argc, char **argv) {
     s->started_wall = zh_now_wall();
     const char *secrets_dir = zh_secrets_dir(secrets ? secrets : conf->secrets_dir);
     s->secrets_flag = zh_xstrdup(secrets_dir);
+    /* Jobs (in process, and `zhost …` children through the environment) keep their token caches in
+     * the daemon's state directory and spool where `zhost spool` will look. Set once, before any
+     * job runs; the process is single-threaded. */
+    if (conf->state_dir) setenv("ZHOST_STATE_DIR", conf->state_dir, 0);
+    if (conf->spool_dir) setenv("ZHOST_SPOOL", conf->spool_dir, 0);
     zh_host_opts ho = {.secrets_dir = s->secrets_flag, .scripts_dir = conf->scripts_dir, .spool_dir = conf->spool_dir,
                        .verbose = verbose};
     zh_host *h = zh_host_new(&ho);

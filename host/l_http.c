@@ -480,7 +480,7 @@ static void read_policy(lua_State *L, int idx, retry_policy *rp) {
     }
 }
 
-static char *host_of_url(const char *url) {
+char *zh_http_host_of_url(const char *url) {
     const char *p = strstr(url, "://");
     p = p ? p + 3 : url;
     const char *e = p;
@@ -638,7 +638,7 @@ static int l_request(lua_State *L) {
     bool insecure = lua_toboolean(L, -1);
     lua_pop(L, 1);
     const char *srcname = opt_string(L, 1, "source");
-    char *host = host_of_url(zh_buf_cstr(&g->full));
+    char *host = zh_http_host_of_url(zh_buf_cstr(&g->full));
     http_source *s = source_get(st, srcname ? srcname : host);
     free(host);
     retry_policy retry = s->retry_set ? s->retry : st->default_retry;

@@ -10,4 +10,7 @@ int zh_open_http(lua_State *L);
 /* k=v&k=v encoding of the table at idx (sorted keys), appended to b. Raises on bad values. */
 void zh_http_encode_form(lua_State *L, int idx, zh_buf *b, const char *what);
 
+/* The host[:port] part of a URL (user info dropped), malloc'd: the default name of a source. */
+char *zh_http_host_of_url(const char *url);
+
 #endif

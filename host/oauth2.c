@@ -163,15 +163,6 @@ static const char *field_str(lua_State *L, int idx, const char *k) {
     return s;
 }
 
-static char *host_of_url(const char *url) {
-    const char *p = strstr(url, "://");
-    p = p ? p + 3 : url;
-    const char *e = p;
-    while (*e && *e != '/' && *e != '?' && *e != '#') e++;
-    const char *at = memchr(p, '@', (size_t)(e - p));
-    if (at) p = at + 1;
-    return zh_xstrndup(p, (size_t)(e - p));
-}
 
 /* ---- clients ---- */
 
@@ -554,7 +545,7 @@ static int p_config(lua_State *L) {
         lua_pushstring(L, s[i].v);
         lua_setfield(L, -2, s[i].k);
     }
-    char *host = host_of_url(c->token_url);
+    char *host = zh_http_host_of_url(c->token_url);
     lua_pushstring(L, host);
     lua_setfield(L, -2, "host");
     free(host);
@@ -871,7 +862,7 @@ static int push_client(lua_State *L, const client_spec *s) {
         c->source = zh_xstrdup(s->source);
     } else {
         /* Token requests get their own http source so API traffic limits never hold them up. */
-        char *host = host_of_url(s->token_url);
+        char *host = zh_http_host_of_url(s->token_url);
         zh_buf b;
         zh_buf_init(&b);
         zh_buf_printf(&b, "oauth2:%s", host);

@@ -317,6 +317,18 @@ void zh_ch_group_print_dry_run(zh_host *h, zh_group *g) {
     fflush(stdout);
 }
 
+static void group_stats_free(ch_group_stats *gs) {
+    free(gs->last_error);
+    while (gs->tables) {
+        table_count *t = gs->tables;
+        gs->tables = t->next;
+        free(t->table);
+        zh_buf_free(&t->samples);
+        free(t);
+    }
+    free(gs);
+}
+
 void zh_ch_group_forget(zh_host *h, zh_group *g) {
     zh_ch_state *st = h->ch;
     for (ch_group_stats **pp = &st->groups; *pp; pp = &(*pp)->next) {
@@ -334,15 +346,7 @@ void zh_ch_group_forget(zh_host *h, zh_group *g) {
             }
         }
         *pp = gs->next;
-        free(gs->last_error);
-        while (gs->tables) {
-            table_count *t = gs->tables;
-            gs->tables = t->next;
-            free(t->table);
-            zh_buf_free(&t->samples);
-            free(t);
-        }
-        free(gs);
+        group_stats_free(gs);
         return;
     }
 }
@@ -351,29 +355,27 @@ void zh_sink_shutdown_all(zh_host *h) {
     zh_ch_state *st = h->ch;
     while (st->sinks) {
         zh_sink *s = st->sinks;
+        const char *job = s->gs && s->gs->g ? s->gs->g->job : NULL;
+        const char *run_id = s->gs && s->gs->g ? s->gs->g->run_id : "";
+        char err[256];
         if (s->inflight) {
-            ch_req_abort(s->inflight);
-            ch_req_free(s->inflight);
+            /* ClickHouse has not confirmed this INSERT: keep its rows (a replay of rows that did
+             * arrive is harmless, the tables deduplicate by key and version). */
+            ch_req *r = s->inflight;
+            ch_req_abort(r);
+            zh_spool_write(h, s->schema->table, job, run_id, "host shut down during an INSERT", r->x->req_body.data,
+                           r->x->req_body.len, s->inflight_rows, err, sizeof err);
+            ch_req_free(r);
             s->inflight = NULL;
         }
-        if (s->batch_rows && s->gs && !s->gs->dry_run) {
-            char err[256];
-            zh_spool_write(h, s->schema->table, s->gs->g ? s->gs->g->job : NULL, s->gs->g ? s->gs->g->run_id : "", "host shut down with rows buffered",
-                           s->batch.data, s->batch.len, s->batch_rows, err, sizeof err);
-        }
+        if (s->batch_rows && s->gs && !s->gs->dry_run)
+            zh_spool_write(h, s->schema->table, job, run_id, "host shut down with rows buffered", s->batch.data, s->batch.len,
+                           s->batch_rows, err, sizeof err);
         sink_free(h, s);
     }
     while (st->groups) {
         ch_group_stats *gs = st->groups;
         st->groups = gs->next;
-        free(gs->last_error);
-        while (gs->tables) {
-            table_count *t = gs->tables;
-            gs->tables = t->next;
-            free(t->table);
-            zh_buf_free(&t->samples);
-            free(t);
-        }
-        free(gs);
+        group_stats_free(gs);
     }
 }

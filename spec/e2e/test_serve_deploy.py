@@ -87,7 +87,8 @@ class Deploy(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         plan = {l.split()[0]: l for l in r.stdout.splitlines()[1:]}
         want = {
-            "qtickets": ("enabled", "*/15 * * * *"), "vk_ads": ("enabled", "0 0 * * *"),
+            "qtickets": ("enabled", "*/15 * * * *"), "qtickets_refunds": ("enabled", "40 3 * * *"),
+            "vk_ads": ("enabled", "0 0 * * *"),
             "direct": ("enabled", "10 0 * * *"), "gmail_ingest": ("disabled", "0 */4 * * *"),
             "alerts": ("enabled", "0 */2 * * *"), "backup_full": ("disabled", "30 2 * * *"),
             "backup_incr": ("disabled", "30 */4 * * *"), "backup_prune": ("disabled", "0 3 * * *"),

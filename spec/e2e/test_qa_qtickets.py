@@ -1,0 +1,120 @@
+"""QA: scripts/qtickets.lua against hand-made, real-format edge cases and faults (fake API + ClickHouse)."""
+import copy
+import json
+import os
+import sys
+import unittest
+from decimal import Decimal
+
+sys.path.insert(0, os.path.dirname(__file__))
+import zhtest  # noqa: E402
+
+sys.path.insert(0, zhtest.FAKES)
+import datagen  # noqa: E402
+
+START, END = "2025-11-01", "2025-11-03"
+
+
+def basket(bid, price, qty=1, **kw):
+    b = {"id": bid, "show_id": 1, "seat_id": "A-1;1", "original_price": price, "price": price, "quantity": qty,
+         "deleted_at": None, "refunded_at": None, "refunded_amount": None, "refunded_deduction_amount": None}
+    b.update(kw)
+    return b
+
+
+def order(oid, event_id, payed_at, baskets, payed=True, **kw):
+    o = {"id": oid, "payed": payed, "payed_at": payed_at, "created_at": "2025-11-01T10:00:00+03:00",
+         "deleted_at": None, "client_id": 1, "event_id": event_id, "price": 0, "original_price": 0,
+         "currency_id": "RUB", "utm": [], "custom": "", "fields": [], "reserved": 0, "baskets": baskets}
+    o.update(kw)
+    return o
+
+
+def event(eid, name, city):
+    e = {"id": eid, "is_active": 1, "name": name, "currency_id": "RUB", "place_name": "Hall",
+         "shows": [{"id": 1, "start_date": "2025-11-20T19:00:00+03:00", "finish_date": "2025-11-20T21:00:00+03:00",
+                    "deleted_at": None}], "deleted_at": None}
+    if city is not Ellipsis:
+        e["city"] = city
+    return e
+
+
+class QaQTickets(zhtest.ZhostCase):
+    def serve(self, events, orders, *fake_args):
+        data = datagen.generate(seed=1, orders=1, events=1, days=3, start=START)
+        data["qtickets"] = {"events": events, "orders": orders}
+        path = os.path.join(self.tmp, "data.json")
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(data, f, ensure_ascii=False)
+        self.api = self.fake("--data", path, *fake_args)
+        self.write_secret("qtickets", {"QTICKETS_BASE_URL": self.api.url + "/qtickets/api/rest/v1",
+                                       "QTICKETS_TOKEN": "qt-test-token", "QTICKETS_TIMEOUT": "3"})
+
+    def load(self, *extra):
+        return self.zhost("run", "scripts/qtickets.lua", "--since", START, "--to", END, *extra)
+
+    def sales(self):
+        return {(r["d"], r["city"], r["event_name"]): (int(r["tickets_sold"]), Decimal(r["revenue"]),
+                                                       Decimal(r["refunds"]))
+                for r in self.q("SELECT toString(event_date) AS d, city, event_name, tickets_sold, "
+                                "toString(revenue) AS revenue, toString(refunds) AS refunds FROM v_sales_latest")}
+
+    def test_type_drift_offsets_and_refunds(self):
+        events = [event(1, {"en": "Show", "ru": "Шоу"}, None), event(2, "Concert", ...)]
+        orders = [
+            order(10, 1, "2025-11-01T21:30:00Z", [basket(100, "750.25", 2)], payed="1"),    # 02 MSK
+            order(11, 1, "2025-11-02T10:00:00+0300", [basket(101, 333.3333333, 3)], payed=1),
+            order(12, 2, "2025-11-02T12:00:00+03:00", [basket(102, 100)], deleted_at="2025-11-02T13:00:00+03:00"),
+            order(13, 2, "2025-11-02T12:00:00+03:00",
+                  [basket(103, "200.5", 2, refunded_at="2025-11-03T10:00:00+03:00"),
+                   basket(104, 50, 1, refunded_at="2025-11-03T10:00:00+03:00", refunded_amount="30.10"),
+                   basket(105, 10, "3")], payed=True),
+            order(14, 2, "2025-11-02T12:00:00+03:00", [basket(106, 999)], payed=0),
+            order(15, 2, "2025-11-02T12:00:00+03:00", [basket(107, 999)], payed=False),
+        ]
+        self.serve(events, orders)
+        r = self.load()
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        got = self.sales()
+        want = {
+            ("2025-11-02", "", "Шоу"): (2 + 3, Decimal("1500.50") + Decimal("999.99"), Decimal(0)),
+            ("2025-11-02", "", "Concert"): (3, Decimal("30.00"), Decimal("401.00") + Decimal("30.10")),
+        }
+        self.assertEqual(got, want)
+
+    def test_empty_first_page_and_no_paging(self):
+        self.serve([event(1, "Show", {"id": 5, "name": "Омск"})], [])
+        r = self.load()
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("0 orders", r.stdout + r.stderr)
+
+    def test_error_body_with_200_fails_clearly(self):
+        self.serve([event(1, "Show", {"id": 5, "name": "Омск"})],
+                   [order(10, 1, "2025-11-02T10:00:00+03:00", [basket(100, 10)])])
+        self.api.faults([{"path": "/orders$", "status": 200, "body": '{"error":"Some error","status":403}',
+                          "times": -1}])
+        r = self.load()
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("Some error", r.stdout + r.stderr)
+
+    def test_hang_mid_pagination_fails_and_keeps_pages(self):
+        orders = [order(1000 + i, 1, "2025-11-02T10:00:00+03:00", [basket(5000 + i, 10)]) for i in range(120)]
+        self.serve([event(1, "Show", {"id": 5, "name": "Омск"})], orders)
+        self.api.faults([{"path": "/orders$", "after": 2, "action": "hang", "times": -1}])
+        r = self.load()
+        self.assertNotEqual(r.returncode, 0, r.stdout + r.stderr)
+        out = r.stdout + r.stderr
+        self.assertIn("orders page", out)
+        self.assertEqual(int(self.scalar("SELECT count() FROM stg_qtickets_api_orders_raw")), 100, out)
+
+    def test_truncated_body_mid_pagination(self):
+        orders = [order(1000 + i, 1, "2025-11-02T10:00:00+03:00", [basket(5000 + i, 10)]) for i in range(120)]
+        self.serve([event(1, "Show", {"id": 5, "name": "Омск"})], orders)
+        self.api.faults([{"path": "/orders$", "after": 1, "action": "truncate", "times": -1}])
+        r = self.load()
+        self.assertNotEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual(int(self.scalar("SELECT count() FROM stg_qtickets_api_orders_raw")), 50, r.stdout + r.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()

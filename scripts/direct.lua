@@ -140,7 +140,8 @@ local function report(from, till)
       source = "direct", timeout = 300, retry = { on_5xx = false } }
     if not res then fail("Direct report " .. name .. ": " .. tostring(err)) end
     if res.status == 200 then
-      local rows, perr = tsv.parse(res.body, FIELDS)
+      -- skipColumnHeader is never sent, so a body without the header is not a report.
+      local rows, perr = tsv.parse(res.body, FIELDS, { header_required = true })
       if not rows then fail("Direct report " .. name .. ": " .. perr) end
       job:metric("pages", 1)
       log.info("Direct report ready", { report = name, rows = #rows, polls = polls,

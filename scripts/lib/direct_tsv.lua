@@ -1,9 +1,12 @@
 -- direct_tsv.lua — Yandex Direct Reports TSV bodies and money (pure; no I/O).
 --
--- M.parse(body, fields) -> rows, info | nil, err
+-- M.parse(body, fields[, opts]) -> rows, info | nil, err
 --   body: the 200 body; fields: the FieldNames sent, in order. Handles the quoted title line, the
 --   column header and the "Total rows: N" trailer whether or not skipReportHeader /
 --   skipColumnHeader / skipReportSummary were sent, CRLF line ends, and an empty body.
+--   A column header holding the same names in another order is followed, not misread.
+--   opts.header_required: a caller that never sends skipColumnHeader sets it, so an empty or
+--   garbled 200 body is an error instead of an empty report (which would zero loaded rows).
 --   rows: list of { [field] = raw string }; info = { title=, header=bool, total=N|nil }.
 -- M.count(s)        -> integer: "--", "" and other non-numbers are 0 (Direct prints "--" for
 --                      "no data"), never a parse failure
@@ -36,8 +39,22 @@ local function split_tabs(line)
   end
 end
 
-function M.parse(body, fields)
+-- The column header line as a list of field names when it is one (the fields in any order), else nil.
+local function header_of(line, fields)
+  local cols = split_tabs(line)
+  if #cols ~= #fields then return nil end
+  local want, seen = {}, {}
+  for _, f in ipairs(fields) do want[f] = true end
+  for _, c in ipairs(cols) do
+    if not want[c] or seen[c] then return nil end
+    seen[c] = true
+  end
+  return cols
+end
+
+function M.parse(body, fields, opts)
   if type(fields) ~= "table" or #fields == 0 then error("direct_tsv.parse: fields must be a non-empty list", 2) end
+  opts = opts or {}
   local lines = split_lines(body)
   local info = { header = false }
   local i = 1
@@ -46,10 +63,15 @@ function M.parse(body, fields)
     info.title = lines[i]:gsub('^"', ""):gsub('"$', "")
     i = i + 1
   end
-  if lines[i] and lines[i] == table.concat(fields, "\t") then
+  local order = lines[i] and header_of(lines[i], fields)
+  if order then
     info.header = true
     i = i + 1
+  elseif opts.header_required then
+    return nil, string.format("Direct report has no column header line (%s) where one was expected: %q",
+      table.concat(fields, ","), (lines[i] or body or ""):sub(1, 120))
   end
+  order = order or fields
   local rows = {}
   for n = i, #lines do
     local line = lines[n]
@@ -64,7 +86,7 @@ function M.parse(body, fields)
           table.concat(fields, ","), line:sub(1, 120))
       end
       local row = {}
-      for k, f in ipairs(fields) do row[f] = cols[k] end
+      for k, f in ipairs(order) do row[f] = cols[k] end
       rows[#rows + 1] = row
     end
   end

@@ -60,11 +60,30 @@ local function locate(header, columns)
 end
 M.locate = locate
 
--- Decimal text (spaces, NBSP, decimal comma allowed) -> kopecks (integer), or nil, err.
+-- "1,234.50" (en-US Excel) -> "1234.50"; "1.234,50" -> "1234,50". Only when both marks appear and
+-- the one before the last is a well-formed thousands grouping, so "1,5" and "1.500" keep their
+-- meaning (text.decimal reads a lone comma as the decimal mark).
+local function ungroup(v)
+  local sign, ip, mark, fp = v:match("^([+-]?)([%d.,]+)([.,])(%d+)$")
+  if not sign then return v end
+  local group = mark == "." and "," or "."
+  if not ip:find(group, 1, true) or ip:find(mark, 1, true) then return v end
+  local parts = {}
+  for d in (ip .. group):gmatch("(%d*)%" .. group) do parts[#parts + 1] = d end
+  if #parts[1] < 1 or #parts[1] > 3 or not parts[1]:match("^%d+$") then return v end
+  for i = 2, #parts do
+    if not parts[i]:match("^%d%d%d$") then return v end
+  end
+  return sign .. table.concat(parts) .. "." .. fp
+end
+
+-- Decimal text (spaces, NBSP, decimal comma, 1,234.50 / 1.234,50 grouping allowed) -> kopecks
+-- (integer), or nil, err.
 function M.cents(v)
   if v == nil then return nil, "empty" end
   v = text.trim(v)
   if v == "" then return nil, "empty" end
+  v = ungroup(v)
   local d, err = text.decimal(v)
   if not d then return nil, err end
   local n, cerr = kopecks.cents(d)
@@ -232,11 +251,31 @@ end
 local CSV_MIMES = {["text/csv"] = true, ["text/comma-separated-values"] = true, ["application/csv"] = true,
   ["text/x-csv"] = true, ["application/x-csv"] = true}
 
+-- RFC 2047 encoded words ("=?UTF-8?B?...?=", "=?windows-1251?Q?...?=") -> UTF-8 text. Gmail
+-- usually decodes attachment names, but not always (/work/shared/api/gmail.md, pitfall 5); an
+-- undecodable word is left as it is.
+function M.mime_words(s)
+  if type(s) ~= "string" or not s:find("=?", 1, true) then return s end
+  s = s:gsub("(%?=)%s+(=%?)", "%1%2") -- whitespace between adjacent encoded words is not text
+  return (s:gsub("=%?([^?]+)%?([BbQq])%?([^?]*)%?=", function(cs, enc, data)
+    local raw
+    if enc == "B" or enc == "b" then
+      raw = text.base64_decode(data)
+    else
+      raw = data:gsub("_", " "):gsub("=(%x%x)", function(h) return string.char(tonumber(h, 16)) end)
+    end
+    if not raw then return nil end
+    cs = cs:gsub("%*.*$", ""):lower() -- RFC 2231 language suffix
+    if cs == "utf-8" or cs == "utf8" or cs == "us-ascii" then return raw end
+    return text.iconv(raw, cs, "UTF-8")
+  end))
+end
+
 -- Is this MIME part a CSV report? By type, or by the .csv extension under a generic type
 -- (application/octet-stream, application/vnd.ms-excel, ...).
 function M.is_csv_part(part)
-  local mime = type(part.mimeType) == "string" and part.mimeType:lower() or ""
-  local name = type(part.filename) == "string" and text.lower(part.filename) or ""
+  local mime = type(part.mimeType) == "string" and part.mimeType:lower():gsub("%s*;.*$", "") or ""
+  local name = type(part.filename) == "string" and text.lower(M.mime_words(part.filename)) or ""
   if text.ends_with(name, ".csv") then return true end
   return CSV_MIMES[mime] == true
 end

@@ -1,0 +1,71 @@
+"""QA: scripts/gmail.lua against hand-made report mails (fake Gmail + ClickHouse)."""
+import base64
+import json
+import os
+import sys
+import unittest
+from decimal import Decimal
+
+sys.path.insert(0, os.path.dirname(__file__))
+import zhtest  # noqa: E402
+from test_gmail import GmailCase  # noqa: E402
+
+
+def mail(mid, filename, content, mime="application/octet-stream", ts=1762495322000, inline=False, nest=False):
+    att = {"mimeType": mime, "filename": filename, "content_b64": base64.b64encode(content).decode(),
+           "inline": inline}
+    if nest:
+        att = {"mimeType": "message/rfc822", "message": {
+            "headers": {"From": "a@b", "Subject": "Fwd", "Date": "Fri, 07 Nov 2025 09:00:00 +0300"},
+            "payload": {"mimeType": "multipart/mixed", "parts": [{"mimeType": "text/plain", "text": "fwd"}, att]}}}
+    return {"id": mid, "threadId": mid, "labelIds": ["INBOX"], "internalDate": str(ts), "snippet": "report",
+            "headers": {"From": "reports@qtickets.ru", "To": "sales@example.com", "Subject": "Report",
+                        "Date": "Fri, 07 Nov 2025 09:00:00 +0300", "Message-ID": "<%s@x>" % mid},
+            "payload": {"mimeType": "multipart/mixed", "parts": [{"mimeType": "text/plain", "text": "see"}, att]}}
+
+
+class QaGmail(GmailCase):
+    def serve(self, messages):
+        data = dict(self.data)
+        data["gmail"] = {"email": "sales@example.com", "messages": messages}
+        self.api.control("/_fake/data", data)
+        self.write_google(refresh="1//fake-refresh-token")
+
+    def rows(self):
+        return {(r["d"], r["city"], r["event_name"]): (int(r["t"]), Decimal(r["rv"]))
+                for r in self.q("SELECT toString(event_date) AS d, city, event_name, sum(tickets_sold) AS t, "
+                                "toString(sum(revenue)) AS rv FROM v_qtickets_gmail_latest GROUP BY d, city, event_name")}
+
+    def test_encoded_names_separators_and_nesting(self):
+        utf8 = "=?UTF-8?B?" + base64.b64encode("Отчёт продаж.csv".encode()).decode() + "?="
+        q_cp = "=?windows-1251?Q?=CE=F2=F7=B8=F2.csv?="
+        self.serve([
+            mail("1000000000000001", utf8,
+                 "\ufeffDate,City,Event,Tickets,Revenue\r\n2025-11-05,Москва,\"Шоу, часть 1\",3,1500.50\r\n\r\n".encode()),
+            mail("1000000000000002", q_cp, "Дата;Город;Событие;Билетов;Выручка\r\n05.11.2025;Омск;A;2;1 234,50\r\n"
+                 .encode("cp1251")),
+            mail("1000000000000003", "en.csv", b'Date,City,Event,Tickets,Revenue\n2025-11-06,Testburg,B,4,"1,234.50"\n',
+                 mime="text/csv", nest=True),
+            mail("1000000000000004", "hdr.csv", b"Date,City,Tickets,Revenue\r\n", mime="text/csv", inline=True),
+            mail("1000000000000005", "other.csv", b"Foo,Bar\n1,2\n", mime="text/csv"),
+        ])
+        r = self.gmail()
+        self.assert_ok(r)
+        self.assertEqual(self.rows(), {
+            ("2025-11-05", "Москва", "Шоу, часть 1"): (3, Decimal("1500.50")),
+            ("2025-11-05", "Омск", "A"): (2, Decimal("1234.50")),
+            ("2025-11-06", "Testburg", "B"): (4, Decimal("1234.50")),
+        }, r.stdout + r.stderr)
+
+    def test_429_rate_limit_is_retried(self):
+        self.serve([mail("1000000000000001", "a.csv", b"Date,City,Tickets,Revenue\n2025-11-05,Testville,1,10\n")])
+        self.api.faults([{"path": "/messages/1000000000000001$", "api_error": 429, "times": 2,
+                          "headers": {"Retry-After": "1"}},
+                         {"path": "/messages$", "api_error": "rateLimitExceeded", "status": 403, "times": 1}])
+        r = self.gmail()
+        self.assert_ok(r)
+        self.assertEqual(self.rows(), {("2025-11-05", "Testville", ""): (1, Decimal("10.00"))})
+
+
+if __name__ == "__main__":
+    unittest.main()

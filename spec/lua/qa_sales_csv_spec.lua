@@ -1,0 +1,17 @@
+-- QA: sales_csv money with thousands grouping and RFC 2047 attachment names.
+local s = require("sales_csv")
+local function eq(a, b, m) assert(a == b, (m or "") .. ": " .. tostring(a) .. " ~= " .. tostring(b)) end
+eq(s.cents("1,234.50"), 123450, "en grouping")
+eq(s.cents("1,234,567.5"), 123456750, "en grouping, two groups")
+eq(s.cents("1.234,50"), 123450, "de grouping")
+eq(s.cents("-1,234.50"), -123450, "negative")
+eq(s.cents("1,5"), 150, "decimal comma")
+eq(s.cents("1 234,50"), 123450, "space grouping")
+eq(s.cents("12,34.5"), nil, "bad grouping is not a number")
+eq(s.mime_words("=?UTF-8?B?0J7RgtGH0ZHRgi5jc3Y=?="), "Отчёт.csv")
+eq(s.mime_words("=?windows-1251?Q?=CE=F2=F7=B8=F2_1.csv?="), "Отчёт 1.csv")
+eq(s.mime_words("=?UTF-8?B?0J7RgtGH?= =?UTF-8?B?0ZHRgi5jc3Y=?="), "Отчёт.csv", "adjacent words")
+eq(s.mime_words("plain.csv"), "plain.csv")
+eq(s.mime_words("=?bogus-charset?B?eA==?="), "=?bogus-charset?B?eA==?=", "unknown charset left alone")
+assert(s.is_csv_part({mimeType = "application/octet-stream", filename = "=?UTF-8?B?0J7RgtGH0ZHRgi5jc3Y=?="}))
+assert(s.is_csv_part({mimeType = "text/csv; charset=utf-8", filename = ""}))

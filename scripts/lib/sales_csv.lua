@@ -93,8 +93,19 @@ end
 
 M.from_cents = kopecks.from_cents
 
--- Whole number text ("1 234", "12") -> integer, or nil, err.
+-- Whole number text ("1 234", "12", "1,234", "1.234") -> integer, or nil, err. A count has no
+-- fraction, so a comma or dot followed by groups of three digits can only be a thousands mark.
 function M.whole(v)
+  local t = type(v) == "string" and text.trim(v) or v
+  if type(t) == "string" then
+    local sign, head, rest = t:match("^([+-]?)(%d%d?%d?)([.,]%d%d%d[.,%d]*)$")
+    if sign then
+      local mark = rest:sub(1, 1)
+      if rest:gsub("%" .. mark .. "%d%d%d", "") == "" then
+        v = sign .. head .. rest:gsub("%" .. mark, "")
+      end
+    end
+  end
   local c, err = M.cents(v)
   if not c then return nil, err end
   if c % 100 ~= 0 then return nil, "not a whole number '" .. v .. "'" end
@@ -325,6 +336,12 @@ function M.plan_rows(bytes)
   local out = {}
   for i = 2, #rows do
     local r = rows[i]
+    -- A spreadsheet writes rows it once used as bare separators (";;;;"): not a plan line.
+    local blank = true
+    for _, c in ipairs(r) do
+      if text.trim(c) ~= "" then blank = false break end
+    end
+    if blank then goto next_row end
     local function cell(f) return text.trim(r[at[f]] or "") end
     local function fail(why) return nil, "line " .. lineno(i) .. ": " .. why end
     local d = time.parse_date(cell("sales_date"))
@@ -336,6 +353,7 @@ function M.plan_rows(bytes)
     if not rv or rv < 0 then return fail("bad plan_revenue '" .. cell("plan_revenue") .. "'") end
     out[#out + 1] = {sales_date = d, city = cell("city"), event_id = cell("event_id"), plan_tickets = t,
       plan_revenue = M.from_cents(rv), line = lineno(i)}
+    ::next_row::
   end
   return out
 end

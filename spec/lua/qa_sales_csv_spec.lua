@@ -15,3 +15,11 @@ eq(s.mime_words("plain.csv"), "plain.csv")
 eq(s.mime_words("=?bogus-charset?B?eA==?="), "=?bogus-charset?B?eA==?=", "unknown charset left alone")
 assert(s.is_csv_part({mimeType = "application/octet-stream", filename = "=?UTF-8?B?0J7RgtGH0ZHRgi5jc3Y=?="}))
 assert(s.is_csv_part({mimeType = "text/csv; charset=utf-8", filename = ""}))
+-- counts: a thousands mark is the only reading of "1,200" / "1.200"
+eq(s.whole("1,200"), 1200) eq(s.whole("1.200"), 1200) eq(s.whole("12,345,678"), 12345678)
+eq(s.whole("1 200"), 1200) eq(s.whole("12"), 12) eq(s.whole("-1,200"), -1200)
+eq(s.whole("1,5"), nil, "a fraction is not a count") eq(s.whole("1,2000"), nil)
+eq(s.whole("1,200.5"), nil) eq(s.whole("1.200,000"), 1200, "de grouping with a zero fraction")
+-- blank spreadsheet rows in a plan are not lines
+local rows = assert(s.plan_rows("sales_date;city;event_id;plan_tickets;plan_revenue\n2025-11-01;M;1;5;5\n;;;;\n"))
+eq(#rows, 1)

@@ -146,6 +146,13 @@ local function each_page(kind, body, on_page)
   if first.err then fail(first.err) end
   local per = first.per or #first.data
   local pages = pages_for(first.total, per)
+  -- A total below what page 1 already holds (seen: 0 on a full page) says nothing about the
+  -- rest: walk on until a short or empty page instead of stopping after page 1.
+  if pages and first.total < #first.data then
+    log.warn(kind .. ": paging.total is below the items of page 1; reading pages until a short one",
+      {total = first.total, items = #first.data})
+    pages = nil
+  end
   on_page(first.data, 1, pages)
   ok_pages = 1
   job:metric("pages_ok", 1)

@@ -39,7 +39,7 @@ def event(eid, name, city):
     return e
 
 
-class QaQTickets(zhtest.ZhostCase):
+class QaBase(zhtest.ZhostCase):
     def serve(self, events, orders, *fake_args):
         data = datagen.generate(seed=1, orders=1, events=1, days=3, start=START)
         data["qtickets"] = {"events": events, "orders": orders}
@@ -59,6 +59,9 @@ class QaQTickets(zhtest.ZhostCase):
                 for r in self.q("SELECT toString(event_date) AS d, city, event_name, tickets_sold, "
                                 "toString(revenue) AS revenue, toString(refunds) AS refunds FROM v_sales_latest")}
 
+
+
+class QaQTickets(QaBase):
     def test_type_drift_offsets_and_refunds(self):
         events = [event(1, {"en": "Show", "ru": "Шоу"}, None), event(2, "Concert", ...)]
         orders = [
@@ -118,3 +121,28 @@ class QaQTickets(zhtest.ZhostCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class QaQTicketsPaging(QaBase):
+    def run_with_first_page(self, paging):
+        orders = [order(1000 + i, 1, "2025-11-02T10:00:00+03:00", [basket(5000 + i, 10)]) for i in range(120)]
+        self.serve([event(1, "Show", {"id": 5, "name": "Омск"})], orders)
+        body = {"data": orders[:50]}
+        if paging is not None:
+            body["paging"] = paging
+        self.api.faults([{"path": "/orders$", "status": 200, "body": json.dumps(body), "times": 1}])
+        r = self.load()
+        out = r.stdout + r.stderr
+        if r.returncode == 0:
+            self.assertEqual(int(self.scalar("SELECT count() FROM stg_qtickets_api_orders_raw")), 120, out)
+        else:
+            self.assertIn("orders page", out)
+
+    def test_total_zero_on_a_full_first_page(self):
+        self.run_with_first_page({"perPage": 50, "currentPage": 1, "total": 0})
+
+    def test_no_paging_block(self):
+        self.run_with_first_page(None)
+
+    def test_total_as_string(self):
+        self.run_with_first_page({"perPage": "50", "currentPage": "1", "total": "120"})

@@ -1,0 +1,53 @@
+"""QA: scripts/vk_ads.lua against hand-made VK Ads v2 answers and faults (fake + ClickHouse)."""
+import json
+import os
+import sys
+import unittest
+from decimal import Decimal
+
+sys.path.insert(0, os.path.dirname(__file__))
+import zhtest  # noqa: E402
+from test_vk_ads import VkCase, SCRIPT  # noqa: E402
+
+sys.path.insert(0, zhtest.FAKES)
+import datagen  # noqa: E402
+
+DATA = datagen.generate()
+DAYS = ["--since", "2025-11-03", "--to", "2025-11-05"]
+
+
+class QaVk(VkCase):
+    def test_numeric_spent_missing_days_and_token_without_expires_in(self):
+        self.v2_secrets()
+        bid = DATA["vk"]["banners"][0]["id"]
+        self.f.faults([
+            {"path": "oauth2/token.json$", "status": 200, "times": -1,
+             "body": json.dumps({"access_token": "vkads-static-token", "token_type": "bearer"})},
+            {"path": "statistics/banners/day.json", "status": 200, "times": -1, "body": json.dumps({"items": [
+                {"id": bid, "rows": [{"date": "2025-11-03", "base": {"shows": 100, "clicks": 3, "spent": 86.4}},
+                                     {"date": "2025-11-05", "base": {"shows": 7, "clicks": 0, "spent": 12}}],
+                 "total": {"base": {}}}], "total": {"base": {}}})}])
+        self.run_vk(*DAYS)
+        got = {(r["d"], int(r["imp"]), int(r["clk"]), r["sp"]) for r in self.q(
+            "SELECT toString(stat_date) AS d, impressions AS imp, clicks AS clk, toString(spent) AS sp "
+            "FROM v_vk_ads_latest WHERE ad_id = %d" % bid)}
+        self.assertEqual(got, {("2025-11-03", 100, 3, "86.40"), ("2025-11-05", 7, 0, "12.00")})
+        # the token without expires_in was used, and is reused by the next run rather than re-issued
+        self.run_vk(*DAYS)
+
+    def test_5xx_mid_run_is_retried_and_a_persistent_one_fails_keeping_data(self):
+        self.v2_secrets()
+        self.f.faults([{"path": "statistics/banners/day.json", "status": 502, "body": "<html>bad gateway</html>",
+                        "times": 1}])
+        self.run_vk(*DAYS)
+        before = self.scalar("SELECT toString(sum(spent)) FROM v_vk_ads_latest")
+        self.assertNotEqual(before, "0.00")
+        self.f.clear_faults()
+        self.f.faults([{"path": "statistics/banners/day.json", "status": 500, "body": "oops", "times": -1}])
+        r = self.run_vk(*DAYS, ok=False)
+        self.assertIn("HTTP 500", r.stdout + r.stderr)
+        self.assertEqual(self.scalar("SELECT toString(sum(spent)) FROM v_vk_ads_latest"), before)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -96,7 +96,8 @@ local sink, serr = ch.sink("stg_qtickets_sales_raw")
 if not sink then error("ClickHouse table stg_qtickets_sales_raw: " .. tostring(serr), 0) end
 
 local counts = {messages_loaded = 0, messages_skipped = 0, messages_without_report = 0, attachments = 0,
-  attachments_ignored = 0, rows = 0, rows_skipped = 0}
+  attachments_ignored = 0, rows = 0, rows_skipped = 0, messages_rejected = 0}
+local rejected = {}
 
 local function part_bytes(msg_id, part)
   local body = type(part.body) == "table" and part.body or {}
@@ -126,7 +127,7 @@ local now_text = time.format(time.now())
 local function load_message(id)
   local msg = call("/messages/" .. id, {format = "full"}, "message " .. id)
   local ver = math.tointeger(tonumber(msg.internalDate or "")) or math.floor(time.now() * 1000)
-  local rows, htmls = {}, {}
+  local rows, htmls, problems = {}, {}, {}
   for _, part in ipairs(leaves(msg.payload, {}, 0)) do
     local mime = type(part.mimeType) == "string" and part.mimeType:lower() or ""
     if sales.is_csv_part(part) then
@@ -143,7 +144,7 @@ local function load_message(id)
       else
         for _, r in ipairs(got) do rows[#rows + 1] = r end
         counts.rows_skipped = counts.rows_skipped + stats.skipped
-        for _, p in ipairs(stats.problems) do log.warn("report line skipped", {message = id, problem = p}) end
+        for _, p in ipairs(stats.problems) do problems[#problems + 1] = tostring(part.filename) .. " " .. p end
       end
     elseif mime == "text/html" and (part.filename == nil or part.filename == "") then
       htmls[#htmls + 1] = part
@@ -158,9 +159,19 @@ local function load_message(id)
         if got then
           for _, r in ipairs(got) do rows[#rows + 1] = r end
           counts.rows_skipped = counts.rows_skipped + stats.skipped
+          for _, p in ipairs(stats.problems) do problems[#problems + 1] = "HTML table " .. p end
         end
       end
     end
+  end
+  if #problems > 0 then
+    -- A sales line that cannot be read would be lost for good once the message counts as loaded:
+    -- load none of this message, so the next run tries it again (after the report is fixed).
+    counts.messages_rejected = counts.messages_rejected + 1
+    for _, p in ipairs(problems) do log.error("unreadable sales line; message not loaded", {message = id, problem = p}) end
+    rejected[#rejected + 1] = "message " .. id .. ": " .. problems[1] ..
+      (#problems > 1 and string.format(" (and %d more)", #problems - 1) or "")
+    return
   end
   if #rows == 0 then
     counts.messages_without_report = counts.messages_without_report + 1
@@ -198,3 +209,7 @@ local msg = string.format("%d messages listed, %d loaded (%d rows), %d already l
   #ids, counts.messages_loaded, counts.rows, counts.messages_skipped, counts.messages_without_report)
 job:message(msg)
 log.info(msg, {query = query})
+if #rejected > 0 then
+  error(string.format("%d message(s) not loaded because a sales line could not be read (the other messages were " ..
+    "loaded; these are retried on the next run): %s", #rejected, table.concat(rejected, "; ")), 0)
+end

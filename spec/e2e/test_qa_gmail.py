@@ -57,6 +57,27 @@ class QaGmail(GmailCase):
             ("2025-11-06", "Testburg", "B"): (4, Decimal("1234.50")),
         }, r.stdout + r.stderr)
 
+    def test_unreadable_line_keeps_the_message_for_the_next_run(self):
+        good = mail("1000000000000001", "a.csv", b"Date,City,Tickets,Revenue\n2025-11-05,Testville,1,10\n")
+        bad = mail("1000000000000002", "b.csv",
+                   "Date,City,Tickets,Revenue\n2025-11-06,Testville,2,20\n2025-11-06,Omsk,1,10 \u20bd\n".encode())
+        self.serve([good, bad])
+        r = self.gmail()
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("message 1000000000000002", r.stderr)
+        self.assertIn("bad revenue", r.stderr)
+        # The good message is loaded, nothing of the bad one (not even its readable line).
+        self.assertEqual(self.rows(), {("2025-11-05", "Testville", ""): (1, Decimal("10.00"))})
+        # Once the report is fixed, the next run loads it: it was not marked loaded.
+        fixed = mail("1000000000000002", "b.csv",
+                     b"Date,City,Tickets,Revenue\n2025-11-06,Testville,2,20\n2025-11-06,Omsk,1,10\n")
+        self.serve([good, fixed])
+        r = self.gmail()
+        self.assert_ok(r)
+        got = self.rows()
+        self.assertEqual(got[("2025-11-06", "Testville", "")], (2, Decimal("20.00")))
+        self.assertEqual(len(got), 3, got)
+
     def test_429_rate_limit_is_retried(self):
         self.serve([mail("1000000000000001", "a.csv", b"Date,City,Tickets,Revenue\n2025-11-05,Testville,1,10\n")])
         self.api.faults([{"path": "/messages/1000000000000001$", "api_error": 429, "times": 2,

@@ -169,7 +169,10 @@ local function run_v2()
         local page = type(doc.items) == "table" and doc.items or {}
         for _, it in ipairs(page) do items[#items + 1] = it end
         offset = offset + #page
-        if #page == 0 or offset >= (tonumber(doc.count) or 0) then break end
+        -- Stop at `count`; without one, a short page is the last (a missing count must not cut the
+        -- list after the first 50 objects).
+        local total = tonumber(doc.count)
+        if #page == 0 or (total and offset >= total) or (not total and #page < 50) then break end
       end
       return items
     end

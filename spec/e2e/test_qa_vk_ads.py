@@ -3,6 +3,7 @@ import json
 import os
 import sys
 import unittest
+import urllib.parse
 from decimal import Decimal
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -34,6 +35,25 @@ class QaVk(VkCase):
         self.assertEqual(got, {("2025-11-03", 100, 3, "86.40"), ("2025-11-05", 7, 0, "12.00")})
         # the token without expires_in was used, and is reused by the next run rather than re-issued
         self.run_vk(*DAYS)
+
+    def test_lists_without_count_are_read_to_the_end(self):
+        data = json.loads(json.dumps(DATA))
+        base = data["vk"]["banners"][0]
+        for i in range(60):  # more than one page of 50
+            clone = dict(base)
+            clone["id"] = 9000000 + i
+            data["vk"]["banners"].append(clone)
+        self.f.control("/_fake/data", data)
+        self.f.control("/_fake/config", {"vkads.omit_count": True})
+        self.v2_secrets()
+        self.run_vk(*DAYS)
+        asked = set()
+        for r in self.f.requests()["requests"]:
+            if "statistics/banners/day.json" in r["path"]:
+                for ids in urllib.parse.parse_qs(r.get("query") or "").get("id", []):
+                    asked.update(i for i in ids.split(",") if i)
+        want = {str(b["id"]) for b in data["vk"]["banners"]}
+        self.assertEqual(want - asked, set())
 
     def test_5xx_mid_run_is_retried_and_a_persistent_one_fails_keeping_data(self):
         self.v2_secrets()

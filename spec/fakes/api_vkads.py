@@ -219,7 +219,10 @@ def list_resource(req, st, resource):
                    reverse=s.startswith("-"))
     page = items[offset: offset + limit]
     out = [{f: it.get(f) for f in (["id"] + [f for f in fields if f != "id"])} for it in page]
-    return json_response({"count": len(items), "offset": offset, "limit": limit, "items": out})
+    body = {"count": len(items), "offset": offset, "limit": limit, "items": out}
+    if st.cfg("vkads.omit_count"):
+        del body["count"]
+    return json_response(body)
 
 
 # --------------------------------------------------------------------------- statistics

@@ -289,6 +289,7 @@ DEFAULT_CONFIG = {
     "vkads.max_days": 92,
     "vkads.max_ids": 200,
     "vkads.max_limit": 50,
+    "vkads.omit_count": False,      # list answers without "count" (seen in some API versions)
     # legacy VK API
     "vkapi.rps_limit": 0,           # >0: error 6 above this many calls per second per token
     # Yandex Direct

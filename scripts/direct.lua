@@ -131,7 +131,8 @@ local function report(from, till)
   for k, v in pairs(HEADERS) do headers[k] = v end
   if skip_headers then
     headers.skipReportHeader = "true"
-    headers.skipReportSummary = "true"
+    -- The "Total rows: N" trailer is kept on purpose: it is how a body cut at a line break is told
+    -- from a complete report.
   end
   local waited, polls, attempt = 0, 0, 0
   local started = time.now()
@@ -141,7 +142,7 @@ local function report(from, till)
     if not res then fail("Direct report " .. name .. ": " .. tostring(err)) end
     if res.status == 200 then
       -- skipColumnHeader is never sent, so a body without the header is not a report.
-      local rows, perr = tsv.parse(res.body, FIELDS, { header_required = true })
+      local rows, perr = tsv.parse(res.body, FIELDS, { header_required = true, total_required = true })
       if not rows then fail("Direct report " .. name .. ": " .. perr) end
       job:metric("pages", 1)
       log.info("Direct report ready", { report = name, rows = #rows, polls = polls,

@@ -90,6 +90,9 @@ function M.parse(body, fields, opts)
       rows[#rows + 1] = row
     end
   end
+  if opts.total_required and not info.total then
+    return nil, string.format("Direct report has no 'Total rows' line after %d rows (truncated body?)", #rows)
+  end
   if info.total and info.total ~= #rows then
     return nil, string.format("Direct report says 'Total rows: %d' but has %d rows (truncated body?)", info.total, #rows)
   end

@@ -29,7 +29,7 @@ class QaDirect(DirectCase):
         self.run_direct(*DAY)
         self.assertEqual(self.total(), "1.23")
         self.assertEqual(self.scalar("SELECT sum(impressions) FROM v_direct_latest"), "10")
-        for empty in [HDR + "\n", '"r (x)"\r\n' + HDR + "\r\nTotal rows: 0\r\n"]:
+        for empty in [HDR + "\nTotal rows: 0\n", '"r (x)"\r\n' + HDR + "\r\nTotal rows: 0\r\n"]:
             self.serve_report(empty)
             r = self.run_direct(*DAY)
             self.assertIn("rows=0 ", r.stdout + r.stderr, repr(empty))
@@ -50,6 +50,18 @@ class QaDirect(DirectCase):
         self.assertIn("no column header", r.stdout + r.stderr)
         self.assertEqual(self.total(), before, r.stdout + r.stderr)
 
+    def test_body_cut_at_a_line_break_is_not_taken_as_complete(self):
+        """zhost keeps the 'Total rows' trailer, so a report cut after a whole line fails instead of
+        loading part of the day (and zeroing the rest)."""
+        self.direct_secrets()
+        self.run_direct(*WINDOW)
+        before = self.total()
+        self.serve_report(HDR + "\r\n2025-11-03\t70000000\tA\t1\t3\t10\t2\t1230000\r\n")
+        r = self.run_direct(*WINDOW, ok=False)
+        self.assertIn("no 'Total rows' line", r.stdout + r.stderr)
+        self.assertEqual(self.total(), before)
+        self.assertNotIn("skipreportsummary", {k.lower() for k in self.reports()[-1]["headers"]})
+
     def test_500_then_200_and_error_json_on_400(self):
         self.direct_secrets()
         self.f.faults([{"path": "/reports$", "status": 500, "body": "<html>oops</html>", "times": 1}])
@@ -62,7 +74,7 @@ class QaDirect(DirectCase):
     def test_header_in_another_column_order_is_not_silently_misread(self):
         self.direct_secrets()
         hdr = "Date\tCampaignId\tCampaignName\tAdGroupId\tAdId\tClicks\tImpressions\tCost"
-        self.serve_report(hdr + "\n2025-11-03\t70000000\tA\t1\t3\t2\t10\t1230000\n")
+        self.serve_report(hdr + "\n2025-11-03\t70000000\tA\t1\t3\t2\t10\t1230000\nTotal rows: 1\n")
         self.run_direct(*DAY)
         self.assertEqual(self.scalar("SELECT sum(impressions) FROM v_direct_latest"), "10")
         self.assertEqual(self.scalar("SELECT sum(clicks) FROM v_direct_latest"), "2")

@@ -832,30 +832,6 @@ typedef struct bk_rows {
     char ***cells;
 } bk_rows;
 
-static char *tsv_field(const char *s, size_t n) {
-    zh_buf b;
-    zh_buf_init(&b);
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '\\' && i + 1 < n) {
-            char e = s[++i];
-            switch (e) {
-            case 'n': zh_buf_addc(&b, '\n'); break;
-            case 't': zh_buf_addc(&b, '\t'); break;
-            case 'r': zh_buf_addc(&b, '\r'); break;
-            case 'b': zh_buf_addc(&b, '\b'); break;
-            case 'f': zh_buf_addc(&b, '\f'); break;
-            case 'a': zh_buf_addc(&b, '\a'); break;
-            case 'v': zh_buf_addc(&b, '\v'); break;
-            case '0': zh_buf_addc(&b, '\0'); break;
-            default: zh_buf_addc(&b, e);
-            }
-        } else {
-            zh_buf_addc(&b, s[i]);
-        }
-    }
-    return b.data ? b.data : zh_xstrdup("");
-}
-
 static void rows_free(bk_rows *r) {
     for (int i = 0; i < r->n; i++) {
         for (int j = 0; j < r->ncols[i]; j++) free(r->cells[i][j]);
@@ -879,27 +855,24 @@ static int bk_query(bk_ctx *c, const char *sql, bk_rows *out, char **err) {
         return -1;
     }
     const char *p = body.data, *end = body.data + body.len;
+    zh_buf f;
+    zh_buf_init(&f);
     while (p && p < end) {
-        const char *eol = memchr(p, '\n', (size_t)(end - p));
-        if (!eol) eol = end;
         out->cells = zh_xrealloc(out->cells, (size_t)(out->n + 1) * sizeof *out->cells);
         out->ncols = zh_xrealloc(out->ncols, (size_t)(out->n + 1) * sizeof *out->ncols);
         char **row = NULL;
         int nc = 0;
-        const char *q2 = p;
-        for (;;) {
-            const char *tab = memchr(q2, '\t', (size_t)(eol - q2));
-            const char *fe = tab ? tab : eol;
+        bool eol = false;
+        while (!eol) {
+            p = zh_ch_tsv_field(p, end, &f, &eol);
             row = zh_xrealloc(row, (size_t)(nc + 1) * sizeof *row);
-            row[nc++] = tsv_field(q2, (size_t)(fe - q2));
-            if (!tab) break;
-            q2 = tab + 1;
+            row[nc++] = zh_xstrndup(f.data, f.len);
         }
         out->cells[out->n] = row;
         out->ncols[out->n] = nc;
         out->n++;
-        p = eol + 1;
     }
+    zh_buf_free(&f);
     zh_buf_free(&body);
     return 0;
 }

@@ -361,55 +361,72 @@ int zh_ch_insert_sync(zh_host *h, const char *db_table, const char *body, size_t
 
 /* ---- schemas ---- */
 
-static char *tsv_unescape(const char *s, size_t n) {
-    zh_buf b;
-    zh_buf_init(&b);
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '\\' && i + 1 < n) {
-            char c = s[++i];
-            zh_buf_addc(&b, c == 'n' ? '\n' : c == 't' ? '\t' : c == 'r' ? '\r' : c == '0' ? '\0' : c);
-        } else {
-            zh_buf_addc(&b, s[i]);
+const char *zh_ch_tsv_field(const char *p, const char *end, zh_buf *out, bool *eol) {
+    out->len = 0;
+    zh_buf_reserve(out, 0);
+    while (p < end && *p != '\t' && *p != '\n') {
+        char c = *p++;
+        if (c == '\\' && p < end) {
+            char e = *p++;
+            switch (e) {
+            case 'n': c = '\n'; break;
+            case 't': c = '\t'; break;
+            case 'r': c = '\r'; break;
+            case 'b': c = '\b'; break;
+            case 'f': c = '\f'; break;
+            case 'a': c = '\a'; break;
+            case 'v': c = '\v'; break;
+            case '0': c = '\0'; break;
+            default: c = e;
+            }
         }
+        zh_buf_addc(out, c);
     }
-    return b.data ? b.data : zh_xstrdup("");
+    out->data[out->len] = 0;
+    *eol = p >= end || *p == '\n';
+    return p < end ? p + 1 : p;
+}
+
+int zh_tsv_row(const char **pp, const char *end, zh_buf *fields, int max) {
+    const char *p = *pp;
+    if (p >= end) return -1;
+    int n = 0;
+    zh_buf spare;
+    zh_buf_init(&spare);
+    for (int i = 0; i < max; i++) fields[i].len = 0, zh_buf_cstr(&fields[i]);
+    bool eol = false;
+    while (!eol) {
+        p = zh_ch_tsv_field(p, end, n < max ? &fields[n] : &spare, &eol);
+        n++;
+    }
+    zh_buf_free(&spare);
+    *pp = p;
+    return n;
 }
 
 ch_schema *ch_schema_parse(const char *table, const char *tsv, size_t len) {
     ch_schema *s = zh_xcalloc(1, sizeof *s);
     s->table = zh_xstrdup(table);
     const char *p = tsv, *end = tsv + len;
-    while (p < end) {
-        const char *eol = memchr(p, '\n', (size_t)(end - p));
-        if (!eol) eol = end;
-        const char *f[4] = {0};
-        size_t fl[4] = {0};
-        int nf = 0;
-        const char *q = p;
-        while (nf < 4) {
-            const char *tab = memchr(q, '\t', (size_t)(eol - q));
-            const char *fe = tab ? tab : eol;
-            f[nf] = q;
-            fl[nf] = (size_t)(fe - q);
-            nf++;
-            if (!tab) break;
-            q = tab + 1;
-        }
-        if (nf >= 2 && fl[0] > 0) {
+    zh_buf f[4];
+    for (int i = 0; i < 4; i++) zh_buf_init(&f[i]);
+    int nf;
+    while ((nf = zh_tsv_row(&p, end, f, 4)) >= 0) {
+        if (nf >= 2 && f[0].len > 0) {
             s->cols = zh_xrealloc(s->cols, (size_t)(s->ncols + 1) * sizeof *s->cols);
             ch_column *c = &s->cols[s->ncols++];
-            c->name = tsv_unescape(f[0], fl[0]);
-            c->type = tsv_unescape(f[1], fl[1]);
+            c->name = zh_xstrdup(f[0].data);
+            c->type = zh_xstrdup(f[1].data);
             c->default_expr = NULL;
             c->materialized = false;
-            if (nf >= 3 && fl[2]) {
-                c->materialized = (fl[2] == 12 && !strncmp(f[2], "MATERIALIZED", 12)) || (fl[2] == 5 && !strncmp(f[2], "ALIAS", 5));
-                if (nf >= 4) c->default_expr = tsv_unescape(f[3], fl[3]);
+            if (nf >= 3 && f[2].len) {
+                c->materialized = !strcmp(f[2].data, "MATERIALIZED") || !strcmp(f[2].data, "ALIAS");
+                if (nf >= 4) c->default_expr = zh_xstrdup(f[3].data);
             }
             zh_rowenc_classify(c);
         }
-        p = eol + 1;
     }
+    for (int i = 0; i < 4; i++) zh_buf_free(&f[i]);
     return s;
 }
 

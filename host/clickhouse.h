@@ -76,6 +76,13 @@ typedef struct zh_spool_info {
 } zh_spool_info;
 void zh_spool_stat(const char *dir, zh_spool_info *out);
 
+/* ClickHouse's TabSeparated output. One field at p (escapes undone) into out, NUL-terminated;
+ * *eol says whether it ended its row. Returns where the next field starts. */
+const char *zh_ch_tsv_field(const char *p, const char *end, zh_buf *out, bool *eol);
+/* One row at *p into fields[0..max) (extra fields are read and dropped); advances *p. Returns the
+ * number of fields in the row, or -1 at the end. */
+int zh_tsv_row(const char **p, const char *end, zh_buf *fields, int max);
+
 int zh_open_ch(lua_State *L);
 
 #endif

@@ -6,6 +6,7 @@
  * Protocol: the client sends one line of tab-separated words ("trigger\tqtickets\t3\n"); the
  * daemon answers "<exit code>\n<text for the operator>" and closes. */
 #include "control.h"
+#include "clickhouse.h"
 #include "commands.h"
 #include "log.h"
 #include <errno.h>

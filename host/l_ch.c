@@ -43,27 +43,10 @@ static void op_abort(zh_pending *p) {
 
 /* ---- TSV with names and types → Lua rows ---- */
 
+/* A field, telling NULL (a bare \N) from text. */
 static const char *tsv_field(const char *p, const char *end, zh_buf *out, bool *is_null, bool *eol) {
-    out->len = 0;
-    *is_null = false;
-    if (end - p >= 2 && p[0] == '\\' && p[1] == 'N' && (p + 2 == end || p[2] == '\t' || p[2] == '\n')) {
-        *is_null = true;
-        p += 2;
-    } else {
-        while (p < end && *p != '\t' && *p != '\n') {
-            if (*p == '\\' && p + 1 < end) {
-                p++;
-                char c = *p == 'n' ? '\n' : *p == 't' ? '\t' : *p == 'r' ? '\r' : *p == '0' ? '\0' :
-                         *p == 'b' ? '\b' : *p == 'f' ? '\f' : *p;
-                zh_buf_addc(out, c);
-                p++;
-            } else {
-                zh_buf_addc(out, *p++);
-            }
-        }
-    }
-    *eol = p >= end || *p == '\n';
-    return p < end ? p + 1 : p;
+    *is_null = end - p >= 2 && p[0] == '\\' && p[1] == 'N' && (p + 2 == end || p[2] == '\t' || p[2] == '\n');
+    return zh_ch_tsv_field(p, end, out, eol);
 }
 
 static void push_typed(lua_State *L, const char *type, const char *s, size_t n) {

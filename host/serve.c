@@ -124,32 +124,6 @@ static int query_sync(zh_serve *s, const char *sql, double timeout_s, zh_buf *ou
     return 0;
 }
 
-int zh_tsv_row(const char **pp, const char *end, zh_buf *fields, int max) {
-    const char *p = *pp;
-    if (p >= end) return -1;
-    int n = 0;
-    for (int i = 0; i < max; i++) fields[i].len = 0, zh_buf_cstr(&fields[i]);
-    for (;;) {
-        zh_buf *f = n < max ? &fields[n] : NULL;
-        while (p < end && *p != '\t' && *p != '\n') {
-            char c = *p++;
-            if (c == '\\' && p < end) {
-                char e = *p++;
-                c = e == 'n' ? '\n' : e == 't' ? '\t' : e == 'r' ? '\r' : e == '0' ? '\0' : e;
-            }
-            if (f) zh_buf_addc(f, c);
-        }
-        n++;
-        if (p >= end || *p == '\n') {
-            if (p < end) p++;
-            break;
-        }
-        p++;
-    }
-    *pp = p;
-    return n;
-}
-
 /* ---- the state file ---- */
 
 static void state_path(zh_serve *s, char *out, size_t n) { snprintf(out, n, "%s/state", s->conf->state_dir); }

@@ -135,9 +135,6 @@ void zh_serve_iso(zh_serve *s, double t, char *out, size_t n);
  * body (TabSeparated or whatever the SQL asks for) or err, and the latency in seconds. */
 typedef void (*zh_serve_q_fn)(void *ud, const char *body, size_t len, const char *err, int ch_code, double latency);
 void zh_serve_query(zh_serve *s, const char *sql, double timeout_s, zh_serve_q_fn fn, void *ud);
-/* Splits one TabSeparated row at *p into fields (unescaped, NUL-terminated) and advances *p.
- * Returns the number of fields in the row, or -1 at the end. */
-int zh_tsv_row(const char **p, const char *end, zh_buf *fields, int max);
 
 /* `zhost serve` */
 int zh_cmd_serve(int argc, char **argv);

@@ -2,6 +2,7 @@
  * the serve state file, spool offsets and schema caches all go through it), whole-file reads,
  * mkdir -p and JSON string literals. */
 #include "zh.h"
+#include "clickhouse.h"
 #include "zt.h"
 #include <dirent.h>
 #include <errno.h>
@@ -151,7 +152,33 @@ static void json_string_literals(void) {
     zh_buf_free(&b);
 }
 
+static void tsv_rows_undo_clickhouse_escapes(void) {
+    const char *text = "a\\tb\tx\\\\y\t\\N\tq\\nr\\0s\n\nlast";
+    const char *p = text, *end = text + strlen(text);
+    zh_buf f[3];
+    for (int i = 0; i < 3; i++) zh_buf_init(&f[i]);
+    ZT_EQ_INT(zh_tsv_row(&p, end, f, 3), 4); /* 4 fields, the last one read and dropped */
+    ZT_EQ_STR(f[0].data, "a\tb");
+    ZT_EQ_STR(f[1].data, "x\\y");
+    ZT_EQ_STR(f[2].data, "N");
+    ZT_EQ_INT(zh_tsv_row(&p, end, f, 3), 1); /* an empty line is one empty field */
+    ZT_EQ_STR(f[0].data, "");
+    ZT_EQ_INT(zh_tsv_row(&p, end, f, 3), 1);
+    ZT_EQ_STR(f[0].data, "last");
+    ZT_EQ_INT(zh_tsv_row(&p, end, f, 3), -1);
+    bool eol;
+    const char *q = "q\\nr\\0s";
+    zh_buf one;
+    zh_buf_init(&one);
+    zh_ch_tsv_field(q, q + strlen(q), &one, &eol);
+    ZT_EQ_INT(one.len, 5);
+    ZT_CHECK(eol && !memcmp(one.data, "q\nr\0s", 5));
+    zh_buf_free(&one);
+    for (int i = 0; i < 3; i++) zh_buf_free(&f[i]);
+}
+
 int main(void) {
+    ZT_RUN(tsv_rows_undo_clickhouse_escapes);
     ZT_RUN(atomic_write_replaces_with_0600);
     ZT_RUN(atomic_file_streams_and_aborts);
     ZT_RUN(mkdirs_creates_parents);

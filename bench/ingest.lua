@@ -1,4 +1,4 @@
--- zhost: job=bench_ingest secrets=qtickets
+-- zhost: job=bench_ingest secrets=qtickets options=base,table,concurrency,decode
 -- The ingest benchmark's zhost job (bench/README.md): every page of QTickets-shaped orders from
 -- bench/pagefake.py -> basket rows (qtickets_map's rules and helpers) -> one ClickHouse table.
 -- --decode view parses each page with json.view (simdjson, lazy); --decode cjson with res:json(). Unlike scripts/qtickets.lua it keeps no per-order state (no seen-ids set, no events), so its

@@ -890,27 +890,135 @@ static int l_ends_with(lua_State *L) {
     return 1;
 }
 
+/* Longest text.decimal result: Decimal256 holds 76 digits, and a cap keeps the work per call bounded. */
+#define DECIMAL_MAX 96
+
+/* Rounds the plain decimal d (zh_text_decimal's output: [-]digits[.digits]) to exactly `scale`
+ * fraction digits, half away from zero, into out (at least dn + scale + 4 bytes). Returns whether
+ * non-zero digits were dropped. */
+static bool decimal_rescale(const char *d, size_t dn, int scale, char *out, size_t *outn) {
+    char digits[DECIMAL_MAX + 48];
+    bool neg = dn && d[0] == '-';
+    if (neg) d++, dn--;
+    const char *dot = memchr(d, '.', dn);
+    size_t ip = dot ? (size_t)(dot - d) : dn, fp = dot ? dn - ip - 1 : 0;
+    const char *frac = dot ? dot + 1 : "";
+    /* digits: '0' guard for a carry out of the integer part, integer digits, kept fraction digits */
+    size_t k = 0;
+    digits[k++] = '0';
+    memcpy(digits + k, d, ip);
+    k += ip;
+    bool dropped = false, up = false;
+    for (int i = 0; i < scale; i++) digits[k++] = (size_t)i < fp ? frac[i] : '0';
+    if (fp > (size_t)scale) {
+        up = frac[scale] >= '5';
+        for (size_t i = (size_t)scale; i < fp; i++) dropped |= frac[i] != '0';
+    }
+    if (up) {
+        size_t i = k;
+        while (i-- > 0) {
+            if (digits[i] == '9') digits[i] = '0';
+            else {
+                digits[i]++;
+                break;
+            }
+        }
+    }
+    /* drop the guard unless the carry reached it; keep one integer digit */
+    size_t skip = digits[0] == '0' ? 1 : 0;
+    char *o = out;
+    bool nonzero = false;
+    for (size_t i = skip; i < k; i++) nonzero |= digits[i] != '0';
+    if (neg && nonzero) *o++ = '-';
+    size_t int_digits = skip ? ip : ip + 1;
+    memcpy(o, digits + skip, int_digits);
+    o += int_digits;
+    if (scale > 0) {
+        *o++ = '.';
+        memcpy(o, digits + skip + int_digits, (size_t)scale);
+        o += scale;
+    }
+    *outn = (size_t)(o - out);
+    return dropped;
+}
+
 static int l_decimal(lua_State *L) {
     char num[64];
     size_t n;
     const char *s;
-    if (lua_type(L, 1) == LUA_TNUMBER) {
-        /* Integers are exact; a float already went through binary, so 15 significant digits is
-         * the most that can honestly be claimed. */
-        if (lua_isinteger(L, 1)) snprintf(num, sizeof num, "%lld", (long long)lua_tointeger(L, 1));
-        else snprintf(num, sizeof num, "%.15g", (double)lua_tonumber(L, 1));
+    int scale = (int)luaL_optinteger(L, 2, -1);
+    luaL_argcheck(L, scale >= -1 && scale <= 38, 2, "scale must be 0..38");
+    int t = lua_type(L, 1);
+    if (t == LUA_TNUMBER) {
+        if (lua_isinteger(L, 1)) {
+            snprintf(num, sizeof num, "%lld", (long long)lua_tointeger(L, 1));
+        } else {
+            double x = lua_tonumber(L, 1);
+            if (!isfinite(x)) return fail(L, "not a finite number");
+            /* The shortest text that reads back as the same double: for a number the source wrote
+             * with up to 15 significant digits (1222.03) that is the source's text. Money has at most
+             * two fraction digits, so try those first without printf: when k/100 is exactly this
+             * double and |x| < 1e13 (a step of 0.01 is then many doubles wide), "k/100" is the
+             * only two-digit text that reads back as x. */
+            double k = nearbyint(x * 100);
+            if (fabs(x) < 1e13 && k / 100 == x) {
+                long long c = llabs((long long)k);
+                char tmp[24];
+                int tn = 0;
+                do tmp[tn++] = (char)('0' + c % 10), c /= 10;
+                while (c > 0 || tn < 3);
+                n = 0;
+                if (k < 0) num[n++] = '-';
+                while (tn > 2) num[n++] = tmp[--tn];
+                num[n++] = '.';
+                num[n++] = tmp[1];
+                num[n++] = tmp[0];
+                while (num[n - 1] == '0') n--; /* the shortest text: 12.5, 800 */
+                if (num[n - 1] == '.') n--;
+                num[n] = 0;
+                s = num;
+                goto have_text;
+            }
+            for (int p = 15; p <= 17; p++) {
+                snprintf(num, sizeof num, "%.*g", p, x);
+                if (strtod(num, NULL) == x) break;
+            }
+            if (strchr(num, 'e')) snprintf(num, sizeof num, "%.*f", fabs(x) >= 1 ? 2 : 20, x);
+        }
         s = num;
         n = strlen(num);
+    have_text:;
+    } else if (t == LUA_TSTRING) {
+        s = lua_tolstring(L, 1, &n);
     } else {
-        s = luaL_checklstring(L, 1, &n);
+        return luaL_typeerror(L, 1, "string or number");
     }
-    zh_buf *b = scratch_new(L);
-    if (zh_text_decimal(s, n, b) != 0) {
+    /* No Lua call between the buffer's malloc and free: nothing can raise past it. */
+    char out[DECIMAL_MAX + 48]; /* sign, carry, point and up to 38 fraction digits of padding */
+    size_t outn = 0;
+    zh_buf b;
+    zh_buf_init(&b);
+    int rc = zh_text_decimal(s, n, &b);
+    bool too_long = rc == 0 && b.len > DECIMAL_MAX;
+    bool dropped = false;
+    if (rc == 0 && !too_long) {
+        if (scale < 0) {
+            memcpy(out, b.data, b.len);
+            outn = b.len;
+        } else {
+            dropped = decimal_rescale(b.data, b.len, scale, out, &outn);
+        }
+    }
+    zh_buf_free(&b);
+    if (rc != 0 || too_long) {
         lua_pushnil(L);
-        lua_pushfstring(L, "invalid decimal '%s'", s);
+        lua_pushfstring(L, too_long ? "decimal too long '%s'" : "invalid decimal '%s'", s);
         return 2;
     }
-    return push_buf(L, b);
+    lua_pushlstring(L, out, outn);
+    if (!dropped) return 1;
+    lua_pushliteral(L, "rounded");
+    return 2;
 }
 
 static int digest(lua_State *L, zh_hash_kind kind) {

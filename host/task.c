@@ -6,9 +6,13 @@
  * called from the idle handler draining the ready queue. */
 #include "task.h"
 #include "log.h"
+#include <errno.h>
 #include <lauxlib.h>
 #include <lualib.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,7 +39,16 @@ typedef struct zh_sched_state {
  * a signal handler can tell the Lua hook is a process-wide flag. */
 static volatile sig_atomic_t sigint_pending;
 
+/* The watchdog (below) is process-wide because signal handlers have no context: these say what
+ * the one loop thread is resuming right now. running_co is the innermost coroutine being resumed
+ * (a task's, or a user coroutine inside it); resume_started_ms is when the task's resume began. */
+static _Atomic(lua_State *) running_co;
+static _Atomic uint_least64_t resume_started_ms;
+static pthread_t loop_thread;
+
 void zh_task_note_sigint(void) { sigint_pending = 1; }
+
+static void budget_hook(lua_State *L, lua_Debug *ar);
 
 bool zh_task_take_sigint(void) {
     bool was = sigint_pending != 0;
@@ -191,7 +204,11 @@ static void task_run(zh_task *t) {
     zh_task *outer = h->current;
     h->current = t;
     int nres = 0;
+    lua_State *outer_co = atomic_exchange(&running_co, t->co);
+    uint_least64_t outer_started = atomic_exchange(&resume_started_ms, (uint_least64_t)(t->resumed_at * 1000) | 1);
     int st = lua_resume(t->co, NULL, nargs, &nres);
+    atomic_store(&resume_started_ms, outer_started);
+    atomic_store(&running_co, outer_co);
     h->current = outer;
     if (st == LUA_YIELD) {
         if (nres == 1 && lua_touserdata(t->co, -1) == YIELD_MARKER && t->pending) {
@@ -263,6 +280,8 @@ void zh_task_cancel(zh_task *t, const char *reason) {
     if (t->state == ZH_TASK_RUNNING) {
         /* Only the task itself (or its hook) runs now; make its next check raise. */
         t->killed = true;
+        lua_State *co = atomic_load(&running_co);
+        if (co) lua_sethook(co, budget_hook, LUA_MASKCOUNT, 1);
         return;
     }
     if (t->state == ZH_TASK_READY) dequeue(t);
@@ -349,26 +368,85 @@ void zh_tasks_shutdown(zh_host *h) {
 
 /* ---- the CPU budget and SIGINT hook ---- */
 
+/* A count hook left on all the time puts every VM instruction through luaG_traceexec: about a
+ * tenth of a mapping job's CPU. So the hook is set only when needed, asynchronously, as lua.c does
+ * for Ctrl-C: a watchdog thread notices a resume that has run longer than WATCH_AFTER_MS, or a
+ * pending SIGINT, and sends the loop thread WATCH_SIGNAL; its handler sets a count hook on the
+ * coroutine running then; the hook raises if the task must stop and otherwise removes itself. */
+#define WATCH_PERIOD_MS 100
+#define WATCH_AFTER_MS 200
+#define WATCH_SIGNAL SIGURG /* ignored by default and used by nothing here (Go uses it alike) */
+
 static void budget_hook(lua_State *L, lua_Debug *ar) {
     (void)ar;
     zh_host *h = zh_host_of(L);
     zh_task *t = h->current;
-    if (!t) return;
-    if (t->killed) luaL_error(L, "task stopped");
-    if (sigint_pending) {
-        t->killed = true;
-        luaL_error(L, "interrupted");
+    if (t) {
+        if (t->killed) luaL_error(L, "task stopped");
+        if (sigint_pending) {
+            t->killed = true;
+            luaL_error(L, "interrupted");
+        }
+        if (h->cpu_budget_s > 0 && zh_now_mono() - t->resumed_at > h->cpu_budget_s) {
+            t->killed = true;
+            char msg[160];
+            snprintf(msg, sizeof msg, "script ran %.1f s without waiting (CPU budget exceeded; an endless loop?)",
+                     zh_now_mono() - t->resumed_at);
+            luaL_error(L, "%s", msg);
+        }
     }
-    if (h->cpu_budget_s > 0 && zh_now_mono() - t->resumed_at > h->cpu_budget_s) {
-        t->killed = true;
-        char msg[160];
-        snprintf(msg, sizeof msg, "script ran %.1f s without waiting (CPU budget exceeded; an endless loop?)",
-                 zh_now_mono() - t->resumed_at);
-        luaL_error(L, "%s", msg);
-    }
+    lua_sethook(L, NULL, 0, 0); /* nothing to stop yet: the watchdog sets it again if need be */
 }
 
-void zh_task_install_hook(lua_State *L) { lua_sethook(L, budget_hook, LUA_MASKCOUNT, 10000); }
+static void on_watch_signal(int signum) {
+    (void)signum;
+    int saved = errno;
+    lua_State *co = atomic_load(&running_co);
+    if (co) lua_sethook(co, budget_hook, LUA_MASKCOUNT, 1);
+    errno = saved;
+}
+
+static void *watchdog_main(void *arg) {
+    (void)arg;
+    for (;;) {
+        struct timespec ts = {0, WATCH_PERIOD_MS * 1000000L};
+        nanosleep(&ts, NULL);
+        uint_least64_t started = atomic_load(&resume_started_ms);
+        if (!atomic_load(&running_co) || !started) continue;
+        if (sigint_pending || (uint_least64_t)(zh_now_mono() * 1000) - (started & ~(uint_least64_t)1) >= WATCH_AFTER_MS)
+            pthread_kill(loop_thread, WATCH_SIGNAL);
+    }
+    return NULL;
+}
+
+static void watchdog_start(void) {
+    loop_thread = pthread_self();
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_watch_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(WATCH_SIGNAL, &sa, NULL);
+    /* The watchdog takes no signals itself: SIGINT and the rest go to the loop thread. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 64 * 1024);
+    pthread_t tid;
+    if (pthread_create(&tid, &attr, watchdog_main, NULL) != 0)
+        ZH_WARN(NULL, "msg=\"no watchdog thread: the CPU budget and Ctrl-C cannot stop a busy script\"");
+    pthread_attr_destroy(&attr);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+void zh_task_install_hook(lua_State *L) {
+    (void)L;
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, watchdog_start);
+}
 
 /* ---- Lua: pcall/xpcall that cannot swallow a kill ---- */
 
@@ -418,7 +496,9 @@ static int co_continue(lua_State *L, int status, lua_KContext ctx) {
 static int co_drive(lua_State *L, int base, int nargs, int wrap) {
     lua_State *co = lua_tothread(L, base);
     int nres = 0;
+    lua_State *outer_co = atomic_exchange(&running_co, co);
     int st = lua_resume(co, L, nargs, &nres);
+    atomic_store(&running_co, outer_co);
     if (st == LUA_YIELD && nres == 1 && lua_touserdata(co, -1) == YIELD_MARKER) {
         /* The inner coroutine waits on the host: suspend the whole chain up to the task. */
         lua_pop(co, 1);

@@ -35,41 +35,31 @@ end
 
 ---------------------------------------------------------------------------------------- money
 
--- Money as an integer number of kopecks, so sums and comparisons stay exact. Accepts integers, floats
--- (lua-cjson's double for 1222.03: its shortest text is the wire text for <= 15 significant digits)
--- and decimal strings. More than two fraction digits are rounded half away from zero; the second
--- result is "rounded" then, so callers can count it.
-function M.cents(v)
-  if is_null(v) then return nil, "no value" end
-  local s
-  local t = math.type(v)
-  if t == "integer" then
-    return v * 100
-  elseif t == "float" then
-    if v ~= v or v == math.huge or v == -math.huge then return nil, "not a finite number" end
-    for p = 15, 17 do
-      s = string.format("%." .. p .. "g", v)
-      if tonumber(s) == v then break end
-    end
-    if s:find("[eE]") then s = string.format("%.6f", v) end
-  elseif type(v) == "string" then
-    local d, err = text.decimal(v)
-    if not d then return nil, err end
-    s = d
-  else
-    return nil, "expected a number, got " .. type(v)
+-- Money as decimal text with two fraction digits, for a Decimal(18,2) column, or nil (+ reason) when
+-- absent or not money. Accepts integers, floats (lua-cjson's or a view's double for 1222.03: its
+-- shortest text is the wire text for <= 15 significant digits) and decimal strings; text.decimal
+-- does the work in C, never through a binary float. More than two fraction digits are rounded half
+-- away from zero; the second result is "rounded" then, so callers can count it.
+local decimal = text.decimal
+function M.money(v)
+  local t = type(v)
+  if t ~= "number" and t ~= "string" then
+    if is_null(v) then return nil, "no value" end
+    return nil, "expected a number, got " .. t
   end
-  return kopecks.cents(s)
+  local m, why = decimal(v, 2)
+  if m and #m > 19 and #m - (m:byte(1) == 45 and 4 or 3) > 16 then return nil, "amount too large '" .. m .. "'" end
+  return m, why
+end
+
+-- The same as an integer number of kopecks, so sums and comparisons stay exact.
+function M.cents(v)
+  local m, why = M.money(v)
+  if not m then return nil, why end
+  return kopecks.cents(m), why
 end
 
 M.from_cents = kopecks.from_cents
-
--- Decimal text for a Decimal(18,2) column, or nil (+ reason) when absent / not money.
-function M.money(v)
-  local c, err = M.cents(v)
-  if not c then return nil, err end
-  return M.from_cents(c), err
-end
 
 ----------------------------------------------------------------------------------------- time
 

@@ -244,6 +244,33 @@ class ScriptFailures(zhtest.ZhostCase):
         self.assertEqual(r.returncode, 1)
         self.assertIn("CPU budget", r.stderr)
 
+    def test_budget_reaches_loops_in_coroutines_and_subtasks(self):
+        # The budget hook is set on whichever coroutine runs when the watchdog fires: a user
+        # coroutine inside the task, or a sub-task, must be stopped as well.
+        cases = {
+            "co.lua": "coroutine.wrap(function() while true do end end)()\n",
+            "co2.lua": "local co = coroutine.create(function() while true do coroutine.yield() end end)\n"
+                       "while true do coroutine.resume(co) end\n",
+            "sub.lua": "local t = task.spawn(function() local n = 0 while true do n = n + 1 end end)\n"
+                       "local ok, err = task.wait(t)\nerror(err, 0)\n",
+        }
+        for name, body in cases.items():
+            with self.subTest(script=name):
+                start = time.time()
+                r = self.zhost("run", self.script(name, body), "--dry-run", "--cpu-budget", "1")
+                self.assertEqual(r.returncode, 1, r.stderr)
+                self.assertIn("CPU budget", r.stderr)
+                self.assertLess(time.time() - start, 10)
+
+    def test_a_long_busy_script_within_its_budget_finishes(self):
+        # The watchdog looks in every 100 ms; a script busy for ~1.5 s under a 5 s budget must
+        # not be stopped by the checks themselves.
+        path = self.script("long.lua", "local t0 = os.clock() local n = 0\n"
+                           "while os.clock() - t0 < 1.5 do n = n + 1 end\nprint('done', n > 0)\n")
+        r = self.zhost("run", path, "--dry-run", "--cpu-budget", "5")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("done\ttrue", r.stdout)
+
     def test_undeclared_global_is_refused(self):
         path = self.script("glob.lua", "counter = 1\n")
         r = self.zhost("run", path, "--dry-run")

@@ -105,6 +105,34 @@ eq(text.decimal("12345678901234567890.12"), "12345678901234567890.12", "no float
 v, err = text.decimal("12 руб.")
 assert(v == nil and err == "invalid decimal '12 руб.'", err)
 assert(text.decimal("1,234.50") == nil, "mixed separators are ambiguous")
+-- decimals with a scale: exact rounding half away from zero, "rounded" when digits were dropped
+local function dec(x, scale, want, want_note)
+  local got, note = text.decimal(x, scale)
+  eq(got, want, string.format("text.decimal(%s, %s)", tostring(x), tostring(scale)))
+  eq(note, want_note, string.format("note of text.decimal(%s, %s)", tostring(x), tostring(scale)))
+end
+dec("1222.03", 2, "1222.03") dec(1222.03, 2, "1222.03") dec(1500, 2, "1500.00") dec(749.99, 2, "749.99")
+dec("0.005", 2, "0.01", "rounded") dec("-0.004", 2, "0.00", "rounded") dec("0.004", 2, "0.00", "rounded")
+dec("9.995", 2, "10.00", "rounded") dec("-9.995", 2, "-10.00", "rounded") dec("99.5", 0, "100", "rounded")
+dec("999.999", 2, "1000.00", "rounded") dec(".5", 0, "1", "rounded") dec("12.3400", 2, "12.34")
+dec("12.3450", 2, "12.35", "rounded") dec("1 234,5", 2, "1234.50") dec("-0", 2, "0.00") dec("7", 0, "7")
+dec(0.1 + 0.2, 2, "0.30", "rounded") dec(-12.5, 1, "-12.5") dec(1e20, 2, "100000000000000000000.00")
+dec(-0.0, 2, "0.00") dec(0.07, 2, "0.07") dec(-1333.33, 2, "-1333.33") dec(2^53, 2, "9007199254740992.00")
+dec("12345678901234567890.125", 2, "12345678901234567890.13", "rounded")
+eq(text.decimal(0.1 + 0.2), "0.30000000000000004", "shortest round-trip text of a float")
+eq(text.decimal(1e-7), "0.00000010000000000000", "tiny floats in fixed notation")
+v, err = text.decimal(0/0, 2) eq(v, nil) eq(err, "not a finite number")
+v, err = text.decimal(math.huge) eq(v, nil) eq(err, "not a finite number")
+v, err = text.decimal(string.rep("9", 97)) eq(v, nil) assert(err:find("decimal too long", 1, true), err)
+assert(not pcall(text.decimal, {}, 2), "a table is misuse")
+assert(not pcall(text.decimal, "1", 39), "scale out of range is misuse")
+-- every float a page can carry for money: k/100 round-trips and the fast path agrees with printf
+for k = -100000, 100000, 7 do
+  local x = k / 100
+  local want = string.format("%.2f", x)
+  if want == "-0.00" then want = "0.00" end
+  eq(text.decimal(x, 2), want, "kopecks " .. k)
+end
 
 -- hashes
 eq(text.md5(""), "d41d8cd98f00b204e9800998ecf8427e")

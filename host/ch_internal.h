@@ -26,6 +26,9 @@ struct ch_req {
 
 typedef struct ch_column {
     char *name;
+    size_t name_len;
+    char *json_key;           /* the name as a JSON string plus ':', written before every value */
+    size_t json_key_len;
     char *type;               /* as DESCRIBE prints it */
     char *default_expr;       /* DEFAULT/MATERIALIZED expression, or NULL */
     bool materialized;        /* MATERIALIZED/ALIAS: never sent */
@@ -37,6 +40,8 @@ typedef struct ch_column {
 enum ch_kind { CH_OTHER, CH_INT, CH_FLOAT, CH_DECIMAL, CH_STRING, CH_DATE, CH_DATETIME, CH_UUID, CH_ENUM, CH_BOOL, CH_ARRAY };
 /* Sets kind/elem_kind/nullable/is_unsigned from c->type. */
 void zh_rowenc_classify(ch_column *c);
+/* Appends s as a JSON string (quotes and escapes). */
+void zh_rowenc_json_string(zh_buf *b, const char *s, size_t n);
 
 typedef struct ch_schema {
     char *table;              /* db.table */

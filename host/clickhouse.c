@@ -416,6 +416,9 @@ ch_schema *ch_schema_parse(const char *table, const char *tsv, size_t len) {
             s->cols = zh_xrealloc(s->cols, (size_t)(s->ncols + 1) * sizeof *s->cols);
             ch_column *c = &s->cols[s->ncols++];
             c->name = zh_xstrdup(f[0].data);
+            c->name_len = f[0].len;
+            c->json_key = NULL;
+            c->json_key_len = 0;
             c->type = zh_xstrdup(f[1].data);
             c->default_expr = NULL;
             c->materialized = false;
@@ -424,6 +427,12 @@ ch_schema *ch_schema_parse(const char *table, const char *tsv, size_t len) {
                 if (nf >= 4) c->default_expr = zh_xstrdup(f[3].data);
             }
             zh_rowenc_classify(c);
+            zh_buf key;
+            zh_buf_init(&key);
+            zh_rowenc_json_string(&key, c->name, c->name_len);
+            zh_buf_addc(&key, ':');
+            c->json_key = key.data;
+            c->json_key_len = key.len;
         }
     }
     for (int i = 0; i < 4; i++) zh_buf_free(&f[i]);
@@ -434,6 +443,7 @@ void ch_schema_free(ch_schema *s) {
     if (!s) return;
     for (int i = 0; i < s->ncols; i++) {
         free(s->cols[i].name);
+        free(s->cols[i].json_key);
         free(s->cols[i].type);
         free(s->cols[i].default_expr);
     }
@@ -443,8 +453,12 @@ void ch_schema_free(ch_schema *s) {
 }
 
 int ch_schema_find(const ch_schema *s, const char *name, size_t len) {
-    for (int i = 0; i < s->ncols; i++)
-        if (strlen(s->cols[i].name) == len && !memcmp(s->cols[i].name, name, len)) return i;
+    /* Every row of every sink looks each of its keys up here: compare lengths and first bytes
+     * before memcmp (a row table's keys are a dozen short names). */
+    for (int i = 0; i < s->ncols; i++) {
+        const ch_column *c = &s->cols[i];
+        if (c->name_len == len && (len == 0 || c->name[0] == name[0]) && !memcmp(c->name, name, len)) return i;
+    }
     return -1;
 }
 

@@ -107,7 +107,7 @@ static bool is_datetime(const char *s, size_t n) {
 
 /* Copies runs of bytes that need no escape in one go: row encoding is on every row's path and
  * most text (ids, dates, Cyrillic names) has nothing to escape. */
-static void json_string(zh_buf *b, const char *s, size_t n) {
+void zh_rowenc_json_string(zh_buf *b, const char *s, size_t n) {
     zh_buf_reserve(b, n + 2);
     zh_buf_addc(b, '"');
     size_t run = 0;
@@ -236,9 +236,9 @@ static const char *encode_value(lua_State *L, int idx, int kind, bool is_unsigne
             char tmp[20];
             memcpy(tmp, s, 19);
             tmp[10] = ' ';
-            json_string(out, tmp, 19);
+            zh_rowenc_json_string(out, tmp, 19);
         } else {
-            json_string(out, s, n);
+            zh_rowenc_json_string(out, s, n);
         }
         return NULL;
     }
@@ -261,7 +261,7 @@ static const char *encode_value(lua_State *L, int idx, int kind, bool is_unsigne
         if (t == LUA_TSTRING) {
             size_t n;
             const char *s = lua_tolstring(L, idx, &n);
-            json_string(out, s, n);
+            zh_rowenc_json_string(out, s, n);
             return NULL;
         }
         if (t == LUA_TNUMBER) {
@@ -270,7 +270,7 @@ static const char *encode_value(lua_State *L, int idx, int kind, bool is_unsigne
             } else {
                 zh_rowenc_double(lua_tonumber(L, idx), num, sizeof num);
             }
-            json_string(out, num, strlen(num));
+            zh_rowenc_json_string(out, num, strlen(num));
             return NULL;
         }
         return FAIL("expected a string, got %s", lua_typename(L, t));
@@ -319,8 +319,8 @@ const char *zh_rowenc_row(lua_State *L, int idx, const ch_schema *s, zh_buf *out
             if (c->nullable) {
                 if (!first) zh_buf_addc(out, ',');
                 first = false;
-                json_string(out, k, kl);
-                zh_buf_adds(out, ":null");
+                zh_buf_add(out, c->json_key, c->json_key_len);
+                zh_buf_add(out, "null", 4);
             } else if (ci < 256) {
                 seen_small[ci] = false;
             }
@@ -329,8 +329,7 @@ const char *zh_rowenc_row(lua_State *L, int idx, const ch_schema *s, zh_buf *out
         }
         if (!first) zh_buf_addc(out, ',');
         first = false;
-        json_string(out, k, kl);
-        zh_buf_addc(out, ':');
+        zh_buf_add(out, c->json_key, c->json_key_len);
         char inner[200];
         const char *e = encode_value(L, lua_gettop(L), c->kind, c->is_unsigned, c->elem_kind, out, inner, sizeof inner, 0);
         lua_pop(L, 1);
@@ -349,7 +348,7 @@ const char *zh_rowenc_row(lua_State *L, int idx, const ch_schema *s, zh_buf *out
         if (!strcmp(c->default_expr, "now()") && c->kind == CH_DATETIME) {
             if (!first) zh_buf_addc(out, ',');
             first = false;
-            json_string(out, c->name, strlen(c->name));
+            zh_rowenc_json_string(out, c->name, strlen(c->name));
             zh_buf_printf(out, ":\"%lld\"", (long long)time(NULL));
         }
     }

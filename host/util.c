@@ -59,7 +59,7 @@ void zh_buf_reserve(zh_buf *b, size_t extra) {
     b->cap = cap;
 }
 
-void zh_buf_add(zh_buf *b, const void *p, size_t n) {
+void zh_buf_add_slow(zh_buf *b, const void *p, size_t n) {
     zh_buf_reserve(b, n);
     if (n) memcpy(b->data + b->len, p, n);
     b->len += n;
@@ -68,11 +68,6 @@ void zh_buf_add(zh_buf *b, const void *p, size_t n) {
 
 void zh_buf_adds(zh_buf *b, const char *s) { zh_buf_add(b, s, strlen(s)); }
 
-void zh_buf_addc(zh_buf *b, char c) {
-    zh_buf_reserve(b, 1);
-    b->data[b->len++] = c;
-    b->data[b->len] = 0;
-}
 
 void zh_buf_printf(zh_buf *b, const char *fmt, ...) {
     va_list ap;

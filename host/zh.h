@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdbool.h>
+#include <string.h>
 #include <uv.h>
 #include <lua.h>
 
@@ -47,9 +48,19 @@ typedef struct zh_buf {
 void zh_buf_init(zh_buf *b);
 void zh_buf_free(zh_buf *b);
 void zh_buf_reserve(zh_buf *b, size_t extra);
-void zh_buf_add(zh_buf *b, const void *p, size_t n);
+void zh_buf_add_slow(zh_buf *b, const void *p, size_t n);
 void zh_buf_adds(zh_buf *b, const char *s);
-void zh_buf_addc(zh_buf *b, char c);
+/* Inline: row encoding appends a dozen pieces per row. The data stays NUL-terminated. */
+static inline void zh_buf_add(zh_buf *b, const void *p, size_t n) {
+    if (b->len + n + 1 > b->cap) {
+        zh_buf_add_slow(b, p, n);
+        return;
+    }
+    if (n) memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = 0;
+}
+static inline void zh_buf_addc(zh_buf *b, char c) { zh_buf_add(b, &c, 1); }
 void zh_buf_printf(zh_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Returns a NUL-terminated view (the buffer keeps ownership). */
 const char *zh_buf_cstr(zh_buf *b);

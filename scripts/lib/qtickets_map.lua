@@ -11,15 +11,9 @@ local null = json.null
 local function is_null(v) return v == nil or v == null end
 M.is_null = is_null
 
--- Ids arrive as integers (json.decode turns integral numbers into integers) or strings; stored as text.
-function M.str(v)
-  if is_null(v) then return "" end
-  if math.type(v) == "float" and v == math.floor(v) and math.abs(v) < 2 ^ 53 then
-    return string.format("%d", v)
-  end
-  if type(v) == "table" or type(v) == "boolean" or type(v) == "userdata" then return "" end
-  return tostring(v)
-end
+-- Ids arrive as integers (json.decode and json.view turn integral numbers into integers), integral
+-- floats or strings; stored as text. nil / null / objects -> "". text.id does it in C.
+M.str = text.id
 
 -- true / 1 / "1" / "true" -> true; false / 0 / "" / null -> false (payed, reserved, is_active drift).
 function M.truthy(v)

@@ -134,6 +134,12 @@ for k = -100000, 100000, 7 do
   eq(text.decimal(x, 2), want, "kopecks " .. k)
 end
 
+-- ids as text, whatever type they came in
+eq(text.id(12345), "12345") eq(text.id(-7), "-7") eq(text.id(0), "0") eq(text.id(math.mininteger), tostring(math.mininteger))
+eq(text.id(123456789012.0), "123456789012", "integral float") eq(text.id(1.5), "1.5") eq(text.id(2^60), tostring(2^60))
+eq(text.id("0042"), "0042", "strings as they are") eq(text.id(nil), "") eq(text.id(json.null), "")
+eq(text.id({}), "") eq(text.id(true), "") eq(text.id(json.view('{"a":1}')), "")
+
 -- hashes
 eq(text.md5(""), "d41d8cd98f00b204e9800998ecf8427e")
 eq(text.sha256("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")

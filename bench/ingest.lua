@@ -38,25 +38,22 @@ end
 
 local orders, rows, filtered = 0, 0, 0
 local null = json.null
+local str, money, ts, epoch, truthy = map.str, map.money, map.ts, map.epoch, map.truthy
+local tointeger = math.tointeger
 
--- A decoded object (json.decode) or a view of one (json.view): the same code maps both.
+-- A decoded object (json.decode) or a view of one (json.view) — json.null is a light userdata, and
+-- an array view in its place only yields nils: the same code maps both.
 local function is_obj(x)
   local t = type(x)
-  return t == "table" or (t == "userdata" and json.isview(x))
+  return t == "table" or (t == "userdata" and x ~= null)
 end
 
-local function money(v, default)
-  local m = map.money(v)
-  if not m then return default end
-  return m
-end
-
--- The basket rows of qtickets_map.order_rows, column for column, built with its helpers. (order_rows
--- itself tests type(o) == "table", so it cannot take a view; see bench/README.md.)
+-- The basket rows of qtickets_map.order_rows, column for column, built with its helpers (the
+-- bench keeps no per-order notes and no per-order row list, so its memory stays flat).
 local function add_baskets(o)
-  local order_id, event_id = map.str(o.id), map.str(o.event_id)
-  local payed_at = map.ts(o.payed_at)
-  local created_at = map.ts(o.created_at) or payed_at or time.format(0)
+  local order_id, event_id = str(o.id), str(o.event_id)
+  local payed_at = ts(o.payed_at)
+  local created_at = ts(o.created_at) or payed_at or time.format(0)
   local sale_ts = payed_at or created_at
   local baskets = o.baskets
   if not is_obj(baskets) then return 0 end
@@ -64,20 +61,20 @@ local function add_baskets(o)
   for _, b in ipairs(baskets) do
     if is_obj(b) then
       local q = b.quantity
-      local qty = math.tointeger(q) or math.tointeger(tonumber(q ~= null and q or "") or 1) or 1
+      local qty = tointeger(q) or tointeger(tonumber(q ~= null and q or "") or 1) or 1
       if qty < 0 then qty = 0 end
-      local price = money(b.price, "0.00")
+      local price = money(b.price) or "0.00"
       sink:add{
-        basket_id = map.str(b.id),
+        basket_id = str(b.id),
         order_id = order_id,
         event_id = event_id,
-        show_id = map.str(b.show_id),
+        show_id = str(b.show_id),
         price = price,
-        original_price = money(b.original_price, price),
+        original_price = money(b.original_price) or price,
         quantity = qty,
-        deleted_at = map.ts(b.deleted_at) or null,
-        refunded_at = map.ts(b.refunded_at) or null,
-        refunded_amount = money(b.refunded_amount, null),
+        deleted_at = ts(b.deleted_at) or null,
+        refunded_at = ts(b.refunded_at) or null,
+        refunded_amount = money(b.refunded_amount) or null,
         sale_ts = sale_ts,
         _ver = ver,
       }
@@ -91,7 +88,7 @@ local function load(v)
   local data = v.data
   for i = 1, #data do
     local o = data[i]
-    local p = is_obj(o) and map.truthy(o.payed) and map.epoch(o.payed_at)
+    local p = is_obj(o) and truthy(o.payed) and epoch(o.payed_at)
     if p and p >= from_epoch and p < to_epoch then
       rows = rows + add_baskets(o)
       orders = orders + 1

@@ -942,78 +942,114 @@ static bool decimal_rescale(const char *d, size_t dn, int scale, char *out, size
     return dropped;
 }
 
-static int l_decimal(lua_State *L) {
-    char num[64];
-    size_t n;
-    const char *s;
-    int scale = (int)luaL_optinteger(L, 2, -1);
-    luaL_argcheck(L, scale >= -1 && scale <= 38, 2, "scale must be 0..38");
-    int t = lua_type(L, 1);
-    if (t == LUA_TNUMBER) {
-        if (lua_isinteger(L, 1)) {
-            snprintf(num, sizeof num, "%lld", (long long)lua_tointeger(L, 1));
-        } else {
-            double x = lua_tonumber(L, 1);
-            if (!isfinite(x)) return fail(L, "not a finite number");
-            /* The shortest text that reads back as the same double: for a number the source wrote
-             * with up to 15 significant digits (1222.03) that is the source's text. Money has at most
-             * two fraction digits, so try those first without printf: when k/100 is exactly this
-             * double and |x| < 1e13 (a step of 0.01 is then many doubles wide), "k/100" is the
-             * only two-digit text that reads back as x. */
-            double k = nearbyint(x * 100);
-            if (fabs(x) < 1e13 && k / 100 == x) {
-                long long c = llabs((long long)k);
-                char tmp[24];
-                int tn = 0;
-                do tmp[tn++] = (char)('0' + c % 10), c /= 10;
-                while (c > 0 || tn < 3);
-                n = 0;
-                if (k < 0) num[n++] = '-';
-                while (tn > 2) num[n++] = tmp[--tn];
-                num[n++] = '.';
-                num[n++] = tmp[1];
-                num[n++] = tmp[0];
-                while (num[n - 1] == '0') n--; /* the shortest text: 12.5, 800 */
-                if (num[n - 1] == '.') n--;
-                num[n] = 0;
-                s = num;
-                goto have_text;
-            }
-            for (int p = 15; p <= 17; p++) {
-                snprintf(num, sizeof num, "%.*g", p, x);
-                if (strtod(num, NULL) == x) break;
-            }
-            if (strchr(num, 'e')) snprintf(num, sizeof num, "%.*f", fabs(x) >= 1 ? 2 : 20, x);
-        }
-        s = num;
-        n = strlen(num);
-    have_text:;
-    } else if (t == LUA_TSTRING) {
-        s = lua_tolstring(L, 1, &n);
-    } else {
-        return luaL_typeerror(L, 1, "string or number");
+/* Writes the digits of |i| (and '-' when negative) ending at end; returns the start. */
+static char *int_digits(long long i, char *end) {
+    unsigned long long u = i < 0 ? 0 - (unsigned long long)i : (unsigned long long)i;
+    char *p = end;
+    do *--p = (char)('0' + u % 10), u /= 10;
+    while (u);
+    if (i < 0) *--p = '-';
+    return p;
+}
+
+/* The plain decimal text of a Lua number into num (64 bytes): integers exactly, floats as the
+ * shortest text that reads back as the same double (for a number the source wrote with up to 15
+ * significant digits — 1222.03 — that is the source's text). Returns the length, or -1 for NaN and
+ * infinities. The text is already what zh_text_decimal would make of it. */
+static int number_text(lua_State *L, int idx, char *num) {
+    if (lua_isinteger(L, idx)) {
+        char tmp[24];
+        char *p = int_digits((long long)lua_tointeger(L, idx), tmp + sizeof tmp);
+        int n = (int)(tmp + sizeof tmp - p);
+        memcpy(num, p, (size_t)n);
+        num[n] = 0;
+        return n;
     }
-    /* No Lua call between the buffer's malloc and free: nothing can raise past it. */
-    char out[DECIMAL_MAX + 48]; /* sign, carry, point and up to 38 fraction digits of padding */
-    size_t outn = 0;
+    double x = lua_tonumber(L, idx);
+    if (!isfinite(x)) return -1;
+    /* Money has at most two fraction digits, so try those first without printf: when k/100 is
+     * exactly this double and |x| < 1e13 (a step of 0.01 is then many doubles wide), "k/100" is
+     * the only two-digit text that reads back as x. */
+    double k = nearbyint(x * 100);
+    if (fabs(x) < 1e13 && k / 100 == x) {
+        char tmp[24];
+        long long c = llabs((long long)k);
+        char *p = int_digits(c / 100, tmp + sizeof tmp);
+        int n = 0;
+        if (k < 0 && c != 0) num[n++] = '-';
+        size_t il = (size_t)(tmp + sizeof tmp - p);
+        memcpy(num + n, p, il);
+        n += (int)il;
+        int cents = (int)(c % 100);
+        if (cents) {
+            num[n++] = '.';
+            num[n++] = (char)('0' + cents / 10);
+            if (cents % 10) num[n++] = (char)('0' + cents % 10);
+        }
+        num[n] = 0;
+        return n;
+    }
+    for (int p = 15; p <= 17; p++) {
+        snprintf(num, 64, "%.*g", p, x);
+        if (strtod(num, NULL) == x) break;
+    }
+    if (strchr(num, 'e')) snprintf(num, 64, "%.*f", fabs(x) >= 1 ? 2 : 20, x);
+    /* printf's text may still carry "-0" or a leading "0."; normalise it the usual way */
+    char tmp[64];
     zh_buf b;
     zh_buf_init(&b);
-    int rc = zh_text_decimal(s, n, &b);
-    bool too_long = rc == 0 && b.len > DECIMAL_MAX;
-    bool dropped = false;
-    if (rc == 0 && !too_long) {
-        if (scale < 0) {
-            memcpy(out, b.data, b.len);
-            outn = b.len;
-        } else {
-            dropped = decimal_rescale(b.data, b.len, scale, out, &outn);
-        }
+    int n = -1;
+    if (zh_text_decimal(num, strlen(num), &b) == 0 && b.len < sizeof tmp) {
+        memcpy(tmp, b.data, b.len);
+        n = (int)b.len;
     }
     zh_buf_free(&b);
-    if (rc != 0 || too_long) {
-        lua_pushnil(L);
-        lua_pushfstring(L, too_long ? "decimal too long '%s'" : "invalid decimal '%s'", s);
-        return 2;
+    if (n < 0) return -1;
+    memcpy(num, tmp, (size_t)n);
+    num[n] = 0;
+    return n;
+}
+
+static int l_decimal(lua_State *L) {
+    int scale = (int)luaL_optinteger(L, 2, -1);
+    luaL_argcheck(L, scale >= -1 && scale <= 38, 2, "scale must be 0..38");
+    char out[DECIMAL_MAX + 48]; /* sign, carry, point and up to 38 fraction digits of padding */
+    size_t outn = 0;
+    bool dropped = false;
+    int t = lua_type(L, 1);
+    if (t == LUA_TNUMBER) {
+        char num[64];
+        int n = number_text(L, 1, num);
+        if (n < 0) return fail(L, "not a finite number");
+        if (scale < 0) {
+            lua_pushlstring(L, num, (size_t)n);
+            return 1;
+        }
+        dropped = decimal_rescale(num, (size_t)n, scale, out, &outn);
+    } else if (t == LUA_TSTRING) {
+        size_t n;
+        const char *s = lua_tolstring(L, 1, &n);
+        /* No Lua call between the buffer's malloc and free: nothing can raise past it. */
+        zh_buf b;
+        zh_buf_init(&b);
+        int rc = zh_text_decimal(s, n, &b);
+        bool too_long = rc == 0 && b.len > DECIMAL_MAX;
+        if (rc == 0 && !too_long) {
+            if (scale < 0) {
+                memcpy(out, b.data, b.len);
+                outn = b.len;
+            } else {
+                dropped = decimal_rescale(b.data, b.len, scale, out, &outn);
+            }
+        }
+        zh_buf_free(&b);
+        if (rc != 0 || too_long) {
+            lua_pushnil(L);
+            lua_pushfstring(L, too_long ? "decimal too long '%s'" : "invalid decimal '%s'", s);
+            return 2;
+        }
+    } else {
+        return luaL_typeerror(L, 1, "string or number");
     }
     lua_pushlstring(L, out, outn);
     if (!dropped) return 1;
@@ -1040,11 +1076,8 @@ static int l_id(lua_State *L) {
             }
             i = (lua_Integer)x;
         }
-        char tmp[24], *p = tmp + sizeof tmp;
-        lua_Unsigned u = i < 0 ? 0 - (lua_Unsigned)i : (lua_Unsigned)i;
-        do *--p = (char)('0' + u % 10), u /= 10;
-        while (u);
-        if (i < 0) *--p = '-';
+        char tmp[24];
+        char *p = int_digits((long long)i, tmp + sizeof tmp);
         lua_pushlstring(L, p, (size_t)(tmp + sizeof tmp - p));
         return 1;
     }

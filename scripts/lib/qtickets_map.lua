@@ -58,18 +58,21 @@ M.from_cents = kopecks.from_cents
 ----------------------------------------------------------------------------------------- time
 
 -- ISO-8601 with offset -> epoch seconds (converted by the offset, never by the event's city), or nil.
+-- (nil and json.null are not strings.) These two run for several fields of every order: lean.
+local parse_time, format_time, floor = time.parse, time.format, math.floor
 function M.epoch(v)
-  if is_null(v) or type(v) ~= "string" or v == "" then return nil end
-  local e = time.parse(v)
+  if type(v) ~= "string" or v == "" then return nil end
+  local e = parse_time(v)
   if not e then return nil end
-  return math.floor(e)
+  return floor(e)
 end
 
 -- ISO-8601 with offset -> "YYYY-MM-DD hh:mm:ss" in Moscow time (what DateTime('Europe/Moscow') takes).
 function M.ts(v)
-  local e = M.epoch(v)
+  if type(v) ~= "string" or v == "" then return nil end
+  local e = parse_time(v)
   if not e then return nil end
-  return time.format(e)
+  return format_time(floor(e))
 end
 
 local function ts_or_null(v)

@@ -6,7 +6,7 @@
 -- date; the first run on an empty database backfills QTICKETS_INITIAL_BACKFILL_DAYS (30).
 -- Filters and paging travel in the JSON body of a GET, as the API wants; every page is re-filtered
 -- here because the server may ignore the filters. After page 1 the page count is known and the
--- remaining pages are fetched QTICKETS_CONCURRENCY (4) at a time, then mapped in page order, so a
+-- remaining pages are fetched QTICKETS_CONCURRENCY (8) at a time, then mapped in page order, so a
 -- malformed page fails the run after exactly the pages before it were loaded.
 -- Pages are read as json.view views (simdjson in C; bench/README.md). Nothing kept from one page to
 -- the next is a view: ids are strings, rows hold strings and numbers, so each page's document is
@@ -27,7 +27,7 @@ local whole = loader.whole
 local token = setting("QTICKETS_TOKEN", "QTICKETS_API_TOKEN")
 if not token then job:need("QTICKETS_TOKEN") end
 local base = setting("QTICKETS_BASE_URL", "QTICKETS_API_BASE_URL", DEFAULT_BASE):gsub("/+$", "")
-local concurrency = whole("QTICKETS_CONCURRENCY", setting("QTICKETS_CONCURRENCY", nil, "4"), 1, 32)
+local concurrency = whole("QTICKETS_CONCURRENCY", setting("QTICKETS_CONCURRENCY", nil, "8"), 1, 32)
 local timeout = whole("QTICKETS_TIMEOUT", setting("QTICKETS_TIMEOUT", nil, "30"), 1, 600)
 local default_days = whole("QTICKETS_DAYS", setting("QTICKETS_DAYS", nil, "3"), 1, 3660)
 local backfill_days = whole("QTICKETS_INITIAL_BACKFILL_DAYS", setting("QTICKETS_INITIAL_BACKFILL_DAYS", nil, "30"), 1, 3660)

@@ -6,8 +6,11 @@
 -- date; the first run on an empty database backfills QTICKETS_INITIAL_BACKFILL_DAYS (30).
 -- Filters and paging travel in the JSON body of a GET, as the API wants; every page is re-filtered
 -- here because the server may ignore the filters. After page 1 the page count is known and the
--- remaining pages are fetched QTICKETS_CONCURRENCY (4) at a time, then mapped in page order, so a
+-- remaining pages are fetched QTICKETS_CONCURRENCY (8) at a time, then mapped in page order, so a
 -- malformed page fails the run after exactly the pages before it were loaded.
+-- Pages are read as json.view views (simdjson in C; bench/README.md). Nothing kept from one page to
+-- the next is a view: ids are strings, rows hold strings and numbers, so each page's document is
+-- freed once its chunk is mapped.
 -- See docs/loaders/sales.md.
 local map = require("qtickets_map")
 local loader = require("loader")
@@ -24,7 +27,7 @@ local whole = loader.whole
 local token = setting("QTICKETS_TOKEN", "QTICKETS_API_TOKEN")
 if not token then job:need("QTICKETS_TOKEN") end
 local base = setting("QTICKETS_BASE_URL", "QTICKETS_API_BASE_URL", DEFAULT_BASE):gsub("/+$", "")
-local concurrency = whole("QTICKETS_CONCURRENCY", setting("QTICKETS_CONCURRENCY", nil, "4"), 1, 32)
+local concurrency = whole("QTICKETS_CONCURRENCY", setting("QTICKETS_CONCURRENCY", nil, "8"), 1, 32)
 local timeout = whole("QTICKETS_TIMEOUT", setting("QTICKETS_TIMEOUT", nil, "30"), 1, 600)
 local default_days = whole("QTICKETS_DAYS", setting("QTICKETS_DAYS", nil, "3"), 1, 3660)
 local backfill_days = whole("QTICKETS_INITIAL_BACKFILL_DAYS", setting("QTICKETS_INITIAL_BACKFILL_DAYS", nil, "30"), 1, 3660)
@@ -80,7 +83,8 @@ local function snippet(s)
   return s
 end
 
--- GET base..path with an optional JSON body. Returns the decoded value, or nil, "<what>: <why>".
+-- GET base..path with an optional JSON body. Returns the decoded value (a view for an object or
+-- array), or nil, "<what>: <why>".
 local function get(path, body, what)
   local res, err = http.request{method = "GET", url = base .. path, json = body, headers = headers,
     source = SOURCE, timeout = timeout}
@@ -92,8 +96,15 @@ local function get(path, body, what)
   if res.status ~= 200 then
     return nil, what .. ": HTTP " .. res.status .. " " .. snippet(res.body), res.status
   end
-  local v, jerr = res:json()
-  if v == nil then return nil, what .. ": " .. tostring(jerr or "invalid JSON") end
+  local v = res:json_view()
+  if v == nil then
+    -- simdjson refuses some text lua-cjson reads (invalid UTF-8 inside a string): such a page loaded
+    -- before views were used and still does; a broken one fails with json.decode's message, as before.
+    local jerr
+    v, jerr = res:json()
+    if v == nil then return nil, what .. ": " .. tostring(jerr or "invalid JSON") end
+    job:metric("json_fallbacks", 1)
+  end
   return v
 end
 
@@ -114,15 +125,17 @@ local function fetch_page(kind, body, page, pages)
   local what = label(kind, page, pages)
   local v, err = get("/" .. kind, b, what)
   if not v then return {err = err} end
-  if type(v) ~= "table" or type(v.data) ~= "table" then
-    return {err = what .. ": unexpected response without a data array: " .. snippet(json.encode(v))}
+  if not map.is_obj(v) or not map.is_obj(v.data) then
+    -- json.encode takes no view: the snippet is of a plain copy (an error body is small).
+    return {err = what .. ": unexpected response without a data array: " .. snippet(json.encode(json.totable(v)))}
   end
-  local pg = type(v.paging) == "table" and v.paging or {}
+  local pg = map.is_obj(v.paging) and v.paging or {}
+  local n = map.len(v.data)
   local cur = math.tointeger(tonumber(pg.currentPage))
-  if cur and cur ~= page and #v.data > 0 then
+  if cur and cur ~= page and n > 0 then
     return {err = what .. ": the server answered page " .. cur .. " (is the page in the body ignored?)"}
   end
-  return {data = v.data, per = math.tointeger(tonumber(pg.perPage)), total = math.tointeger(tonumber(pg.total))}
+  return {data = v.data, n = n, per = math.tointeger(tonumber(pg.perPage)), total = math.tointeger(tonumber(pg.total))}
 end
 
 local function pages_for(total, per)
@@ -144,32 +157,33 @@ local function each_page(kind, body, on_page)
   local first = fetch_page(kind, body, 1, nil)
   job:metric("pages", 1)
   if first.err then fail(first.err) end
-  local per = first.per or #first.data
+  local per = first.per or first.n
   local pages = pages_for(first.total, per)
   -- A total below what page 1 already holds (seen: 0 on a full page) says nothing about the
   -- rest: walk on until a short or empty page instead of stopping after page 1.
-  if pages and first.total < #first.data then
+  if pages and first.total < first.n then
     log.warn(kind .. ": paging.total is below the items of page 1; reading pages until a short one",
-      {total = first.total, items = #first.data})
+      {total = first.total, items = first.n})
     pages = nil
   end
   on_page(first.data, 1, pages)
+  first.data = nil -- page 1's document need not live through the whole walk
   ok_pages = 1
   job:metric("pages_ok", 1)
-  if #first.data == 0 then return ok_pages end
+  if first.n == 0 then return ok_pages end
   if not pages then
     -- No paging block: walk sequentially until a short or empty page.
     local p = 2
-    local last = #first.data
+    local last = first.n
     while last > 0 and (not per or last >= per) and p <= 100000 do
       local r = fetch_page(kind, body, p, nil)
       job:metric("pages", 1)
       if r.err then fail(r.err) end
-      if #r.data == 0 then break end
+      if r.n == 0 then break end
       on_page(r.data, p, nil)
       ok_pages = ok_pages + 1
       job:metric("pages_ok", 1)
-      last, p = #r.data, p + 1
+      last, p = r.n, p + 1
     end
     return ok_pages
   end
@@ -185,7 +199,7 @@ local function each_page(kind, body, on_page)
     for i, p in ipairs(list) do
       local r = results[i]
       if r.err then fail(r.err) end
-      if #r.data == 0 then stop = true break end
+      if r.n == 0 then stop = true break end
       on_page(r.data, p, pages)
       ok_pages = ok_pages + 1
       job:metric("pages_ok", 1)
@@ -212,14 +226,20 @@ end
 local counts = {events = 0, orders = 0, baskets = 0, filtered_out = 0}
 local known_events, wanted_events = {}, {}
 
-local function add_event(e)
-  if type(e) ~= "table" or map.is_null(e.id) then return end
-  local row = map.event_row(e, ver)
-  if known_events[row.event_id] then return end
+-- The dim_events row of an event object, or nil when it is not one.
+local function event_row(e)
+  if not map.is_obj(e) or map.is_null(e.id) then return nil end
+  return map.event_row(e, ver)
+end
+
+local function add_event_row(row)
+  if not row or known_events[row.event_id] then return end
   known_events[row.event_id] = true
   sinks.dim_events:add(row)
   counts.events = counts.events + 1
 end
+
+local function add_event(e) add_event_row(event_row(e)) end
 
 -- 1. Events (all of them, deleted ones included: old sales still need their city and name).
 each_page("events", {orderBy = {id = "asc"}}, function(items)
@@ -241,22 +261,20 @@ local function add_order(o)
   local ok, why = map.order_in_window(o, from_epoch, to_epoch)
   if not ok then
     counts.filtered_out = counts.filtered_out + 1
-    log.debug("order skipped", {order_id = type(o) == "table" and map.str(o.id) or "?", reason = why})
+    log.debug("order skipped", {order_id = map.is_obj(o) and map.str(o.id) or "?", reason = why})
     return
   end
   local id = map.str(o.id)
   if seen_orders[id] then return end -- a page boundary moved while paging
   seen_orders[id] = true
-  if type(o.baskets) ~= "table" then
+  if not map.is_obj(o.baskets) then
     -- The list came without baskets (reported for some cabinets): the single order has them.
     local one, err = get("/orders/" .. id, nil, "order " .. id)
     job:metric("order_refetches", 1)
     if not one then error(err, 0) end
-    if type(one) == "table" and type(one.data) == "table" then o = one.data end
-    if type(o.baskets) ~= "table" then
-      log.warn("order without baskets", {order_id = id})
-      o.baskets = {}
-    end
+    if map.is_obj(one) and map.is_obj(one.data) then o = one.data end
+    -- (o may be a read-only view: order_rows reads absent baskets as none.)
+    if not map.is_obj(o.baskets) then log.warn("order without baskets", {order_id = id}) end
   end
   local order, baskets, notes = map.order_rows(o, ver)
   for _, n in ipairs(notes) do job:metric(n, 1) end
@@ -286,17 +304,20 @@ for id in pairs(wanted_events) do
 end
 table.sort(missing)
 if #missing > 0 then
-  local got = task.map(missing, concurrency, function(id)
+  local got, merr = task.map(missing, concurrency, function(id)
     local v, gerr, status = get("/events/" .. id, nil, "event " .. id)
     if not v then
       if status == 404 then log.warn("event referenced by orders not found", {event_id = id}) return {} end
       return {err = gerr}
     end
-    return {event = type(v) == "table" and v.data or nil}
-  end) or {}
+    -- The row, not the object: no event's document is held until the last one arrives.
+    return {row = map.is_obj(v) and event_row(v.data) or nil}
+  end)
+  -- Only a raise inside the mapping gets here (HTTP failures come back as {err = ...}).
+  if not got then error("events referenced by orders: " .. tostring(merr), 0) end
   for _, r in ipairs(got) do
     if r.err then error(r.err, 0) end
-    if r.event then add_event(r.event) end
+    add_event_row(r.row)
   end
 end
 

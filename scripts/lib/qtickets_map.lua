@@ -1,7 +1,10 @@
--- qtickets_map: pure mapping from QTickets REST v1 objects (as decoded by json.decode) to the rows of
--- dim_events, stg_qtickets_api_orders_raw and stg_qtickets_api_baskets_raw (docs/schema.md §3.5-3.7).
+-- qtickets_map: pure mapping from QTickets REST v1 objects to the rows of dim_events,
+-- stg_qtickets_api_orders_raw and stg_qtickets_api_baskets_raw (docs/schema.md §3.5-3.7).
 -- No I/O here, so the Lua specs can feed it recorded payloads. The payloads drift in type (see
 -- /work/shared/api/qtickets.md, pitfalls 3-8); every accessor below tolerates the variants seen.
+-- Objects may be json.decode tables or json.view views (the loader reads pages as views: several
+-- times cheaper to parse); both give the same rows. Rows hold only strings, numbers and json.null,
+-- never a view, so a row kept in a sink does not keep its page's document alive.
 local kopecks = require("money")
 
 local M = {}
@@ -10,6 +13,22 @@ local null = json.null
 
 local function is_null(v) return v == nil or v == null end
 M.is_null = is_null
+
+local isview = json.isview
+
+-- A JSON object or array: a decoded table or a view. (type() of a view is "userdata", as is json.null's.)
+local function is_obj(x)
+  local t = type(x)
+  return t == "table" or (t == "userdata" and isview(x))
+end
+M.is_obj = is_obj
+
+-- The number of items of a JSON array, as # of json.decode's table gives it: 0 for an object (a view
+-- of an object counts its fields, a decoded object has no 1..n part) and for a non-object.
+function M.len(x)
+  if not is_obj(x) or x[1] == nil then return 0 end
+  return #x
+end
 
 -- Ids arrive as integers (json.decode and json.view turn integral numbers into integers), integral
 -- floats or strings; stored as text. nil / null / objects -> "". text.id does it in C.
@@ -85,7 +104,7 @@ end
 function M.text_of(v)
   if type(v) == "string" then return text.trim(v) end
   if type(v) == "number" then return tostring(v) end
-  if type(v) == "table" then
+  if is_obj(v) then
     for _, k in ipairs({"ru", "RU", "ru_RU", "default", "en", "EN"}) do
       if type(v[k]) == "string" and v[k] ~= "" then return text.trim(v[k]) end
     end
@@ -111,7 +130,7 @@ function M.utm(v)
   local out = {}
   for _, k in ipairs(UTM) do out[k] = "" end
   if type(v) == "string" and v:find("=") then v = text.parse_query(v) end
-  if type(v) ~= "table" then return out end
+  if not is_obj(v) then return out end
   for _, k in ipairs(UTM) do
     local x = v[k]
     if is_null(x) then x = v[k:sub(5)] end
@@ -125,7 +144,7 @@ end
 
 local function city_of(e)
   local c = e.city
-  if type(c) == "table" then return M.text_of(c.name), M.str(c.id) end
+  if is_obj(c) then return M.text_of(c.name), M.str(c.id) end
   if type(c) == "string" then return text.trim(c), "" end
   return "", ""
 end
@@ -136,13 +155,13 @@ function M.event_row(e, ver)
   local city, cid = city_of(e)
   if cid == "" then cid = M.str(e.city_id) end
   local first, last
-  local shows = type(e.shows) == "table" and e.shows or {}
+  local shows = is_obj(e.shows) and e.shows or {}
   local any_live = false
   for _, s in ipairs(shows) do
-    if type(s) == "table" and is_null(s.deleted_at) then any_live = true end
+    if is_obj(s) and is_null(s.deleted_at) then any_live = true end
   end
   for _, s in ipairs(shows) do
-    if type(s) == "table" and (not any_live or is_null(s.deleted_at)) then
+    if is_obj(s) and (not any_live or is_null(s.deleted_at)) then
       local st = M.epoch(s.start_date)
       local fin = M.epoch(s.finish_date) or st
       if st and (not first or st < first) then first = st end
@@ -171,7 +190,7 @@ end
 -- Is the order one this run should store? Paid, and paid inside [from, to) (epoch seconds). The
 -- server may ignore the body filters (pitfall 1, 9), so every page is re-checked here.
 function M.order_in_window(o, from, to)
-  if type(o) ~= "table" then return false, "not an object" end
+  if not is_obj(o) then return false, "not an object" end
   if not M.truthy(o.payed) then return false, "unpaid" end
   local p = M.epoch(o.payed_at)
   if not p then return false, "no payed_at" end
@@ -194,10 +213,10 @@ function M.order_rows(o, ver)
   local payed_at = M.ts(o.payed_at)
   local created_at = M.ts(o.created_at) or payed_at or time.format(0)
   local sale_ts = payed_at or created_at
-  local baskets = type(o.baskets) == "table" and o.baskets or {}
+  local baskets = is_obj(o.baskets) and o.baskets or {}
   local rows, live = {}, 0
   for _, b in ipairs(baskets) do
-    if type(b) == "table" then
+    if is_obj(b) then
       local deleted, refunded = M.ts(b.deleted_at), M.ts(b.refunded_at)
       if not deleted and not refunded then live = live + 1 end
       local qty = math.tointeger(b.quantity) or math.tointeger(tonumber(b.quantity or "") or 1) or 1

@@ -1,4 +1,5 @@
 """QA: scripts/qtickets.lua against hand-made, real-format edge cases and faults (fake API + ClickHouse)."""
+import base64
 import copy
 import json
 import os
@@ -99,6 +100,41 @@ class QaQTickets(QaBase):
         r = self.load()
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("Some error", r.stdout + r.stderr)
+
+    def test_events_missing_from_the_list_are_fetched_one_by_one(self):
+        # Orders of events 2 (not in the list, fetched by id) and 3 (unknown: 404, skipped).
+        self.serve([event(1, "Show", {"id": 5, "name": "Омск"}), event(2, "Other", {"id": 6, "name": "Томск"})],
+                   [order(10, 2, "2025-11-02T10:00:00+03:00", [basket(100, 10)]),
+                    order(11, 3, "2025-11-02T11:00:00+03:00", [basket(101, 20)])])
+        self.api.faults([{"path": "/events$", "status": 200, "times": -1, "body": json.dumps(
+            {"data": [event(1, "Show", {"id": 5, "name": "Омск"})], "paging": {"perPage": 50, "currentPage": 1, "total": 1}})}])
+        r = self.load()
+        out = r.stdout + r.stderr
+        self.assertEqual(r.returncode, 0, out)
+        got = self.q("SELECT event_id, event_name, city, city_id FROM dim_events ORDER BY event_id")
+        self.assertEqual(got, [{"event_id": "1", "event_name": "Show", "city": "Омск", "city_id": "5"},
+                               {"event_id": "2", "event_name": "Other", "city": "Томск", "city_id": "6"}])
+        paths = [q["path"] for q in self.api.requests()["requests"]]
+        self.assertIn("/qtickets/api/rest/v1/events/2", paths)
+        self.assertIn("/qtickets/api/rest/v1/events/3", paths)
+        self.assertIn("event referenced by orders not found", out)
+        self.assertEqual(int(self.scalar("SELECT count() FROM stg_qtickets_api_orders_raw")), 2)
+
+    def test_page_with_invalid_utf8_loads_as_before(self):
+        # simdjson (json.view) refuses invalid UTF-8 inside a string; lua-cjson reads it. The page loads
+        # through json.decode as it did before pages were read as views, and the run says so in a metric.
+        orders = [order(10, 1, "2025-11-02T10:00:00+03:00", [basket(100, 10)], custom="MARK"),
+                  order(11, 1, "2025-11-02T11:00:00+03:00", [basket(101, 20, 2)])]
+        self.serve([event(1, "Show", {"id": 5, "name": "Омск"})], orders)
+        page = json.dumps({"data": orders, "paging": {"perPage": 50, "currentPage": 1, "total": 2}}).encode()
+        page = page.replace(b'"MARK"', b'"caf\xe9 \xff"')
+        self.assertNotEqual(page.find(b"\xff"), -1)
+        self.api.faults([{"path": "/orders$", "status": 200, "times": 1, "body_b64": base64.b64encode(page).decode()}])
+        r = self.load()
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual(self.sales(), {("2025-11-02", "Омск", "Show"): (3, Decimal("50.00"), Decimal(0))})
+        m = json.loads(self.q("SELECT metrics FROM meta_job_runs WHERE job = 'qtickets' ORDER BY _ver DESC LIMIT 1")[0]["metrics"])
+        self.assertEqual(m["json_fallbacks"], 1)
 
     def test_hang_mid_pagination_fails_and_keeps_pages(self):
         orders = [order(1000 + i, 1, "2025-11-02T10:00:00+03:00", [basket(5000 + i, 10)]) for i in range(120)]

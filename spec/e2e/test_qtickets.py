@@ -290,8 +290,18 @@ class TestQTicketsConcurrentPages(QTicketsCase):
         self.assert_exact_totals()
         n = len([q for q in self.api.requests()["requests"] if q["path"].endswith("/orders")])
         self.assertGreaterEqual(n, 20)
-        # one page at a time would take at least n * 0.4 s; four at a time about a quarter of that
+        # one page at a time would take at least n * 0.4 s; eight at a time about an eighth of that
         self.assertLess(elapsed, 0.75 * n * 0.4, "%d order pages took %.1f s" % (n, elapsed))
+
+    def test_default_concurrency_is_eight(self):
+        r = self.load()
+        self.assert_ok(r)
+        ts = sorted(q["ts"] for q in self.api.requests()["requests"] if q["path"].endswith("/orders"))
+        self.assertGreaterEqual(len(ts), 20)
+        # The fake answers no request before 0.4 s: requests that arrived less than 0.4 s apart were
+        # in flight together. At most QTICKETS_CONCURRENCY (default 8) are, and the chunks keep 8 going.
+        most = max(sum(1 for u in ts if t - 0.4 < u <= t) for t in ts)
+        self.assertEqual(most, 8, "order page requests in flight at once")
 
 
 class TestQTicketsFirstRun(zhtest.ZhostCase):

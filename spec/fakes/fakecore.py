@@ -216,6 +216,8 @@ class FaultRule:
         self.status = spec.get("status")
         self.headers = spec.get("headers") or {}
         self.body = spec.get("body")
+        if spec.get("body_b64") is not None:  # bytes a JSON string cannot carry (invalid UTF-8)
+            self.body = base64.b64decode(spec["body_b64"])
         self.delay_ms = int(spec.get("delay_ms", 0))
         self.api_error = spec.get("api_error")
         self.seen = 0
@@ -525,7 +527,7 @@ class FakeHandler(http.server.BaseHTTPRequestHandler):
         if rule.status is not None:
             resp.status = int(rule.status)
         if rule.body is not None and rule.api_error is not None:
-            resp.body = rule.body.encode("utf-8")
+            resp.body = rule.body if isinstance(rule.body, bytes) else rule.body.encode("utf-8")
         for k, v in rule.headers.items():
             resp.set_header(k, v)
         if not resp.get_header("Content-Type") and resp.body[:1] in (b"{", b"["):
@@ -533,7 +535,7 @@ class FakeHandler(http.server.BaseHTTPRequestHandler):
         return resp
 
     def _malformed(self, rule, resp):
-        body = rule.body.encode() if rule.body is not None else (resp.body[: max(1, len(resp.body) // 2)] or b"{\"data\":[")
+        body = (rule.body if isinstance(rule.body, bytes) else rule.body.encode()) if rule.body is not None else (resp.body[: max(1, len(resp.body) // 2)] or b"{\"data\":[")
         out = Response(200, body, [h for h in resp.headers if h[0].lower() not in ("content-encoding",)])
         if not out.get_header("Content-Type"):
             out.set_header("Content-Type", "application/json")

@@ -604,6 +604,15 @@ class MachineryTest(FakeAPITestCase):
         s, _, b = self.jcall("GET", "/_fake/faults")
         self.assertEqual(b["rules"][0]["fired"], 2)
 
+    def test_body_b64_sends_raw_bytes(self):
+        raw = b'{"data":["\xff"]}'
+        self.faults([{"path": "orders$", "status": 200, "body_b64": base64.b64encode(raw).decode()},
+                     {"path": "orders$", "action": "malformed", "body_b64": base64.b64encode(raw[:5]).decode()}])
+        s, _, got = self.call("GET", QT + "/orders", b"{}", QT_AUTH)
+        self.assertEqual((s, got), (200, raw))
+        s, _, got = self.call("GET", QT + "/orders", b"{}", QT_AUTH)
+        self.assertEqual((s, got), (200, raw[:5]))
+
     def test_reset_truncate_malformed_hang_delay(self):
         self.faults([{"path": "orders", "action": "reset"}])
         with self.assertRaises((ConnectionError, http.client.RemoteDisconnected)):

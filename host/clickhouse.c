@@ -574,6 +574,12 @@ void zh_ch_record_run(zh_host *h, const zh_run_record *rec, void (*done)(void *u
     ch_req_start(c->req);
 }
 
+void zh_ch_record_detach(zh_host *h, void *ud) {
+    if (!h->ch) return;
+    for (record_ctx *c = h->ch->records; c; c = c->next)
+        if (c->ud == ud) c->done = NULL;
+}
+
 /* ---- runs left "running" by a killed process ---- */
 
 static void stale_marked(void *ud, const char *err) {

@@ -40,6 +40,9 @@ typedef struct zh_run_record {
 /* Inserts a meta_job_runs row (version = now); calls done(ud, err) with err NULL on success.
  * Never spools: a run log row that cannot be written is logged instead. */
 void zh_ch_record_run(zh_host *h, const zh_run_record *r, void (*done)(void *ud, const char *err), void *ud);
+/* The owner of ud is going away: rows of it still in flight are written (or spooled) all the
+ * same, but their done callbacks are not called. */
+void zh_ch_record_detach(zh_host *h, void *ud);
 
 /* Marks meta_job_runs rows of this host (and job, unless NULL) still "running" whose process is
  * gone (pid in the row's metrics) as "interrupted". One short attempt; returns how many. */

@@ -307,7 +307,7 @@ static int push_sink(lua_State *L, zh_sink *s) {
 
 static zh_sink *check_sink(lua_State *L) {
     sink_ud *u = luaL_checkudata(L, 1, SINK_MT);
-    if (!u->s || !zh_host_of(L)->ch) luaL_error(L, "sink is no longer usable");
+    if (!u->s || !zh_host_of(L)->ch || !zh_sink_usable(u->s)) luaL_error(L, "sink is no longer usable (its run has ended)");
     return u->s;
 }
 

@@ -169,19 +169,24 @@ int zh_cmd_run(int argc, char **argv) {
     }
     while (!res.done && uv_run(h->loop, UV_RUN_ONCE)) {
     }
-    if (!res.done) {
-        fprintf(stderr, "zhost: internal error: the loop ended before the run finished\n");
-        res.exit_code = 1;
-        /* The run is freed before the host: its root task must not call back into it when the
-         * host cancels what is left. */
-        if (res.run->root) {
-            zh_task *root = res.run->root;
-            res.run->root = NULL;
-            root->on_done = NULL;
-            zh_task_release(root);
+    /* The loop ran out of work with the run still waiting (its tasks wait on each other, say):
+     * fail it, which still flushes its rows and writes its final row, then run the loop again. */
+    if (!res.done && zh_run_stalled(res.run)) {
+        while (!res.done && uv_run(h->loop, UV_RUN_ONCE)) {
         }
     }
+    if (!res.done) {
+        /* Stalled while finishing: a host bug. zh_run_free spools what the run still holds. */
+        fprintf(stderr, "zhost: internal error: %s stopped while finishing (the loop ended before its rows and final row were written)\n",
+                res.run->group.job);
+        res.exit_code = 1;
+    }
+    /* No signal may reach the run once it is freed; zh_run_free leaves nothing else behind that
+     * could call back into it, so the host can then cancel and close whatever is left. */
+    h->on_signal = NULL;
+    h->on_signal_ud = NULL;
     zh_run_free(res.run);
+    res.run = NULL;
     zh_host_free(h);
     rc = res.exit_code;
 out:

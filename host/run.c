@@ -2,7 +2,9 @@
  * (the run's name, arguments, secrets, metrics and message).
  *
  * Order at the end of a run: root task done → leftover sub-tasks cancelled → sinks flushed or
- * spooled → status decided (a run that spooled rows has failed) → final row written → on_done. */
+ * spooled → status decided (a run that spooled rows has failed) → final row written → on_done.
+ * A run the loop can no longer advance is cancelled the same way (zh_run_stalled). zh_run_free
+ * works at any stage: it cuts whatever could still call back into the run. */
 #include "run.h"
 #include "clickhouse.h"
 #include "log.h"
@@ -259,6 +261,22 @@ void zh_run_cancel(zh_run *r, const char *reason, zh_run_status as) {
     }
 }
 
+bool zh_run_stalled(zh_run *r) {
+    if (r->finishing || !r->root || r->status != ZH_RUN_RUNNING) return false;
+    char where[256];
+    int waiting = zh_task_count_group(r->h, &r->group);
+    zh_buf m;
+    zh_buf_init(&m);
+    if (zh_task_where(r->root, where, sizeof where))
+        zh_buf_printf(&m, "stalled: the script waits at %s and nothing is left that could wake it", where);
+    else
+        zh_buf_adds(&m, "stalled: the script waits and nothing is left that could wake it");
+    zh_buf_printf(&m, " (%d of its tasks waiting)", waiting);
+    zh_run_cancel(r, m.data, ZH_RUN_ERROR);
+    zh_buf_free(&m);
+    return true;
+}
+
 static void timeout_fired(uv_timer_t *t) {
     zh_run *r = t->data;
     char msg[128];
@@ -389,6 +407,8 @@ zh_run *zh_run_start(zh_host *h, const zh_run_opts *o, void (*on_done)(zh_run *,
     lua_setfield(L, jobt, "state_dir");
     lua_pushlightuserdata(L, r);
     lua_setfield(L, jobt, "_run");
+    lua_pushvalue(L, jobt);
+    r->job_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_newtable(L);
     lua_getfield(L, LUA_REGISTRYINDEX, "zhost.job.methods");
     lua_setfield(L, -2, "__index");
@@ -425,9 +445,32 @@ static void timer_closed(uv_handle_t *hd) { free(hd); }
 
 void zh_run_free(zh_run *r) {
     if (!r) return;
-    lua_State *L = r->h->L;
-    if (r->h->ch) zh_ch_group_forget(r->h, &r->group);
+    zh_host *h = r->h;
+    lua_State *L = h->L;
+    /* A finished run has nothing left below. One abandoned mid-way (zh_cmd_run after a stall)
+     * still has tasks pointing at its group, sinks holding rows and ClickHouse requests that
+     * would call back: cut each of them while the run is still there to be called. */
+    if (r->root) {
+        zh_task *root = r->root;
+        r->root = NULL;
+        root->on_done = NULL;
+        zh_task_release(root);
+    }
+    if (h->tasks) zh_task_cancel_group(h, &r->group, "the run was abandoned");
+    if (h->ch) {
+        zh_ch_record_detach(h, r);
+        zh_ch_group_forget(h, &r->group);
+    }
     if (L) {
+        /* The script's finalizers and __close handlers can still call job functions (at
+         * lua_close, or from a later run's collection in `zhost serve`). */
+        lua_rawgeti(L, LUA_REGISTRYINDEX, r->job_ref);
+        if (lua_istable(L, -1)) {
+            lua_pushboolean(L, 0);
+            lua_setfield(L, -2, "_run");
+        }
+        lua_pop(L, 1);
+        luaL_unref(L, LUA_REGISTRYINDEX, r->job_ref);
         luaL_unref(L, LUA_REGISTRYINDEX, r->metrics_ref);
         luaL_unref(L, LUA_REGISTRYINDEX, r->env_ref);
     }
@@ -446,8 +489,10 @@ void zh_run_free(zh_run *r) {
 static zh_run *run_of(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_getfield(L, 1, "_run");
+    bool ended = lua_type(L, -1) == LUA_TBOOLEAN;
     zh_run *r = lua_touserdata(L, -1);
     lua_pop(L, 1);
+    if (ended) luaL_error(L, "job functions cannot be used after the run has ended");
     if (!r) luaL_error(L, "job functions are called with a colon: job:env(...)");
     return r;
 }

@@ -32,6 +32,7 @@ struct zh_run {
     char *traceback;
     int metrics_ref;          /* Lua table of script metrics */
     int env_ref;              /* Lua table of secrets for this run */
+    int job_ref;              /* the run's `job` table, cut from the run when it is freed */
     bool finishing;
     bool running_row_pending; /* the "running" meta_job_runs insert has not answered yet */
     bool final_waiting;       /* the final row waits for it (a very short run) */
@@ -45,6 +46,14 @@ struct zh_run {
 zh_run *zh_run_start(zh_host *h, const zh_run_opts *o, void (*on_done)(zh_run *, void *), void *ud, char **err);
 /* Stops a run early (signal, timeout, `zhost restart`): tasks are cancelled, rows flushed. */
 void zh_run_cancel(zh_run *r, const char *reason, zh_run_status as);
+/* The loop has nothing left to do but the run has not finished: its tasks wait on something no
+ * handle will ever deliver (each other, say). Cancels it as failed, naming where its script
+ * waits; the loop then has the flush and the final row to do. Returns false when the run was
+ * already finishing (a host bug: then only zh_run_free is left). */
+bool zh_run_stalled(zh_run *r);
+/* Safe at any stage, before zh_host_free: a run freed before it finished has its remaining tasks
+ * cancelled, its buffered and in-flight rows spooled and its ClickHouse callbacks dropped, and
+ * its `job` table refuses further use, so nothing reaches the run once it is freed. */
 void zh_run_free(zh_run *r);
 const char *zh_run_status_name(zh_run_status s);
 /* Generates a random UUID v4 string. */

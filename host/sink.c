@@ -215,8 +215,9 @@ void zh_sink_remove_waiter(zh_sink *s, zh_sink_wait *w) {
     }
 }
 
-uint64_t zh_sink_rows(zh_sink *s) { return s->tc->rows; }
-uint64_t zh_sink_spooled(zh_sink *s) { return s->tc->spooled; }
+uint64_t zh_sink_rows(zh_sink *s) { return s->tc ? s->tc->rows : 0; }
+uint64_t zh_sink_spooled(zh_sink *s) { return s->tc ? s->tc->spooled : 0; }
+bool zh_sink_usable(zh_sink *s) { return s->gs != NULL; }
 const char *zh_sink_table(zh_sink *s) { return s->schema->table; }
 const char *zh_sink_last_error(zh_sink *s) { return s->last_error; }
 void zh_sink_close(zh_sink *s) {
@@ -329,6 +330,32 @@ static void group_stats_free(ch_group_stats *gs) {
     free(gs);
 }
 
+/* Rows a sink still holds when it can no longer deliver them (its run is gone, or the host is):
+ * the INSERT in flight is abandoned and, like the buffer, spooled. ClickHouse may have received
+ * the abandoned INSERT after all; a replay of rows that did arrive is harmless, the tables
+ * deduplicate by key and version. */
+static void sink_spool_pending(zh_host *h, zh_sink *s, const char *why_inflight, const char *why_buffered) {
+    const char *job = s->gs && s->gs->g ? s->gs->g->job : NULL;
+    const char *run_id = s->gs && s->gs->g ? s->gs->g->run_id : "";
+    char err[256];
+    if (s->inflight) {
+        ch_req *r = s->inflight;
+        ch_req_abort(r);
+        zh_spool_write(h, s->schema->table, job, run_id, why_inflight, r->x->req_body.data, r->x->req_body.len,
+                       s->inflight_rows, err, sizeof err);
+        ch_req_free(r);
+        s->inflight = NULL;
+        s->inflight_rows = 0;
+    }
+    if (s->batch_rows && s->gs && !s->gs->dry_run)
+        zh_spool_write(h, s->schema->table, job, run_id, why_buffered, s->batch.data, s->batch.len, s->batch_rows, err,
+                       sizeof err);
+    s->batch.len = 0;
+    s->batch_rows = 0;
+    s->flush_wanted = false;
+    uv_timer_stop(s->age_timer);
+}
+
 void zh_ch_group_forget(zh_host *h, zh_group *g) {
     zh_ch_state *st = h->ch;
     for (ch_group_stats **pp = &st->groups; *pp; pp = &(*pp)->next) {
@@ -336,13 +363,19 @@ void zh_ch_group_forget(zh_host *h, zh_group *g) {
         if (gs->g != g) continue;
         for (zh_sink *s = st->sinks, *next; s; s = next) {
             next = s->next;
-            if (s->gs == gs) {
-                if (s->detached) {
-                    sink_free(h, s);
-                } else {
-                    /* Still referenced from Lua: keep it, but cut it from the group. */
-                    s->gs = NULL;
-                }
+            if (s->gs != gs) continue;
+            /* Only a run abandoned before its sinks finished (see zh_run_free) gets here with
+             * rows: nothing would call back into its group for them any more. */
+            if (!zh_sink_idle(s))
+                sink_spool_pending(h, s, "the run ended during an INSERT", "the run ended with rows buffered");
+            if (s->detached) {
+                sink_free(h, s);
+            } else {
+                /* Still referenced from Lua: keep it, but cut it from the group (and its
+                 * counters, freed below); the userdata then refuses to be used. */
+                s->gs = NULL;
+                s->tc = NULL;
+                s->closed = true;
             }
         }
         *pp = gs->next;
@@ -355,22 +388,7 @@ void zh_sink_shutdown_all(zh_host *h) {
     zh_ch_state *st = h->ch;
     while (st->sinks) {
         zh_sink *s = st->sinks;
-        const char *job = s->gs && s->gs->g ? s->gs->g->job : NULL;
-        const char *run_id = s->gs && s->gs->g ? s->gs->g->run_id : "";
-        char err[256];
-        if (s->inflight) {
-            /* ClickHouse has not confirmed this INSERT: keep its rows (a replay of rows that did
-             * arrive is harmless, the tables deduplicate by key and version). */
-            ch_req *r = s->inflight;
-            ch_req_abort(r);
-            zh_spool_write(h, s->schema->table, job, run_id, "host shut down during an INSERT", r->x->req_body.data,
-                           r->x->req_body.len, s->inflight_rows, err, sizeof err);
-            ch_req_free(r);
-            s->inflight = NULL;
-        }
-        if (s->batch_rows && s->gs && !s->gs->dry_run)
-            zh_spool_write(h, s->schema->table, job, run_id, "host shut down with rows buffered", s->batch.data, s->batch.len,
-                           s->batch_rows, err, sizeof err);
+        sink_spool_pending(h, s, "host shut down during an INSERT", "host shut down with rows buffered");
         sink_free(h, s);
     }
     while (st->groups) {

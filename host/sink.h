@@ -27,6 +27,8 @@ void zh_sink_close(zh_sink *s);
 bool zh_sink_closed(zh_sink *s);
 /* The Lua userdata was collected; the sink lives on until its group finishes. */
 void zh_sink_detach(zh_sink *s);
+/* False once its group (run) is gone: the userdata must not touch it any more. */
+bool zh_sink_usable(zh_sink *s);
 
 /* A task waiting on a sink (backpressure or flush) — see l_ch.c. */
 typedef struct zh_sink_wait {

@@ -331,6 +331,19 @@ int zh_task_count_group(zh_host *h, zh_group *group) {
     return n;
 }
 
+bool zh_task_where(zh_task *t, char *out, size_t n) {
+    if (!t->co || t->state == ZH_TASK_DONE || t->start_nargs >= 0) return false;
+    lua_Debug ar;
+    /* Level 0 is the C function that yielded (task.wait, sink:flush, ...): the first frame with
+     * a line is the script's call. */
+    for (int level = 0; lua_getstack(t->co, level, &ar); level++) {
+        if (!lua_getinfo(t->co, "Sl", &ar) || ar.currentline <= 0) continue;
+        snprintf(out, n, "%s:%d", ar.short_src, ar.currentline);
+        return true;
+    }
+    return false;
+}
+
 static void idle_closed(uv_handle_t *hd) { (void)hd; }
 
 void zh_tasks_shutdown(zh_host *h) {

@@ -82,6 +82,9 @@ void zh_task_cancel(zh_task *t, const char *reason);
 int zh_task_cancel_group(zh_host *h, zh_group *group, const char *reason);
 /* Number of tasks of a group that are not DONE. */
 int zh_task_count_group(zh_host *h, zh_group *group);
+/* Where a suspended task's Lua code waits ("file.lua:12"), for messages; false when it has no
+ * Lua frame (not started, finished, or waiting in C only). */
+bool zh_task_where(zh_task *t, char *out, size_t n);
 
 /* Lua module `task` (spawn, wait, map, sleep, id) and the coroutine/pcall replacements that let
  * host yields pass through user coroutines. */

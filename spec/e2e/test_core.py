@@ -4,6 +4,7 @@ import http.server
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -527,6 +528,96 @@ class DryRun(zhtest.ZhostCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertNotIn("internal error", r.stderr)
         self.assertEqual(self.scalar("SELECT count() FROM dim_events"), "3")
+
+
+class RunEndings(zhtest.ZhostCase):
+    """Every way a `zhost run` ends — success, script error, a stall, SIGINT while waiting or busy —
+    flushes its rows, records the run and exits without touching freed memory (these tests also
+    run in the ASan+UBSan build, where such a touch aborts with a report on stderr). The scripts'
+    finalizers call job functions after the run is over: refused, not a use-after-free."""
+
+    FINALIZER = 'local keep = setmetatable({}, {__gc = function() job:set("collected", true) end})\n'
+
+    def assert_clean(self, stderr):
+        for bad in ("AddressSanitizer", "LeakSanitizer", "runtime error:", "internal error"):
+            self.assertNotIn(bad, stderr)
+
+    def wait_running(self, job):
+        deadline = time.time() + 20
+        while time.time() < deadline and not self.q("SELECT run_id FROM meta_job_runs WHERE job = '%s'" % job):
+            time.sleep(0.1)
+
+    def test_tasks_waiting_on_each_other_fail_the_run_with_one_line(self):
+        # The loop runs out of work with the script still waiting: the run used to end with
+        # "internal error: the loop ended before the run finished" and a use-after-free (the
+        # __close handler called job:metric on the freed run).
+        path = self.script("stall.lua", """-- zhost: job=stalljob
+local s = assert(ch.sink("dim_events"))
+for i = 1, 7 do s:add{event_id = tostring(i), event_name = "E", city = "X", _ver = 1} end
+assert(s:flush()) -- rows still buffered would keep the loop busy until their age timer
+local guard <close> = setmetatable({}, {__close = function() job:metric("closed") end})
+""" + self.FINALIZER + """local a
+local b = task.spawn(function() return task.wait(a) end)
+a = task.spawn(function() return task.wait(b) end)
+task.wait(a)
+""")
+        r = self.zhost("run", path, timeout=60)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assert_clean(r.stderr)
+        self.assertRegex(r.stderr.splitlines()[-1],
+                         r"^zhost: stalljob failed: stalled: the script waits at \S*stall\.lua:10 and nothing is left "
+                         r"that could wake it \(3 of its tasks waiting\)$")
+        self.assertEqual(self.scalar("SELECT count() FROM dim_events"), "7")
+        runs = self.runs("stalljob")
+        self.assertEqual([(x["status"], int(x["rows_processed"])) for x in runs], [("error", 7)])
+        self.assertTrue(runs[0]["message"].startswith("stalled: the script waits at"), runs[0]["message"])
+        self.assertEqual(json.loads(runs[0]["metrics"])["closed"], 1)
+
+    def test_sigint_while_waiting_flushes_and_records_interrupted(self):
+        path = self.script("intr.lua", """-- zhost: job=intrjob
+local s = assert(ch.sink("dim_events", {max_rows = 100000, max_age = 600}))
+for i = 1, 5 do s:add{event_id = tostring(i), event_name = "E", city = "X", _ver = 1} end
+""" + self.FINALIZER + """task.spawn(function() sleep(60) end)
+sleep(60)
+""")
+        p = self.zhost_bg("run", path)
+        self.wait_running("intrjob")
+        time.sleep(0.3)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+        self.assertEqual(p.returncode, 1, err)
+        self.assert_clean(err)
+        self.assertEqual(err.splitlines()[-1], "zhost: intrjob failed: interrupted (SIGINT)")
+        self.assertEqual(self.scalar("SELECT count() FROM dim_events"), "5")
+        self.assertEqual([x["status"] for x in self.runs("intrjob")], ["interrupted"])
+
+    def test_sigint_in_a_busy_script(self):
+        path = self.script("spin.lua", "-- zhost: job=spinjob\n" + self.FINALIZER +
+                           'job:set("started", true)\nlocal n = 0\nwhile true do n = n + 1 end\n')
+        p = self.zhost_bg("run", path)
+        self.wait_running("spinjob")
+        time.sleep(0.3)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+        self.assertEqual(p.returncode, 1, err)
+        self.assert_clean(err)
+        self.assertEqual(err.splitlines()[-1], "zhost: spinjob failed: interrupted")
+        # The hook stops the busy script with an error before the signal reaches the run, so it
+        # is recorded as failed, not as interrupted like a waiting one.
+        self.assertEqual([(x["status"], x["message"]) for x in self.runs("spinjob")], [("error", "interrupted")])
+
+    def test_success_and_script_error_with_finalizers(self):
+        ok = self.script("fin_ok.lua", "-- zhost: job=finok\n" + self.FINALIZER + 'job:metric("pages", 1)\n')
+        r = self.zhost("run", ok)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assert_clean(r.stderr)
+        bad = self.script("fin_bad.lua", "-- zhost: job=finbad\n" + self.FINALIZER + 'error("boom")\n')
+        r = self.zhost("run", bad)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assert_clean(r.stderr)
+        self.assertIn("zhost: finbad failed: ", r.stderr.splitlines()[-1])
+        self.assertIn("fin_bad.lua:3: boom", r.stderr.splitlines()[-1])
+        self.assertEqual(sorted((x["job"], x["status"]) for x in self.runs()), [("finbad", "error"), ("finok", "success")])
 
 
 if __name__ == "__main__":

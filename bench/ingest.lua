@@ -1,4 +1,4 @@
--- zhost: job=bench_ingest secrets=qtickets options=base,table,concurrency,decode
+-- zhost: job=bench_ingest secrets=qtickets options=base,table,concurrency,decode,batch
 -- The ingest benchmark's zhost job (bench/README.md): every page of QTickets-shaped orders from
 -- bench/pagefake.py -> basket rows (qtickets_map's rules and helpers) -> one ClickHouse table.
 -- --decode view parses each page with json.view (simdjson, lazy); --decode cjson with res:json(). Unlike scripts/qtickets.lua it keeps no per-order state (no seen-ids set, no events), so its
@@ -16,7 +16,9 @@ local decode = args.decode or "view"
 if decode == "view" and not json.view then decode = "cjson" end
 http.configure("bench", {concurrency = concurrency})
 
-local sink = assert(ch.sink(tbl))
+-- --batch N: rows per INSERT (the sink's default is 10,000 rows / 8 MiB / 5 s)
+local batch = math.tointeger(tonumber(args.batch or ""))
+local sink = assert(ch.sink(tbl, batch and {max_rows = batch, max_bytes = batch * 400} or nil))
 local ver = math.floor(time.now() * 1000)
 local from_epoch, to_epoch = time.parse("2025-01-01"), time.parse("2027-01-01")
 local body_tpl = {
@@ -90,7 +92,10 @@ local function load(v)
     local o = data[i]
     local p = is_obj(o) and truthy(o.payed) and epoch(o.payed_at)
     if p and p >= from_epoch and p < to_epoch then
-      rows = rows + add_baskets(o)
+      -- not `rows = rows + add_baskets(o)`: sink:add may wait (backpressure), other workers add
+      -- to `rows` meanwhile, and the value read before the call would overwrite theirs
+      local n = add_baskets(o)
+      rows = rows + n
       orders = orders + 1
     else
       filtered = filtered + 1

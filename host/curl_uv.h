@@ -41,6 +41,9 @@ zh_xfer *zh_xfer_new(zh_curl *c);
 void zh_xfer_add_header(zh_xfer *x, const char *line);
 /* Sets method and body; body may be NULL. A body on GET is sent as it is (QTickets needs it). */
 void zh_xfer_set_request(zh_xfer *x, const char *method, const char *url, const char *body, size_t body_len);
+/* Exchanges the request body (set by zh_xfer_set_request, before the transfer starts) with *b: a
+ * multi-megabyte INSERT is handed over instead of copied, and its buffer handed back after. */
+void zh_xfer_swap_request_body(zh_xfer *x, zh_buf *b);
 /* Clears the response so the same transfer can be started again (retries). */
 void zh_xfer_reset_response(zh_xfer *x);
 int zh_xfer_start(zh_xfer *x);

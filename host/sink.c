@@ -37,6 +37,7 @@ struct zh_sink {
     ch_schema *schema;
     zh_sink_opts o;
     zh_buf batch;
+    zh_buf spare;             /* the other batch buffer: one is filled while the other is sent */
     uint64_t batch_rows;
     uv_timer_t *age_timer;
     ch_req *inflight;
@@ -91,6 +92,7 @@ zh_sink *zh_sink_new(zh_host *h, zh_group *g, ch_schema *schema, const zh_sink_o
     if (!s->o.max_bytes) s->o.max_bytes = 8u << 20;
     if (s->o.max_age_s <= 0) s->o.max_age_s = 5;
     zh_buf_init(&s->batch);
+    zh_buf_init(&s->spare);
     s->age_timer = zh_xcalloc(1, sizeof *s->age_timer);
     uv_timer_init(h->loop, s->age_timer);
     s->age_timer->data = s;
@@ -141,6 +143,8 @@ static void insert_done(ch_req *r) {
     }
     s->inflight = NULL;
     s->inflight_rows = 0;
+    zh_xfer_swap_request_body(r->x, &s->spare); /* take the sent batch's buffer back */
+    s->spare.len = 0;
     ch_req_free(r);
     if (s->batch_rows >= s->o.max_rows || s->batch.len >= s->o.max_bytes || s->closed || s->gs->finishing ||
         s->flush_wanted)
@@ -167,7 +171,13 @@ bool zh_sink_flush(zh_sink *s) {
     char q[512];
     snprintf(q, sizeof q, "INSERT INTO %s FORMAT JSONEachRow", s->schema->table);
     s->inflight_rows = s->batch_rows;
-    s->inflight = ch_req_new(s->h, q, s->batch.data, s->batch.len, insert_done, s);
+    /* The batch is handed to the request, not copied; rows go on into the spare buffer. */
+    s->inflight = ch_req_new(s->h, q, "", 0, insert_done, s);
+    zh_xfer_swap_request_body(s->inflight->x, &s->batch);
+    zh_buf_free(&s->batch);
+    zh_buf_free(&s->spare);
+    s->batch = s->spare;
+    zh_buf_init(&s->spare);
     s->batch.len = 0;
     s->batch_rows = 0;
     ZH_DEBUG(s->gs->g ? s->gs->g->job : NULL, "msg=\"insert\" table=%s rows=%llu bytes=%zu", s->schema->table,
@@ -236,6 +246,7 @@ static void sink_free(zh_host *h, zh_sink *s) {
     uv_timer_stop(s->age_timer);
     uv_close((uv_handle_t *)s->age_timer, age_timer_closed);
     zh_buf_free(&s->batch);
+    zh_buf_free(&s->spare);
     ch_schema_free(s->schema);
     free(s->last_error);
     free(s);

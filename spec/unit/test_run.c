@@ -88,6 +88,18 @@ static char *late_job_call(lua_State *L, int job_ref) {
     return err;
 }
 
+/* A run that failed to start fails the test and frees the host. */
+static bool started(zh_host *h, zh_run *r) {
+    ZT_CHECK(r != NULL);
+    if (!r) zh_host_free(h);
+    return r != NULL;
+}
+
+static void run_until_done(zh_host *h, int *done) {
+    while (!*done && uv_run(h->loop, UV_RUN_ONCE)) {
+    }
+}
+
 static int keep_job_table(zh_run *r) {
     lua_State *L = r->h->L;
     lua_rawgeti(L, LUA_REGISTRYINDEX, r->job_ref);
@@ -129,11 +141,7 @@ static void free_while_waiting(void) {
     zh_host *h = host();
     int done = 0;
     zh_run *r = start(h, path, true, false, &done);
-    ZT_CHECK(r != NULL);
-    if (!r) {
-        zh_host_free(h);
-        return;
-    }
+    if (!started(h, r)) return;
     ZT_CHECK(run_until_ready(h, r));
     int jt = keep_job_table(r);
     zh_run_free(r);
@@ -160,13 +168,8 @@ static void free_after_finish(void) {
     zh_host *h = host();
     int done = 0;
     zh_run *r = start(h, path, true, false, &done);
-    ZT_CHECK(r != NULL);
-    if (!r) {
-        zh_host_free(h);
-        return;
-    }
-    while (!done && uv_run(h->loop, UV_RUN_ONCE)) {
-    }
+    if (!started(h, r)) return;
+    run_until_done(h, &done);
     ZT_EQ_INT(done, 1);
     ZT_EQ_INT(r->status, ZH_RUN_SUCCESS);
     int jt = keep_job_table(r);
@@ -190,11 +193,7 @@ static void free_with_rows_buffered(void) {
     zh_host *h = host();
     int done = 0;
     zh_run *r = start(h, path, false, false, &done);
-    ZT_CHECK(r != NULL);
-    if (!r) {
-        zh_host_free(h);
-        return;
-    }
+    if (!started(h, r)) return;
     ZT_CHECK(run_until_ready(h, r));
     zh_run_free(r);
     /* Not lost: spooled when the run is freed, before the host goes. */
@@ -212,11 +211,7 @@ static void free_with_insert_in_flight(void) {
     zh_host *h = host();
     int done = 0;
     zh_run *r = start(h, path, false, false, &done);
-    ZT_CHECK(r != NULL);
-    if (!r) {
-        zh_host_free(h);
-        return;
-    }
+    if (!started(h, r)) return;
     /* The script returns, the run starts its end-of-run flush: its INSERT is started on the
      * same loop turn and answered (refused) on a later one. */
     for (int i = 0; i < 10000 && !r->finishing; i++) {
@@ -236,11 +231,7 @@ static void free_with_running_row_in_flight(void) {
     zh_host *h = host();
     int done = 0;
     zh_run *r = start(h, path, false, true, &done);
-    ZT_CHECK(r != NULL);
-    if (!r) {
-        zh_host_free(h);
-        return;
-    }
+    if (!started(h, r)) return;
     zh_run_free(r); /* before its root task ever ran, with its "running" row just sent */
     zh_host_free(h); /* the row's failure arrives here: its callback must not reach the run */
     ZT_EQ_INT(done, 0);
@@ -256,17 +247,11 @@ static void stalled_run_ends_as_failed(void) {
     zh_host *h = host();
     int done = 0;
     zh_run *r = start(h, path, true, false, &done);
-    ZT_CHECK(r != NULL);
-    if (!r) {
-        zh_host_free(h);
-        return;
-    }
-    while (!done && uv_run(h->loop, UV_RUN_ONCE)) {
-    }
+    if (!started(h, r)) return;
+    run_until_done(h, &done);
     ZT_EQ_INT(done, 0);
     ZT_CHECK(zh_run_stalled(r));
-    while (!done && uv_run(h->loop, UV_RUN_ONCE)) {
-    }
+    run_until_done(h, &done);
     ZT_EQ_INT(done, 1);
     ZT_EQ_INT(r->status, ZH_RUN_ERROR);
     ZT_CHECK(r->message && strstr(r->message, "stalled: the script waits at ") &&

@@ -235,6 +235,12 @@ static void root_done(zh_task *t, void *ud) {
     if (r->status == ZH_RUN_RUNNING) {
         if (t->ok) {
             r->status = ZH_RUN_SUCCESS;
+        } else if (r->h->interrupted_in_lua) {
+            /* Ctrl-C reached a script busy in Lua through the hook, before the loop could cancel
+             * the run: the same ending as Ctrl-C while it waits. */
+            r->h->interrupted_in_lua = false;
+            r->status = ZH_RUN_INTERRUPTED;
+            set_message(r, "interrupted (SIGINT)");
         } else {
             r->status = ZH_RUN_ERROR;
             set_message(r, t->error_short);

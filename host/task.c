@@ -398,6 +398,7 @@ static void budget_hook(lua_State *L, lua_Debug *ar) {
         if (t->killed) luaL_error(L, "task stopped");
         if (sigint_pending) {
             t->killed = true;
+            h->interrupted_in_lua = true; /* the loop could not run the signal's handler: tell the run */
             luaL_error(L, "interrupted");
         }
         if (h->cpu_budget_s > 0 && zh_now_mono() - t->resumed_at > h->cpu_budget_s) {

@@ -195,6 +195,7 @@ def main():
     ap.add_argument("--contenders", default="zhost,python,floor")
     ap.add_argument("--scenarios", default="cpu,latency")
     ap.add_argument("--decode", default="view", help="bench/ingest.lua --decode: view or cjson")
+    ap.add_argument("--batch", type=int, default=0, help="bench/ingest.lua --batch: rows per INSERT (default: the sink's)")
     ap.add_argument("--out", default=os.path.join(HERE, "results.md"))
     ap.add_argument("--repeat", type=int, default=1, help="runs per contender; the table shows the fastest")
     args = ap.parse_args()
@@ -248,7 +249,8 @@ def main():
                         key = "zhost" if c == concs[-1] else "zhost c=%d" % c
                         row[key] = run_one(key, [args.zhost, "run", os.path.join(HERE, "ingest.lua"), "--secrets",
                                                  secrets, "--base", fake.url, "--table", TABLE, "--concurrency",
-                                                 str(c), "--decode", args.decode], chu, want, env)
+                                                 str(c), "--decode", args.decode]
+                                                + (["--batch", str(args.batch)] if args.batch else []), chu, want, env)
                         row[key]["conc"] = c
                 if "python" in contenders:
                     row["python"] = run_one("python", [sys.executable, os.path.join(HERE, "py_ingest.py"), "--base",
@@ -309,8 +311,8 @@ def write_table(args, results):
                 "%.2f×" % (p["cpu"] / z["cpu"]) if p else "–",
                 "%.2f×" % (z["wall"] / f["wall"]) if f else "–"))
     text = "\n".join(lines) + "\n"
-    hdr = "<!-- bench/ingest.py %s; decode %s; %s; load average before: %s -->\n" % (
-        " ".join(sys.argv[1:]), args.decode, time.strftime("%Y-%m-%d %H:%M"), args.load0)
+    hdr = "<!-- bench/ingest.py %s; decode %s; batch %s; %s; load average before: %s -->\n" % (
+        " ".join(sys.argv[1:]), args.decode, args.batch or "default", time.strftime("%Y-%m-%d %H:%M"), args.load0)
     with open(args.out, "w") as fh:
         fh.write(hdr + text)
     print()

@@ -30,6 +30,26 @@ function M.len(x)
   return #x
 end
 
+-- The items of a list, or nil when x is no list. An array (table or view) is itself. PHP encodes an
+-- array whose keys are not 0..n-1 — a filtered list — as an object {"0": …, "2": …}: that is a
+-- list too, its values in key order (a fresh table). Treating it as "no items" would read a page
+-- of orders as the end of the list and load nothing, without a word. Anything else is nil.
+function M.list(x)
+  if not is_obj(x) then return nil end
+  if x[1] ~= nil then return x end
+  local keyed = {}
+  for k, v in pairs(x) do
+    local i = math.tointeger(tonumber(k))
+    if not i or tostring(i) ~= tostring(k) then return nil end
+    keyed[#keyed + 1] = {i, v}
+  end
+  if #keyed == 0 then return x end -- [] or {}: no items either way
+  table.sort(keyed, function(a, b) return a[1] < b[1] end)
+  local out = {}
+  for j, kv in ipairs(keyed) do out[j] = kv[2] end
+  return out
+end
+
 -- Ids arrive as integers (json.decode and json.view turn integral numbers into integers), integral
 -- floats or strings; stored as text. nil / null / objects -> "". text.id does it in C.
 M.str = text.id
@@ -155,7 +175,7 @@ function M.event_row(e, ver)
   local city, cid = city_of(e)
   if cid == "" then cid = M.str(e.city_id) end
   local first, last
-  local shows = is_obj(e.shows) and e.shows or {}
+  local shows = M.list(e.shows) or {}
   local any_live = false
   for _, s in ipairs(shows) do
     if is_obj(s) and is_null(s.deleted_at) then any_live = true end
@@ -213,7 +233,7 @@ function M.order_rows(o, ver)
   local payed_at = M.ts(o.payed_at)
   local created_at = M.ts(o.created_at) or payed_at or time.format(0)
   local sale_ts = payed_at or created_at
-  local baskets = is_obj(o.baskets) and o.baskets or {}
+  local baskets = M.list(o.baskets) or {}
   local rows, live = {}, 0
   for _, b in ipairs(baskets) do
     if is_obj(b) then

@@ -114,7 +114,17 @@ def list_items(req, st, items):
     except (TypeError, ValueError):
         page = 1
     chunk = items[(page - 1) * per: page * per]
-    return json_response({"data": chunk, "paging": {"perPage": per, "currentPage": page, "total": len(items)}},
+    data = chunk
+    if st.cfg("qtickets.php_keyed_pages") and page % 2 == 0 and chunk:
+        # PHP's json_encode of an array whose keys are not 0..n-1 (a list after array_filter): an
+        # object keyed by the kept indexes, baskets likewise.
+        data = {}
+        for i, it in enumerate(chunk):
+            it = dict(it)
+            if isinstance(it.get("baskets"), list) and it["baskets"]:
+                it["baskets"] = {str(2 * j): b for j, b in enumerate(it["baskets"])}
+            data[str((page - 1) * per + 2 * i)] = it
+    return json_response({"data": data, "paging": {"perPage": per, "currentPage": page, "total": len(items)}},
                          200, "php")
 
 

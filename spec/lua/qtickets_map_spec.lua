@@ -117,6 +117,33 @@ eq(both("len", LISTS, function(d) return d.three end), 3)
 eq(both("len", LISTS, function(d) return d.php end), 0, "an object is no list")
 eq(#assert(json.view(LISTS)).php, 2, "(while # of the view counts its fields)")
 
+-- list: an array is itself; PHP's encoding of a filtered list ({"0":…,"2":…}) is its values in key
+-- order; an empty [] or {} has no items; any other object, a string or null is no list
+covered.list = true
+local LIST_CASES = '{"three":[{"id":1},{"id":2},{"id":3}],"empty":[],"eobj":{},' ..
+  '"php":{"10":{"id":3},"2":{"id":1},"3":{"id":2}},"obj":{"a":1},"mixed":{"0":{"id":1},"x":2},"s":"abc","n":null}'
+local function ids(l)
+  if l == nil then return nil end
+  local out = {}
+  for i = 1, #l do out[i] = l[i].id end
+  return table.concat(out, ",")
+end
+for _, d in ipairs(DECODERS) do
+  local doc = assert(d.decode(LIST_CASES))
+  eq(ids(map.list(doc.three)), "1,2,3", d.name .. " array")
+  local three = doc.three -- (every read of a view's field is a new view: compare one read)
+  assert(rawequal(map.list(three), three), d.name .. " an array is itself")
+  eq(ids(map.list(doc.php)), "1,2,3", d.name .. " php-keyed object in key order")
+  eq(ids(map.list(doc.empty)), "", d.name .. " empty array") eq(ids(map.list(doc.eobj)), "", d.name .. " {}")
+  eq(map.list(doc.obj), nil, d.name .. " object") eq(map.list(doc.mixed), nil, d.name .. " mixed keys")
+  eq(map.list(doc.s), nil) eq(map.list(doc.n), nil) eq(map.list(doc.missing), nil)
+end
+-- an order whose baskets came as a PHP-keyed object still has all its basket rows
+local PHP_ORDER = '{"id":7,"payed":true,"payed_at":"2025-11-01T12:00:00+03:00","created_at":"2025-11-01T11:59:00+03:00",' ..
+  '"price":300,"baskets":{"0":{"id":71,"price":100,"quantity":1},"2":{"id":72,"price":200,"quantity":1}}}'
+local _, php_rows = both("order_rows", PHP_ORDER, nil, 1)
+eq(#php_rows, 2, "baskets as a keyed object") eq(php_rows[1].basket_id, "71") eq(php_rows[2].price, "200.00")
+
 ------------------------------------------------------------------------------------ times
 
 -- by their offset, written as Moscow wall time
@@ -213,7 +240,7 @@ eq(r.start_date, "2025-11-20") eq(r.end_date, "2025-11-20") eq(r.is_active, 1) e
 r = both("event_row", EVENTS[2], nil, 11)
 eq(r.city, "") eq(r.city_id, "7") eq(r.start_date, "2025-11-20", "all shows deleted: all count") eq(r.end_date, "2025-11-22")
 r = both("event_row", EVENTS[3], nil, 11)
-eq(r.start_date, json.null, "shows as an object: no dates") eq(r.currency, "KZT") eq(r.event_name, "")
+eq(r.start_date, "2025-11-20", "shows as a PHP-keyed object are a list too") eq(r.currency, "KZT") eq(r.event_name, "")
 r = both("event_row", EVENTS[4], nil, 11)
 eq(r.city, "Казань") eq(r.city_id, "9") eq(r.start_date, "2025-12-01") eq(r.currency, "RUB")
 
@@ -296,7 +323,7 @@ order, baskets = both("order_rows", ORDERS[6], nil, 5)
 eq(order.baskets_total, 0, "no baskets key") eq(#baskets, 0)
 order = both("order_rows", ORDERS[7], nil, 5)
 eq(order.baskets_total, 0) eq(order.client_id, "") eq(order.promo_code_id, "P1")
-eq(both("order_rows", ORDERS[8], nil, 5).baskets_total, 0, "baskets as an object are no list")
+eq(both("order_rows", ORDERS[8], nil, 5).baskets_total, 1, "baskets as a PHP-keyed object are a list")
 eq(select(2, both("order_in_window", ORDERS[9], nil, from, to)), "no payed_at")
 order, baskets = both("order_rows", ORDERS[9], nil, 5)
 eq(order.baskets_total, 1, "non-object baskets skipped") eq(baskets[1].price, "0.00") eq(baskets[1].quantity, 1)

@@ -174,6 +174,21 @@ end
 local state = alerting.merge_states({ stored_state, spooled("alert_state") })
 local pending = alerting.pending_from_rows({ stored_alerts, spooled("alerts") }, retry_since)
 
+-- A rule whose file is gone closes its open alerts (with a notice saying so): the rule set is the
+-- directory. Not when --only narrowed the set, and not while a file fails to load (its rule's name
+-- is unknown, so its alerts cannot be told from a removed rule's).
+if not only and next(load_errors) == nil then
+  local present = { rule_error = true }
+  for _, rule in ipairs(rules) do present[rule.name] = true end
+  for _, st in pairs(state) do
+    if st.state == "open" and not present[st.rule] and not results[st.rule] then
+      results[st.rule] = { ok = true, findings = {}, removed = true }
+      log.info("alerts of a removed rule are closed", { rule = st.rule })
+      job:metric("removed_rule_alerts")
+    end
+  end
+end
+
 local plan = alerting.plan({
   now = now, repeat_s = repeat_hours * 3600, results = results, state = state, pending = pending,
 })

@@ -211,7 +211,8 @@ end
 --   o.now          epoch seconds
 --   o.repeat_s     an open alert is re-sent after this many seconds
 --   o.results      { [rule] = { ok = true, findings = {...}, scope = {[subject]=true} | nil } };
---                  rules missing here, or not ok, were not evaluated: their alerts stay as they are
+--                  rules missing here, or not ok, were not evaluated: their alerts stay as they are;
+--                  { ok = true, findings = {}, removed = true } closes a removed rule's open alerts
 --   o.state        { [identity] = state } (M.merge_states)
 --   o.pending      undelivered notifications (M.pending_from_rows)
 -- Returns { notes = {...}, states = { [identity] = new state } }. Each note has id, alert_id,
@@ -284,7 +285,8 @@ function M.plan(o)
       local f = {
         id = id, rule = st.rule, subject = st.subject, job = info.job or "",
         title = "Решено: " .. (info.title or id),
-        message = "Условие больше не выполняется. Было: " .. (info.message or ""),
+        message = (res.removed and ("Правило " .. st.rule .. " удалено из набора правил, его алерт закрыт. Было: ")
+          or "Условие больше не выполняется. Было: ") .. (info.message or ""),
         hint = "", details = info.evidence or {},
       }
       local n = note("resolved", "resolved", f, st)

@@ -444,6 +444,28 @@ class TestAlerts(AlertsCase):
         self.assertIn("РЕШЕНО", str(last["Subject"]))
         self.assertIn("rule_error:typo", self.body(last))
 
+    def test_removed_rule_closes_its_alerts(self):
+        port = self.start_sink()
+        self.write_secrets(port)
+        rules = os.path.join(self.tmp, "rules")
+        os.makedirs(rules)
+        for name in ("failed_run.lua", "stale_data.lua"):
+            shutil.copy(os.path.join(SRC, "scripts", "alerts", name), rules)
+        self.add_run("qtickets", "error", message="boom")
+        self.run_alerts("--rules", rules, expect=0)
+        self.assertIn(("failed_run", "qtickets"), [(r["rule"], r["subject"]) for r in self.alerts()])
+        # --only narrows the set: the other rules' alerts stay open
+        os.remove(os.path.join(rules, "failed_run.lua"))
+        sent = len(self.mails())
+        self.run_alerts("--rules", rules, "--only", "stale_data", expect=0)
+        self.assertEqual(len(self.mails()), sent, "nothing to send")
+        # the whole directory again, without the rule: its alert is closed, and the notice says why
+        self.run_alerts("--rules", rules, expect=0)
+        last = self.mails()[-1]
+        self.assertIn("РЕШЕНО", str(last["Subject"]))
+        self.assertIn("failed_run удалено из набора правил", self.body(last))
+        self.assertEqual(self.state()[("failed_run", "qtickets")]["state"], "resolved")
+
     def test_clickhouse_down_mailed_then_stored_later(self):
         port = self.start_sink()
         self.write_secrets(port)

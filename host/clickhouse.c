@@ -668,7 +668,7 @@ void zh_ch_shutdown(zh_host *h) {
     if (st->records) {
         /* A run that ends fast can still have its "running" row in flight: give the run log a
          * moment, then spool what is left rather than lose it. */
-        bool over = false;
+        bool over = h->exiting_now; /* told to exit now: spool at once */
         uv_timer_t grace;
         uv_timer_init(h->loop, &grace);
         grace.data = &over;

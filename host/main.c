@@ -29,6 +29,7 @@ typedef struct run_result {
     int exit_code;
     bool done;
     zh_run *run;
+    int stop_signals; /* SIGINT/SIGTERM received */
 } run_result;
 
 static void run_finished(zh_run *r, void *ud) {
@@ -41,8 +42,19 @@ static void run_finished(zh_run *r, void *ud) {
 
 static void run_on_signal(zh_host *h, int signum) {
     run_result *res = h->on_signal_ud;
-    if (!res || !res->run || res->done) return;
-    if (signum == SIGHUP) return;
+    if (!res || res->done || signum == SIGHUP) return;
+    if (!res->run) { /* before the run starts (looking for killed runs): it will not start */
+        res->stop_signals++;
+        return;
+    }
+    if (++res->stop_signals > 1) {
+        /* Again while the run is finishing (flushing rows, writing its final row) — ClickHouse may be
+         * slow or gone, and the operator wants the prompt back: stop waiting. zh_run_free spools
+         * what was not delivered; the next start marks the run interrupted. */
+        h->exiting_now = true;
+        uv_stop(h->loop);
+        return;
+    }
     zh_run_cancel(res->run, signum == SIGINT ? "interrupted (SIGINT)" : "stopped (SIGTERM)", ZH_RUN_INTERRUPTED);
 }
 
@@ -148,7 +160,7 @@ int zh_cmd_run(int argc, char **argv) {
         rc = 1;
         goto out;
     }
-    run_result res = {1, false, NULL};
+    run_result res = {1, false, NULL, 0};
     h->on_signal = run_on_signal;
     h->on_signal_ud = &res;
     zh_host_install_signals(h);
@@ -159,6 +171,13 @@ int zh_cmd_run(int argc, char **argv) {
         zh_run_names(&o, job, sizeof job, NULL, 0);
         zh_ch_mark_stale_runs(h, job);
     }
+    if (res.stop_signals) {
+        fprintf(stderr, "zhost: interrupted before the run started\n");
+        h->on_signal = NULL;
+        zh_host_free(h);
+        rc = 1;
+        goto out;
+    }
     res.run = zh_run_start(h, &o, run_finished, &res, &err);
     if (!res.run) {
         fprintf(stderr, "zhost: %s\n", err);
@@ -167,15 +186,20 @@ int zh_cmd_run(int argc, char **argv) {
         rc = 1;
         goto out;
     }
-    while (!res.done && uv_run(h->loop, UV_RUN_ONCE)) {
+    while (!res.done && !h->exiting_now && uv_run(h->loop, UV_RUN_ONCE)) {
     }
     /* The loop ran out of work with the run still waiting (its tasks wait on each other, say):
      * fail it, which still flushes its rows and writes its final row, then run the loop again. */
-    if (!res.done && zh_run_stalled(res.run)) {
-        while (!res.done && uv_run(h->loop, UV_RUN_ONCE)) {
+    if (!res.done && !h->exiting_now && zh_run_stalled(res.run)) {
+        while (!res.done && !h->exiting_now && uv_run(h->loop, UV_RUN_ONCE)) {
         }
     }
-    if (!res.done) {
+    if (!res.done && h->exiting_now) {
+        fprintf(stderr, "zhost: %s interrupted again: not waiting for ClickHouse; rows not delivered go to the spool "
+                        "(zhost spool status), and the next start marks the run interrupted\n",
+                res.run->group.job);
+        res.exit_code = 1;
+    } else if (!res.done) {
         /* Stalled while finishing: a host bug. zh_run_free spools what the run still holds. */
         fprintf(stderr, "zhost: internal error: %s stopped while finishing (the loop ended before its rows and final row were written)\n",
                 res.run->group.job);

@@ -25,6 +25,7 @@ struct zh_host {
     lua_State *L;
     zh_curl *curl;              /* curl multi driven by the loop (curl_uv.c) */
     zh_task *current;           /* task whose Lua code is running right now, or NULL */
+    bool exiting_now;           /* a second Ctrl-C: nothing waits for ClickHouse any more (main.c) */
     bool interrupted_in_lua;    /* SIGINT stopped a task busy in Lua (task.c); its run is interrupted */
     struct zh_sched_state *tasks; /* ready queue and task bookkeeping (task.c) */
     struct zh_http_state *http;   /* per-source limits and retry policies (l_http.c) */

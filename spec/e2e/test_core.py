@@ -12,6 +12,7 @@ import tempfile
 import threading
 import time
 import unittest
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -590,6 +591,104 @@ sleep(60)
         self.assertEqual(err.splitlines()[-1], "zhost: intrjob failed: interrupted (SIGINT)")
         self.assertEqual(self.scalar("SELECT count() FROM dim_events"), "5")
         self.assertEqual([x["status"] for x in self.runs("intrjob")], ["interrupted"])
+
+    def proxy(self, hangs, stop):
+        """A ClickHouse in front of the real one: requests whose query `hangs(query)` selects are
+        held without an answer until `stop` is set; the rest pass through."""
+        real = zhtest.CH_URL
+
+        class Proxy(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query).get("query", [""])[0]
+                if hangs(query or body.decode("utf-8", "replace")):
+                    stop.wait(60)
+                    return
+                req = urllib.request.Request(real + self.path, data=body, method="POST",
+                                             headers={k: v for k, v in self.headers.items()
+                                                      if k.lower().startswith("x-clickhouse")})
+                try:
+                    with urllib.request.urlopen(req, timeout=30) as r:
+                        code, data = r.status, r.read()
+                except urllib.error.HTTPError as e:
+                    code, data = e.code, e.read()
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+        srv.daemon_threads = True
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        return srv
+
+    def test_sigint_before_the_run_starts(self):
+        # zhost run first looks for killed runs of the job (a query of at most 5 s); Ctrl-C then
+        # must not be forgotten: the run does not start.
+        path = self.script("early.lua", "-- zhost: job=earlyjob\njob:set('ran', true)\n")
+        stop = threading.Event()
+        srv = self.proxy(lambda q: "status = 'running'" in q, stop)
+        try:
+            p = self.zhost_bg("run", path, env={"CLICKHOUSE_URL": "http://127.0.0.1:%d" % srv.server_address[1]})
+            time.sleep(1)
+            p.send_signal(signal.SIGINT)
+            time.sleep(0.5)
+            stop.set()  # the query fails or times out either way; the point is what happens next
+            out, err = p.communicate(timeout=30)
+        finally:
+            stop.set()
+            srv.shutdown()
+            srv.server_close()
+        self.assertEqual(p.returncode, 1, err)
+        self.assert_clean(err)
+        self.assertEqual(err.splitlines()[-1], "zhost: interrupted before the run started")
+        self.assertEqual(self.runs("earlyjob"), [])
+
+    def test_second_sigint_stops_waiting_for_clickhouse(self):
+        # The first Ctrl-C cancels the run, which then flushes its rows to a ClickHouse that takes
+        # INSERTs and never answers them (queries pass through to the real server). The second one
+        # must give the prompt back at once, with the rows in the spool rather than lost.
+        path = self.script("hang.lua", """-- zhost: job=hangjob
+local s = assert(ch.sink("dim_events", {max_rows = 100000, max_age = 600}))
+for i = 1, 5 do s:add{event_id = tostring(i), event_name = "E", city = "X", _ver = 1} end
+job:set("added", true)
+sleep(60)
+""")
+        stop = threading.Event()
+        srv = self.proxy(lambda q: q.lstrip().upper().startswith("INSERT"), stop)
+        try:
+            url = "http://127.0.0.1:%d" % srv.server_address[1]
+            p = self.zhost_bg("run", path, env={"CLICKHOUSE_URL": url})
+            time.sleep(3)  # started, schema read through the proxy, rows added, sleeping
+            self.assertIsNone(p.poll())
+            p.send_signal(signal.SIGINT)
+            time.sleep(1.5)
+            self.assertIsNone(p.poll(), "still flushing to a ClickHouse that does not answer")
+            t0 = time.time()
+            p.send_signal(signal.SIGINT)
+            out, err = p.communicate(timeout=30)
+            self.assertLess(time.time() - t0, 5)
+        finally:
+            stop.set()
+            srv.shutdown()
+            srv.server_close()
+        self.assertEqual(p.returncode, 1, err)
+        self.assert_clean(err)
+        self.assertTrue(any(line.startswith("zhost: hangjob interrupted again: not waiting for ClickHouse")
+                            for line in err.splitlines()), err)
+        spooled = 0
+        for name in os.listdir(self.spool):
+            if name.endswith(".jsonl") and ".dim_events~" in name:
+                with open(os.path.join(self.spool, name)) as f:
+                    spooled += sum(1 for line in f if line.strip())
+        self.assertEqual(spooled, 5, os.listdir(self.spool))
+        # and `zhost spool replay` delivers them once the server answers again
+        r = self.zhost("spool", "replay")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(self.scalar("SELECT count() FROM dim_events"), "5")
 
     def test_sigint_in_a_busy_script(self):
         path = self.script("spin.lua", "-- zhost: job=spinjob\n" + self.FINALIZER +

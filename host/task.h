@@ -91,7 +91,8 @@ bool zh_task_where(zh_task *t, char *out, size_t n);
 int zh_open_task(lua_State *L);
 void zh_task_install_coroutine_shims(lua_State *L, int env_index);
 
-/* Instruction hook: enforces the CPU budget and SIGINT. Installed on the main state. */
+/* Starts (once per process) the watchdog thread that enforces the CPU budget and SIGINT on a task
+ * busy in Lua by setting a count hook asynchronously (task.c). The name is historical. */
 void zh_task_install_hook(lua_State *L);
 
 /* Process-wide flag set from the SIGINT handler (see task.c for why it is global). */

@@ -282,7 +282,7 @@ int zh_lrt_open(zh_host *h) {
     const char *gc_mode = getenv("ZHOST_LUA_GC");
     if (gc_mode && !strcmp(gc_mode, "incremental")) lua_gc(L, LUA_GCINC, 0, 0, 0);
     else lua_gc(L, LUA_GCGEN, 0, 0);
-    zh_task_install_hook(L);
+    zh_task_start_watchdog(L);
 
     lua_newtable(L);
     int env = lua_gettop(L);

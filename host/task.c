@@ -456,7 +456,7 @@ static void watchdog_start(void) {
     pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
-void zh_task_install_hook(lua_State *L) {
+void zh_task_start_watchdog(lua_State *L) {
     (void)L;
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, watchdog_start);

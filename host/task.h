@@ -92,8 +92,8 @@ int zh_open_task(lua_State *L);
 void zh_task_install_coroutine_shims(lua_State *L, int env_index);
 
 /* Starts (once per process) the watchdog thread that enforces the CPU budget and SIGINT on a task
- * busy in Lua by setting a count hook asynchronously (task.c). The name is historical. */
-void zh_task_install_hook(lua_State *L);
+ * busy in Lua by setting a count hook asynchronously (task.c). */
+void zh_task_start_watchdog(lua_State *L);
 
 /* Process-wide flag set from the SIGINT handler (see task.c for why it is global). */
 void zh_task_note_sigint(void);

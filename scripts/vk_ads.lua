@@ -278,6 +278,10 @@ local function run_v2()
         if not o then fail(string.format("VK Ads %s answered for %s %s, which was not asked for", path, singular, tostring(item.id))) end
         for _, r in ipairs(type(item.rows) == "table" and item.rows or {}) do
           local imp, clk, spent = vk.v2_measures(r)
+          if not imp then
+            fail(string.format("VK Ads %s (%s): %s %s, %s: base.%s", path, label, singular, tostring(item.id),
+              tostring(r.date), clk))
+          end
           add({ stat_date = r.date, account_id = account_id, campaign_id = o.key[1], ad_group_id = o.key[2],
             ad_id = o.key[3], campaign_name = plan_name[o.key[1]], impressions = imp, clicks = clk, spent = spent }, o.utm)
           n = n + 1
@@ -360,9 +364,13 @@ local function run_legacy()
           local ad = ad_info[vk.int(item.id)]
           for _, s in ipairs(ad and type(item.stats) == "table" and item.stats or {}) do
             if type(s.day) == "string" then
+              local imp, clk, spent = vk.legacy_measures(s)
+              if not imp then
+                fail(string.format("VK API ads.getStatistics (account %d): ad %s, %s: %s", acc, tostring(item.id), s.day, clk))
+              end
               out[#out + 1] = { stat_date = s.day, account_id = acc, campaign_id = ad.campaign_id, ad_group_id = 0,
-                ad_id = vk.int(item.id), campaign_name = cname[ad.campaign_id], impressions = vk.int(s.impressions),
-                clicks = vk.int(s.clicks), spent = vk.money(s.spent), utm = ad.utm }
+                ad_id = vk.int(item.id), campaign_name = cname[ad.campaign_id], impressions = imp,
+                clicks = clk, spent = spent, utm = ad.utm }
             end
           end
         end

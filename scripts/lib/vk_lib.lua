@@ -39,16 +39,49 @@ function M.dates(since, to)
   return out
 end
 
--- VK money ("23328.92", "86.4", "0", or a number from the legacy API) -> "23328.92"
-function M.money(v)
+-- "1.5E+3" -> "1500", "0E-8" -> "0.00000000": the plain form of a decimal in exponent notation,
+-- which Python's Decimal (VK's server side) prints for some values. nil when s is not one.
+local function unexp(s)
+  local sign, ip, fp, e = s:match("^%s*([-+]?)(%d*)%.?(%d*)[eE]([-+]?%d+)%s*$")
+  e = tonumber(e)
+  if not sign or (ip == "" and fp == "") or math.abs(e) > 30 then return nil end
+  local digits, point = ip .. fp, #ip + e
+  if point <= 0 then digits, point = string.rep("0", 1 - point) .. digits, 1 end
+  if point > #digits then digits = digits .. string.rep("0", point - #digits) end
+  local frac = digits:sub(point + 1)
+  return sign .. digits:sub(1, point) .. (frac ~= "" and ("." .. frac) or "")
+end
+
+-- VK money ("23328.92", "86.4", "0", "0E-8", or a number from the legacy API) -> "23328.92" |
+-- nil, err when it is not a decimal.
+function M.money_or_err(v)
   if type(v) == "number" then
     if math.type(v) == "integer" then return string.format("%d.00", v) end
     v = text.decimal(v) -- a float already; 15 significant digits is what it can carry
   end
   if v == nil or v == json.null then return "0.00" end
-  local s, err = tsv.dec2(tostring(v))
+  if type(v) ~= "string" then return nil, "not a decimal: " .. type(v) end
+  return tsv.dec2(unexp(v) or v)
+end
+
+function M.money(v)
+  local s, err = M.money_or_err(v)
   if not s then error("VK money value: " .. err, 2) end
   return s
+end
+
+-- A count (shows, clicks, impressions): a JSON integer, an integral float or a string of digits;
+-- null or absent is 0. nil, err for anything else, so type drift never becomes a silent 0.
+function M.count(v)
+  if v == nil or v == json.null then return 0 end
+  if type(v) == "number" then
+    local n = math.tointeger(v)
+    if n then return n end
+  elseif type(v) == "string" and v:match("^%s*%d+%s*$") then
+    local n = math.tointeger(tonumber(v))
+    if n then return n end
+  end
+  return nil, "not a whole number: " .. (type(v) == "string" and ("'" .. v .. "'") or tostring(v))
 end
 
 function M.int(v)
@@ -103,10 +136,27 @@ function M.legacy_action(code)
   return "stop", nil
 end
 
--- One v2 "rows" entry {date, base={shows, clicks, spent}} -> impressions, clicks, spent
+-- impressions, clicks, spent of one statistics entry, read from fields named imp/clk/sp of t;
+-- nil, "field: what is wrong" when one of them is not a number VK would send.
+local function measures(t, imp, clk, sp)
+  local i, ierr = M.count(t[imp])
+  if not i then return nil, imp .. " " .. ierr end
+  local c, cerr = M.count(t[clk])
+  if not c then return nil, clk .. " " .. cerr end
+  local s, serr = M.money_or_err(t[sp])
+  if not s then return nil, sp .. " " .. serr end
+  return i, c, s
+end
+
+-- One v2 "rows" entry {date, base={shows, clicks, spent}} -> impressions, clicks, spent | nil, err
 function M.v2_measures(r)
   local b = type(r) == "table" and type(r.base) == "table" and r.base or {}
-  return M.int(b.shows), M.int(b.clicks), M.money(b.spent)
+  return measures(b, "shows", "clicks", "spent")
+end
+
+-- One legacy stats entry {day, impressions, clicks, spent} -> impressions, clicks, spent | nil, err
+function M.legacy_measures(s)
+  return measures(type(s) == "table" and s or {}, "impressions", "clicks", "spent")
 end
 
 return M

@@ -69,5 +69,16 @@ class QaVk(VkCase):
         self.assertEqual(self.scalar("SELECT toString(sum(spent)) FROM v_vk_ads_latest"), before)
 
 
+    def test_a_value_that_is_not_a_number_fails_naming_object_day_and_field(self):
+        self.v2_secrets()
+        bid = DATA["vk"]["banners"][0]["id"]
+        self.f.faults([{"path": "statistics/banners/day.json", "status": 200, "times": -1, "body": json.dumps({"items": [
+            {"id": bid, "rows": [{"date": "2025-11-03", "base": {"shows": 100, "clicks": 3, "spent": "0E-8"}},
+                                 {"date": "2025-11-04", "base": {"shows": "1 200", "clicks": 0, "spent": "1"}}]}]})}])
+        r = self.run_vk(*DAYS, ok=False)
+        self.assertIn("statistics/banners/day.json (own account): banner %d, 2025-11-04: base.shows not a whole number: "
+                      "'1 200'" % bid, r.stderr)
+        self.assertEqual(self.last_run()["status"], "error")
+
 if __name__ == "__main__":
     unittest.main()

@@ -55,3 +55,22 @@ eq(action, "stop") assert(why:find("tomorrow"))
 action, why = vk.legacy_action(5)
 eq(action, "stop") assert(why:find("VK_TOKEN"))
 eq(vk.legacy_error({ response = {} }), nil)
+
+-- type drift in statistics: counts as strings are read, anything that is not a whole number is an
+-- error naming the field (never a silent 0); Python Decimal's exponent form is money too
+imp, clk, spent = vk.v2_measures({ date = "2025-11-01", base = { shows = "75881", clicks = 270.0, spent = "0E-8" } })
+eq(imp, 75881) eq(clk, 270) eq(spent, "0.00")
+imp, clk, spent = vk.v2_measures({ date = "2025-11-01", base = { shows = 1, clicks = json.null, spent = "1.2345E+3" } })
+eq(clk, 0) eq(spent, "1234.50")
+eq(vk.money("5E-3"), "0.01") eq(vk.money("-12.5e1"), "-125.00") eq(vk.money("1E2"), "100.00")
+local bad
+imp, bad = vk.v2_measures({ date = "2025-11-01", base = { shows = "1 200", clicks = 1, spent = "1" } })
+eq(imp, nil) eq(bad, "shows not a whole number: '1 200'")
+imp, bad = vk.v2_measures({ date = "2025-11-01", base = { shows = 1, clicks = 2.5, spent = "1" } })
+eq(bad, "clicks not a whole number: 2.5")
+imp, bad = vk.v2_measures({ date = "2025-11-01", base = { shows = 1, clicks = 1, spent = "12,50" } })
+eq(bad, "spent invalid decimal '12,50'")
+imp, bad = vk.legacy_measures({ day = "2024-05-01", impressions = "abc", clicks = 1, spent = "1" })
+eq(bad, "impressions not a whole number: 'abc'")
+imp, clk, spent = vk.legacy_measures({ day = "2024-05-01", impressions = "1200", clicks = "7", spent = 150.5 })
+eq(imp, 1200) eq(clk, 7) eq(spent, "150.50")

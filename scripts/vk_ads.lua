@@ -247,7 +247,13 @@ local function run_v2()
     -- until the id is found, so the error always says which one.
     local function stats(ids, from, till)
       local doc, res = api(path, { id = table.concat(ids, ","), date_from = from, date_to = till, metrics = "base" })
-      if doc then return type(doc.items) == "table" and doc.items or {} end
+      if doc then
+        if type(doc.items) ~= "table" then
+          fail(string.format("VK Ads %s (%s): the answer for %s..%s (%d %ss from %s) has no items list", path, label,
+            from, till, #ids, singular, tostring(ids[1])))
+        end
+        return doc.items
+      end
       local code, msg = vk.v2_error(res.body)
       if not vk.is_id_error(code) then http_fail(path, res) end
       local named = vk.ids_named(msg, ids)
@@ -271,8 +277,15 @@ local function run_v2()
     end
     local results, err = task.map(work, 2, function(w) return stats(w[1], w[2], w[3]) end)
     if not results then fail(err) end
-    local n = 0
-    for _, items in ipairs(results) do
+    local n, zeroed = 0, 0
+    local function row(o, date, imp, clk, spent)
+      add({ stat_date = date, account_id = account_id, campaign_id = o.key[1], ad_group_id = o.key[2],
+        ad_id = o.key[3], campaign_name = plan_name[o.key[1]], impressions = imp, clicks = clk, spent = spent }, o.utm)
+      n = n + 1
+    end
+    for wi, items in ipairs(results) do
+      local ids, from, till = work[wi][1], work[wi][2], work[wi][3]
+      local got = {}
       for _, item in ipairs(items) do
         local o = objects[vk.int(item.id)]
         if not o then fail(string.format("VK Ads %s answered for %s %s, which was not asked for", path, singular, tostring(item.id))) end
@@ -282,12 +295,23 @@ local function run_v2()
             fail(string.format("VK Ads %s (%s): %s %s, %s: base.%s", path, label, singular, tostring(item.id),
               tostring(r.date), clk))
           end
-          add({ stat_date = r.date, account_id = account_id, campaign_id = o.key[1], ad_group_id = o.key[2],
-            ad_id = o.key[3], campaign_name = plan_name[o.key[1]], impressions = imp, clicks = clk, spent = spent }, o.utm)
-          n = n + 1
+          row(o, r.date, imp, clk, spent)
+          got[vk.int(item.id) .. "|" .. tostring(r.date)] = true
+        end
+      end
+      -- VK lists every day of every object asked for, zero days included; a day or an object it
+      -- leaves out had no delivery, and is written with zeros so an earlier figure is replaced.
+      local dates = vk.dates(from, till)
+      for _, id in ipairs(ids) do
+        for _, d in ipairs(dates) do
+          if not got[id .. "|" .. d] then
+            row(objects[id], d, 0, 0, "0.00")
+            zeroed = zeroed + 1
+          end
         end
       end
     end
+    if zeroed > 0 then job:metric("rows_zeroed", zeroed) end
     log.info("VK Ads account loaded", { account = label, level = level, objects = #order, rows = n })
     return n
   end

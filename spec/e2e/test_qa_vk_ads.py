@@ -32,7 +32,8 @@ class QaVk(VkCase):
         got = {(r["d"], int(r["imp"]), int(r["clk"]), r["sp"]) for r in self.q(
             "SELECT toString(stat_date) AS d, impressions AS imp, clicks AS clk, toString(spent) AS sp "
             "FROM v_vk_ads_latest WHERE ad_id = %d" % bid)}
-        self.assertEqual(got, {("2025-11-03", 100, 3, "86.40"), ("2025-11-05", 7, 0, "12.00")})
+        # the day VK left out is written as a zero day
+        self.assertEqual(got, {("2025-11-03", 100, 3, "86.40"), ("2025-11-04", 0, 0, "0.00"), ("2025-11-05", 7, 0, "12.00")})
         # the token without expires_in was used, and is reused by the next run rather than re-issued
         self.run_vk(*DAYS)
 
@@ -79,6 +80,29 @@ class QaVk(VkCase):
         self.assertIn("statistics/banners/day.json (own account): banner %d, 2025-11-04: base.shows not a whole number: "
                       "'1 200'" % bid, r.stderr)
         self.assertEqual(self.last_run()["status"], "error")
+
+    def test_days_and_objects_vk_leaves_out_are_zeroed_on_reload(self):
+        self.v2_secrets()
+        self.run_vk(*DAYS)
+        self.assertNotEqual(self.scalar("SELECT toString(sum(spent)) FROM v_vk_ads_latest"), "0.00")
+        bid = DATA["vk"]["banners"][0]["id"]
+        # VK now lists one banner and one day of it only: every other (banner, day) had no delivery
+        self.f.faults([{"path": "statistics/banners/day.json", "status": 200, "times": -1, "body": json.dumps({"items": [
+            {"id": bid, "rows": [{"date": "2025-11-04", "base": {"shows": 10, "clicks": 1, "spent": "5.5"}}]}]})}])
+        self.run_vk(*DAYS)
+        self.assertEqual(self.scalar("SELECT toString(sum(spent)) FROM v_vk_ads_latest"), "5.50")
+        self.assertEqual(int(self.scalar("SELECT sum(impressions) FROM v_vk_ads_latest")), 10)
+        self.assertEqual(int(self.scalar("SELECT count() FROM v_vk_ads_latest")), 12 * 3)
+        self.assertEqual(self.last_run()["metrics"]["rows_zeroed"], 12 * 3 - 1)
+
+    def test_statistics_answer_without_items_fails(self):
+        self.v2_secrets()
+        self.f.faults([{"path": "statistics/banners/day.json", "status": 200, "times": -1,
+                        "body": json.dumps({"total": {"base": {}}})}])
+        r = self.run_vk(*DAYS, ok=False)
+        self.assertIn("the answer for 2025-11-03..2025-11-05 (12 banners from", r.stderr)
+        self.assertIn("has no items list", r.stderr)
+        self.assertEqual(self.scalar("SELECT count() FROM fact_vk_ads_daily"), "0")
 
 if __name__ == "__main__":
     unittest.main()

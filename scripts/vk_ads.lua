@@ -166,12 +166,21 @@ local function run_v2()
           _status__in = "active,blocked,deleted" })
         if not doc then http_fail(resource .. ".json", res) end
         job:metric("pages", 1)
-        local page = type(doc.items) == "table" and doc.items or {}
+        local page = doc.items
+        local total = tonumber(doc.count)
+        if type(page) ~= "table" then
+          fail(string.format("VK Ads %s.json (%s): the page at offset %d has no items list", resource, label, offset))
+        end
+        -- An empty page before `count` is reached would silently drop the rest of the list (and
+        -- their statistics): VK's paging went wrong, so fail rather than load part of the account.
+        if #page == 0 and total and offset < total then
+          fail(string.format("VK Ads %s.json (%s): the page at offset %d is empty, but count is %d",
+            resource, label, offset, total))
+        end
         for _, it in ipairs(page) do items[#items + 1] = it end
         offset = offset + #page
         -- Stop at `count`; without one, a short page is the last (a missing count must not cut the
         -- list after the first 50 objects).
-        local total = tonumber(doc.count)
         if #page == 0 or (total and offset >= total) or (not total and #page < 50) then break end
       end
       return items

@@ -104,5 +104,25 @@ class QaVk(VkCase):
         self.assertIn("has no items list", r.stderr)
         self.assertEqual(self.scalar("SELECT count() FROM fact_vk_ads_daily"), "0")
 
+    def test_a_list_page_cut_short_or_without_items_fails(self):
+        data = json.loads(json.dumps(DATA))
+        base = data["vk"]["banners"][0]
+        for i in range(60):  # two pages of banners
+            clone = dict(base)
+            clone["id"] = 9000000 + i
+            data["vk"]["banners"].append(clone)
+        self.f.control("/_fake/data", data)
+        self.v2_secrets()
+        n = len(data["vk"]["banners"])
+        self.f.faults([{"path": r"/banners\.json\?.*offset=50", "status": 200, "times": 1,
+                        "body": json.dumps({"count": n, "offset": 50, "limit": 50, "items": []})}])
+        r = self.run_vk(*DAYS, ok=False)
+        self.assertIn("banners.json (own account): the page at offset 50 is empty, but count is %d" % n, r.stderr)
+        self.f.clear_faults()
+        self.f.faults([{"path": r"/ad_groups\.json", "status": 200, "times": 1, "body": json.dumps({"count": 6})}])
+        r = self.run_vk(*DAYS, ok=False)
+        self.assertIn("ad_groups.json (own account): the page at offset 0 has no items list", r.stderr)
+        self.assertEqual(self.scalar("SELECT count() FROM fact_vk_ads_daily"), "0")
+
 if __name__ == "__main__":
     unittest.main()

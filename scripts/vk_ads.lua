@@ -351,7 +351,15 @@ local function run_legacy()
       local doc, jerr = res:json()
       if type(doc) ~= "table" then fail("VK API " .. method .. ": bad JSON: " .. tostring(jerr)) end
       local e = vk.legacy_error(doc)
-      if not e then return doc.response end
+      if not e then
+        -- Without a response the answer is not "nothing": read as an empty list it would zero
+        -- every loaded day of the account (see the end of run_legacy).
+        if type(doc.response) ~= "table" then
+          fail(string.format("VK API %s: the answer has no response list and no error: %s", method,
+            (res.body or ""):sub(1, 200)))
+        end
+        return doc.response
+      end
       local action, reason = vk.legacy_action(e.code)
       if action == "retry" and attempt < 6 then
         job:metric("api_slowdowns", 1)

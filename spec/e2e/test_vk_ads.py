@@ -283,5 +283,18 @@ class TestVkLegacy(VkCase):
         self.assertNotIn("wrong-token", r.stderr)
 
 
+    def test_answer_without_response_fails_and_zeroes_nothing(self):
+        self.legacy_secrets()
+        self.run_vk(*WINDOW)
+        self.f.faults([{"path": "ads.getStatistics", "status": 200, "times": -1, "body": "{}"}])
+        r = self.run_vk(*WINDOW, ok=False)
+        self.assertIn("VK API ads.getStatistics: the answer has no response list and no error: {}", r.stderr)
+        self.assertEqual(self.daily(), self.expected_daily())
+        self.f.clear_faults()
+        self.f.faults([{"path": "ads.getAds$", "status": 200, "times": -1, "body": '{"response":null}'}])
+        r = self.run_vk(*WINDOW, ok=False)
+        self.assertIn("VK API ads.getAds: the answer has no response list and no error", r.stderr)
+        self.assertEqual(self.daily(), self.expected_daily())
+
 if __name__ == "__main__":
     unittest.main()

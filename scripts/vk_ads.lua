@@ -377,7 +377,7 @@ local function run_legacy()
     local ads = call("ads.getAds", { account_id = acc, include_deleted = 1 }) or {}
     job:metric("pages", 2)
     local cname = {}
-    for _, c in ipairs(camps) do cname[vk.int(c.id)] = tostring(c.name or "") end
+    for _, c in ipairs(camps) do cname[vk.int(c.id)] = vk.unhtml(tostring(c.name or "")) end
     local links, missing = {}, false
     for _, a in ipairs(ads) do
       links[vk.int(a.id)] = a.link_url
@@ -391,7 +391,7 @@ local function run_legacy()
     local ad_info, ids = {}, {}
     for _, a in ipairs(ads) do
       local id = vk.int(a.id)
-      ad_info[id] = { campaign_id = vk.int(a.campaign_id), utm = utm.parse(type(links[id]) == "string" and links[id] or "") }
+      ad_info[id] = { campaign_id = vk.int(a.campaign_id), utm = utm.parse(vk.unhtml(type(links[id]) == "string" and links[id] or "")) }
       ids[#ids + 1] = id
     end
     local out = {}

@@ -120,6 +120,21 @@ function M.ids_named(msg, ids)
   return found
 end
 
+-- The legacy API (api.vk.com) HTML-escapes the strings it returns: a campaign "Rock & Roll" comes
+-- as "Rock &amp; Roll", a link's "&utm_medium=" as "&amp;utm_medium=". Undo the entities it writes.
+local ENTITIES = { amp = "&", quot = '"', lt = "<", gt = ">", apos = "'" }
+function M.unhtml(s)
+  if type(s) ~= "string" then return s end
+  return (s:gsub("&(#?)([%w]+);", function(num, name)
+    if num == "#" then
+      local n = name:match("^[xX](%x+)$") and tonumber(name:sub(2), 16) or tonumber(name)
+      if n and n > 0 and n <= 0x10FFFF then return utf8.char(n) end
+      return nil
+    end
+    return ENTITIES[name]
+  end))
+end
+
 -- Legacy API body -> nil | {code=, msg=}
 function M.legacy_error(doc)
   if type(doc) ~= "table" or type(doc.error) ~= "table" then return nil end

@@ -296,5 +296,18 @@ class TestVkLegacy(VkCase):
         self.assertIn("VK API ads.getAds: the answer has no response list and no error", r.stderr)
         self.assertEqual(self.daily(), self.expected_daily())
 
+    def test_html_escaped_links_and_names_are_unescaped(self):
+        self.f.control("/_fake/config", {"vkapi.html_escape": True})
+        data = self.f.control("/_fake/data")
+        data["vk"]["ad_plans"][0]["name"] = 'Rock & Roll "Зима"'
+        self.f.control("/_fake/data?merge=1", {"vk": data["vk"]})
+        self.legacy_secrets()
+        self.run_vk(*WINDOW)
+        self.assertEqual(self.daily(), self.expected_daily())
+        row = self.q("SELECT campaign_name, utm_source, utm_medium, utm_campaign, utm_term FROM v_vk_ads_latest "
+                     "WHERE ad_id = 8372482 LIMIT 1")[0]
+        self.assertEqual((row["campaign_name"], row["utm_source"], row["utm_medium"], row["utm_campaign"],
+                          row["utm_term"]), ('Rock & Roll "Зима"', "vk", "cpc", "plan_101", "8372482"))
+
 if __name__ == "__main__":
     unittest.main()

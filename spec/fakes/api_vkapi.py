@@ -1,5 +1,6 @@
 """Legacy VK API (api.vk.com/method) under /vkapi/method/<name>. Always HTTP 200; errors in the body."""
 
+import html
 import json
 import time
 from collections import defaultdict
@@ -135,6 +136,17 @@ def statistics(req, st, vk, p):
     return ok(out)
 
 
+def _escaper(st):
+    """vkapi.html_escape: string fields as api.vk.com sends them ("&" -> "&amp;", '"' -> "&quot;")."""
+    def esc(obj, *fields):
+        if st.cfg("vkapi.html_escape"):
+            for f in fields:
+                if isinstance(obj.get(f), str):
+                    obj[f] = html.escape(obj[f], quote=True)
+        return obj
+    return esc
+
+
 def handle(req, st):
     if not req.sub.startswith("/method/"):
         return None
@@ -166,12 +178,13 @@ def handle(req, st):
         account = 0
     if account != vk.get("account_id"):
         return vkerr(req, 600)
+    esc = _escaper(st)
     if name == "ads.getCampaigns":
         want = _ids(p.get("campaign_ids"))
-        return ok([c for c in campaigns(vk) if want is None or c["id"] in want])
+        return ok([esc(c, "name") for c in campaigns(vk) if want is None or c["id"] in want])
     if name in ("ads.getAds", "ads.getAdsLayout"):
         cids, aids = _ids(p.get("campaign_ids")), _ids(p.get("ad_ids"))
-        rows = [a for a in ads(vk, name == "ads.getAdsLayout")
+        rows = [esc(a, "name", "title", "link_url") for a in ads(vk, name == "ads.getAdsLayout")
                 if (cids is None or a["campaign_id"] in cids) and (aids is None or a["id"] in aids)]
         return ok(rows)
     return statistics(req, st, vk, p)

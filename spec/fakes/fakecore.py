@@ -295,6 +295,7 @@ DEFAULT_CONFIG = {
     "vkads.omit_count": False,      # list answers without "count" (seen in some API versions)
     # legacy VK API
     "vkapi.rps_limit": 0,           # >0: error 6 above this many calls per second per token
+    "vkapi.html_escape": False,     # names and link_url HTML-escaped ("&amp;"), as api.vk.com writes strings
     # Yandex Direct
     "direct.auto_offline": True,    # processingMode auto behaves like offline
     "direct.offline_polls": 2,      # number of 202 answers after the 201 before the 200

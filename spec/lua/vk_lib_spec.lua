@@ -74,3 +74,10 @@ imp, bad = vk.legacy_measures({ day = "2024-05-01", impressions = "abc", clicks 
 eq(bad, "impressions not a whole number: 'abc'")
 imp, clk, spent = vk.legacy_measures({ day = "2024-05-01", impressions = "1200", clicks = "7", spent = 150.5 })
 eq(imp, 1200) eq(clk, 7) eq(spent, "150.50")
+
+-- legacy API strings are HTML-escaped: names and links are unescaped before use
+eq(vk.unhtml("Rock &amp; Roll &quot;Зима&quot; &#39;24 &lt;b&gt; &#x41;&#1046;"), "Rock & Roll \"Зима\" '24 <b> AЖ")
+eq(vk.unhtml("a &unknown; b & c &#0;"), "a &unknown; b & c &#0;") eq(vk.unhtml(nil), nil)
+local utm = require("utm")
+local u = utm.parse(vk.unhtml("https://msk.qtickets.events/24089?utm_source=vk&amp;utm_medium=cpc&amp;utm_content=msk_19_11"))
+eq(u.utm_source, "vk") eq(u.utm_medium, "cpc") eq(u.utm_city, "msk") eq(u.utm_day, 19)

@@ -43,9 +43,11 @@ local HINTS = {
   [513] = "the login is not connected to Yandex Direct",
   [3000] = "no API access", [3001] = "no access to this API method",
 }
--- 52 auth server unavailable, 506 too many simultaneous requests, 1000-1002 server errors,
--- 9000 offline report queue full: transient, worth waiting for.
-local RETRYABLE = { [52] = true, [506] = true, [1000] = true, [1001] = true, [1002] = true, [9000] = true }
+-- 52 auth server unavailable, 56 request limit of the method exceeded (a rate limit, not a quota),
+-- 506 too many simultaneous requests, 1000-1002 server errors, 9000 offline report queue full:
+-- transient, worth waiting for.
+local RETRYABLE = { [52] = true, [56] = true, [506] = true, [1000] = true, [1001] = true, [1002] = true,
+  [9000] = true }
 local MAX_ATTEMPTS = 5
 
 -- {error={request_id, error_code, error_string, error_detail}} -> table | nil

@@ -16,6 +16,7 @@ ERROR_STRINGS = {
     52: "Authorization server temporarily unavailable",
     53: "Authorization error",
     54: "No rights",
+    56: "Request limit exceeded",
     58: "Incomplete registration",
     152: "Not enough units",
     506: "Exceeded limit on number of connections",

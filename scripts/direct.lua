@@ -120,10 +120,11 @@ local FIELDS = { "Date", "CampaignId", "CampaignName", "AdGroupId", "AdId", "Imp
 
 -- One report for [from, till]: polls 201/202 with the identical request until 200.
 local function report(from, till)
-  -- Same parameters (and day) -> same name; a different definition never reuses a name, which
-  -- Direct would refuse. The day keeps a stored report from being served to tomorrow's run.
+  -- Polls of one run repeat the same name; a different definition never reuses a name, which
+  -- Direct would refuse. The run's start time is part of it because Direct answers a known name
+  -- with the report it stored then: a second run the same day would get the first run's figures.
   local definition = table.concat({ "CUSTOM_REPORT", from, till, table.concat(FIELDS, ","), "VAT=YES",
-    "DISCOUNT=NO", login, time.today() }, "|")
+    "DISCOUNT=NO", login, tostring(VER) }, "|")
   local name = "zhost_direct_" .. from .. "_" .. till .. "_" .. text.md5(definition):sub(1, 12)
   local body = json.encode({ params = {
     SelectionCriteria = { DateFrom = from, DateTo = till }, FieldNames = FIELDS, OrderBy = { { Field = "Date" } },

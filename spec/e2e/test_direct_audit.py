@@ -1,4 +1,5 @@
-"""scripts/direct.lua against Direct behaviour the main tests do not cover (Direct fake + ClickHouse)."""
+"""scripts/direct.lua against Direct behaviour the main tests do not cover: error 56, retryIn 0, stored
+reports on a same-day re-run (Direct fake + ClickHouse)."""
 import os
 import sys
 import time
@@ -19,7 +20,6 @@ class TestDirectAudit(DirectCase):
         self.assertEqual(self.daily(), self.expected_daily())
         self.assertEqual(self.last_run()["metrics"]["api_retries"], 3)
 
-
     def test_retry_in_zero_forever_is_bounded_by_the_wait_cap(self):
         # A report that never gets ready while Direct keeps saying retryIn: 0 must still hit
         # DIRECT_REPORT_MAX_WAIT instead of polling for ever.
@@ -32,6 +32,28 @@ class TestDirectAudit(DirectCase):
         self.assertIn("is still not ready after", r.stderr)
         self.assertLessEqual(len(self.reports()), 5, "bounded number of polls")
         self.assertEqual(self.scalar("SELECT count() FROM fact_direct_daily"), "0")
+
+    def test_same_day_rerun_is_not_served_the_stored_report(self):
+        # Direct answers a repeated request for a stored report with that report, figures frozen at
+        # the time it was built. A second run on the same day (an operator's re-run after a
+        # correction) must get today's figures, not the morning's.
+        self.f.control("/_fake/config", {"direct.freeze_reports": True})
+        self.direct_secrets()
+        self.run_direct(*WINDOW)
+        self.assertEqual(self.daily(), self.expected_daily())
+        data = self.f.control("/_fake/data")
+        st = data["direct"]["stats"][0]
+        st["Impressions"] += 1000
+        st["Clicks"] += 7
+        st["Cost"] += 12340000
+        self.f.control("/_fake/data?merge=1", {"direct": data["direct"]})
+        self.f.control("/_fake/config", {"direct.retry_in": [0], "direct.freeze_reports": True})
+        self.run_direct(*WINDOW)
+        row = self.q("SELECT impressions, clicks, toString(cost) AS c FROM v_direct_latest WHERE stat_date = '%s' "
+                     "AND ad_id = %d" % (st["Date"], st["AdId"]))[0]
+        self.assertEqual((int(row["impressions"]), int(row["clicks"])), (st["Impressions"], st["Clicks"]))
+        names = {__import__("json").loads(r["body"])["params"]["ReportName"] for r in self.reports()}
+        self.assertEqual(len(names), 2, names)
 
 
 if __name__ == "__main__":

@@ -70,9 +70,12 @@ local function error_text(what, res, e)
   return msg
 end
 
--- Waits before retrying a transient error; fails once the attempts are used up.
-local function backoff(what, attempt, res, e)
-  if attempt >= MAX_ATTEMPTS then fail(error_text(what, res, e) .. string.format(" (gave up after %d attempts)", attempt)) end
+-- Waits before retrying a transient error; fails once the attempts are used up, with `msg` when
+-- given (else the API's error).
+local function backoff(what, attempt, res, e, msg)
+  if attempt >= MAX_ATTEMPTS then
+    fail((msg or error_text(what, res, e)) .. string.format(" (gave up after %d attempts)", attempt))
+  end
   local delay = math.min(60, retry_base * 2 ^ (attempt - 1))
   job:metric("api_retries", 1)
   log.warn("Direct transient error; retrying", { what = what, code = e and e.code or res.status, attempt = attempt,
@@ -146,11 +149,16 @@ local function report(from, till)
     if res.status == 200 then
       -- skipColumnHeader is never sent, so a body without the header is not a report.
       local rows, perr = tsv.parse(res.body, FIELDS, { header_required = true, total_required = true })
-      if not rows then fail("Direct report " .. name .. ": " .. perr) end
-      job:metric("pages", 1)
-      log.info("Direct report ready", { report = name, rows = #rows, polls = polls,
-        waited = math.floor((time.now() - started) * 10 + 0.5) / 10 })
-      return rows
+      if rows then
+        job:metric("pages", 1)
+        log.info("Direct report ready", { report = name, rows = #rows, polls = polls,
+          waited = math.floor((time.now() - started) * 10 + 0.5) / 10 })
+        return rows
+      end
+      -- Most likely cut or mangled on the way (no trailer, a short last line). The report is
+      -- stored on Direct's side, so asking again is cheap; a body that stays broken still fails.
+      attempt = attempt + 1
+      backoff("report " .. name, attempt, res, nil, "Direct report " .. name .. ": " .. perr)
     elseif res.status == 201 or res.status == 202 then
       polls = polls + 1
       local retry_in = tonumber(res:header("retryin")) or 10

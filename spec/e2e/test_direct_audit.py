@@ -56,5 +56,22 @@ class TestDirectAudit(DirectCase):
         self.assertEqual(len(names), 2, names)
 
 
+    def test_report_body_damaged_once_is_fetched_again(self):
+        # A 200 whose body was cut on the way (right length, half the text: no 'Total rows' trailer)
+        # is not the report. The report is stored on Direct's side, so it is asked for again rather
+        # than failing the run; a body that stays damaged still fails, naming what was wrong.
+        self.direct_secrets()
+        # 201, 202, 202, then the 200 is cut in half
+        self.f.faults([{"path": "/reports$", "action": "malformed", "after": 3, "times": 1}])
+        self.run_direct(*WINDOW)
+        self.assertEqual(self.daily(), self.expected_daily())
+        self.assertEqual(self.last_run()["metrics"]["api_retries"], 1)
+        self.f.clear_faults()
+        self.f.faults([{"path": "/reports$", "status": 200, "body": "Date\tCampaignId\n", "times": -1}])
+        r = self.run_direct(*WINDOW, ok=False)
+        self.assertIn("no column header line", r.stderr)
+        self.assertIn("gave up after 5 attempts", r.stderr)
+        self.assertEqual(self.daily(), self.expected_daily(), "figures kept")
+
 if __name__ == "__main__":
     unittest.main()

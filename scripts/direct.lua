@@ -90,12 +90,16 @@ local function service(name, payload)
     local res, err = http.request{ method = "POST", url = base .. "/" .. name, headers = HEADERS, body = body,
       source = "direct", retry = { on_5xx = false } }
     if not res then fail("Direct " .. name .. ": " .. tostring(err)) end
-    local doc = json.decode(res.body or "")
+    local doc, jerr = json.decode(res.body or "")
     local e = api_error(res, doc)
     if res.status == 200 and not e and type(doc) == "table" and type(doc.result) == "table" then
       return doc.result
     end
-    if (e and RETRYABLE[e.code]) or (not e and res.status >= 500) then
+    if res.status == 200 and doc == nil then
+      -- Cut or mangled on the way (the host already retries what curl sees as broken): ask again.
+      backoff(name, attempt, res, nil, string.format("Direct %s: the 200 answer is not valid JSON (%s): %s", name,
+        tostring(jerr), (res.body or ""):sub(1, 120)))
+    elseif (e and RETRYABLE[e.code]) or (not e and res.status >= 500) then
       backoff(name, attempt, res, e)
     else
       fail(error_text(name, res, e))

@@ -73,5 +73,16 @@ class TestDirectAudit(DirectCase):
         self.assertIn("gave up after 5 attempts", r.stderr)
         self.assertEqual(self.daily(), self.expected_daily(), "figures kept")
 
+    def test_campaigns_answer_cut_in_half_is_asked_again_then_named(self):
+        self.direct_secrets()
+        self.f.faults([{"path": "/campaigns$", "action": "malformed", "times": 1}])
+        self.run_direct(*WINDOW)
+        self.assertEqual(self.daily(), self.expected_daily())
+        self.f.clear_faults()
+        self.f.faults([{"path": "/campaigns$", "action": "malformed", "times": -1}])
+        r = self.run_direct(*WINDOW, ok=False)
+        self.assertIn("Direct campaigns: the 200 answer is not valid JSON", r.stderr)
+        self.assertIn("gave up after 5 attempts", r.stderr)
+
 if __name__ == "__main__":
     unittest.main()

@@ -43,9 +43,11 @@ local HINTS = {
   [513] = "the login is not connected to Yandex Direct",
   [3000] = "no API access", [3001] = "no access to this API method",
 }
--- 52 auth server unavailable, 506 too many simultaneous requests, 1000-1002 server errors,
--- 9000 offline report queue full: transient, worth waiting for.
-local RETRYABLE = { [52] = true, [506] = true, [1000] = true, [1001] = true, [1002] = true, [9000] = true }
+-- 52 auth server unavailable, 56 request limit of the method exceeded (a rate limit, not a quota),
+-- 506 too many simultaneous requests, 1000-1002 server errors, 9000 offline report queue full:
+-- transient, worth waiting for.
+local RETRYABLE = { [52] = true, [56] = true, [506] = true, [1000] = true, [1001] = true, [1002] = true,
+  [9000] = true }
 local MAX_ATTEMPTS = 5
 
 -- {error={request_id, error_code, error_string, error_detail}} -> table | nil
@@ -68,9 +70,12 @@ local function error_text(what, res, e)
   return msg
 end
 
--- Waits before retrying a transient error; fails once the attempts are used up.
-local function backoff(what, attempt, res, e)
-  if attempt >= MAX_ATTEMPTS then fail(error_text(what, res, e) .. string.format(" (gave up after %d attempts)", attempt)) end
+-- Waits before retrying a transient error; fails once the attempts are used up, with `msg` when
+-- given (else the API's error).
+local function backoff(what, attempt, res, e, msg)
+  if attempt >= MAX_ATTEMPTS then
+    fail((msg or error_text(what, res, e)) .. string.format(" (gave up after %d attempts)", attempt))
+  end
   local delay = math.min(60, retry_base * 2 ^ (attempt - 1))
   job:metric("api_retries", 1)
   log.warn("Direct transient error; retrying", { what = what, code = e and e.code or res.status, attempt = attempt,
@@ -85,12 +90,16 @@ local function service(name, payload)
     local res, err = http.request{ method = "POST", url = base .. "/" .. name, headers = HEADERS, body = body,
       source = "direct", retry = { on_5xx = false } }
     if not res then fail("Direct " .. name .. ": " .. tostring(err)) end
-    local doc = json.decode(res.body or "")
+    local doc, jerr = json.decode(res.body or "")
     local e = api_error(res, doc)
     if res.status == 200 and not e and type(doc) == "table" and type(doc.result) == "table" then
       return doc.result
     end
-    if (e and RETRYABLE[e.code]) or (not e and res.status >= 500) then
+    if res.status == 200 and doc == nil then
+      -- Cut or mangled on the way (the host already retries what curl sees as broken): ask again.
+      backoff(name, attempt, res, nil, string.format("Direct %s: the 200 answer is not valid JSON (%s): %s", name,
+        tostring(jerr), (res.body or ""):sub(1, 120)))
+    elseif (e and RETRYABLE[e.code]) or (not e and res.status >= 500) then
       backoff(name, attempt, res, e)
     else
       fail(error_text(name, res, e))
@@ -118,10 +127,11 @@ local FIELDS = { "Date", "CampaignId", "CampaignName", "AdGroupId", "AdId", "Imp
 
 -- One report for [from, till]: polls 201/202 with the identical request until 200.
 local function report(from, till)
-  -- Same parameters (and day) -> same name; a different definition never reuses a name, which
-  -- Direct would refuse. The day keeps a stored report from being served to tomorrow's run.
+  -- Polls of one run repeat the same name; a different definition never reuses a name, which
+  -- Direct would refuse. The run's start time is part of it because Direct answers a known name
+  -- with the report it stored then: a second run the same day would get the first run's figures.
   local definition = table.concat({ "CUSTOM_REPORT", from, till, table.concat(FIELDS, ","), "VAT=YES",
-    "DISCOUNT=NO", login, time.today() }, "|")
+    "DISCOUNT=NO", login, tostring(VER) }, "|")
   local name = "zhost_direct_" .. from .. "_" .. till .. "_" .. text.md5(definition):sub(1, 12)
   local body = json.encode({ params = {
     SelectionCriteria = { DateFrom = from, DateTo = till }, FieldNames = FIELDS, OrderBy = { { Field = "Date" } },
@@ -143,16 +153,25 @@ local function report(from, till)
     if res.status == 200 then
       -- skipColumnHeader is never sent, so a body without the header is not a report.
       local rows, perr = tsv.parse(res.body, FIELDS, { header_required = true, total_required = true })
-      if not rows then fail("Direct report " .. name .. ": " .. perr) end
-      job:metric("pages", 1)
-      log.info("Direct report ready", { report = name, rows = #rows, polls = polls,
-        waited = math.floor((time.now() - started) * 10 + 0.5) / 10 })
-      return rows
+      if rows then
+        job:metric("pages", 1)
+        log.info("Direct report ready", { report = name, rows = #rows, polls = polls,
+          waited = math.floor((time.now() - started) * 10 + 0.5) / 10 })
+        return rows
+      end
+      -- Most likely cut or mangled on the way (no trailer, a short last line). The report is
+      -- stored on Direct's side, so asking again is cheap; a body that stays broken still fails.
+      attempt = attempt + 1
+      backoff("report " .. name, attempt, res, nil, "Direct report " .. name .. ": " .. perr)
     elseif res.status == 201 or res.status == 202 then
       polls = polls + 1
       local retry_in = tonumber(res:header("retryin")) or 10
       if retry_in < 0 then retry_in = 0 end
-      if waited + retry_in > max_wait then
+      -- The cap counts the clock, not just the sum of retryIn: slow 202 answers take time too, and a
+      -- server that keeps saying "retryIn: 0" would otherwise be polled for ever. Each poll costs at
+      -- least a second of the budget for the same reason.
+      waited = math.max(waited, time.now() - started)
+      if waited + math.max(retry_in, 1) > max_wait then
         fail(string.format("Direct report %s (%s..%s) is still not ready after %d s of waiting and %d polls "
           .. "(DIRECT_REPORT_MAX_WAIT=%d s): run again later or load a shorter window", name, from, till,
           math.floor(waited), polls, math.floor(max_wait)))
@@ -162,7 +181,7 @@ local function report(from, till)
       job:metric("report_polls", 1)
       job:metric("report_wait_seconds", retry_in)
       sleep(retry_in)
-      waited = waited + retry_in
+      waited = waited + math.max(retry_in, 1)
     else
       local e = api_error(res)
       attempt = attempt + 1

@@ -4,6 +4,7 @@ import datetime as dt
 import itertools
 import json
 import time
+import weakref
 from collections import defaultdict
 from decimal import Decimal, ROUND_HALF_UP
 
@@ -11,11 +12,15 @@ from fakecore import Response, json_response, parse_date
 
 PREFIX = "/direct"
 _rid = itertools.count(8695244274068608439)
+# direct.freeze_reports: built reports per fake state, kept apart from st.rt so that they outlive data
+# changes (POST /_fake/data), as reports stored on Direct's side do.
+_stored = weakref.WeakKeyDictionary()
 
 ERROR_STRINGS = {
     52: "Authorization server temporarily unavailable",
     53: "Authorization error",
     54: "No rights",
+    56: "Request limit exceeded",
     58: "Incomplete registration",
     152: "Not enough units",
     506: "Exceeded limit on number of connections",
@@ -281,6 +286,9 @@ def reports(req, st):
     with st.lock:
         reps = rt(st)["reports"]
         rep = reps.get(key)
+        if rep is None and st.cfg("direct.freeze_reports") and (key, canon, in_micros) in _stored.get(st, {}):
+            rep = reps[key] = {"login": login, "name": params["ReportName"], "definition": canon, "ready": True,
+                               "polls_left": 0, "retry_idx": 0, "not_before": 0.0, "requests": 0}
         if rep is not None and rep["definition"] != canon:
             raise DirectError(4000, "A report named '%s' with different parameters is already queued or stored; "
                                     "use a unique ReportName" % params["ReportName"])
@@ -303,7 +311,15 @@ def reports(req, st):
                     rep["polls_left"] -= 1
                 return _pending(202, rep, retry_seq, reps, login, base_headers, req, st)
             rep["ready"] = True
-    rows, d1, d2 = build_rows(params, st, in_micros)
+    skey = (key, canon, in_micros)
+    with st.lock:
+        frozen = _stored.get(st, {}).get(skey) if st.cfg("direct.freeze_reports") else None
+    if frozen is None:
+        frozen = build_rows(params, st, in_micros)
+        if st.cfg("direct.freeze_reports"):
+            with st.lock:
+                _stored.setdefault(st, {})[skey] = frozen
+    rows, d1, d2 = frozen
     tsv = render_tsv(params, rows, d1, d2, req)
     headers = base_headers + _units(req, st, login, 10 + len(rows) // 2000)
     return Response(200, tsv, headers, "text/tab-separated-values; charset=utf-8")

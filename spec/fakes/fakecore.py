@@ -303,6 +303,7 @@ DEFAULT_CONFIG = {
     "direct.enforce_retry_in": False,  # polls earlier than retryIn do not advance the report
     "direct.queue_limit": 5,
     "direct.units_daily": 64000,
+    "direct.freeze_reports": False,  # a stored report keeps its first figures (as Direct's stored reports do)
     # generic
     "gzip_min_bytes": 512,
 }

@@ -50,9 +50,37 @@ local function google_error(body)
   return (tostring(body or ""):sub(1, 200):gsub("%s+", " "))
 end
 
+-- Gmail sends per-user rate limits as 403 with reason rateLimitExceeded / userRateLimitExceeded
+-- (domain usageLimits), not only as 429; the http module retries 429 and 5xx, so these are retried
+-- here. Other 403s (dailyLimitExceeded, domainPolicy) would answer the same for hours: not retried.
+local RATE_REASONS = {rateLimitExceeded = true, userRateLimitExceeded = true}
+local RATE_TRIES, RATE_BASE, RATE_CAP = 5, 1, 32
+
+local function rate_limited(res)
+  if res.status ~= 403 then return false end
+  local v = json.decode(res.body or "")
+  local errs = type(v) == "table" and type(v.error) == "table" and v.error.errors
+  for _, e in ipairs(type(errs) == "table" and errs or {}) do
+    if type(e) == "table" and RATE_REASONS[e.reason] then return true end
+  end
+  return false
+end
+
+-- The decoded answer; a failure raises "gmail <what>: ...".
 local function call(path, query_params, what)
-  local res, err = client:request{method = "GET", url = api .. path, query = query_params, source = "gmail",
-    timeout = 60, headers = {Accept = "application/json"}}
+  local res, err
+  for try = 1, RATE_TRIES do
+    res, err = client:request{method = "GET", url = api .. path, query = query_params, source = "gmail",
+      timeout = 60, headers = {Accept = "application/json"}}
+    if not res or try == RATE_TRIES or not rate_limited(res) then break end
+    -- Full jitter as the http module does; a Retry-After, when Gmail sends one, is a floor.
+    local wait = math.random() * math.min(RATE_CAP, RATE_BASE * 2 ^ (try - 1))
+    local ra = tonumber(res:header("Retry-After") or "")
+    if ra and ra > wait then wait = math.min(ra, 120) end
+    log.warn("gmail " .. what .. ": HTTP 403 rate limit; retrying", {attempt = try, wait = wait})
+    job:metric("rate_limit_retries", 1)
+    sleep(wait)
+  end
   if not res then error("gmail " .. what .. ": " .. tostring(err), 0) end
   if res.status ~= 200 then
     local hint = res.status == 401 and " (the access token was refused even after a refresh)" or ""

@@ -80,12 +80,31 @@ class QaGmail(GmailCase):
 
     def test_429_rate_limit_is_retried(self):
         self.serve([mail("1000000000000001", "a.csv", b"Date,City,Tickets,Revenue\n2025-11-05,Testville,1,10\n")])
-        self.api.faults([{"path": "/messages/1000000000000001$", "api_error": 429, "times": 2,
+        # Fault paths are matched with the query string: messages.get has ?format=full, list has ?q=...
+        self.api.faults([{"path": "/messages/1000000000000001\\?", "api_error": 429, "times": 2,
                           "headers": {"Retry-After": "1"}},
-                         {"path": "/messages$", "api_error": "rateLimitExceeded", "status": 403, "times": 1}])
+                         {"path": "/messages\\?", "api_error": "rateLimitExceeded", "status": 403, "times": 1}])
         r = self.gmail()
         self.assert_ok(r)
         self.assertEqual(self.rows(), {("2025-11-05", "Testville", ""): (1, Decimal("10.00"))})
+        self.assertEqual([f["fired"] for f in self.api.control("/_fake/faults")["rules"]], [2, 1])
+
+    def test_403_rate_limit_reasons_are_retried_other_403s_are_not(self):
+        # Gmail sends per-user rate limits as 403 with reason rateLimitExceeded / userRateLimitExceeded
+        # (domain usageLimits): retryable with backoff, unlike a 403 domainPolicy.
+        self.serve([mail("1000000000000001", "a.csv", b"Date,City,Tickets,Revenue\n2025-11-05,Testville,1,10\n")])
+        self.api.faults([{"path": "/messages\\?", "api_error": "rateLimitExceeded", "times": 1},
+                         {"path": "/messages/1000000000000001\\?", "api_error": "userRateLimitExceeded", "times": 2}])
+        r = self.gmail()
+        self.assert_ok(r)
+        self.assertEqual(self.rows(), {("2025-11-05", "Testville", ""): (1, Decimal("10.00"))})
+        self.assertEqual([f["fired"] for f in self.api.control("/_fake/faults")["rules"]], [1, 2])
+        self.api.control("/_fake/faults", method="DELETE")
+        self.api.faults([{"path": "/messages\\?", "api_error": "domainPolicy", "times": -1}])
+        r = self.gmail()
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("messages.list: HTTP 403", r.stderr)
+        self.assertEqual([f["fired"] for f in self.api.control("/_fake/faults")["rules"]], [1])
 
 
 if __name__ == "__main__":

@@ -66,8 +66,9 @@ local function rate_limited(res)
   return false
 end
 
--- The decoded answer; a failure raises "gmail <what>: ...".
-local function call(path, query_params, what)
+-- The decoded answer. A 404 returns nil when missing_ok (a message deleted after it was listed);
+-- every other failure raises "gmail <what>: ...".
+local function call(path, query_params, what, missing_ok)
   local res, err
   for try = 1, RATE_TRIES do
     res, err = client:request{method = "GET", url = api .. path, query = query_params, source = "gmail",
@@ -82,6 +83,7 @@ local function call(path, query_params, what)
     sleep(wait)
   end
   if not res then error("gmail " .. what .. ": " .. tostring(err), 0) end
+  if res.status == 404 and missing_ok then return nil end
   if res.status ~= 200 then
     local hint = res.status == 401 and " (the access token was refused even after a refresh)" or ""
     error("gmail " .. what .. ": HTTP " .. res.status .. " " .. google_error(res.body) .. hint, 0)
@@ -124,7 +126,7 @@ local sink, serr = ch.sink("stg_qtickets_sales_raw")
 if not sink then error("ClickHouse table stg_qtickets_sales_raw: " .. tostring(serr), 0) end
 
 local counts = {messages_loaded = 0, messages_skipped = 0, messages_without_report = 0, attachments = 0,
-  attachments_ignored = 0, rows = 0, rows_skipped = 0, messages_rejected = 0}
+  attachments_ignored = 0, rows = 0, rows_skipped = 0, messages_rejected = 0, messages_gone = 0}
 local rejected = {}
 
 local function part_bytes(msg_id, part)
@@ -153,7 +155,13 @@ end
 local now_text = time.format(time.now())
 
 local function load_message(id)
-  local msg = call("/messages/" .. id, {format = "full"}, "message " .. id)
+  local msg = call("/messages/" .. id, {format = "full"}, "message " .. id, true)
+  if not msg then
+    -- Deleted (or purged from Trash) since messages.list: nothing left to load.
+    counts.messages_gone = counts.messages_gone + 1
+    log.warn("message listed but gone (HTTP 404); skipped", {message = id})
+    return
+  end
   local ver = math.tointeger(tonumber(msg.internalDate or "")) or math.floor(time.now() * 1000)
   local rows, htmls, problems = {}, {}, {}
   for _, part in ipairs(leaves(msg.payload, {}, 0)) do

@@ -106,6 +106,18 @@ class QaGmail(GmailCase):
         self.assertIn("messages.list: HTTP 403", r.stderr)
         self.assertEqual([f["fired"] for f in self.api.control("/_fake/faults")["rules"]], [1])
 
+    def test_message_gone_between_list_and_get_is_skipped(self):
+        # A message deleted (or moved to Trash) after messages.list answers 404 to messages.get: the
+        # other messages still load and the run succeeds, counting it.
+        self.serve([mail("1000000000000001", "a.csv", b"Date,City,Tickets,Revenue\n2025-11-05,Testville,1,10\n"),
+                    mail("1000000000000002", "b.csv", b"Date,City,Tickets,Revenue\n2025-11-06,Testville,2,20\n")])
+        self.api.faults([{"path": "/messages/1000000000000001\\?", "api_error": 404, "times": -1}])
+        r = self.gmail()
+        self.assert_ok(r)
+        self.assertEqual(self.rows(), {("2025-11-06", "Testville", ""): (2, Decimal("20.00"))})
+        self.assertIn("1000000000000001", r.stderr)
+        self.assertEqual(self.metrics()["messages_gone"], 1)
+
 
 if __name__ == "__main__":
     unittest.main()

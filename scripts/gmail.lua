@@ -126,7 +126,8 @@ local sink, serr = ch.sink("stg_qtickets_sales_raw")
 if not sink then error("ClickHouse table stg_qtickets_sales_raw: " .. tostring(serr), 0) end
 
 local counts = {messages_loaded = 0, messages_skipped = 0, messages_without_report = 0, attachments = 0,
-  attachments_ignored = 0, rows = 0, rows_skipped = 0, messages_rejected = 0, messages_gone = 0}
+  attachments_ignored = 0, rows = 0, rows_skipped = 0, messages_rejected = 0, messages_gone = 0,
+  attachments_duplicate = 0}
 local rejected = {}
 
 local function part_bytes(msg_id, part)
@@ -164,12 +165,22 @@ local function load_message(id)
   end
   local ver = math.tointeger(tonumber(msg.internalDate or "")) or math.floor(time.now() * 1000)
   local rows, htmls, problems = {}, {}, {}
+  local seen = {} -- attachment bytes already read in this message
   for _, part in ipairs(leaves(msg.payload, {}, 0)) do
     local mime = type(part.mimeType) == "string" and part.mimeType:lower() or ""
     if sales.is_csv_part(part) then
       counts.attachments = counts.attachments + 1
       local bytes, err = part_bytes(id, part)
       local header, grid
+      if bytes and seen[bytes] then
+        -- The same file twice (forwarded as an attachment and attached again): lines of one message
+        -- that share a key are summed, so the copy would double its days.
+        counts.attachments_duplicate = counts.attachments_duplicate + 1
+        log.warn("attachment repeats an earlier one of the message; read once", {message = id,
+          file = tostring(part.filename)})
+        goto next_part
+      end
+      if bytes then seen[bytes] = true end
       if bytes then header, grid = sales.csv_grid(bytes, sales.part_charset(part)) end
       local got, stats
       if header then got, stats = sales.report_rows(header, grid) end
@@ -185,6 +196,7 @@ local function load_message(id)
     elseif mime == "text/html" and (part.filename == nil or part.filename == "") then
       htmls[#htmls + 1] = part
     end
+    ::next_part::
   end
   if #rows == 0 then
     -- No CSV: some reports are an HTML table in the body.

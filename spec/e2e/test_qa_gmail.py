@@ -118,6 +118,22 @@ class QaGmail(GmailCase):
         self.assertIn("1000000000000001", r.stderr)
         self.assertEqual(self.metrics()["messages_gone"], 1)
 
+    def test_the_same_report_attached_twice_counts_once(self):
+        # "Forward as attachment" plus the file attached again: the message carries the report twice.
+        # Its lines share their keys and are summed within a message, so the copy would double the day.
+        csv = "Дата;Город;Событие;Билетов;Выручка\r\n05.11.2025;Омск;A;2;1 234,50\r\n".encode()
+        m = mail("1000000000000001", "report.csv", csv, nest=True)
+        m["payload"]["parts"].append({"mimeType": "text/csv", "filename": "report.csv",
+                                      "content_b64": base64.b64encode(csv).decode(), "inline": False})
+        other = "Дата;Город;Событие;Билетов;Выручка\r\n05.11.2025;Омск;A;1;100\r\n".encode()
+        m["payload"]["parts"].append({"mimeType": "text/csv", "filename": "more.csv",
+                                      "content_b64": base64.b64encode(other).decode(), "inline": False})
+        self.serve([m])
+        r = self.gmail()
+        self.assert_ok(r)
+        self.assertEqual(self.rows(), {("2025-11-05", "Омск", "A"): (3, Decimal("1334.50"))}, r.stdout + r.stderr)
+        self.assertEqual(self.metrics()["attachments_duplicate"], 1)
+
 
 if __name__ == "__main__":
     unittest.main()

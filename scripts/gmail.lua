@@ -50,10 +50,40 @@ local function google_error(body)
   return (tostring(body or ""):sub(1, 200):gsub("%s+", " "))
 end
 
-local function call(path, query_params, what)
-  local res, err = client:request{method = "GET", url = api .. path, query = query_params, source = "gmail",
-    timeout = 60, headers = {Accept = "application/json"}}
+-- Gmail sends per-user rate limits as 403 with reason rateLimitExceeded / userRateLimitExceeded
+-- (domain usageLimits), not only as 429; the http module retries 429 and 5xx, so these are retried
+-- here. Other 403s (dailyLimitExceeded, domainPolicy) would answer the same for hours: not retried.
+local RATE_REASONS = {rateLimitExceeded = true, userRateLimitExceeded = true}
+local RATE_TRIES, RATE_BASE, RATE_CAP = 5, 1, 32
+
+local function rate_limited(res)
+  if res.status ~= 403 then return false end
+  local v = json.decode(res.body or "")
+  local errs = type(v) == "table" and type(v.error) == "table" and v.error.errors
+  for _, e in ipairs(type(errs) == "table" and errs or {}) do
+    if type(e) == "table" and RATE_REASONS[e.reason] then return true end
+  end
+  return false
+end
+
+-- The decoded answer. A 404 returns nil when missing_ok (a message deleted after it was listed);
+-- every other failure raises "gmail <what>: ...".
+local function call(path, query_params, what, missing_ok)
+  local res, err
+  for try = 1, RATE_TRIES do
+    res, err = client:request{method = "GET", url = api .. path, query = query_params, source = "gmail",
+      timeout = 60, headers = {Accept = "application/json"}}
+    if not res or try == RATE_TRIES or not rate_limited(res) then break end
+    -- Full jitter as the http module does; a Retry-After, when Gmail sends one, is a floor.
+    local wait = math.random() * math.min(RATE_CAP, RATE_BASE * 2 ^ (try - 1))
+    local ra = tonumber(res:header("Retry-After") or "")
+    if ra and ra > wait then wait = math.min(ra, 120) end
+    log.warn("gmail " .. what .. ": HTTP 403 rate limit; retrying", {attempt = try, wait = wait})
+    job:metric("rate_limit_retries", 1)
+    sleep(wait)
+  end
   if not res then error("gmail " .. what .. ": " .. tostring(err), 0) end
+  if res.status == 404 and missing_ok then return nil end
   if res.status ~= 200 then
     local hint = res.status == 401 and " (the access token was refused even after a refresh)" or ""
     error("gmail " .. what .. ": HTTP " .. res.status .. " " .. google_error(res.body) .. hint, 0)
@@ -96,7 +126,8 @@ local sink, serr = ch.sink("stg_qtickets_sales_raw")
 if not sink then error("ClickHouse table stg_qtickets_sales_raw: " .. tostring(serr), 0) end
 
 local counts = {messages_loaded = 0, messages_skipped = 0, messages_without_report = 0, attachments = 0,
-  attachments_ignored = 0, rows = 0, rows_skipped = 0, messages_rejected = 0}
+  attachments_ignored = 0, rows = 0, rows_skipped = 0, messages_rejected = 0, messages_gone = 0,
+  attachments_duplicate = 0}
 local rejected = {}
 
 local function part_bytes(msg_id, part)
@@ -125,15 +156,31 @@ end
 local now_text = time.format(time.now())
 
 local function load_message(id)
-  local msg = call("/messages/" .. id, {format = "full"}, "message " .. id)
+  local msg = call("/messages/" .. id, {format = "full"}, "message " .. id, true)
+  if not msg then
+    -- Deleted (or purged from Trash) since messages.list: nothing left to load.
+    counts.messages_gone = counts.messages_gone + 1
+    log.warn("message listed but gone (HTTP 404); skipped", {message = id})
+    return
+  end
   local ver = math.tointeger(tonumber(msg.internalDate or "")) or math.floor(time.now() * 1000)
   local rows, htmls, problems = {}, {}, {}
+  local seen = {} -- attachment bytes already read in this message
   for _, part in ipairs(leaves(msg.payload, {}, 0)) do
     local mime = type(part.mimeType) == "string" and part.mimeType:lower() or ""
     if sales.is_csv_part(part) then
       counts.attachments = counts.attachments + 1
       local bytes, err = part_bytes(id, part)
       local header, grid
+      if bytes and seen[bytes] then
+        -- The same file twice (forwarded as an attachment and attached again): lines of one message
+        -- that share a key are summed, so the copy would double its days.
+        counts.attachments_duplicate = counts.attachments_duplicate + 1
+        log.warn("attachment repeats an earlier one of the message; read once", {message = id,
+          file = tostring(part.filename)})
+        goto next_part
+      end
+      if bytes then seen[bytes] = true end
       if bytes then header, grid = sales.csv_grid(bytes, sales.part_charset(part)) end
       local got, stats
       if header then got, stats = sales.report_rows(header, grid) end
@@ -149,6 +196,7 @@ local function load_message(id)
     elseif mime == "text/html" and (part.filename == nil or part.filename == "") then
       htmls[#htmls + 1] = part
     end
+    ::next_part::
   end
   if #rows == 0 then
     -- No CSV: some reports are an HTML table in the body.

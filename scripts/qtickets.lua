@@ -149,9 +149,18 @@ local function pages_for(total, per)
   return math.max(1, (total + per - 1) // per)
 end
 
+-- Is an empty page p the end of the list? Only when its own paging says no item lies at or after
+-- it (or it has none). QTickets filters a page after paging it (the keyed {"50":…} pages): a page
+-- that lost every item comes as "data": [] while paging.total still counts the pages after it.
+local function ends_at(r, p, per)
+  local pp = r.per or per
+  return not r.total or not pp or (p - 1) * pp >= r.total
+end
+
 -- Walks every page of a list, calling on_page(items, page, pages) in page order. Pages after the
 -- first are fetched `concurrency` at a time, in chunks, so memory stays bounded on long backfills.
--- Stops at currentPage*perPage >= total or at an empty page. Raises "<kind> page N of M: why" on a
+-- Stops at currentPage*perPage >= total, or at an empty page whose own paging says the list ends
+-- there (ends_at). Raises "<kind> page N of M: why" on a
 -- bad page, after the pages before it were handed to on_page.
 local function each_page(kind, body, on_page)
   local ok_pages = 0
@@ -176,7 +185,12 @@ local function each_page(kind, body, on_page)
   first.data = nil -- page 1's document need not live through the whole walk
   ok_pages = 1
   job:metric("pages_ok", 1)
-  if first.n == 0 then return ok_pages end
+  if first.n == 0 then
+    if not pages or pages <= 1 then return ok_pages end
+    log.warn(kind .. " page 1 of " .. pages .. " is empty but paging.total counts more; reading on",
+      {total = first.total})
+    job:metric("empty_pages", 1)
+  end
   if not pages then
     -- No paging block: walk sequentially until a short or empty page.
     local p = 2
@@ -205,7 +219,11 @@ local function each_page(kind, body, on_page)
     for i, p in ipairs(list) do
       local r = results[i]
       if r.err then fail(r.err) end
-      if r.n == 0 then stop = true break end
+      if r.n == 0 then
+        if ends_at(r, p, per) then stop = true break end
+        log.warn(label(kind, p, pages) .. " is empty but paging.total counts more; reading on", {total = r.total})
+        job:metric("empty_pages", 1)
+      end
       on_page(r.data, p, pages)
       ok_pages = ok_pages + 1
       job:metric("pages_ok", 1)

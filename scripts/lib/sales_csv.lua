@@ -11,11 +11,18 @@ local M = {}
 
 ----------------------------------------------------------------------------------- helpers
 
--- "Event_Date", " Дата  события " -> "event date", "дата события"
+-- Currency units spreadsheets append to a money header ("Сумма, руб.", "Amount (RUB)").
+local UNITS = {["руб"] = true, ["рублей"] = true, ["р"] = true, ["rub"] = true, ["rur"] = true, ["₽"] = true}
+
+-- "Event_Date", " Дата  события " -> "event date", "дата события"; "Кол-во", "Сумма, руб.",
+-- "Возвраты (₽)" -> "кол во", "сумма", "возвраты": punctuation is a space, a trailing unit goes.
 local function norm(h)
   h = text.lower(text.trim(h or ""))
-  h = h:gsub("[_%-%.]", " "):gsub("%s+", " ")
-  return text.trim(h)
+  h = h:gsub("[_%-%.,:;()%[%]]", " "):gsub("%s+", " ")
+  h = text.trim(h)
+  local head, last = h:match("^(.-) (%S+)$")
+  if head and UNITS[last] then h = head end
+  return h
 end
 M.norm = norm
 
@@ -33,8 +40,8 @@ M.REPORT_COLUMNS = {
     "название"},
   city = set{"city", "город"},
   tickets_sold = set{"tickets sold", "продано билетов", "билетов", "tickets", "билеты", "количество билетов",
-    "продано"},
-  revenue = set{"revenue", "выручка", "сумма", "сумма продажи", "сумма продаж", "выручка руб"},
+    "продано", "количество", "кол во", "кол во билетов", "quantity", "qty"},
+  revenue = set{"revenue", "выручка", "сумма", "сумма продажи", "сумма продаж", "выручка руб", "sum", "amount"},
   refunds = set{"refunds", "возвраты", "refund", "сумма возвратов", "возврат"},
   currency = set{"currency", "валюта"},
 }
@@ -188,6 +195,10 @@ function M.report_rows(header, rows)
   local at = locate(header, M.REPORT_COLUMNS)
   if not at.event_date then return nil, "no date column in header: " .. table.concat(header, ", ") end
   if not at.city then return nil, "no city column in header: " .. table.concat(header, ", ") end
+  -- Without either, every line would load as 0 tickets and 0 revenue and zero its day.
+  if not at.tickets_sold and not at.revenue then
+    return nil, "no tickets or revenue column in header: " .. table.concat(header, ", ")
+  end
   local out, stats = {}, {skipped = 0, problems = {}}
   local function cell(r, f)
     local i = at[f]

@@ -80,12 +80,59 @@ class QaGmail(GmailCase):
 
     def test_429_rate_limit_is_retried(self):
         self.serve([mail("1000000000000001", "a.csv", b"Date,City,Tickets,Revenue\n2025-11-05,Testville,1,10\n")])
-        self.api.faults([{"path": "/messages/1000000000000001$", "api_error": 429, "times": 2,
+        # Fault paths are matched with the query string: messages.get has ?format=full, list has ?q=...
+        self.api.faults([{"path": "/messages/1000000000000001\\?", "api_error": 429, "times": 2,
                           "headers": {"Retry-After": "1"}},
-                         {"path": "/messages$", "api_error": "rateLimitExceeded", "status": 403, "times": 1}])
+                         {"path": "/messages\\?", "api_error": "rateLimitExceeded", "status": 403, "times": 1}])
         r = self.gmail()
         self.assert_ok(r)
         self.assertEqual(self.rows(), {("2025-11-05", "Testville", ""): (1, Decimal("10.00"))})
+        self.assertEqual([f["fired"] for f in self.api.control("/_fake/faults")["rules"]], [2, 1])
+
+    def test_403_rate_limit_reasons_are_retried_other_403s_are_not(self):
+        # Gmail sends per-user rate limits as 403 with reason rateLimitExceeded / userRateLimitExceeded
+        # (domain usageLimits): retryable with backoff, unlike a 403 domainPolicy.
+        self.serve([mail("1000000000000001", "a.csv", b"Date,City,Tickets,Revenue\n2025-11-05,Testville,1,10\n")])
+        self.api.faults([{"path": "/messages\\?", "api_error": "rateLimitExceeded", "times": 1},
+                         {"path": "/messages/1000000000000001\\?", "api_error": "userRateLimitExceeded", "times": 2}])
+        r = self.gmail()
+        self.assert_ok(r)
+        self.assertEqual(self.rows(), {("2025-11-05", "Testville", ""): (1, Decimal("10.00"))})
+        self.assertEqual([f["fired"] for f in self.api.control("/_fake/faults")["rules"]], [1, 2])
+        self.api.control("/_fake/faults", method="DELETE")
+        self.api.faults([{"path": "/messages\\?", "api_error": "domainPolicy", "times": -1}])
+        r = self.gmail()
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("messages.list: HTTP 403", r.stderr)
+        self.assertEqual([f["fired"] for f in self.api.control("/_fake/faults")["rules"]], [1])
+
+    def test_message_gone_between_list_and_get_is_skipped(self):
+        # A message deleted (or moved to Trash) after messages.list answers 404 to messages.get: the
+        # other messages still load and the run succeeds, counting it.
+        self.serve([mail("1000000000000001", "a.csv", b"Date,City,Tickets,Revenue\n2025-11-05,Testville,1,10\n"),
+                    mail("1000000000000002", "b.csv", b"Date,City,Tickets,Revenue\n2025-11-06,Testville,2,20\n")])
+        self.api.faults([{"path": "/messages/1000000000000001\\?", "api_error": 404, "times": -1}])
+        r = self.gmail()
+        self.assert_ok(r)
+        self.assertEqual(self.rows(), {("2025-11-06", "Testville", ""): (2, Decimal("20.00"))})
+        self.assertIn("1000000000000001", r.stderr)
+        self.assertEqual(self.metrics()["messages_gone"], 1)
+
+    def test_the_same_report_attached_twice_counts_once(self):
+        # "Forward as attachment" plus the file attached again: the message carries the report twice.
+        # Its lines share their keys and are summed within a message, so the copy would double the day.
+        csv = "Дата;Город;Событие;Билетов;Выручка\r\n05.11.2025;Омск;A;2;1 234,50\r\n".encode()
+        m = mail("1000000000000001", "report.csv", csv, nest=True)
+        m["payload"]["parts"].append({"mimeType": "text/csv", "filename": "report.csv",
+                                      "content_b64": base64.b64encode(csv).decode(), "inline": False})
+        other = "Дата;Город;Событие;Билетов;Выручка\r\n05.11.2025;Омск;A;1;100\r\n".encode()
+        m["payload"]["parts"].append({"mimeType": "text/csv", "filename": "more.csv",
+                                      "content_b64": base64.b64encode(other).decode(), "inline": False})
+        self.serve([m])
+        r = self.gmail()
+        self.assert_ok(r)
+        self.assertEqual(self.rows(), {("2025-11-05", "Омск", "A"): (3, Decimal("1334.50"))}, r.stdout + r.stderr)
+        self.assertEqual(self.metrics()["attachments_duplicate"], 1)
 
 
 if __name__ == "__main__":

@@ -182,3 +182,29 @@ class QaQTicketsPaging(QaBase):
 
     def test_total_as_string(self):
         self.run_with_first_page({"perPage": "50", "currentPage": "1", "total": "120"})
+
+
+class QaQTicketsFilteredPages(QaBase):
+    """Pages the server filtered after paging (PHP array_filter): paging.total still counts the dropped
+    items, so a page can come back short, keyed, or empty ([]) with more pages after it."""
+
+    def run_hidden(self, hidden):
+        orders = [order(1000 + i, 1, "2025-11-02T10:00:00+03:00", [basket(5000 + i, 10)]) for i in range(120)]
+        self.serve([event(1, "Show", {"id": 5, "name": "Омск"})], orders,
+                   "--set", "qtickets.hidden_ids=" + json.dumps(sorted(hidden)))
+        r = self.load()
+        out = r.stdout + r.stderr
+        self.assertEqual(r.returncode, 0, out)
+        ids = {int(x["order_id"]) for x in self.q("SELECT order_id FROM stg_qtickets_api_orders_raw")}
+        self.assertEqual(ids, {o["id"] for o in orders} - set(hidden), out)
+        pages = sorted(json.loads(q["body"])["page"] for q in self.api.requests()["requests"]
+                       if q["path"].endswith("/orders"))
+        self.assertEqual(pages, [1, 2, 3], "every page paging.total names is read once")
+        return out
+
+    def test_an_empty_page_before_the_last_is_not_the_end(self):
+        # Page 2 of 3 lost every item to the filter: the server sends "data": [] with total 120.
+        self.run_hidden(set(range(1050, 1100)) | {1100})
+
+    def test_an_empty_first_page_is_not_the_end(self):
+        self.run_hidden(set(range(1000, 1050)))

@@ -115,6 +115,14 @@ def list_items(req, st, items):
         page = 1
     chunk = items[(page - 1) * per: page * per]
     data = chunk
+    hidden = set(st.cfg("qtickets.hidden_ids") or [])
+    if hidden:
+        # Items dropped after paging (PHP array_filter on the page): paging.total still counts them,
+        # a page with some left is a keyed object, a page with none left is [].
+        kept = {str((page - 1) * per + i): it for i, it in enumerate(chunk) if it.get("id") not in hidden}
+        data = list(kept.values()) if len(kept) == len(chunk) else (kept or [])
+        return json_response({"data": data, "paging": {"perPage": per, "currentPage": page, "total": len(items)}},
+                             200, "php")
     if st.cfg("qtickets.php_keyed_pages") and page % 2 == 0 and chunk:
         # PHP's json_encode of an array whose keys are not 0..n-1 (a list after array_filter): an
         # object keyed by the kept indexes, baskets likewise.

@@ -280,6 +280,7 @@ DEFAULT_CONFIG = {
     "qtickets.ignore_filters": False,   # true: `where` is ignored (paging/orderBy still apply)
     "qtickets.per_page": 50,
     "qtickets.php_keyed_pages": False,  # true: even pages send data (and baskets) as {"0":…,"2":…} objects
+    "qtickets.hidden_ids": [],  # ids counted in paging.total but dropped from their page after paging
     # Google / Gmail
     "google.access_token_lifetime": 3599,
     "gmail.max_results_cap": 500,

@@ -43,6 +43,22 @@ header, grid = sales.csv_grid("name,email\nx,y\n")
 local none, err = sales.report_rows(header, grid)
 assert(none == nil and err:find("no date column"), err)
 
+-- Headers with units and punctuation, as spreadsheets write them: the columns are found (read as
+-- missing, every line would load 0 tickets and 0 revenue, zeroing the day in v_sales_latest).
+header, grid = sales.csv_grid("Дата;Город;Кол-во билетов;Сумма, руб.;Возвраты (руб.)\n01.11.2025;Томск;3;1 500,50;100\n")
+rows = assert(sales.report_rows(header, grid))
+eq(rows[1].tickets_sold, 3, "Кол-во билетов") eq(rows[1].revenue_cents, 150050, "Сумма, руб.")
+eq(rows[1].refunds_cents, 10000, "Возвраты (руб.)")
+header, grid = sales.csv_grid("Date,City,Quantity,\"Amount, RUB\"\n2025-11-01,Tomsk,2,99.90\n")
+rows = assert(sales.report_rows(header, grid))
+eq(rows[1].tickets_sold, 2, "Quantity") eq(rows[1].revenue_cents, 9990, "Amount, RUB")
+header, grid = sales.csv_grid("Date,Event,Sum,City\n2025-11-01,Show,1500,Tomsk\n") -- gmail.md's sample header
+eq(assert(sales.report_rows(header, grid))[1].revenue_cents, 150000, "Sum")
+-- date and city but neither a tickets nor a revenue column: not a report (zeros otherwise)
+header, grid = sales.csv_grid("Дата;Город;Посетителей;Итог\n01.11.2025;Томск;3;1500\n")
+none, err = sales.report_rows(header, grid)
+assert(none == nil and err:find("no tickets or revenue column", 1, true), tostring(err))
+
 -- a bad number skips the line and says why
 header, grid = sales.csv_grid("date;city;event;tickets_sold;revenue\n2025-11-01;Томск;A;два;10\n2025-11-01;Томск;B;2;10\n")
 rows, stats = sales.report_rows(header, grid)

@@ -22,12 +22,14 @@ local token = env_alias("DIRECT_TOKEN", "DIRECT_OAUTH_TOKEN")
 if not token then job:need("DIRECT_TOKEN") end
 local login = job:need("DIRECT_LOGIN")
 local base = env_alias("DIRECT_BASE_URL", "DIRECT_API_URL", "https://api.direct.yandex.com/json/v5"):gsub("/+$", "")
-local max_wait = tonumber(env("DIRECT_REPORT_MAX_WAIT", "900"))
-local retry_base = tonumber(env("DIRECT_RETRY_BASE", "5"))
+-- Settings are checked here, naming the variable, rather than failing later as a Lua arithmetic
+-- error or a Direct error 4000.
+local max_wait = loader.whole("DIRECT_REPORT_MAX_WAIT", env("DIRECT_REPORT_MAX_WAIT", "900"), 1, 86400)
+local retry_base = loader.number("DIRECT_RETRY_BASE", env("DIRECT_RETRY_BASE", "5"), 0, 3600)
 local skip_headers = env("DIRECT_SKIP_REPORT_HEADERS", "true") ~= "false"
-local chunk_days = math.tointeger(tonumber(env("DIRECT_CHUNK_DAYS", "92"))) or 92
+local chunk_days = loader.whole("DIRECT_CHUNK_DAYS", env("DIRECT_CHUNK_DAYS", "92"), 1, 366)
 
-local since, to = loader.window(args, tonumber(env("DIRECT_DAYS_BACK", "30")))
+local since, to = loader.window(args, loader.whole("DIRECT_DAYS_BACK", env("DIRECT_DAYS_BACK", "30"), 1, 3650))
 local VER = math.floor(time.now() * 1000)
 
 -- Direct allows 5 simultaneous requests per advertiser; stay below.

@@ -16,6 +16,15 @@ function M.whole(name, v, lo, hi)
   return n
 end
 
+-- The same for a number that may have a fraction ("0.5").
+function M.number(name, v, lo, hi)
+  local n = tonumber(v)
+  if not n or n ~= n or n < lo or n > hi then
+    M.fail(string.format("%s must be a number from %s to %s (got '%s')", name, lo, hi, tostring(v)))
+  end
+  return n
+end
+
 -- Two readers of the job's settings, where "" counts as unset:
 --   env(name [, default])
 --   env_alias(name, old [, default]): falls back to the old name, with a warning to rename it.

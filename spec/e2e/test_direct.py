@@ -160,6 +160,15 @@ class TestDirectPolling(DirectCase):
         self.assertEqual((m["report_wait_seconds"], m["report_polls"]), (4, 3))
         self.assertEqual(self.daily(), [e for e in self.expected_daily() if e[0] <= "2025-11-03"])
 
+    def test_bad_settings_fail_naming_the_variable(self):
+        for var, value, want in (("DIRECT_CHUNK_DAYS", "0", "DIRECT_CHUNK_DAYS must be a whole number from 1 to 366 (got '0')"),
+                                 ("DIRECT_REPORT_MAX_WAIT", "ten", "DIRECT_REPORT_MAX_WAIT must be a whole number"),
+                                 ("DIRECT_RETRY_BASE", "-1", "DIRECT_RETRY_BASE must be a number from 0 to 3600")):
+            with self.subTest(var=var):
+                self.direct_secrets(**{var: value})
+                r = self.run_direct("--days", "2", ok=False)
+                self.assertIn(want, r.stderr.splitlines()[-1])
+
     def test_gives_up_past_the_wait_cap(self):
         self.f.control("/_fake/config", {"direct.retry_in": [2], "direct.offline_polls": 100})
         self.direct_secrets(DIRECT_REPORT_MAX_WAIT="5")

@@ -293,9 +293,16 @@ local function add_order(o)
   seen_orders[id] = true
   if not map.is_obj(o.baskets) then
     -- The list came without baskets (reported for some cabinets): the single order has them.
-    local one, err = get("/orders/" .. id, nil, "order " .. id)
+    local one, err, status = get("/orders/" .. id, nil, "order " .. id)
     job:metric("order_refetches", 1)
-    if not one then error(err, 0) end
+    if not one and status == 404 then
+      -- Deleted between the list and now: keep what the list said (no baskets) rather than fail
+      -- this run and every run until the order leaves the window.
+      log.warn("order listed without baskets is gone (404); stored without baskets", {order_id = id})
+      job:metric("order_refetch_gone", 1)
+    elseif not one then
+      error(err, 0)
+    end
     if map.is_obj(one) and map.is_obj(one.data) then o = one.data end
     -- (o may be a read-only view: order_rows reads absent baskets as none.)
     if not map.is_obj(o.baskets) then log.warn("order without baskets", {order_id = id}) end

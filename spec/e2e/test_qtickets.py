@@ -295,6 +295,23 @@ class TestQTicketsDrift(QTicketsCase):
         self.assertEqual(self.scalar("SELECT baskets_total FROM stg_qtickets_api_orders_raw WHERE order_id = '%d'"
                                      % self.dropped["id"]), "0")
 
+    def test_refetch_of_an_order_gone_meanwhile_keeps_the_listed_order(self):
+        # The order listed without baskets was deleted before it could be fetched alone: the run
+        # keeps what the list said instead of failing (it would fail every run for three days).
+        self.api.faults([{"path": "/orders/%d$" % self.dropped["id"], "times": 1, "status": 404,
+                          "body": '{"error":"Not found","status":404}'}])
+        r = self.load()
+        self.assert_ok(r)
+        m = self.last_metrics()
+        self.assertEqual((m["order_refetches"], m["order_refetch_gone"]), (1, 1))
+        self.assertEqual(self.scalar("SELECT baskets_total FROM stg_qtickets_api_orders_raw WHERE order_id = '%d'"
+                                     % self.dropped["id"]), "0")
+        # a refetch that fails otherwise still fails the run, naming the order
+        self.api.faults([{"path": "/orders/%d$" % self.dropped["id"], "times": -1, "status": 500, "body": "boom"}])
+        r = self.load()
+        self.assertNotEqual(r.returncode, 0, r.stderr[-3000:])
+        self.assertIn("order %d: HTTP 500" % self.dropped["id"], r.stderr)
+
 
 class TestQTicketsConcurrentPages(QTicketsCase):
     orders = 1500

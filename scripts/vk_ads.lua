@@ -162,8 +162,9 @@ local function run_v2()
     local function list(resource, fields)
       local items, offset = {}, 0
       while true do
+        -- sorting=id: offset paging over an order that new or edited objects cannot reshuffle
         local doc, res = api(resource .. ".json", { fields = fields, limit = 50, offset = offset,
-          _status__in = "active,blocked,deleted" })
+          sorting = "id", _status__in = "active,blocked,deleted" })
         if not doc then http_fail(resource .. ".json", res) end
         job:metric("pages", 1)
         local page = doc.items

@@ -107,6 +107,11 @@ class TestVkAdsV2(VkCase):
         self.assertEqual(int(run["rows_processed"]), 168)
         self.assertEqual(run["metrics"]["pages"], 3)
         self.assertEqual(run["metrics"]["mode"], "v2")
+        # lists are paged in id order, so objects created or edited meanwhile cannot shift a page
+        lists = self.f.control("/_fake/requests?path=" + urllib.parse.quote("(ad_plans|ad_groups|banners)\\.json"))
+        self.assertTrue(lists["requests"])
+        for q in lists["requests"]:
+            self.assertEqual(q["query_params"].get("sorting"), ["id"], q["raw_path"])
 
         # re-load an overlapping window and the whole window again: no figure changes
         self.run_vk("--since", "2025-11-05", "--to", "2025-11-10")

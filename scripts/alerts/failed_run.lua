@@ -1,5 +1,6 @@
 -- failed_run: a job's latest finished run (within the window) ended in error.
--- Identity failed_run:<job>. Resolves when the job's latest run succeeds.
+-- Identity failed_run:<job>. Resolves when the job's latest run succeeds. Runs still going and runs
+-- cut short by a restart (interrupted) say nothing about the failure, so they neither fire nor resolve.
 -- Config (or ALERT_FAILED_RUN_WINDOW_HOURS, ALERT_FAILED_RUN_EXCLUDE_<JOB>):
 return {
   severity = "error",
@@ -15,7 +16,7 @@ return {
       SELECT job, argMax(status, started_at) AS last_status, argMax(message, started_at) AS last_message,
              argMax(run_id, started_at) AS last_run_id, toUnixTimestamp(max(started_at)) AS last_started
       FROM zakaz.meta_job_runs
-      WHERE started_at >= toDateTime(%d) AND status != 'running'
+      WHERE started_at >= toDateTime(%d) AND status IN ('success', 'error')
       GROUP BY job
       ORDER BY job]]):format(since))
     local out = {}

@@ -1,0 +1,50 @@
+#!/usr/bin/env python3
+"""End-to-end tests of the alert rules as an operator sees them at 3 a.m.: the inputs that must
+fire, must stay quiet and must resolve (a run interrupted after a failure, a switched-off source,
+the Gmail channel when it is on). Same setup as test_alerts.py (its AlertsCase and ClickHouse)."""
+
+import os
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import test_alerts  # noqa: E402
+from test_alerts import AlertsCase, setUpModule, tearDownModule  # noqa: E402,F401
+
+
+def ch(sql):
+    return test_alerts.ch(sql)
+
+
+class TestAlertsOps(AlertsCase):
+    def freshness(self, rows, table="v_data_freshness"):
+        ch("TRUNCATE TABLE %s.%s" % (self.db, table))
+        for src, days, total in rows:
+            latest = "NULL" if total == 0 else "today() - %d" % days
+            ch("INSERT INTO %s.%s VALUES ('%s', %s, %d, %d)" % (self.db, table, src, latest, days, total))
+
+    def open_alerts(self):
+        return sorted("%s:%s" % k for k, v in self.state().items() if v["state"] == "open")
+
+    def test_interrupted_run_does_not_resolve_a_failure(self):
+        # A restart of the daemon interrupts the retry of a failing job: nothing was fixed, so the
+        # alert stays open and no "РЕШЕНО" is mailed (then a new "новый" for the same failure).
+        port = self.start_sink()
+        self.write_secrets(port)
+        self.add_run("qtickets", "error", minutes_ago=30, message="HTTP 503 from QTickets")
+        self.run_alerts("--only", "failed_run", expect=0)
+        self.assertEqual(self.open_alerts(), ["failed_run:qtickets"])
+        self.add_run("qtickets", "interrupted", minutes_ago=5)
+        self.run_alerts("--only", "failed_run", expect=0)
+        self.assertEqual(self.open_alerts(), ["failed_run:qtickets"])
+        self.assertEqual([r["alert_type"] for r in self.alerts()], ["error"])
+        self.assertEqual(len(self.mails()), 1)
+        # a success resolves it
+        self.add_run("qtickets", "success", minutes_ago=1)
+        self.run_alerts("--only", "failed_run", expect=0)
+        self.assertEqual(self.open_alerts(), [])
+        self.assertEqual([r["alert_type"] for r in self.alerts()], ["error", "resolved"])
+
+
+if __name__ == "__main__":
+    unittest.main()

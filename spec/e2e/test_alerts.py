@@ -358,6 +358,8 @@ class TestAlerts(AlertsCase):
         port = self.start_sink()
         self.write_secrets(port)
         self.set_freshness({"qtickets_sales": 0, "vk_ads": 5, "direct": 3})
+        for job in ("qtickets", "vk_ads", "direct"):  # switched on: their loaders run
+            self.add_run(job, "success", minutes_ago=60)
         self.run_alerts("--only", "stale_data", expect=0)
         rows = self.alerts()
         self.assertEqual(sorted((r["subject"], r["alert_type"]) for r in rows),

@@ -45,6 +45,50 @@ class TestAlertsOps(AlertsCase):
         self.assertEqual(self.open_alerts(), [])
         self.assertEqual([r["alert_type"] for r in self.alerts()], ["error", "resolved"])
 
+    def test_switched_off_source_is_not_stale(self):
+        # Direct was switched off 5 days ago (its last run), VK is loading but stale: only VK fires.
+        port = self.start_sink()
+        self.write_secrets(port)
+        self.freshness([("qtickets_sales", 0, 50), ("vk_ads", 5, 40), ("direct", 6, 30)])
+        self.add_run("qtickets", "success", minutes_ago=10)
+        self.add_run("vk_ads", "success", minutes_ago=120)
+        self.add_run("direct", "success", minutes_ago=5 * 24 * 60)
+        self.run_alerts("--only", "stale_data", expect=0)
+        self.assertEqual(self.open_alerts(), ["stale_data:vk_ads"])
+        # a source that never had a loader run (not configured) with no rows: quiet too
+        self.freshness([("qtickets_sales", 0, 50), ("vk_ads", 0, 40), ("direct", 9999, 0)])
+        self.run_alerts("--only", "stale_data", expect=0)
+        self.assertEqual(self.open_alerts(), [])
+        # switched on again and still behind: fires
+        self.add_run("direct", "error", minutes_ago=3, message="token expired")
+        self.freshness([("qtickets_sales", 0, 50), ("vk_ads", 0, 40), ("direct", 6, 30)])
+        self.run_alerts("--only", "stale_data", expect=0)
+        self.assertEqual(self.open_alerts(), ["stale_data:direct"])
+
+    def test_gmail_channel_stale_only_when_on(self):
+        port = self.start_sink()
+        self.write_secrets(port)
+        ch("CREATE TABLE %s.v_data_freshness_gmail (source String, latest_date Nullable(Date), days_behind Int32, "
+           "total_rows UInt64) ENGINE = MergeTree ORDER BY source" % self.db)
+        self.freshness([("qtickets_gmail", 4, 12)], table="v_data_freshness_gmail")
+        self.freshness([("qtickets_sales", 0, 50)])
+        self.add_run("qtickets", "success", minutes_ago=10)
+        # off (never ran): quiet
+        self.run_alerts("--only", "stale_data", expect=0)
+        self.assertEqual(self.open_alerts(), [])
+        # on: its reports stopped coming 4 days ago
+        self.add_run("gmail_ingest", "success", minutes_ago=30)
+        self.run_alerts("--only", "stale_data", expect=0)
+        self.assertEqual(self.open_alerts(), ["stale_data:qtickets_gmail"])
+        body = self.body(self.mails()[-1])
+        self.assertIn("qtickets_gmail: данные устарели на 4 дн.", body)
+        self.assertIn("zhost logs gmail_ingest", body)
+        # a new report arrived: resolved
+        self.freshness([("qtickets_gmail", 1, 13)], table="v_data_freshness_gmail")
+        self.run_alerts("--only", "stale_data", expect=0)
+        self.assertEqual(self.open_alerts(), [])
+        self.assertEqual([r["alert_type"] for r in self.alerts()], ["warning", "resolved"])
+
 
 if __name__ == "__main__":
     unittest.main()

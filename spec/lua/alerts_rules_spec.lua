@@ -52,13 +52,28 @@ c = ctx({})
 run("failed_run", c, { ALERT_FAILED_RUN_WINDOW_HOURS = "6" })
 assert(c.queries[1]:find(("toDateTime(%d)"):format(NOW - 6 * 3600), 1, true))
 
--- stale_data: per-source thresholds, "no data at all", source → job
-c = ctx({
+-- stale_data: per-source thresholds, "no data at all", source → job (every loader ran lately)
+local function stale_ctx(ran, fresh, gmail)
+  local sc = ctx({})
+  sc.query = function(sql)
+    sc.queries[#sc.queries + 1] = sql
+    if sql:find("meta_job_runs", 1, true) then
+      local out = {}
+      for _, j in ipairs(ran) do out[#out + 1] = { job = j } end
+      return out
+    elseif sql:find("v_data_freshness_gmail", 1, true) then
+      return gmail
+    end
+    return fresh
+  end
+  return sc
+end
+c = stale_ctx({ "qtickets", "vk_ads", "direct" }, {
   { source = "direct", latest = "2025-11-01", days_behind = 2, total_rows = 10 },
   { source = "qtickets_sales", latest = "2025-10-30", days_behind = 4, total_rows = 10 },
   { source = "vk_ads", latest = "", days_behind = 9999, total_rows = 0 },
   { source = "new_feed", latest = "2025-10-31", days_behind = 3, total_rows = 1 },
-})
+}, {})
 fs_ = run("stale_data", c)
 assert(subjects(fs_) == "stale_data:qtickets_sales,stale_data:vk_ads,stale_data:new_feed", subjects(fs_))
 assert(fs_[1].job == "qtickets" and fs_[1].severity == "warning")
@@ -66,6 +81,27 @@ assert(fs_[1].message:find("отставание 4 дн. (допустимо 2)"
 assert(fs_[2].title == "vk_ads: данных нет")
 fs_ = run("stale_data", c, { ALERT_STALE_DATA_MAX_DAYS_QTICKETS_SALES = "5", ALERT_STALE_DATA_MAX_DAYS_DEFAULT = "3" })
 assert(subjects(fs_) == "stale_data:vk_ads", subjects(fs_))
+
+-- stale_data: a source whose loader has not run within active_hours is switched off (quiet); the
+-- Gmail channel is read only while gmail_ingest runs
+local fresh = {
+  { source = "direct", latest = "2025-10-01", days_behind = 33, total_rows = 10 },
+  { source = "qtickets_sales", latest = "2025-10-30", days_behind = 4, total_rows = 10 },
+  { source = "vk_ads", latest = "", days_behind = 9999, total_rows = 0 },
+  { source = "new_feed", latest = "2025-10-31", days_behind = 3, total_rows = 1 },
+}
+local gmail = { { source = "qtickets_gmail", latest = "2025-10-29", days_behind = 5, total_rows = 3 } }
+c = stale_ctx({ "qtickets_refunds", "vk_ads" }, fresh, gmail)
+fs_ = run("stale_data", c)
+assert(subjects(fs_) == "stale_data:qtickets_sales,stale_data:vk_ads,stale_data:new_feed", subjects(fs_))
+assert(c.queries[1]:find(("toDateTime(%d)"):format(NOW - 48 * 3600), 1, true), c.queries[1])
+for _, q in ipairs(c.queries) do assert(not q:find("v_data_freshness_gmail", 1, true), "gmail view read while off") end
+c = stale_ctx({ "qtickets", "direct", "gmail_ingest" }, fresh, gmail)
+fs_ = run("stale_data", c, { ALERT_STALE_DATA_ACTIVE_HOURS = "6" })
+assert(subjects(fs_) == "stale_data:direct,stale_data:qtickets_sales,stale_data:new_feed,stale_data:qtickets_gmail",
+  subjects(fs_))
+assert(fs_[4].job == "gmail_ingest" and fs_[4].hint:find("v_data_freshness_gmail", 1, true), fs_[4].hint)
+assert(c.queries[1]:find(("toDateTime(%d)"):format(NOW - 6 * 3600), 1, true), c.queries[1])
 
 -- clickhouse_down: fires only when ClickHouse does not answer, and needs no ClickHouse itself
 assert(rule("clickhouse_down").needs_clickhouse == false)

@@ -321,11 +321,20 @@ local function fmt_time(t)
 end
 
 -- Commands to investigate a job (shown under each alert about it).
+-- The command that runs a job by hand, where its script is not scripts/<job>.lua (conf/zhost.conf).
+local MANUAL = {
+  qtickets_refunds = "zhost run scripts/qtickets.lua --job qtickets_refunds --days 30",
+  gmail_ingest = "zhost run scripts/gmail.lua --job gmail_ingest --days 1",
+  backup_full = "zhost backup full", backup_incr = "zhost backup incr", backup_prune = "zhost backup prune",
+  backup = "zhost backup list",
+}
+
 function M.job_hint(job)
   local q = ch and ch.quote and ch.quote(job) or ("'" .. job .. "'")
   return table.concat({
     "zhost logs " .. job,
-    "zhost run scripts/" .. job .. ".lua --days 1",
+    "zhost trigger " .. job .. "   (run it now in the daemon, with its configured options)",
+    MANUAL[job] or ("zhost run scripts/" .. job .. ".lua --days 1"),
     "SELECT started_at, status, message FROM zakaz.meta_job_runs WHERE job = " .. q ..
       " ORDER BY started_at DESC LIMIT 10;",
   }, "\n")

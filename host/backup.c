@@ -29,11 +29,11 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -714,43 +714,67 @@ static int store_hash(bk_store *s, const char *rel, char hex[65], uint64_t *byte
     return 1;
 }
 
-/* The lock: one backup or prune at a time per folder. Holds "pid name". */
+/* The lock: one backup or prune at a time per folder. The file holds "pid name" for people;
+ * whether it is held is the kernel's flock, which dies with its process. A pid cannot tell: a
+ * killed backup's pid is reused, and after a container restart pids repeat, so a lock judged by
+ * kill(pid, 0) could block every backup for good and show a dead backup as in progress. */
+static int lock_fd = -1;
+
+static void lock_read_holder(int fd, int *pid, char *holder, size_t n) {
+    char line[256];
+    ssize_t k = pread(fd, line, sizeof line - 1, 0);
+    line[k > 0 ? k : 0] = 0;
+    *pid = 0;
+    holder[0] = 0;
+    char name[200] = "";
+    if (sscanf(line, "%d %199s", pid, name) < 1) *pid = 0;
+    snprintf(holder, n, "%s", name);
+}
+
 static int lock_take(bk_store *s, const char *what, char **err) {
     zh_mkdirs(s->root, 0750);
     char *path = xprintf("%s/.zhost-backup.lock", s->root);
-    for (int tries = 0; tries < 2; tries++) {
-        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
-        if (fd >= 0) {
-            char line[256];
-            int n = snprintf(line, sizeof line, "%d %s\n", (int)getpid(), what);
-            bool ok = write(fd, line, (size_t)n) == n;
-            close(fd);
-            free(path);
-            if (!ok) {
-                *err = xprintf("cannot write the lock file in %s", s->root);
-                return -1;
-            }
-            return 0;
-        }
-        if (errno != EEXIST) {
+    for (int tries = 0; tries < 5; tries++) {
+        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+        if (fd < 0) {
             *err = xprintf("%s: %s", path, strerror(errno));
             free(path);
             return -1;
         }
-        FILE *f = fopen(path, "r");
-        int pid = 0;
-        char holder[200] = "";
-        if (f) {
-            if (fscanf(f, "%d %199s", &pid, holder) < 1) pid = 0;
-            fclose(f);
-        }
-        if (pid > 0 && (kill(pid, 0) == 0 || errno == EPERM)) {
-            *err = xprintf("another backup command is running (pid %d, %s); lock %s", pid, holder, path);
+        if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+            int e = errno, pid;
+            char holder[200];
+            lock_read_holder(fd, &pid, holder, sizeof holder);
+            close(fd);
+            if (e == EWOULDBLOCK)
+                *err = xprintf("another backup command is running (pid %d, %s); lock %s", pid, holder, path);
+            else
+                *err = xprintf("%s: flock: %s", path, strerror(e));
             free(path);
             return -1;
         }
-        ZH_WARN("backup", "msg=\"removing a stale lock\" file=%s pid=%d", path, pid);
-        unlink(path);
+        /* The holder before us may have unlinked the file after we opened it: lock the name, not
+         * an orphaned inode. */
+        struct stat a, b;
+        if (fstat(fd, &a) != 0 || stat(path, &b) != 0 || a.st_ino != b.st_ino || a.st_dev != b.st_dev) {
+            close(fd);
+            continue;
+        }
+        int pid;
+        char holder[200];
+        lock_read_holder(fd, &pid, holder, sizeof holder);
+        if (pid > 0) ZH_WARN("backup", "msg=\"taking over a stale lock\" file=%s pid=%d backup=%s", path, pid, holder);
+        char line[256];
+        int n = snprintf(line, sizeof line, "%d %s\n", (int)getpid(), what);
+        if (ftruncate(fd, 0) != 0 || pwrite(fd, line, (size_t)n, 0) != n) {
+            *err = xprintf("cannot write the lock file %s: %s", path, strerror(errno));
+            close(fd);
+            free(path);
+            return -1;
+        }
+        lock_fd = fd;
+        free(path);
+        return 0;
     }
     *err = xprintf("cannot take the lock %s", path);
     free(path);
@@ -759,22 +783,24 @@ static int lock_take(bk_store *s, const char *what, char **err) {
 
 static void lock_release(bk_store *s) {
     char *path = xprintf("%s/.zhost-backup.lock", s->root);
-    unlink(path);
+    unlink(path); /* before the close, so no one locks a file that is about to go */
     free(path);
+    if (lock_fd >= 0) close(lock_fd);
+    lock_fd = -1;
 }
 
-/* The backup being written right now (from a live lock), or an empty string. */
+/* The backup being written right now (from a held lock), or an empty string. */
 static void lock_holder(bk_store *s, char *name, size_t n) {
     name[0] = 0;
     char *path = xprintf("%s/.zhost-backup.lock", s->root);
-    FILE *f = fopen(path, "r");
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
     free(path);
-    if (!f) return;
-    int pid = 0;
-    char holder[200] = "";
-    if (fscanf(f, "%d %199s", &pid, holder) == 2 && pid > 0 && (kill(pid, 0) == 0 || errno == EPERM))
-        snprintf(name, n, "%s", holder);
-    fclose(f);
+    if (fd < 0) return;
+    if (flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK) {
+        int pid;
+        lock_read_holder(fd, &pid, name, n);
+    }
+    close(fd); /* also drops a shared lock we got */
 }
 
 /* ======================================================================================

@@ -1863,6 +1863,35 @@ static bk_manifest *newest_full(bk_store *st) {
     return found;
 }
 
+/* An incremental's unchanged partitions live in its base: a base with a missing or truncated
+ * file would give an incremental that reports success and cannot be restored. Sizes only (a
+ * stat per file); `verify` re-hashes. */
+static int base_check(bk_store *st, const bk_manifest *base, char **err) {
+    for (int i = 0; i < base->nfiles; i++) {
+        const bk_fileent *f = &base->files[i];
+        char *rel = xprintf("%s/%s", base->name, f->path);
+        void *r;
+        uint64_t bytes = 0;
+        char *e = NULL;
+        int g = st->ops->get_open(st, rel, &r, &bytes, &e);
+        if (g == 1) st->ops->get_close(r);
+        char *what = g == 0 ? xprintf("%s: missing", rel)
+                     : g < 0 ? xprintf("%s: %s", rel, e)
+                     : bytes != f->bytes ? xprintf("%s: %llu bytes, the manifest says %llu (truncated or changed)", rel,
+                                                   (unsigned long long)bytes, (unsigned long long)f->bytes)
+                     : NULL;
+        free(e);
+        free(rel);
+        if (what) {
+            *err = xprintf("the base full backup %s is damaged (%s); run `zhost backup full` to start a new chain",
+                           base->name, what);
+            free(what);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static int do_backup(bk_ctx *c, bool full, const char *name, bk_manifest **out, char **err) {
     zh_ch_state *chs = c->h->ch;
     bk_manifest *m = zh_xcalloc(1, sizeof *m);
@@ -1889,6 +1918,10 @@ static int do_backup(bk_ctx *c, bool full, const char *name, bk_manifest **out, 
                 manifest_free(base);
                 return -1;
             }
+        }
+        if (base_check(c->st, base, err) != 0) {
+            manifest_free(base);
+            return -1;
         }
         m->base = zh_xstrdup(base->name);
     }

@@ -2,7 +2,9 @@
 
   * a lock left by a killed backup whose pid now belongs to another live process (pids are reused,
     and after a container restart they repeat) neither blocks the next backup and prune nor makes
-    verify call the dead backup "in progress"; a lock held by a live process still refuses.
+    verify call the dead backup "in progress"; a lock held by a live process still refuses;
+  * an incremental refuses a base full whose files are missing or truncated, instead of reporting
+    success for a backup whose unchanged partitions cannot be restored.
 """
 import fcntl
 import json
@@ -90,6 +92,26 @@ class BackupFaultsCase(ZhostCase):
             self.assertIn("another backup command is running", r.stderr)
             rep = json.loads(self.zhost("backup", "verify", "--dir", self.bdir, "--json").stdout)
             self.assertEqual({b["name"]: b["status"] for b in rep["backups"]}[dead], "in_progress")
+
+    def test_incremental_refuses_a_damaged_base(self):
+        self.backup("full", "--to", self.bdir, expect=0)
+        full = self.names("_full")[0]
+        bad = self.truncate_a_data_file(full)
+        ch("INSERT INTO %s.sales VALUES ('2024-05-01', 99999, 'new')" % self.db)
+        time.sleep(1.1)
+        r = self.backup("incr", "--to", self.bdir, expect=1)
+        self.assertIn(bad, r.stderr)
+        self.assertIn("zhost backup full", r.stderr)
+        self.assertEqual(self.names("_incr"), [])
+        # a missing file too
+        os.unlink(os.path.join(self.bdir, bad))
+        r = self.backup("incr", "--to", self.bdir, expect=1)
+        self.assertIn(bad + ": missing", r.stderr)
+        # a new full clears it
+        time.sleep(1.1)
+        self.backup("full", "--to", self.bdir, expect=0)
+        time.sleep(1.1)
+        self.backup("incr", "--to", self.bdir, expect=0)
 
 
 if __name__ == "__main__":

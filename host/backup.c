@@ -2620,21 +2620,28 @@ static int do_prune(bk_ctx *c, double keep_full_d, double keep_incr_d, double ke
     verify_scan(c->st, true, &v);
     double now = zh_now_wall();
     bool *keep = zh_xcalloc((size_t)v.n + 1, sizeof *keep);
-    int newest_full = -1;
-    for (int i = 0; i < v.n; i++)
-        if (v.b[i].m && v.b[i].full) newest_full = i; /* names sort by time */
-    /* Incrementals first: a kept incremental keeps its base. */
+    /* The newest full, and the newest that passed the (sizes) check: when the newest full is
+     * damaged, the one before it is the last that restores, however old. Names sort by time. */
+    int newest_full = -1, newest_sound_full = -1;
+    for (int i = 0; i < v.n; i++) {
+        if (v.b[i].m && v.b[i].full) newest_full = i;
+        if (v.b[i].m && v.b[i].full && v.b[i].state == VB_OK) newest_sound_full = i;
+    }
+    /* Incrementals first: a kept incremental keeps its base. Only a folder without a manifest is
+     * unfinished; one whose manifest is unreadable is a damaged backup, kept by its age like the
+     * rest (its files may still be loaded by hand). */
     for (int i = 0; i < v.n; i++) {
         vbackup *b = &v.b[i];
         double age_d = (now - b->epoch) / 86400;
         if (b->state == VB_RUNNING) keep[i] = true;
-        else if (!b->m) keep[i] = (now - b->epoch) / 3600 < keep_partial_h;
+        else if (b->state == VB_INCOMPLETE) keep[i] = (now - b->epoch) / 3600 < keep_partial_h;
         else if (!b->full) keep[i] = age_d < keep_incr_d;
+        else if (!b->m) keep[i] = age_d < keep_full_d;
     }
     for (int i = 0; i < v.n; i++) {
         vbackup *b = &v.b[i];
         if (!b->m || !b->full) continue;
-        keep[i] = (now - b->epoch) / 86400 < keep_full_d || i == newest_full;
+        keep[i] = (now - b->epoch) / 86400 < keep_full_d || i == newest_full || i == newest_sound_full;
         for (int j = 0; j < v.n && !keep[i]; j++)
             if (keep[j] && v.b[j].m && v.b[j].m->base && !strcmp(v.b[j].m->base, b->name)) keep[i] = true;
     }

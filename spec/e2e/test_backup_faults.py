@@ -4,7 +4,9 @@
     and after a container restart they repeat) neither blocks the next backup and prune nor makes
     verify call the dead backup "in progress"; a lock held by a live process still refuses;
   * an incremental refuses a base full whose files are missing or truncated, instead of reporting
-    success for a backup whose unchanged partitions cannot be restored.
+    success for a backup whose unchanged partitions cannot be restored;
+  * prune never deletes the newest sound full because a newer full is damaged, and does not treat a
+    backup whose manifest is damaged as an unfinished folder to delete after a day.
 """
 import fcntl
 import json
@@ -112,6 +114,22 @@ class BackupFaultsCase(ZhostCase):
         self.backup("full", "--to", self.bdir, expect=0)
         time.sleep(1.1)
         self.backup("incr", "--to", self.bdir, expect=0)
+
+    def test_prune_keeps_the_newest_sound_full(self):
+        self.backup("full", "--to", self.bdir, expect=0)
+        src = self.names("_full")[0]
+        good = self.clone(src, 30, "full")
+        newer = self.clone(src, 1, "full")
+        shutil.rmtree(os.path.join(self.bdir, src))
+        self.truncate_a_data_file(newer)
+        r = self.backup("prune", "--dir", self.bdir, expect=0)
+        self.assertEqual(self.names(), [good, newer], r.stdout)
+        # a backup whose manifest is damaged is not an unfinished folder: kept by its age like the others
+        damaged = self.clone(good, 2, "full")
+        with open(os.path.join(self.bdir, damaged, "manifest.json"), "w") as fh:
+            fh.write('{"format": "zhost-backup/1", "name": ')
+        r = self.backup("prune", "--dir", self.bdir, expect=0)
+        self.assertIn(damaged, self.names(), r.stdout)
 
 
 if __name__ == "__main__":

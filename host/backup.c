@@ -29,11 +29,11 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -714,43 +714,67 @@ static int store_hash(bk_store *s, const char *rel, char hex[65], uint64_t *byte
     return 1;
 }
 
-/* The lock: one backup or prune at a time per folder. Holds "pid name". */
+/* The lock: one backup or prune at a time per folder. The file holds "pid name" for people;
+ * whether it is held is the kernel's flock, which dies with its process. A pid cannot tell: a
+ * killed backup's pid is reused, and after a container restart pids repeat, so a lock judged by
+ * kill(pid, 0) could block every backup for good and show a dead backup as in progress. */
+static int lock_fd = -1;
+
+static void lock_read_holder(int fd, int *pid, char *holder, size_t n) {
+    char line[256];
+    ssize_t k = pread(fd, line, sizeof line - 1, 0);
+    line[k > 0 ? k : 0] = 0;
+    *pid = 0;
+    holder[0] = 0;
+    char name[200] = "";
+    if (sscanf(line, "%d %199s", pid, name) < 1) *pid = 0;
+    snprintf(holder, n, "%s", name);
+}
+
 static int lock_take(bk_store *s, const char *what, char **err) {
     zh_mkdirs(s->root, 0750);
     char *path = xprintf("%s/.zhost-backup.lock", s->root);
-    for (int tries = 0; tries < 2; tries++) {
-        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
-        if (fd >= 0) {
-            char line[256];
-            int n = snprintf(line, sizeof line, "%d %s\n", (int)getpid(), what);
-            bool ok = write(fd, line, (size_t)n) == n;
-            close(fd);
-            free(path);
-            if (!ok) {
-                *err = xprintf("cannot write the lock file in %s", s->root);
-                return -1;
-            }
-            return 0;
-        }
-        if (errno != EEXIST) {
+    for (int tries = 0; tries < 5; tries++) {
+        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+        if (fd < 0) {
             *err = xprintf("%s: %s", path, strerror(errno));
             free(path);
             return -1;
         }
-        FILE *f = fopen(path, "r");
-        int pid = 0;
-        char holder[200] = "";
-        if (f) {
-            if (fscanf(f, "%d %199s", &pid, holder) < 1) pid = 0;
-            fclose(f);
-        }
-        if (pid > 0 && (kill(pid, 0) == 0 || errno == EPERM)) {
-            *err = xprintf("another backup command is running (pid %d, %s); lock %s", pid, holder, path);
+        if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+            int e = errno, pid;
+            char holder[200];
+            lock_read_holder(fd, &pid, holder, sizeof holder);
+            close(fd);
+            if (e == EWOULDBLOCK)
+                *err = xprintf("another backup command is running (pid %d, %s); lock %s", pid, holder, path);
+            else
+                *err = xprintf("%s: flock: %s", path, strerror(e));
             free(path);
             return -1;
         }
-        ZH_WARN("backup", "msg=\"removing a stale lock\" file=%s pid=%d", path, pid);
-        unlink(path);
+        /* The holder before us may have unlinked the file after we opened it: lock the name, not
+         * an orphaned inode. */
+        struct stat a, b;
+        if (fstat(fd, &a) != 0 || stat(path, &b) != 0 || a.st_ino != b.st_ino || a.st_dev != b.st_dev) {
+            close(fd);
+            continue;
+        }
+        int pid;
+        char holder[200];
+        lock_read_holder(fd, &pid, holder, sizeof holder);
+        if (pid > 0) ZH_WARN("backup", "msg=\"taking over a stale lock\" file=%s pid=%d backup=%s", path, pid, holder);
+        char line[256];
+        int n = snprintf(line, sizeof line, "%d %s\n", (int)getpid(), what);
+        if (ftruncate(fd, 0) != 0 || pwrite(fd, line, (size_t)n, 0) != n) {
+            *err = xprintf("cannot write the lock file %s: %s", path, strerror(errno));
+            close(fd);
+            free(path);
+            return -1;
+        }
+        lock_fd = fd;
+        free(path);
+        return 0;
     }
     *err = xprintf("cannot take the lock %s", path);
     free(path);
@@ -759,22 +783,24 @@ static int lock_take(bk_store *s, const char *what, char **err) {
 
 static void lock_release(bk_store *s) {
     char *path = xprintf("%s/.zhost-backup.lock", s->root);
-    unlink(path);
+    unlink(path); /* before the close, so no one locks a file that is about to go */
     free(path);
+    if (lock_fd >= 0) close(lock_fd);
+    lock_fd = -1;
 }
 
-/* The backup being written right now (from a live lock), or an empty string. */
+/* The backup being written right now (from a held lock), or an empty string. */
 static void lock_holder(bk_store *s, char *name, size_t n) {
     name[0] = 0;
     char *path = xprintf("%s/.zhost-backup.lock", s->root);
-    FILE *f = fopen(path, "r");
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
     free(path);
-    if (!f) return;
-    int pid = 0;
-    char holder[200] = "";
-    if (fscanf(f, "%d %199s", &pid, holder) == 2 && pid > 0 && (kill(pid, 0) == 0 || errno == EPERM))
-        snprintf(name, n, "%s", holder);
-    fclose(f);
+    if (fd < 0) return;
+    if (flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK) {
+        int pid;
+        lock_read_holder(fd, &pid, name, n);
+    }
+    close(fd); /* also drops a shared lock we got */
 }
 
 /* ======================================================================================
@@ -1837,6 +1863,35 @@ static bk_manifest *newest_full(bk_store *st) {
     return found;
 }
 
+/* An incremental's unchanged partitions live in its base: a base with a missing or truncated
+ * file would give an incremental that reports success and cannot be restored. Sizes only (a
+ * stat per file); `verify` re-hashes. */
+static int base_check(bk_store *st, const bk_manifest *base, char **err) {
+    for (int i = 0; i < base->nfiles; i++) {
+        const bk_fileent *f = &base->files[i];
+        char *rel = xprintf("%s/%s", base->name, f->path);
+        void *r;
+        uint64_t bytes = 0;
+        char *e = NULL;
+        int g = st->ops->get_open(st, rel, &r, &bytes, &e);
+        if (g == 1) st->ops->get_close(r);
+        char *what = g == 0 ? xprintf("%s: missing", rel)
+                     : g < 0 ? xprintf("%s: %s", rel, e)
+                     : bytes != f->bytes ? xprintf("%s: %llu bytes, the manifest says %llu (truncated or changed)", rel,
+                                                   (unsigned long long)bytes, (unsigned long long)f->bytes)
+                     : NULL;
+        free(e);
+        free(rel);
+        if (what) {
+            *err = xprintf("the base full backup %s is damaged (%s); run `zhost backup full` to start a new chain",
+                           base->name, what);
+            free(what);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static int do_backup(bk_ctx *c, bool full, const char *name, bk_manifest **out, char **err) {
     zh_ch_state *chs = c->h->ch;
     bk_manifest *m = zh_xcalloc(1, sizeof *m);
@@ -1863,6 +1918,10 @@ static int do_backup(bk_ctx *c, bool full, const char *name, bk_manifest **out, 
                 manifest_free(base);
                 return -1;
             }
+        }
+        if (base_check(c->st, base, err) != 0) {
+            manifest_free(base);
+            return -1;
         }
         m->base = zh_xstrdup(base->name);
     }
@@ -2561,21 +2620,28 @@ static int do_prune(bk_ctx *c, double keep_full_d, double keep_incr_d, double ke
     verify_scan(c->st, true, &v);
     double now = zh_now_wall();
     bool *keep = zh_xcalloc((size_t)v.n + 1, sizeof *keep);
-    int newest_full = -1;
-    for (int i = 0; i < v.n; i++)
-        if (v.b[i].m && v.b[i].full) newest_full = i; /* names sort by time */
-    /* Incrementals first: a kept incremental keeps its base. */
+    /* The newest full, and the newest that passed the (sizes) check: when the newest full is
+     * damaged, the one before it is the last that restores, however old. Names sort by time. */
+    int newest_full = -1, newest_sound_full = -1;
+    for (int i = 0; i < v.n; i++) {
+        if (v.b[i].m && v.b[i].full) newest_full = i;
+        if (v.b[i].m && v.b[i].full && v.b[i].state == VB_OK) newest_sound_full = i;
+    }
+    /* Incrementals first: a kept incremental keeps its base. Only a folder without a manifest is
+     * unfinished; one whose manifest is unreadable is a damaged backup, kept by its age like the
+     * rest (its files may still be loaded by hand). */
     for (int i = 0; i < v.n; i++) {
         vbackup *b = &v.b[i];
         double age_d = (now - b->epoch) / 86400;
         if (b->state == VB_RUNNING) keep[i] = true;
-        else if (!b->m) keep[i] = (now - b->epoch) / 3600 < keep_partial_h;
+        else if (b->state == VB_INCOMPLETE) keep[i] = (now - b->epoch) / 3600 < keep_partial_h;
         else if (!b->full) keep[i] = age_d < keep_incr_d;
+        else if (!b->m) keep[i] = age_d < keep_full_d;
     }
     for (int i = 0; i < v.n; i++) {
         vbackup *b = &v.b[i];
         if (!b->m || !b->full) continue;
-        keep[i] = (now - b->epoch) / 86400 < keep_full_d || i == newest_full;
+        keep[i] = (now - b->epoch) / 86400 < keep_full_d || i == newest_full || i == newest_sound_full;
         for (int j = 0; j < v.n && !keep[i]; j++)
             if (keep[j] && v.b[j].m && v.b[j].m->base && !strcmp(v.b[j].m->base, b->name)) keep[i] = true;
     }

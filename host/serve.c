@@ -134,11 +134,12 @@ static void state_save(zh_serve *s) {
     zh_buf b;
     zh_buf_init(&b);
     zh_buf_adds(&b, "# zhost scheduler state, written by `zhost serve` (atomically). Edit only while it is stopped.\n"
-                    "# job  enabled (1, 0, or - to follow the configuration)  last fire (Unix seconds)\n");
+                    "# job  enabled (1, 0, or - to follow the configuration)  last fire (Unix seconds)"
+                    "  in effect (1 or 0: what the alert rules read)\n");
     for (zh_job *j = s->jobs; j; j = j->next) {
         if (j->removed) continue;
-        zh_buf_printf(&b, "%s %s %lld\n", j->c.name, j->enabled_override < 0 ? "-" : j->enabled_override ? "1" : "0",
-                      (long long)j->last_fire);
+        zh_buf_printf(&b, "%s %s %lld %d\n", j->c.name, j->enabled_override < 0 ? "-" : j->enabled_override ? "1" : "0",
+                      (long long)j->last_fire, zh_job_enabled(j) ? 1 : 0);
     }
     char *err = NULL;
     if (zh_write_atomic(path, b.data ? b.data : "", b.len, 0640, &err) != 0) {

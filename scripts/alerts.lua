@@ -70,8 +70,21 @@ for _, file in ipairs(names) do
   end
 end
 
+-- Jobs the daemon has switched off (`zhost disable`, or enabled = false in its configuration): its
+-- state file (<state dir>/state, last column "in effect") says so, and the job rules stay quiet
+-- about them. No file (a manual run without the daemon's state dir): none is off.
+local disabled = {}
+do
+  local text = io.read_file(job.state_dir .. "/state")
+  for line in (text or ""):gmatch("[^\n]+") do
+    local name, effect = line:match("^([%w_%-]+)%s+%S+%s+%S+%s+([01])%s*$")
+    if name and effect == "0" then disabled[name] = true end
+  end
+end
+
 local ctx = {
   now = now,
+  disabled = disabled,
   clickhouse_ok = ch_ok,
   clickhouse_error = ch_err,
   spool = spool,

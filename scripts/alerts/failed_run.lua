@@ -21,7 +21,7 @@ return {
       ORDER BY job]]):format(since))
     local out = {}
     for _, r in ipairs(rows) do
-      if r.last_status == "error" and not cfg.exclude[r.job] then
+      if r.last_status == "error" and not cfg.exclude[r.job] and not (ctx.disabled or {})[r.job] then
         out[#out + 1] = {
           subject = r.job, job = r.job,
           title = r.job .. ": последний запуск завершился ошибкой",

@@ -23,7 +23,7 @@ return {
     for _, r in ipairs(rows) do
       local period = cfg.period_hours[r.job] * 3600
       local last_ok = tonumber(r.last_ok) or 0
-      if ctx.now - last_ok > period then
+      if ctx.now - last_ok > period and not (ctx.disabled or {})[r.job] then
         local when = last_ok > 0 and os.date("%Y-%m-%d %H:%M:%S", last_ok) or "никогда"
         out[#out + 1] = {
           subject = r.job, job = r.job,

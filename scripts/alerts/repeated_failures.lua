@@ -17,6 +17,7 @@ return {
       ORDER BY job, t DESC]]):format(since))
     local streak, last_msg, broken = {}, {}, {}
     for _, r in ipairs(rows) do
+      if (ctx.disabled or {})[r.job] then broken[r.job] = true end -- switched off: not watched
       if not broken[r.job] then
         if r.status == "error" then
           streak[r.job] = (streak[r.job] or 0) + 1

@@ -39,7 +39,7 @@ return {
       local jobs = LOADERS[source]
       if not jobs then return true end
       for _, j in ipairs(jobs) do
-        if ran[j] then return true end
+        if ran[j] and not (ctx.disabled or {})[j] then return true end
       end
       return false
     end

@@ -45,6 +45,37 @@ class TestAlertsOps(AlertsCase):
         self.assertEqual(self.open_alerts(), [])
         self.assertEqual([r["alert_type"] for r in self.alerts()], ["error", "resolved"])
 
+    def test_jobs_the_daemon_switched_off_are_not_watched(self):
+        # `zhost disable vk_ads`, and Direct off in the configuration: the daemon's state file says
+        # so (last column), and the job rules stay quiet about them until they are on again.
+        port = self.start_sink()
+        self.write_secrets(port)
+        state = os.path.join(self.tmp, "state")
+        os.makedirs(state)
+
+        def write_state(lines):
+            with open(os.path.join(state, "state"), "w") as f:
+                f.write("# zhost scheduler state\n# job  enabled  last fire  in effect\n" + lines)
+        write_state("qtickets - 0 1\nvk_ads 0 0 0\ndirect - 0 0\n")
+        for job in ("vk_ads", "direct"):
+            for ago in (300, 200, 30):
+                self.add_run(job, "error", minutes_ago=ago, message="boom")
+        rules = ("--only", "failed_run,no_recent_success,repeated_failures")
+        env = {"ZHOST_STATE_DIR": state}
+        self.run_alerts(*rules, env_extra=env, expect=0)
+        self.assertEqual(self.open_alerts(), [])
+        # on again: watched again
+        write_state("qtickets - 0 1\nvk_ads 1 0 1\ndirect - 0 1\n")
+        self.run_alerts(*rules, env_extra=env, expect=0)
+        self.assertEqual(self.open_alerts(), ["failed_run:direct", "failed_run:vk_ads", "no_recent_success:direct",
+                                              "no_recent_success:vk_ads", "repeated_failures:direct",
+                                              "repeated_failures:vk_ads"])
+        # and switched off once more: their alerts resolve (the operator has taken the job out)
+        write_state("qtickets - 0 1\nvk_ads 0 0 0\ndirect - 0 1\n")
+        self.run_alerts(*rules, env_extra=env, expect=0)
+        self.assertEqual(self.open_alerts(), ["failed_run:direct", "no_recent_success:direct",
+                                              "repeated_failures:direct"])
+
     def test_switched_off_source_is_not_stale(self):
         # Direct was switched off 5 days ago (its last run), VK is loading but stale: only VK fires.
         port = self.start_sink()

@@ -188,6 +188,9 @@ class Operators(ServeCase):
         r = self.cli("disable", "gmail")  # the old timer name, from another directory
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("gmail_ingest disabled", r.stdout)
+        # the state file says what is in effect (the alert rules read its last column)
+        with open(os.path.join(self.tmp, "state", "state")) as fh:
+            self.assertRegex(fh.read(), r"(?m)^gmail_ingest 0 \d+ 0$")
         self.assertEqual(d.stop(), 0)
         d2 = self.start()
         st = json.loads(self.cli("status", "gmail_ingest", "--json").stdout)
@@ -203,7 +206,7 @@ class Operators(ServeCase):
         self.assertIn("unknown job 'no_such_job'", r.stderr)
         self.assertEqual(d2.stop(), 0)
         with open(os.path.join(self.tmp, "state", "state")) as fh:
-            self.assertRegex(fh.read(), r"(?m)^gmail_ingest 1 \d+$")
+            self.assertRegex(fh.read(), r"(?m)^gmail_ingest 1 \d+ 1$")
 
     def test_trigger_runs_once_restart_reruns_and_logs_show_history(self):
         self.lua("qt.lua", 'log.info("qtickets ran", {days = job.args.days})\nsleep(1)\n')

@@ -113,6 +113,30 @@ static const char *fresh_status(const zh_fresh_rule *r, long days) {
     return "ok";
 }
 
+/* A source whose loader jobs are all switched off (zhost disable, enabled = false) is not stale: its
+ * status is "disabled" and it does not turn the answer red. Sources without a known loader, or whose
+ * loaders are not configured at all, are judged as usual. */
+static const char *const SOURCE_JOBS[][3] = {
+    {"qtickets_sales", "qtickets", "qtickets_refunds"},
+    {"vk_ads", "vk_ads", NULL},
+    {"direct", "direct", NULL},
+};
+
+static bool source_switched_off(zh_serve *s, const char *source) {
+    for (size_t i = 0; i < sizeof SOURCE_JOBS / sizeof SOURCE_JOBS[0]; i++) {
+        if (strcmp(SOURCE_JOBS[i][0], source)) continue;
+        int configured = 0;
+        for (int k = 1; k < 3 && SOURCE_JOBS[i][k]; k++) {
+            zh_job *j = zh_serve_find_job(s, SOURCE_JOBS[i][k]);
+            if (!j || j->removed) continue;
+            configured++;
+            if (zh_job_enabled(j)) return false;
+        }
+        return configured > 0;
+    }
+    return false;
+}
+
 typedef struct fresh_row {
     char source[64], latest[16];
     long days;
@@ -151,6 +175,11 @@ static int fresh_rows(zh_health *hs, fresh_row **out) {
     return n;
 }
 
+static const char *source_status(zh_health *hs, const fresh_row *r) {
+    if (source_switched_off(hs->s, r->source)) return "disabled";
+    return fresh_status(zh_conf_fresh_rule(hs->s->conf, r->source), r->days);
+}
+
 static void fresh_json(zh_health *hs, const fresh_row *r, zh_buf *b, bool with_source) {
     const zh_fresh_rule *rule = zh_conf_fresh_rule(hs->s->conf, r->source);
     zh_buf_addc(b, '{');
@@ -163,7 +192,7 @@ static void fresh_json(zh_health *hs, const fresh_row *r, zh_buf *b, bool with_s
     if (r->latest[0]) zh_buf_json_str(b, r->latest);
     else zh_buf_adds(b, "null");
     zh_buf_printf(b, ",\"days_behind\":%ld,\"total_rows\":%llu,\"threshold\":{\"warn\":%d,\"error\":%d},\"status\":\"%s\"}",
-                  r->days, r->rows, rule->warn_days, rule->error_days, fresh_status(rule, r->days));
+                  r->days, r->rows, rule->warn_days, rule->error_days, source_status(hs, r));
 }
 
 /* ok | warning | error | disabled | unknown, and why. */
@@ -245,7 +274,7 @@ static void ep_detailed(page *pg) {
         zh_buf_json_str(&c, rows[i].source);
         zh_buf_addc(&c, ':');
         fresh_json(hs, &rows[i], &c, false);
-        int r = rank(fresh_status(zh_conf_fresh_rule(s->conf, rows[i].source), rows[i].days));
+        int r = rank(source_status(hs, &rows[i]));
         if (r > overall) overall = r;
     }
     free(rows);
@@ -326,7 +355,7 @@ static void ep_freshness(page *pg) {
     for (int i = 0; i < n; i++) {
         if (i) zh_buf_addc(&d, ',');
         fresh_json(hs, &rows[i], &d, true);
-        int r = rank(fresh_status(zh_conf_fresh_rule(hs->s->conf, rows[i].source), rows[i].days));
+        int r = rank(source_status(hs, &rows[i]));
         if (r > overall) overall = r;
     }
     free(rows);
@@ -524,7 +553,7 @@ static void ep_page(page *pg) {
     fresh_row *rows;
     int n = fresh_rows(hs, &rows);
     for (int i = 0; i < n; i++) {
-        const char *st = fresh_status(zh_conf_fresh_rule(s->conf, rows[i].source), rows[i].days);
+        const char *st = source_status(hs, &rows[i]);
         if (rank(st) > overall) overall = rank(st);
         zh_buf_adds(&fr, "<tr data-source=\"");
         html_esc(&fr, rows[i].source);

@@ -126,6 +126,24 @@ class Health(ServeCase):
         self.assertNotIn("secret-pw", json.dumps(det))
         self.assertEqual(d.stop(), 0)
 
+    def test_a_switched_off_source_is_disabled_not_stale(self):
+        # VK not bought: its job is configured off, its table is empty (9999 days behind) and its
+        # threshold strict. It must not turn the health answers red — until it is switched on.
+        self.lua("ok.lua", 'job:message("loaded fine")\n')
+        self.conf("[job vk_ads]\nscript = scripts/ok.lua\nschedule = 0 0 1 1 *\nenabled = false\n",
+                  extra="[freshness]\ndefault = 10000 10000\nvk_ads = 1 2\n")
+        d = self.start()
+        st, _, f = request_json(self.port, "/healthz/freshness")
+        self.assertEqual((st, f["status"]), (200, "ok"), f)
+        vk = [x for x in f["data"] if x["source"] == "vk_ads"][0]
+        self.assertEqual((vk["status"], vk["days_behind"]), ("disabled", 9999))
+        st, _, det = request_json(self.port, "/healthz/detailed")
+        self.assertEqual((st, det["checks"]["data_freshness"]["vk_ads"]["status"]), (200, "disabled"), det)
+        self.assertEqual(self.cli("enable", "vk_ads").returncode, 0)
+        st, _, f = request_json(self.port, "/healthz/freshness")
+        self.assertEqual((st, f["status"]), (503, "error"))
+        self.assertEqual(d.stop(), 0)
+
     def test_endpoints_with_clickhouse_down(self):
         self.conf(self.jobs())
         dead = "http://127.0.0.1:%d" % self.free_dead_port()

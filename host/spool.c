@@ -2,7 +2,8 @@
  * <spool>/<db.table>~<run_id>.jsonl; `zhost spool status` lists them and `zhost spool replay`
  * delivers them in bounded pieces, remembering its progress in a .done file so a replay that is
  * itself interrupted does not start over. Rows replayed twice are harmless: every table has a
- * natural key and a version, and the views deduplicate with argMax. */
+ * natural key and a version, and the views deduplicate with argMax. A row ClickHouse rejects for
+ * its content is set aside in <spool>/quarantine with the reason, so it cannot block the spool. */
 #include "ch_internal.h"
 #include "commands.h"
 #include "host.h"
@@ -165,7 +166,104 @@ static bool table_of(const char *name, char *out, size_t n) {
     return strchr(out, '.') != NULL;
 }
 
-static int replay_file(zh_host *h, const char *path, const char *table, size_t piece_bytes, uint64_t *delivered, char **err) {
+/* Codes ClickHouse gives when the rows themselves are wrong (a value the column cannot take, a
+ * line that is not JSON), as opposed to the server, the table or the credentials: only these
+ * may set rows aside. 49 is how 18.16 reports an unknown Enum element. */
+static bool content_error(int code) {
+    switch (code) {
+    case 6: case 25: case 26: case 27: case 32: case 33: case 38: case 41: case 49: case 53: case 69: case 70:
+    case 72: case 117: case 131: case 349: case 691:
+        return true;
+    default:
+        return false;
+    }
+}
+
+static int insert_rows(zh_host *h, const char *table, const char *body, size_t len, int *code, char **err) {
+    char q[512];
+    snprintf(q, sizeof q, "INSERT INTO %s FORMAT JSONEachRow", table);
+    bool flag = false;
+    ch_req *r = ch_req_new(h, q, body, len, ch_req_sync_done, &flag);
+    ch_req_start(r);
+    ch_req_wait(r);
+    int rc = 0;
+    *code = 0;
+    if (!flag || !r->ok) {
+        *err = zh_xstrdup(r->error ? r->error : "ClickHouse request did not finish");
+        if (flag && r->x->result == CURLE_OK) *code = r->ch_code;
+        rc = -1;
+    }
+    ch_req_free(r);
+    return rc;
+}
+
+typedef struct replay_ctx {
+    zh_host *h;
+    const char *path, *name, *table;
+    uint64_t delivered, rejected;
+    char *first_reject;       /* the first rejection's message, for the report */
+} replay_ctx;
+
+/* Appends rows ClickHouse refused to <spool>/quarantine/<name>, and the reason to .errors beside
+ * it; fsync'd, because the rows leave the spool once this returns 0. */
+static int quarantine(replay_ctx *c, const char *row, size_t len, const char *why, char **err) {
+    char dir[1100], path[1400];
+    snprintf(dir, sizeof dir, "%s/quarantine", c->h->spool_dir);
+    zh_mkdirs(dir, 0700);
+    size_t nl = strlen(c->name) - 6; /* without ".jsonl" */
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "%s/%.*s%s", dir, (int)nl, c->name, i ? ".errors" : ".jsonl");
+        zh_buf text;
+        zh_buf_init(&text);
+        if (i) zh_buf_printf(&text, "%s\t%s\n", why, c->table);
+        else zh_buf_add(&text, row, len);
+        int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        bool ok = fd >= 0 && write(fd, text.data, text.len) == (ssize_t)text.len && fsync(fd) == 0;
+        if (fd >= 0 && close(fd) != 0) ok = false;
+        zh_buf_free(&text);
+        if (!ok) {
+            zh_buf b;
+            zh_buf_init(&b);
+            zh_buf_printf(&b, "cannot set a rejected row aside in %s: %s (rejected: %s)", path, strerror(errno), why);
+            *err = b.data;
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Delivers rows [a, b) of piece (line starts in at[], at[b] is the end). A rejection for the
+ * rows' content is narrowed down by halves, so one bad row costs a few extra inserts and the
+ * good rows around it still get in; the bad row goes to the quarantine. Any other failure (the
+ * server is down, the table is missing) stops the replay with the rows kept in the spool. */
+static int deliver(replay_ctx *c, const char *piece, const size_t *at, size_t a, size_t b, char **err) {
+    int code;
+    char *e = NULL;
+    if (insert_rows(c->h, c->table, piece + at[a], at[b] - at[a], &code, &e) == 0) {
+        c->delivered += b - a;
+        return 0;
+    }
+    if (!content_error(code)) {
+        *err = e;
+        return -1;
+    }
+    if (b - a == 1) {
+        int rc = quarantine(c, piece + at[a], at[b] - at[a], e, err);
+        if (rc == 0) {
+            c->rejected++;
+            if (!c->first_reject) c->first_reject = zh_xstrdup(e);
+        }
+        free(e);
+        return rc;
+    }
+    free(e);
+    size_t mid = a + (b - a) / 2;
+    if (deliver(c, piece, at, a, mid, err) != 0) return -1;
+    return deliver(c, piece, at, mid, b, err);
+}
+
+static int replay_file(replay_ctx *c, size_t piece_bytes, char **err) {
+    const char *path = c->path;
     FILE *f = fopen(path, "rb");
     if (!f) {
         zh_buf b;
@@ -178,10 +276,10 @@ static int replay_file(zh_host *h, const char *path, const char *table, size_t p
     if (off > 0) fseek(f, off, SEEK_SET);
     zh_buf piece;
     zh_buf_init(&piece);
+    size_t *at = NULL, nat = 0, capat = 0;
     char *line = NULL;
     size_t cap = 0;
     ssize_t got;
-    uint64_t rows = 0;
     int rc = 0;
     for (;;) {
         got = getline(&line, &cap, f);
@@ -191,23 +289,28 @@ static int replay_file(zh_host *h, const char *path, const char *table, size_t p
             eof = true;
         }
         if (!eof) {
+            if (nat + 2 > capat) {
+                capat = capat ? capat * 2 : 1024;
+                at = zh_xrealloc(at, capat * sizeof *at);
+            }
+            at[nat++] = piece.len;
             zh_buf_add(&piece, line, (size_t)got);
-            rows++;
         }
         if (piece.len && (eof || piece.len >= piece_bytes)) {
-            if (zh_ch_insert_sync(h, table, piece.data, piece.len, err) != 0) {
+            at[nat] = piece.len;
+            if (deliver(c, piece.data, at, 0, nat, err) != 0) {
                 rc = -1;
                 break;
             }
             off += (long long)piece.len;
             write_done_offset(path, off);
-            *delivered += rows;
-            rows = 0;
             piece.len = 0;
+            nat = 0;
         }
         if (eof) break;
     }
     free(line);
+    free(at);
     zh_buf_free(&piece);
     fclose(f);
     if (rc == 0) {
@@ -217,6 +320,24 @@ static int replay_file(zh_host *h, const char *path, const char *table, size_t p
         unlink(done);
     }
     return rc;
+}
+
+/* Rows waiting in <spool>/quarantine (not counted as spooled: replay never reads them). */
+static void quarantine_stat(const char *spool_dir, int *files, uint64_t *rows) {
+    char dir[1100];
+    snprintf(dir, sizeof dir, "%s/quarantine", spool_dir);
+    char **names;
+    *files = list_files(dir, &names);
+    *rows = 0;
+    for (int i = 0; i < *files; i++) {
+        char path[1400];
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        uint64_t r, b;
+        file_stat(path, &r, &b);
+        *rows += r;
+        free(names[i]);
+    }
+    free(names);
 }
 
 int zh_cmd_spool(int argc, char **argv) {
@@ -280,10 +401,20 @@ int zh_cmd_spool(int argc, char **argv) {
                              (unsigned long long)r, (unsigned long long)b);
             else printf("  %-40s %10llu rows %12llu bytes  %s\n", table, (unsigned long long)r, (unsigned long long)b, names[i]);
         }
-        if (json) printf("],\"total_files\":%d,\"total_rows\":%llu,\"total_bytes\":%llu}\n", n, (unsigned long long)trows, (unsigned long long)tbytes);
+        int jqfiles;
+        uint64_t jqrows;
+        quarantine_stat(h->spool_dir, &jqfiles, &jqrows);
+        if (json) printf("],\"total_files\":%d,\"total_rows\":%llu,\"total_bytes\":%llu,\"quarantined_rows\":%llu}\n", n,
+                         (unsigned long long)trows, (unsigned long long)tbytes, (unsigned long long)jqrows);
         else printf("total: %d files, %llu rows, %llu bytes\n", n, (unsigned long long)trows, (unsigned long long)tbytes);
+        int qfiles;
+        uint64_t qrows;
+        quarantine_stat(h->spool_dir, &qfiles, &qrows);
+        if (qfiles && !json)
+            printf("quarantine: %llu rows ClickHouse rejected, in %s/quarantine (see the .errors files)\n",
+                   (unsigned long long)qrows, h->spool_dir);
     } else {
-        uint64_t delivered = 0;
+        uint64_t delivered = 0, rejected = 0;
         int failed = 0;
         for (int i = 0; i < n; i++) {
             char path[1200], table[256];
@@ -294,18 +425,27 @@ int zh_cmd_spool(int argc, char **argv) {
                 continue;
             }
             char *err = NULL;
-            uint64_t before = delivered;
-            if (replay_file(h, path, table, piece ? piece : (4u << 20), &delivered, &err) != 0) {
+            replay_ctx c = {.h = h, .path = path, .name = names[i], .table = table};
+            if (replay_file(&c, piece ? piece : (4u << 20), &err) != 0) {
                 fprintf(stderr, "zhost spool: %s: %s (delivered %llu rows of it before)\n", path, err,
-                        (unsigned long long)(delivered - before));
+                        (unsigned long long)c.delivered);
                 free(err);
                 failed++;
             } else {
-                printf("%s: %llu rows delivered\n", table, (unsigned long long)(delivered - before));
+                printf("%s: %llu rows delivered\n", table, (unsigned long long)c.delivered);
             }
+            if (c.rejected) {
+                fprintf(stderr, "zhost spool: %s: %llu rows rejected by ClickHouse (%s) were set aside in %s/quarantine/; "
+                                "the other rows were delivered\n",
+                        table, (unsigned long long)c.rejected, c.first_reject, h->spool_dir);
+                rejected += c.rejected;
+            }
+            free(c.first_reject);
+            delivered += c.delivered;
         }
-        printf("replay: %llu rows delivered, %d files left\n", (unsigned long long)delivered, failed);
-        rc = failed ? 1 : 0;
+        printf("replay: %llu rows delivered, %d files left, %llu rows quarantined\n", (unsigned long long)delivered, failed,
+               (unsigned long long)rejected);
+        rc = failed || rejected ? 1 : 0;
     }
     for (int i = 0; i < n; i++) free(names[i]);
     free(names);

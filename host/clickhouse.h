@@ -23,6 +23,10 @@ void zh_ch_group_finish(zh_host *h, zh_group *g, void (*done)(void *ud), void *u
 /* Rows accepted, rows spooled, and a JSON object {"table": rows, ...} for the group. */
 uint64_t zh_ch_group_rows(zh_host *h, zh_group *g);
 uint64_t zh_ch_group_spooled(zh_host *h, zh_group *g);
+/* Rows lost: ClickHouse did not take them and neither did the spool (full, unwritable); and the
+ * spool's latest refusal ("spool DIR is full ..."), or NULL. */
+uint64_t zh_ch_group_lost(zh_host *h, zh_group *g);
+const char *zh_ch_group_spool_error(zh_host *h, zh_group *g);
 /* The latest insert failure of the group ("ClickHouse error 27: ..."), or NULL. */
 const char *zh_ch_group_last_error(zh_host *h, zh_group *g);
 void zh_ch_group_tables_json(zh_host *h, zh_group *g, zh_buf *out);

@@ -332,6 +332,12 @@ static int push_true(zh_sink_wait *w, lua_State *co) {
 
 static int push_flush_result(zh_sink_wait *w, lua_State *co) {
     const char *e = zh_sink_last_error(w->sink);
+    if (e && zh_sink_lost(w->sink)) {
+        lua_pushnil(co);
+        lua_pushfstring(co, "%s: %I rows LOST (the spool refused them), %I rows spooled: %s", zh_sink_table(w->sink),
+                        (LUAI_UACINT)zh_sink_lost(w->sink), (LUAI_UACINT)zh_sink_spooled(w->sink), e);
+        return 2;
+    }
     if (e && zh_sink_spooled(w->sink)) {
         lua_pushnil(co);
         lua_pushfstring(co, "%s: %I rows spooled: %s", zh_sink_table(w->sink), (LUAI_UACINT)zh_sink_spooled(w->sink), e);

@@ -139,8 +139,9 @@ static void build_metrics(zh_run *r, zh_buf *out) {
     zh_buf_printf(out, "{\"pid\":%ld,\"duration\":%.0f,\"duration_ms\":%.0f,\"http_requests\":%llu,\"retries\":%llu,\"http_bytes\":%llu,",
                   (long)getpid(), duration, duration * 1000, (unsigned long long)r->group.http_requests,
                   (unsigned long long)r->group.http_retries, (unsigned long long)r->group.http_bytes);
-    zh_buf_printf(out, "\"rows\":%llu,\"spooled_rows\":%llu,\"tables\":", (unsigned long long)zh_ch_group_rows(h, &r->group),
-                  (unsigned long long)zh_ch_group_spooled(h, &r->group));
+    zh_buf_printf(out, "\"rows\":%llu,\"spooled_rows\":%llu,\"lost_rows\":%llu,\"tables\":",
+                  (unsigned long long)zh_ch_group_rows(h, &r->group), (unsigned long long)zh_ch_group_spooled(h, &r->group),
+                  (unsigned long long)zh_ch_group_lost(h, &r->group));
     zh_ch_group_tables_json(h, &r->group, out);
     if (r->opts.dry_run) zh_buf_adds(out, ",\"dry_run\":true");
     /* Script metrics: numbers and strings. */
@@ -193,6 +194,21 @@ static void write_final(zh_run *r) {
         zh_buf_init(&m);
         zh_buf_printf(&m, "%s; %llu rows spooled, deliver them with `zhost spool replay`", r->message ? r->message : "failed",
                       (unsigned long long)spooled);
+        set_message(r, m.data);
+        zh_buf_free(&m);
+    }
+    uint64_t lost = zh_ch_group_lost(r->h, &r->group);
+    if (lost) {
+        /* Rows neither ClickHouse nor the spool took: the run must say they are gone, not that a
+         * replay will bring them. */
+        const char *why = zh_ch_group_last_error(r->h, &r->group), *serr = zh_ch_group_spool_error(r->h, &r->group);
+        zh_buf m;
+        zh_buf_init(&m);
+        if (r->status == ZH_RUN_SUCCESS) r->status = ZH_RUN_ERROR;
+        else if (r->message) zh_buf_printf(&m, "%s; ", r->message);
+        zh_buf_printf(&m, "%llu rows LOST: ClickHouse did not take them (%s) and the spool refused them (%s); "
+                          "load the period again",
+                      (unsigned long long)lost, why ? why : "unavailable", serr ? serr : "?");
         set_message(r, m.data);
         zh_buf_free(&m);
     }

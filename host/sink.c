@@ -13,7 +13,7 @@
 
 typedef struct table_count {
     char *table;
-    uint64_t rows, spooled;
+    uint64_t rows, spooled, lost;  /* lost: neither ClickHouse nor the spool took them */
     zh_buf samples;
     int nsamples;
     struct table_count *next;
@@ -23,6 +23,7 @@ typedef struct ch_group_stats {
     zh_group *g;
     bool dry_run;
     char *last_error;         /* the latest insert failure of the group, for the run's message */
+    char *spool_error;        /* the latest batch the spool refused, for the run's message */
     table_count *tables;
     void (*finish_done)(void *ud);
     void *finish_ud;
@@ -132,7 +133,9 @@ static void insert_done(ch_req *r) {
             ZH_ERROR(job, "msg=\"insert failed, batch spooled\" table=%s rows=%llu error=\"%s\"", s->schema->table,
                      (unsigned long long)s->inflight_rows, r->error);
         } else {
-            s->tc->spooled += s->inflight_rows;
+            s->tc->lost += s->inflight_rows;
+            free(s->gs->spool_error);
+            s->gs->spool_error = zh_xstrdup(err);
             ZH_ERROR(job, "msg=\"insert failed and the spool refused the batch: rows LOST\" table=%s rows=%llu error=\"%s\" spool_error=\"%s\"",
                      s->schema->table, (unsigned long long)s->inflight_rows, r->error, err);
         }
@@ -227,6 +230,7 @@ void zh_sink_remove_waiter(zh_sink *s, zh_sink_wait *w) {
 
 uint64_t zh_sink_rows(zh_sink *s) { return s->tc ? s->tc->rows : 0; }
 uint64_t zh_sink_spooled(zh_sink *s) { return s->tc ? s->tc->spooled : 0; }
+uint64_t zh_sink_lost(zh_sink *s) { return s->tc ? s->tc->lost : 0; }
 bool zh_sink_usable(zh_sink *s) { return s->gs != NULL; }
 const char *zh_sink_table(zh_sink *s) { return s->schema->table; }
 const char *zh_sink_last_error(zh_sink *s) { return s->last_error; }
@@ -295,6 +299,14 @@ uint64_t zh_ch_group_spooled(zh_host *h, zh_group *g) {
     return n;
 }
 
+uint64_t zh_ch_group_lost(zh_host *h, zh_group *g) {
+    uint64_t n = 0;
+    for (table_count *t = group_stats(h, g)->tables; t; t = t->next) n += t->lost;
+    return n;
+}
+
+const char *zh_ch_group_spool_error(zh_host *h, zh_group *g) { return group_stats(h, g)->spool_error; }
+
 const char *zh_ch_group_last_error(zh_host *h, zh_group *g) { return group_stats(h, g)->last_error; }
 
 void zh_ch_group_tables_json(zh_host *h, zh_group *g, zh_buf *out) {
@@ -331,6 +343,7 @@ void zh_ch_group_print_dry_run(zh_host *h, zh_group *g) {
 
 static void group_stats_free(ch_group_stats *gs) {
     free(gs->last_error);
+    free(gs->spool_error);
     while (gs->tables) {
         table_count *t = gs->tables;
         gs->tables = t->next;
@@ -352,15 +365,19 @@ static void sink_spool_pending(zh_host *h, zh_sink *s, const char *why_inflight,
     if (s->inflight) {
         ch_req *r = s->inflight;
         ch_req_abort(r);
-        zh_spool_write(h, s->schema->table, job, run_id, why_inflight, r->x->req_body.data, r->x->req_body.len,
-                       s->inflight_rows, err, sizeof err);
+        if (zh_spool_write(h, s->schema->table, job, run_id, why_inflight, r->x->req_body.data, r->x->req_body.len,
+                           s->inflight_rows, err, sizeof err) != 0)
+            ZH_ERROR(job, "msg=\"the spool refused the batch: rows LOST\" table=%s rows=%llu error=\"%s\" spool_error=\"%s\"",
+                     s->schema->table, (unsigned long long)s->inflight_rows, why_inflight, err);
         ch_req_free(r);
         s->inflight = NULL;
         s->inflight_rows = 0;
     }
     if (s->batch_rows && s->gs && !s->gs->dry_run)
-        zh_spool_write(h, s->schema->table, job, run_id, why_buffered, s->batch.data, s->batch.len, s->batch_rows, err,
-                       sizeof err);
+        if (zh_spool_write(h, s->schema->table, job, run_id, why_buffered, s->batch.data, s->batch.len, s->batch_rows,
+                           err, sizeof err) != 0)
+            ZH_ERROR(job, "msg=\"the spool refused the batch: rows LOST\" table=%s rows=%llu error=\"%s\" spool_error=\"%s\"",
+                     s->schema->table, (unsigned long long)s->batch_rows, why_buffered, err);
     s->batch.len = 0;
     s->batch_rows = 0;
     s->flush_wanted = false;

@@ -21,6 +21,8 @@ bool zh_sink_flush(zh_sink *s);
 bool zh_sink_idle(zh_sink *s);
 uint64_t zh_sink_rows(zh_sink *s);
 uint64_t zh_sink_spooled(zh_sink *s);
+/* Rows of the table neither ClickHouse nor the spool took in this run. */
+uint64_t zh_sink_lost(zh_sink *s);
 const char *zh_sink_table(zh_sink *s);
 const char *zh_sink_last_error(zh_sink *s);
 void zh_sink_close(zh_sink *s);

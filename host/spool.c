@@ -31,7 +31,6 @@ static bool safe_name_char(char c) {
 int zh_spool_write(zh_host *h, const char *db_table, const char *job, const char *run_id, const char *error,
                    const char *rows, size_t len, uint64_t nrows, char *err, size_t errlen) {
     (void)error;
-    (void)job;
     zh_spool_info info;
     zh_spool_stat(h->spool_dir, &info);
     if (info.bytes + len > spool_limit()) {
@@ -52,18 +51,29 @@ int zh_spool_write(zh_host *h, const char *db_table, const char *job, const char
         snprintf(err, errlen, "%s: %s", path, strerror(errno));
         return -1;
     }
+    /* A write that fails half-way (disk full) must not leave part of the batch behind: the rows it
+     * holds are reported lost, and a partial last line would glue itself to the next batch. */
+    struct stat st0;
+    off_t start = fstat(fd, &st0) == 0 ? st0.st_size : -1;
     size_t off = 0;
     while (off < len) {
         ssize_t w = write(fd, rows + off, len - off);
         if (w < 0) {
             if (errno == EINTR) continue;
             snprintf(err, errlen, "%s: %s", path, strerror(errno));
+            if (start >= 0 && ftruncate(fd, start) != 0) ZH_ERROR(job, "msg=\"cannot cut a partial batch\" file=%s", path);
             close(fd);
             return -1;
         }
         off += (size_t)w;
     }
-    if (fsync(fd) != 0 || close(fd) != 0) {
+    if (fsync(fd) != 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        if (start >= 0 && ftruncate(fd, start) != 0) ZH_ERROR(job, "msg=\"cannot cut a partial batch\" file=%s", path);
+        close(fd);
+        return -1;
+    }
+    if (close(fd) != 0) {
         snprintf(err, errlen, "%s: %s", path, strerror(errno));
         return -1;
     }

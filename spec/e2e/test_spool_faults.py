@@ -2,6 +2,7 @@
 spool that cannot take a batch. Real binary, real ClickHouse."""
 import json
 import os
+import subprocess
 import sys
 import unittest
 
@@ -68,6 +69,49 @@ class PoisonBatch(zhtest.ZhostCase):
         self.assertEqual(r.returncode, 1)
         self.assertIn("ClickHouse error 60", r.stderr)
         self.assertFalse(os.path.exists(os.path.join(self.spool, "quarantine")))
+
+
+class SpoolRefuses(zhtest.ZhostCase):
+    """A batch neither ClickHouse nor the spool takes is lost: the run must say so, not claim the
+    rows wait in the spool."""
+
+    def test_rows_the_spool_refuses_are_reported_lost(self):
+        zhtest.ch("CREATE TABLE %s.narrow (id UInt32, code FixedString(2), _ver UInt64) "
+                  "ENGINE = MergeTree ORDER BY id" % self.db)
+        path = self.script("lost.lua", """
+            local s = assert(ch.sink("narrow"))
+            for i = 1, 3 do s:add{id = i, code = "too long for two bytes", _ver = 1} end
+        """)
+        r = self.zhost("run", path, env={"ZHOST_SPOOL_MAX_BYTES": "10"})
+        self.assertEqual(r.returncode, 1, r.stderr)
+        last = r.stderr.strip().splitlines()[-1]
+        self.assertIn("3 rows LOST", last)
+        self.assertNotIn("spooled", last)
+        self.assertIn("ClickHouse error 131", last)
+        self.assertIn("is full", last)
+        self.assertIn("3 rows LOST", self.runs()[-1]["message"])
+
+
+    def test_a_full_disk_leaves_no_partial_batch_in_the_spool(self):
+        # A 16 KiB tmpfs stands in for a full disk; mounting needs root, as in the CI container.
+        tiny = os.path.join(self.tmp, "tiny")
+        os.makedirs(tiny)
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", tiny], capture_output=True).returncode:
+            self.skipTest("cannot mount a tmpfs here")
+        self.addCleanup(subprocess.run, ["umount", "-l", tiny], capture_output=True)
+        zhtest.ch("CREATE TABLE %s.narrow (id UInt32, code FixedString(2), _ver UInt64) "
+                  "ENGINE = MergeTree ORDER BY id" % self.db)
+        path = self.script("big.lua", """
+            local s = assert(ch.sink("narrow", {max_rows = 100000}))
+            for i = 1, 500 do s:add{id = i, code = string.rep("x", 100), _ver = 1} end
+        """)
+        r = self.zhost("run", path, env={"ZHOST_SPOOL": tiny, "ZHOST_CH_ATTEMPTS": "1"})
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("500 rows LOST", r.stderr)
+        self.assertIn("No space left on device", r.stderr)
+        spooled = [n for n in os.listdir(tiny) if n.endswith(".jsonl") and "narrow" in n]
+        for n in spooled:
+            self.assertEqual(os.path.getsize(os.path.join(tiny, n)), 0, "a partial batch was left in " + n)
 
 
 if __name__ == "__main__":

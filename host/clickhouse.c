@@ -149,6 +149,7 @@ static void ch_retry_fired(uv_timer_t *t) {
 static bool retryable(zh_xfer *x, int code) {
     if (x->result != CURLE_OK) return true;
     if (x->status >= 500 && code == 0) return true;
+    if (x->status == 429) return true; /* a proxy or load balancer in front of ClickHouse */
     switch (code) {
     case 159: /* TIMEOUT_EXCEEDED */
     case 202: /* TOO_MANY_SIMULTANEOUS_QUERIES */

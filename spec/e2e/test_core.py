@@ -592,9 +592,10 @@ sleep(60)
         self.assertEqual(self.scalar("SELECT count() FROM dim_events"), "5")
         self.assertEqual([x["status"] for x in self.runs("intrjob")], ["interrupted"])
 
-    def proxy(self, hangs, stop):
+    def proxy(self, hangs, stop, answer=None):
         """A ClickHouse in front of the real one: requests whose query `hangs(query)` selects are
-        held without an answer until `stop` is set; the rest pass through."""
+        held without an answer until `stop` is set; `answer(query)` may return (status, body) to
+        send instead; the rest pass through."""
         real = zhtest.CH_URL
 
         class Proxy(http.server.BaseHTTPRequestHandler):
@@ -606,6 +607,13 @@ sleep(60)
                 query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query).get("query", [""])[0]
                 if hangs(query or body.decode("utf-8", "replace")):
                     stop.wait(60)
+                    return
+                canned = answer(query or body.decode("utf-8", "replace")) if answer else None
+                if canned:
+                    self.send_response(canned[0])
+                    self.send_header("Content-Length", str(len(canned[1])))
+                    self.end_headers()
+                    self.wfile.write(canned[1])
                     return
                 req = urllib.request.Request(real + self.path, data=body, method="POST",
                                              headers={k: v for k, v in self.headers.items()
@@ -624,6 +632,34 @@ sleep(60)
         srv.daemon_threads = True
         threading.Thread(target=srv.serve_forever, daemon=True).start()
         return srv
+
+    def test_429_from_a_proxy_in_front_of_clickhouse_is_retried(self):
+        # A load balancer in front of ClickHouse may answer 429: the INSERT is tried again, not
+        # spooled at once.
+        path = self.script("busy.lua", """-- zhost: job=busyjob
+local s = assert(ch.sink("dim_events"))
+for i = 1, 3 do s:add{event_id = tostring(i), event_name = "E", city = "X", _ver = 1} end
+assert(s:flush())
+""")
+        refused = []
+
+        def answer(q):
+            if "dim_events" in q and q.lstrip().upper().startswith("INSERT") and len(refused) < 2:
+                refused.append(q)
+                return 429, b"Too Many Requests"
+            return None
+        stop = threading.Event()
+        srv = self.proxy(lambda q: False, stop, answer)
+        try:
+            r = self.zhost("run", path, env={"CLICKHOUSE_URL": "http://127.0.0.1:%d" % srv.server_address[1]})
+        finally:
+            stop.set()
+            srv.shutdown()
+            srv.server_close()
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(len(refused), 2)
+        self.assertEqual(self.scalar("SELECT count() FROM dim_events"), "3")
+        self.assertFalse([n for n in os.listdir(self.spool) if n.endswith(".jsonl")] if os.path.isdir(self.spool) else [])
 
     def test_sigint_before_the_run_starts(self):
         # zhost run first looks for killed runs of the job (a query of at most 5 s); Ctrl-C then

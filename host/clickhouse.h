@@ -80,6 +80,8 @@ int zh_ch_insert_sync(zh_host *h, const char *db_table, const char *body, size_t
 typedef struct zh_spool_info {
     int files;
     uint64_t rows, bytes;
+    int quarantined_files;        /* <spool>/quarantine: rows ClickHouse rejected for their content */
+    uint64_t quarantined_rows;
 } zh_spool_info;
 void zh_spool_stat(const char *dir, zh_spool_info *out);
 

@@ -314,11 +314,15 @@ static void ep_detailed(page *pg) {
     }
     zh_buf_addc(&c, '}');
     spool_refresh(hs);
-    const char *spool_st = hs->spool.files ? "warning" : "ok";
-    if (hs->spool.files && overall < 1) overall = 1;
-    zh_buf_printf(&c, ",\"spool\":{\"status\":\"%s\",\"files\":%d,\"rows\":%llu,\"bytes\":%llu,\"hint\":\"%s\"}", spool_st,
+    bool spool_warn = hs->spool.files || hs->spool.quarantined_rows;
+    const char *spool_st = spool_warn ? "warning" : "ok";
+    if (spool_warn && overall < 1) overall = 1;
+    zh_buf_printf(&c, ",\"spool\":{\"status\":\"%s\",\"files\":%d,\"rows\":%llu,\"bytes\":%llu,\"quarantined_rows\":%llu,"
+                      "\"hint\":\"%s\"}", spool_st,
                   hs->spool.files, (unsigned long long)hs->spool.rows, (unsigned long long)hs->spool.bytes,
-                  hs->spool.files ? "deliver with `zhost spool replay`" : "");
+                  (unsigned long long)hs->spool.quarantined_rows,
+                  hs->spool.files ? "deliver with `zhost spool replay`"
+                  : hs->spool.quarantined_rows ? "rows ClickHouse rejected are in the spool's quarantine/ (see the .errors files)" : "");
     static const char *const names[] = {"ok", "warning", "error"};
     zh_buf b;
     zh_buf_init(&b);
@@ -443,8 +447,11 @@ static void ep_metrics(page *pg) {
     spool_refresh(hs);
     zh_buf_printf(&b, "# HELP zhost_spool_files Batches waiting in the spool.\n# TYPE zhost_spool_files gauge\nzhost_spool_files %d\n"
                       "# HELP zhost_spool_rows Rows waiting in the spool.\n# TYPE zhost_spool_rows gauge\nzhost_spool_rows %llu\n"
-                      "# HELP zhost_spool_bytes Bytes in the spool.\n# TYPE zhost_spool_bytes gauge\nzhost_spool_bytes %llu\n",
-                  hs->spool.files, (unsigned long long)hs->spool.rows, (unsigned long long)hs->spool.bytes);
+                      "# HELP zhost_spool_bytes Bytes in the spool.\n# TYPE zhost_spool_bytes gauge\nzhost_spool_bytes %llu\n"
+                      "# HELP zhost_spool_quarantined_rows Rows ClickHouse rejected for their content, set aside by replay.\n"
+                      "# TYPE zhost_spool_quarantined_rows gauge\nzhost_spool_quarantined_rows %llu\n",
+                  hs->spool.files, (unsigned long long)hs->spool.rows, (unsigned long long)hs->spool.bytes,
+                  (unsigned long long)hs->spool.quarantined_rows);
     const zh_httpd_stats *st = zh_httpd_stats_of(hs->httpd);
     zh_buf_printf(&b, "# HELP zhost_health_requests_total Requests to the health server, by path and status class.\n"
                       "# TYPE zhost_health_requests_total counter\n");

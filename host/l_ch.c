@@ -428,7 +428,8 @@ static int l_database(lua_State *L) {
     return 1;
 }
 
-/* ch.spool_status() -> { dir=, files=, rows=, bytes= }: what waits in the spool for replay */
+/* ch.spool_status() -> { dir=, files=, rows=, bytes=, quarantined_rows= }: what waits in the spool
+ * for replay, and the rows replay set aside because ClickHouse rejected their content */
 static int l_spool_status(lua_State *L) {
     zh_host *h = zh_host_of(L);
     zh_spool_info info;
@@ -442,6 +443,8 @@ static int l_spool_status(lua_State *L) {
     lua_setfield(L, -2, "rows");
     lua_pushinteger(L, (lua_Integer)info.bytes);
     lua_setfield(L, -2, "bytes");
+    lua_pushinteger(L, (lua_Integer)info.quarantined_rows);
+    lua_setfield(L, -2, "quarantined_rows");
     return 1;
 }
 

@@ -148,8 +148,27 @@ static void file_stat(const char *path, uint64_t *rows, uint64_t *bytes) {
     fclose(f);
 }
 
+/* Rows waiting in <spool>/quarantine (not counted as spooled: replay never reads them). */
+static void quarantine_stat(const char *spool_dir, int *files, uint64_t *rows) {
+    char dir[1100];
+    snprintf(dir, sizeof dir, "%s/quarantine", spool_dir);
+    char **names;
+    *files = list_files(dir, &names);
+    *rows = 0;
+    for (int i = 0; i < *files; i++) {
+        char path[1400];
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        uint64_t r, b;
+        file_stat(path, &r, &b);
+        *rows += r;
+        free(names[i]);
+    }
+    free(names);
+}
+
 void zh_spool_stat(const char *dir, zh_spool_info *out) {
     memset(out, 0, sizeof *out);
+    quarantine_stat(dir, &out->quarantined_files, &out->quarantined_rows);
     char **names;
     int n = list_files(dir, &names);
     for (int i = 0; i < n; i++) {
@@ -330,24 +349,6 @@ static int replay_file(replay_ctx *c, size_t piece_bytes, char **err) {
         unlink(done);
     }
     return rc;
-}
-
-/* Rows waiting in <spool>/quarantine (not counted as spooled: replay never reads them). */
-static void quarantine_stat(const char *spool_dir, int *files, uint64_t *rows) {
-    char dir[1100];
-    snprintf(dir, sizeof dir, "%s/quarantine", spool_dir);
-    char **names;
-    *files = list_files(dir, &names);
-    *rows = 0;
-    for (int i = 0; i < *files; i++) {
-        char path[1400];
-        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-        uint64_t r, b;
-        file_stat(path, &r, &b);
-        *rows += r;
-        free(names[i]);
-    }
-    free(names);
 }
 
 int zh_cmd_spool(int argc, char **argv) {

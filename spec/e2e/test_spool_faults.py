@@ -47,6 +47,10 @@ class PoisonBatch(zhtest.ZhostCase):
             self.assertEqual([json.loads(l)["id"] for l in fh], [5])
         with open(os.path.join(qdir, kept[0][:-len(".jsonl")] + ".errors")) as fh:
             self.assertIn("ClickHouse error 131", fh.read())
+        # scripts (the alerts job) see the quarantine too
+        probe = self.script("probe.lua", "local s = ch.spool_status()\nprint('quarantined', s.quarantined_rows, s.files)\n")
+        pr = self.zhost("run", probe, "--dry-run")
+        self.assertIn("quarantined\t1\t0", pr.stdout, pr.stderr)
         st = self.zhost("spool", "status")
         self.assertIn("total: 0 files", st.stdout)
         self.assertIn("quarantine: 1 rows", st.stdout)

@@ -114,6 +114,12 @@ assert(#run("spool_not_empty", ctx({})) == 0)
 fs_ = run("spool_not_empty", ctx({}, { spool = { dir = "var/spool", files = 2, rows = 40, bytes = 900 } }))
 assert(subjects(fs_) == "spool_not_empty:spool" and fs_[1].hint:find("zhost spool replay", 1, true))
 assert(run("spool_not_empty", ctx({}, { clickhouse_ok = false, spool = { dir = "d", files = 2, rows = 1, bytes = 1 } })) == false)
+-- ... and rows replay set aside in the quarantine are an alert of their own (no replay loads them)
+fs_ = run("spool_not_empty", ctx({}, { spool = { dir = "var/spool", files = 0, rows = 0, bytes = 0, quarantined_rows = 3 } }))
+assert(subjects(fs_) == "spool_not_empty:quarantine" and fs_[1].hint:find("var/spool/quarantine", 1, true), subjects(fs_))
+fs_ = run("spool_not_empty", ctx({}, { spool = { dir = "d", files = 1, rows = 5, bytes = 9, quarantined_rows = 1 } }))
+assert(subjects(fs_) == "spool_not_empty:quarantine,spool_not_empty:spool" or
+       subjects(fs_) == "spool_not_empty:spool,spool_not_empty:quarantine", subjects(fs_))
 
 -- repeated_failures: consecutive errors from the newest run back; a success breaks the streak
 c = ctx({

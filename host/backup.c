@@ -39,6 +39,9 @@
 #include <unistd.h>
 #ifdef ZH_HAVE_ZLIB
 #include <zlib.h>
+
+/* Dumps of a partition that keeps changing before the backup gives up on it (see its use). */
+#define DUMP_ATTEMPTS 10
 #endif
 
 /* ======================================================================================
@@ -1796,7 +1799,11 @@ static int backup_table_data(bk_ctx *c, bk_manifest *m, const bk_manifest *base,
         uint64_t bytes = 0;
         pstats after;
         bool stable = false;
-        for (int attempt = 1; attempt <= 5 && rc == 0; attempt++) {
+        /* A partition that other jobs write to (the run log at 02:30, when qtickets also runs; merges
+         * of a ReplacingMergeTree folding a run's rows) is dumped again until one dump saw it still:
+         * up to DUMP_ATTEMPTS times, waiting longer each time (about 16 s in all), since such
+         * writes come in bursts. */
+        for (int attempt = 1; attempt <= DUMP_ATTEMPTS && rc == 0; attempt++) {
             if ((rc = bk_dump(c, q.data, rel, sha, &bytes, err)) != 0) break;
             if ((rc = part_stats(c, qt, where_pid, &no_checksum, &after, err)) != 0) break;
             if (after.rows == before.rows && !strcmp(after.checksum, before.checksum)) {
@@ -1806,11 +1813,11 @@ static int backup_table_data(bk_ctx *c, bk_manifest *m, const bk_manifest *base,
             ZH_WARN("backup", "msg=\"partition changed during its dump; dumping again\" table=%s partition=%s attempt=%d",
                     qt, pid, attempt);
             before = after;
-            usleep(200000u * (unsigned)attempt);
+            if (attempt < DUMP_ATTEMPTS) usleep(attempt < 6 ? 300000u * (unsigned)attempt : 3000000u);
         }
         zh_buf_free(&q);
         if (rc == 0 && !stable) {
-            *err = xprintf("partition %s of %s kept changing during 5 dumps", pid, qt);
+            *err = xprintf("partition %s of %s kept changing during %d dumps", pid, qt, DUMP_ATTEMPTS);
             rc = -1;
         }
         if (rc == 0) {

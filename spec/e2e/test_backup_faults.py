@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import shutil
+import threading
 import time
 import unittest
 
@@ -65,6 +66,35 @@ class BackupFaultsCase(ZhostCase):
         with open(f, "r+b") as fh:
             fh.truncate(10)
         return os.path.relpath(f, self.bdir)
+
+    def test_a_partition_written_to_in_bursts_is_dumped_once_it_is_still(self):
+        # Jobs write to the run log while backup_full runs (qtickets every 15 minutes, 02:30 too):
+        # a partition that changes for ~3 s must not fail the backup; it is dumped again until one
+        # dump saw it still.
+        ch("CREATE TABLE %s.live (d Date, id UInt64) ENGINE = MergeTree PARTITION BY toYYYYMM(d) ORDER BY id"
+           % self.db)
+        stop = threading.Event()
+
+        def writer():
+            n = 0
+            t_end = time.time() + 3.5
+            while time.time() < t_end and not stop.is_set():
+                n += 1
+                ch("INSERT INTO %s.live VALUES ('2026-11-01', %d)" % (self.db, n))
+        t = threading.Thread(target=writer)
+        t.start()
+        try:
+            time.sleep(0.2)
+            self.backup("full", "--to", self.bdir, expect=0)
+        finally:
+            stop.set()
+            t.join()
+        full = self.names("_full")[-1]
+        with open(os.path.join(self.bdir, full, "manifest.json")) as fh:
+            m = json.load(fh)
+        live = [x for x in m["tables"] if x.get("name", "").endswith("live") or x.get("table", "").endswith("live")]
+        self.assertTrue(live, m["tables"][:2])
+        self.backup("verify", "--dir", self.bdir, "--quick", expect=0)
 
     def test_stale_lock_with_a_reused_pid(self):
         self.backup("full", "--to", self.bdir, expect=0)

@@ -1214,6 +1214,17 @@ static bk_part *table_add_part(bk_table *t) {
     return p;
 }
 
+/* An incremental's partition that is the base's: recorded as the base's file, not dumped again. */
+static void table_reuse_part(bk_table *t, const bk_part *bp, const char *pid, const char *sig) {
+    bk_part *p = table_add_part(t);
+    p->id = zh_xstrdup(pid);
+    p->rows = bp->rows;
+    p->checksum = zh_xstrdup(bp->checksum);
+    p->sig = zh_xstrdup(sig);
+    p->file = zh_xstrdup(bp->file);
+    p->in = zh_xstrdup(bp->in);
+}
+
 static void manifest_add_file(bk_manifest *m, const char *path, uint64_t bytes, const char *sha) {
     m->files = zh_xrealloc(m->files, (size_t)(m->nfiles + 1) * sizeof *m->files);
     bk_fileent *f = &m->files[m->nfiles++];
@@ -1757,13 +1768,7 @@ static int backup_table_data(bk_ctx *c, bk_manifest *m, const bk_manifest *base,
         const bk_part *bp = find_part(base, t->role, t->name, pid);
         if (bp && sig[0] && !strcmp(bp->sig, sig)) {
             /* the same parts as in the base: unchanged without reading a row */
-            bk_part *p = table_add_part(t);
-            p->id = zh_xstrdup(pid);
-            p->rows = bp->rows;
-            p->checksum = zh_xstrdup(bp->checksum);
-            p->sig = zh_xstrdup(sig);
-            p->file = zh_xstrdup(bp->file);
-            p->in = zh_xstrdup(bp->in);
+            table_reuse_part(t, bp, pid, sig);
             m->reused++;
             continue;
         }
@@ -1773,13 +1778,7 @@ static int backup_table_data(bk_ctx *c, bk_manifest *m, const bk_manifest *base,
         if (before.rows == 0) continue;
         if (bp && bp->rows == before.rows && before.checksum[0] && !strcmp(bp->checksum, before.checksum)) {
             /* merged or rewritten into other parts, same rows */
-            bk_part *p = table_add_part(t);
-            p->id = zh_xstrdup(pid);
-            p->rows = bp->rows;
-            p->checksum = zh_xstrdup(bp->checksum);
-            p->sig = zh_xstrdup(sig);
-            p->file = zh_xstrdup(bp->file);
-            p->in = zh_xstrdup(bp->in);
+            table_reuse_part(t, bp, pid, sig);
             m->reused++;
             continue;
         }

@@ -208,24 +208,6 @@ static bool content_error(int code) {
     }
 }
 
-static int insert_rows(zh_host *h, const char *table, const char *body, size_t len, int *code, char **err) {
-    char q[512];
-    snprintf(q, sizeof q, "INSERT INTO %s FORMAT JSONEachRow", table);
-    bool flag = false;
-    ch_req *r = ch_req_new(h, q, body, len, ch_req_sync_done, &flag);
-    ch_req_start(r);
-    ch_req_wait(r);
-    int rc = 0;
-    *code = 0;
-    if (!flag || !r->ok) {
-        *err = zh_xstrdup(r->error ? r->error : "ClickHouse request did not finish");
-        if (flag && r->x->result == CURLE_OK) *code = r->ch_code;
-        rc = -1;
-    }
-    ch_req_free(r);
-    return rc;
-}
-
 typedef struct replay_ctx {
     zh_host *h;
     const char *path, *name, *table;
@@ -268,7 +250,7 @@ static int quarantine(replay_ctx *c, const char *row, size_t len, const char *wh
 static int deliver(replay_ctx *c, const char *piece, const size_t *at, size_t a, size_t b, char **err) {
     int code;
     char *e = NULL;
-    if (insert_rows(c->h, c->table, piece + at[a], at[b] - at[a], &code, &e) == 0) {
+    if (zh_ch_insert_sync(c->h, c->table, piece + at[a], at[b] - at[a], &code, &e) == 0) {
         c->delivered += b - a;
         return 0;
     }
@@ -412,15 +394,12 @@ int zh_cmd_spool(int argc, char **argv) {
                              (unsigned long long)r, (unsigned long long)b);
             else printf("  %-40s %10llu rows %12llu bytes  %s\n", table, (unsigned long long)r, (unsigned long long)b, names[i]);
         }
-        int jqfiles;
-        uint64_t jqrows;
-        quarantine_stat(h->spool_dir, &jqfiles, &jqrows);
-        if (json) printf("],\"total_files\":%d,\"total_rows\":%llu,\"total_bytes\":%llu,\"quarantined_rows\":%llu}\n", n,
-                         (unsigned long long)trows, (unsigned long long)tbytes, (unsigned long long)jqrows);
-        else printf("total: %d files, %llu rows, %llu bytes\n", n, (unsigned long long)trows, (unsigned long long)tbytes);
         int qfiles;
         uint64_t qrows;
         quarantine_stat(h->spool_dir, &qfiles, &qrows);
+        if (json) printf("],\"total_files\":%d,\"total_rows\":%llu,\"total_bytes\":%llu,\"quarantined_rows\":%llu}\n", n,
+                         (unsigned long long)trows, (unsigned long long)tbytes, (unsigned long long)qrows);
+        else printf("total: %d files, %llu rows, %llu bytes\n", n, (unsigned long long)trows, (unsigned long long)tbytes);
         if (qfiles && !json)
             printf("quarantine: %llu rows ClickHouse rejected, in %s/quarantine (see the .errors files)\n",
                    (unsigned long long)qrows, h->spool_dir);

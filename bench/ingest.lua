@@ -1,4 +1,4 @@
--- zhost: job=bench_ingest secrets=qtickets options=base,table,concurrency,decode,batch
+-- zhost: job=bench_ingest secrets=qtickets options=base,table,concurrency,decode,batch,map
 -- The ingest benchmark's zhost job (bench/README.md): every page of QTickets-shaped orders from
 -- bench/pagefake.py -> basket rows (qtickets_map's rules and helpers) -> one ClickHouse table.
 -- --decode view parses each page with json.view (simdjson, lazy); --decode cjson with res:json(). Unlike scripts/qtickets.lua it keeps no per-order state (no seen-ids set, no events), so its
@@ -86,15 +86,38 @@ local function add_baskets(o)
   return n
 end
 
+-- --map template (the default with views): the same rows from a row template compiled once and
+-- run in C (sink:template, docs/lua-api.md); --map lua: add_baskets above.
+local mapping = args.map or (decode == "view" and "template" or "lua")
+if mapping == "template" and decode ~= "view" then error("--map template needs --decode view", 0) end
+local baskets_tpl = mapping == "template" and sink:template{
+  each = "baskets",
+  columns = {
+    basket_id = {"id", as = "id"},
+    order_id = {"^id", as = "id"},
+    event_id = {"^event_id", as = "id"},
+    show_id = {"show_id", as = "id"},
+    price = {"price", as = "decimal", default = "0.00"},
+    original_price = {"original_price", as = "decimal", default_from = "price"},
+    quantity = {"quantity", as = "int", default = 1, min = 0},
+    deleted_at = {"deleted_at", as = "datetime", default = null},
+    refunded_at = {"refunded_at", as = "datetime", default = null},
+    refunded_amount = {"refunded_amount", as = "decimal", default = null},
+    sale_ts = {"^payed_at", "^created_at", as = "datetime", default = time.format(0)},
+    _ver = {value = ver},
+  },
+}
+local add_order = baskets_tpl and function(o) return baskets_tpl:add(o) end or add_baskets
+
 local function load(v)
   local data = v.data
   for i = 1, #data do
     local o = data[i]
     local p = is_obj(o) and truthy(o.payed) and epoch(o.payed_at)
     if p and p >= from_epoch and p < to_epoch then
-      -- not `rows = rows + add_baskets(o)`: sink:add may wait (backpressure), other workers add
+      -- not `rows = rows + add_order(o)`: sink:add may wait (backpressure), other workers add
       -- to `rows` meanwhile, and the value read before the call would overwrite theirs
-      local n = add_baskets(o)
+      local n = add_order(o)
       rows = rows + n
       orders = orders + 1
     else
@@ -126,4 +149,4 @@ assert(sink:flush())
 job:set("orders", orders)
 job:set("rows", rows)
 job:set("filtered_out", filtered)
-job:message(string.format("%d pages, %d orders, %d basket rows (%s)", pages, orders, rows, decode))
+job:message(string.format("%d pages, %d orders, %d basket rows (%s, %s)", pages, orders, rows, decode, mapping))

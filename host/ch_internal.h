@@ -40,6 +40,18 @@ typedef struct ch_column {
 enum ch_kind { CH_OTHER, CH_INT, CH_FLOAT, CH_DECIMAL, CH_STRING, CH_DATE, CH_DATETIME, CH_UUID, CH_ENUM, CH_BOOL, CH_ARRAY };
 /* Sets kind/elem_kind/nullable/is_unsigned from c->type. */
 void zh_rowenc_classify(ch_column *c);
+/* A value on its way into a column, wherever it came from (sink:add's Lua value or a row
+ * template's JSON value). Strings are not owned. */
+typedef struct zh_scalar {
+    enum { ZS_INT, ZS_DOUBLE, ZS_STRING, ZS_BOOL } type;
+    long long i;
+    double d;
+    const char *s;
+    size_t n;
+    bool b;
+} zh_scalar;
+/* Appends v encoded for a column of `kind` (enum ch_kind). Returns NULL, or a message in errbuf. */
+const char *zh_rowenc_scalar(const zh_scalar *v, int kind, bool is_unsigned, zh_buf *out, char *errbuf, size_t errlen);
 /* Appends s as a JSON string (quotes and escapes). */
 void zh_rowenc_json_string(zh_buf *b, const char *s, size_t n);
 
@@ -48,6 +60,11 @@ typedef struct ch_schema {
     ch_column *cols;
     int ncols;
 } ch_schema;
+/* Appends the Lua value at idx (not nil, not json.null) encoded for column c. */
+const char *zh_rowenc_value(lua_State *L, int idx, const ch_column *c, zh_buf *out, char *errbuf, size_t errlen);
+/* Appends the value ClickHouse 18.16 would not fill itself for each column of s that seen[] says
+ * was not written (DEFAULT now()), each preceded by ',' unless *first. */
+void zh_rowenc_fill_defaults(const ch_schema *s, const bool *seen, bool *first, zh_buf *out);
 
 struct zh_sink;
 

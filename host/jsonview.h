@@ -5,7 +5,9 @@
 #define ZH_JSONVIEW_H
 
 #include <lua.h>
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -18,6 +20,29 @@ int zh_jsonview_push(lua_State *L, const char *s, size_t n);
 
 /* Adds view, isview, totable and view_stats to the module table at the top of the stack. */
 void zh_jsonview_register(lua_State *L);
+
+/* C access to a view's document, for code that reads many fields per call without making Lua
+ * values (row templates, rowtpl.c). A node is a position in a document: it is valid only while
+ * the view it came from is reachable and open, i.e. within the C call that got it. */
+typedef struct zh_jnode {
+    uint64_t opaque[2];
+} zh_jnode;
+
+enum zh_jtype { ZJ_MISSING, ZJ_NULL, ZJ_BOOL, ZJ_INT, ZJ_UINT, ZJ_DOUBLE, ZJ_STRING, ZJ_ARRAY, ZJ_OBJECT };
+
+/* The node of the view at idx; false when idx holds no view. Raises when its document was closed. */
+bool zh_jnode_of_view(lua_State *L, int idx, zh_jnode *out);
+int zh_jnode_type(const zh_jnode *n);
+/* Field key of an object; false (out untouched) when n is no object or has no such field. */
+bool zh_jnode_field(const zh_jnode *n, const char *key, size_t klen, zh_jnode *out);
+long long zh_jnode_int(const zh_jnode *n);
+unsigned long long zh_jnode_uint(const zh_jnode *n);
+double zh_jnode_double(const zh_jnode *n);
+bool zh_jnode_bool(const zh_jnode *n);
+const char *zh_jnode_string(const zh_jnode *n, size_t *len);
+/* Calls fn for each item of an array (key NULL) or each field of an object, in document order,
+ * until fn returns false. */
+void zh_jnode_each(const zh_jnode *n, bool (*fn)(void *ud, const char *key, size_t klen, const zh_jnode *v), void *ud);
 
 #ifdef __cplusplus
 }

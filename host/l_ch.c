@@ -2,6 +2,7 @@
  * type names), exec, sinks (see sink.c) and small helpers (quote, database, version). */
 #include "ch_internal.h"
 #include "log.h"
+#include "rowtpl.h"
 #include "sink.h"
 #include <lauxlib.h>
 #include <errno.h>
@@ -371,6 +372,121 @@ static int l_sink_add(lua_State *L) {
     return 1;
 }
 
+/* ---- row templates (rowtpl.c) ---- */
+
+#define ROWTPL_MT "zhost.ch.template"
+
+typedef struct {
+    zh_rowtpl *t;
+} rowtpl_ud;
+
+/* sink:template(spec) -> template. Misuse (unknown column, option or conversion) raises. */
+static int l_sink_template(lua_State *L) {
+    zh_sink *s = check_sink(L);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    rowtpl_ud *u = lua_newuserdatauv(L, sizeof *u, 1);
+    u->t = NULL;
+    luaL_setmetatable(L, ROWTPL_MT);
+    lua_pushvalue(L, 1); /* the sink userdata: its schema must outlive the template */
+    lua_setiuservalue(L, -2, 1);
+    zh_rowtpl_compile(L, 2, zh_sink_schema(s), &u->t);
+    return 1;
+}
+
+static rowtpl_ud *check_tpl(lua_State *L, zh_sink **sink) {
+    rowtpl_ud *u = luaL_checkudata(L, 1, ROWTPL_MT);
+    lua_getiuservalue(L, 1, 1);
+    sink_ud *su = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    if (!u->t || !su || !su->s || !zh_host_of(L)->ch || !zh_sink_usable(su->s))
+        luaL_error(L, "template's sink is no longer usable (its run has ended)");
+    *sink = su->s;
+    return u;
+}
+
+static void check_view_arg(lua_State *L, zh_jnode *root) {
+    if (!zh_jnode_of_view(L, 2, root))
+        luaL_typeerror(L, 2, "json view (from res:json_view() or json.view; a decoded table goes through sink:add)");
+}
+
+static int push_count(zh_sink_wait *w, lua_State *co) {
+    lua_pushinteger(co, (lua_Integer)w->count);
+    return 1;
+}
+
+/* template:add(view) -> number of rows added (waits while a full buffer is being sent); a value
+ * its column cannot take raises, naming the column and the item */
+static int l_tpl_add(lua_State *L) {
+    zh_sink *s;
+    rowtpl_ud *u = check_tpl(L, &s);
+    if (zh_sink_closed(s)) return luaL_error(L, "sink for %s is closed", zh_sink_table(s));
+    zh_jnode root;
+    check_view_arg(L, &root);
+    zh_buf *b = zh_sink_batch(s);
+    size_t before = b->len;
+    char err[512];
+    long long n = zh_rowtpl_encode(u->t, L, &root, b, true, err, sizeof err);
+    if (n < 0) return luaL_error(L, "%s", err);
+    bool must_wait;
+    zh_sink_commit(s, before, (uint64_t)n, &must_wait);
+    if (must_wait && zh_host_of(L)->current && lua_isyieldable(L)) {
+        zh_sink_wait *w = zh_xcalloc(1, sizeof *w);
+        w->base.push = wait_push;
+        w->base.abort = wait_abort;
+        w->push_result = push_count;
+        w->count = n;
+        zh_sink_add_waiter(s, w);
+        return zh_task_await(L, &w->base);
+    }
+    lua_pushinteger(L, (lua_Integer)n);
+    return 1;
+}
+
+/* template:rows(view) -> the JSONEachRow lines add would make, added nowhere (REPL, tests) */
+static int l_tpl_rows(lua_State *L) {
+    zh_sink *s;
+    rowtpl_ud *u = check_tpl(L, &s);
+    zh_jnode root;
+    check_view_arg(L, &root);
+    zh_buf b;
+    zh_buf_init(&b);
+    char err[512];
+    long long n = zh_rowtpl_encode(u->t, L, &root, &b, false, err, sizeof err);
+    if (n < 0) {
+        zh_buf_free(&b);
+        return luaL_error(L, "%s", err);
+    }
+    lua_pushlstring(L, b.data ? b.data : "", b.len);
+    zh_buf_free(&b);
+    lua_pushinteger(L, (lua_Integer)n);
+    return 2;
+}
+
+/* template:stats() -> {rows = added so far, rounded = decimals rounded to their scale} */
+static int l_tpl_stats(lua_State *L) {
+    rowtpl_ud *u = luaL_checkudata(L, 1, ROWTPL_MT);
+    lua_createtable(L, 0, 2);
+    lua_pushinteger(L, u->t ? (lua_Integer)zh_rowtpl_rows(u->t) : 0);
+    lua_setfield(L, -2, "rows");
+    lua_pushinteger(L, u->t ? (lua_Integer)zh_rowtpl_rounded(u->t) : 0);
+    lua_setfield(L, -2, "rounded");
+    return 1;
+}
+
+static int l_tpl_gc(lua_State *L) {
+    rowtpl_ud *u = luaL_checkudata(L, 1, ROWTPL_MT);
+    zh_rowtpl_free(u->t);
+    u->t = NULL;
+    return 0;
+}
+
+static int l_tpl_tostring(lua_State *L) {
+    rowtpl_ud *u = luaL_checkudata(L, 1, ROWTPL_MT);
+    if (u->t) lua_pushfstring(L, "template(%s)", zh_rowtpl_schema(u->t)->table);
+    else lua_pushliteral(L, "template(invalid)");
+    return 1;
+}
+
 /* sink:flush() -> true | nil, err (rows were spooled) */
 static int l_sink_flush(lua_State *L) {
     zh_sink *s = check_sink(L);
@@ -451,13 +567,24 @@ static int l_spool_status(lua_State *L) {
 int zh_open_ch(lua_State *L) {
     if (luaL_newmetatable(L, SINK_MT)) {
         static const luaL_Reg m[] = {
-            {"add", l_sink_add}, {"flush", l_sink_flush}, {"close", l_sink_close}, {"count", l_sink_count}, {NULL, NULL},
+            {"add", l_sink_add},     {"flush", l_sink_flush}, {"close", l_sink_close},
+            {"count", l_sink_count}, {"template", l_sink_template}, {NULL, NULL},
         };
         luaL_newlib(L, m);
         lua_setfield(L, -2, "__index");
         lua_pushcfunction(L, l_sink_gc);
         lua_setfield(L, -2, "__gc");
         lua_pushcfunction(L, l_sink_tostring);
+        lua_setfield(L, -2, "__tostring");
+    }
+    lua_pop(L, 1);
+    if (luaL_newmetatable(L, ROWTPL_MT)) {
+        static const luaL_Reg m[] = {{"add", l_tpl_add}, {"rows", l_tpl_rows}, {"stats", l_tpl_stats}, {NULL, NULL}};
+        luaL_newlib(L, m);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, l_tpl_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_pushcfunction(L, l_tpl_tostring);
         lua_setfield(L, -2, "__tostring");
     }
     lua_pop(L, 1);

@@ -13,47 +13,30 @@
  * C++ only inside: the Lua API is C and raises with longjmp, so no object with a destructor is alive
  * on the C++ stack when a Lua function that can raise is called. */
 #include "jsonview.h"
+#include "jsonview_internal.hh"
 
 extern "C" {
 #include <lauxlib.h>
 #include <lua.h>
 }
 
-#include <simdjson.h>
-
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <new>
+#include <type_traits>
 
 using namespace simdjson;
 
 namespace {
 
+using zh_jsonview::jv_doc;
+using zh_jsonview::jv_view;
+using zh_jsonview::VIEW_MAGIC;
+
 /* Registry keys are the addresses of these: a light-userdata key costs no string compare, and the
  * metatable is fetched on every field access. */
 const char DOC_MT = 0, VIEW_MT = 0, PARSER_KEY = 0;
-
-struct jv_doc {
-    dom::document doc;
-    bool closed;
-};
-
-/* Tells a view from another userdata of the same size without touching the metatable: field
- * access is the hot path of every loader. */
-const uint64_t VIEW_MAGIC = 0x7765697673686a7aull; /* "zjhsview" */
-
-struct jv_view {
-    uint64_t magic;
-    jv_doc *d;
-    dom::element e;
-    bool is_array;
-    /* ipairs and v[i] loops walk arrays in order: remember where the last index was found, so
-     * each step is one tape jump instead of a walk from the start. */
-    bool cached;
-    size_t last_i;
-    dom::array::iterator last_it;
-};
 
 struct jv_parser {
     dom::parser *p;
@@ -346,6 +329,12 @@ int l_totable(lua_State *L) {
 
 } // namespace
 
+jv_view *zh_jsonview::view_at(lua_State *L, int idx) {
+    jv_view *v = to_view(L, idx);
+    if (v && v->d->closed) luaL_error(L, "json view: its document was closed");
+    return v;
+}
+
 extern "C" int zh_jsonview_push(lua_State *L, const char *s, size_t n) {
     dom::parser *p = parser_of(L);
     jv_doc *d = static_cast<jv_doc *>(lua_newuserdatauv(L, sizeof(jv_doc), 0));
@@ -409,4 +398,83 @@ extern "C" void zh_jsonview_register(lua_State *L) {
     lua_pop(L, 1);
     static const luaL_Reg fns[] = {{"view", l_view}, {"isview", l_isview}, {"totable", l_totable}, {nullptr, nullptr}};
     luaL_setfuncs(L, fns, 0);
+}
+
+/* ---- C access (jsonview.h) ---- */
+
+static_assert(sizeof(zh_jnode) >= sizeof(dom::element), "zh_jnode must hold a dom::element");
+static_assert(std::is_trivially_copyable<dom::element>::value, "dom::element is copied as bytes");
+
+static inline dom::element node_elem(const zh_jnode *n) {
+    dom::element e;
+    std::memcpy(static_cast<void *>(&e), n->opaque, sizeof e);
+    return e;
+}
+
+static inline void node_set(zh_jnode *n, dom::element e) {
+    std::memset(n->opaque, 0, sizeof n->opaque);
+    std::memcpy(n->opaque, static_cast<const void *>(&e), sizeof e);
+}
+
+extern "C" bool zh_jnode_of_view(lua_State *L, int idx, zh_jnode *out) {
+    jv_view *v = zh_jsonview::view_at(L, idx);
+    if (!v) return false;
+    node_set(out, v->e);
+    return true;
+}
+
+extern "C" int zh_jnode_type(const zh_jnode *n) {
+    switch (node_elem(n).type()) {
+    case dom::element_type::ARRAY: return ZJ_ARRAY;
+    case dom::element_type::OBJECT: return ZJ_OBJECT;
+    case dom::element_type::INT64: return ZJ_INT;
+    case dom::element_type::UINT64: return ZJ_UINT;
+    case dom::element_type::DOUBLE: return ZJ_DOUBLE;
+    case dom::element_type::STRING: return ZJ_STRING;
+    case dom::element_type::BOOL: return ZJ_BOOL;
+    case dom::element_type::NULL_VALUE: return ZJ_NULL;
+    }
+    return ZJ_MISSING;
+}
+
+extern "C" bool zh_jnode_field(const zh_jnode *n, const char *key, size_t klen, zh_jnode *out) {
+    dom::element e = node_elem(n);
+    if (e.type() != dom::element_type::OBJECT) return false;
+    dom::object o = e.get_object().value_unsafe();
+    auto r = o.at_key(std::string_view(key, klen));
+    if (r.error()) return false;
+    node_set(out, r.value_unsafe());
+    return true;
+}
+
+extern "C" long long zh_jnode_int(const zh_jnode *n) { return (long long)int64_t(node_elem(n).get_int64().value_unsafe()); }
+extern "C" unsigned long long zh_jnode_uint(const zh_jnode *n) {
+    return (unsigned long long)uint64_t(node_elem(n).get_uint64().value_unsafe());
+}
+extern "C" double zh_jnode_double(const zh_jnode *n) { return node_elem(n).get_double().value_unsafe(); }
+extern "C" bool zh_jnode_bool(const zh_jnode *n) { return node_elem(n).get_bool().value_unsafe(); }
+extern "C" const char *zh_jnode_string(const zh_jnode *n, size_t *len) {
+    std::string_view s = node_elem(n).get_string().value_unsafe();
+    *len = s.size();
+    return s.data();
+}
+
+extern "C" void zh_jnode_each(const zh_jnode *n, bool (*fn)(void *ud, const char *key, size_t klen, const zh_jnode *v),
+                              void *ud) {
+    dom::element e = node_elem(n);
+    zh_jnode item;
+    if (e.type() == dom::element_type::ARRAY) {
+        dom::array a = e.get_array().value_unsafe();
+        for (dom::array::iterator it = a.begin(), end = a.end(); it != end; ++it) {
+            node_set(&item, *it);
+            if (!fn(ud, nullptr, 0, &item)) return;
+        }
+    } else if (e.type() == dom::element_type::OBJECT) {
+        dom::object o = e.get_object().value_unsafe();
+        for (dom::object::iterator it = o.begin(), end = o.end(); it != end; ++it) {
+            std::string_view k = it.key();
+            node_set(&item, it.value());
+            if (!fn(ud, k.data(), k.size(), &item)) return;
+        }
+    }
 }

@@ -891,12 +891,12 @@ static int l_ends_with(lua_State *L) {
 }
 
 /* Longest text.decimal result: Decimal256 holds 76 digits, and a cap keeps the work per call bounded. */
-#define DECIMAL_MAX 96
+#define DECIMAL_MAX ZH_TEXT_DECIMAL_MAX
 
 /* Rounds the plain decimal d (zh_text_decimal's output: [-]digits[.digits]) to exactly `scale`
  * fraction digits, half away from zero, into out (at least dn + scale + 4 bytes). Returns whether
  * non-zero digits were dropped. */
-static bool decimal_rescale(const char *d, size_t dn, int scale, char *out, size_t *outn) {
+bool zh_text_decimal_rescale(const char *d, size_t dn, int scale, char *out, size_t *outn) {
     char digits[DECIMAL_MAX + 48];
     bool neg = dn && d[0] == '-';
     if (neg) d++, dn--;
@@ -957,15 +957,18 @@ static char *int_digits(long long i, char *end) {
  * significant digits — 1222.03 — that is the source's text). Returns the length, or -1 for NaN and
  * infinities. The text is already what zh_text_decimal would make of it. */
 static int number_text(lua_State *L, int idx, char *num) {
-    if (lua_isinteger(L, idx)) {
+    return zh_text_number(lua_isinteger(L, idx), (long long)lua_tointeger(L, idx), lua_tonumber(L, idx), num);
+}
+
+int zh_text_number(bool is_int, long long i, double x, char *num) {
+    if (is_int) {
         char tmp[24];
-        char *p = int_digits((long long)lua_tointeger(L, idx), tmp + sizeof tmp);
+        char *p = int_digits(i, tmp + sizeof tmp);
         int n = (int)(tmp + sizeof tmp - p);
         memcpy(num, p, (size_t)n);
         num[n] = 0;
         return n;
     }
-    double x = lua_tonumber(L, idx);
     if (!isfinite(x)) return -1;
     /* Money has at most two fraction digits, so try those first without printf: when k/100 is
      * exactly this double and |x| < 1e13 (a step of 0.01 is then many doubles wide), "k/100" is
@@ -1025,7 +1028,7 @@ static int l_decimal(lua_State *L) {
             lua_pushlstring(L, num, (size_t)n);
             return 1;
         }
-        dropped = decimal_rescale(num, (size_t)n, scale, out, &outn);
+        dropped = zh_text_decimal_rescale(num, (size_t)n, scale, out, &outn);
     } else if (t == LUA_TSTRING) {
         size_t n;
         const char *s = lua_tolstring(L, 1, &n);
@@ -1039,7 +1042,7 @@ static int l_decimal(lua_State *L) {
                 memcpy(out, b.data, b.len);
                 outn = b.len;
             } else {
-                dropped = decimal_rescale(b.data, b.len, scale, out, &outn);
+                dropped = zh_text_decimal_rescale(b.data, b.len, scale, out, &outn);
             }
         }
         zh_buf_free(&b);

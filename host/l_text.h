@@ -5,6 +5,7 @@
 #define ZH_L_TEXT_H
 
 #include "zh.h"
+#include <stdbool.h>
 #include <stddef.h>
 
 /* Standard alphabet with padding, or (url) the -_ alphabet without padding. */
@@ -29,6 +30,17 @@ int zh_text_iconv(const char *s, size_t n, const char *from, const char *to, zh_
 
 /* Exact decimal: "1 234,50" -> "1234.50", "-12,00" -> "-12.00", "007" -> "7". Returns 0 or -1. */
 int zh_text_decimal(const char *s, size_t n, zh_buf *out);
+
+/* The longest decimal text (digits, sign, point) text.decimal accepts. */
+#define ZH_TEXT_DECIMAL_MAX 96
+/* Rounds the plain decimal d (zh_text_decimal's output) to exactly `scale` fraction digits, half
+ * away from zero, into out (at least dn + scale + 48 bytes). Returns whether non-zero digits were
+ * dropped. */
+bool zh_text_decimal_rescale(const char *d, size_t dn, int scale, char *out, size_t *outn);
+/* The plain decimal text of a number (an integer i when is_int, else the double x) into num (64
+ * bytes): integers exactly, doubles as the shortest text that reads back as the same double.
+ * Returns the length, or -1 for NaN and infinities. */
+int zh_text_number(bool is_int, long long i, double x, char *num);
 
 /* The separator of a CSV text, guessed from its first line outside quotes: ';', '\t' or ','. */
 char zh_text_csv_detect(const char *s, size_t n);

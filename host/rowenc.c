@@ -152,86 +152,82 @@ static const char *clip(const char *s, size_t n, char buf[48]) {
     return buf;
 }
 
-static const char *encode_value(lua_State *L, int idx, int kind, bool is_unsigned, int elem_kind, zh_buf *out,
-                                char *errbuf, size_t errlen, int depth) {
-    int t = lua_type(L, idx);
+/* Encodes one scalar for a column of the given kind: the part of the encoding that does not
+ * depend on where the value came from (a Lua value of sink:add, or a JSON value of a row
+ * template, rowtpl.cc). */
+const char *zh_rowenc_scalar(const zh_scalar *v, int kind, bool is_unsigned, zh_buf *out, char *errbuf, size_t errlen) {
     char qb[48];
     char num[64];
     switch (kind) {
     case CH_INT:
-        if (t == LUA_TNUMBER) {
-            if (lua_isinteger(L, idx)) {
-                lua_Integer v = lua_tointeger(L, idx);
-                if (is_unsigned && v < 0) return FAIL("expected an unsigned integer, got %lld", (long long)v);
-                add_int(out, (long long)v);
-                return NULL;
-            }
-            double d = lua_tonumber(L, idx);
+        if (v->type == ZS_INT) {
+            if (is_unsigned && v->i < 0) return FAIL("expected an unsigned integer, got %lld", v->i);
+            add_int(out, v->i);
+            return NULL;
+        }
+        if (v->type == ZS_DOUBLE) {
+            double d = v->d;
             if (d != floor(d) || fabs(d) >= 9.2e18) return FAIL("expected a whole number, got %.17g", d);
             if (is_unsigned && d < 0) return FAIL("expected an unsigned integer, got %.0f", d);
             zh_buf_printf(out, "%.0f", d);
             return NULL;
         }
-        if (t == LUA_TSTRING) {
-            size_t n;
-            const char *s = lua_tolstring(L, idx, &n);
-            if (!is_integer_text(s, n, !is_unsigned) || n > 20) return FAIL("expected an integer, got \"%s\"", clip(s, n, qb));
-            zh_buf_add(out, s, n);
+        if (v->type == ZS_STRING) {
+            if (!is_integer_text(v->s, v->n, !is_unsigned) || v->n > 20)
+                return FAIL("expected an integer, got \"%s\"", clip(v->s, v->n, qb));
+            zh_buf_add(out, v->s, v->n);
             return NULL;
         }
-        if (t == LUA_TBOOLEAN) {
-            zh_buf_addc(out, lua_toboolean(L, idx) ? '1' : '0');
-            return NULL;
-        }
-        return FAIL("expected an integer, got %s", lua_typename(L, t));
+        zh_buf_addc(out, v->b ? '1' : '0');
+        return NULL;
     case CH_FLOAT:
     case CH_DECIMAL:
-        if (t == LUA_TNUMBER) {
-            if (lua_isinteger(L, idx)) {
-                add_int(out, (long long)lua_tointeger(L, idx));
-                return NULL;
-            }
-            double d = lua_tonumber(L, idx);
-            if (!isfinite(d)) return FAIL("expected a finite number");
-            zh_rowenc_double(d, num, sizeof num);
+        if (v->type == ZS_INT) {
+            add_int(out, v->i);
+            return NULL;
+        }
+        if (v->type == ZS_DOUBLE) {
+            if (!isfinite(v->d)) return FAIL("expected a finite number");
+            zh_rowenc_double(v->d, num, sizeof num);
             zh_buf_adds(out, num);
             return NULL;
         }
-        if (t == LUA_TSTRING) {
-            size_t n;
-            const char *s = lua_tolstring(L, idx, &n);
-            if (!zh_rowenc_is_decimal(s, n, kind == CH_FLOAT))
-                return FAIL("expected a decimal number, got \"%s\"", clip(s, n, qb));
+        if (v->type == ZS_STRING) {
+            const char *s = v->s;
+            size_t n = v->n;
+            if (!zh_rowenc_is_decimal(s, n, kind == CH_FLOAT)) return FAIL("expected a decimal number, got \"%s\"", clip(s, n, qb));
             if (s[0] == '+') s++, n--;
             if (s[0] == '.') zh_buf_addc(out, '0'); /* ".5" is not JSON */
             zh_buf_add(out, s, n);
             if (s[n - 1] == '.') zh_buf_addc(out, '0');
             return NULL;
         }
-        return FAIL("expected a number or a decimal string, got %s", lua_typename(L, t));
+        return FAIL("expected a number or a decimal string, got boolean");
     case CH_BOOL:
-        if (t == LUA_TBOOLEAN) {
-            zh_buf_adds(out, lua_toboolean(L, idx) ? "true" : "false");
+        if (v->type == ZS_BOOL) {
+            zh_buf_adds(out, v->b ? "true" : "false");
             return NULL;
         }
-        if (t == LUA_TNUMBER && lua_isinteger(L, idx)) {
-            zh_buf_adds(out, lua_tointeger(L, idx) ? "true" : "false");
+        if (v->type == ZS_INT) {
+            zh_buf_adds(out, v->i ? "true" : "false");
             return NULL;
         }
-        return FAIL("expected a boolean, got %s", lua_typename(L, t));
+        return FAIL("expected a boolean, got %s", v->type == ZS_STRING ? "string" : "number");
     case CH_DATE:
     case CH_DATETIME: {
-        if (t == LUA_TNUMBER && kind == CH_DATETIME) {
-            double d = lua_tonumber(L, idx);
+        if ((v->type == ZS_INT || v->type == ZS_DOUBLE) && kind == CH_DATETIME) {
+            double d = v->type == ZS_INT ? (double)v->i : v->d;
             if (!isfinite(d) || d < 0) return FAIL("expected unix seconds >= 0");
-            zh_buf_printf(out, "\"%lld\"", (long long)floor(d));
+            zh_buf_printf(out, "\"%lld\"", v->type == ZS_INT ? v->i : (long long)floor(d));
             return NULL;
         }
-        if (t != LUA_TSTRING) return FAIL("expected a %s string, got %s", kind == CH_DATE ? "YYYY-MM-DD" : "YYYY-MM-DD hh:mm:ss", lua_typename(L, t));
-        size_t n;
-        const char *s = lua_tolstring(L, idx, &n);
+        if (v->type != ZS_STRING)
+            return FAIL("expected a %s string, got %s", kind == CH_DATE ? "YYYY-MM-DD" : "YYYY-MM-DD hh:mm:ss",
+                        v->type == ZS_BOOL ? "boolean" : "number");
+        const char *s = v->s;
+        size_t n = v->n;
         if (kind == CH_DATE ? !is_date(s, n) : !is_datetime(s, n))
-            return FAIL("expected %s, got \"%.40s\"", kind == CH_DATE ? "YYYY-MM-DD" : "YYYY-MM-DD hh:mm:ss", s);
+            return FAIL("expected %s, got \"%s\"", kind == CH_DATE ? "YYYY-MM-DD" : "YYYY-MM-DD hh:mm:ss", clip(s, n, qb));
         if (n == 19 && s[10] == 'T') {
             char tmp[20];
             memcpy(tmp, s, 19);
@@ -242,39 +238,81 @@ static const char *encode_value(lua_State *L, int idx, int kind, bool is_unsigne
         }
         return NULL;
     }
-    case CH_ARRAY: {
-        if (t != LUA_TTABLE) return FAIL("expected an array (a Lua sequence), got %s", lua_typename(L, t));
-        if (depth > 4) return FAIL("arrays nested too deep");
-        lua_Integer n = luaL_len(L, idx);
-        zh_buf_addc(out, '[');
-        for (lua_Integer i = 1; i <= n; i++) {
-            if (i > 1) zh_buf_addc(out, ',');
-            lua_rawgeti(L, idx, i);
-            const char *e = encode_value(L, lua_gettop(L), elem_kind, false, CH_OTHER, out, errbuf, errlen, depth + 1);
-            lua_pop(L, 1);
-            if (e) return e;
-        }
-        zh_buf_addc(out, ']');
-        return NULL;
-    }
     default: /* strings and everything ClickHouse parses from a quoted string */
-        if (t == LUA_TSTRING) {
-            size_t n;
-            const char *s = lua_tolstring(L, idx, &n);
-            zh_rowenc_json_string(out, s, n);
+        if (v->type == ZS_STRING) {
+            zh_rowenc_json_string(out, v->s, v->n);
             return NULL;
         }
-        if (t == LUA_TNUMBER) {
-            if (lua_isinteger(L, idx)) {
-                snprintf(num, sizeof num, "%lld", (long long)lua_tointeger(L, idx));
-            } else {
-                zh_rowenc_double(lua_tonumber(L, idx), num, sizeof num);
-            }
+        if (v->type == ZS_INT) {
+            char tmp[24];
+            int k = snprintf(tmp, sizeof tmp, "%lld", v->i);
+            zh_rowenc_json_string(out, tmp, (size_t)k);
+            return NULL;
+        }
+        if (v->type == ZS_DOUBLE) {
+            zh_rowenc_double(v->d, num, sizeof num);
             zh_rowenc_json_string(out, num, strlen(num));
             return NULL;
         }
-        return FAIL("expected a string, got %s", lua_typename(L, t));
+        return FAIL("expected a string, got boolean");
     }
+}
+
+static const char *encode_value(lua_State *L, int idx, int kind, bool is_unsigned, int elem_kind, zh_buf *out,
+                                char *errbuf, size_t errlen, int depth) {
+    int t = lua_type(L, idx);
+    zh_scalar v = {0};
+    switch (t) {
+    case LUA_TNUMBER:
+        if (lua_isinteger(L, idx)) {
+            v.type = ZS_INT;
+            v.i = (long long)lua_tointeger(L, idx);
+        } else {
+            v.type = ZS_DOUBLE;
+            v.d = lua_tonumber(L, idx);
+        }
+        break;
+    case LUA_TSTRING:
+        v.type = ZS_STRING;
+        v.s = lua_tolstring(L, idx, &v.n);
+        break;
+    case LUA_TBOOLEAN:
+        v.type = ZS_BOOL;
+        v.b = lua_toboolean(L, idx);
+        break;
+    default:
+        if (t == LUA_TTABLE && kind == CH_ARRAY) {
+            if (depth > 4) return FAIL("arrays nested too deep");
+            lua_Integer n = luaL_len(L, idx);
+            zh_buf_addc(out, '[');
+            for (lua_Integer i = 1; i <= n; i++) {
+                if (i > 1) zh_buf_addc(out, ',');
+                lua_rawgeti(L, idx, i);
+                const char *e = encode_value(L, lua_gettop(L), elem_kind, false, CH_OTHER, out, errbuf, errlen, depth + 1);
+                lua_pop(L, 1);
+                if (e) return e;
+            }
+            zh_buf_addc(out, ']');
+            return NULL;
+        }
+        switch (kind) {
+        case CH_INT: return FAIL("expected an integer, got %s", lua_typename(L, t));
+        case CH_FLOAT:
+        case CH_DECIMAL: return FAIL("expected a number or a decimal string, got %s", lua_typename(L, t));
+        case CH_BOOL: return FAIL("expected a boolean, got %s", lua_typename(L, t));
+        case CH_DATE:
+        case CH_DATETIME:
+            return FAIL("expected a %s string, got %s", kind == CH_DATE ? "YYYY-MM-DD" : "YYYY-MM-DD hh:mm:ss", lua_typename(L, t));
+        case CH_ARRAY: return FAIL("expected an array (a Lua sequence), got %s", lua_typename(L, t));
+        default: return FAIL("expected a string, got %s", lua_typename(L, t));
+        }
+    }
+    if (kind == CH_ARRAY) return FAIL("expected an array (a Lua sequence), got %s", lua_typename(L, t));
+    return zh_rowenc_scalar(&v, kind, is_unsigned, out, errbuf, errlen);
+}
+
+const char *zh_rowenc_value(lua_State *L, int idx, const ch_column *c, zh_buf *out, char *errbuf, size_t errlen) {
+    return encode_value(L, lua_absindex(L, idx), c->kind, c->is_unsigned, c->elem_kind, out, errbuf, errlen, 0);
 }
 
 const char *zh_rowenc_row(lua_State *L, int idx, const ch_schema *s, zh_buf *out, char *errbuf, size_t errlen) {
@@ -340,18 +378,22 @@ const char *zh_rowenc_row(lua_State *L, int idx, const ch_schema *s, zh_buf *out
             return errbuf;
         }
     }
-    /* 18.16 fills an omitted column with the type's default, not its DEFAULT expression; the
-     * common now() default is filled here so loaded-at columns are right on old servers too. */
-    for (int i = 0; i < s->ncols && i < 256; i++) {
-        const ch_column *c = &s->cols[i];
-        if (seen_small[i] || c->materialized || !c->default_expr) continue;
-        if (!strcmp(c->default_expr, "now()") && c->kind == CH_DATETIME) {
-            if (!first) zh_buf_addc(out, ',');
-            first = false;
-            zh_rowenc_json_string(out, c->name, strlen(c->name));
-            zh_buf_printf(out, ":\"%lld\"", (long long)time(NULL));
-        }
-    }
+    zh_rowenc_fill_defaults(s, seen_small, &first, out);
     zh_buf_add(out, "}\n", 2);
     return NULL;
+}
+
+/* 18.16 fills an omitted column with the type's default, not its DEFAULT expression; the common
+ * now() default is filled here so loaded-at columns are right on old servers too. */
+void zh_rowenc_fill_defaults(const ch_schema *s, const bool *seen, bool *first, zh_buf *out) {
+    for (int i = 0; i < s->ncols && i < 256; i++) {
+        const ch_column *c = &s->cols[i];
+        if (seen[i] || c->materialized || !c->default_expr) continue;
+        if (!strcmp(c->default_expr, "now()") && c->kind == CH_DATETIME) {
+            if (!*first) zh_buf_addc(out, ',');
+            *first = false;
+            zh_buf_add(out, c->json_key, c->json_key_len);
+            zh_buf_printf(out, "\"%lld\"", (long long)time(NULL));
+        }
+    }
 }

@@ -177,8 +177,9 @@ bool zh_sink_flush(zh_sink *s) {
     /* The batch is handed to the request, not copied; rows go on into the spare buffer. */
     s->inflight = ch_req_new(s->h, q, "", 0, insert_done, s);
     zh_xfer_swap_request_body(s->inflight->x, &s->batch);
-    zh_buf_free(&s->batch);
-    zh_buf_free(&s->spare);
+    zh_buf_free(&s->batch); /* the request's empty body */
+    /* The next rows go into the buffer the previous INSERT gave back (insert_done), already grown
+     * to a batch's size: growing a fresh one by doubling copied every batch ~20 times over. */
     s->batch = s->spare;
     zh_buf_init(&s->spare);
     s->batch.len = 0;
@@ -196,21 +197,36 @@ const char *zh_sink_add(zh_sink *s, lua_State *L, int idx, bool *must_wait, char
     size_t before = s->batch.len;
     const char *e = zh_rowenc_row(L, idx, s->schema, &s->batch, err, errlen);
     if (e) return e;
-    s->tc->rows++;
+    zh_sink_commit(s, before, 1, must_wait);
+    return NULL;
+}
+
+zh_buf *zh_sink_batch(zh_sink *s) { return &s->batch; }
+const ch_schema *zh_sink_schema(zh_sink *s) { return s->schema; }
+
+void zh_sink_commit(zh_sink *s, size_t before, uint64_t nrows, bool *must_wait) {
+    *must_wait = false;
+    if (!nrows) return;
+    s->tc->rows += nrows;
     if (s->gs->dry_run) {
-        if (s->tc->nsamples < 3) {
-            zh_buf_add(&s->tc->samples, s->batch.data + before, s->batch.len - before);
+        /* the first few rows are the samples --dry-run prints; nothing is sent */
+        const char *p = s->batch.data + before, *end = s->batch.data + s->batch.len;
+        while (s->tc->nsamples < 3 && p < end) {
+            const char *nl = memchr(p, '\n', (size_t)(end - p));
+            const char *stop = nl ? nl + 1 : end;
+            zh_buf_add(&s->tc->samples, p, (size_t)(stop - p));
             s->tc->nsamples++;
+            p = stop;
         }
         s->batch.len = before;
-        return NULL;
+        return;
     }
-    if (s->batch_rows++ == 0) uv_timer_start(s->age_timer, age_fired, (uint64_t)(s->o.max_age_s * 1000), 0);
+    if (s->batch_rows == 0) uv_timer_start(s->age_timer, age_fired, (uint64_t)(s->o.max_age_s * 1000), 0);
+    s->batch_rows += nrows;
     if (s->batch_rows >= s->o.max_rows || s->batch.len >= s->o.max_bytes) {
         if (s->inflight) *must_wait = true; /* backpressure: memory stays bounded */
         else zh_sink_flush(s);
     }
-    return NULL;
 }
 
 void zh_sink_add_waiter(zh_sink *s, zh_sink_wait *w) {

@@ -16,6 +16,12 @@ zh_sink *zh_sink_new(zh_host *h, zh_group *g, ch_schema *schema, const zh_sink_o
 /* Encodes and buffers the row at idx. Returns NULL, or an error message (misuse: bad row).
  * *must_wait is set when the caller should wait for the in-flight insert (backpressure). */
 const char *zh_sink_add(zh_sink *s, lua_State *L, int idx, bool *must_wait, char *err, size_t errlen);
+/* Rows encoded elsewhere (a row template, rowtpl.cc) go straight into the batch: append whole
+ * JSONEachRow lines to zh_sink_batch() from offset `before`, then zh_sink_commit() counts them and
+ * flushes or asks for backpressure like zh_sink_add. */
+zh_buf *zh_sink_batch(zh_sink *s);
+const ch_schema *zh_sink_schema(zh_sink *s);
+void zh_sink_commit(zh_sink *s, size_t before, uint64_t nrows, bool *must_wait);
 /* Starts sending what is buffered; returns true when nothing is left to wait for. */
 bool zh_sink_flush(zh_sink *s);
 bool zh_sink_idle(zh_sink *s);
@@ -37,6 +43,7 @@ typedef struct zh_sink_wait {
     zh_pending base;
     zh_sink *sink;
     bool want_idle;           /* flush(): wait until nothing is buffered or in flight */
+    long long count;          /* template:add(): the rows it added, returned after the wait */
     struct zh_sink_wait *next;
     int (*push_result)(struct zh_sink_wait *w, lua_State *co);
 } zh_sink_wait;

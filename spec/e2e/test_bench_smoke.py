@@ -73,17 +73,30 @@ class BenchJobs(zhtest.ZhostCase):
         # --batch 100: many INSERTs, so workers wait on the sink's backpressure in the middle of
         # an order; the job's own counters must still add up (a `rows = rows + f()` whose f
         # waits loses the other workers' additions).
-        for decode, batch in (("view", "10000"), ("cjson", "10000"), ("view", "100")):
-            with self.subTest(decode=decode, batch=batch):
-                table = self.table("baskets_%s_%s" % (decode, batch))
+        # --map: the row template (sink:template, the default with views) and the Lua mapping
+        # must load identical tables.
+        dumps = {}
+        for decode, mapping, batch in (("view", "template", "10000"), ("view", "lua", "10000"),
+                                       ("cjson", "lua", "10000"), ("view", "template", "100"),
+                                       ("view", "lua", "100")):
+            with self.subTest(decode=decode, mapping=mapping, batch=batch):
+                table = self.table("baskets_%s_%s_%s" % (decode, mapping, batch))
                 r = self.zhost("run", os.path.join(BENCH, "ingest.lua"), "--base", self.fake.url, "--table", table,
-                               "--concurrency", "4", "--decode", decode, "--batch", batch, timeout=120)
+                               "--concurrency", "4", "--decode", decode, "--map", mapping, "--batch", batch,
+                               timeout=120)
                 self.assertEqual(r.returncode, 0, r.stderr)
                 self.assert_loaded(table)
                 run = self.runs("bench_ingest")[-1]
                 self.assertEqual((run["status"], int(run["rows_processed"])), ("success", self.expected["rows"]))
-                self.assertEqual(run["message"], "%d pages, %d orders, %d basket rows (%s)" % (
-                    self.expected["pages"], ORDERS, self.expected["rows"], decode))
+                self.assertEqual(run["message"], "%d pages, %d orders, %d basket rows (%s, %s)" % (
+                    self.expected["pages"], ORDERS, self.expected["rows"], decode, mapping))
+                dumps[(decode, mapping, batch)] = zhtest.ch(
+                    "SELECT basket_id, order_id, event_id, show_id, price, original_price, quantity, deleted_at, "
+                    "refunded_at, refunded_amount, sale_ts FROM %s ORDER BY basket_id FORMAT JSONEachRow" % table)
+        first = dumps[("view", "template", "10000")]
+        self.assertGreater(len(first.splitlines()), ORDERS)
+        for key, dump in dumps.items():
+            self.assertEqual(dump.splitlines(), first.splitlines(), key)
 
     def test_python_contender(self):
         table = self.table("baskets_py")

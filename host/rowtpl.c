@@ -1,0 +1,712 @@
+/* rowtpl.c — owns row templates (`sink:template{…}`): a declarative mapping from a JSON view to
+ * the rows of one sink's table. The script still says, column by column, which field a value comes
+ * from and which conversion it takes — the same ones text.id, text.decimal and time.parse +
+ * time.format do, so a template and the equivalent Lua code make identical rows. The template is
+ * compiled once; then each call runs in C over the view's simdjson document: the per-row work of a
+ * loader (field lookups, conversions, JSONEachRow encoding) makes no Lua call and no Lua value.
+ * Filters and per-order state stay in the script.
+ *
+ * Ownership: the template owns its paths, encoded constants and zone; the schema belongs to the
+ * sink, whose userdata the template's userdata keeps alive (l_ch.c). */
+#include "rowtpl.h"
+#include "l_text.h"
+#include "l_time.h"
+#include <lauxlib.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum conv { CV_VALUE, CV_ID, CV_DECIMAL, CV_DATETIME, CV_INT };
+static const char *const conv_names[] = {"value", "id", "decimal", "datetime", "int", NULL};
+
+enum dflt { DF_OMIT, DF_BYTES, DF_NULL, DF_COLUMN };
+
+/* A field path: "a" or "a.b.c" in the current item, "^a" in the object the call was given. */
+typedef struct tpl_path {
+    bool from_root;
+    int root_slot; /* from_root: where a call keeps what it found, looked up once per call */
+    int nparts;
+    char **parts;
+    size_t *lens;
+} tpl_path;
+
+typedef struct tpl_col {
+    int col; /* index in the schema */
+    int conv;
+    int scale;          /* decimal: fraction digits, -1 = as written */
+    int max_int_digits; /* decimal: what the column's precision leaves for the integer part, 0 = any */
+    bool has_min;
+    long long min;
+    tpl_path *paths; /* tried in order; the first that gives a value wins */
+    int npaths;
+    bool is_const; /* `value = …`: the bytes below, every row */
+    int dflt;      /* when no path gives a value */
+    char *bytes;   /* the constant's or the default's encoded value */
+    size_t nbytes;
+    int dflt_from; /* DF_COLUMN: index in cols[] of the column whose value is copied */
+} tpl_col;
+
+struct zh_rowtpl {
+    const ch_schema *schema;
+    bool has_each;
+    tpl_path each;
+    char *each_text;
+    tpl_col *cols; /* in evaluation order: a default_from column after the one it copies */
+    int ncols;
+    int nroot; /* paths read from the object given (^…) */
+    zh_tz *zone;
+    uint64_t rows, rounded;
+};
+
+static void path_free(tpl_path *p) {
+    for (int i = 0; i < p->nparts; i++) free(p->parts[i]);
+    free(p->parts);
+    free(p->lens);
+    p->parts = NULL;
+    p->lens = NULL;
+    p->nparts = 0;
+}
+
+void zh_rowtpl_free(zh_rowtpl *t) {
+    if (!t) return;
+    path_free(&t->each);
+    free(t->each_text);
+    for (int i = 0; i < t->ncols; i++) {
+        for (int j = 0; j < t->cols[i].npaths; j++) path_free(&t->cols[i].paths[j]);
+        free(t->cols[i].paths);
+        free(t->cols[i].bytes);
+    }
+    free(t->cols);
+    if (t->zone) zh_time_zone_free(t->zone);
+    free(t);
+}
+
+const ch_schema *zh_rowtpl_schema(const zh_rowtpl *t) { return t->schema; }
+uint64_t zh_rowtpl_rows(const zh_rowtpl *t) { return t->rows; }
+uint64_t zh_rowtpl_rounded(const zh_rowtpl *t) { return t->rounded; }
+
+/* ---- compiling ---- */
+
+static void parse_path(lua_State *L, const char *what, const char *s, tpl_path *p) {
+    p->from_root = s[0] == '^';
+    if (p->from_root) s++;
+    if (!*s) luaL_error(L, "sink:template: %s: empty field path", what);
+    int n = 1;
+    for (const char *c = s; *c; c++) n += *c == '.';
+    p->parts = zh_xcalloc((size_t)n, sizeof *p->parts);
+    p->lens = zh_xcalloc((size_t)n, sizeof *p->lens);
+    const char *start = s;
+    for (const char *c = s;; c++) {
+        if (*c == '.' || !*c) {
+            size_t len = (size_t)(c - start);
+            if (!len) luaL_error(L, "sink:template: %s: empty part in field path '%s'", what, s);
+            p->parts[p->nparts] = zh_xmalloc(len + 1);
+            memcpy(p->parts[p->nparts], start, len);
+            p->parts[p->nparts][len] = 0;
+            p->lens[p->nparts++] = len;
+            if (!*c) break;
+            start = c + 1;
+        }
+    }
+}
+
+/* Decimal(P, S), Decimal32/64/128(S), possibly inside Nullable( ): the scale and the digits
+ * left for the integer part. */
+static void decimal_shape(const char *type, int *scale, int *int_digits) {
+    const char *d = strstr(type, "Decimal");
+    *scale = -1;
+    *int_digits = 0;
+    if (!d) return;
+    int p = 0, s = 0;
+    if (sscanf(d, "Decimal(%d, %d)", &p, &s) == 2 || sscanf(d, "Decimal(%d,%d)", &p, &s) == 2) {
+    } else if (sscanf(d, "Decimal32(%d)", &s) == 1) {
+        p = 9;
+    } else if (sscanf(d, "Decimal64(%d)", &s) == 1) {
+        p = 18;
+    } else if (sscanf(d, "Decimal128(%d)", &s) == 1) {
+        p = 38;
+    } else {
+        return;
+    }
+    *scale = s;
+    *int_digits = p - s > 0 ? p - s : 0;
+}
+
+/* Encodes the Lua value at idx (a constant or a default) for column c into col->bytes. */
+static void encode_literal(lua_State *L, int idx, const ch_schema *s, const ch_column *c, tpl_col *col, bool is_default) {
+    if (lua_type(L, idx) == LUA_TLIGHTUSERDATA && lua_touserdata(L, idx) == NULL) { /* json.null */
+        col->dflt = c->nullable ? DF_NULL : DF_OMIT;
+        return;
+    }
+    zh_buf b;
+    zh_buf_init(&b);
+    char err[200];
+    const char *e = zh_rowenc_value(L, idx, c, &b, err, sizeof err);
+    if (e) {
+        zh_buf_free(&b);
+        luaL_error(L, "sink:template: column '%s' (%s) of %s: %s %s", c->name, c->type, s->table,
+                   is_default ? "default" : "value", e);
+    }
+    col->bytes = b.data ? b.data : zh_xstrdup("");
+    col->nbytes = b.len;
+    col->dflt = DF_BYTES;
+}
+
+static int find_col(const ch_schema *s, const char *name) {
+    for (int i = 0; i < s->ncols; i++)
+        if (!strcmp(s->cols[i].name, name)) return i;
+    return -1;
+}
+
+/* The column spec at the top of the stack: "path", or {path…, as=, scale=, min=, default=,
+ * default_from=, value=}. default_from is resolved by the caller (*from gets its name, on the
+ * Lua stack of the spec). */
+static void compile_col(lua_State *L, const ch_schema *s, const char *name, tpl_col *col, const char **from) {
+    int ci = find_col(s, name);
+    if (ci < 0) {
+        zh_buf cols;
+        zh_buf_init(&cols);
+        for (int i = 0; i < s->ncols && cols.len < 300; i++)
+            if (!s->cols[i].materialized) zh_buf_printf(&cols, "%s%s", cols.len ? ", " : "", s->cols[i].name);
+        lua_pushfstring(L, "sink:template: %s has no column '%s' (columns: %s)", s->table, name, cols.data ? cols.data : "");
+        zh_buf_free(&cols);
+        lua_error(L);
+    }
+    const ch_column *c = &s->cols[ci];
+    if (c->materialized) luaL_error(L, "sink:template: column '%s' of %s is computed by ClickHouse and cannot be written", name, s->table);
+    col->col = ci;
+    col->conv = CV_VALUE;
+    col->dflt = DF_OMIT;
+    col->dflt_from = -1;
+    decimal_shape(c->type, &col->scale, &col->max_int_digits);
+    int spec = lua_gettop(L);
+    if (lua_type(L, spec) == LUA_TSTRING) {
+        col->paths = zh_xcalloc(1, sizeof *col->paths);
+        col->npaths = 1;
+        parse_path(L, name, lua_tostring(L, spec), &col->paths[0]);
+        return;
+    }
+    if (!lua_istable(L, spec)) luaL_error(L, "sink:template: column '%s': expected a field path or a table, got %s", name, luaL_typename(L, spec));
+    /* every key must be known: a misspelt option would silently change the rows */
+    lua_pushnil(L);
+    while (lua_next(L, spec)) {
+        lua_pop(L, 1);
+        if (lua_type(L, -1) == LUA_TNUMBER) continue;
+        const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "?";
+        static const char *const known[] = {"as", "scale", "min", "default", "default_from", "value", NULL};
+        bool ok = false;
+        for (int i = 0; known[i]; i++) ok |= !strcmp(k, known[i]);
+        if (!ok) luaL_error(L, "sink:template: column '%s': unknown option '%s' (as, scale, min, default, default_from, value)", name, k);
+    }
+    lua_Integer n = (lua_Integer)lua_rawlen(L, spec);
+    lua_getfield(L, spec, "value");
+    if (!lua_isnil(L, -1)) {
+        if (n) luaL_error(L, "sink:template: column '%s': value = … is a constant; it takes no field paths", name);
+        encode_literal(L, -1, s, c, col, false);
+        col->is_const = true;
+        lua_pop(L, 1);
+        return;
+    }
+    lua_pop(L, 1);
+    if (!n) luaL_error(L, "sink:template: column '%s': no field path (give {\"field\", …} or value = …)", name);
+    col->paths = zh_xcalloc((size_t)n, sizeof *col->paths);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, spec, i);
+        if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "sink:template: column '%s': field path %d is not a string", name, (int)i);
+        parse_path(L, name, lua_tostring(L, -1), &col->paths[col->npaths++]);
+        lua_pop(L, 1);
+    }
+    lua_getfield(L, spec, "as");
+    if (!lua_isnil(L, -1)) {
+        const char *as = lua_tostring(L, -1);
+        int k = 0;
+        while (conv_names[k] && (!as || strcmp(as, conv_names[k]))) k++;
+        if (!conv_names[k])
+            luaL_error(L, "sink:template: column '%s': unknown conversion '%s' (value, id, decimal, datetime, int)", name,
+                       as ? as : luaL_typename(L, -1));
+        col->conv = k;
+    }
+    lua_getfield(L, spec, "scale");
+    if (!lua_isnil(L, -1)) {
+        int isint = 0;
+        lua_Integer sc = lua_tointegerx(L, -1, &isint);
+        if (!isint || sc < 0 || sc > 38) luaL_error(L, "sink:template: column '%s': scale must be 0..38", name);
+        col->scale = (int)sc;
+    }
+    lua_getfield(L, spec, "min");
+    if (!lua_isnil(L, -1)) {
+        int isint = 0;
+        col->min = (long long)lua_tointegerx(L, -1, &isint);
+        if (!isint) luaL_error(L, "sink:template: column '%s': min must be an integer", name);
+        if (col->conv != CV_INT) luaL_error(L, "sink:template: column '%s': min goes with as = \"int\"", name);
+        col->has_min = true;
+    }
+    lua_getfield(L, spec, "default");
+    lua_getfield(L, spec, "default_from");
+    if (!lua_isnil(L, -2) && !lua_isnil(L, -1)) luaL_error(L, "sink:template: column '%s': default and default_from exclude each other", name);
+    if (!lua_isnil(L, -2)) encode_literal(L, -2, s, c, col, true);
+    if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "sink:template: column '%s': default_from must be a column name", name);
+        *from = lua_tostring(L, -1); /* stays valid: the spec table holds the string */
+        col->dflt = DF_COLUMN;
+    }
+    lua_settop(L, spec);
+}
+
+void zh_rowtpl_compile(lua_State *L, int idx, const ch_schema *s, zh_rowtpl **slot) {
+    idx = lua_absindex(L, idx);
+    int top = lua_gettop(L);
+    luaL_checktype(L, idx, LUA_TTABLE);
+    zh_rowtpl *t = zh_xcalloc(1, sizeof *t);
+    *slot = t;
+    t->schema = s;
+    lua_getfield(L, idx, "each");
+    if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "sink:template: each must be a field path");
+        t->each_text = zh_xstrdup(lua_tostring(L, -1));
+        parse_path(L, "each", t->each_text, &t->each);
+        if (t->each.from_root) luaL_error(L, "sink:template: each is read from the object given; no '^'");
+        t->has_each = true;
+    }
+    lua_getfield(L, idx, "zone");
+    const char *zone = luaL_optstring(L, -1, "Europe/Moscow");
+    char *zerr = NULL;
+    t->zone = zh_time_zone_load(zone, &zerr);
+    if (!t->zone) {
+        lua_pushfstring(L, "sink:template: zone: %s", zerr ? zerr : zone);
+        free(zerr);
+        lua_error(L);
+    }
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pop(L, 1);
+        const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "?";
+        if (strcmp(k, "each") && strcmp(k, "zone") && strcmp(k, "columns"))
+            luaL_error(L, "sink:template: unknown option '%s' (each, zone, columns)", k);
+    }
+    lua_getfield(L, idx, "columns");
+    if (!lua_istable(L, -1)) luaL_error(L, "sink:template: columns = {name = spec, …} is required");
+    int cols = lua_gettop(L);
+    /* Sorted names: the column order of the rows does not depend on the hash order of the spec. */
+    lua_newtable(L);
+    int names = lua_gettop(L);
+    int n = 0;
+    lua_pushnil(L);
+    while (lua_next(L, cols)) {
+        lua_pop(L, 1);
+        if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "sink:template: columns must be keyed by column name");
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, names, ++n);
+    }
+    if (!n) luaL_error(L, "sink:template: no columns");
+    lua_getglobal(L, "table");
+    if (lua_istable(L, -1)) {
+        lua_getfield(L, -1, "sort");
+        lua_pushvalue(L, names);
+        lua_call(L, 1, 0);
+    }
+    lua_pop(L, 1);
+    if (n > 256) luaL_error(L, "sink:template: more than 256 columns");
+    t->cols = zh_xcalloc((size_t)n, sizeof *t->cols);
+    const char *refs[256]; /* default_from names; the spec table holds the strings */
+    for (int i = 0; i < n; i++) {
+        lua_rawgeti(L, names, i + 1);
+        const char *name = lua_tostring(L, -1);
+        lua_getfield(L, cols, name);
+        refs[i] = NULL;
+        compile_col(L, s, name, &t->cols[t->ncols], &refs[i]);
+        t->ncols++;
+        lua_pop(L, 2);
+    }
+    /* default_from: the column copied is evaluated first; it may not itself copy */
+    for (int i = 0; i < t->ncols; i++) {
+        if (!refs[i]) continue;
+        int j = 0;
+        while (j < t->ncols && strcmp(s->cols[t->cols[j].col].name, refs[i])) j++;
+        const char *name = s->cols[t->cols[i].col].name;
+        if (j == t->ncols) luaL_error(L, "sink:template: column '%s': default_from '%s' is not a column of this template", name, refs[i]);
+        if (refs[j]) luaL_error(L, "sink:template: column '%s': default_from '%s', which has a default_from itself", name, refs[i]);
+        if (j == i) luaL_error(L, "sink:template: column '%s': default_from itself", name);
+        t->cols[i].dflt_from = j;
+    }
+    /* evaluation order: plain columns, then the ones that copy */
+    tpl_col *ordered = zh_xcalloc((size_t)t->ncols, sizeof *ordered);
+    int map[256], k = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < t->ncols; i++)
+            if ((refs[i] != NULL) == (pass == 1)) {
+                map[i] = k;
+                ordered[k++] = t->cols[i];
+            }
+    for (int i = 0; i < t->ncols; i++)
+        if (ordered[i].dflt == DF_COLUMN) ordered[i].dflt_from = map[ordered[i].dflt_from];
+    free(t->cols);
+    t->cols = ordered;
+    for (int i = 0; i < t->ncols; i++)
+        for (int j = 0; j < t->cols[i].npaths; j++)
+            if (t->cols[i].paths[j].from_root && t->nroot < 256) t->cols[i].paths[j].root_slot = t->nroot++;
+    if (t->nroot >= 256) luaL_error(L, "sink:template: more than 255 '^' paths");
+    lua_settop(L, top);
+}
+
+/* ---- running ---- */
+
+/* Decimal digits of v into buf (24 bytes); returns the length. No printf: ids are on every row. */
+static size_t int_text(long long v, char *buf) {
+    char tmp[24];
+    char *p = tmp + sizeof tmp;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do *--p = (char)('0' + u % 10), u /= 10;
+    while (u);
+    if (v < 0) *--p = '-';
+    size_t n = (size_t)(tmp + sizeof tmp - p);
+    memcpy(buf, p, n);
+    return n;
+}
+
+typedef struct item_list {
+    zh_jnode *items;
+    long long *keys;
+    size_t n, cap;
+    bool keyed_ok;
+} item_list;
+
+static void list_push(item_list *l, const zh_jnode *v, long long key) {
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 16;
+        l->items = zh_xrealloc(l->items, l->cap * sizeof *l->items);
+        l->keys = zh_xrealloc(l->keys, l->cap * sizeof *l->keys);
+    }
+    l->items[l->n] = *v;
+    l->keys[l->n++] = key;
+}
+
+/* A key PHP wrote for a list index: canonical integer text ("7", "-1"; not "07", "+7", "7.0"). */
+static bool index_key(const char *k, size_t n, long long *out) {
+    if (!n || n > 19) return false;
+    size_t i = k[0] == '-' ? 1 : 0;
+    if (i == n || (k[i] == '0' && n > i + 1)) return false;
+    long long v = 0;
+    for (; i < n; i++) {
+        if (k[i] < '0' || k[i] > '9') return false;
+        v = v * 10 + (k[i] - '0');
+    }
+    if (k[0] == '-') {
+        if (v == 0) return false;
+        v = -v;
+    }
+    *out = v;
+    return true;
+}
+
+static bool collect_item(void *ud, const char *key, size_t klen, const zh_jnode *v) {
+    item_list *l = ud;
+    long long idx = (long long)l->n;
+    if (key && !index_key(key, klen, &idx)) {
+        l->keyed_ok = false;
+        return false;
+    }
+    list_push(l, v, idx);
+    return true;
+}
+
+static void sort_by_key(item_list *l) {
+    for (size_t i = 1; i < l->n; i++) { /* insertion sort: lists are short and mostly in order */
+        zh_jnode v = l->items[i];
+        long long k = l->keys[i];
+        size_t j = i;
+        while (j > 0 && l->keys[j - 1] > k) {
+            l->items[j] = l->items[j - 1];
+            l->keys[j] = l->keys[j - 1];
+            j--;
+        }
+        l->items[j] = v;
+        l->keys[j] = k;
+    }
+}
+
+/* What a call found at the ^paths, looked up on first use: the same for every item of the call. */
+typedef struct root_cache {
+    const zh_jnode *root;
+    zh_jnode *nodes;
+    signed char *state; /* 0 not looked up, 1 found, -1 missing */
+} root_cache;
+
+static bool lookup(const tpl_path *p, const zh_jnode *item, const zh_jnode *root, zh_jnode *out) {
+    zh_jnode cur = p->from_root ? *root : *item;
+    for (int i = 0; i < p->nparts; i++)
+        if (!zh_jnode_field(&cur, p->parts[i], p->lens[i], &cur)) return false;
+    *out = cur;
+    return true;
+}
+
+/* The node as the Lua value json.view would give for it: integral doubles up to 2^53 become
+ * integers, integers above 2^63-1 their digits. 1 = a scalar in *v, 0 = null, -1 = object/array. */
+static int node_scalar(const zh_jnode *n, zh_scalar *v, char *digits /* 24 */) {
+    switch (zh_jnode_type(n)) {
+    case ZJ_INT: v->type = ZS_INT; v->i = zh_jnode_int(n); return 1;
+    case ZJ_UINT:
+        v->type = ZS_STRING;
+        v->n = (size_t)snprintf(digits, 24, "%llu", zh_jnode_uint(n));
+        v->s = digits;
+        return 1;
+    case ZJ_DOUBLE: {
+        double x = zh_jnode_double(n);
+        if (x == floor(x) && fabs(x) <= 9007199254740992.0) {
+            v->type = ZS_INT;
+            v->i = (long long)x;
+        } else {
+            v->type = ZS_DOUBLE;
+            v->d = x;
+        }
+        return 1;
+    }
+    case ZJ_STRING: v->type = ZS_STRING; v->s = zh_jnode_string(n, &v->n); return 1;
+    case ZJ_BOOL: v->type = ZS_BOOL; v->b = zh_jnode_bool(n); return 1;
+    case ZJ_ARRAY:
+    case ZJ_OBJECT: return -1;
+    default: return 0;
+    }
+}
+
+/* Converts the node for column col. Returns 1 with *v set (pointing into scratch or the
+ * document), 0 when it gives no value, -1 when it is an object or array and no conversion says
+ * what to make of that. */
+static int convert(zh_rowtpl *t, const tpl_col *col, lua_State *L, const zh_jnode *node, zh_scalar *v, char *scratch,
+                   size_t scap) {
+    char digits[24];
+    zh_scalar in = {0};
+    int k = node ? node_scalar(node, &in, digits) : 0;
+    switch (col->conv) {
+    case CV_VALUE:
+        if (k <= 0) return k;
+        *v = in;
+        if (in.s == digits) { /* digits live on this frame */
+            memcpy(scratch, digits, in.n);
+            v->s = scratch;
+        }
+        return 1;
+    case CV_ID: /* as text.id: anything that is no number or string is "" */
+        v->type = ZS_STRING;
+        v->s = "";
+        v->n = 0;
+        if (k != 1) return 1;
+        if (in.type == ZS_STRING) {
+            if (in.s == digits) memcpy(scratch, digits, in.n);
+            v->s = in.s == digits ? scratch : in.s;
+            v->n = in.n;
+        } else if (in.type == ZS_INT) {
+            v->n = int_text(in.i, scratch);
+            v->s = scratch;
+        } else if (in.type == ZS_DOUBLE) { /* Lua's tostring of a float: %.14g, ".0" when it looks integral */
+            int m = snprintf(scratch, scap, "%.14g", in.d);
+            if (strspn(scratch, "-0123456789") == (size_t)m) m += snprintf(scratch + m, scap - (size_t)m, ".0");
+            v->n = (size_t)m;
+            v->s = scratch;
+        }
+        return 1;
+    case CV_DECIMAL: {
+        if (k != 1 || in.type == ZS_BOOL) return 0;
+        char plain[ZH_TEXT_DECIMAL_MAX + 48];
+        size_t pn;
+        if (in.type == ZS_STRING) {
+            zh_buf b;
+            zh_buf_init(&b);
+            int rc = zh_text_decimal(in.s, in.n, &b);
+            bool fits = rc == 0 && b.len <= ZH_TEXT_DECIMAL_MAX;
+            if (fits) memcpy(plain, b.data, b.len);
+            pn = b.len;
+            zh_buf_free(&b);
+            if (!fits) return 0;
+        } else {
+            int m = zh_text_number(in.type == ZS_INT, in.i, in.d, plain);
+            if (m < 0) return 0;
+            pn = (size_t)m;
+        }
+        size_t on = pn;
+        if (col->scale >= 0) {
+            if (zh_text_decimal_rescale(plain, pn, col->scale, scratch, &on)) t->rounded++;
+        } else {
+            memcpy(scratch, plain, pn);
+        }
+        if (col->max_int_digits) { /* too large for the column: no value, not a failed INSERT */
+            const char *p = scratch + (scratch[0] == '-');
+            const char *dot = memchr(p, '.', on - (size_t)(p - scratch));
+            size_t ip = dot ? (size_t)(dot - p) : on - (size_t)(p - scratch);
+            if ((int)ip > col->max_int_digits) return 0;
+        }
+        v->type = ZS_STRING;
+        v->s = scratch;
+        v->n = on;
+        return 1;
+    }
+    case CV_DATETIME: {
+        if (k != 1 || in.type != ZS_STRING || !in.n) return 0;
+        int64_t sec;
+        double frac;
+        char err[160];
+        if (zh_time_parse(in.s, in.n, t->zone, &sec, &frac, err, sizeof err) != 0) return 0;
+        int m = zh_time_format(scratch, scap, sec, "%Y-%m-%d %H:%M:%S", t->zone);
+        if (m <= 0) return 0;
+        v->type = ZS_STRING;
+        v->s = scratch;
+        v->n = (size_t)m;
+        return 1;
+    }
+    case CV_INT: { /* as math.tointeger: integers, integral floats, numeric strings */
+        if (k != 1) return 0;
+        long long x;
+        if (in.type == ZS_INT) {
+            x = in.i;
+        } else if (in.type == ZS_DOUBLE) {
+            if (in.d != floor(in.d) || !(in.d >= -9.2e18 && in.d <= 9.2e18)) return 0;
+            x = (long long)in.d;
+        } else if (in.type == ZS_STRING) {
+            if (in.n >= scap) return 0;
+            memcpy(scratch, in.s, in.n);
+            scratch[in.n] = 0;
+            if (strlen(scratch) != in.n || !lua_stringtonumber(L, scratch)) return 0;
+            int isint = 0;
+            x = (long long)lua_tointegerx(L, -1, &isint);
+            lua_pop(L, 1);
+            if (!isint) return 0;
+        } else {
+            return 0;
+        }
+        if (col->has_min && x < col->min) x = col->min;
+        v->type = ZS_INT;
+        v->i = x;
+        return 1;
+    }
+    }
+    return 0;
+}
+
+static const char *row_fail(zh_rowtpl *t, const tpl_col *col, const char *why, long long item, char *err, size_t errlen) {
+    const ch_column *c = &t->schema->cols[col->col];
+    if (item >= 0)
+        snprintf(err, errlen, "column '%s' (%s) of %s: %s (item %lld of '%s')", c->name, c->type, t->schema->table, why,
+                 item + 1, t->each_text);
+    else snprintf(err, errlen, "column '%s' (%s) of %s: %s", c->name, c->type, t->schema->table, why);
+    return err;
+}
+
+/* One row from item (root itself when there is no `each`). */
+static const char *encode_row(zh_rowtpl *t, lua_State *L, const zh_jnode *item, root_cache *rc, long long item_no,
+                              zh_buf *out, char *err, size_t errlen) {
+    const ch_schema *s = t->schema;
+    bool seen[256] = {0};
+    size_t vstart[256], vlen[256];
+    bool has[256];
+    char scratch[ZH_TEXT_DECIMAL_MAX + 96];
+    bool first = true;
+    zh_buf_addc(out, '{');
+    for (int i = 0; i < t->ncols; i++) {
+        const tpl_col *col = &t->cols[i];
+        const ch_column *c = &s->cols[col->col];
+        has[i] = false;
+        int got = 0;
+        zh_scalar v;
+        if (!col->is_const) {
+            for (int p = 0; p < col->npaths && got == 0; p++) {
+                const tpl_path *path = &col->paths[p];
+                zh_jnode node;
+                const zh_jnode *at = NULL;
+                if (path->from_root) {
+                    int k = path->root_slot;
+                    if (!rc->state[k]) rc->state[k] = lookup(path, rc->root, rc->root, &rc->nodes[k]) ? 1 : -1;
+                    if (rc->state[k] > 0) at = &rc->nodes[k];
+                } else if (lookup(path, item, rc->root, &node)) {
+                    at = &node;
+                }
+                got = convert(t, col, L, at, &v, scratch, sizeof scratch);
+            }
+            if (got < 0) return row_fail(t, col, "a JSON object or array; say what to make of it with as = …", item_no, err, errlen);
+        }
+        const char *bytes = NULL;
+        size_t nbytes = 0;
+        int copy = -1; /* default_from: the value of cols[copy], already in out */
+        if (got == 0) {
+            int d = col->is_const ? DF_BYTES : col->dflt;
+            if (d == DF_OMIT) continue;
+            if (d == DF_NULL) bytes = "null", nbytes = 4;
+            else if (d == DF_BYTES) bytes = col->bytes, nbytes = col->nbytes;
+            else if (has[col->dflt_from]) copy = col->dflt_from;
+            else continue;
+        }
+        if (!first) zh_buf_addc(out, ',');
+        first = false;
+        zh_buf_add(out, c->json_key, c->json_key_len);
+        size_t at = out->len;
+        if (copy >= 0) {
+            /* reserve first: the bytes copied are in out, which may move while it grows */
+            zh_buf_reserve(out, vlen[copy]);
+            zh_buf_add(out, out->data + vstart[copy], vlen[copy]);
+        } else if (bytes) {
+            zh_buf_add(out, bytes, nbytes);
+        } else {
+            char why[200];
+            if (zh_rowenc_scalar(&v, c->kind, c->is_unsigned, out, why, sizeof why))
+                return row_fail(t, col, why, item_no, err, errlen);
+        }
+        if (col->col < 256) seen[col->col] = true;
+        has[i] = true;
+        vstart[i] = at;
+        vlen[i] = out->len - at;
+    }
+    zh_rowenc_fill_defaults(s, seen, &first, out);
+    zh_buf_add(out, "}\n", 2);
+    return NULL;
+}
+
+static long long encode_rows(zh_rowtpl *t, lua_State *L, const zh_jnode *root, zh_buf *out, char *err, size_t errlen) {
+    size_t start = out->len;
+    long long rows = 0;
+    zh_jnode nodes[256];
+    signed char state[256] = {0};
+    root_cache rc = {root, nodes, state};
+    if (!t->has_each) {
+        if (zh_jnode_type(root) != ZJ_OBJECT && zh_jnode_type(root) != ZJ_ARRAY) return 0;
+        if (encode_row(t, L, root, &rc, -1, out, err, errlen)) {
+            out->len = start;
+            return -1;
+        }
+        return 1;
+    }
+    zh_jnode list;
+    if (!lookup(&t->each, root, root, &list)) return 0;
+    /* A list is an array, or an object PHP made of a filtered array ({"0": …, "2": …}): its values
+     * in key order. Anything else has no items. */
+    int lt = zh_jnode_type(&list);
+    if (lt != ZJ_ARRAY && lt != ZJ_OBJECT) return 0;
+    item_list items = {.keyed_ok = true};
+    zh_jnode_each(&list, collect_item, &items);
+    if (lt == ZJ_OBJECT) {
+        if (!items.keyed_ok) items.n = 0;
+        else sort_by_key(&items);
+    }
+    const char *e = NULL;
+    for (size_t i = 0; i < items.n && !e; i++) {
+        int it = zh_jnode_type(&items.items[i]);
+        if (it != ZJ_OBJECT && it != ZJ_ARRAY) continue;
+        e = encode_row(t, L, &items.items[i], &rc, (long long)i, out, err, errlen);
+        if (!e) rows++;
+    }
+    free(items.items);
+    free(items.keys);
+    if (e) {
+        out->len = start;
+        return -1;
+    }
+    return rows;
+}
+
+long long zh_rowtpl_encode(zh_rowtpl *t, lua_State *L, const zh_jnode *root, zh_buf *out, bool count, char *err,
+                           size_t errlen) {
+    uint64_t rounded = t->rounded;
+    long long n = encode_rows(t, L, root, out, err, errlen);
+    if (n > 0 && count) t->rows += (uint64_t)n;
+    if (!count || n < 0) t->rounded = rounded;
+    return n;
+}

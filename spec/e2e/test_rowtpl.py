@@ -1,0 +1,264 @@
+"""Row templates (sink:template, host/rowtpl.c, docs/lua-api.md): a template must make exactly the
+rows the equivalent Lua mapping makes — here qtickets_map.order_rows, the real loader's mapping —
+for every type drift the QTickets docs list, and fail clearly on misuse. Real ClickHouse: both
+mappings load their own table and the tables are compared row by row."""
+import json
+import os
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+import zhtest  # noqa: E402
+
+# The basket template that matches qtickets_map.order_rows column for column (as bench/ingest.lua).
+TEMPLATE = r'''
+local null = json.null
+local function basket_template(sink, ver)
+  return sink:template{
+    each = "baskets",
+    columns = {
+      basket_id = {"id", as = "id"},
+      order_id = {"^id", as = "id"},
+      event_id = {"^event_id", as = "id"},
+      show_id = {"show_id", as = "id"},
+      price = {"price", as = "decimal", default = "0.00"},
+      original_price = {"original_price", as = "decimal", default_from = "price"},
+      quantity = {"quantity", as = "int", default = 1, min = 0},
+      deleted_at = {"deleted_at", as = "datetime", default = null},
+      refunded_at = {"refunded_at", as = "datetime", default = null},
+      refunded_amount = {"refunded_amount", as = "decimal", default = null},
+      sale_ts = {"^payed_at", "^created_at", as = "datetime", default = time.format(0)},
+      _ver = {value = ver},
+    },
+  }
+end
+'''
+
+BIG = "18446744073709551615"  # above 2^63-1: json.view gives its digits as a string
+
+
+def order(oid, baskets, **kw):
+    o = {"id": oid, "event_id": 33, "payed": 1, "payed_at": "2025-11-01T12:00:00+03:00",
+         "created_at": "2025-11-01T11:59:00+03:00", "baskets": baskets}
+    o.update(kw)
+    return o
+
+
+def basket(bid, **kw):
+    b = {"id": bid, "show_id": 7, "price": 1500, "original_price": 1700, "quantity": 1,
+         "deleted_at": None, "refunded_at": None, "refunded_amount": None}
+    b.update(kw)
+    return b
+
+
+def drift_page():
+    """Every drift of /work/shared/api/qtickets.md the basket mapping meets, one basket each."""
+    n = [1000]
+
+    def b(**kw):
+        n[0] += 1
+        return basket(n[0], **kw)
+
+    baskets = [
+        b(), b(price=1222.03), b(price="1 222,03"), b(price="1222.035"), b(price="abc"), b(price=None),
+        b(price=12345678901234567890), b(price=-0.5), b(price=0.005), b(price=True), b(price="-12,00"),
+        b(price=1e-7), b(price=100000000000000.5), b(price={"amount": 5}),
+        b(original_price=None), b(original_price="bad"), b(quantity="3"), b(quantity="2.0"), b(quantity="2.5"),
+        b(quantity=-1), b(quantity=None), b(quantity=True), b(quantity=1e20), b(quantity="0x10"), b(quantity=" 4 "),
+        b(quantity=2.0), b(deleted_at="2025-11-01T10:00:00+03:00"), b(deleted_at="2025-11-01 10:00:00"),
+        b(deleted_at=""), b(deleted_at="garbage"), b(deleted_at=0), b(refunded_at="2025-11-02T07:00:00Z"),
+        b(refunded_at="2025-11-02T07:00:00.750+05:00", refunded_amount="750.5"), b(refunded_amount=0),
+        b(refunded_amount="1 000,009"), b(show_id=None), b(show_id="s-9"), b(show_id=1.5), b(show_id=1e15),
+        b(show_id=-4), b(show_id=True), b(show_id={"id": 1}),
+    ]
+    weird_ids = [basket("x\"y\\z\n\u0416"), basket(BIG), basket(2.0), basket(None), basket(-17)]
+    orders = [
+        order(1, baskets),
+        order("A-2", weird_ids),
+        order(3, {"5": basket(3005), "1": basket(3001), "12": basket(3012)}),  # PHP-keyed: key order
+        order(4, {"a": basket(4001)}),  # an object that is no list: no rows
+        order(5, []),
+        order(6, {}),
+        order(7, None),
+        order(8, [basket(8001), "not a basket", 17, None, [1, 2]]),  # an array item: a row of defaults
+        order(9, [basket(9001)], payed_at=None),  # sale_ts falls back to created_at
+        order(10, [basket(10001)], payed_at="bad", created_at=None),  # ... and then to epoch 0
+        order(11.0, [basket(11001)], event_id="e-11"),
+        order(BIG, [basket(12001)], event_id=None),
+    ]
+    del orders[6]["baskets"]  # no baskets key at all
+    return {"data": orders, "paging": {"total": len(orders)}}
+
+
+class RowTemplate(zhtest.ZhostCase):
+    def table(self, name, **kw):
+        full = "%s.%s" % (self.db, name)
+        zhtest.ch("CREATE TABLE %s AS %s.stg_qtickets_api_baskets_raw ENGINE = MergeTree ORDER BY basket_id"
+                  % (full, self.db))
+        return full
+
+    def run_script(self, body, *args, page=None):
+        page_json = json.dumps(page if page is not None else drift_page())
+        assert "]==]" not in page_json
+        text = "-- zhost: job=rowtpl_test\nlocal PAGE = [==[%s]==]\n%s\n%s" % (page_json, TEMPLATE, body)
+        path = self.script("rowtpl_test.lua", text)
+        return self.zhost("run", path, *args, env={"ZHOST_LUA_PATH": os.path.join(zhtest.SOURCE_DIR, "scripts", "lib")})
+
+    def dump(self, table):
+        return zhtest.ch("SELECT * FROM %s ORDER BY basket_id, order_id FORMAT JSONEachRow" % table)
+
+    def test_same_rows_as_qtickets_map(self):
+        lua_t, tpl_t = self.table("by_lua"), self.table("by_template")
+        r = self.run_script('''
+local map = require("qtickets_map")
+local ver = 1762000000000
+local lua_sink = assert(ch.sink("%s"))
+local tpl_sink = assert(ch.sink("%s"))
+local tpl = basket_template(tpl_sink, ver)
+local page = json.view(PAGE)
+local lua_rows, tpl_rows, rounded = 0, 0, 0
+for _, o in ipairs(page.data) do
+  local _, rows, notes = map.order_rows(o, ver)
+  for _, row in ipairs(rows) do lua_sink:add(row) end
+  for _, n in ipairs(notes) do if n == "money_rounded" then rounded = rounded + 1 end end
+  lua_rows = lua_rows + #rows
+  local n = tpl:add(o)
+  tpl_rows = tpl_rows + n
+end
+assert(lua_sink:flush())
+assert(tpl_sink:flush())
+local st = tpl:stats()
+job:message(string.format("lua %%d template %%d stats %%d rounded %%d/%%d", lua_rows, tpl_rows, st.rows, rounded, st.rounded))
+''' % (lua_t, tpl_t))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        run = self.runs("rowtpl_test")[-1]
+        m = run["message"].split()
+        self.assertEqual(m[1], m[3], run["message"])  # the same number of rows
+        self.assertEqual(m[3], m[5], run["message"])  # stats().rows counts them
+        self.assertGreater(int(m[1]), 55)
+        lua_rows, tpl_rows = self.dump(lua_t), self.dump(tpl_t)
+        self.assertEqual(lua_rows.splitlines(), tpl_rows.splitlines())
+        # The rows are what the docs say, not only equal: spot checks.
+        rows = {r["basket_id"]: r for r in map(json.loads, tpl_rows.splitlines())}
+        self.assertEqual(rows["1002"]["price"], 1222.03)
+        self.assertEqual(rows["1003"]["price"], 1222.03)
+        self.assertEqual(rows["1004"]["price"], 1222.04)  # half away from zero
+        self.assertEqual(rows["1005"]["price"], 0)  # not money: the default
+        self.assertEqual(rows["1007"]["price"], 0)  # too large for Decimal(18,2)
+        self.assertEqual(rows["1001"]["original_price"], 1700)
+        self.assertEqual(rows["1015"]["original_price"], 1500)  # default_from price
+        self.assertEqual([rows[k]["quantity"] for k in ("1017", "1018", "1019", "1020", "1021", "1024", "1025")],
+                         [3, 2, 1, 0, 1, 16, 4])
+        self.assertEqual(rows["1027"]["deleted_at"], "2025-11-01 10:00:00")
+        self.assertEqual(rows["1028"]["deleted_at"], "2025-11-01 10:00:00")  # no offset: Moscow
+        self.assertIsNone(rows["1029"]["deleted_at"])
+        self.assertEqual(rows["1032"]["refunded_at"], "2025-11-02 10:00:00")
+        self.assertEqual(rows["1033"]["refunded_at"], "2025-11-02 05:00:00")
+        self.assertEqual(rows["x\"y\\z\n\u0416"]["order_id"], "A-2")
+        self.assertIn(BIG, rows)
+        self.assertEqual([k for k in rows if k.startswith("30")], ["3001", "3005", "3012"])
+        self.assertNotIn("4001", rows)
+        self.assertEqual(rows["9001"]["sale_ts"], "2025-11-01 11:59:00")
+        # epoch 0 (18.16 prints that DateTime as zeros, current releases as 1970-01-01 03:00:00)
+        self.assertIn(rows["10001"]["sale_ts"], ("1970-01-01 03:00:00", "0000-00-00 00:00:00"))
+        self.assertEqual(rows["11001"]["order_id"], "11")
+        self.assertEqual(rows["12001"]["order_id"], BIG)
+        self.assertEqual(rows["1041"]["show_id"], "")  # a boolean is no id
+        # rounding is counted like qtickets_map's money_rounded notes
+        self.assertEqual(m[6], "rounded")
+        a, b = m[7].split("/")
+        self.assertEqual(a, b)
+        self.assertGreaterEqual(int(b), 3)
+
+    def test_dry_run_and_rows(self):
+        tbl = self.table("dry")
+        r = self.run_script('''
+local sink = assert(ch.sink("%s"))
+local tpl = basket_template(sink, 5)
+local page = json.view(PAGE)
+local text, n = tpl:rows(page.data[3])
+assert(n == 3, n)
+local ids = {}
+for id in text:gmatch('"basket_id":"(%%d+)"') do ids[#ids + 1] = id end
+assert(table.concat(ids, ",") == "3001,3005,3012", table.concat(ids, ","))
+assert(tpl:stats().rows == 0, "rows() adds nothing")
+for _, o in ipairs(page.data) do tpl:add(o) end
+assert(sink:flush())
+''' % tbl, "--dry-run")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(".dry: 56 rows", r.stdout)  # the dry run's count and samples
+        self.assertIn('"basket_id":"1001"', r.stdout)
+        self.assertEqual(self.scalar("SELECT count() FROM %s" % tbl), "0")
+
+    def test_backpressure_keeps_every_row(self):
+        tbl = self.table("small_batches")
+        page = {"data": [order(i, [basket(i * 10 + k) for k in range(3)]) for i in range(1, 201)]}
+        r = self.run_script('''
+local sink = assert(ch.sink("%s", {max_rows = 7}))
+local tpl = basket_template(sink, 5)
+local page = json.view(PAGE)
+local total = 0
+local function worker(first)
+  for i = first, #page.data, 4 do
+    local n = tpl:add(page.data[i])
+    assert(n == 3, "add returns its rows even after waiting: " .. tostring(n))
+    total = total + 3
+  end
+end
+local ts = {}
+for w = 1, 4 do ts[w] = task.spawn(worker, w) end
+for w = 1, 4 do
+  local ok, err = task.wait(ts[w])
+  if ok == nil and err then error(err, 0) end
+end
+assert(sink:flush())
+assert(total == 600 and tpl:stats().rows == 600, total)
+''' % tbl, page=page)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(self.scalar("SELECT count(), uniqExact(basket_id) FROM %s" % tbl).split(), ["600", "600"])
+
+    def misuse(self, spec, call="tpl:add(json.view(PAGE).data[1])"):
+        tbl = "%s.misuse" % self.db
+        zhtest.ch("CREATE TABLE IF NOT EXISTS %s AS %s.stg_qtickets_api_baskets_raw ENGINE = MergeTree "
+                  "ORDER BY basket_id" % (tbl, self.db))
+        r = self.run_script('''
+local sink = assert(ch.sink("%s"))
+local tpl = sink:template(%s)
+%s
+''' % (tbl, spec, call))
+        self.assertNotEqual(r.returncode, 0)
+        return r.stderr
+
+    def test_misuse_is_named(self):
+        cases = [
+            ('{each = "baskets", columns = {basket_idd = "id"}}', "has no column 'basket_idd' (columns: basket_id"),
+            ('{each = "baskets", columns = {price = {"price", as = "money"}}}', "column 'price': unknown conversion 'money'"),
+            ('{each = "baskets", columns = {price = {"price", defualt = 1}}}', "column 'price': unknown option 'defualt'"),
+            ('{each = "baskets", colums = {}}', "unknown option 'colums'"),
+            ('{each = "baskets", columns = {quantity = {"quantity", as = "int", default = "many"}}}',
+             "column 'quantity' (UInt32) of %s.misuse: default expected an integer"),
+            ('{each = "baskets", columns = {original_price = {"original_price", default_from = "price"}}}',
+             "default_from 'price' is not a column of this template"),
+            ('{each = "baskets", columns = {price = {"price", default_from = "original_price"},'
+             ' original_price = {"original_price", default_from = "price"}}}', "which has a default_from itself"),
+            ('{each = "baskets", zone = "Mars/Base", columns = {price = "price"}}', "zone"),
+            ('{each = "baskets", columns = {_ver = {"x", value = 1}}}', "value = … is a constant"),
+            ('{each = "baskets", columns = {quantity = {"quantity", min = 0}}}', "min goes with as = \"int\""),
+        ]
+        for spec, want in cases:
+            with self.subTest(spec=spec):
+                self.assertIn(want.replace("%s", self.db), self.misuse(spec))
+        # at run time: a value its column cannot take names the column and the item
+        err = self.misuse('{each = "baskets", columns = {basket_id = "id", quantity = "price"}}',
+                          'tpl:add(json.view(\'{"baskets": [{"id": 1, "price": 2}, {"id": 2, "price": 2.5}]}\'))')
+        self.assertIn("column 'quantity' (UInt32) of %s.misuse: expected a whole number, got 2.5 (item 2 of 'baskets')"
+                      % self.db, err)
+        err = self.misuse('{each = "baskets", columns = {basket_id = "id", show_id = "show"}}',
+                          'tpl:add(json.view(\'{"baskets": [{"id": 1, "show": {"id": 5}}]}\'))')
+        self.assertIn("column 'show_id' (String) of %s.misuse: a JSON object or array" % self.db, err)
+        err = self.misuse('{each = "baskets", columns = {basket_id = "id"}}', 'tpl:add({baskets = {}})')
+        self.assertIn("json view", err)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -2,7 +2,8 @@
  * (Debian's libsimdjson) and handed to Lua as a lazy, read-only view, plus json.isview and
  * json.totable. Only the values a script touches become Lua values: a QTickets page is ~100 KB of
  * which a loader reads a tenth, and building the whole Lua table (lua-cjson) cost as much CPU as
- * the mapping itself.
+ * the mapping itself. C code that reads many fields per call (row templates, rowtpl.c) walks the
+ * same documents through the zh_jnode functions at the end, without making Lua values.
  *
  * Ownership: a document lives in a "doc" userdata (its __gc runs the C++ destructor). Every view
  * userdata — the root and each nested object or array handed out — holds the doc in its user value,
@@ -13,12 +14,13 @@
  * C++ only inside: the Lua API is C and raises with longjmp, so no object with a destructor is alive
  * on the C++ stack when a Lua function that can raise is called. */
 #include "jsonview.h"
-#include "jsonview_internal.hh"
 
 extern "C" {
 #include <lauxlib.h>
 #include <lua.h>
 }
+
+#include <simdjson.h>
 
 #include <cmath>
 #include <cstdint>
@@ -30,9 +32,26 @@ using namespace simdjson;
 
 namespace {
 
-using zh_jsonview::jv_doc;
-using zh_jsonview::jv_view;
-using zh_jsonview::VIEW_MAGIC;
+struct jv_doc {
+    dom::document doc;
+    bool closed;
+};
+
+/* Tells a view from another userdata of the same size without touching the metatable: field
+ * access is the hot path of every loader. */
+const uint64_t VIEW_MAGIC = 0x7765697673686a7aull; /* "zjhsview" */
+
+struct jv_view {
+    uint64_t magic;
+    jv_doc *d;
+    dom::element e;
+    bool is_array;
+    /* ipairs and v[i] loops walk arrays in order: remember where the last index was found, so
+     * each step is one tape jump instead of a walk from the start. */
+    bool cached;
+    size_t last_i;
+    dom::array::iterator last_it;
+};
 
 /* Registry keys are the addresses of these: a light-userdata key costs no string compare, and the
  * metatable is fetched on every field access. */
@@ -329,12 +348,6 @@ int l_totable(lua_State *L) {
 
 } // namespace
 
-jv_view *zh_jsonview::view_at(lua_State *L, int idx) {
-    jv_view *v = to_view(L, idx);
-    if (v && v->d->closed) luaL_error(L, "json view: its document was closed");
-    return v;
-}
-
 extern "C" int zh_jsonview_push(lua_State *L, const char *s, size_t n) {
     dom::parser *p = parser_of(L);
     jv_doc *d = static_cast<jv_doc *>(lua_newuserdatauv(L, sizeof(jv_doc), 0));
@@ -417,8 +430,9 @@ static inline void node_set(zh_jnode *n, dom::element e) {
 }
 
 extern "C" bool zh_jnode_of_view(lua_State *L, int idx, zh_jnode *out) {
-    jv_view *v = zh_jsonview::view_at(L, idx);
+    jv_view *v = to_view(L, idx);
     if (!v) return false;
+    if (v->d->closed) luaL_error(L, "json view: its document was closed");
     node_set(out, v->e);
     return true;
 }

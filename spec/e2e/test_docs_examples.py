@@ -355,7 +355,8 @@ class TestCoverage(unittest.TestCase):
     def test_sink_and_response_methods_have_headings(self):
         # Their objects need ClickHouse or a server; the method names are fixed in l_ch.c and l_http.c.
         text = read(DOC)
-        for m in ("sink:add(", "sink:flush(", "sink:close(", "sink:count(", "res:json(", "res:header("):
+        for m in ("sink:add(", "sink:flush(", "sink:close(", "sink:count(", "sink:template(", "template:add(",
+                  "template:rows(", "template:stats(", "res:json(", "res:header("):
             self.assertRegex(text, r"\n###[^\n]*`%s" % re.escape(m))
 
 

@@ -482,8 +482,12 @@ static int l_tpl_gc(lua_State *L) {
 
 static int l_tpl_tostring(lua_State *L) {
     rowtpl_ud *u = luaL_checkudata(L, 1, ROWTPL_MT);
-    if (u->t) lua_pushfstring(L, "template(%s)", zh_rowtpl_schema(u->t)->table);
-    else lua_pushliteral(L, "template(invalid)");
+    lua_getiuservalue(L, 1, 1);
+    sink_ud *su = lua_touserdata(L, -1);
+    /* the schema belongs to the sink, which is freed when its run ends */
+    if (u->t && su && su->s && zh_host_of(L)->ch && zh_sink_usable(su->s))
+        lua_pushfstring(L, "template(%s)", zh_rowtpl_schema(u->t)->table);
+    else lua_pushliteral(L, "template(its run has ended)");
     return 1;
 }
 

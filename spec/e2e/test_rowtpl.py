@@ -217,6 +217,27 @@ assert(total == 600 and tpl:stats().rows == 600, total)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(self.scalar("SELECT count(), uniqExact(basket_id) FROM %s" % tbl).split(), ["600", "600"])
 
+    def test_template_outliving_its_run(self):
+        # A finalizer that runs when the Lua state closes, after the run and its sinks are gone:
+        # the template must say so instead of touching the freed schema (ASan build checks).
+        tbl = self.table("late")
+        r = self.run_script('''
+local sink = assert(ch.sink("%s"))
+local tpl = basket_template(sink, 5)
+print("during: " .. tostring(tpl))
+local empty = json.view('{"baskets": []}')
+local late = setmetatable({}, {__gc = function()
+  io.write("after: ", tostring(tpl), "\\n")
+  local ok, err = pcall(tpl.add, tpl, empty)
+  io.write("add after: ", tostring(ok), " ", tostring(err), "\\n")
+end})
+''' % tbl)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("during: template(%s)" % tbl, r.stdout)
+        self.assertIn("after: template(its run has ended)", r.stdout)
+        self.assertIn("add after: false", r.stdout)
+        self.assertIn("no longer usable", r.stdout)
+
     def misuse(self, spec, call="tpl:add(json.view(PAGE).data[1])"):
         tbl = "%s.misuse" % self.db
         zhtest.ch("CREATE TABLE IF NOT EXISTS %s AS %s.stg_qtickets_api_baskets_raw ENGINE = MergeTree "

@@ -85,6 +85,13 @@ typedef struct zh_spool_info {
     uint64_t quarantined_rows;
 } zh_spool_info;
 void zh_spool_stat(const char *dir, zh_spool_info *out);
+/* While a run may still append to its spool files, they stay locked (flock, exclusive) so that
+ * `zhost spool replay` leaves them alone: hold from the run's start, release when it can no longer
+ * spool (zh_run_free). Files spooled under a run id nobody holds are locked only while written.
+ * zh_spool_shutdown releases whatever is still held (zh_host_free). */
+void zh_spool_hold(zh_host *h, const char *run_id);
+void zh_spool_release(zh_host *h, const char *run_id);
+void zh_spool_shutdown(zh_host *h);
 
 /* ClickHouse's TabSeparated output. One field at p (escapes undone) into out, NUL-terminated;
  * *eol says whether it ended its row. Returns where the next field starts. */

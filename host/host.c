@@ -79,6 +79,7 @@ void zh_host_free(zh_host *h) {
     if (!h) return;
     zh_tasks_shutdown(h);
     zh_ch_shutdown(h);
+    zh_spool_shutdown(h);
     zh_http_shutdown(h);
     zh_curl_free(h->curl);
     h->curl = NULL;

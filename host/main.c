@@ -265,6 +265,9 @@ static const zh_command commands[] = {
     {"repl", zh_cmd_repl, "zhost repl [--secrets DIR]", "Interactive Lua prompt with every zhost module loaded."},
     {"spool", zh_cmd_spool, "zhost spool status|replay [--json] [--spool DIR] [--conf FILE] [--secrets DIR]",
      "Shows or delivers batches that could not be inserted into ClickHouse, in bounded pieces.\n"
+     "replay skips files a running run still writes (status shows them `being written`). Exit 0 when\n"
+     "all was delivered, 1 when a file could not be or rows were quarantined, 75 when only files of\n"
+     "runs still going are left: run it again once they have ended.\n"
      "The spool is --spool, else $ZHOST_SPOOL, else the daemon's spool_dir from its configuration\n"
      "(--conf, $ZHOST_CONF, /etc/zhost/zhost.conf or ./conf/zhost.conf), else ./var/spool."},
     {"migrate", zh_cmd_migrate, "zhost migrate [--status] [--secrets DIR] [--sql DIR]",

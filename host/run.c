@@ -372,6 +372,8 @@ zh_run *zh_run_start(zh_host *h, const zh_run_opts *o, void (*on_done)(zh_run *,
     r->opts.extra = NULL;
     zh_uuid4(r->run_id);
     snprintf(r->group.run_id, sizeof r->group.run_id, "%s", r->run_id);
+    /* Until zh_run_free, this run may append to its spool files: replay must leave them alone. */
+    zh_spool_hold(h, r->run_id);
     r->started_wall = zh_now_wall();
     r->started_mono = zh_now_mono();
     r->status = ZH_RUN_RUNNING;
@@ -483,6 +485,9 @@ void zh_run_free(zh_run *r) {
         zh_ch_record_detach(h, r);
         zh_ch_group_forget(h, &r->group);
     }
+    /* Its sinks are gone (their rows spooled just above): a replay may take its files now. In
+     * `zhost serve` the process goes on, so this is what lets the lock go, and the fds with it. */
+    zh_spool_release(h, r->run_id);
     if (L) {
         /* The script's finalizers and __close handlers can still call job functions (at
          * lua_close, or from a later run's collection in `zhost serve`). */

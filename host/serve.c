@@ -1018,6 +1018,15 @@ int zh_cmd_serve(int argc, char **argv) {
         zh_conf_free(conf);
         return 0;
     }
+    /* The fake clock is checked before anything is taken (state directory, lock, log file): a
+     * refused start must leave nothing open or behind. */
+    const char *fake = getenv("ZHOST_FAKE_NOW");
+    int64_t fake_t = 0;
+    if (fake && *fake && zh_sched_parse_iso(fake, &fake_t) != 0) {
+        fprintf(stderr, "zhost serve: ZHOST_FAKE_NOW must be ISO-8601 with an offset (got '%s')\n", fake);
+        zh_conf_free(conf);
+        return 2;
+    }
     if (verbose) zh_log_set_level(ZH_LOG_DEBUG);
     zh_mkdirs(conf->state_dir, 0750);
     /* One daemon per state directory. */
@@ -1041,19 +1050,9 @@ int zh_cmd_serve(int argc, char **argv) {
     s->conf_flag = conf_flag ? zh_xstrdup(conf_flag) : NULL;
     s->speed = 1;
     gethostname(s->hostname, sizeof s->hostname - 1);
-    const char *fake = getenv("ZHOST_FAKE_NOW");
     if (fake && *fake) {
-        int64_t t;
-        if (zh_sched_parse_iso(fake, &t) != 0) {
-            fprintf(stderr, "zhost serve: ZHOST_FAKE_NOW must be ISO-8601 with an offset (got '%s')\n", fake);
-            zh_conf_free(conf);
-            free(s->conf_flag);
-            free(s);
-            close(lockfd);
-            return 2;
-        }
         s->fake_clock = true;
-        s->fake_base = (double)t;
+        s->fake_base = (double)fake_t;
         s->mono_base = zh_now_mono();
         const char *sp = getenv("ZHOST_FAKE_SPEED");
         if (sp && atof(sp) > 0) s->speed = atof(sp);
@@ -1075,6 +1074,7 @@ int zh_cmd_serve(int argc, char **argv) {
         free(s->conf_flag);
         free(s->secrets_flag);
         free(s);
+        zh_log_set_file(NULL);
         close(lockfd);
         return 1;
     }

@@ -30,6 +30,7 @@ struct zh_host {
     struct zh_sched_state *tasks; /* ready queue and task bookkeeping (task.c) */
     struct zh_http_state *http;   /* per-source limits and retry policies (l_http.c) */
     struct zh_ch_state *ch;       /* ClickHouse connection settings and open sinks (clickhouse.c) */
+    struct zh_spool_state *spool; /* spool files kept locked for runs still appending to them (spool.c) */
     zh_run *run;                /* the script run in progress (run.c), NULL in the REPL */
     const char *secrets_dir;    /* --secrets / ZHOST_SECRETS / "./secrets" */
     const char *scripts_dir;    /* directory of the running script, for require() */

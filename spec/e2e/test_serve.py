@@ -270,5 +270,17 @@ class Operators(ServeCase):
         self.assertRegex(bad.stderr, r"zhost.conf:\d+: bad interval 'every banana'")
 
 
+class RefusedStart(ServeCase):
+    def test_a_bad_fake_clock_is_refused_before_anything_is_taken(self):
+        # It used to be checked after the state lock and the log file were taken, and that path
+        # returned with zhost.log still open.
+        self.lua("a.lua", "")
+        self.conf("[job a]\nscript = scripts/a.lua\nschedule = 0 0 1 1 *\n")
+        r = self.zhost("serve", "--conf", self.conf_path, env={"ZHOST_FAKE_NOW": "yesterday"})
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("ZHOST_FAKE_NOW must be ISO-8601 with an offset (got 'yesterday')", r.stderr)
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "state")), os.listdir(self.tmp))
+
+
 if __name__ == "__main__":
     unittest.main()

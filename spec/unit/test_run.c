@@ -14,6 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -128,6 +131,29 @@ static char *spooled(const char *table) {
     return all;
 }
 
+/* How many spool files of a table are there, and how many of them someone keeps locked (as
+ * `zhost spool replay` would find them). */
+static int spool_files(const char *table, int *locked) {
+    int n = 0;
+    *locked = 0;
+    DIR *d = opendir(spool);
+    if (!d) return 0;
+    struct dirent *e;
+    size_t tl = strlen(table);
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, table, tl) || e->d_name[tl] != '~') continue;
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s", spool, e->d_name);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) continue;
+        n++;
+        if (flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK) (*locked)++;
+        close(fd);
+    }
+    closedir(d);
+    return n;
+}
+
 static void free_while_waiting(void) {
     const char *path = script("waiting.lua",
                               "-- zhost: job=t_waiting\n"
@@ -180,6 +206,29 @@ static void free_after_finish(void) {
     luaL_unref(h->L, LUA_REGISTRYINDEX, jt);
     zh_host_free(h);
     ZT_EQ_INT(done, 1);
+}
+
+/* What it spooled stays locked while the run may add to it, and is free for a replay as soon as
+ * the run is freed, with the host (a `zhost serve` daemon) still going. */
+static void spool_locked_while_the_run_lives(void) {
+    const char *path = script("locking.lua",
+                              "-- zhost: job=t_locking\n"
+                              "local s = assert(ch.sink('zakaz.t_locked', {max_age = 600}))\n"
+                              "s:add{a = 'spooled-mid-run'}\n"
+                              "assert(not s:flush())\n"
+                              "job:set('ready', true)\n"
+                              "sleep(1e6)\n");
+    zh_host *h = host();
+    int done = 0, locked = 0;
+    zh_run *r = start(h, path, false, false, &done);
+    if (!started(h, r)) return;
+    ZT_CHECK(run_until_ready(h, r));
+    ZT_EQ_INT(spool_files("zakaz.t_locked", &locked), 1);
+    ZT_EQ_INT(locked, 1);
+    zh_run_free(r);
+    ZT_EQ_INT(spool_files("zakaz.t_locked", &locked), 1);
+    ZT_EQ_INT(locked, 0);
+    zh_host_free(h);
 }
 
 static void free_with_rows_buffered(void) {
@@ -272,6 +321,7 @@ int main(void) {
     mkdir(schema_dir, 0700);
     script("spool/schema/zakaz.t_buffered.tsv", "a\tString\n");
     script("spool/schema/zakaz.t_inflight.tsv", "a\tString\n");
+    script("spool/schema/zakaz.t_locked.tsv", "a\tString\n");
     /* Port 1 refuses at once; one attempt, so sinks open from the cached schema without delay. */
     setenv("CLICKHOUSE_URL", "http://127.0.0.1:1", 1);
     setenv("CLICKHOUSE_DB", "zakaz", 1);
@@ -279,6 +329,7 @@ int main(void) {
     unsetenv("CLICKHOUSE_HOST");
     ZT_RUN(free_while_waiting);
     ZT_RUN(free_after_finish);
+    ZT_RUN(spool_locked_while_the_run_lives);
     ZT_RUN(free_with_rows_buffered);
     ZT_RUN(free_with_insert_in_flight);
     ZT_RUN(free_with_running_row_in_flight);

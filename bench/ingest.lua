@@ -1,9 +1,11 @@
 -- zhost: job=bench_ingest secrets=qtickets options=base,table,concurrency,decode,batch,map
 -- The ingest benchmark's zhost job (bench/README.md): every page of QTickets-shaped orders from
--- bench/pagefake.py -> basket rows (qtickets_map's rules and helpers) -> one ClickHouse table.
+-- bench/pagefake.py -> basket rows (qtickets_map's rules: a row template, or with --map lua its
+-- helpers) -> one ClickHouse table.
 -- --decode view parses each page with json.view (simdjson, lazy); --decode cjson with res:json(). Unlike scripts/qtickets.lua it keeps no per-order state (no seen-ids set, no events), so its
 -- memory must not grow with the number of orders: that is one of the things measured.
 --   zhost run bench/ingest.lua --base URL --table DB.TABLE [--concurrency 4] [--decode view|cjson]
+--                              [--map template|lua] [--batch N]
 -- C workers each take the next page number, fetch it, map it and hand its rows to the sink; the
 -- sink's backpressure (one INSERT in flight, bounded buffer) stops the workers when ClickHouse lags.
 local map = require("qtickets_map")

@@ -195,6 +195,8 @@ def main():
     ap.add_argument("--contenders", default="zhost,python,floor")
     ap.add_argument("--scenarios", default="cpu,latency")
     ap.add_argument("--decode", default="view", help="bench/ingest.lua --decode: view or cjson")
+    ap.add_argument("--map", default=None,
+                    help="bench/ingest.lua --map: template (the default with --decode view) or lua")
     ap.add_argument("--batch", type=int, default=0, help="bench/ingest.lua --batch: rows per INSERT (default: the sink's)")
     ap.add_argument("--out", default=os.path.join(HERE, "results.md"))
     ap.add_argument("--repeat", type=int, default=1, help="runs per contender; the table shows the fastest")
@@ -250,6 +252,7 @@ def main():
                         row[key] = run_one(key, [args.zhost, "run", os.path.join(HERE, "ingest.lua"), "--secrets",
                                                  secrets, "--base", fake.url, "--table", TABLE, "--concurrency",
                                                  str(c), "--decode", args.decode]
+                                                + (["--map", args.map] if args.map else [])
                                                 + (["--batch", str(args.batch)] if args.batch else []), chu, want, env)
                         row[key]["conc"] = c
                 if "python" in contenders:
@@ -311,8 +314,9 @@ def write_table(args, results):
                 "%.2f×" % (p["cpu"] / z["cpu"]) if p else "–",
                 "%.2f×" % (z["wall"] / f["wall"]) if f else "–"))
     text = "\n".join(lines) + "\n"
-    hdr = "<!-- bench/ingest.py %s; decode %s; batch %s; %s; load average before: %s -->\n" % (
-        " ".join(sys.argv[1:]), args.decode, args.batch or "default", time.strftime("%Y-%m-%d %H:%M"), args.load0)
+    hdr = "<!-- bench/ingest.py %s; decode %s; map %s; batch %s; %s; load average before: %s -->\n" % (
+        " ".join(sys.argv[1:]), args.decode, args.map or ("template" if args.decode == "view" else "lua"),
+        args.batch or "default", time.strftime("%Y-%m-%d %H:%M"), args.load0)
     with open(args.out, "w") as fh:
         fh.write(hdr + text)
     print()

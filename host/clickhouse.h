@@ -84,7 +84,15 @@ typedef struct zh_spool_info {
     int quarantined_files;        /* <spool>/quarantine: rows ClickHouse rejected for their content */
     uint64_t quarantined_rows;
 } zh_spool_info;
+/* Reads every spool file to count its rows (`zhost spool status`). Callers that count often keep
+ * a zh_spool_counts: then only what was appended since the last count is read. */
 void zh_spool_stat(const char *dir, zh_spool_info *out);
+typedef struct zh_spool_counts zh_spool_counts;
+zh_spool_counts *zh_spool_counts_new(void);
+void zh_spool_counts_free(zh_spool_counts *c);
+void zh_spool_stat_cached(const char *dir, zh_spool_counts *c, zh_spool_info *out);
+/* The same with the host's own counts (ch.spool_status()). */
+void zh_spool_stat_host(zh_host *h, zh_spool_info *out);
 /* While a run may still append to its spool files, they stay locked (flock, exclusive) so that
  * `zhost spool replay` leaves them alone: hold from the run's start, release when it can no longer
  * spool (zh_run_free). Files spooled under a run id nobody holds are locked only while written.

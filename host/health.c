@@ -38,6 +38,7 @@ struct zh_health {
     zh_httpd *httpd;
     probe probes[NPROBES];
     zh_spool_info spool;
+    zh_spool_counts *spool_counts; /* so each refresh reads only what was spooled since the last */
     double spool_at;
     uint64_t by_code[NEP][4]; /* 2xx, 4xx, 503, other */
     int pages;                /* requests waiting on probes */
@@ -216,7 +217,8 @@ static int rank(const char *st) { return !strcmp(st, "error") ? 2 : !strcmp(st, 
 
 static void spool_refresh(zh_health *hs) {
     if (hs->spool_at > 0 && zh_now_mono() - hs->spool_at < 5) return;
-    zh_spool_stat(hs->s->conf->spool_dir, &hs->spool);
+    if (!hs->spool_counts) hs->spool_counts = zh_spool_counts_new();
+    zh_spool_stat_cached(hs->s->conf->spool_dir, hs->spool_counts, &hs->spool);
     hs->spool_at = zh_now_mono();
 }
 
@@ -769,5 +771,6 @@ void zh_health_free(zh_health *hs) {
         free(p->error);
         zh_buf_free(&p->body);
     }
+    zh_spool_counts_free(hs->spool_counts);
     free(hs);
 }

@@ -553,7 +553,7 @@ static int l_database(lua_State *L) {
 static int l_spool_status(lua_State *L) {
     zh_host *h = zh_host_of(L);
     zh_spool_info info;
-    zh_spool_stat(h->spool_dir, &info);
+    zh_spool_stat_host(h, &info);
     lua_createtable(L, 0, 4);
     lua_pushstring(L, h->spool_dir);
     lua_setfield(L, -2, "dir");

@@ -53,7 +53,10 @@ typedef struct held_run {
 
 struct zh_spool_state {
     held_run *runs;
+    zh_spool_counts *counts; /* ch.spool_status()'s, counted incrementally */
 };
+
+static uint64_t spool_bytes(const char *dir);
 
 /* The run id as it appears in file names. */
 static void rid_of(const char *run_id, char rid[40]) {
@@ -106,6 +109,7 @@ void zh_spool_release(zh_host *h, const char *run_id) {
 
 void zh_spool_shutdown(zh_host *h) {
     while (h->spool && h->spool->runs) zh_spool_release(h, h->spool->runs->rid);
+    if (h->spool) zh_spool_counts_free(h->spool->counts);
     free(h->spool);
     h->spool = NULL;
 }
@@ -171,10 +175,9 @@ static int open_spool_file(zh_host *h, const char *db_table, const char *rid, ch
 int zh_spool_write(zh_host *h, const char *db_table, const char *job, const char *run_id, const char *error,
                    const char *rows, size_t len, uint64_t nrows, char *err, size_t errlen) {
     (void)error;
-    zh_spool_info info;
-    zh_spool_stat(h->spool_dir, &info);
-    if (info.bytes + len > spool_limit()) {
-        snprintf(err, errlen, "spool %s is full (%llu bytes, limit %llu)", h->spool_dir, (unsigned long long)info.bytes,
+    uint64_t waiting = spool_bytes(h->spool_dir);
+    if (waiting + len > spool_limit()) {
+        snprintf(err, errlen, "spool %s is full (%llu bytes, limit %llu)", h->spool_dir, (unsigned long long)waiting,
                  (unsigned long long)spool_limit());
         return -1;
     }
@@ -285,25 +288,109 @@ static void write_done_offset(const char *path, long long off) {
     zh_write_atomic(p, text, (size_t)n, 0600, NULL);
 }
 
-static void file_stat(const char *path, uint64_t *rows, uint64_t *bytes) {
-    FILE *f = fopen(path, "rb");
+/* Newlines in [from, to) of the open file. */
+static uint64_t count_lines(FILE *f, uint64_t from, uint64_t to) {
+    uint64_t rows = 0;
+    if (to <= from || fseeko(f, (off_t)from, SEEK_SET) != 0) return 0;
+    char buf[65536];
+    uint64_t left = to - from;
+    while (left) {
+        size_t n = fread(buf, 1, left < sizeof buf ? (size_t)left : sizeof buf, f);
+        if (!n) break;
+        for (size_t i = 0; i < n; i++) rows += buf[i] == '\n';
+        left -= n;
+    }
+    return rows;
+}
+
+/* What was counted of one file, so the next count reads only what was appended (spool files only
+ * grow, and replay's progress only moves forward). Health checks and ch.spool_status() count the
+ * spool often, and during a long ClickHouse outage it holds up to 2 GiB: reading all of it each
+ * time blocked the loop for seconds. */
+typedef struct count_entry {
+    char *path;
+    dev_t dev;
+    ino_t ino;
+    uint64_t size, lines;           /* newlines in [0, size) */
+    uint64_t done, lines_done;      /* newlines in [0, done): rows replay already delivered */
+    bool seen;
+    struct count_entry *next;
+} count_entry;
+
+struct zh_spool_counts {
+    count_entry *entries;
+};
+
+zh_spool_counts *zh_spool_counts_new(void) { return zh_xcalloc(1, sizeof(zh_spool_counts)); }
+
+void zh_spool_counts_free(zh_spool_counts *c) {
+    if (!c) return;
+    while (c->entries) {
+        count_entry *e = c->entries;
+        c->entries = e->next;
+        free(e->path);
+        free(e);
+    }
+    free(c);
+}
+
+static void file_stat(zh_spool_counts *c, const char *path, uint64_t *rows, uint64_t *bytes) {
     *rows = 0;
     *bytes = 0;
+    FILE *f = fopen(path, "rb");
     if (!f) return;
-    long long skip = read_done_offset(path);
-    if (skip > 0) fseek(f, skip, SEEK_SET);
-    char buf[65536];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, f)) > 0) {
-        *bytes += n;
-        for (size_t i = 0; i < n; i++)
-            if (buf[i] == '\n') (*rows)++;
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0) {
+        fclose(f);
+        return;
     }
+    uint64_t size = (uint64_t)st.st_size, done = 0;
+    long long d = read_done_offset(path);
+    if (d > 0) done = (uint64_t)d < size ? (uint64_t)d : size;
+    count_entry tmp = {0}, *e = &tmp;
+    if (c) {
+        for (e = c->entries; e && strcmp(e->path, path); e = e->next) {}
+        if (!e) {
+            e = zh_xcalloc(1, sizeof *e);
+            e->path = zh_xstrdup(path);
+            e->next = c->entries;
+            c->entries = e;
+        }
+        e->seen = true;
+    }
+    /* Another file under the same name, or one that shrank: count it from the start. */
+    if (e->dev != st.st_dev || e->ino != st.st_ino || size < e->size || done < e->done) {
+        e->dev = st.st_dev;
+        e->ino = st.st_ino;
+        e->size = e->lines = e->done = e->lines_done = 0;
+    }
+    e->lines += count_lines(f, e->size, size);
+    e->size = size;
+    e->lines_done += count_lines(f, e->done, done);
+    e->done = done;
     fclose(f);
+    *rows = e->lines - e->lines_done;
+    *bytes = size - done;
+}
+
+/* Forgets files that were not counted this time (delivered, moved away). */
+static void counts_sweep(zh_spool_counts *c) {
+    if (!c) return;
+    for (count_entry **pp = &c->entries; *pp;) {
+        count_entry *e = *pp;
+        if (e->seen) {
+            e->seen = false;
+            pp = &e->next;
+        } else {
+            *pp = e->next;
+            free(e->path);
+            free(e);
+        }
+    }
 }
 
 /* Rows waiting in <spool>/quarantine (not counted as spooled: replay never reads them). */
-static void quarantine_stat(const char *spool_dir, int *files, uint64_t *rows) {
+static void quarantine_stat(zh_spool_counts *c, const char *spool_dir, int *files, uint64_t *rows) {
     char dir[1100];
     snprintf(dir, sizeof dir, "%s/quarantine", spool_dir);
     char **names;
@@ -313,29 +400,60 @@ static void quarantine_stat(const char *spool_dir, int *files, uint64_t *rows) {
         char path[1400];
         snprintf(path, sizeof path, "%s/%s", dir, names[i]);
         uint64_t r, b;
-        file_stat(path, &r, &b);
+        file_stat(c, path, &r, &b);
         *rows += r;
         free(names[i]);
     }
     free(names);
 }
 
-void zh_spool_stat(const char *dir, zh_spool_info *out) {
+void zh_spool_stat_cached(const char *dir, zh_spool_counts *c, zh_spool_info *out) {
     memset(out, 0, sizeof *out);
-    quarantine_stat(dir, &out->quarantined_files, &out->quarantined_rows);
+    quarantine_stat(c, dir, &out->quarantined_files, &out->quarantined_rows);
     char **names;
     int n = list_files(dir, &names);
     for (int i = 0; i < n; i++) {
         char path[1200];
         snprintf(path, sizeof path, "%s/%s", dir, names[i]);
         uint64_t r, b;
-        file_stat(path, &r, &b);
+        file_stat(c, path, &r, &b);
         out->files++;
         out->rows += r;
         out->bytes += b;
         free(names[i]);
     }
     free(names);
+    counts_sweep(c);
+}
+
+void zh_spool_stat(const char *dir, zh_spool_info *out) { zh_spool_stat_cached(dir, NULL, out); }
+
+void zh_spool_stat_host(zh_host *h, zh_spool_info *out) {
+    if (!h->spool) h->spool = zh_xcalloc(1, sizeof *h->spool);
+    if (!h->spool->counts) h->spool->counts = zh_spool_counts_new();
+    zh_spool_stat_cached(h->spool_dir, h->spool->counts, out);
+}
+
+/* Bytes waiting in the spool, from the files' sizes alone: what the size limit needs on every
+ * batch spooled, without reading the spool. */
+static uint64_t spool_bytes(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    uint64_t total = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t l = strlen(e->d_name);
+        if (l <= 6 || strcmp(e->d_name + l - 6, ".jsonl")) continue;
+        char path[1200];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        struct stat st;
+        if (stat(path, &st) != 0) continue;
+        long long done = read_done_offset(path);
+        uint64_t size = (uint64_t)st.st_size, skip = done > 0 ? (uint64_t)done : 0;
+        total += size > skip ? size - skip : 0;
+    }
+    closedir(d);
+    return total;
 }
 
 /* db.table from "<db.table>~<run>.jsonl" */
@@ -608,7 +726,7 @@ int zh_cmd_spool(int argc, char **argv) {
             snprintf(path, sizeof path, "%s/%s", h->spool_dir, names[i]);
             table_of(names[i], table, sizeof table);
             uint64_t r, b;
-            file_stat(path, &r, &b);
+            file_stat(NULL, path, &r, &b);
             long pid;
             bool busy = locked_by_other(path, &pid);
             writing += busy;
@@ -628,7 +746,7 @@ int zh_cmd_spool(int argc, char **argv) {
         }
         int qfiles;
         uint64_t qrows;
-        quarantine_stat(h->spool_dir, &qfiles, &qrows);
+        quarantine_stat(NULL, h->spool_dir, &qfiles, &qrows);
         if (json) printf("],\"total_files\":%d,\"total_rows\":%llu,\"total_bytes\":%llu,\"being_written_files\":%d,"
                          "\"quarantined_rows\":%llu}\n", n, (unsigned long long)trows, (unsigned long long)tbytes, writing,
                          (unsigned long long)qrows);

@@ -92,23 +92,7 @@ end
 -- run in C (sink:template, docs/lua-api.md); --map lua: add_baskets above.
 local mapping = args.map or (decode == "view" and "template" or "lua")
 if mapping == "template" and decode ~= "view" then error("--map template needs --decode view", 0) end
-local baskets_tpl = mapping == "template" and sink:template{
-  each = "baskets",
-  columns = {
-    basket_id = {"id", as = "id"},
-    order_id = {"^id", as = "id"},
-    event_id = {"^event_id", as = "id"},
-    show_id = {"show_id", as = "id"},
-    price = {"price", as = "decimal", default = "0.00"},
-    original_price = {"original_price", as = "decimal", default_from = "price"},
-    quantity = {"quantity", as = "int", default = 1, min = 0},
-    deleted_at = {"deleted_at", as = "datetime", default = null},
-    refunded_at = {"refunded_at", as = "datetime", default = null},
-    refunded_amount = {"refunded_amount", as = "decimal", default = null},
-    sale_ts = {"^payed_at", "^created_at", as = "datetime", default = time.format(0)},
-    _ver = {value = ver},
-  },
-}
+local baskets_tpl = mapping == "template" and map.basket_template(sink, ver)
 local add_order = baskets_tpl and function(o) return baskets_tpl:add(o) end or add_baskets
 
 local function load(v)

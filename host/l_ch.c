@@ -568,30 +568,30 @@ static int l_spool_status(lua_State *L) {
     return 1;
 }
 
+/* The metatable of a userdata class: its methods, __gc and __tostring. */
+static void define_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc, lua_CFunction tostring) {
+    if (luaL_newmetatable(L, name)) {
+        lua_newtable(L);
+        luaL_setfuncs(L, methods, 0);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, gc);
+        lua_setfield(L, -2, "__gc");
+        lua_pushcfunction(L, tostring);
+        lua_setfield(L, -2, "__tostring");
+    }
+    lua_pop(L, 1);
+}
+
 int zh_open_ch(lua_State *L) {
-    if (luaL_newmetatable(L, SINK_MT)) {
-        static const luaL_Reg m[] = {
-            {"add", l_sink_add},     {"flush", l_sink_flush}, {"close", l_sink_close},
-            {"count", l_sink_count}, {"template", l_sink_template}, {NULL, NULL},
-        };
-        luaL_newlib(L, m);
-        lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, l_sink_gc);
-        lua_setfield(L, -2, "__gc");
-        lua_pushcfunction(L, l_sink_tostring);
-        lua_setfield(L, -2, "__tostring");
-    }
-    lua_pop(L, 1);
-    if (luaL_newmetatable(L, ROWTPL_MT)) {
-        static const luaL_Reg m[] = {{"add", l_tpl_add}, {"rows", l_tpl_rows}, {"stats", l_tpl_stats}, {NULL, NULL}};
-        luaL_newlib(L, m);
-        lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, l_tpl_gc);
-        lua_setfield(L, -2, "__gc");
-        lua_pushcfunction(L, l_tpl_tostring);
-        lua_setfield(L, -2, "__tostring");
-    }
-    lua_pop(L, 1);
+    static const luaL_Reg sink_methods[] = {
+        {"add", l_sink_add},     {"flush", l_sink_flush}, {"close", l_sink_close},
+        {"count", l_sink_count}, {"template", l_sink_template}, {NULL, NULL},
+    };
+    define_class(L, SINK_MT, sink_methods, l_sink_gc, l_sink_tostring);
+    static const luaL_Reg template_methods[] = {
+        {"add", l_tpl_add}, {"rows", l_tpl_rows}, {"stats", l_tpl_stats}, {NULL, NULL},
+    };
+    define_class(L, ROWTPL_MT, template_methods, l_tpl_gc, l_tpl_tostring);
     static const luaL_Reg fns[] = {
         {"query", l_query}, {"exec", l_exec}, {"sink", l_sink}, {"quote", l_quote}, {"database", l_database},
         {"spool_status", l_spool_status}, {NULL, NULL},

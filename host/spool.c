@@ -437,22 +437,20 @@ void zh_spool_stat_host(zh_host *h, zh_spool_info *out) {
 /* Bytes waiting in the spool, from the files' sizes alone: what the size limit needs on every
  * batch spooled, without reading the spool. */
 static uint64_t spool_bytes(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return 0;
+    char **names;
+    int n = list_files(dir, &names);
     uint64_t total = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        size_t l = strlen(e->d_name);
-        if (l <= 6 || strcmp(e->d_name + l - 6, ".jsonl")) continue;
+    for (int i = 0; i < n; i++) {
         char path[1200];
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        free(names[i]);
         struct stat st;
         if (stat(path, &st) != 0) continue;
         long long done = read_done_offset(path);
         uint64_t size = (uint64_t)st.st_size, skip = done > 0 ? (uint64_t)done : 0;
         total += size > skip ? size - skip : 0;
     }
-    closedir(d);
+    free(names);
     return total;
 }
 

@@ -286,4 +286,29 @@ function M.order_rows(o, ver)
   return order, rows, notes
 end
 
+-- The basket rows of M.order_rows as a row template (sink:template, docs/lua-api.md): the same
+-- rows, made in C from a json.view of an order — `tpl:add(order)`. For bulk loads where the
+-- mapping's CPU matters (bench/ingest.lua); spec/e2e/test_rowtpl.py checks both give identical
+-- rows over every documented type drift. order_rows stays the loader's: it also makes the order
+-- row and counts live baskets.
+function M.basket_template(sink, ver)
+  return sink:template{
+    each = "baskets",
+    columns = {
+      basket_id = {"id", as = "id"},
+      order_id = {"^id", as = "id"},
+      event_id = {"^event_id", as = "id"},
+      show_id = {"show_id", as = "id"},
+      price = {"price", as = "decimal", default = "0.00"},
+      original_price = {"original_price", as = "decimal", default_from = "price"},
+      quantity = {"quantity", as = "int", default = 1, min = 0},
+      deleted_at = {"deleted_at", as = "datetime", default = null},
+      refunded_at = {"refunded_at", as = "datetime", default = null},
+      refunded_amount = {"refunded_amount", as = "decimal", default = null},
+      sale_ts = {"^payed_at", "^created_at", as = "datetime", default = time.format(0)},
+      _ver = {value = ver},
+    },
+  }
+end
+
 return M

@@ -10,28 +10,10 @@ import unittest
 sys.path.insert(0, os.path.dirname(__file__))
 import zhtest  # noqa: E402
 
-# The basket template that matches qtickets_map.order_rows column for column (as bench/ingest.lua).
+# The template under test: qtickets_map.basket_template (scripts/lib), which bench/ingest.lua uses.
 TEMPLATE = r'''
 local null = json.null
-local function basket_template(sink, ver)
-  return sink:template{
-    each = "baskets",
-    columns = {
-      basket_id = {"id", as = "id"},
-      order_id = {"^id", as = "id"},
-      event_id = {"^event_id", as = "id"},
-      show_id = {"show_id", as = "id"},
-      price = {"price", as = "decimal", default = "0.00"},
-      original_price = {"original_price", as = "decimal", default_from = "price"},
-      quantity = {"quantity", as = "int", default = 1, min = 0},
-      deleted_at = {"deleted_at", as = "datetime", default = null},
-      refunded_at = {"refunded_at", as = "datetime", default = null},
-      refunded_amount = {"refunded_amount", as = "decimal", default = null},
-      sale_ts = {"^payed_at", "^created_at", as = "datetime", default = time.format(0)},
-      _ver = {value = ver},
-    },
-  }
-end
+local basket_template = require("qtickets_map").basket_template
 '''
 
 BIG = "18446744073709551615"  # above 2^63-1: json.view gives its digits as a string

@@ -143,6 +143,13 @@ static void a_held_file_moved_away_is_not_appended_to(void) {
 }
 
 
+static void put_file(const char *path, const char *mode, const char *text) {
+    FILE *f = fopen(path, mode);
+    if (!f) return;
+    fputs(text, f);
+    fclose(f);
+}
+
 /* Counting with a zh_spool_counts reads only what was appended, and must still agree with a full
  * count after every kind of change: appends, replay progress (.done), a file replaced under the
  * same name, a file cut back, a file gone. */
@@ -165,38 +172,28 @@ static void incremental_counts_agree_with_full_counts(void) {
     char a[200], done[220];
     snprintf(a, sizeof a, "%s/db.t~r1.jsonl", sub);
     snprintf(done, sizeof done, "%s.done", a);
-    FILE *f = fopen(a, "w");
-    fputs("{\"id\":1}\n{\"id\":2}\n{\"id\":3}\n", f); /* 3 rows of 9 bytes */
-    fclose(f);
+    put_file(a, "w", "{\"id\":1}\n{\"id\":2}\n{\"id\":3}\n"); /* 3 rows of 9 bytes */
     SAME(3, 27, 1);
-    f = fopen(a, "a");
-    fputs("{\"id\":4}\n{\"id\":5}\n", f);
-    fclose(f);
+    put_file(a, "a", "{\"id\":4}\n{\"id\":5}\n");
     SAME(5, 45, 1);
-    f = fopen(done, "w"); /* replay delivered the first two rows */
-    fputs("18\n", f);
-    fclose(f);
+    put_file(done, "w", "18\n"); /* replay delivered the first two rows */
     SAME(3, 27, 1);
-    f = fopen(done, "w");
-    fputs("36\n", f);
-    fclose(f);
+    put_file(done, "w", "36\n");
     SAME(1, 9, 1);
     unlink(done);
     /* replaced by another file under the same name, larger than what was counted */
     char tmp[220];
     snprintf(tmp, sizeof tmp, "%s.new", a);
-    f = fopen(tmp, "w");
-    for (int i = 0; i < 7; i++) fputs("{\"id\":9}\n", f);
-    fclose(f);
+    FILE *f = fopen(tmp, "w");
+    for (int i = 0; f && i < 7; i++) fputs("{\"id\":9}\n", f);
+    if (f) fclose(f);
     ZT_EQ_INT(rename(tmp, a), 0);
     SAME(7, 63, 1);
     ZT_EQ_INT(truncate(a, 18), 0); /* a half-written batch cut back */
     SAME(2, 18, 1);
     char b[200];
     snprintf(b, sizeof b, "%s/db.u~r2.jsonl", sub);
-    f = fopen(b, "w");
-    fputs("{\"id\":1}\n", f);
-    fclose(f);
+    put_file(b, "w", "{\"id\":1}\n");
     SAME(3, 27, 2);
     unlink(a);
     SAME(1, 9, 1);

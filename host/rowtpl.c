@@ -628,7 +628,7 @@ static const char *encode_row(zh_rowtpl *t, lua_State *L, const zh_jnode *item, 
         size_t nbytes = 0;
         int copy = -1; /* default_from: the value of cols[copy], already in out */
         if (got == 0) {
-            int d = col->is_const ? DF_BYTES : col->dflt;
+            int d = col->dflt; /* a constant's too: json.null makes it DF_NULL or DF_OMIT */
             if (d == DF_OMIT) continue;
             if (d == DF_NULL) bytes = "null", nbytes = 4;
             else if (d == DF_BYTES) bytes = col->bytes, nbytes = col->nbytes;

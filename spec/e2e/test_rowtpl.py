@@ -160,6 +160,10 @@ local tpl = basket_template(sink, 5)
 local page = json.view(PAGE)
 local text, n = tpl:rows(page.data[3])
 assert(n == 3, n)
+local consts = sink:template{columns = {basket_id = {value = "k"}, refunded_amount = {value = json.null},
+                                        _ver = {value = json.null}}}
+local line = consts:rows(json.view("{}"))
+assert(line == '{"basket_id":"k","refunded_amount":null}\\n', line)  -- NULL where Nullable, else left out
 local ids = {}
 for id in text:gmatch('"basket_id":"(%%d+)"') do ids[#ids + 1] = id end
 assert(table.concat(ids, ",") == "3001,3005,3012", table.concat(ids, ","))

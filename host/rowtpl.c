@@ -315,8 +315,10 @@ void zh_rowtpl_compile(lua_State *L, int idx, const ch_schema *s, zh_rowtpl **sl
         const char *name = lua_tostring(L, -1);
         lua_getfield(L, cols, name);
         refs[i] = NULL;
-        compile_col(L, s, name, &t->cols[t->ncols], &refs[i]);
+        /* counted first: compile_col may raise with the column half made, and the template's
+         * finalizer frees what it holds */
         t->ncols++;
+        compile_col(L, s, name, &t->cols[t->ncols - 1], &refs[i]);
         lua_pop(L, 2);
     }
     /* default_from: the column copied is evaluated first; it may not itself copy */

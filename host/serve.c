@@ -347,6 +347,18 @@ static void reap_cb(uv_timer_t *t) {
     s->ndead = 0;
 }
 
+/* A script job whose tasks all wait for each other can never finish: fail it now, as `zhost run`
+ * does when its loop runs out of work, instead of leaving it "running" (and the job blocked by
+ * no-overlap) until its timeout. */
+static void stall_cb(uv_timer_t *t) {
+    zh_serve *s = t->data;
+    for (zh_job *j = s->jobs; j; j = j->next) {
+        if (!j->run || !zh_task_group_deadlocked(s->h, &j->run->group)) continue;
+        ZH_WARN(j->c.name, "msg=\"run stalled: its tasks wait for each other\" run_id=%s", j->run->run_id);
+        zh_run_stalled(j->run);
+    }
+}
+
 static void run_done(zh_run *r, void *ud) {
     zh_job *j = ud;
     zh_serve *s = j->s;
@@ -1088,6 +1100,11 @@ int zh_cmd_serve(int argc, char **argv) {
     s->reap_timer = zh_xcalloc(1, sizeof *s->reap_timer);
     uv_timer_init(h->loop, s->reap_timer);
     s->reap_timer->data = s;
+    s->stall_timer = zh_xcalloc(1, sizeof *s->stall_timer);
+    uv_timer_init(h->loop, s->stall_timer);
+    s->stall_timer->data = s;
+    uv_timer_start(s->stall_timer, stall_cb, 2000, 2000);
+    uv_unref((uv_handle_t *)s->stall_timer); /* never what keeps the daemon's loop alive */
 
     zh_job **tail = &s->jobs;
     for (int i = 0; i < conf->njobs; i++) {
@@ -1158,6 +1175,7 @@ int zh_cmd_serve(int argc, char **argv) {
     reap_cb(s->reap_timer);
     uv_close((uv_handle_t *)s->grace_timer, timer_closed);
     uv_close((uv_handle_t *)s->reap_timer, timer_closed);
+    uv_close((uv_handle_t *)s->stall_timer, timer_closed);
     zh_host_free(h);
     for (int i = 0; i < s->ndead; i++) free(s->dead_runs[i]);
     zh_conf_free(s->conf);

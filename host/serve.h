@@ -108,6 +108,7 @@ struct zh_serve {
     double fake_base, mono_base, speed;
     bool stopping, grace_over;
     uv_timer_t *grace_timer, *reap_timer;
+    uv_timer_t *stall_timer;  /* every 2 s: script runs whose tasks all wait for each other */
     zh_run *dead_runs[64];    /* finished runs waiting to be freed outside their callbacks */
     int ndead;
     int queries_inflight;     /* ClickHouse queries from zh_serve_query not answered yet */

@@ -676,6 +676,18 @@ static void waiter_abort(zh_pending *p) {
     free(w);
 }
 
+bool zh_task_group_deadlocked(zh_host *h, zh_group *g) {
+    int n = 0;
+    for (zh_task *t = h->tasks->all; t; t = t->next_all) {
+        if (t->group != g || t->state == ZH_TASK_DONE) continue;
+        n++;
+        /* anything but task.wait (I/O, a timer, a sink, a task just woken) can still move */
+        if (t->state != ZH_TASK_WAITING || !t->pending || t->pending->push != waiter_push) return false;
+        if (((struct zh_waiter *)t->pending)->target->group != g) return false;
+    }
+    return n > 0;
+}
+
 /* task.wait(handle) -> results of the task's function, or nil, err */
 static int l_wait(lua_State *L) {
     zh_task *t = check_handle(L, 1);

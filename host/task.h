@@ -81,6 +81,10 @@ void zh_task_cancel(zh_task *t, const char *reason);
 /* Cancel every task of a group; returns how many were live. */
 int zh_task_cancel_group(zh_host *h, zh_group *group, const char *reason);
 /* Number of tasks of a group that are not DONE. */
+/* True when every unfinished task of the group waits (task.wait) for another task of the group:
+ * nothing outside can wake any of them. `zhost serve` checks its runs with it; `zhost run` sees
+ * the same as its loop running out of work. */
+bool zh_task_group_deadlocked(zh_host *h, zh_group *g);
 int zh_task_count_group(zh_host *h, zh_group *group);
 /* Where a suspended task's Lua code waits ("file.lua:12"), for messages; false when it has no
  * Lua frame (not started, finished, or waiting in C only). */

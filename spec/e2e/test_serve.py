@@ -157,6 +157,40 @@ sleep(60)
         self.assertEqual(int(runs[0]["rows_processed"]), 500)
         self.assertTrue(d.grep(r'grace period over'))
 
+    def test_a_run_whose_tasks_wait_for_each_other_fails_at_once(self):
+        # Without the daemon's check such a run stayed "running" until its timeout (10 minutes
+        # here), and no-overlap kept the job from running meanwhile. Tasks waiting for a task
+        # that sleeps are not a stall.
+        self.lua("stall.lua", """local a
+local b = task.spawn(function() return task.wait(a) end)
+a = task.spawn(function() return task.wait(b) end)
+log.info("waiting")
+task.wait(a)
+""")
+        self.lua("patient.lua", """local t = task.spawn(function() sleep(4) return 7 end)
+local u = task.spawn(function() return task.wait(t) end)
+assert(task.wait(u) == 7)
+""")
+        self.conf("[job stall]\nscript = scripts/stall.lua\nschedule = 0 0 1 1 *\ntimeout = 10m\n"
+                  "[job patient]\nscript = scripts/patient.lua\nschedule = 0 0 1 1 *\ntimeout = 10m\n")
+        d = self.start()
+        t0 = time.time()
+        self.assertEqual(self.cli("trigger", "patient").returncode, 0)
+        self.assertEqual(self.cli("trigger", "stall").returncode, 0)
+        self.wait_idle("stall", timeout=20)
+        self.assertLess(time.time() - t0, 15)
+        run = self.runs("stall")[-1]
+        self.assertEqual(run["status"], "error")
+        self.assertRegex(run["message"], r"^stalled: the script waits at \S*stall\.lua:5 and nothing is left that "
+                                         r"could wake it \(3 of its tasks waiting\)$")
+        self.assertTrue(d.grep(r'job=stall msg="run stalled: its tasks wait for each other"'))
+        self.wait_idle("patient", timeout=20)
+        self.assertEqual(self.runs("patient")[-1]["status"], "success")
+        # the daemon goes on, and so does the job
+        self.assertEqual(self.cli("trigger", "stall").returncode, 0)
+        self.wait_idle("stall", timeout=20)
+        self.assertEqual([r["status"] for r in self.runs("stall")], ["error", "error"])
+
     def test_a_run_left_running_by_a_kill_is_marked_interrupted_at_the_next_start(self):
         self.lua("sleeper.lua", 'log.info("sleeping")\nsleep(120)\n')
         self.conf("[job sleeper]\nscript = scripts/sleeper.lua\nschedule = 0 0 1 1 *\n")

@@ -88,7 +88,18 @@ uint64_t zh_rowtpl_rounded(const zh_rowtpl *t) { return t->rounded; }
 
 /* ---- compiling ---- */
 
-static void parse_path(lua_State *L, const char *what, const char *s, tpl_path *p) {
+/* Whether the Lua string at idx has a NUL byte: C code would read only the text before it, a path
+ * "f\0g" as "f" — another field than the script named. */
+static bool has_nul(lua_State *L, int idx) {
+    size_t n;
+    const char *s = lua_tolstring(L, idx, &n);
+    return strlen(s) != n;
+}
+
+/* The field path at the top of the stack. */
+static void parse_path(lua_State *L, const char *what, tpl_path *p) {
+    if (has_nul(L, -1)) luaL_error(L, "sink:template: %s: NUL byte in field path", what);
+    const char *s = lua_tostring(L, -1);
     p->from_root = s[0] == '^';
     if (p->from_root) s++;
     if (!*s) luaL_error(L, "sink:template: %s: empty field path", what);
@@ -184,7 +195,7 @@ static void compile_col(lua_State *L, const ch_schema *s, const char *name, tpl_
     if (lua_type(L, spec) == LUA_TSTRING) {
         col->paths = zh_xcalloc(1, sizeof *col->paths);
         col->npaths = 1;
-        parse_path(L, name, lua_tostring(L, spec), &col->paths[0]);
+        parse_path(L, name, &col->paths[0]);
         return;
     }
     if (!lua_istable(L, spec)) luaL_error(L, "sink:template: column '%s': expected a field path or a table, got %s", name, luaL_typename(L, spec));
@@ -214,7 +225,7 @@ static void compile_col(lua_State *L, const ch_schema *s, const char *name, tpl_
     for (lua_Integer i = 1; i <= n; i++) {
         lua_rawgeti(L, spec, i);
         if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "sink:template: column '%s': field path %d is not a string", name, (int)i);
-        parse_path(L, name, lua_tostring(L, -1), &col->paths[col->npaths++]);
+        parse_path(L, name, &col->paths[col->npaths++]);
         lua_pop(L, 1);
     }
     lua_getfield(L, spec, "as");
@@ -247,7 +258,8 @@ static void compile_col(lua_State *L, const ch_schema *s, const char *name, tpl_
     if (!lua_isnil(L, -2) && !lua_isnil(L, -1)) luaL_error(L, "sink:template: column '%s': default and default_from exclude each other", name);
     if (!lua_isnil(L, -2)) encode_literal(L, -2, s, c, col, true);
     if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "sink:template: column '%s': default_from must be a column name", name);
+        if (lua_type(L, -1) != LUA_TSTRING || has_nul(L, -1))
+            luaL_error(L, "sink:template: column '%s': default_from must be a column name", name);
         *from = lua_tostring(L, -1); /* stays valid: the spec table holds the string */
         col->dflt = DF_COLUMN;
     }
@@ -265,12 +277,15 @@ void zh_rowtpl_compile(lua_State *L, int idx, const ch_schema *s, zh_rowtpl **sl
     if (!lua_isnil(L, -1)) {
         if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "sink:template: each must be a field path");
         t->each_text = zh_xstrdup(lua_tostring(L, -1));
-        parse_path(L, "each", t->each_text, &t->each);
+        parse_path(L, "each", &t->each);
         if (t->each.from_root) luaL_error(L, "sink:template: each is read from the object given; no '^'");
         t->has_each = true;
     }
     lua_getfield(L, idx, "zone");
-    const char *zone = luaL_optstring(L, -1, "Europe/Moscow");
+    if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING)
+        luaL_error(L, "sink:template: zone must be a time zone name, got %s", luaL_typename(L, -1));
+    if (!lua_isnil(L, -1) && has_nul(L, -1)) luaL_error(L, "sink:template: zone: a NUL byte in the time zone name");
+    const char *zone = lua_isnil(L, -1) ? "Europe/Moscow" : lua_tostring(L, -1);
     char *zerr = NULL;
     t->zone = zh_time_zone_load(zone, &zerr);
     if (!t->zone) {
@@ -295,7 +310,7 @@ void zh_rowtpl_compile(lua_State *L, int idx, const ch_schema *s, zh_rowtpl **sl
     lua_pushnil(L);
     while (lua_next(L, cols)) {
         lua_pop(L, 1);
-        if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "sink:template: columns must be keyed by column name");
+        if (lua_type(L, -1) != LUA_TSTRING || has_nul(L, -1)) luaL_error(L, "sink:template: columns must be keyed by column name");
         lua_pushvalue(L, -1);
         lua_rawseti(L, names, ++n);
     }
@@ -328,8 +343,8 @@ void zh_rowtpl_compile(lua_State *L, int idx, const ch_schema *s, zh_rowtpl **sl
         while (j < t->ncols && strcmp(s->cols[t->cols[j].col].name, refs[i])) j++;
         const char *name = s->cols[t->cols[i].col].name;
         if (j == t->ncols) luaL_error(L, "sink:template: column '%s': default_from '%s' is not a column of this template", name, refs[i]);
-        if (refs[j]) luaL_error(L, "sink:template: column '%s': default_from '%s', which has a default_from itself", name, refs[i]);
         if (j == i) luaL_error(L, "sink:template: column '%s': default_from itself", name);
+        if (refs[j]) luaL_error(L, "sink:template: column '%s': default_from '%s', which has a default_from itself", name, refs[i]);
         t->cols[i].dflt_from = j;
     }
     /* evaluation order: plain columns, then the ones that copy */

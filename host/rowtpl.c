@@ -399,21 +399,20 @@ static void list_push(item_list *l, const zh_jnode *v, long long key) {
     l->keys[l->n++] = key;
 }
 
-/* A key PHP wrote for a list index: canonical integer text ("7", "-1"; not "07", "+7", "7.0"). */
+/* A key PHP wrote for a list index: canonical integer text ("7", "-1"; not "07", "+7", "7.0", "-0")
+ * of a Lua integer, as qtickets_map.list reads it: "9223372036854775808" is no index (a float in
+ * Lua), "-9223372036854775808" is one. */
 static bool index_key(const char *k, size_t n, long long *out) {
-    if (!n || n > 19) return false;
-    size_t i = k[0] == '-' ? 1 : 0;
-    if (i == n || (k[i] == '0' && n > i + 1)) return false;
-    long long v = 0;
+    bool neg = n && k[0] == '-';
+    size_t i = neg ? 1 : 0;
+    if (i == n || n - i > 19 || (k[i] == '0' && n > i + 1)) return false;
+    unsigned long long v = 0; /* 19 digits fit */
     for (; i < n; i++) {
         if (k[i] < '0' || k[i] > '9') return false;
-        v = v * 10 + (k[i] - '0');
+        v = v * 10 + (unsigned)(k[i] - '0');
     }
-    if (k[0] == '-') {
-        if (v == 0) return false;
-        v = -v;
-    }
-    *out = v;
+    if (neg ? v == 0 || v > 9223372036854775808ULL : v > 9223372036854775807ULL) return false;
+    *out = neg ? -(long long)(v - 1) - 1 : (long long)v;
     return true;
 }
 
@@ -564,6 +563,7 @@ static int convert(zh_rowtpl *t, const tpl_col *col, lua_State *L, const zh_jnod
         double frac;
         char err[160];
         if (zh_time_parse(in.s, in.n, t->zone, &sec, &frac, err, sizeof err) != 0) return 0;
+        if (sec < ZH_TIME_MIN_EPOCH || sec > ZH_TIME_MAX_EPOCH) return 0; /* time.format refuses it too */
         int m = zh_time_format(scratch, scap, sec, "%Y-%m-%d %H:%M:%S", t->zone);
         if (m <= 0) return 0;
         v->type = ZS_STRING;
@@ -577,13 +577,17 @@ static int convert(zh_rowtpl *t, const tpl_col *col, lua_State *L, const zh_jnod
         if (in.type == ZS_INT) {
             x = in.i;
         } else if (in.type == ZS_DOUBLE) {
-            if (in.d != floor(in.d) || !(in.d >= -9.2e18 && in.d <= 9.2e18)) return 0;
+            /* Lua's float -> integer rule: every integral float in [-2^63, 2^63) */
+            if (in.d != floor(in.d) || !(in.d >= -0x1p63 && in.d < 0x1p63)) return 0;
             x = (long long)in.d;
         } else if (in.type == ZS_STRING) {
-            if (in.n >= scap) return 0;
-            memcpy(scratch, in.s, in.n);
-            scratch[in.n] = 0;
-            if (strlen(scratch) != in.n || !lua_stringtonumber(L, scratch)) return 0;
+            /* Lua reads the numeral (spaces, hex, exponents; leading zeros of any length) */
+            char *text = in.n < scap ? scratch : zh_xmalloc(in.n + 1);
+            memcpy(text, in.s, in.n);
+            text[in.n] = 0;
+            bool num = strlen(text) == in.n && lua_stringtonumber(L, text);
+            if (text != scratch) free(text);
+            if (!num) return 0;
             int isint = 0;
             x = (long long)lua_tointegerx(L, -1, &isint);
             lua_pop(L, 1);

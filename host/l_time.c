@@ -18,9 +18,8 @@
 
 #define DEFAULT_TZ "Europe/Moscow"
 #define MAX_ZONE_FILE (1 << 20)
-/* 0000-01-01T00:00:00Z .. 9999-12-31T23:59:59Z: what four-digit years can show. */
-#define MIN_EPOCH (-62167219200LL)
-#define MAX_EPOCH (253402300799LL)
+#define MIN_EPOCH ZH_TIME_MIN_EPOCH
+#define MAX_EPOCH ZH_TIME_MAX_EPOCH
 
 /* ---------------------------------------------------------------- civil dates */
 
@@ -674,8 +673,15 @@ static const zh_tz *zone_arg(lua_State *L, int idx) {
 }
 
 static void push_epoch(lua_State *L, int64_t sec, double frac) {
-    if (frac == 0) lua_pushinteger(L, (lua_Integer)sec);
-    else lua_pushnumber(L, (lua_Number)sec + frac);
+    if (frac == 0) {
+        lua_pushinteger(L, (lua_Integer)sec);
+        return;
+    }
+    /* A float has ~7 decimals left at today's epochs: sec + .9999999 would round up to the next
+     * second, and math.floor (time.format) would then show a second that was not written. */
+    double v = (double)sec + frac;
+    if (v >= (double)sec + 1) v = nextafter((double)sec + 1, (double)sec);
+    lua_pushnumber(L, v);
 }
 
 /* Epoch argument as whole seconds; 0 (with nil, err pushed) when out of range. */

@@ -10,6 +10,10 @@
 
 typedef struct zh_tz zh_tz;
 
+/* 0000-01-01T00:00:00Z .. 9999-12-31T23:59:59Z: the instants time.format shows (four-digit years). */
+#define ZH_TIME_MIN_EPOCH (-62167219200LL)
+#define ZH_TIME_MAX_EPOCH (253402300799LL)
+
 /* Loads /usr/share/zoneinfo/<name> (or $TZDIR/<name>). Returns NULL and sets *err (caller frees)
  * when the name is malformed or the zone does not exist. The caller owns the result. */
 zh_tz *zh_time_zone_load(const char *name, char **err);

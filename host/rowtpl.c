@@ -88,7 +88,18 @@ uint64_t zh_rowtpl_rounded(const zh_rowtpl *t) { return t->rounded; }
 
 /* ---- compiling ---- */
 
-static void parse_path(lua_State *L, const char *what, const char *s, tpl_path *p) {
+/* Whether the Lua string at idx has a NUL byte: C code would read only the text before it, a path
+ * "f\0g" as "f" — another field than the script named. */
+static bool has_nul(lua_State *L, int idx) {
+    size_t n;
+    const char *s = lua_tolstring(L, idx, &n);
+    return strlen(s) != n;
+}
+
+/* The field path at the top of the stack. */
+static void parse_path(lua_State *L, const char *what, tpl_path *p) {
+    if (has_nul(L, -1)) luaL_error(L, "sink:template: %s: NUL byte in field path", what);
+    const char *s = lua_tostring(L, -1);
     p->from_root = s[0] == '^';
     if (p->from_root) s++;
     if (!*s) luaL_error(L, "sink:template: %s: empty field path", what);
@@ -184,7 +195,7 @@ static void compile_col(lua_State *L, const ch_schema *s, const char *name, tpl_
     if (lua_type(L, spec) == LUA_TSTRING) {
         col->paths = zh_xcalloc(1, sizeof *col->paths);
         col->npaths = 1;
-        parse_path(L, name, lua_tostring(L, spec), &col->paths[0]);
+        parse_path(L, name, &col->paths[0]);
         return;
     }
     if (!lua_istable(L, spec)) luaL_error(L, "sink:template: column '%s': expected a field path or a table, got %s", name, luaL_typename(L, spec));
@@ -214,7 +225,7 @@ static void compile_col(lua_State *L, const ch_schema *s, const char *name, tpl_
     for (lua_Integer i = 1; i <= n; i++) {
         lua_rawgeti(L, spec, i);
         if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "sink:template: column '%s': field path %d is not a string", name, (int)i);
-        parse_path(L, name, lua_tostring(L, -1), &col->paths[col->npaths++]);
+        parse_path(L, name, &col->paths[col->npaths++]);
         lua_pop(L, 1);
     }
     lua_getfield(L, spec, "as");
@@ -247,7 +258,8 @@ static void compile_col(lua_State *L, const ch_schema *s, const char *name, tpl_
     if (!lua_isnil(L, -2) && !lua_isnil(L, -1)) luaL_error(L, "sink:template: column '%s': default and default_from exclude each other", name);
     if (!lua_isnil(L, -2)) encode_literal(L, -2, s, c, col, true);
     if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "sink:template: column '%s': default_from must be a column name", name);
+        if (lua_type(L, -1) != LUA_TSTRING || has_nul(L, -1))
+            luaL_error(L, "sink:template: column '%s': default_from must be a column name", name);
         *from = lua_tostring(L, -1); /* stays valid: the spec table holds the string */
         col->dflt = DF_COLUMN;
     }
@@ -265,12 +277,15 @@ void zh_rowtpl_compile(lua_State *L, int idx, const ch_schema *s, zh_rowtpl **sl
     if (!lua_isnil(L, -1)) {
         if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "sink:template: each must be a field path");
         t->each_text = zh_xstrdup(lua_tostring(L, -1));
-        parse_path(L, "each", t->each_text, &t->each);
+        parse_path(L, "each", &t->each);
         if (t->each.from_root) luaL_error(L, "sink:template: each is read from the object given; no '^'");
         t->has_each = true;
     }
     lua_getfield(L, idx, "zone");
-    const char *zone = luaL_optstring(L, -1, "Europe/Moscow");
+    if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING)
+        luaL_error(L, "sink:template: zone must be a time zone name, got %s", luaL_typename(L, -1));
+    if (!lua_isnil(L, -1) && has_nul(L, -1)) luaL_error(L, "sink:template: zone: a NUL byte in the time zone name");
+    const char *zone = lua_isnil(L, -1) ? "Europe/Moscow" : lua_tostring(L, -1);
     char *zerr = NULL;
     t->zone = zh_time_zone_load(zone, &zerr);
     if (!t->zone) {
@@ -295,7 +310,7 @@ void zh_rowtpl_compile(lua_State *L, int idx, const ch_schema *s, zh_rowtpl **sl
     lua_pushnil(L);
     while (lua_next(L, cols)) {
         lua_pop(L, 1);
-        if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "sink:template: columns must be keyed by column name");
+        if (lua_type(L, -1) != LUA_TSTRING || has_nul(L, -1)) luaL_error(L, "sink:template: columns must be keyed by column name");
         lua_pushvalue(L, -1);
         lua_rawseti(L, names, ++n);
     }
@@ -328,8 +343,8 @@ void zh_rowtpl_compile(lua_State *L, int idx, const ch_schema *s, zh_rowtpl **sl
         while (j < t->ncols && strcmp(s->cols[t->cols[j].col].name, refs[i])) j++;
         const char *name = s->cols[t->cols[i].col].name;
         if (j == t->ncols) luaL_error(L, "sink:template: column '%s': default_from '%s' is not a column of this template", name, refs[i]);
-        if (refs[j]) luaL_error(L, "sink:template: column '%s': default_from '%s', which has a default_from itself", name, refs[i]);
         if (j == i) luaL_error(L, "sink:template: column '%s': default_from itself", name);
+        if (refs[j]) luaL_error(L, "sink:template: column '%s': default_from '%s', which has a default_from itself", name, refs[i]);
         t->cols[i].dflt_from = j;
     }
     /* evaluation order: plain columns, then the ones that copy */
@@ -384,21 +399,20 @@ static void list_push(item_list *l, const zh_jnode *v, long long key) {
     l->keys[l->n++] = key;
 }
 
-/* A key PHP wrote for a list index: canonical integer text ("7", "-1"; not "07", "+7", "7.0"). */
+/* A key PHP wrote for a list index: canonical integer text ("7", "-1"; not "07", "+7", "7.0", "-0")
+ * of a Lua integer, as qtickets_map.list reads it: "9223372036854775808" is no index (a float in
+ * Lua), "-9223372036854775808" is one. */
 static bool index_key(const char *k, size_t n, long long *out) {
-    if (!n || n > 19) return false;
-    size_t i = k[0] == '-' ? 1 : 0;
-    if (i == n || (k[i] == '0' && n > i + 1)) return false;
-    long long v = 0;
+    bool neg = n && k[0] == '-';
+    size_t i = neg ? 1 : 0;
+    if (i == n || n - i > 19 || (k[i] == '0' && n > i + 1)) return false;
+    unsigned long long v = 0; /* 19 digits fit */
     for (; i < n; i++) {
         if (k[i] < '0' || k[i] > '9') return false;
-        v = v * 10 + (k[i] - '0');
+        v = v * 10 + (unsigned)(k[i] - '0');
     }
-    if (k[0] == '-') {
-        if (v == 0) return false;
-        v = -v;
-    }
-    *out = v;
+    if (neg ? v == 0 || v > 9223372036854775808ULL : v > 9223372036854775807ULL) return false;
+    *out = neg ? -(long long)(v - 1) - 1 : (long long)v;
     return true;
 }
 
@@ -549,6 +563,7 @@ static int convert(zh_rowtpl *t, const tpl_col *col, lua_State *L, const zh_jnod
         double frac;
         char err[160];
         if (zh_time_parse(in.s, in.n, t->zone, &sec, &frac, err, sizeof err) != 0) return 0;
+        if (sec < ZH_TIME_MIN_EPOCH || sec > ZH_TIME_MAX_EPOCH) return 0; /* time.format refuses it too */
         int m = zh_time_format(scratch, scap, sec, "%Y-%m-%d %H:%M:%S", t->zone);
         if (m <= 0) return 0;
         v->type = ZS_STRING;
@@ -562,13 +577,17 @@ static int convert(zh_rowtpl *t, const tpl_col *col, lua_State *L, const zh_jnod
         if (in.type == ZS_INT) {
             x = in.i;
         } else if (in.type == ZS_DOUBLE) {
-            if (in.d != floor(in.d) || !(in.d >= -9.2e18 && in.d <= 9.2e18)) return 0;
+            /* Lua's float -> integer rule: every integral float in [-2^63, 2^63) */
+            if (in.d != floor(in.d) || !(in.d >= -0x1p63 && in.d < 0x1p63)) return 0;
             x = (long long)in.d;
         } else if (in.type == ZS_STRING) {
-            if (in.n >= scap) return 0;
-            memcpy(scratch, in.s, in.n);
-            scratch[in.n] = 0;
-            if (strlen(scratch) != in.n || !lua_stringtonumber(L, scratch)) return 0;
+            /* Lua reads the numeral (spaces, hex, exponents; leading zeros of any length) */
+            char *text = in.n < scap ? scratch : zh_xmalloc(in.n + 1);
+            memcpy(text, in.s, in.n);
+            text[in.n] = 0;
+            bool num = strlen(text) == in.n && lua_stringtonumber(L, text);
+            if (text != scratch) free(text);
+            if (!num) return 0;
             int isint = 0;
             x = (long long)lua_tointegerx(L, -1, &isint);
             lua_pop(L, 1);

@@ -253,6 +253,18 @@ local tpl = sink:template(%s)
             ('{each = "baskets", zone = "Mars/Base", columns = {price = "price"}}', "zone"),
             ('{each = "baskets", columns = {_ver = {"x", value = 1}}}', "value = … is a constant"),
             ('{each = "baskets", columns = {quantity = {"quantity", min = 0}}}', "min goes with as = \"int\""),
+            # C reads a string up to its first NUL byte: "id\0x" would silently be the path "id"
+            ('{each = "baskets", columns = {basket_id = "id\\0x"}}', "basket_id: NUL byte in field path"),
+            ('{each = "baskets", columns = {basket_id = {"x", "id\\0"}}}', "basket_id: NUL byte in field path"),
+            ('{each = "baskets\\0", columns = {basket_id = "id"}}', "each: NUL byte in field path"),
+            ('{each = "baskets", columns = {["basket_id\\0x"] = "id"}}', "columns must be keyed by column name"),
+            ('{each = "baskets", columns = {price = {"price", default_from = "original_price\\0"},'
+             ' original_price = "x"}}', "column 'price': default_from must be a column name"),
+            ('{each = "baskets", zone = "Europe/Moscow\\0x", columns = {basket_id = "id"}}',
+             "zone: a NUL byte in the time zone name"),
+            ('{each = "baskets", zone = {}, columns = {basket_id = "id"}}', "zone must be a time zone name, got table"),
+            ('{each = "baskets", columns = {price = {"price", default_from = "price"}}}',
+             "column 'price': default_from itself"),
         ]
         for spec, want in cases:
             with self.subTest(spec=spec):

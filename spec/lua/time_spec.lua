@@ -10,6 +10,15 @@ eq(time.parse("2019-07-30T12:50:52+0300"), 1564480252, "offset without colon")
 eq(time.parse("2019-07-30T09:50:52Z"), 1564480252, "Z")
 local g = time.parse("2025-06-27T08:38:04.924450Z")
 assert(math.type(g) == "float" and math.abs(g - 1751013484.92445) < 1e-5, "google fractional " .. tostring(g))
+-- a fraction close to 1 never makes the float reach the next second (math.floor gives the second written)
+for _, s in ipairs({"2025-11-01T12:00:00.9999999Z", "2025-11-01T12:00:00.999999999Z", "0000-01-01T00:00:00.9999999Z",
+                    "9999-12-31T23:59:59.9999999Z", "1969-12-31T23:59:59.99999999Z"}) do
+  local whole = time.parse((s:gsub("%.%d+", "")))
+  local t = time.parse(s)
+  eq(math.floor(t), whole, "floor of " .. s)
+  assert(t > whole, s)
+  eq(time.format(t), time.format(whole), "format of " .. s)
+end
 eq(time.parse("2025-11-01 12:00:00"), 1761987600, "naive = Moscow")
 eq(time.parse("2025-11-01"), 1761944400, "date = Moscow midnight")
 eq(time.parse("2025-11-01 12:00:00", "UTC"), 1761998400, "naive in UTC")

@@ -427,19 +427,32 @@ static bool collect_item(void *ud, const char *key, size_t klen, const zh_jnode 
     return true;
 }
 
+typedef struct keyed_item {
+    long long key;
+    size_t pos; /* document order breaks ties: the sort is stable */
+} keyed_item;
+
+static int cmp_keyed(const void *a, const void *b) {
+    const keyed_item *x = a, *y = b;
+    if (x->key != y->key) return x->key < y->key ? -1 : 1;
+    return x->pos < y->pos ? -1 : x->pos > y->pos;
+}
+
+/* Items in key order; O(n log n), since a list is whatever the API sent. */
 static void sort_by_key(item_list *l) {
-    for (size_t i = 1; i < l->n; i++) { /* insertion sort: lists are short and mostly in order */
-        zh_jnode v = l->items[i];
-        long long k = l->keys[i];
-        size_t j = i;
-        while (j > 0 && l->keys[j - 1] > k) {
-            l->items[j] = l->items[j - 1];
-            l->keys[j] = l->keys[j - 1];
-            j--;
-        }
-        l->items[j] = v;
-        l->keys[j] = k;
+    if (l->n < 2) return;
+    keyed_item *order = zh_xmalloc(l->n * sizeof *order);
+    for (size_t i = 0; i < l->n; i++) order[i] = (keyed_item){l->keys[i], i};
+    qsort(order, l->n, sizeof *order, cmp_keyed);
+    zh_jnode *items = zh_xmalloc(l->n * sizeof *items);
+    for (size_t i = 0; i < l->n; i++) {
+        items[i] = l->items[order[i].pos];
+        l->keys[i] = order[i].key;
     }
+    free(l->items);
+    l->items = items;
+    l->cap = l->n;
+    free(order);
 }
 
 /* What a call found at the ^paths, looked up on first use: the same for every item of the call. */

@@ -2049,6 +2049,18 @@ static int do_backup(bk_ctx *c, bool full, const char *name, bk_manifest **out, 
  * ====================================================================================== */
 
 enum { VB_OK, VB_BAD, VB_INCOMPLETE, VB_RUNNING };
+static double env_num(const char *name, double dflt) {
+    const char *v = getenv(name);
+    if (!v || !*v) return dflt;
+    char *end;
+    double d = strtod(v, &end);
+    if (*end || d < 0) {
+        ZH_WARN("backup", "msg=\"ignoring a bad number\" variable=%s value=\"%s\"", name, v);
+        return dflt;
+    }
+    return d;
+}
+
 static const char *const vb_status[] = {"ok", "bad", "incomplete", "in_progress"};
 
 typedef struct vbackup {
@@ -2115,7 +2127,11 @@ static void verify_scan(bk_store *st, bool quick, vreport *v) {
                 b->state = VB_RUNNING;
             } else {
                 b->state = VB_INCOMPLETE;
-                vproblem(v, NULL, xprintf("%s: incomplete: no manifest.json (the backup did not finish)", b->name));
+                /* Say what to do: the folder stays a problem until it is gone. */
+                vproblem(v, NULL,
+                         xprintf("%s: incomplete: no manifest.json (the backup did not finish: killed or failed; "
+                                 "`zhost backup prune` removes it %.0f h after it started, or delete the folder)",
+                                 b->name, env_num("ZHOST_BACKUP_KEEP_PARTIAL_HOURS", 24)));
                 b->problems = zh_xcalloc(1, sizeof *b->problems);
                 b->problems[b->nproblems++] = xprintf("%s/manifest.json: missing", b->name);
             }
@@ -2672,17 +2688,6 @@ static int do_prune(bk_ctx *c, double keep_full_d, double keep_incr_d, double ke
  * The command
  * ====================================================================================== */
 
-static double env_num(const char *name, double dflt) {
-    const char *v = getenv(name);
-    if (!v || !*v) return dflt;
-    char *end;
-    double d = strtod(v, &end);
-    if (*end || d < 0) {
-        ZH_WARN("backup", "msg=\"ignoring a bad number\" variable=%s value=\"%s\"", name, v);
-        return dflt;
-    }
-    return d;
-}
 
 static bool parse_num(const char *opt, const char *v, double *out) {
     char *end;

@@ -375,6 +375,7 @@ class BackupTest(unittest.TestCase):
         os.unlink(os.path.join(d, half, "manifest.json"))
         p = self.zhost("verify", "--dir", d, "--fresh-hours", "1000", "--full-hours", "1000", expect=1)
         self.assertIn(half + ": incomplete: no manifest.json", p.stdout)
+        self.assertIn("`zhost backup prune` removes it 24 h after it started, or delete the folder", p.stdout)
         self.assertIn(half, p.stderr)
 
         # freshness: the newest full older than allowed

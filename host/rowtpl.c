@@ -369,19 +369,6 @@ void zh_rowtpl_compile(lua_State *L, int idx, const ch_schema *s, zh_rowtpl **sl
 
 /* ---- running ---- */
 
-/* Decimal digits of v into buf (24 bytes); returns the length. No printf: ids are on every row. */
-static size_t int_text(long long v, char *buf) {
-    char tmp[24];
-    char *p = tmp + sizeof tmp;
-    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
-    do *--p = (char)('0' + u % 10), u /= 10;
-    while (u);
-    if (v < 0) *--p = '-';
-    size_t n = (size_t)(tmp + sizeof tmp - p);
-    memcpy(buf, p, n);
-    return n;
-}
-
 typedef struct item_list {
     zh_jnode *items;
     long long *keys;
@@ -526,7 +513,7 @@ static int convert(zh_rowtpl *t, const tpl_col *col, lua_State *L, const zh_jnod
             v->s = in.s == digits ? scratch : in.s;
             v->n = in.n;
         } else if (in.type == ZS_INT) {
-            v->n = int_text(in.i, scratch);
+            v->n = (size_t)zh_text_number(true, in.i, 0, scratch);
             v->s = scratch;
         } else if (in.type == ZS_DOUBLE) { /* Lua's tostring of a float: %.14g, ".0" when it looks integral */
             int m = snprintf(scratch, scap, "%.14g", in.d);

@@ -18,6 +18,14 @@ extern "C" {
  * Returns the number of values pushed (1 or 2). Raises only on out-of-memory. */
 int zh_jsonview_push(lua_State *L, const char *s, size_t n);
 
+/* Bytes that must be readable after the text for zh_jsonview_push_padded (simdjson reads past
+ * the end in 64-byte blocks; l_jsonview.cc checks this against SIMDJSON_PADDING). */
+#define ZH_JSON_PADDING 64
+
+/* As zh_jsonview_push, for text followed by ZH_JSON_PADDING readable bytes: parsed in place,
+ * without the padded copy a Lua string needs. */
+int zh_jsonview_push_padded(lua_State *L, const char *s, size_t n);
+
 /* Adds view, isview, totable and view_stats to the module table at the top of the stack. */
 void zh_jsonview_register(lua_State *L);
 

@@ -329,6 +329,68 @@ static void push_header(void *ud, const char *name, const char *value) {
 
 #define RESPONSE_MT "zhost.http.response"
 
+/* A response's body stays in C until a script reads res.body (or pairs() over the response):
+ * loaders that only call res:json_view() get the bytes parsed in place, without copying every
+ * page into a Lua string and simdjson copying it again for its padding. The bytes live in a
+ * body_holder userdata that an ephemeron table in the registry keys by the response table, so
+ * they go when the response goes; reading res.body turns them into the field, once. */
+#define BODY_MT "zhost.http.body"
+static const char BODY_KEYS = 0; /* its address: the registry key of the ephemeron table */
+
+typedef struct body_holder {
+    zh_buf b;
+} body_holder;
+
+static int body_holder_gc(lua_State *L) {
+    body_holder *h = luaL_checkudata(L, 1, BODY_MT);
+    zh_buf_free(&h->b);
+    return 0;
+}
+
+/* Moves *body (non-empty) into a holder for the response table at t. */
+static void keep_body(lua_State *L, int t, zh_buf *body) {
+    t = lua_absindex(L, t);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &BODY_KEYS);
+    lua_pushvalue(L, t);
+    body_holder *h = lua_newuserdatauv(L, sizeof *h, 0);
+    zh_buf_init(&h->b);
+    luaL_setmetatable(L, BODY_MT);
+    h->b = *body; /* nothing below raises before the holder is in the table: it owns the bytes */
+    zh_buf_init(body);
+    zh_buf_reserve(&h->b, ZH_JSON_PADDING);
+    memset(h->b.data + h->b.len, 0, ZH_JSON_PADDING);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+}
+
+/* The holder of the response table at t, or NULL (body already a field, or no response). Valid
+ * while t is reachable. */
+static body_holder *held_body(lua_State *L, int t) {
+    t = lua_absindex(L, t);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &BODY_KEYS);
+    lua_pushvalue(L, t);
+    lua_rawget(L, -2);
+    body_holder *h = lua_touserdata(L, -1);
+    lua_pop(L, 2);
+    return h;
+}
+
+/* Makes the held bytes the response's body field and frees them. */
+static void fill_body(lua_State *L, int t) {
+    t = lua_absindex(L, t);
+    body_holder *h = held_body(L, t);
+    if (!h) return;
+    lua_pushliteral(L, "body");
+    lua_pushlstring(L, h->b.data, h->b.len);
+    lua_rawset(L, t);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &BODY_KEYS);
+    lua_pushvalue(L, t);
+    lua_pushnil(L);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+    zh_buf_free(&h->b);
+}
+
 static int op_push(zh_pending *p, lua_State *co) {
     http_op *op = (http_op *)p;
     int n;
@@ -341,8 +403,12 @@ static int op_push(zh_pending *p, lua_State *co) {
         lua_createtable(co, 0, 6);
         lua_pushinteger(co, x->status);
         lua_setfield(co, -2, "status");
-        lua_pushlstring(co, x->resp_body.data ? x->resp_body.data : "", x->resp_body.len);
-        lua_setfield(co, -2, "body");
+        if (x->resp_body.len) {
+            keep_body(co, -1, &x->resp_body);
+        } else {
+            lua_pushliteral(co, "");
+            lua_setfield(co, -2, "body");
+        }
         lua_pushstring(co, op->url);
         lua_setfield(co, -2, "url");
         lua_pushinteger(co, op->attempt);
@@ -787,15 +853,57 @@ static int l_response_json(lua_State *L) {
 /* response:json_view() -> read-only view of the body (l_jsonview.cc) or nil, err */
 static int l_response_json_view(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
-    lua_getfield(L, 1, "body");
+    lua_pushliteral(L, "body");
+    lua_rawget(L, 1);
     size_t n;
-    const char *s = lua_tolstring(L, -1, &n);
-    if (!s) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "response has no body");
-        return 2;
+    const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
+    if (s) return zh_jsonview_push(L, s, n);
+    lua_pop(L, 1);
+    body_holder *h = held_body(L, 1);
+    if (h) return zh_jsonview_push_padded(L, h->b.data, h->b.len);
+    lua_pushnil(L);
+    lua_pushliteral(L, "response has no body");
+    return 2;
+}
+
+/* __index: res.body (made from the held bytes on first read), else the methods (upvalue 1). */
+static int l_response_index(lua_State *L) {
+    if (lua_type(L, 2) == LUA_TSTRING && !strcmp(lua_tostring(L, 2), "body")) {
+        fill_body(L, 1);
+        lua_pushliteral(L, "body");
+        lua_rawget(L, 1);
+        return 1;
     }
-    return zh_jsonview_push(L, s, n);
+    lua_pushvalue(L, 2);
+    lua_gettable(L, lua_upvalueindex(1));
+    return 1;
+}
+
+static int l_response_next(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 2);
+    if (lua_next(L, 1)) return 2;
+    lua_pushnil(L);
+    return 1;
+}
+
+/* __pairs: the body is a field like the others once anyone iterates. */
+static int l_response_pairs(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    fill_body(L, 1);
+    lua_pushcfunction(L, l_response_next);
+    lua_pushvalue(L, 1);
+    lua_pushnil(L);
+    return 3;
+}
+
+void zh_http_response_fill(lua_State *L, int idx) {
+    idx = lua_absindex(L, idx);
+    if (lua_type(L, idx) != LUA_TTABLE || !lua_getmetatable(L, idx)) return;
+    luaL_getmetatable(L, RESPONSE_MT);
+    bool is_response = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    if (is_response) fill_body(L, idx);
 }
 
 /* response:header(name) -> value or nil */
@@ -825,7 +933,25 @@ int zh_open_http(lua_State *L) {
         lua_setfield(L, -2, "json_view");
         lua_pushcfunction(L, l_response_header);
         lua_setfield(L, -2, "header");
+        lua_pushcclosure(L, l_response_index, 1);
         lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, l_response_pairs);
+        lua_setfield(L, -2, "__pairs");
+    }
+    lua_pop(L, 1);
+    if (luaL_newmetatable(L, BODY_MT)) {
+        lua_pushcfunction(L, body_holder_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &BODY_KEYS);
+    if (lua_isnil(L, -1)) {
+        lua_newtable(L);
+        lua_createtable(L, 0, 1);
+        lua_pushliteral(L, "k");
+        lua_setfield(L, -2, "__mode");
+        lua_setmetatable(L, -2);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &BODY_KEYS);
     }
     lua_pop(L, 1);
     static const luaL_Reg fns[] = {

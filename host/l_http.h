@@ -10,6 +10,10 @@ int zh_open_http(lua_State *L);
 /* k=v&k=v encoding of the table at idx (sorted keys), appended to b. Raises on bad values. */
 void zh_http_encode_form(lua_State *L, int idx, zh_buf *b, const char *what);
 
+/* If the value at idx is an http response whose body is still held in C, makes it the body
+ * field (as reading res.body does): for code that walks the table raw (the REPL's printer). */
+void zh_http_response_fill(lua_State *L, int idx);
+
 /* The host[:port] part of a URL (user info dropped), malloc'd: the default name of a source. */
 char *zh_http_host_of_url(const char *url);
 

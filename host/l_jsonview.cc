@@ -348,7 +348,7 @@ int l_totable(lua_State *L) {
 
 } // namespace
 
-extern "C" int zh_jsonview_push(lua_State *L, const char *s, size_t n) {
+static int push_parsed(lua_State *L, const char *s, size_t n, bool padded) {
     dom::parser *p = parser_of(L);
     jv_doc *d = static_cast<jv_doc *>(lua_newuserdatauv(L, sizeof(jv_doc), 0));
     new (d) jv_doc();
@@ -360,8 +360,8 @@ extern "C" int zh_jsonview_push(lua_State *L, const char *s, size_t n) {
     dom::element root;
     {
         /* realloc_if_needed: a Lua string has no SIMDJSON_PADDING bytes after it, so simdjson
-         * reads a padded copy. */
-        auto r = p->parse_into_document(d->doc, reinterpret_cast<const uint8_t *>(s), n, true);
+         * reads a padded copy; a response body kept in C has them (l_http.c). */
+        auto r = p->parse_into_document(d->doc, reinterpret_cast<const uint8_t *>(s), n, !padded);
         err = r.error();
         if (!err) root = r.value_unsafe();
     }
@@ -378,6 +378,12 @@ extern "C" int zh_jsonview_push(lua_State *L, const char *s, size_t n) {
     lua_remove(L, doc_idx);
     return 1;
 }
+
+static_assert(SIMDJSON_PADDING <= ZH_JSON_PADDING, "ZH_JSON_PADDING must cover simdjson's padding");
+
+extern "C" int zh_jsonview_push(lua_State *L, const char *s, size_t n) { return push_parsed(L, s, n, false); }
+
+extern "C" int zh_jsonview_push_padded(lua_State *L, const char *s, size_t n) { return push_parsed(L, s, n, true); }
 
 extern "C" void zh_jsonview_register(lua_State *L) {
     lua_rawgetp(L, LUA_REGISTRYINDEX, &DOC_MT);

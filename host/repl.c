@@ -12,6 +12,7 @@
 #include "repl.h"
 #include "commands.h"
 #include "host.h"
+#include "l_http.h"
 #include "log.h"
 #include "lrt.h"
 #include "secrets.h"
@@ -148,6 +149,7 @@ static bool put_value(fmt *f, zh_buf *b, int idx, int indent, size_t stop);
 /* stop == 0: indented layout; else one line, giving up (false) once b->len passes stop. */
 static bool put_table(fmt *f, zh_buf *b, int t, int indent, size_t stop) {
     lua_State *L = f->L;
+    zh_http_response_fill(L, t); /* the walk below is raw: a response's body must be a field */
     const void *p = lua_topointer(L, t);
     for (int i = 0; i < f->depth; i++) {
         if (f->path[i] == p) {

@@ -3,6 +3,7 @@ the spool, dry runs. Real binary, real ClickHouse, a real local HTTP server."""
 import http.server
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -71,6 +72,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.flush()
             self.connection.shutdown(socket.SHUT_RDWR)
             self.close_connection = True
+        elif path == "/big":
+            items = ",".join('{"id":%d,"name":"\\u0418\\u0432\\u0430\\u043d %d"}' % (i, i) for i in range(40000))
+            self.reply(200, ('{"data":[%s]}' % items).encode(), {"Content-Type": "application/json"})
+        elif path == "/empty":
+            self.reply(200, b"")
         elif path == "/malformed":
             self.reply(200, b'{"data": [1, 2,', {"Content-Type": "application/json"})
         elif path == "/echo":
@@ -129,6 +135,36 @@ class CoreHTTP(zhtest.ZhostCase):
         elapsed = float(r.stdout.split("elapsed ")[1].split()[0])
         # 10 rounds of 100 ms; sequential would take 20 s. Allow for a slow CI machine.
         self.assertLess(elapsed, 2.5, "200 requests at concurrency 20 took %.2f s" % elapsed)
+
+    def test_json_view_parses_the_body_without_copying_it_into_lua(self):
+        # A loader that only calls res:json_view() must not have its pages copied into Lua strings:
+        # the body stays in C until res.body is read (the ingest benchmark's pages, ~10% of its
+        # CPU). Reading it, pairs() and res:json() still see the whole body.
+        r = self.run_lua("""
+            local res = assert(http.get("BASE/big"))
+            local v = assert(res:json_view())
+            assert(#v.data == 40000 and v.data[40000].name == "Иван 39999", "view")
+            assert(rawget(res, "body") == nil, "the body was copied into a Lua string")
+            local body = res.body
+            assert(#body > 1000000 and body:sub(1, 9) == '{"data":[', "body")
+            assert(rawget(res, "body") == body)
+            assert(#res:json().data == 40000 and #assert(res:json_view()).data == 40000)
+            local other = assert(http.get("BASE/big"))
+            local keys = {}
+            for k, val in pairs(other) do keys[k] = val end
+            assert(keys.body == body and keys.status == 200 and keys.headers and keys.url, "pairs")
+            other.body = '{"replaced":true}'
+            assert(other:json_view().replaced == true and other:json().replaced == true)
+            local empty = assert(http.get("BASE/empty"))
+            assert(empty.body == "" and rawget(empty, "body") == "")
+            local e, err = empty:json_view()
+            assert(e == nil and err:find("invalid JSON"), tostring(err))
+            -- dropped responses free their bodies (the ASan build reports a leak otherwise)
+            for _ = 1, 20 do assert(http.get("BASE/big")) end
+            print("ok")
+        """.replace("BASE", self.srv.url))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("ok", r.stdout)
 
     def test_concurrency_timing(self):
         # 200 x 100 ms at 20 at a time is 1 s of waiting; sequential would be 20 s.
@@ -515,6 +551,20 @@ class DryRun(zhtest.ZhostCase):
         self.assertEqual(m["tables"]["dim_events"], 5)
         self.assertIn("duration", m)
         self.assertEqual(self.scalar("SELECT visitParamExtractInt(metrics, 'pages') FROM meta_job_runs WHERE job = 'real'"), "2")
+
+    def test_default_batch_is_one_insert_per_50000_rows(self):
+        # Every INSERT makes ClickHouse write a MergeTree part: 10,000-row batches spent twice the
+        # ClickHouse CPU of 50,000-row ones on the ingest benchmark. 60,000 small rows with the
+        # default options: one INSERT of 50,000 when the batch fills, one of 10,000 at the end.
+        path = self.script("batch.lua", """
+            local s = assert(ch.sink("dim_events"))
+            for i = 1, 60000 do s:add{event_id = tostring(i), event_name = "E", city = "X", _ver = 1} end
+        """)
+        r = self.zhost("run", path, env={"ZHOST_LOG_LEVEL": "debug"}, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        inserts = re.findall(r'msg="insert" table=\S*dim_events rows=(\d+)', r.stderr)
+        self.assertEqual(inserts, ["50000", "10000"], r.stderr[-2000:])
+        self.assertEqual(self.scalar("SELECT count() FROM dim_events"), "60000")
 
     def test_flush_while_an_insert_is_in_flight_waits_for_the_rest(self):
         # max_rows = 2: the second add starts an INSERT; the third row is buffered while it runs, and

@@ -194,6 +194,10 @@ class TestReplTerminal(ReplTestBase):
         s.prompt()
         self.assertEqual(self.result(s, "r.status"), "200")
         self.assertEqual(self.result(s, "(r:json())"), '{"auth": "Bearer tok-123", "path": "/api/events"}')
+        # printing a whole response shows its body (kept in C until read: the printer walks raw)
+        s.line('r2 = http.get(q.QTICKETS_BASE_URL .. "/orders")')
+        s.prompt()
+        self.assertIn('"body": "{\\"path\\": \\"/api/orders\\"', self.result(s, "r2"))
 
     def test_runtime_error_prints_and_prompt_returns(self):
         s = self.start()

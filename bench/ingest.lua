@@ -18,7 +18,7 @@ local decode = args.decode or "view"
 if decode == "view" and not json.view then decode = "cjson" end
 http.configure("bench", {concurrency = concurrency})
 
--- --batch N: rows per INSERT (the sink's default is 10,000 rows / 8 MiB / 5 s)
+-- --batch N: rows per INSERT (the sink's default is 50,000 rows / 16 MiB / 5 s)
 local batch = math.tointeger(tonumber(args.batch or ""))
 local sink = assert(ch.sink(tbl, batch and {max_rows = batch, max_bytes = batch * 400} or nil))
 local ver = math.floor(time.now() * 1000)

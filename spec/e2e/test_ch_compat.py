@@ -4,6 +4,7 @@ of a current server's HTTP answers that 18.16 cannot show, played by a proxy in 
 a current server sends. See docs/clickhouse-compat.md."""
 import http.server
 import os
+import re
 import sys
 import threading
 import unittest
@@ -225,6 +226,26 @@ assert(s:flush())
         line = [ln for ln in r.stdout.splitlines() if ".dim_events" in ln][0]
         self.assertTrue(line.rstrip().endswith(" ok"), line)
         self.assertIn(" 0 mismatches", r.stdout)
+
+
+class NoDateTimeVsDate(unittest.TestCase):
+    """18.16 compares a DateTime with a Date as raw numbers (seconds against days), so
+    `started_at >= today() - 7` keeps every row there and filters on current releases (schema.md
+    §6). No query zhost sends or tells an operator to run may do it."""
+
+    def test_sources(self):
+        pat = re.compile(r"\b\w+_(at|ts)\s*(>=|<=|>|<|=)\s*today\(\)")
+        hits = []
+        for top in ("host", "scripts"):
+            for d, _, files in os.walk(os.path.join(zhtest.SOURCE_DIR, top)):
+                for f in files:
+                    if f.endswith((".c", ".lua")):
+                        path = os.path.join(d, f)
+                        with open(path, encoding="utf-8") as fh:
+                            for n, line in enumerate(fh, 1):
+                                if pat.search(line):
+                                    hits.append("%s:%d: %s" % (os.path.relpath(path, zhtest.SOURCE_DIR), n, line.strip()))
+        self.assertEqual(hits, [])
 
 
 if __name__ == "__main__":

@@ -1853,7 +1853,8 @@ static char *server_version(bk_ctx *c, char **err) {
 /* Whether two servers write a table's rows as the same text, which the content checksum hashes.
  * 21.9 dropped the trailing zeros of Decimal text, toString included (1.50 -> 1.5; ClickHouse
  * PR #27680, "Backward Incompatible Change"), so a checksum taken on one side of it does not
- * match the same Decimal rows on the other. Float text was changed around the same releases.
+ * match the same Decimal rows on the other. Float text is left out as well: its printing changed
+ * between 18.16 and current releases in ways not checked here (no current server to compare).
  * An unknown version is taken as the same. */
 static int text_generation(const char *v) {
     int major = 0, minor = 0;

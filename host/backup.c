@@ -1850,6 +1850,24 @@ static char *server_version(bk_ctx *c, char **err) {
     return v;
 }
 
+/* Whether two servers write a table's rows as the same text, which the content checksum hashes.
+ * 21.9 dropped the trailing zeros of Decimal text, toString included (1.50 -> 1.5; ClickHouse
+ * PR #27680, "Backward Incompatible Change"), so a checksum taken on one side of it does not
+ * match the same Decimal rows on the other. Float text is left out as well: its printing changed
+ * between 18.16 and current releases in ways not checked here (no current server to compare).
+ * An unknown version is taken as the same. */
+static int text_generation(const char *v) {
+    int major = 0, minor = 0;
+    if (!v || sscanf(v, "%d.%d", &major, &minor) != 2) return -1;
+    return major > 21 || (major == 21 && minor >= 9);
+}
+
+bool zh_backup_same_row_text(const char *v1, const char *v2, const char *create) {
+    int g1 = text_generation(v1), g2 = text_generation(v2);
+    if (g1 < 0 || g2 < 0 || g1 == g2) return true;
+    return !create || (!strstr(create, "Decimal") && !strstr(create, "Float"));
+}
+
 /* Newest full backup with a readable manifest, or NULL. */
 static bk_manifest *newest_full(bk_store *st) {
     char **names;
@@ -2567,6 +2585,12 @@ static int do_restore(bk_ctx *c, const char *name, const char *into, const char 
         free(in);
     }
     /* 5. compare with the manifest */
+    char *here = NULL;
+    if (rc == 0) {
+        char *verr = NULL;
+        here = server_version(c, &verr);
+        free(verr);
+    }
     if (rc == 0) {
         printf("restore %s (%s%s%s) into %s, %s\n", m->name, m->mode, m->base ? " on " : "", m->base ? m->base : "",
                tg.to[0], tg.to[1]);
@@ -2584,17 +2608,21 @@ static int do_restore(bk_ctx *c, const char *name, const char *into, const char 
         char *qt = qualified(db, tname);
         uint64_t want_x = 0;
         bool have_x = table_checksum(t, &want_x);
+        bool comparable = zh_backup_same_row_text(m->server_version, here, t->create);
         bool no_checksum = !have_x;
         pstats got;
         rc = part_stats(c, qt, NULL, &no_checksum, &got, err);
         if (rc == 0) {
             uint64_t want = table_rows(t);
             bool rows_ok = got.rows == want;
-            bool sum_ok = !have_x || (got.checksum[0] && strtoull(got.checksum, NULL, 10) == want_x);
+            bool sum_ok = !have_x || !comparable || (got.checksum[0] && strtoull(got.checksum, NULL, 10) == want_x);
             char label[300];
             snprintf(label, sizeof label, "%s.%s", db, tname);
+            char why[200];
+            snprintf(why, sizeof why, "not checked (Decimal/Float text differs between ClickHouse %s and %s)",
+                     m->server_version ? m->server_version : "?", here ? here : "?");
             printf("  %-48s %14llu %14llu  %s\n", label, (unsigned long long)want, (unsigned long long)got.rows,
-                   !have_x ? "not checked (no checksum)" : sum_ok ? "ok" : "MISMATCH");
+                   !have_x ? "not checked (no checksum)" : !comparable ? why : sum_ok ? "ok" : "MISMATCH");
             if (!rows_ok || !sum_ok) res->mismatches++;
             res->tables++;
             res->rows += got.rows;
@@ -2622,6 +2650,7 @@ static int do_restore(bk_ctx *c, const char *name, const char *into, const char 
         free(stopped[i]);
     }
     free(stopped);
+    free(here);
     manifest_free(m);
     manifest_free(base);
     return rc;

@@ -119,8 +119,9 @@ int zh_spool_write(zh_host *h, const char *db_table, const char *job, const char
 /* sink.c: cancels every sink's pending work at host shutdown (rows still buffered are spooled). */
 void zh_sink_shutdown_all(zh_host *h);
 
-/* "ClickHouse error 60: Table x doesn't exist" from a response body. */
-char *ch_error_message(long status, const char *body, size_t len, int *code);
+/* "ClickHouse error 60: Table x doesn't exist" from a response body and the value of its
+ * X-ClickHouse-Exception-Code header (NULL when absent: 18.16 never sends it). */
+char *ch_error_message(long status, const char *body, size_t len, const char *hdr_code, int *code);
 /* The old name of zh_ch_substitute_db (clickhouse.h), still used by l_ch.c. */
 #define ch_substitute_db zh_ch_substitute_db
 

@@ -98,29 +98,82 @@ const char *zh_ch_bi_database(zh_host *h) { return h->ch->bi_database; }
 
 /* ---- requests ---- */
 
-char *ch_error_message(long status, const char *body, size_t len, int *code) {
+/* The code of the "Code: N. DB::Exception" (or 18.x's "Code: N, e.displayText() = DB::Exception")
+ * that starts a ClickHouse exception text at p, or 0. The shape is checked so that a proxy's page
+ * saying "Error code: 502" is not taken for ClickHouse's answer. */
+static int code_at(const char *p, const char *end) {
+    if (end - p < 7 || strncmp(p, "Code: ", 6) || p[6] < '0' || p[6] > '9') return 0;
+    const char *q = p + 6;
+    while (q < end && *q >= '0' && *q <= '9') q++;
+    static const char *const after[] = {". DB::Exception", ", e.displayText() = DB::Exception"};
+    for (int i = 0; i < 2; i++) {
+        size_t k = strlen(after[i]);
+        if ((size_t)(end - q) >= k && !memcmp(q, after[i], k)) return atoi(p + 6);
+    }
+    return 0;
+}
+
+char *ch_error_message(long status, const char *body, size_t len, const char *hdr_code, int *code) {
     zh_buf b;
     zh_buf_init(&b);
-    int c = 0;
     const char *p = body ? body : "";
     size_t n = body ? len : 0;
-    /* "Code: 60, e.displayText() = DB::Exception: text, e.what() = ..." (18.x) or
-     * "Code: 60. DB::Exception: text. (UNKNOWN_TABLE) (version ...)" (current). */
-    if (n > 6 && !strncmp(p, "Code: ", 6)) c = atoi(p + 6);
-    const char *msg = NULL;
-    const char *ex = body ? strstr(body, "DB::Exception: ") : NULL;
-    if (ex && (size_t)(ex - body) < n) msg = ex + 15;
+    const char *end = p + n;
+    /* "Code: 60, e.displayText() = DB::Exception: text, e.what() = ..." (18.x),
+     * "Code: 60, e.displayText() = DB::Exception: text (version ...)" (19.x-21.x) or
+     * "Code: 60. DB::Exception: text. (UNKNOWN_TABLE) (version ...)" (current). Since 23.9 a
+     * query with a JSON or XML output format gets the same text inside the format instead
+     * ({"exception": "Code: 62. ..."}, http_write_exception_in_output_format), so the text is
+     * also looked for inside the body. */
+    const char *text = NULL;
+    int c = code_at(p, end);
     if (c) {
-        zh_buf_printf(&b, "ClickHouse error %d: ", c);
-        const char *src = msg ? msg : p;
-        const char *end = body + n;
-        const char *stop = strstr(src, ", e.what()");
-        if (stop && stop < end) end = stop;
-        stop = strstr(src, " (version ");
-        if (stop && stop < end) end = stop;
-        while (end > src && (end[-1] == '\n' || end[-1] == ' ')) end--;
-        size_t m = zh_utf8_cut(src, (size_t)(end - src), 600);
-        for (size_t i = 0; i < m; i++) zh_buf_addc(&b, src[i] == '\n' ? ' ' : src[i]);
+        text = p;
+    } else {
+        for (const char *q = p; q < end && (q = memmem(q, (size_t)(end - q), "Code: ", 6)); q++) {
+            if ((c = code_at(q, end))) {
+                text = q;
+                break;
+            }
+        }
+    }
+    /* Current servers also send the code as a header; it holds even when the body is empty (a JSON
+     * format with wait_end_of_query=1 on 23.9-24.2 sends none) or not ClickHouse's. */
+    int hc = hdr_code ? atoi(hdr_code) : 0;
+    if (hc > 0) c = hc;
+    if (c) {
+        zh_buf_printf(&b, "ClickHouse error %d", c);
+        const char *src = text ? text : p;
+        bool wrapped = text && text != p && text[-1] == '"'; /* inside a JSON string */
+        const char *ex = memmem(src, (size_t)(end - src), "DB::Exception: ", 15);
+        if (ex) src = ex + 15;
+        const char *stop_at = end;
+        static const char *const stops[] = {", e.what()", " (version ", "</exception>", NULL};
+        for (int i = 0; stops[i]; i++) {
+            const char *st = memmem(src, (size_t)(stop_at - src), stops[i], strlen(stops[i]));
+            if (st) stop_at = st;
+        }
+        if (wrapped) {
+            for (const char *q = src; q < stop_at; q++) {
+                if (*q == '\\' && q + 1 < stop_at) q++;
+                else if (*q == '"') stop_at = q;
+            }
+        }
+        while (stop_at > src && (stop_at[-1] == '\n' || stop_at[-1] == ' ')) stop_at--;
+        if (stop_at > src) {
+            zh_buf_adds(&b, ": ");
+            size_t m = zh_utf8_cut(src, (size_t)(stop_at - src), 600);
+            for (size_t i = 0; i < m; i++) {
+                char ch = src[i];
+                if (wrapped && ch == '\\' && i + 1 < m) {
+                    ch = src[++i];
+                    if (ch == 'n' || ch == 't') ch = ' ';
+                }
+                zh_buf_addc(&b, ch == '\n' ? ' ' : ch);
+            }
+        } else {
+            zh_buf_printf(&b, " (HTTP %ld, no message)", status);
+        }
     } else {
         zh_buf_printf(&b, "ClickHouse HTTP %ld", status);
         if (n) {
@@ -179,7 +232,9 @@ static void ch_xfer_done(zh_xfer *x) {
         zh_buf_printf(&b, "ClickHouse unreachable at %s: %s", st->url, zh_xfer_error(x));
         r->error = b.data;
     } else {
-        r->error = ch_error_message(x->status, x->resp_body.data, x->resp_body.len, &r->ch_code);
+        char *hc = zh_xfer_header(x, "X-ClickHouse-Exception-Code");
+        r->error = ch_error_message(x->status, x->resp_body.data, x->resp_body.len, hc, &r->ch_code);
+        free(hc);
     }
     if (r->attempt < r->max_attempts && retryable(x, r->ch_code)) {
         double cap = st->backoff_base * pow(2, r->attempt - 1);

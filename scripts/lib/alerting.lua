@@ -386,7 +386,7 @@ function M.render(notes, o)
   b[#b + 1] = "--"
   b[#b + 1] = ("Открытый алерт повторяется не чаще раза в %s ч; когда условие пропадёт, придёт письмо «РЕШЕНО»."):format(
     o.repeat_hours or 24)
-  b[#b + 1] = "Все алерты: SELECT * FROM zakaz.alerts WHERE created_at >= today() - 7 ORDER BY created_at DESC;"
+  b[#b + 1] = "Все алерты: SELECT * FROM zakaz.alerts WHERE created_at >= toDateTime(today() - 7) ORDER BY created_at DESC;"
   return subject, table.concat(b, "\n") .. "\n"
 end
 

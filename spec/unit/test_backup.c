@@ -98,8 +98,26 @@ static void test_names(void) {
     ZT_CHECK(!zh_backup_parse_name("xhbk_20250101_023000_full", NULL, NULL));
 }
 
+static void test_row_text_across_versions(void) {
+    const char *dec = "CREATE TABLE zakaz.t (`price` Decimal(18, 2), `_ver` UInt64) ENGINE = ReplacingMergeTree(_ver) ORDER BY _ver";
+    const char *flt = "CREATE TABLE zakaz.t (`r` Nullable(Float64)) ENGINE = MergeTree ORDER BY tuple()";
+    const char *str = "CREATE TABLE zakaz.t (`s` String, `d` DateTime('Europe/Moscow')) ENGINE = MergeTree ORDER BY s";
+    /* 18.16 writes 1.50, 21.9 and later 1.5 */
+    ZT_CHECK(!zh_backup_same_row_text("18.16.1", "24.8.4.13", dec));
+    ZT_CHECK(!zh_backup_same_row_text("25.3.2.39", "18.16.1", flt));
+    ZT_CHECK(!zh_backup_same_row_text("21.8.15.7", "21.9.2.17", dec));
+    ZT_CHECK(zh_backup_same_row_text("18.16.1", "24.8.4.13", str));
+    ZT_CHECK(zh_backup_same_row_text("23.8.1.1", "25.3.2.39", dec));
+    ZT_CHECK(zh_backup_same_row_text("18.16.1", "18.16.1", dec));
+    ZT_CHECK(zh_backup_same_row_text("19.17.4.11", "21.8.15.7", dec));
+    ZT_CHECK(zh_backup_same_row_text(NULL, "24.8.4.13", dec));
+    ZT_CHECK(zh_backup_same_row_text("", "24.8.4.13", dec));
+    ZT_CHECK(zh_backup_same_row_text("18.16.1", NULL, dec));
+}
+
 int main(void) {
     ZT_RUN(test_json_reader);
+    ZT_RUN(test_row_text_across_versions);
     ZT_RUN(test_rewrite_db);
     ZT_RUN(test_names);
     return ZT_DONE();

@@ -80,6 +80,11 @@ static void push_typed(lua_State *L, const char *type, const char *s, size_t n) 
         lua_pushnumber(L, strtod(s, NULL));
         return;
     }
+    /* Current servers have a Bool type (18.16 has none: UInt8); its text "false" would be truthy. */
+    if (!strncmp(t, "Bool", 4) && (t[4] == 0 || t[4] == ')')) {
+        if (n == 4 && !memcmp(s, "true", 4)) { lua_pushboolean(L, 1); return; }
+        if (n == 5 && !memcmp(s, "false", 5)) { lua_pushboolean(L, 0); return; }
+    }
     lua_pushlstring(L, s, n);
 }
 

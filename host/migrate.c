@@ -185,7 +185,7 @@ int zh_cmd_migrate(int argc, char **argv) {
         "CREATE DATABASE IF NOT EXISTS %s",
         "CREATE DATABASE IF NOT EXISTS %s",
         "CREATE TABLE IF NOT EXISTS %s.schema_migrations (version UInt32, name String, checksum String, "
-        "applied_at DateTime) ENGINE = MergeTree ORDER BY version",
+        "applied_at DateTime) ENGINE = ReplacingMergeTree(applied_at) ORDER BY version", /* as in 0001 */
     };
     for (int i = 0; i < 3 && rc == 0; i++) {
         if (status && i < 2) continue;

@@ -118,6 +118,25 @@ print("ERR " .. err)
         self.assertEqual(len([q for q in srv.queries if "throwIf" in q]), 1, srv.queries)
         self.assertNotIn("clickhouse retry", r.stderr)
 
+    def test_bool_columns_are_lua_booleans(self):
+        # Current servers have a Bool type (TSV text "true"/"false"); 18.16 has none. As a string,
+        # "false" would be truthy in a script's `if row.active then`.
+        path = self.script("booltype.lua", """-- zhost: job=booltype
+local rows = assert(ch.query("SELECT 1 AS yes, 0 AS no, NULL AS unknown"))
+local r = rows[1]
+print("VALUES", type(r.yes), tostring(r.yes), type(r.no), tostring(r.no), tostring(r.unknown))
+""")
+
+        def answer(q):
+            if "AS yes" in q:
+                return 200, (b"yes\tno\tunknown\nBool\tBool\tNullable(Bool)\ntrue\tfalse\t\\N\n"), \
+                    {"Content-Type": "text/tab-separated-values; charset=UTF-8"}
+            return None
+        srv = CurrentServer(answer=answer)
+        r = self.run_via(srv, path)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("VALUES\tboolean\ttrue\tboolean\tfalse\tnil\n", r.stdout)
+
     def test_error_code_only_in_the_header(self):
         # 23.9-24.2 with wait_end_of_query=1 (which zhost always sends) and a JSON format answer an
         # error with an empty body: the header alone says it is ClickHouse's error 62.

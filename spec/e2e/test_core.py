@@ -447,6 +447,14 @@ class ClickHouseOutage(zhtest.ZhostCase):
         self.assertEqual(self.count_orders(), (1000, 1000))
 
 
+class Migrate(zhtest.ZhostCase):
+    def test_bookkeeping_table_is_the_one_0001_defines(self):
+        # The applier creates schema_migrations before 0001 runs, so its definition is the one that
+        # counts: it made a plain MergeTree where 0001 (and docs/schema.md) say ReplacingMergeTree.
+        self.assertEqual(self.scalar("SELECT engine FROM system.tables WHERE database = '%s' "
+                                     "AND name = 'schema_migrations'" % self.db), "ReplacingMergeTree")
+
+
 class RunLog(zhtest.ZhostCase):
     def test_killed_run_is_marked_interrupted_by_the_next_run(self):
         path = self.script("slowjob.lua", "-- zhost: job=slowjob\nsleep(30)\n")

@@ -316,7 +316,14 @@ class ScriptErrorHalfWay(LoaderFaults):
         self.assertEqual(src.count(anchor), 1, "the injection point is unique")
         src = src.replace(anchor, bad + anchor)
         line = src[:src.index(bad)].count("\n") + 1
-        script = self.script(os.path.basename(spec["script"]), src)
+        # The copy gets a lib/ of its own (the real helpers): require() looks next to the script
+        # first, and then in its ../lib, which would be the temp root's.
+        d = os.path.join(self.tmp, "inject")
+        os.makedirs(d)
+        os.symlink(os.path.join(zhtest.SOURCE_DIR, "scripts", "lib"), os.path.join(d, "lib"))
+        script = os.path.join(d, os.path.basename(spec["script"]))
+        with open(script, "w") as f:
+            f.write(src)
         r = self.run_loader(name, script)
         self.assertEqual(r.returncode, 1, r.stderr)
         last = r.stderr.strip().splitlines()[-1]

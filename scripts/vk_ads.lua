@@ -285,8 +285,7 @@ local function run_v2()
     for _, ids in ipairs(vk.chunks(order, 200)) do
       for _, range in ipairs(vk.date_chunks(since, to, 92)) do work[#work + 1] = { ids, range[1], range[2] } end
     end
-    local results, err = task.map(work, 2, function(w) return stats(w[1], w[2], w[3]) end)
-    if not results then fail(err) end
+    local results = loader.map(work, 2, function(w) return stats(w[1], w[2], w[3]) end)
     local n, zeroed = 0, 0
     local function row(o, date, imp, clk, spent)
       add({ stat_date = date, account_id = account_id, campaign_id = o.key[1], ad_group_id = o.key[2],
@@ -326,8 +325,7 @@ local function run_v2()
     return n
   end
 
-  local ok, err = task.map(agencies, 2, load_account)
-  if not ok then fail(err) end
+  loader.map(agencies, 2, load_account)
   return string.format("v2 %s..%s: %d rows", since, to, rows_added)
 end
 
@@ -421,8 +419,7 @@ local function run_legacy()
     return out
   end
 
-  local results, err = task.map(accounts, 2, load_account)
-  if not results then fail(err) end
+  local results = loader.map(accounts, 2, load_account)
   local seen = {}
   for _, rows in ipairs(results) do
     for _, r in ipairs(rows) do

@@ -1,11 +1,30 @@
 -- loader: what the loader scripts (direct, vk_ads, qtickets, gmail) share: their settings from the
 -- environment or their secrets file with the original system's names still honoured, whole-number
--- checks, the date window from --days / --since / --to, and failing a run with a plain message.
+-- checks, the date window from --days / --since / --to, failing a run with a plain message, and
+-- task.map whose failure is raised as the worker raised it.
 -- A module gets its own environment, not the run's, so the run's `job` is passed in.
 local M = {}
 
 -- Fails the run with msg alone (no "file:line:" in front): these messages are for operators.
 function M.fail(msg) error(msg, 0) end
+
+-- task.map(items, concurrency, fn) that raises the first worker's error as it was raised.
+-- task.map returns "item <i>: <err>": the index of an internal work list, meaningless to an
+-- operator, and doubled when workers map again (VK: accounts, then statistics chunks), while the
+-- loaders' own messages already name the account, chunk or page.
+function M.map(items, concurrency, fn)
+  local first
+  local results, err = task.map(items, concurrency, function(item, i)
+    local r = table.pack(pcall(fn, item, i))
+    if not r[1] then
+      first = first or r[2]
+      error(r[2], 0) -- still a failure for task.map, so it starts no further item
+    end
+    return table.unpack(r, 2, r.n)
+  end)
+  if not results then error(first ~= nil and first or err, 0) end
+  return results
+end
 
 -- v as an integer from lo to hi, or fails naming the setting or option.
 function M.whole(name, v, lo, hi)

@@ -220,6 +220,9 @@ class FaultRule:
             self.body = base64.b64decode(spec["body_b64"])
         self.delay_ms = int(spec.get("delay_ms", 0))
         self.api_error = spec.get("api_error")
+        self.gate = spec.get("gate")
+        if self.gate is not None and not isinstance(self.gate, str):
+            raise ValueError("gate must be a name (a string)")
         self.seen = 0
         self.fired = 0
 
@@ -242,6 +245,30 @@ class Faults:
     def __init__(self):
         self.lock = threading.Lock()
         self.rules = []
+        # Gates hold requests until a test opens them: "mid-run" without guessing at timing.
+        self.gate_cond = threading.Condition()
+        self.open_gates = set()
+        self.waiting = {}  # gate name -> requests held there now
+
+    def open_gate(self, name):
+        with self.gate_cond:
+            self.open_gates.add(name)
+            self.gate_cond.notify_all()
+
+    def gates(self):
+        with self.gate_cond:
+            return {"open": sorted(self.open_gates), "waiting": dict(self.waiting)}
+
+    def wait_gate(self, name, limit_s=600):
+        """Blocks until the gate `name` is open (or limit_s passed)."""
+        deadline = time.time() + limit_s
+        with self.gate_cond:
+            self.waiting[name] = self.waiting.get(name, 0) + 1
+            try:
+                while name not in self.open_gates and time.time() < deadline:
+                    self.gate_cond.wait(0.5)
+            finally:
+                self.waiting[name] -= 1
 
     def add(self, specs):
         if isinstance(specs, dict):
@@ -254,6 +281,9 @@ class Faults:
     def clear(self):
         with self.lock:
             self.rules = []
+        with self.gate_cond:
+            self.open_gates.clear()
+            self.gate_cond.notify_all()
 
     def describe(self):
         with self.lock:
@@ -381,6 +411,12 @@ def control(req, st, apis):
             st.faults.clear()
             return json_response({"cleared": True})
         return json_response({"rules": st.faults.describe()})
+    if p == "/_fake/gates":
+        if m == "POST":
+            if not isinstance(body, dict) or not isinstance(body.get("open"), str):
+                return json_response({"error": 'body must be {"open": "<gate name>"}'}, 400)
+            st.faults.open_gate(body["open"])
+        return json_response(st.faults.gates())
     if p == "/_fake/requests":
         if m == "DELETE":
             with st.lock:
@@ -495,6 +531,8 @@ class FakeHandler(http.server.BaseHTTPRequestHandler):
         rule = st.faults.pick(req)
         if rule and rule.delay_ms:
             time.sleep(rule.delay_ms / 1000.0)
+        if rule and rule.gate:
+            st.faults.wait_gate(rule.gate)
         api = next((a for a in self.apis if req.path == a.PREFIX or req.path.startswith(a.PREFIX + "/")), None)
         if api:
             req.sub = req.path[len(api.PREFIX):] or "/"

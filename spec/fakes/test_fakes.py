@@ -19,6 +19,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 import urllib.parse
@@ -633,6 +634,26 @@ class MachineryTest(FakeAPITestCase):
         s, _, _ = self.call("GET", QT + "/orders", b"{}", QT_AUTH)
         self.assertEqual(s, 200)
         self.assertGreaterEqual(time.time() - t, 0.3)
+
+    def test_gate_holds_a_request_until_opened(self):
+        self.faults([{"path": "orders$", "after": 1, "gate": "g1"}])
+        self.assertEqual(self.call("GET", QT + "/orders", b"{}", QT_AUTH)[0], 200)  # before the gate
+        done = []
+        t = threading.Thread(target=lambda: done.append(self.call("GET", QT + "/orders", b"{}", QT_AUTH)[0]))
+        t.start()
+        deadline = time.time() + 10
+        while time.time() < deadline and not self.jcall("GET", "/_fake/gates")[2]["waiting"].get("g1"):
+            time.sleep(0.05)
+        self.assertEqual(self.jcall("GET", "/_fake/gates")[2]["waiting"], {"g1": 1})
+        time.sleep(0.3)
+        self.assertEqual(done, [], "held until the gate opens")
+        s, _, b = self.jcall("POST", "/_fake/gates", {"open": "g1"})
+        self.assertEqual((s, b["open"]), (200, ["g1"]))
+        t.join(10)
+        self.assertEqual(done, [200])
+        self.assertEqual(self.jcall("POST", "/_fake/gates", {"close": "g1"})[0], 400)
+        s, _, _ = self.jcall("POST", "/_fake/faults", [{"path": "orders", "gate": 5}])
+        self.assertEqual(s, 400)
 
     def test_replace_data(self):
         small = datagen.generate(seed=3, orders=5, events=3, days=2)

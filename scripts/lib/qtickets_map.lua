@@ -78,7 +78,7 @@ function M.money(v)
   local t = type(v)
   if t ~= "number" and t ~= "string" then
     if is_null(v) then return nil, "no value" end
-    return nil, "expected a number, got " .. t
+    return nil, "expected a number, got " .. ((t == "table" or t == "userdata") and "a JSON object or array" or t)
   end
   local m, why = decimal(v, 2)
   if m and #m > 19 and #m - (m:byte(1) == 45 and 4 or 3) > 16 then return nil, "amount too large '" .. m .. "'" end
@@ -218,17 +218,39 @@ function M.order_in_window(o, from, to)
   return true
 end
 
+-- How a value that could not be read is shown in a problem line: short, never the whole payload.
+local function shown(v)
+  if type(v) == "string" then return string.format("%q", #v > 40 and v:sub(1, 40) .. "…" or v) end
+  if type(v) == "userdata" or type(v) == "table" then return "a JSON object or array" end
+  return type(v) .. " " .. tostring(v)
+end
+
+-- Present but empty: "" and json.null mean "no value" (the column's default), not a problem.
+local function blank(v)
+  return v == nil or v == null or (type(v) == "string" and not v:find("%S"))
+end
+
 -- Order row plus its basket rows, all at the same _ver (docs/schema.md §3.6-3.7).
--- Returns order_row, basket_rows, notes (a list of oddities worth a metric: "money_rounded", ...).
+-- Returns order_row, basket_rows, notes (a list of oddities worth a metric: "money_rounded",
+-- "value_unreadable", ...), problems (one line per value that was there but could not be read,
+-- naming order, basket, field and value: the row got the column's default — price 0.00,
+-- quantity 1 — and the caller must not let that pass silently).
 function M.order_rows(o, ver)
-  local notes = {}
-  local function money(v, default)
+  local notes, problems = {}, {}
+  local order_id = M.str(o.id)
+  local function problem(where, field, why)
+    notes[#notes + 1] = "value_unreadable"
+    problems[#problems + 1] = string.format("order %s%s %s: %s", order_id, where, field, why)
+  end
+  local function money(v, default, where, field)
     local m, why = M.money(v)
     if why == "rounded" then notes[#notes + 1] = "money_rounded" end
-    if not m then return default end
+    if not m then
+      if not blank(v) then problem(where, field, #why > 90 and why:sub(1, 90) .. "…" or why) end
+      return default
+    end
     return m
   end
-  local order_id = M.str(o.id)
   local event_id = M.str(o.event_id)
   local payed_at = M.ts(o.payed_at)
   local created_at = M.ts(o.created_at) or payed_at or time.format(0)
@@ -239,17 +261,23 @@ function M.order_rows(o, ver)
     if is_obj(b) then
       local deleted, refunded = M.ts(b.deleted_at), M.ts(b.refunded_at)
       if not deleted and not refunded then live = live + 1 end
-      local qty = math.tointeger(b.quantity) or math.tointeger(tonumber(b.quantity or "") or 1) or 1
+      local where = " basket " .. M.str(b.id)
+      local q = b.quantity
+      local qty = math.tointeger(q) or (type(q) == "string" and math.tointeger(tonumber(q) or 0.5))
+      if not qty then
+        qty = 1
+        if not blank(q) then problem(where, "quantity", "not a whole number: " .. shown(q)) end
+      end
       if qty < 0 then qty = 0 end
-      local price = money(b.price, "0.00")
-      local refunded_amount = money(b.refunded_amount, nil)
+      local price = money(b.price, "0.00", where, "price")
+      local refunded_amount = money(b.refunded_amount, nil, where, "refunded_amount")
       rows[#rows + 1] = {
         basket_id = M.str(b.id),
         order_id = order_id,
         event_id = event_id,
         show_id = M.str(b.show_id),
         price = price,
-        original_price = money(b.original_price, price),
+        original_price = money(b.original_price, price, where, "original_price"),
         quantity = qty,
         deleted_at = deleted or null,
         refunded_at = refunded or null,
@@ -260,7 +288,7 @@ function M.order_rows(o, ver)
     end
   end
   local utm = M.utm(o.utm)
-  local price = money(o.price, "0.00")
+  local price = money(o.price, "0.00", "", "price")
   local order = {
     order_id = order_id,
     event_id = event_id,
@@ -270,7 +298,7 @@ function M.order_rows(o, ver)
     deleted_at = ts_or_null(o.deleted_at),
     sale_ts = sale_ts,
     price = price,
-    original_price = money(o.original_price, price),
+    original_price = money(o.original_price, price, "", "original_price"),
     currency = type(o.currency_id) == "string" and o.currency_id ~= "" and o.currency_id or "RUB",
     utm_source = utm.utm_source,
     utm_medium = utm.utm_medium,
@@ -283,7 +311,7 @@ function M.order_rows(o, ver)
     baskets_live = live,
     _ver = ver,
   }
-  return order, rows, notes
+  return order, rows, notes, problems
 end
 
 -- The basket rows of M.order_rows as a row template (sink:template, docs/lua-api.md): the same

@@ -313,6 +313,51 @@ class TestQTicketsDrift(QTicketsCase):
         self.assertIn("order %d: HTTP 500" % self.dropped["id"], r.stderr)
 
 
+class TestQTicketsUnreadableValues(QTicketsCase):
+    """A price QTickets sends that is not money (or a quantity that is not a count) must not sit in
+    the dashboards as 0.00 with nobody told: the rest loads, the run fails naming order, basket,
+    field and value, and the run after QTickets fixes it stores the right figures."""
+    orders = 120
+
+    def customize(self, data):
+        paid = [o for o in data["qtickets"]["orders"] if o["payed"] and not o["deleted_at"] and o.get("baskets")]
+        self.bad_price, self.bad_qty = paid[3], paid[7]
+        self.good_price = self.bad_price["baskets"][0]["price"]
+        self.good_qty = self.bad_qty["baskets"][0]["quantity"]
+        self.bad_price["baskets"][0]["price"] = "abc"
+        self.bad_qty["baskets"][0]["quantity"] = {"n": 2}
+
+    def test_rest_loads_and_the_run_fails_naming_each_value(self):
+        r = self.load()
+        self.assertEqual(r.returncode, 1, r.stderr[-3000:])
+        b1, b2 = self.bad_price["baskets"][0]["id"], self.bad_qty["baskets"][0]["id"]
+        line = r.stderr.strip().splitlines()[-1]
+        self.assertIn("2 value(s) in QTickets orders could not be read", line)
+        self.assertIn("order %d basket %d price: invalid decimal 'abc'" % (self.bad_price["id"], b1), line)
+        self.assertIn("order %d basket %d quantity: not a whole number: a JSON object or array"
+                      % (self.bad_qty["id"], b2), line)
+        runs = self.runs("qtickets")
+        self.assertEqual(runs[0]["status"], "error")
+        self.assertIn("basket %d price" % b1, runs[0]["message"])
+        self.assertEqual(json.loads(runs[0]["metrics"])["value_unreadable"], 2)
+        # everything was loaded, the unreadable values with the columns' defaults
+        counted = self.exp["qtickets"]["counts"]["counted"] + self.exp["qtickets"]["counts"].get("paid_deleted", 0)
+        self.assertEqual(int(self.scalar("SELECT count() FROM v_qtickets_orders_latest")), counted)
+        self.assertEqual(self.scalar("SELECT toString(price) FROM v_qtickets_baskets_latest WHERE basket_id = '%d'" % b1),
+                         "0.00")
+        # QTickets fixes the price: the next run succeeds and replaces the row
+        data = self.api.control("/_fake/data")
+        for o in data["qtickets"]["orders"]:
+            if o["id"] == self.bad_price["id"]:
+                o["baskets"][0]["price"] = self.good_price
+            if o["id"] == self.bad_qty["id"]:
+                o["baskets"][0]["quantity"] = self.good_qty
+        self.api.control("/_fake/data?merge=1", {"qtickets": data["qtickets"]})
+        r = self.load()
+        self.assert_ok(r)
+        self.assert_exact_totals()
+
+
 class TestQTicketsConcurrentPages(QTicketsCase):
     orders = 1500
     fake_args = ("--latency-ms", "400")

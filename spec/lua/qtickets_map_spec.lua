@@ -325,8 +325,30 @@ order = both("order_rows", ORDERS[7], nil, 5)
 eq(order.baskets_total, 0) eq(order.client_id, "") eq(order.promo_code_id, "P1")
 eq(both("order_rows", ORDERS[8], nil, 5).baskets_total, 1, "baskets as a PHP-keyed object are a list")
 eq(select(2, both("order_in_window", ORDERS[9], nil, from, to)), "no payed_at")
-order, baskets = both("order_rows", ORDERS[9], nil, 5)
+local problems
+order, baskets, notes, problems = both("order_rows", ORDERS[9], nil, 5)
 eq(order.baskets_total, 1, "non-object baskets skipped") eq(baskets[1].price, "0.00") eq(baskets[1].quantity, 1)
+-- ...stored with the defaults, but never silently: each value that was there is a problem line
+eq(#problems, 2, "price and quantity objects are problems")
+eq(problems[1], "order 19 basket 190 quantity: not a whole number: a JSON object or array")
+eq(problems[2], "order 19 basket 190 price: expected a number, got a JSON object or array")
+eq(notes[1], "value_unreadable")
+-- values that are there but not money or not a count; blanks and nulls are no problem
+order, baskets, notes, problems = both("order_rows", '{"id":21,"price":"n/a","original_price":"",' ..
+  '"baskets":[{"id":210,"price":"abc","quantity":"2.5","original_price":true,"refunded_amount":"1,2,3"},' ..
+  '{"id":211,"price":"","quantity":"","original_price":null,"refunded_amount":null},' ..
+  '{"id":212,"price":100,"quantity":1e20}]}', nil, 5)
+eq(baskets[1].price, "0.00") eq(baskets[1].quantity, 1) eq(baskets[1].original_price, "0.00")
+eq(baskets[1].refunded_amount, json.null) eq(baskets[2].price, "0.00") eq(baskets[3].quantity, 1)
+eq(order.price, "0.00") eq(order.original_price, "0.00")
+eq(table.concat(problems, "\n"), table.concat({
+  "order 21 basket 210 quantity: not a whole number: \"2.5\"",
+  "order 21 basket 210 price: invalid decimal 'abc'",
+  "order 21 basket 210 refunded_amount: invalid decimal '1,2,3'",
+  "order 21 basket 210 original_price: expected a number, got boolean",
+  "order 21 basket 212 quantity: not a whole number: number 1e+20",
+  "order 21 price: invalid decimal 'n/a'",
+}, "\n"))
 eq(select(2, both("order_in_window", ORDERS[10], nil, from, to)), "unpaid")
 order = both("order_rows", ORDERS[11], nil, 5)
 eq(order.order_id, "9007199254740991", "an id up to 2^53 keeps its digits") eq(order.event_id, "12345678901234")

@@ -78,6 +78,7 @@ typedef struct zh_ch_state {
     struct ch_group_stats *groups;
     uint64_t rng;
     char *server_version;     /* cached after the first successful query */
+    char *url_settings;       /* "&name=value..." added to every request's URL (zh_ch_set_url_setting) */
     struct record_ctx *records; /* run-log rows in flight; shutdown waits for them briefly */
 } zh_ch_state;
 

@@ -256,6 +256,17 @@ static void add_param(zh_buf *u, const char *k, const char *v) {
     curl_free(esc);
 }
 
+void zh_ch_set_url_setting(zh_host *h, const char *name, const char *value) {
+    /* Every request URL has a '?' already (wait_end_of_query), so each setting starts with '&'. */
+    zh_buf u;
+    zh_buf_init(&u);
+    char *esc = curl_easy_escape(NULL, value, 0);
+    zh_buf_printf(&u, "%s&%s=%s", h->ch->url_settings ? h->ch->url_settings : "", name, esc);
+    curl_free(esc);
+    free(h->ch->url_settings);
+    h->ch->url_settings = u.data;
+}
+
 ch_req *ch_req_new(zh_host *h, const char *query, const char *body, size_t len, ch_req_done_fn done, void *ud) {
     return ch_req_new_db(h, h->ch->database, query, body, len, done, ud);
 }
@@ -278,6 +289,7 @@ ch_req *ch_req_new_db(zh_host *h, const char *database, const char *query, const
     if (database) add_param(&u, "database", database);
     add_param(&u, "wait_end_of_query", "1");
     if (query) add_param(&u, "query", query);
+    if (st->url_settings) zh_buf_adds(&u, st->url_settings);
     zh_xfer_set_request(r->x, "POST", u.data, body ? body : "", body ? len : 0);
     zh_buf_free(&u);
     zh_buf hdr;
@@ -760,6 +772,7 @@ void zh_ch_shutdown(zh_host *h) {
     free(st->database);
     free(st->bi_database);
     free(st->server_version);
+    free(st->url_settings);
     free(st);
     h->ch = NULL;
 }

@@ -61,6 +61,9 @@ int zh_ch_mark_stale_runs(zh_host *h, const char *job);
 typedef void (*zh_ch_query_fn)(void *ud, const char *body, size_t len, const char *err, int ch_code);
 void zh_ch_query_async(zh_host *h, const char *sql, double timeout_s, int attempts, zh_ch_query_fn fn, void *ud);
 
+/* Adds a setting to the URL of every later request of this host (CLI commands: migrate). */
+void zh_ch_set_url_setting(zh_host *h, const char *name, const char *value);
+
 /* The configured analytics database (CLICKHOUSE_BI_DB, "bi" by default). */
 const char *zh_ch_bi_database(zh_host *h);
 /* Substitutes the configured database names for `zakaz.` and `bi.` qualifiers. Returns malloc'd

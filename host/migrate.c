@@ -224,6 +224,21 @@ int zh_cmd_migrate(int argc, char **argv) {
             }
         }
     }
+    if (rc == 0 && !status) {
+        /* 0004-0007 join subqueries without aliases, which servers since 20.3 refuse at CREATE VIEW
+         * (joined_subquery_requires_alias; the analyzer of 24.3+ too). Applied files cannot change,
+         * so on such a server they are applied with the check off and 0008 re-creates those views
+         * with aliases in the same run. 18.16 has no such setting and would refuse it by name. */
+        out.len = 0;
+        if (zh_ch_exec_sync(h, "SELECT count() FROM system.settings WHERE name = 'joined_subquery_requires_alias'",
+                            &out, &err) != 0) {
+            fprintf(stderr, "zhost migrate: %s\n", err);
+            free(err);
+            rc = 1;
+        } else if (out.data && out.data[0] == '1') {
+            zh_ch_set_url_setting(h, "joined_subquery_requires_alias", "0");
+        }
+    }
     if (status && rc == 0) {
         int pending = 0;
         for (int i = 0; i < n; i++) {

@@ -19,9 +19,10 @@ import zhtest  # noqa: E402
 class CurrentServer:
     """A proxy to the real ClickHouse. `answer(query)` may return (status, body, headers) to send
     instead of the real answer; `rewrite(query, status, body)` may return a new body for a real
-    answer; `rewrite_query(query)` may change the SQL sent on. Every query is kept in .queries."""
+    answer; `rewrite_query(query)` may change the SQL sent on; `rewrite_path(path)` the URL path and
+    query string. Every query is kept in .queries, the URL of the latest request in .last_path."""
 
-    def __init__(self, answer=None, rewrite=None, rewrite_query=None):
+    def __init__(self, answer=None, rewrite=None, rewrite_query=None, rewrite_path=None):
         real = zhtest.CH_URL
         self.queries = []
         outer = self
@@ -45,6 +46,9 @@ class CurrentServer:
                 query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query).get("query", [""])[0]
                 q = query or body.decode("utf-8", "replace")
                 outer.queries.append(q)
+                outer.last_path = self.path
+                if rewrite_path:
+                    self.path = rewrite_path(self.path)
                 canned = answer(q) if answer else None
                 if canned:
                     self.send(*canned)
@@ -178,6 +182,45 @@ print("ERR2 " .. tostring(err2))
         self.assertIn("ERR2 ClickHouse HTTP 500\n", r.stdout)
         self.assertEqual(len([q for q in srv.queries if "'coded'" in q]), 1)
         self.assertEqual(len([q for q in srv.queries if "'bare'" in q]), 3)
+
+    def test_fresh_migrate_on_a_server_that_requires_join_aliases(self):
+        # Since 20.3 a subquery in a JOIN needs an alias (joined_subquery_requires_alias, checked at
+        # CREATE VIEW by the 24.3+ analyzer). 0004-0007 have none and cannot change; 0008 re-creates
+        # their views with aliases. So on such a server migrate applies the files with the check off
+        # (when system.settings has it) and ends with every view aliased.
+        for d in (self.db, self.bi):  # setUp migrated through 18.16 directly: start from nothing
+            zhtest.ch("DROP DATABASE IF EXISTS " + d)
+        unaliased = re.compile(r"\)\s*(?:(?:ALL|ANY)\s+)?(?:(?:INNER|LEFT)\s+)?JOIN\b|\)\s*USING\b", re.I)
+        refused = []
+
+        def answer(q):
+            if "system.settings" in q and "joined_subquery_requires_alias" in q:
+                return 200, b"1\n", {}
+            if q.lstrip().upper().startswith("CREATE VIEW") and unaliased.search(q) \
+                    and "joined_subquery_requires_alias=0" not in srv.last_path:
+                refused.append(q)
+                return 500, (b"Code: 206. DB::Exception: No alias for subquery or table function in JOIN (set "
+                             b"joined_subquery_requires_alias=0 to disable restriction). (ALIAS_REQUIRED) "
+                             b"(version 24.8.4.13 (official build))\n"), {"X-ClickHouse-Exception-Code": "206"}
+            return None
+
+        def strip_setting(path):  # 18.16 behind the proxy does not know the setting
+            return path.replace("&joined_subquery_requires_alias=0", "")
+        srv = CurrentServer(answer=answer, rewrite_path=strip_setting)
+        e = {"CLICKHOUSE_URL": srv.url}
+        try:
+            r = self.zhost("migrate", env=e)
+        finally:
+            srv.stop()
+        self.assertEqual(r.returncode, 0, r.stderr[-2000:])
+        self.assertEqual(refused, [])
+        self.assertIn("applied 0008_join_aliases", r.stdout)
+        # what is left in force has an alias on every joined subquery (0008), on the real server
+        views = self.q("SELECT name, create_table_query FROM system.tables WHERE database = '%s' AND engine = 'View'"
+                       % self.db)
+        self.assertTrue(views)
+        bad = [v["name"] for v in views if unaliased.search(v["create_table_query"])]
+        self.assertEqual(bad, [])
 
     def test_sink_with_a_current_describe(self):
         # Current servers answer DESCRIBE with three more columns (comment, codec_expression,

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts (or stops) a throw-away ClickHouse server on loopback for tests and the demo.
 #   tools/clickhouse-local.sh start DIR [HTTP_PORT [TCP_PORT]]   -> prints the HTTP URL once the server answers
+#     (the same URL at once when the server of DIR is already up)
 #   tools/clickhouse-local.sh stop DIR
 # Data, logs and config live under DIR, so nothing touches /var/lib/clickhouse.
 set -euo pipefail
@@ -10,6 +11,13 @@ start)
   mkdir -p "$dir"/{data,tmp,user_files,format_schemas,log}
   dir=$(cd "$dir" && pwd)
   tcp=${4:-$((port + 1))}
+  # Already running from this folder: a second server would fail on the ports, and overwriting
+  # server.pid would make `stop` miss the running one.
+  if [ -f "$dir/server.pid" ] && grep -qa clickhouse "/proc/$(cat "$dir/server.pid")/cmdline" 2>/dev/null; then
+    if curl -fsS "http://127.0.0.1:$port/?query=SELECT%201" >/dev/null 2>&1; then echo "http://127.0.0.1:$port"; exit 0; fi
+    echo "a ClickHouse from $dir is running (pid $(cat "$dir/server.pid")) but does not answer on port $port; stop it first" >&2
+    exit 1
+  fi
   cat > "$dir/config.xml" <<XML
 <?xml version="1.0"?>
 <yandex>

@@ -391,6 +391,17 @@ class ClickHouseOutage(zhtest.ZhostCase):
             a, b = r.read().decode().split()
             return int(a), int(b)
 
+    def test_local_clickhouse_started_twice_still_stops(self):
+        # tools/clickhouse-local.sh start on a folder whose server is up overwrote server.pid with
+        # a server that died on the busy ports, so `stop` left the real one running.
+        tool = os.path.join(zhtest.SOURCE_DIR, "tools", "clickhouse-local.sh")
+        again = subprocess.run([tool, "start", self.chdir, str(self.port), str(self.tcp_port)],
+                               capture_output=True, text=True, timeout=120)
+        self.assertEqual((again.returncode, again.stdout.strip()), (0, "http://127.0.0.1:%d" % self.port), again.stderr)
+        self.stop_ch()
+        with self.assertRaises(OSError):
+            urllib.request.urlopen("http://127.0.0.1:%d/ping" % self.port, timeout=5)
+
     def test_outage_mid_run_spools_and_replays_exactly_once(self):
         flag = os.path.join(self.tmp, "go")
         script = self.script("load.lua", """

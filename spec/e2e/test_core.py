@@ -166,6 +166,33 @@ class CoreHTTP(zhtest.ZhostCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("ok", r.stdout)
 
+    def test_bodies_kept_in_c_survive_garbage_collection(self):
+        # Each response's body is found through a weak-keyed table (l_http.c): responses kept while
+        # others are dropped and the collector runs must each still have their own body.
+        r = self.run_lua("""
+            local kept, junk = {}, {}
+            local ws = {}
+            for w = 1, 6 do
+              ws[w] = task.spawn(function()
+                for i = 1, 40 do
+                  local n = w * 1000 + i
+                  local res = assert(http.get("BASE/echo", {query = {n = n}}))
+                  if i % 3 == 0 then kept[#kept + 1] = {res = res, n = n} end
+                  for k = 1, 300 do junk[(k + i) % 700 + 1] = {tostring(k) .. "x", {k}} end
+                end
+              end)
+            end
+            for w = 1, 6 do local ok, err = task.wait(ws[w]); if ok == nil and err then error(err) end end
+            for _, k in ipairs(kept) do
+              local v = assert(k.res:json_view())
+              assert(v.query == "/echo?n=" .. k.n, v.query)
+              assert(json.decode(k.res.body).query == v.query)
+            end
+            print("kept " .. #kept)
+        """.replace("BASE", self.srv.url))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("kept 78", r.stdout)
+
     def test_concurrency_timing(self):
         # 200 x 100 ms at 20 at a time is 1 s of waiting; sequential would be 20 s.
         start = time.time()

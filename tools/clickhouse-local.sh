@@ -52,7 +52,14 @@ XML
   <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
 </yandex>
 XML
-  if [ "$(id -u)" = 0 ] && id clickhouse >/dev/null 2>&1; then chown -R clickhouse "$dir"; run=(setpriv --reuid=clickhouse --regid=clickhouse --init-groups); else run=(); fi
+  run=()
+  if [ "$(id -u)" = 0 ] && id clickhouse >/dev/null 2>&1; then
+    # As root, the server runs as the clickhouse user, unless that user cannot reach DIR: a
+    # checkout under /root (mode 700 on Debian) is the usual case, and 18.16 runs fine as root.
+    if setpriv --reuid=clickhouse --regid=clickhouse --init-groups test -x "$dir" 2>/dev/null; then
+      chown -R clickhouse "$dir"; run=(setpriv --reuid=clickhouse --regid=clickhouse --init-groups)
+    fi
+  fi
   # setpriv execs the server, so $! is the server's own pid (18.16 ignores --pid-file here).
   "${run[@]}" /usr/sbin/clickhouse-server --config-file="$dir/config.xml" >"$dir/log/stdout.log" 2>&1 &
   echo $! > "$dir/server.pid"

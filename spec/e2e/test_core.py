@@ -373,6 +373,33 @@ class ScriptFailures(zhtest.ZhostCase):
         self.assertIn("cannot open", r.stderr)
 
 
+class LocalClickHouseUnreachableFolder(unittest.TestCase):
+    """tools/clickhouse-local.sh as root on a folder the clickhouse user cannot reach (a checkout
+    under /root, mode 700 on Debian: `./dev demo` keeps its server in var/demo of the checkout)."""
+
+    def test_starts_and_stops(self):
+        if os.geteuid() != 0 or subprocess.run(["id", "clickhouse"], capture_output=True).returncode != 0:
+            self.skipTest("needs root and a clickhouse user")
+        tool = os.path.join(zhtest.SOURCE_DIR, "tools", "clickhouse-local.sh")
+        private = tempfile.mkdtemp(prefix="zhost-private-")  # 0700, owned by root
+        self.addCleanup(shutil.rmtree, private, True)
+        chdir = os.path.join(private, "clickhouse")
+        socks = [socket.socket() for _ in range(2)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        port, tcp = (s.getsockname()[1] for s in socks)
+        for sock in socks:
+            sock.close()
+        self.addCleanup(subprocess.run, [tool, "stop", chdir], capture_output=True, timeout=120)
+        out = subprocess.run([tool, "start", chdir, str(port), str(tcp)], capture_output=True, text=True, timeout=120)
+        self.assertEqual((out.returncode, out.stdout.strip()), (0, "http://127.0.0.1:%d" % port), out.stderr)
+        with urllib.request.urlopen("http://127.0.0.1:%d/?query=SELECT%%2042" % port, timeout=30) as r:
+            self.assertEqual(r.read().strip(), b"42")
+        subprocess.run([tool, "stop", chdir], capture_output=True, timeout=120)
+        with self.assertRaises(OSError):
+            urllib.request.urlopen("http://127.0.0.1:%d/ping" % port, timeout=5)
+
+
 class ClickHouseOutage(zhtest.ZhostCase):
     """ClickHouse stopped mid-run: rows go to the spool, the run fails with the count, and a replay
     after the restart delivers every row exactly once as the views see it."""

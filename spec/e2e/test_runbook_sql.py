@@ -21,10 +21,8 @@ import zhtest  # noqa: E402
 sys.path.insert(0, zhtest.FAKES)
 import datagen  # noqa: E402
 
-RUNBOOK = os.environ.get("ZHOST_RUNBOOK") or next(
-    (p for p in (os.path.join(zhtest.SOURCE_DIR, "..", "shared", "seed", "runbook-integrations.ru.md"),
-                 "/work/shared/seed/runbook-integrations.ru.md") if os.path.exists(p)),
-    "/work/shared/seed/runbook-integrations.ru.md")
+RUNBOOK = os.environ.get("ZHOST_RUNBOOK") or os.path.join(zhtest.SOURCE_DIR, "spec", "fixtures",
+                                                            "runbook-integrations.ru.md")
 
 
 def runbook_sql():
@@ -47,7 +45,6 @@ def runbook_sql():
 
 class TestRunbookSQL(zhtest.ZhostCase):
     def test_runbook_queries_after_loads(self):
-        self.assertTrue(os.path.exists(RUNBOOK), "runbook not found: set ZHOST_RUNBOOK")
         today = dt.date.fromisoformat(zhtest.ch("SELECT toString(today())").strip())
         start = today - dt.timedelta(days=13)
         data = datagen.generate(seed=21, orders=250, events=6, days=14, start=start.isoformat())

@@ -35,7 +35,8 @@ URL = os.environ.get("ZHOST_TEST_CH_URL", "http://127.0.0.1:18200")
 SETTINGS = os.environ.get("ZHOST_TEST_CH_SETTINGS", "")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SQL_DIR = os.path.join(ROOT, "sql")
-RUNBOOK = os.environ.get("ZHOST_RUNBOOK", "/work/shared/seed/runbook-integrations.ru.md")
+# The original system's operators' runbook, kept in the repo: its queries are the schema's contract.
+RUNBOOK = os.environ.get("ZHOST_RUNBOOK") or os.path.join(ROOT, "spec", "fixtures", "runbook-integrations.ru.md")
 
 SUFFIX = "%06d" % random.randrange(10 ** 6)
 DB = "zakaz_t" + SUFFIX

@@ -102,7 +102,13 @@ class SpoolRefuses(zhtest.ZhostCase):
         os.makedirs(tiny)
         if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", tiny], capture_output=True).returncode:
             self.skipTest("cannot mount a tmpfs here")
-        self.addCleanup(subprocess.run, ["umount", "-l", tiny], capture_output=True)
+        try:
+            self.fill_tiny_spool(tiny)
+        finally:
+            # before tearDown removes self.tmp (cleanups run after it: the mount point was left behind)
+            subprocess.run(["umount", "-l", tiny], capture_output=True)
+
+    def fill_tiny_spool(self, tiny):
         zhtest.ch("CREATE TABLE %s.narrow (id UInt32, code FixedString(2), _ver UInt64) "
                   "ENGINE = MergeTree ORDER BY id" % self.db)
         path = self.script("big.lua", """

@@ -384,12 +384,7 @@ class LocalClickHouseUnreachableFolder(unittest.TestCase):
         private = tempfile.mkdtemp(prefix="zhost-private-")  # 0700, owned by root
         self.addCleanup(shutil.rmtree, private, True)
         chdir = os.path.join(private, "clickhouse")
-        socks = [socket.socket() for _ in range(2)]
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        port, tcp = (s.getsockname()[1] for s in socks)
-        for sock in socks:
-            sock.close()
+        port, tcp = zhtest.free_ports(2)
         self.addCleanup(subprocess.run, [tool, "stop", chdir], capture_output=True, timeout=120)
         out = subprocess.run([tool, "start", chdir, str(port), str(tcp)], capture_output=True, text=True, timeout=120)
         self.assertEqual((out.returncode, out.stdout.strip()), (0, "http://127.0.0.1:%d" % port), out.stderr)
@@ -408,14 +403,7 @@ class ClickHouseOutage(zhtest.ZhostCase):
     def setUp(self):
         super().setUp()
         self.chdir = tempfile.mkdtemp(prefix="zhost-ch-")
-        socks = []
-        for _ in range(2):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            socks.append(sock)
-        self.port, self.tcp_port = (s.getsockname()[1] for s in socks)
-        for sock in socks:
-            sock.close()
+        self.port, self.tcp_port = zhtest.free_ports(2)
         self.start_ch()
         self.env["CLICKHOUSE_URL"] = "http://127.0.0.1:%d" % self.port
         self.env["ZHOST_CH_ATTEMPTS"] = "2"

@@ -11,7 +11,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import string
 import subprocess
 import sys
@@ -90,6 +89,22 @@ def ch_at(url, sql, database=None):
             return r.read().decode()
     except urllib.error.HTTPError as e:
         raise RuntimeError("ClickHouse: %s\n%s" % (e.read().decode(errors="replace"), sql)) from None
+
+
+class EachLoader:
+    """The four real loaders, one test each, through the class's check(name)."""
+
+    def test_qtickets(self):
+        self.check("qtickets")
+
+    def test_vk_ads(self):
+        self.check("vk_ads")
+
+    def test_direct(self):
+        self.check("direct")
+
+    def test_gmail(self):
+        self.check("gmail")
 
 
 class LoaderFaults(zhtest.ZhostCase):
@@ -230,7 +245,7 @@ class LoaderFaults(zhtest.ZhostCase):
 
 # ---------------------------------------------------------------------- 2. SIGKILL mid-run
 
-class KillMidRun(LoaderFaults):
+class KillMidRun(EachLoader, LoaderFaults):
     def check(self, name):
         p, delivered = self.held_run(name)
         p.kill()
@@ -242,17 +257,6 @@ class KillMidRun(LoaderFaults):
         self.assertEqual(sorted(s for s, _ in self.statuses(name)), ["interrupted", "success"])
         self.assert_same_as_clean_run(name)
 
-    def test_qtickets(self):
-        self.check("qtickets")
-
-    def test_vk_ads(self):
-        self.check("vk_ads")
-
-    def test_direct(self):
-        self.check("direct")
-
-    def test_gmail(self):
-        self.check("gmail")
 
 
 # ---------------------------------------------------------------------- 3. SIGTERM / SIGINT mid-run
@@ -307,7 +311,7 @@ INJECT = {
 }
 
 
-class ScriptErrorHalfWay(LoaderFaults):
+class ScriptErrorHalfWay(EachLoader, LoaderFaults):
     def check(self, name):
         spec = LOADERS[name]
         with open(os.path.join(zhtest.SOURCE_DIR, spec["script"])) as f:
@@ -341,17 +345,6 @@ class ScriptErrorHalfWay(LoaderFaults):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assert_same_as_clean_run(name)
 
-    def test_qtickets(self):
-        self.check("qtickets")
-
-    def test_vk_ads(self):
-        self.check("vk_ads")
-
-    def test_direct(self):
-        self.check("direct")
-
-    def test_gmail(self):
-        self.check("gmail")
 
 
 class OneLineErrors(LoaderFaults):
@@ -368,7 +361,7 @@ class OneLineErrors(LoaderFaults):
 
 # ---------------------------------------------------------------------- 1. ClickHouse stops mid-run
 
-class ClickHouseStopsMidRun(LoaderFaults):
+class ClickHouseStopsMidRun(EachLoader, LoaderFaults):
     """A private ClickHouse for the class (test_core.py's ClickHouseOutage pattern), stopped while a
     loader is held mid-run with some of its rows delivered, started again before the replay."""
     migrate = False
@@ -377,14 +370,7 @@ class ClickHouseStopsMidRun(LoaderFaults):
     @classmethod
     def setUpClass(cls):
         cls.chdir = tempfile.mkdtemp(prefix="zhost-ch-")
-        socks = []
-        for _ in range(2):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            socks.append(sock)
-        cls.port, cls.tcp_port = (s.getsockname()[1] for s in socks)
-        for sock in socks:
-            sock.close()
+        cls.port, cls.tcp_port = zhtest.free_ports(2)
         cls.start_ch()
 
     @classmethod
@@ -448,17 +434,6 @@ class ClickHouseStopsMidRun(LoaderFaults):
         self.assertEqual([s for s, _ in statuses], ["error"], statuses)
         self.assertIn("rows spooled", statuses[0][1])
 
-    def test_qtickets(self):
-        self.check("qtickets")
-
-    def test_vk_ads(self):
-        self.check("vk_ads")
-
-    def test_direct(self):
-        self.check("direct")
-
-    def test_gmail(self):
-        self.check("gmail")
 
 
 if __name__ == "__main__":

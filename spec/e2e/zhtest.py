@@ -10,6 +10,7 @@ import os
 import random
 import re
 import shutil
+import socket
 import string
 import subprocess
 import sys
@@ -51,6 +52,18 @@ def ch_rows(sql, database=None):
 def ch_value(sql, database=None):
     out = ch(sql, database).strip()
     return out
+
+
+def free_ports(n):
+    """n distinct loopback ports free right now (for a private ClickHouse: HTTP and TCP)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def ch_alive():

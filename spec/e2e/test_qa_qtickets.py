@@ -51,8 +51,8 @@ class QaBase(zhtest.ZhostCase):
         self.write_secret("qtickets", {"QTICKETS_BASE_URL": self.api.url + "/qtickets/api/rest/v1",
                                        "QTICKETS_TOKEN": "qt-test-token", "QTICKETS_TIMEOUT": "3"})
 
-    def load(self, *extra):
-        return self.zhost("run", "scripts/qtickets.lua", "--since", START, "--to", END, *extra)
+    def load(self, *extra, env=None):
+        return self.zhost("run", "scripts/qtickets.lua", "--since", START, "--to", END, *extra, env=env)
 
     def sales(self):
         return {(r["d"], r["city"], r["event_name"]): (int(r["tickets_sold"]), Decimal(r["revenue"]),
@@ -140,7 +140,9 @@ class QaQTickets(QaBase):
         orders = [order(1000 + i, 1, "2025-11-02T10:00:00+03:00", [basket(5000 + i, 10)]) for i in range(120)]
         self.serve([event(1, "Show", {"id": 5, "name": "Омск"})], orders)
         self.api.faults([{"path": "/orders$", "after": 2, "action": "hang", "times": -1}])
-        r = self.load()
+        # one page at a time: with several in flight, page 3's request can reach the fake before
+        # page 2's and the fault ("the third request") would hit page 2 (seen once in CI)
+        r = self.load(env={"QTICKETS_CONCURRENCY": "1"})
         self.assertNotEqual(r.returncode, 0, r.stdout + r.stderr)
         out = r.stdout + r.stderr
         self.assertIn("orders page", out)
@@ -150,7 +152,7 @@ class QaQTickets(QaBase):
         orders = [order(1000 + i, 1, "2025-11-02T10:00:00+03:00", [basket(5000 + i, 10)]) for i in range(120)]
         self.serve([event(1, "Show", {"id": 5, "name": "Омск"})], orders)
         self.api.faults([{"path": "/orders$", "after": 1, "action": "truncate", "times": -1}])
-        r = self.load()
+        r = self.load(env={"QTICKETS_CONCURRENCY": "1"})  # the second request must be page 2 (above)
         self.assertNotEqual(r.returncode, 0, r.stdout + r.stderr)
         self.assertEqual(int(self.scalar("SELECT count() FROM stg_qtickets_api_orders_raw")), 50, r.stdout + r.stderr)
 

@@ -2831,7 +2831,6 @@ int zh_cmd_backup(int argc, char **argv) {
     zh_host_opts ho = {.secrets_dir = sdir};
     zh_host *h = zh_host_new(&ho);
     if (!h) {
-        fprintf(stderr, "zhost: cannot create the host\n");
         store_free(c.st);
         return 1;
     }

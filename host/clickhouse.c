@@ -32,13 +32,8 @@ static void put_env_if_unset(void *ud, const char *k, const char *v) {
     setenv(k, v, 0);
 }
 
-void zh_ch_load_env(zh_host *h) {
-    char *err = NULL;
-    const char *dir = h->secrets_dir ? h->secrets_dir : "secrets";
-    if (zh_secrets_read(dir, "ch", put_env_if_unset, NULL, &err) < 0) {
-        ZH_ERROR(NULL, "msg=\"cannot read ClickHouse settings\" error=\"%s\"", err);
-        free(err);
-    }
+int zh_ch_load_env(const char *secrets_dir, char **err) {
+    return zh_secrets_read(secrets_dir ? secrets_dir : "secrets", "ch", put_env_if_unset, NULL, err) < 0 ? -1 : 0;
 }
 
 static bool truthy(const char *v) {

@@ -9,8 +9,10 @@
 /* Reads CLICKHOUSE_* from the environment (already merged with secrets/.env.ch by the caller). */
 void zh_ch_init(zh_host *h);
 void zh_ch_shutdown(zh_host *h);
-/* Loads <secrets>/.env.ch into the process environment where variables are not already set. */
-void zh_ch_load_env(zh_host *h);
+/* Loads <secrets_dir>/.env.ch into the process environment where variables are not already set.
+ * A missing file is fine (the environment may hold everything); an unreadable or malformed one
+ * returns -1 with *err (malloc'd, names the file), so that no command goes on with defaults. */
+int zh_ch_load_env(const char *secrets_dir, char **err);
 const char *zh_ch_database(zh_host *h);
 
 /* Dry-run: sinks count and sample rows but write nothing. Applies to the group's sinks. */

@@ -156,7 +156,6 @@ int zh_cmd_run(int argc, char **argv) {
                        .verbose = verbose, .cpu_budget_s = budget};
     zh_host *h = zh_host_new(&ho);
     if (!h) {
-        fprintf(stderr, "zhost: cannot create the Lua state\n");
         rc = 1;
         goto out;
     }

@@ -1081,7 +1081,6 @@ int zh_cmd_serve(int argc, char **argv) {
                        .verbose = verbose};
     zh_host *h = zh_host_new(&ho);
     if (!h) {
-        fprintf(stderr, "zhost serve: cannot create the Lua state\n");
         zh_conf_free(conf);
         free(s->conf_flag);
         free(s->secrets_flag);

@@ -1,0 +1,88 @@
+"""The operator at 3 a.m.: what each CLI command does when its setting, file or argument is wrong.
+
+Every case expects a non-zero exit, one line on stderr naming what is wrong (and no retries
+against a default address that was never configured), and nothing written anywhere.
+Most commands' usage errors are covered next to their features (test_core, test_serve,
+test_backup*, test_spool*, test_oauth2); this file holds the cases found missing there.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+import zhtest  # noqa: E402
+
+
+def stderr_lines(r):
+    return [line for line in r.stderr.splitlines() if line.strip()]
+
+
+class BadClickHouseSettingsFile(zhtest.ZhostCase):
+    """secrets/.env.ch that cannot be read or parsed. The variables the test environment sets win
+    over the file, so before the fix every command went on (and migrate changed the database)."""
+
+    # Commands that reach ClickHouse, each with arguments that would otherwise succeed or at
+    # least try to connect.
+    def commands(self):
+        noop = self.script("noop.lua", "-- zhost: job=noop\n")
+        return [
+            ("migrate",),
+            ("migrate", "--status"),
+            ("spool", "status"),
+            ("run", noop, "--dry-run"),
+            ("backup", "full", "--to", os.path.join(self.tmp, "backups")),
+        ]
+
+    def check_refused(self, r, what):
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        lines = stderr_lines(r)
+        self.assertEqual(len(lines), 1, r.stderr)
+        self.assertIn("cannot read the ClickHouse settings: " + os.path.join(self.secrets, ".env.ch"), lines[0])
+        self.assertIn(what, lines[0])
+        self.assertNotIn("8123", r.stderr)
+        self.assertNotIn("pw-must-not-show", r.stderr + r.stdout)
+
+    def test_a_malformed_file_is_refused_by_every_command(self):
+        path = self.write_secret("ch", {"CLICKHOUSE_USER": "default"})
+        with open(path, "a") as fh:
+            fh.write("CLICKHOUSE_DB zakaz_other\n")  # '=' forgotten
+        fresh = "zakaz_fresh" + self.db[len("zakaz_t"):]
+        for args in self.commands():
+            with self.subTest(args=args[:2]):
+                r = self.zhost(*args, env={"CLICKHOUSE_DB": fresh})
+                self.check_refused(r, ".env.ch:2: expected '=' after the key")
+        # migrate did not create the database it was pointed at, backup left no folder
+        self.assertEqual(zhtest.ch_value("SELECT count() FROM system.databases WHERE name = '%s'" % fresh), "0")
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "backups")))
+
+    def test_an_unreadable_file_is_refused(self):
+        if os.geteuid() != 0:
+            path = self.write_secret("ch", {"CLICKHOUSE_PASSWORD": "pw-must-not-show"})
+            os.chmod(path, 0)
+            prefix = []
+        elif shutil.which("setpriv"):
+            # root reads any file: run zhost as nobody, who can enter the folders but not read the file
+            path = self.write_secret("ch", {"CLICKHOUSE_PASSWORD": "pw-must-not-show"})
+            os.chmod(path, 0o600)
+            for d in (self.tmp, self.secrets):
+                os.chmod(d, 0o755)
+            prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        else:
+            self.skipTest("needs a non-root user or setpriv")
+        e = dict(self.env, HOME=self.tmp)
+        r = subprocess.run([*prefix, zhtest.ZHOST, "migrate", "--status"], env=e, capture_output=True, text=True,
+                           timeout=60, cwd=self.tmp)
+        self.check_refused(r, "Permission denied")
+        self.assertEqual(r.stdout, "")
+
+    def test_a_missing_file_is_fine_when_the_environment_has_the_settings(self):
+        self.assertFalse(os.path.exists(os.path.join(self.secrets, ".env.ch")))
+        r = self.zhost("migrate", "--status")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("0 pending", r.stdout)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -415,6 +415,24 @@ int zh_ch_exec_sync_db(zh_host *h, const char *database, const char *sql, zh_buf
     return ch_req_run_sync(ch_req_new_db(h, database, NULL, sql, strlen(sql), ch_req_sync_done, &flag), out, err);
 }
 
+int zh_ch_exec_sync_code(zh_host *h, const char *sql, zh_buf *out, int *code, char **err) {
+    bool flag = false;
+    ch_req *r = ch_req_new_db(h, h->ch->database, NULL, sql, strlen(sql), ch_req_sync_done, &flag);
+    ch_req_start(r);
+    ch_req_wait(r);
+    int rc = 0;
+    *code = 0;
+    if (!flag || !r->ok) {
+        *err = zh_xstrdup(r->error ? r->error : "ClickHouse request did not finish");
+        if (flag && r->x->result == CURLE_OK) *code = r->ch_code;
+        rc = -1;
+    } else if (out) {
+        zh_buf_add(out, r->x->resp_body.data ? r->x->resp_body.data : "", r->x->resp_body.len);
+    }
+    ch_req_free(r);
+    return rc;
+}
+
 int zh_ch_insert_sync(zh_host *h, const char *db_table, const char *body, size_t len, int *code, char **err) {
     char q[512];
     snprintf(q, sizeof q, "INSERT INTO %s FORMAT JSONEachRow", db_table);

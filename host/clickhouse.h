@@ -78,6 +78,8 @@ char *zh_ch_substitute_db(zh_host *h, const char *sql);
 int zh_ch_exec_sync(zh_host *h, const char *sql, zh_buf *out, char **err);
 /* The same with another default database (NULL: the server's own default). */
 int zh_ch_exec_sync_db(zh_host *h, const char *database, const char *sql, zh_buf *out, char **err);
+/* zh_ch_exec_sync that also gives ClickHouse's error code on failure (0: none, e.g. unreachable). */
+int zh_ch_exec_sync_code(zh_host *h, const char *sql, zh_buf *out, int *code, char **err);
 /* Inserts an already encoded JSONEachRow body into db.table, synchronously. On failure *code (when
  * not NULL) is ClickHouse's error code, 0 when the server gave none (unreachable, no answer). */
 int zh_ch_insert_sync(zh_host *h, const char *db_table, const char *body, size_t len, int *code, char **err);

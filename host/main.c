@@ -270,7 +270,8 @@ static const zh_command commands[] = {
      "The spool is --spool, else $ZHOST_SPOOL, else the daemon's spool_dir from its configuration\n"
      "(--conf, $ZHOST_CONF, /etc/zhost/zhost.conf or ./conf/zhost.conf), else ./var/spool."},
     {"migrate", zh_cmd_migrate, "zhost migrate [--status] [--secrets DIR] [--sql DIR]",
-     "Applies the missing numbered migrations from sql/ (or lists them with --status)."},
+     "Applies the missing numbered migrations from sql/ (or lists them with --status).\n"
+     "Exit 1 when ClickHouse cannot be asked (down, wrong password), --status included."},
     {"auth", zh_cmd_auth,
      "zhost auth google [--credentials FILE] [--token FILE] [--scope S]... [--port N] [--no-browser] [--timeout S] [--secrets DIR]",
      "Authorizes zhost to read Gmail: prints a Google consent URL (opened in a browser when one is available),\n"

@@ -84,5 +84,32 @@ class BadClickHouseSettingsFile(zhtest.ZhostCase):
         self.assertIn("0 pending", r.stdout)
 
 
+class MigrateStatus(zhtest.ZhostCase):
+    """`migrate --status` must not report "everything pending" for a server it could not ask."""
+
+    def test_wrong_password_is_an_error_not_all_pending(self):
+        r = self.zhost("migrate", "--status", env={"CLICKHOUSE_PASSWORD": "pw-must-not-show"})
+        self.assertEqual(r.returncode, 1, r.stdout)
+        self.assertEqual(r.stdout, "")
+        lines = stderr_lines(r)
+        self.assertEqual(len(lines), 1, r.stderr)
+        self.assertRegex(lines[0], r"^zhost migrate: ClickHouse error (193|516)")
+        self.assertNotIn("pw-must-not-show", r.stderr)
+
+    def test_unreachable_server_is_an_error_not_all_pending(self):
+        port = zhtest.free_ports(1)[0]
+        r = self.zhost("migrate", "--status", env={"CLICKHOUSE_URL": "http://127.0.0.1:%d" % port})
+        self.assertEqual(r.returncode, 1, r.stdout)
+        self.assertEqual(r.stdout, "")
+        self.assertRegex(stderr_lines(r)[-1], r"^zhost migrate: ClickHouse unreachable at http://127.0.0.1:%d/" % port)
+
+    def test_a_fresh_database_lists_everything_pending(self):
+        fresh = "zakaz_fresh" + self.db[len("zakaz_t"):]
+        r = self.zhost("migrate", "--status", env={"CLICKHOUSE_DB": fresh})
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertRegex(r.stdout, r"\n0 applied, \d+ pending \(database %s\)\n$" % fresh)
+        self.assertEqual(zhtest.ch_value("SELECT count() FROM system.databases WHERE name = '%s'" % fresh), "0")  # --status creates nothing
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -22,7 +22,11 @@ static bool valid_date(const char *s) {
     struct tm tm;
     memset(&tm, 0, sizeof tm);
     const char *end = strptime(s, "%Y-%m-%d", &tm);
-    return end && *end == 0 && strlen(s) == 10;
+    if (!end || *end || strlen(s) != 10) return false;
+    /* strptime takes any day 1-31 in any month (2024-02-30); timegm would roll it into March. */
+    struct tm back = tm;
+    time_t t = timegm(&back);
+    return t != (time_t)-1 && back.tm_mday == tm.tm_mday && back.tm_mon == tm.tm_mon;
 }
 
 typedef struct run_result {
@@ -255,7 +259,8 @@ static int cmd_help(int argc, char **argv);
 static const zh_command commands[] = {
     {"run", zh_cmd_run,
      "zhost run SCRIPT [--days N | --since YYYY-MM-DD [--to YYYY-MM-DD]] [--dry-run] [--secrets DIR] [--job NAME] [--timeout S] [--cpu-budget S] [--spool DIR] [-v] [--OPTION VALUE...]",
-     "Runs one script once. Exit 0 on success, 1 on failure (one-line reason on stderr).\n"
+     "Runs one script once. Exit 0 on success, 1 on failure (one-line reason on stderr), 2 on a usage\n"
+     "error (a day the month does not have, such as 2024-02-30, is one).\n"
      "--dry-run fetches and maps but writes nothing; it prints row counts and sample rows per table.\n"
      "--timeout S cancels the whole run after S seconds (rows are flushed or spooled); --cpu-budget S\n"
      "stops a script that runs S seconds without waiting (default 60). Other --OPTION VALUE pairs reach\n"

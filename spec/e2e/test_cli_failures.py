@@ -111,5 +111,19 @@ class MigrateStatus(zhtest.ZhostCase):
         self.assertEqual(zhtest.ch_value("SELECT count() FROM system.databases WHERE name = '%s'" % fresh), "0")  # --status creates nothing
 
 
+class RunDates(zhtest.ZhostCase):
+    migrate = False
+
+    def test_a_day_the_month_does_not_have_is_a_usage_error(self):
+        noop = self.script("noop.lua", "-- zhost: job=noop\n")
+        for args in (("--since", "2024-02-30"), ("--since", "2025-02-29"), ("--since", "2024-01-01", "--to", "2024-04-31")):
+            with self.subTest(args=args):
+                r = self.zhost("run", noop, *args, "--dry-run")
+                self.assertEqual(r.returncode, 2, r.stderr)
+                self.assertEqual(stderr_lines(r), ["zhost run: dates are YYYY-MM-DD (got '%s')" % args[-1]])
+        r = self.zhost("run", noop, "--since", "2024-02-29", "--to", "2024-04-30", "--dry-run")
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -127,7 +127,9 @@ void zh_run_names(const zh_run_opts *o, char *job, size_t jl, char *secrets, siz
 
 static void set_message(zh_run *r, const char *msg) {
     free(r->message);
-    r->message = msg ? zh_xstrdup(msg) : NULL;
+    /* The message reaches meta_job_runs, the status page, alert mails and `zhost run`'s last line,
+     * none of which goes through the logger: an error text that quotes a token must not either. */
+    r->message = msg ? zh_log_redacted(msg) : NULL;
 }
 
 /* ---- the final row ---- */
@@ -261,8 +263,8 @@ static void root_done(zh_task *t, void *ud) {
             r->status = ZH_RUN_ERROR;
             set_message(r, t->error_short);
             free(r->traceback);
-            r->traceback = t->error ? zh_xstrdup(t->error) : NULL;
-            fprintf(stderr, "%s\n", t->error ? t->error : t->error_short);
+            r->traceback = zh_log_redacted(t->error ? t->error : t->error_short);
+            fprintf(stderr, "%s\n", r->traceback);
         }
     }
     r->root = NULL;

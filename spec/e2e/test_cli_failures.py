@@ -125,5 +125,25 @@ class RunDates(zhtest.ZhostCase):
         self.assertEqual(r.returncode, 0, r.stderr)
 
 
+class SecretInAnErrorMessage(zhtest.ZhostCase):
+    """A script error that quotes a secret (a URL with ?token=..., say): the log lines always hid
+    it, but the traceback print, `zhost run`'s last line and meta_job_runs.message did not."""
+
+    def test_the_secret_is_hidden_everywhere_the_message_goes(self):
+        secret = "qt-SECRET-must-not-show"
+        self.write_secret("leak", {"LEAK_TOKEN": secret})
+        script = self.script("leak.lua", "-- zhost: job=leak\n"
+                                         "local t = job:need('LEAK_TOKEN')\n"
+                                         "error('GET https://api.example/x?token=' .. t)\n")
+        r = self.zhost("run", script)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertNotIn(secret, r.stderr + r.stdout)
+        self.assertEqual(stderr_lines(r)[-1], "zhost: leak failed: %s:3: GET https://api.example/x?token=***" % script)
+        self.assertIn("stack traceback:", r.stderr)  # still there, only redacted
+        runs = self.runs("leak")
+        self.assertEqual([x["status"] for x in runs], ["error"])
+        self.assertEqual(runs[0]["message"], "%s:3: GET https://api.example/x?token=***" % script)
+
+
 if __name__ == "__main__":
     unittest.main()

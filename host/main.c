@@ -270,8 +270,9 @@ static const zh_command commands[] = {
     {"spool", zh_cmd_spool, "zhost spool status|replay [--json] [--spool DIR] [--conf FILE] [--secrets DIR]",
      "Shows or delivers batches that could not be inserted into ClickHouse, in bounded pieces.\n"
      "replay skips files a running run still writes (status shows them `being written`). Exit 0 when\n"
-     "all was delivered, 1 when a file could not be or rows were quarantined, 75 when only files of\n"
-     "runs still going are left: run it again once they have ended.\n"
+     "all was delivered, 1 when a file could not be or rows were quarantined (or the spool is a folder\n"
+     "this user cannot write: nothing is delivered then), 75 when only files of runs still going are\n"
+     "left: run it again once they have ended.\n"
      "The spool is --spool, else $ZHOST_SPOOL, else the daemon's spool_dir from its configuration\n"
      "(--conf, $ZHOST_CONF, /etc/zhost/zhost.conf or ./conf/zhost.conf), else ./var/spool."},
     {"migrate", zh_cmd_migrate, "zhost migrate [--status] [--secrets DIR] [--sql DIR]",

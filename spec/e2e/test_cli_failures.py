@@ -145,5 +145,47 @@ class SecretInAnErrorMessage(zhtest.ZhostCase):
         self.assertEqual(runs[0]["message"], "%s:3: GET https://api.example/x?token=***" % script)
 
 
+class SpoolReplayFromAFolderItCannotWrite(zhtest.ZhostCase):
+    """`zhost spool replay` by a user who can read the spool but not write it (another account
+    than the daemon's, or a read-only mount): it delivered every file, could delete none, said
+    "0 files left", exited 0 - and the next replay delivered the same rows again."""
+
+    def test_nothing_is_delivered_and_the_reason_is_one_line(self):
+        if os.geteuid() == 0 and not shutil.which("setpriv"):
+            self.skipTest("needs a non-root user or setpriv")
+        # a run while ClickHouse is down: its two meta_job_runs rows (start, end) are spooled
+        script = self.script("spooltest.lua", "-- zhost: job=spooltest\n")
+        down = "http://127.0.0.1:%d" % zhtest.free_ports(1)[0]
+        self.zhost("run", script, env={"CLICKHOUSE_URL": down, "ZHOST_CH_ATTEMPTS": "1"})
+        files = sorted(os.listdir(self.spool))
+        self.assertTrue(any(f.endswith(".jsonl") for f in files), files)
+        prefix = []
+        if os.geteuid() == 0:
+            prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+            for d in (self.tmp, self.secrets):
+                os.chmod(d, 0o755)
+            for root, dirs, names in os.walk(self.spool):
+                for n in names:
+                    os.chmod(os.path.join(root, n), 0o444)
+        os.chmod(self.spool, 0o555)
+        count = "SELECT count() FROM %s.meta_job_runs_raw WHERE job = 'spooltest'" % self.db
+        try:
+            for attempt in range(2):
+                r = subprocess.run([*prefix, zhtest.ZHOST, "spool", "replay"], env=dict(self.env, HOME=self.tmp),
+                                   capture_output=True, text=True, timeout=120, cwd=self.tmp)
+                self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+                self.assertEqual(stderr_lines(r), ["zhost spool: cannot replay %s: Permission denied; nothing delivered "
+                                                   "(run it as the spool's owner, e.g. sudo -u zhost zhost spool replay)"
+                                                   % self.spool])
+                self.assertEqual(self.scalar(count), "0")
+            self.assertEqual(sorted(os.listdir(self.spool)), files)
+        finally:
+            os.chmod(self.spool, 0o700)  # so that tearDown can remove it
+        # its owner delivers it
+        r = self.zhost("spool", "replay")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(self.scalar(count), "2")
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -12,6 +12,7 @@ import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
+import serve_helpers  # noqa: E402
 import zhtest  # noqa: E402
 
 
@@ -185,6 +186,48 @@ class SpoolReplayFromAFolderItCannotWrite(zhtest.ZhostCase):
         r = self.zhost("spool", "replay")
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(self.scalar(count), "2")
+
+
+class ServeStateFolder(zhtest.ZhostCase):
+    """Two ways `zhost serve` cannot take its state folder, which used to read alike:
+    "another zhost serve uses DIR (No such file or directory)" for a folder it could not create."""
+
+    migrate = False
+
+    def conf(self, state_dir):
+        path = os.path.join(self.tmp, "zhost.conf")
+        with open(path, "w") as fh:
+            fh.write("[zhost]\nroot = %s\nstate_dir = %s\nspool_dir = %s\n[health]\nlisten = 127.0.0.1:%d\n"
+                     "[job noop]\nscript = %s\nschedule = every 1d\nenabled = false\n"
+                     % (zhtest.SOURCE_DIR, state_dir, self.spool, serve_helpers.free_port(),
+                        self.script("noop.lua", "-- zhost: job=noop\n")))
+        return path
+
+    def test_a_state_folder_that_cannot_be_made_is_not_another_daemon(self):
+        blocker = os.path.join(self.tmp, "not-a-folder")
+        with open(blocker, "w") as fh:
+            fh.write("x")
+        conf = self.conf(os.path.join(blocker, "state"))
+        r = self.zhost("serve", "--conf", conf, timeout=60)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertEqual(stderr_lines(r), ["zhost serve: cannot use the state folder %s/state: Not a directory "
+                                           "(state_dir in %s; it must be writable by this user)" % (blocker, conf)])
+
+    def test_a_second_daemon_names_the_first_ones_pid(self):
+        conf = self.conf(os.path.join(self.tmp, "state"))
+        first = serve_helpers.Daemon(self, conf)
+        self.addCleanup(first.stop)
+        first.ready()
+        r = self.zhost("serve", "--conf", conf, timeout=60)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertEqual(stderr_lines(r), ["zhost serve: another zhost serve (pid %d) uses %s (locked); stop it first "
+                                           "(systemctl stop zhost)" % (first.proc.pid, os.path.join(self.tmp, "state"))])
+        self.assertIsNone(first.proc.poll())  # the first one goes on
+        first.stop()
+        # its lock file stays behind with its pid; a new daemon takes it over
+        second = serve_helpers.Daemon(self, conf)
+        self.addCleanup(second.stop)
+        second.ready()
 
 
 if __name__ == "__main__":

@@ -264,7 +264,10 @@ static void root_done(zh_task *t, void *ud) {
             set_message(r, t->error_short);
             free(r->traceback);
             r->traceback = zh_log_redacted(t->error ? t->error : t->error_short);
-            fprintf(stderr, "%s\n", r->traceback);
+            /* A missing setting ends the run at 3 a.m. too: the message says what to set where, and
+             * a stack dump under it would only bury that. A script's own errors keep theirs. */
+            bool need = r->need_error && t->error_short && !strcmp(t->error_short, r->need_error);
+            if (!need) fprintf(stderr, "%s\n", r->traceback);
         }
     }
     r->root = NULL;
@@ -510,6 +513,7 @@ void zh_run_free(zh_run *r) {
     free((char *)r->opts.to);
     free(r->message);
     free(r->traceback);
+    free(r->need_error);
     free(r);
 }
 
@@ -565,6 +569,8 @@ static int l_need(lua_State *L) {
         lua_pushfstring(L, "missing %s: set it in %s/.env.%s or the environment", missing.data,
                         r->h->secrets_dir ? r->h->secrets_dir : "secrets", r->secrets_name);
         zh_buf_free(&missing);
+        free(r->need_error);
+        r->need_error = zh_xstrdup(lua_tostring(L, -1));
         return lua_error(L);
     }
     return n - 1;

@@ -230,5 +230,30 @@ class ServeStateFolder(zhtest.ZhostCase):
         second.ready()
 
 
+class MissingSetting(zhtest.ZhostCase):
+    """job:need() naming a variable that is set nowhere: the message says what to set where; the
+    stack dump printed under it (job:need, main chunk) only buried that."""
+
+    def test_no_stack_dump_under_the_missing_setting(self):
+        script = self.script("needy.lua", "-- zhost: job=needy\nlocal t = job:need('NEEDY_TOKEN')\n")
+        r = self.zhost("run", script)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertNotIn("stack traceback", r.stderr)
+        msg = "missing NEEDY_TOKEN: set it in %s/.env.needy or the environment" % self.secrets
+        self.assertEqual(stderr_lines(r)[-1], "zhost: needy failed: " + msg)
+        # the bare message appears only inside the log line and the last line
+        self.assertFalse([l for l in stderr_lines(r) if l.startswith("missing ")], r.stderr)
+        self.assertEqual(self.runs("needy")[0]["message"], msg)
+
+    def test_a_script_error_after_a_caught_need_keeps_its_traceback(self):
+        script = self.script("optional.lua", "-- zhost: job=optional\n"
+                                             "local ok = pcall(job.need, job, 'OPTIONAL_TOKEN')\n"
+                                             "error('boom')\n")
+        r = self.zhost("run", script)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("stack traceback:", r.stderr)
+        self.assertIn("optional.lua:3: in main chunk", r.stderr)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -255,5 +255,23 @@ class MissingSetting(zhtest.ZhostCase):
         self.assertIn("optional.lua:3: in main chunk", r.stderr)
 
 
+class BackupPruneFolder(zhtest.ZhostCase):
+    """`backup prune --dir` with a folder that does not exist (a typo, the default var/backups of
+    another working directory) created it and reported "0 deleted, 0 kept", exit 0."""
+
+    def test_a_missing_folder_is_an_error_and_is_not_created(self):
+        missing = os.path.join(self.tmp, "backups-typo")
+        r = self.zhost("backup", "prune", "--dir", missing)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertEqual(stderr_lines(r), ["zhost backup prune: %s: No such file or directory (the backups folder: "
+                                           "--dir, $ZHOST_BACKUP_DIR or BACKUP_DIR)" % missing])
+        self.assertFalse(os.path.exists(missing))
+        empty = os.path.join(self.tmp, "backups")
+        os.mkdir(empty)
+        r = self.zhost("backup", "prune", "--dir", empty)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("prune: 0 deleted, 0 kept", r.stdout)
+
+
 if __name__ == "__main__":
     unittest.main()

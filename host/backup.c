@@ -2831,7 +2831,6 @@ int zh_cmd_backup(int argc, char **argv) {
     zh_host_opts ho = {.secrets_dir = sdir};
     zh_host *h = zh_host_new(&ho);
     if (!h) {
-        fprintf(stderr, "zhost: cannot create the host\n");
         store_free(c.st);
         return 1;
     }
@@ -2961,7 +2960,14 @@ int zh_cmd_backup(int argc, char **argv) {
         free(err);
         free(bi_default);
     } else if (!strcmp(verb, "prune")) {
-        if (lock_take(c.st, "prune", &err) != 0) {
+        struct stat dst;
+        if (stat(c.st->root, &dst) != 0) {
+            /* A mistyped --dir, or the default var/backups of another working directory: taking the
+             * lock would create the folder and report "0 deleted, 0 kept" as a success. */
+            fprintf(stderr, "zhost backup prune: %s: %s (the backups folder: --dir, $ZHOST_BACKUP_DIR or BACKUP_DIR)\n",
+                    c.st->root, strerror(errno));
+            rc = 1;
+        } else if (lock_take(c.st, "prune", &err) != 0) {
             fprintf(stderr, "zhost backup prune: %s\n", err);
             free(err);
             rc = 1;

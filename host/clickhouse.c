@@ -32,13 +32,8 @@ static void put_env_if_unset(void *ud, const char *k, const char *v) {
     setenv(k, v, 0);
 }
 
-void zh_ch_load_env(zh_host *h) {
-    char *err = NULL;
-    const char *dir = h->secrets_dir ? h->secrets_dir : "secrets";
-    if (zh_secrets_read(dir, "ch", put_env_if_unset, NULL, &err) < 0) {
-        ZH_ERROR(NULL, "msg=\"cannot read ClickHouse settings\" error=\"%s\"", err);
-        free(err);
-    }
+int zh_ch_load_env(const char *secrets_dir, char **err) {
+    return zh_secrets_read(secrets_dir ? secrets_dir : "secrets", "ch", put_env_if_unset, NULL, err) < 0 ? -1 : 0;
 }
 
 static bool truthy(const char *v) {
@@ -418,6 +413,24 @@ int ch_req_run_sync(ch_req *r, zh_buf *out, char **err) {
 int zh_ch_exec_sync_db(zh_host *h, const char *database, const char *sql, zh_buf *out, char **err) {
     bool flag = false;
     return ch_req_run_sync(ch_req_new_db(h, database, NULL, sql, strlen(sql), ch_req_sync_done, &flag), out, err);
+}
+
+int zh_ch_exec_sync_code(zh_host *h, const char *sql, zh_buf *out, int *code, char **err) {
+    bool flag = false;
+    ch_req *r = ch_req_new_db(h, h->ch->database, NULL, sql, strlen(sql), ch_req_sync_done, &flag);
+    ch_req_start(r);
+    ch_req_wait(r);
+    int rc = 0;
+    *code = 0;
+    if (!flag || !r->ok) {
+        *err = zh_xstrdup(r->error ? r->error : "ClickHouse request did not finish");
+        if (flag && r->x->result == CURLE_OK) *code = r->ch_code;
+        rc = -1;
+    } else if (out) {
+        zh_buf_add(out, r->x->resp_body.data ? r->x->resp_body.data : "", r->x->resp_body.len);
+    }
+    ch_req_free(r);
+    return rc;
 }
 
 int zh_ch_insert_sync(zh_host *h, const char *db_table, const char *body, size_t len, int *code, char **err) {

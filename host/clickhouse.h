@@ -9,8 +9,10 @@
 /* Reads CLICKHOUSE_* from the environment (already merged with secrets/.env.ch by the caller). */
 void zh_ch_init(zh_host *h);
 void zh_ch_shutdown(zh_host *h);
-/* Loads <secrets>/.env.ch into the process environment where variables are not already set. */
-void zh_ch_load_env(zh_host *h);
+/* Loads <secrets_dir>/.env.ch into the process environment where variables are not already set.
+ * A missing file is fine (the environment may hold everything); an unreadable or malformed one
+ * returns -1 with *err (malloc'd, names the file), so that no command goes on with defaults. */
+int zh_ch_load_env(const char *secrets_dir, char **err);
 const char *zh_ch_database(zh_host *h);
 
 /* Dry-run: sinks count and sample rows but write nothing. Applies to the group's sinks. */
@@ -76,6 +78,8 @@ char *zh_ch_substitute_db(zh_host *h, const char *sql);
 int zh_ch_exec_sync(zh_host *h, const char *sql, zh_buf *out, char **err);
 /* The same with another default database (NULL: the server's own default). */
 int zh_ch_exec_sync_db(zh_host *h, const char *database, const char *sql, zh_buf *out, char **err);
+/* zh_ch_exec_sync that also gives ClickHouse's error code on failure (0: none, e.g. unreachable). */
+int zh_ch_exec_sync_code(zh_host *h, const char *sql, zh_buf *out, int *code, char **err);
 /* Inserts an already encoded JSONEachRow body into db.table, synchronously. On failure *code (when
  * not NULL) is ClickHouse's error code, 0 when the server gave none (unreachable, no answer). */
 int zh_ch_insert_sync(zh_host *h, const char *db_table, const char *body, size_t len, int *code, char **err);

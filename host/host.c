@@ -11,6 +11,7 @@
 #include "lrt.h"
 #include "task.h"
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,6 +46,14 @@ void zh_host_install_signals(zh_host *h) {
 }
 
 zh_host *zh_host_new(const zh_host_opts *o) {
+    /* Before anything is allocated: going on with the defaults would end, after retries, in a
+     * misleading "unreachable at 127.0.0.1:8123" or, worse, in writes to another database. */
+    char *err = NULL;
+    if (zh_ch_load_env(o->secrets_dir, &err) != 0) {
+        fprintf(stderr, "zhost: cannot read the ClickHouse settings: %s (fix the file or its permissions)\n", err);
+        free(err);
+        return NULL;
+    }
     zh_host *h = zh_xcalloc(1, sizeof *h);
     h->loop = zh_xcalloc(1, sizeof *h->loop);
     uv_loop_init(h->loop);
@@ -60,9 +69,9 @@ zh_host *zh_host_new(const zh_host_opts *o) {
     h->curl = zh_curl_new(h->loop);
     zh_tasks_init(h);
     zh_http_init(h);
-    zh_ch_load_env(h);
     zh_ch_init(h);
     if (zh_lrt_open(h) != 0) {
+        fprintf(stderr, "zhost: cannot create the Lua state (out of memory)\n");
         free(h->loop);
         free(h);
         return NULL;

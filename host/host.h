@@ -12,6 +12,8 @@ typedef struct zh_host_opts {
     double cpu_budget_s;
 } zh_host_opts;
 
+/* NULL after one line on stderr saying why (secrets/.env.ch unreadable or malformed, no memory):
+ * callers only exit. */
 zh_host *zh_host_new(const zh_host_opts *o);
 /* Close in order: tasks cancelled, ClickHouse and HTTP state released, curl and uv handles
  * closed and the loop drained, then lua_close. */

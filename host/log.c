@@ -47,7 +47,7 @@ void zh_log_secret(const char *value) {
     logger.secrets[logger.nsecrets++] = zh_xstrdup(value);
 }
 
-void zh_log_redact(zh_buf *out, const char *text) {
+static void redact(zh_buf *out, const char *text, bool keep_lines) {
     const char *p = text;
     while (*p) {
         size_t best = 0;
@@ -59,10 +59,20 @@ void zh_log_redact(zh_buf *out, const char *text) {
             zh_buf_adds(out, "***");
             p += best;
         } else {
-            zh_buf_addc(out, *p == '\n' ? ' ' : *p);
+            zh_buf_addc(out, *p == '\n' && !keep_lines ? ' ' : *p);
             p++;
         }
     }
+}
+
+void zh_log_redact(zh_buf *out, const char *text) { redact(out, text, false); }
+
+char *zh_log_redacted(const char *text) {
+    zh_buf b;
+    zh_buf_init(&b);
+    zh_buf_adds(&b, "");
+    redact(&b, text, true);
+    return b.data;
 }
 
 void zh_log_line(int level, const char *job, const char *body) {

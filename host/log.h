@@ -20,6 +20,9 @@ void zh_log(int level, const char *job, const char *fmt, ...) __attribute__((for
 void zh_log_line(int level, const char *job, const char *body);
 /* Redacts registered secrets in place into out. */
 void zh_log_redact(zh_buf *out, const char *text);
+/* A malloc'd copy of text with registered secrets replaced by "***", line breaks kept: for what
+ * leaves the process other than log lines (a run's message in meta_job_runs, stderr, tracebacks). */
+char *zh_log_redacted(const char *text);
 
 #define ZH_DEBUG(job, ...) zh_log(ZH_LOG_DEBUG, job, __VA_ARGS__)
 #define ZH_INFO(job, ...) zh_log(ZH_LOG_INFO, job, __VA_ARGS__)

@@ -22,7 +22,11 @@ static bool valid_date(const char *s) {
     struct tm tm;
     memset(&tm, 0, sizeof tm);
     const char *end = strptime(s, "%Y-%m-%d", &tm);
-    return end && *end == 0 && strlen(s) == 10;
+    if (!end || *end || strlen(s) != 10) return false;
+    /* strptime takes any day 1-31 in any month (2024-02-30); timegm would roll it into March. */
+    struct tm back = tm;
+    time_t t = timegm(&back);
+    return t != (time_t)-1 && back.tm_mday == tm.tm_mday && back.tm_mon == tm.tm_mon;
 }
 
 typedef struct run_result {
@@ -156,7 +160,6 @@ int zh_cmd_run(int argc, char **argv) {
                        .verbose = verbose, .cpu_budget_s = budget};
     zh_host *h = zh_host_new(&ho);
     if (!h) {
-        fprintf(stderr, "zhost: cannot create the Lua state\n");
         rc = 1;
         goto out;
     }
@@ -256,7 +259,8 @@ static int cmd_help(int argc, char **argv);
 static const zh_command commands[] = {
     {"run", zh_cmd_run,
      "zhost run SCRIPT [--days N | --since YYYY-MM-DD [--to YYYY-MM-DD]] [--dry-run] [--secrets DIR] [--job NAME] [--timeout S] [--cpu-budget S] [--spool DIR] [-v] [--OPTION VALUE...]",
-     "Runs one script once. Exit 0 on success, 1 on failure (one-line reason on stderr).\n"
+     "Runs one script once. Exit 0 on success, 1 on failure (one-line reason on stderr), 2 on a usage\n"
+     "error (a day the month does not have, such as 2024-02-30, is one).\n"
      "--dry-run fetches and maps but writes nothing; it prints row counts and sample rows per table.\n"
      "--timeout S cancels the whole run after S seconds (rows are flushed or spooled); --cpu-budget S\n"
      "stops a script that runs S seconds without waiting (default 60). Other --OPTION VALUE pairs reach\n"
@@ -266,12 +270,14 @@ static const zh_command commands[] = {
     {"spool", zh_cmd_spool, "zhost spool status|replay [--json] [--spool DIR] [--conf FILE] [--secrets DIR]",
      "Shows or delivers batches that could not be inserted into ClickHouse, in bounded pieces.\n"
      "replay skips files a running run still writes (status shows them `being written`). Exit 0 when\n"
-     "all was delivered, 1 when a file could not be or rows were quarantined, 75 when only files of\n"
-     "runs still going are left: run it again once they have ended.\n"
+     "all was delivered, 1 when a file could not be or rows were quarantined (or the spool is a folder\n"
+     "this user cannot write: nothing is delivered then), 75 when only files of runs still going are\n"
+     "left: run it again once they have ended.\n"
      "The spool is --spool, else $ZHOST_SPOOL, else the daemon's spool_dir from its configuration\n"
      "(--conf, $ZHOST_CONF, /etc/zhost/zhost.conf or ./conf/zhost.conf), else ./var/spool."},
     {"migrate", zh_cmd_migrate, "zhost migrate [--status] [--secrets DIR] [--sql DIR]",
-     "Applies the missing numbered migrations from sql/ (or lists them with --status)."},
+     "Applies the missing numbered migrations from sql/ (or lists them with --status).\n"
+     "Exit 1 when ClickHouse cannot be asked (down, wrong password), --status included."},
     {"auth", zh_cmd_auth,
      "zhost auth google [--credentials FILE] [--token FILE] [--scope S]... [--port N] [--no-browser] [--timeout S] [--secrets DIR]",
      "Authorizes zhost to read Gmail: prints a Google consent URL (opened in a browser when one is available),\n"

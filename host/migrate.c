@@ -201,8 +201,11 @@ int zh_cmd_migrate(int argc, char **argv) {
     if (rc == 0) {
         sql.len = 0;
         zh_buf_printf(&sql, "SELECT version, checksum FROM %s.schema_migrations FORMAT TabSeparated", db);
-        if (zh_ch_exec_sync(h, sql.data, &out, &err) != 0) {
-            if (!status) {
+        /* --status on a fresh server has no schema_migrations yet: everything is pending. Any other
+         * failure (down, wrong password) must not be reported as "0 applied, all pending". */
+        int code = 0;
+        if (zh_ch_exec_sync_code(h, sql.data, &out, &code, &err) != 0) {
+            if (!status || (code != 60 && code != 81)) { /* UNKNOWN_TABLE, UNKNOWN_DATABASE */
                 fprintf(stderr, "zhost migrate: %s\n", err);
                 rc = 1;
             }

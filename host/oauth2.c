@@ -1571,9 +1571,7 @@ int zh_cmd_auth(int argc, char **argv) {
     zh_host_opts ho = {.secrets_dir = dir};
     zh_host *h = zh_host_new(&ho);
     int rc = 1;
-    if (!h) {
-        fprintf(stderr, "zhost: cannot create the Lua state\n");
-    } else {
+    if (h) { /* when not, zh_host_new said why */
         rc = auth_google(h, creds ? creds : zh_buf_cstr(&cpath), token ? token : zh_buf_cstr(&tpath), zh_buf_cstr(&scope),
                          port, no_browser, timeout_s);
         zh_host_free(h);

@@ -723,7 +723,6 @@ int zh_cmd_repl(int argc, char **argv) {
     zh_host_opts ho = {.secrets_dir = zh_secrets_dir(secrets), .verbose = verbose};
     zh_host *h = zh_host_new(&ho);
     if (!h) {
-        fprintf(stderr, "zhost: cannot create the Lua state\n");
         return 1;
     }
     repl *r = zh_xcalloc(1, sizeof *r);

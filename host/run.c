@@ -127,7 +127,9 @@ void zh_run_names(const zh_run_opts *o, char *job, size_t jl, char *secrets, siz
 
 static void set_message(zh_run *r, const char *msg) {
     free(r->message);
-    r->message = msg ? zh_xstrdup(msg) : NULL;
+    /* The message reaches meta_job_runs, the status page, alert mails and `zhost run`'s last line,
+     * none of which goes through the logger: an error text that quotes a token must not either. */
+    r->message = msg ? zh_log_redacted(msg) : NULL;
 }
 
 /* ---- the final row ---- */
@@ -261,8 +263,11 @@ static void root_done(zh_task *t, void *ud) {
             r->status = ZH_RUN_ERROR;
             set_message(r, t->error_short);
             free(r->traceback);
-            r->traceback = t->error ? zh_xstrdup(t->error) : NULL;
-            fprintf(stderr, "%s\n", t->error ? t->error : t->error_short);
+            r->traceback = zh_log_redacted(t->error ? t->error : t->error_short);
+            /* A missing setting ends the run at 3 a.m. too: the message says what to set where, and
+             * a stack dump under it would only bury that. A script's own errors keep theirs. */
+            bool need = r->need_error && t->error_short && !strcmp(t->error_short, r->need_error);
+            if (!need) fprintf(stderr, "%s\n", r->traceback);
         }
     }
     r->root = NULL;
@@ -508,6 +513,7 @@ void zh_run_free(zh_run *r) {
     free((char *)r->opts.to);
     free(r->message);
     free(r->traceback);
+    free(r->need_error);
     free(r);
 }
 
@@ -563,6 +569,8 @@ static int l_need(lua_State *L) {
         lua_pushfstring(L, "missing %s: set it in %s/.env.%s or the environment", missing.data,
                         r->h->secrets_dir ? r->h->secrets_dir : "secrets", r->secrets_name);
         zh_buf_free(&missing);
+        free(r->need_error);
+        r->need_error = zh_xstrdup(lua_tostring(L, -1));
         return lua_error(L);
     }
     return n - 1;

@@ -30,6 +30,7 @@ struct zh_run {
     zh_run_status status;
     char *message;            /* error message (one line) or the script's job.message() */
     char *traceback;
+    char *need_error;         /* the last job:need() failure: a setting missing, not a bug to trace */
     int metrics_ref;          /* Lua table of script metrics */
     int env_ref;              /* Lua table of secrets for this run */
     int job_ref;              /* the run's `job` table, cut from the run when it is freed */

@@ -1040,14 +1040,26 @@ int zh_cmd_serve(int argc, char **argv) {
         return 2;
     }
     if (verbose) zh_log_set_level(ZH_LOG_DEBUG);
-    zh_mkdirs(conf->state_dir, 0750);
     /* One daemon per state directory. */
     char lockpath[1100];
     snprintf(lockpath, sizeof lockpath, "%s/zhost.lock", conf->state_dir);
-    int lockfd = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
-    if (lockfd < 0 || flock(lockfd, LOCK_EX | LOCK_NB) != 0) {
-        fprintf(stderr, "zhost serve: another zhost serve uses %s (%s)\n", conf->state_dir, lockfd < 0 ? strerror(errno) : "locked");
-        if (lockfd >= 0) close(lockfd);
+    int lockfd = zh_mkdirs(conf->state_dir, 0750) == 0 ? open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0640) : -1;
+    if (lockfd < 0) {
+        /* Not another daemon: the folder cannot be made, is not ours, or is read-only. */
+        fprintf(stderr, "zhost serve: cannot use the state folder %s: %s (state_dir in %s; it must be writable by this user)\n",
+                conf->state_dir, strerror(errno), path);
+        zh_conf_free(conf);
+        return 1;
+    }
+    if (flock(lockfd, LOCK_EX | LOCK_NB) != 0) {
+        char other[32] = "";
+        ssize_t got = pread(lockfd, other, sizeof other - 1, 0);
+        long opid = got > 0 ? strtol(other, NULL, 10) : 0;
+        if (opid > 0) snprintf(other, sizeof other, " (pid %ld)", opid);
+        else other[0] = 0;
+        fprintf(stderr, "zhost serve: another zhost serve%s uses %s (locked); stop it first (systemctl stop zhost)\n", other,
+                conf->state_dir);
+        close(lockfd);
         zh_conf_free(conf);
         return 1;
     }
@@ -1081,7 +1093,6 @@ int zh_cmd_serve(int argc, char **argv) {
                        .verbose = verbose};
     zh_host *h = zh_host_new(&ho);
     if (!h) {
-        fprintf(stderr, "zhost serve: cannot create the Lua state\n");
         zh_conf_free(conf);
         free(s->conf_flag);
         free(s->secrets_flag);

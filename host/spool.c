@@ -599,7 +599,14 @@ static int replay_file(replay_ctx *c, int fd, size_t piece_bytes, char **err) {
     if (rc == 0) {
         char done[1300];
         snprintf(done, sizeof done, "%s.done", path);
-        unlink(path);
+        if (unlink(path) != 0 && errno != ENOENT) {
+            /* Delivered but still here: the next replay would deliver it again. */
+            zh_buf b;
+            zh_buf_init(&b);
+            zh_buf_printf(&b, "delivered, but cannot remove it: %s", strerror(errno));
+            *err = b.data;
+            rc = -1;
+        }
         unlink(done);
     }
     fclose(f);
@@ -757,6 +764,17 @@ int zh_cmd_spool(int argc, char **argv) {
         uint64_t delivered = 0, rejected = 0;
         int failed = 0, skipped = 0;
         long other = 0;
+        /* Delivered files are deleted and progress goes to .done files: in a folder this user cannot
+         * write, every replay would deliver the same rows again and report nothing left. */
+        if (n && access(h->spool_dir, W_OK) != 0) {
+            fprintf(stderr, "zhost spool: cannot replay %s: %s; nothing delivered (run it as the spool's owner, "
+                            "e.g. sudo -u zhost zhost spool replay)\n", h->spool_dir, strerror(errno));
+            for (int i = 0; i < n; i++) free(names[i]);
+            free(names);
+            zh_host_free(h);
+            zh_conf_free(conf);
+            return 1;
+        }
         int lockfd = n ? replay_lock(h->spool_dir, &other) : -2;
         if (lockfd == -1) {
             char who[64] = "";

@@ -26,6 +26,9 @@ int zh_jsonview_push(lua_State *L, const char *s, size_t n);
  * without the padded copy a Lua string needs. */
 int zh_jsonview_push_padded(lua_State *L, const char *s, size_t n);
 
+/* How many parsed documents' buffers are kept for reuse by the next parse (tests). */
+int zh_jsonview_pooled(lua_State *L);
+
 /* Adds view, isview, totable and view_stats to the module table at the top of the stack. */
 void zh_jsonview_register(lua_State *L);
 

@@ -57,41 +57,78 @@ struct jv_view {
  * metatable is fetched on every field access. */
 const char DOC_MT = 0, VIEW_MT = 0, PARSER_KEY = 0;
 
+/* Documents whose views are gone keep their buffers here for the next parse: a page's tape and
+ * string buffer are ~10x its size, and allocating them fresh for every page cost a page fault per
+ * 4 KiB touched (3% of a loader's CPU) plus malloc's trimming and re-growing of the heap. Bounded in
+ * count and size, so an odd huge document is not kept. */
+const int DOC_POOL_SLOTS = 4;
+const size_t DOC_POOL_MAX_CAPACITY = size_t(512) << 10; /* JSON bytes; its buffers are ~10x that */
+
 struct jv_parser {
     dom::parser *p;
+    int pooled;
+    dom::document pool[DOC_POOL_SLOTS];
 };
+
+/* A moved-from document keeps its old capacity figure with null buffers (simdjson 3.0's defaulted
+ * move): reset it, or a later parse into it would trust the figure and write through null. */
+void release_document(dom::document &doc) {
+    error_code never_fails = doc.allocate(0); /* allocate(0) only frees */
+    (void)never_fails;
+}
+
+void move_document(dom::document &to, dom::document &from) {
+    to = std::move(from);
+    release_document(from);
+}
 
 int parser_gc(lua_State *L) {
     jv_parser *jp = static_cast<jv_parser *>(lua_touserdata(L, 1));
     delete jp->p;
     jp->p = nullptr;
+    for (int i = 0; i < DOC_POOL_SLOTS; i++) release_document(jp->pool[i]);
+    jp->pooled = 0;
     return 0;
+}
+
+jv_parser *live_parser(lua_State *L) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &PARSER_KEY);
+    jv_parser *jp = static_cast<jv_parser *>(lua_touserdata(L, -1));
+    lua_pop(L, 1);
+    return jp && jp->p ? jp : nullptr;
 }
 
 int doc_gc(lua_State *L) {
     jv_doc *d = static_cast<jv_doc *>(lua_touserdata(L, 1));
     if (d) {
-        d->doc.~document();
-        new (&d->doc) dom::document(); /* an idempotent __gc: a second call destroys an empty one */
+        jv_parser *jp = d->closed ? nullptr : live_parser(L);
+        size_t cap = d->doc.capacity();
+        if (jp && jp->pooled < DOC_POOL_SLOTS && cap > 0 && cap <= DOC_POOL_MAX_CAPACITY) {
+            move_document(jp->pool[jp->pooled++], d->doc);
+        } else {
+            d->doc.~document();
+            new (&d->doc) dom::document(); /* an idempotent __gc: a second call destroys an empty one */
+        }
         d->closed = true;
     }
     return 0;
 }
 
-dom::parser *parser_of(lua_State *L) {
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &PARSER_KEY);
-    jv_parser *jp = static_cast<jv_parser *>(lua_touserdata(L, -1));
-    lua_pop(L, 1);
-    if (jp && jp->p) return jp->p;
+jv_parser *parser_of(lua_State *L) {
+    jv_parser *jp = live_parser(L);
+    if (jp) return jp;
     jp = static_cast<jv_parser *>(lua_newuserdatauv(L, sizeof(jv_parser), 0));
-    jp->p = new (std::nothrow) dom::parser();
-    if (!jp->p) luaL_error(L, "json.view: out of memory");
+    jp->p = nullptr;
+    jp->pooled = 0;
+    for (int i = 0; i < DOC_POOL_SLOTS; i++) new (&jp->pool[i]) dom::document();
     lua_createtable(L, 0, 1);
     lua_pushcfunction(L, parser_gc);
     lua_setfield(L, -2, "__gc");
     lua_setmetatable(L, -2);
+    jp->p = new (std::nothrow) dom::parser();
+    if (!jp->p) luaL_error(L, "json.view: out of memory");
     lua_rawsetp(L, LUA_REGISTRYINDEX, &PARSER_KEY);
-    return jp->p;
+    return jp;
 }
 
 /* The view at idx, or NULL when it is something else. */
@@ -349,13 +386,15 @@ int l_totable(lua_State *L) {
 } // namespace
 
 static int push_parsed(lua_State *L, const char *s, size_t n, bool padded) {
-    dom::parser *p = parser_of(L);
+    jv_parser *jp = parser_of(L);
+    dom::parser *p = jp->p;
     jv_doc *d = static_cast<jv_doc *>(lua_newuserdatauv(L, sizeof(jv_doc), 0));
     new (d) jv_doc();
     d->closed = false;
     lua_rawgetp(L, LUA_REGISTRYINDEX, &DOC_MT);
     lua_setmetatable(L, -2);
     int doc_idx = lua_gettop(L);
+    if (jp->pooled > 0) move_document(d->doc, jp->pool[--jp->pooled]);
     error_code err;
     dom::element root;
     {
@@ -384,6 +423,11 @@ static_assert(SIMDJSON_PADDING <= ZH_JSON_PADDING, "ZH_JSON_PADDING must cover s
 extern "C" int zh_jsonview_push(lua_State *L, const char *s, size_t n) { return push_parsed(L, s, n, false); }
 
 extern "C" int zh_jsonview_push_padded(lua_State *L, const char *s, size_t n) { return push_parsed(L, s, n, true); }
+
+extern "C" int zh_jsonview_pooled(lua_State *L) {
+    jv_parser *jp = live_parser(L);
+    return jp ? jp->pooled : 0;
+}
 
 extern "C" void zh_jsonview_register(lua_State *L) {
     lua_rawgetp(L, LUA_REGISTRYINDEX, &DOC_MT);

@@ -1,6 +1,7 @@
 /* Unit tests for l_jsonview.cc (json.view over simdjson): scalars and their Lua types, nested access,
  * #, ipairs and pairs in document order, the array position cache, invalid JSON as nil + err,
- * read-only views, <close> and use after close, json.totable, and PHP-style \uXXXX escapes. */
+ * read-only views, <close> and use after close, json.totable, PHP-style \uXXXX escapes, and the reuse
+ * of closed documents' buffers. */
 #include "jsonview.h"
 #include "zt.h"
 #include <lauxlib.h>
@@ -98,6 +99,41 @@ static void many_documents(void) {
               "102000");
 }
 
+static int pooled(lua_State *Ls) {
+    lua_pushinteger(Ls, zh_jsonview_pooled(Ls));
+    return 1;
+}
+
+static void reused_documents(void) {
+    /* A closed (or collected) document's buffers go to the next parse; views of the closed one must
+     * keep refusing, not read the new document through the reused tape. */
+    ZT_EQ_STR(run("collectgarbage() collectgarbage('stop')\n"
+                  "local held = {} while pooled() > 0 do held[#held + 1] = json.view('[1]') end\n"
+                  "local before = pooled()\n"
+                  "local old\n"
+                  "do local v <close> = json.view('{\"a\":{\"b\":\"old\"}}') old = v.a end\n"
+                  "local after_close = pooled()\n"
+                  "local w = json.view('{\"a\":{\"b\":\"new\"},\"c\":[1,2,3]}')\n"
+                  "local ok, e = pcall(function() return old.b end)\n"
+                  "return table.concat({after_close - before, pooled(), tostring(ok), tostring(e:find('closed') ~= nil),"
+                  " w.a.b, #w.c}, ' ')"),
+              "1 0 false true new 3");
+    run("collectgarbage('restart')");
+    /* A reused document smaller than the next text grows; the pool stays bounded. */
+    ZT_EQ_STR(run("for i = 1, 50 do local v <close> = json.view('[' .. string.rep('\"x\",', i * 100) .. '1]')"
+                  " assert(#v == i * 100 + 1 and v[i * 100 + 1] == 1) end\n"
+                  "local docs = {} for i = 1, 20 do docs[i] = json.view('[1]') end\n"
+                  "docs = nil collectgarbage() collectgarbage()\n"
+                  "return tostring(pooled() >= 1 and pooled() <= 4)"),
+              "true");
+    /* A huge document is freed, not kept. */
+    ZT_EQ_STR(run("collectgarbage() collectgarbage('stop')\n"
+                  "local held = {} while pooled() > 0 do held[#held + 1] = json.view('[1]') end\n"
+                  "do local v <close> = json.view('[' .. string.rep('1,', 400000) .. '1]') end\n"
+                  "local n = pooled() collectgarbage('restart') return tostring(n)"),
+              "0");
+}
+
 int main(void) {
     L = luaL_newstate();
     luaL_openlibs(L);
@@ -106,12 +142,14 @@ int main(void) {
     lua_pushlightuserdata(L, NULL);
     lua_setfield(L, -2, "null");
     lua_setglobal(L, "json");
+    lua_register(L, "pooled", pooled);
     ZT_RUN(scalars);
     ZT_RUN(nested_and_iteration);
     ZT_RUN(escapes);
     ZT_RUN(errors);
     ZT_RUN(totable);
     ZT_RUN(many_documents);
+    ZT_RUN(reused_documents);
     lua_close(L);
     return ZT_DONE();
 }

@@ -47,6 +47,59 @@ void zh_log_secret(const char *value) {
     logger.secrets[logger.nsecrets++] = zh_xstrdup(value);
 }
 
+/* Settings whose names say they are addresses, names, switches or sizes. Printing them is what an
+ * operator needs at 3 a.m. ("cannot reach http://10.0.0.5:8123", not "cannot reach ***"); every
+ * other setting, including any name not listed here, is treated as a secret. */
+static const char *const public_suffixes[] = {
+    "_URL", "_HOST", "_PORT", "_DB", "_DATABASE", "_USER", "_USERNAME", "_LOGIN", "_SECURE", "_VERIFY_SSL",
+    "_USE_TLS", "_TZ", "_TIMEZONE", "_DAYS", "_DAYS_BACK", "_HOURS", "_TIMEOUT", "_CONCURRENCY", "_RPS",
+    "_VERSION", "_LEVEL", "_DIR", "_PATH", "_MODE", "_QUERY", "_TO", "_FROM", "_ENABLED", NULL,
+};
+
+bool zh_log_key_is_public(const char *key) {
+    size_t n = key ? strlen(key) : 0;
+    for (const char *const *s = public_suffixes; *s; s++) {
+        size_t m = strlen(*s);
+        if (n > m && !strcasecmp(key + n - m, *s)) return true;
+    }
+    return false;
+}
+
+/* The secret parts of an address: the password of user:password@ and every query value. */
+static void secret_url_parts(const char *url) {
+    const char *scheme = strstr(url, "://");
+    const char *auth = scheme ? scheme + 3 : url;
+    size_t span = strcspn(auth, "/?#");
+    const char *at = memchr(auth, '@', span);
+    if (at) {
+        const char *colon = memchr(auth, ':', (size_t)(at - auth));
+        if (colon) {
+            char *pw = zh_xstrndup(colon + 1, (size_t)(at - colon - 1));
+            zh_log_secret(pw);
+            free(pw);
+        }
+    }
+    const char *q = strchr(url, '?');
+    while (q && *q) {
+        const char *eq = strchr(q, '=');
+        if (!eq) break;
+        size_t vlen = strcspn(eq + 1, "&#");
+        char *v = zh_xstrndup(eq + 1, vlen);
+        zh_log_secret(v);
+        free(v);
+        q = eq[1 + vlen] == '&' ? eq + 2 + vlen : NULL;
+    }
+}
+
+void zh_log_setting(const char *key, const char *value) {
+    if (!value) return;
+    if (!zh_log_key_is_public(key)) {
+        zh_log_secret(value);
+        return;
+    }
+    if (strstr(value, "://") || strchr(value, '?')) secret_url_parts(value);
+}
+
 static void redact(zh_buf *out, const char *text, bool keep_lines) {
     const char *p = text;
     while (*p) {

@@ -12,6 +12,11 @@ int zh_log_get_level(void);
 /* Also append every line to this file (NULL to stop); the daemon uses it for `zhost logs`. */
 void zh_log_set_file(const char *path);
 void zh_log_secret(const char *value);
+/* A setting KEY=value (secrets file, environment): registered as a secret unless its name says it is
+ * an address, a user or database name, a switch or a size (zh_log_key_is_public); an address still
+ * has its password and query values registered. */
+void zh_log_setting(const char *key, const char *value);
+bool zh_log_key_is_public(const char *key);
 /* Parses "debug|info|warn|error"; returns -1 when unknown. */
 int zh_log_parse_level(const char *s);
 

@@ -537,7 +537,7 @@ static int l_env(lua_State *L) {
     lua_settop(L, 3); /* slot 3: the default, nil when not given */
     const char *v = getenv(k);
     if (v) {
-        zh_log_secret(v);
+        zh_log_setting(k, v);
         lua_pushstring(L, v);
         return 1;
     }

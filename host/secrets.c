@@ -78,7 +78,7 @@ int zh_secrets_parse(const char *text, size_t len, const char *origin, zh_secret
             while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t' || ve[-1] == '\r')) ve--;
             zh_buf_add(&val, v, (size_t)(ve - v));
         }
-        zh_log_secret(val.data);
+        zh_log_setting(key, val.data);
         fn(ud, key, val.data);
     }
     zh_buf_free(&val);

@@ -146,6 +146,43 @@ class SecretInAnErrorMessage(zhtest.ZhostCase):
         self.assertEqual(runs[0]["message"], "%s:3: GET https://api.example/x?token=***" % script)
 
 
+class AddressesInErrorMessages(zhtest.ZhostCase):
+    """Every secrets-file value used to be redacted, addresses too: an unreachable API was
+    reported as `cannot reach ***/orders`, useless at 3 a.m. Settings named as addresses, users,
+    database names, switches or sizes are printed; everything else, and the password or query
+    values inside an address, stay hidden."""
+
+    def test_the_address_shows_and_its_secrets_do_not(self):
+        token = "qt-token-must-not-show"
+        password = "url-password-hidden"
+        self.write_secret("addr", {
+            "ADDR_TOKEN": token,
+            "ADDR_BASE_URL": "http://operator:%s@127.0.0.1:9/api?key=querysecret1" % password,
+            "ADDR_MIRROR_URL": "http://127.0.0.1:9/mirror",
+            "ADDR_LOGIN": "zakaz-operator",
+            "ADDR_CLIENT_KEY": "client-key-hidden",
+        })
+        script = self.script("addr.lua", "-- zhost: job=addr\n"
+                                         "local t = job:need('ADDR_TOKEN')\n"
+                                         "error(table.concat({job:need('ADDR_BASE_URL'), job:need('ADDR_MIRROR_URL'),"
+                                         " job:need('ADDR_LOGIN'), job:need('ADDR_CLIENT_KEY'), t}, ' '))\n")
+        r = self.zhost("run", script)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        for hidden in (token, password, "querysecret1", "client-key-hidden"):
+            self.assertNotIn(hidden, r.stderr + r.stdout)
+        expected = ("http://operator:***@127.0.0.1:9/api?key=*** http://127.0.0.1:9/mirror zakaz-operator *** ***")
+        self.assertEqual(stderr_lines(r)[-1], "zhost: addr failed: %s:3: %s" % (script, expected))
+        self.assertEqual(self.runs("addr")[0]["message"], "%s:3: %s" % (script, expected))
+
+    def test_an_address_from_the_environment_shows_too(self):
+        script = self.script("envaddr.lua", "-- zhost: job=envaddr\n"
+                                            "error(job:env('ENVADDR_API_URL') .. ' ' .. job:env('ENVADDR_SECRET'))\n")
+        r = self.zhost("run", script, env={"ENVADDR_API_URL": "http://127.0.0.1:9/v1",
+                                           "ENVADDR_SECRET": "env-secret-hidden"})
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertEqual(stderr_lines(r)[-1], "zhost: envaddr failed: %s:2: http://127.0.0.1:9/v1 ***" % script)
+
+
 class SpoolReplayFromAFolderItCannotWrite(zhtest.ZhostCase):
     """`zhost spool replay` by a user who can read the spool but not write it (another account
     than the daemon's, or a read-only mount): it delivered every file, could delete none, said

@@ -523,6 +523,15 @@ static int request(const char *sock_flag, const char *conf_flag, int nwords, con
         fprintf(stderr, "zhost: cannot reach zhost serve at %s: %s\n  (is it running? `systemctl status zhost`; "
                         "permission denied means you are not in the service's group)\n", path, strerror(errno));
         if (fd >= 0) close(fd);
+        /* The socket is found from the [zhost] lines alone, so that a half-edited file still
+         * reaches a running daemon; when it does not, a broken file is a likely reason. */
+        const char *env_sock = getenv("ZHOST_SOCKET");
+        const char *conf_path = sock_flag || (env_sock && *env_sock) ? NULL : zh_conf_find(conf_flag);
+        char *conf_err = NULL;
+        zh_conf *conf = conf_path ? zh_conf_load(conf_path, &conf_err) : NULL;
+        if (!conf && conf_err) fprintf(stderr, "  (and the configuration does not load: %s)\n", conf_err);
+        free(conf_err);
+        zh_conf_free(conf);
         return 1;
     }
     struct timeval tv = {60, 0};
@@ -584,7 +593,7 @@ static int cli_parse(int argc, char **argv, cli_opts *o, int allowed, bool job_r
             char *end;
             long n = strtol(v, &end, 10);
             if (*end || n < 1 || n > 5000) {
-                fprintf(stderr, "%s: -n is a number of lines from 1 to 5000\n", argv[0]);
+                fprintf(stderr, "zhost %s: -n is a number of lines from 1 to 5000 (got '%s')\n", argv[0], v);
                 return 2;
             }
             o->n = (int)n;
@@ -592,7 +601,7 @@ static int cli_parse(int argc, char **argv, cli_opts *o, int allowed, bool job_r
             char *end;
             long d = strtol(v, &end, 10);
             if (*end || d < 1 || d > 3660) {
-                fprintf(stderr, "%s: --days must be a whole number from 1 to 3660\n", argv[0]);
+                fprintf(stderr, "zhost %s: --days must be a whole number from 1 to 3660 (got '%s')\n", argv[0], v);
                 return 2;
             }
             o->days = (int)d;

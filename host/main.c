@@ -247,8 +247,10 @@ int zh_cmd_check(int argc, char **argv) {
 }
 
 static int cmd_version(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
+    if (argc > 1) {
+        fprintf(stderr, "zhost version: unexpected argument '%s'\n", argv[1]);
+        return 2;
+    }
     curl_version_info_data *cv = curl_version_info(CURLVERSION_NOW);
     printf("zhost %s (%s, libuv %s, libcurl %s)\n", ZH_VERSION, LUA_RELEASE, uv_version_string(), cv->version);
     return 0;

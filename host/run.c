@@ -554,6 +554,7 @@ static int l_need(lua_State *L) {
     int n = lua_gettop(L);
     zh_buf missing;
     zh_buf_init(&missing);
+    int nmissing = 0;
     for (int i = 2; i <= n; i++) {
         const char *k = luaL_checkstring(L, i);
         lua_pushcfunction(L, l_env);
@@ -563,10 +564,11 @@ static int l_need(lua_State *L) {
         if (lua_isnil(L, -1) || (lua_isstring(L, -1) && lua_rawlen(L, -1) == 0)) {
             if (missing.len) zh_buf_adds(&missing, ", ");
             zh_buf_adds(&missing, k);
+            nmissing++;
         }
     }
     if (missing.len) {
-        lua_pushfstring(L, "missing %s: set it in %s/.env.%s or the environment", missing.data,
+        lua_pushfstring(L, "missing %s: set %s in %s/.env.%s or the environment", missing.data, nmissing > 1 ? "them" : "it",
                         r->h->secrets_dir ? r->h->secrets_dir : "secrets", r->secrets_name);
         zh_buf_free(&missing);
         free(r->need_error);

@@ -718,6 +718,20 @@ int zh_cmd_spool(int argc, char **argv) {
         zh_conf_free(conf);
         return 1;
     }
+    /* "0 files" must mean an empty spool, not a folder this user cannot read (rows are waiting
+     * there) or a mistyped --spool. A default spool that was never created is just empty. */
+    bool named = spool || (env_spool && *env_spool);
+    DIR *probe = opendir(h->spool_dir);
+    if (probe) {
+        closedir(probe);
+    } else if (errno != ENOENT || named) {
+        fprintf(stderr, "zhost spool: cannot read %s: %s%s\n", h->spool_dir, strerror(errno),
+                errno == ENOENT ? " (is the folder name right? without --spool and $ZHOST_SPOOL the daemon's spool is used)"
+                : errno == EACCES ? " (run it as the spool's owner, e.g. sudo -u zhost zhost spool status)" : "");
+        zh_host_free(h);
+        zh_conf_free(conf);
+        return 1;
+    }
     char **names;
     int n = list_files(h->spool_dir, &names);
     int rc = 0;

@@ -225,6 +225,43 @@ class SpoolReplayFromAFolderItCannotWrite(zhtest.ZhostCase):
         self.assertEqual(self.scalar(count), "2")
 
 
+class SpoolFolderItCannotRead(zhtest.ZhostCase):
+    """`zhost spool status --spool TYPO` and a spool this user may not read both said
+    "total: 0 files, 0 rows" and exited 0 - an operator would conclude nothing was waiting."""
+
+    def test_a_mistyped_folder_is_named(self):
+        typo = os.path.join(self.tmp, "spoool")
+        for verb in ("status", "replay"):
+            with self.subTest(verb=verb):
+                r = self.zhost("spool", verb, "--spool", typo)
+                self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+                self.assertEqual(r.stdout, "")
+                self.assertEqual(stderr_lines(r), [
+                    "zhost spool: cannot read %s: No such file or directory (is the folder name right? without "
+                    "--spool and $ZHOST_SPOOL the daemon's spool is used)" % typo])
+        self.assertFalse(os.path.exists(typo))
+
+    def test_a_spool_it_may_not_read_is_not_empty(self):
+        if os.geteuid() != 0 or not shutil.which("setpriv"):
+            self.skipTest("needs root and setpriv to run as another user")
+        os.makedirs(self.spool, exist_ok=True)
+        with open(os.path.join(self.spool, "zakaz.t~x.jsonl"), "w") as f:
+            f.write('{"a":1}\n')
+        os.chmod(self.spool, 0o700)
+        for d in (self.tmp, self.secrets):
+            os.chmod(d, 0o755)
+        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", zhtest.ZHOST, "spool",
+                            "status"], env=dict(self.env, HOME=self.tmp), capture_output=True, text=True,
+                           timeout=120, cwd=self.tmp)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertNotIn("0 files", r.stdout)
+        self.assertEqual(stderr_lines(r), ["zhost spool: cannot read %s: Permission denied (run it as the spool's "
+                                           "owner, e.g. sudo -u zhost zhost spool status)" % self.spool])
+        r = self.zhost("spool", "status")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("total: 1 files, 1 rows", r.stdout)
+
+
 class ServeStateFolder(zhtest.ZhostCase):
     """Two ways `zhost serve` cannot take its state folder, which used to read alike:
     "another zhost serve uses DIR (No such file or directory)" for a folder it could not create."""
@@ -282,6 +319,13 @@ class MissingSetting(zhtest.ZhostCase):
         self.assertFalse([l for l in stderr_lines(r) if l.startswith("missing ")], r.stderr)
         self.assertEqual(self.runs("needy")[0]["message"], msg)
 
+    def test_several_missing_settings_are_named_together(self):
+        script = self.script("needy2.lua", "-- zhost: job=needy2\nlocal a, b = job:need('NEEDY_A', 'NEEDY_B')\n")
+        r = self.zhost("run", script)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertEqual(stderr_lines(r)[-1], "zhost: needy2 failed: missing NEEDY_A, NEEDY_B: set them in "
+                                              "%s/.env.needy2 or the environment" % self.secrets)
+
     def test_a_script_error_after_a_caught_need_keeps_its_traceback(self):
         script = self.script("optional.lua", "-- zhost: job=optional\n"
                                              "local ok = pcall(job.need, job, 'OPTIONAL_TOKEN')\n"
@@ -312,3 +356,39 @@ class BackupPruneFolder(zhtest.ZhostCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class UsageErrors(zhtest.ZhostCase):
+    """Usage errors name the command as `zhost CMD:` and the value they refused; `version` took any
+    arguments silently."""
+
+    def test_each_names_command_and_value(self):
+        cases = [
+            (("version", "--json"), "zhost version: unexpected argument '--json'"),
+            (("logs", "-n", "lots"), "zhost logs: -n is a number of lines from 1 to 5000 (got 'lots')"),
+            (("trigger", "qtickets", "--days", "0"), "zhost trigger: --days must be a whole number from 1 to 3660 (got '0')"),
+        ]
+        for args, line in cases:
+            with self.subTest(args=args):
+                r = self.zhost(*args)
+                self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+                self.assertEqual(stderr_lines(r), [line])
+                self.assertEqual(r.stdout, "")
+        r = self.zhost("version")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertTrue(r.stdout.startswith("zhost "), r.stdout)
+
+
+class OperatorCommandWithABrokenConf(zhtest.ZhostCase):
+    """`zhost status --conf FILE` finds the socket from FILE's [zhost] lines alone (a half-edited file
+    still reaches a running daemon). When no daemon answers, a broken FILE was not mentioned."""
+
+    def test_the_conf_error_is_named_when_the_daemon_is_not_reached(self):
+        conf = os.path.join(self.tmp, "zhost.conf")
+        with open(conf, "w") as f:
+            f.write("[zhost]\nstate_dir = %s\n[job qtickets\n" % os.path.join(self.tmp, "state"))
+        r = self.zhost("status", "--conf", conf)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        lines = stderr_lines(r)
+        self.assertTrue(lines[0].startswith("zhost: cannot reach zhost serve at %s/state/zhost.sock" % self.tmp), lines)
+        self.assertTrue(lines[-1].startswith("  (and the configuration does not load: %s:3: " % conf), lines)

@@ -371,10 +371,35 @@ local function run_legacy()
     end
   end
 
+  -- ads.getAds and ads.getAdsLayout answer at most 2000 ads, without saying so (dev.vk.com), and
+  -- limit/offset work only for a single campaign. An answer that reaches the cap is taken as cut:
+  -- the ads are listed again campaign by campaign, page by page, or every ad past the cap would
+  -- lose its statistics silently.
+  local ads_cap = loader.whole("VK_API_ADS_CAP", env("VK_API_ADS_CAP", "2000"), 1, 100000)
+  local function list_ads(method, acc, camps)
+    local all = call(method, { account_id = acc, include_deleted = 1 }) or {}
+    job:metric("pages", 1)
+    if #all < ads_cap then return all end
+    log.info("VK API " .. method .. " reached its cap; listing the ads per campaign", { account = acc, cap = ads_cap })
+    all = {}
+    for _, c in ipairs(camps) do
+      local offset = 0
+      while true do
+        local page = call(method, { account_id = acc, include_deleted = 1, campaign_ids = "[" .. vk.int(c.id) .. "]",
+          limit = ads_cap, offset = offset }) or {}
+        job:metric("pages", 1)
+        for _, a in ipairs(page) do all[#all + 1] = a end
+        offset = offset + #page
+        if #page < ads_cap then break end
+      end
+    end
+    return all
+  end
+
   local function load_account(acc)
     local camps = call("ads.getCampaigns", { account_id = acc, include_deleted = 1 }) or {}
-    local ads = call("ads.getAds", { account_id = acc, include_deleted = 1 }) or {}
-    job:metric("pages", 2)
+    job:metric("pages", 1)
+    local ads = list_ads("ads.getAds", acc, camps)
     local cname = {}
     for _, c in ipairs(camps) do cname[vk.int(c.id)] = vk.unhtml(tostring(c.name or "")) end
     local links, missing = {}, false
@@ -383,7 +408,7 @@ local function run_legacy()
       if type(a.link_url) ~= "string" then missing = true end
     end
     if missing then -- link_url is documented on ads.getAdsLayout
-      for _, a in ipairs(call("ads.getAdsLayout", { account_id = acc, include_deleted = 1 }) or {}) do
+      for _, a in ipairs(list_ads("ads.getAdsLayout", acc, camps)) do
         if type(a.link_url) == "string" then links[vk.int(a.id)] = a.link_url end
       end
     end

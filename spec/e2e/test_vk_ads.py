@@ -246,6 +246,18 @@ class TestVkLegacy(VkCase):
         self.run_vk("--since", "2025-11-03", "--to", "2025-11-09")
         self.assertEqual(self.daily(), self.expected_daily())
 
+    def test_account_with_more_ads_than_getads_returns(self):
+        # dev.vk.com: ads.getAds (and getAdsLayout) return at most 2000 ads, silently; limit/offset
+        # only work for one campaign. With include_deleted=1 an old cabinet passes 2000 easily, and
+        # every ad past the cap lost its statistics without an error. The fake cuts at 5 here (12
+        # ads in 3 campaigns); VK_API_ADS_CAP tells the loader the same cap.
+        self.f.control("/_fake/config", {"vkapi.ads_cap": 5})
+        self.legacy_secrets(VK_API_ADS_CAP="5")
+        self.run_vk(*WINDOW)
+        self.assertEqual(self.daily(), self.expected_daily())
+        n = self.scalar("SELECT uniqExact(ad_id) FROM v_vk_ads_latest")
+        self.assertEqual(int(n), 12)
+
     def test_day_that_lost_its_figures_is_zeroed_on_reload(self):
         self.legacy_secrets()
         self.run_vk(*WINDOW)

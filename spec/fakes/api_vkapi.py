@@ -186,5 +186,12 @@ def handle(req, st):
         cids, aids = _ids(p.get("campaign_ids")), _ids(p.get("ad_ids"))
         rows = [esc(a, "name", "title", "link_url") for a in ads(vk, name == "ads.getAdsLayout")
                 if (cids is None or a["campaign_id"] in cids) and (aids is None or a["id"] in aids)]
-        return ok(rows)
+        # dev.vk.com: at most 2000 ads are returned; limit/offset apply only without ad_ids and with
+        # exactly one campaign in campaign_ids. Anything else is cut at the cap, without an error.
+        cap = int(st.cfg("vkapi.ads_cap"))
+        if aids is None and cids is not None and len(cids) == 1:
+            off = int(p.get("offset") or 0)
+            lim = min(int(p.get("limit") or cap), cap)
+            return ok(rows[off:off + lim])
+        return ok(rows[:cap])
     return statistics(req, st, vk, p)

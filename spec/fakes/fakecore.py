@@ -327,6 +327,7 @@ DEFAULT_CONFIG = {
     # legacy VK API
     "vkapi.rps_limit": 0,           # >0: error 6 above this many calls per second per token
     "vkapi.html_escape": False,     # names and link_url HTML-escaped ("&amp;"), as api.vk.com writes strings
+    "vkapi.ads_cap": 2000,          # ads.getAds/getAdsLayout answer at most this many ads (dev.vk.com: 2000)
     # Yandex Direct
     "direct.auto_offline": True,    # processingMode auto behaves like offline
     "direct.offline_polls": 2,      # number of 202 answers after the 201 before the 200

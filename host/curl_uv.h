@@ -22,6 +22,11 @@ struct zh_xfer {
     CURL *easy;
     struct curl_slist *req_headers;
     zh_buf req_body;          /* kept across retries so a retry re-sends it */
+    /* A streamed request body (zh_xfer_stream_body): bytes [0, stream_avail) of *stream_src may
+     * be sent; past them curl is paused until more come or the body is sealed. */
+    const zh_buf *stream_src;
+    size_t stream_avail, stream_sent;
+    bool streaming, stream_sealed, stream_paused;
     long status;              /* HTTP status of the final response, 0 when none */
     zh_buf resp_headers;      /* raw header lines of the final response */
     zh_buf resp_body;
@@ -44,6 +49,14 @@ void zh_xfer_set_request(zh_xfer *x, const char *method, const char *url, const 
 /* Exchanges the request body (set by zh_xfer_set_request, before the transfer starts) with *b: a
  * multi-megabyte INSERT is handed over instead of copied, and its buffer handed back after. */
 void zh_xfer_swap_request_body(zh_xfer *x, zh_buf *b);
+/* Sends the request body as it is being written (chunked): bytes [0, avail) of *src now, more as
+ * zh_xfer_stream_avail() reports them, the end when zh_xfer_stream_seal() is called. *src may be
+ * reallocated while it grows; it must stay alive until sealed. Set before the transfer starts. */
+void zh_xfer_stream_body(zh_xfer *x, const zh_buf *src, size_t avail);
+void zh_xfer_stream_avail(zh_xfer *x, size_t avail);
+/* The body is complete: it is taken from *src into the request (a retry re-sends it from there),
+ * and *src gets the request's empty buffer. */
+void zh_xfer_stream_seal(zh_xfer *x, zh_buf *src);
 /* Clears the response so the same transfer can be started again (retries). */
 void zh_xfer_reset_response(zh_xfer *x);
 int zh_xfer_start(zh_xfer *x);

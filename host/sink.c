@@ -2,6 +2,12 @@
  * at most one INSERT in flight per sink (a full buffer makes the adding task wait), failed
  * batches written to the spool, per-group row counters, and the dry-run samples.
  *
+ * A batch is streamed: once STREAM_START bytes are buffered and no INSERT is in flight, the INSERT
+ * starts and sends rows while the script adds more; reaching the limits, the age or a flush ends
+ * its body. ClickHouse parses the batch while it is made instead of after, so the end of a run no
+ * longer waits for a whole batch to be sent and parsed. The bytes stay in the batch buffer until
+ * ClickHouse answers: a failed or abandoned INSERT is retried or spooled whole, as before.
+ *
  * A sink belongs to its group (run), not to its Lua userdata: a script that forgets close()
  * still gets its rows flushed when the run ends. */
 #include "sink.h"
@@ -47,6 +53,7 @@ struct zh_sink {
     char *last_error;
     bool closed, detached;
     bool flush_wanted;        /* flush() or the age timer asked while an INSERT was in flight */
+    bool streaming;           /* the INSERT in flight is reading `batch` as rows are added */
     struct zh_sink *next;
 };
 
@@ -122,8 +129,41 @@ static void wake_waiters(zh_sink *s, bool only_full) {
 
 static void check_group_finished(ch_group_stats *gs, zh_host *h);
 
+/* Less than this is sent in one piece when the batch is flushed: a run-log row or a day of ad
+ * statistics gains nothing from a stream. */
+#define STREAM_START ((size_t)256 << 10)
+
+/* The streamed INSERT's body ends here: its rows become the request's, new rows start a batch. */
+static void seal_stream(zh_sink *s) {
+    s->streaming = false;
+    s->inflight_rows = s->batch_rows;
+    zh_xfer_stream_seal(s->inflight->x, &s->batch);
+    /* the batch buffer is the request's now; rows go on into the one the previous INSERT gave back */
+    zh_buf_free(&s->batch);
+    s->batch = s->spare;
+    zh_buf_init(&s->spare);
+    s->batch.len = 0;
+    s->batch_rows = 0;
+    uv_timer_stop(s->age_timer);
+}
+
+static void insert_done(ch_req *r);
+
+static void start_stream(zh_sink *s) {
+    char q[512];
+    snprintf(q, sizeof q, "INSERT INTO %s FORMAT JSONEachRow", s->schema->table);
+    s->inflight = ch_req_new(s->h, q, NULL, 0, insert_done, s);
+    s->inflight_rows = 0;
+    s->streaming = true;
+    zh_xfer_stream_body(s->inflight->x, &s->batch, s->batch.len);
+    ZH_DEBUG(s->gs->g ? s->gs->g->job : NULL, "msg=\"insert streamed\" table=%s", s->schema->table);
+    ch_req_start(s->inflight);
+}
+
 static void insert_done(ch_req *r) {
     zh_sink *s = r->ud;
+    /* Ended before its body did (ClickHouse refused it or is gone): the batch is the INSERT's. */
+    if (s->streaming) seal_stream(s);
     if (r->ok) {
         s->tc->rows += 0; /* counted when added; nothing more to do */
     } else {
@@ -155,6 +195,8 @@ static void insert_done(ch_req *r) {
     if (s->batch_rows >= s->o.max_rows || s->batch.len >= s->o.max_bytes || s->closed || s->gs->finishing ||
         s->flush_wanted)
         zh_sink_flush(s);
+    else if (s->batch.len >= STREAM_START)
+        start_stream(s);
     wake_waiters(s, false);
     if (s->gs->finishing) check_group_finished(s->gs, s->h);
 }
@@ -164,7 +206,8 @@ bool zh_sink_flush(zh_sink *s) {
     /* The age timer is stopped either way, so rows buffered behind an INSERT in flight must be
      * sent when it completes: otherwise a flush() waiting for idle would wait forever. */
     if (s->inflight) {
-        if (s->batch_rows) s->flush_wanted = true;
+        if (s->streaming) seal_stream(s);
+        else if (s->batch_rows) s->flush_wanted = true;
         return false;
     }
     s->flush_wanted = false;
@@ -226,9 +269,13 @@ void zh_sink_commit(zh_sink *s, size_t before, uint64_t nrows, bool *must_wait) 
     }
     if (s->batch_rows == 0) uv_timer_start(s->age_timer, age_fired, (uint64_t)(s->o.max_age_s * 1000), 0);
     s->batch_rows += nrows;
+    /* only whole rows are streamed: a row that fails half-way is cut back before this point */
+    if (s->streaming) zh_xfer_stream_avail(s->inflight->x, s->batch.len);
     if (s->batch_rows >= s->o.max_rows || s->batch.len >= s->o.max_bytes) {
-        if (s->inflight) *must_wait = true; /* backpressure: memory stays bounded */
+        if (s->inflight && !s->streaming) *must_wait = true; /* backpressure: memory stays bounded */
         else zh_sink_flush(s);
+    } else if (!s->inflight && s->batch.len >= STREAM_START) {
+        start_stream(s);
     }
 }
 
@@ -384,6 +431,7 @@ static void sink_spool_pending(zh_host *h, zh_sink *s, const char *why_inflight,
     if (s->inflight) {
         ch_req *r = s->inflight;
         ch_req_abort(r);
+        if (s->streaming) seal_stream(s); /* its rows are the INSERT's, not the buffer's */
         if (zh_spool_write(h, s->schema->table, job, run_id, why_inflight, r->x->req_body.data, r->x->req_body.len,
                            s->inflight_rows, err, sizeof err) != 0)
             ZH_ERROR(job, "msg=\"the spool refused the batch: rows LOST\" table=%s rows=%llu error=\"%s\" spool_error=\"%s\"",

@@ -75,6 +75,31 @@ class RealQTickets(zhtest.ZhostCase):
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         self.assertEqual(self.sales(), self.SALES)
 
+    def test_a_basket_gone_from_its_order_stops_counting(self):
+        # Order 4360 had baskets 63993 and 63994. Later QTickets lists it with 63993 filtered out, the
+        # way PHP encodes a list after array_filter ({"1": …}). The latest snapshot of the order is the
+        # truth: the basket that is no longer in it must not stay a sale through its older row.
+        self.serve_pages()
+        r = self.load()
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        page = fixture("orders_p1.json")
+        start = page.index('"baskets":[{"id":63993')
+        end = page.index('{"id":63994')
+        later = page[:start] + '"baskets":{"1":' + page[end:]
+        close = later.index(']', later.index('"passbook_url":null}', later.index('{"id":63994')))
+        later = later[:close] + '}' + later[close + 1:]
+        json.loads(later)  # still a valid page
+        self.api.clear_faults()
+        self.serve_pages(p1=later)
+        r = self.load()
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        want = dict(self.SALES)
+        want[("2025-11-01", "Томск", "Детская интерактивная выставка")] = (2, Decimal("1622.03"), Decimal(0))
+        self.assertEqual(self.sales(), want)
+        daily = self.q("SELECT toString(sales_date) AS d, tickets_sold, toString(revenue) AS r FROM fact_qtickets_sales_daily "
+                       "WHERE event_id = '24089' ORDER BY d")
+        self.assertEqual(daily[0], {"d": "2025-11-01", "tickets_sold": "2", "r": "1622.03"})
+
 
 GM = os.path.join(zhtest.SOURCE_DIR, "spec", "fixtures", "gmail_real")
 

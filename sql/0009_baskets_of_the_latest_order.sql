@@ -1,8 +1,10 @@
 -- 0009_baskets_of_the_latest_order: a basket counts only while the latest snapshot of its order lists it.
--- The loader writes an order and all its baskets at one version per run. A basket that a later run no
--- longer finds in its order (QTickets drops it from the list, as with the PHP-keyed baskets of a filtered
--- list) kept its older row, which the view went on counting as a live sale for good: its last version is
--- now older than its order, and such a basket is left out. Same definition as 0008 otherwise.
+-- The loader writes all baskets of an order at one version per run. A basket that a later run no longer
+-- finds in its order (QTickets drops it from the list, as with the PHP-keyed baskets of a filtered list)
+-- kept its older row, which the view went on counting as a live sale for good. Now a basket whose last
+-- version is older than the newest basket version of its order is left out. The baskets are compared with
+-- each other, not with the order row, so a run stopped between the order and basket inserts (or with the
+-- baskets in the spool) leaves the previous snapshot counting until the next run. Same as 0008 otherwise.
 
 DROP TABLE IF EXISTS zakaz.v_qtickets_sales_lines;
 CREATE VIEW IF NOT EXISTS zakaz.v_qtickets_sales_lines AS
@@ -56,8 +58,12 @@ FROM
             isNull(refunded_at) AND isNull(deleted_at)     AS b_live,
             loaded_at                                      AS b_loaded_at,
             last_ver                                       AS b_ver
-        FROM zakaz.v_qtickets_baskets_latest
-        WHERE isNotNull(refunded_at) OR isNull(deleted_at)
+        FROM zakaz.v_qtickets_baskets_latest AS bl
+        ALL INNER JOIN
+        (
+            SELECT order_id, max(last_ver) AS snap_ver FROM zakaz.v_qtickets_baskets_latest GROUP BY order_id
+        ) AS snap USING (order_id)
+        WHERE (isNotNull(refunded_at) OR isNull(deleted_at)) AND last_ver >= snap_ver
     ) AS bsk
     ALL INNER JOIN
     (
@@ -76,7 +82,6 @@ FROM
         FROM zakaz.v_qtickets_orders_latest
         WHERE payed = 1 AND isNull(deleted_at)
     ) AS ord USING (order_id)
-    WHERE b_ver >= o_ver
 ) AS lines
 LEFT JOIN
 (

@@ -82,6 +82,13 @@ class RealQTickets(zhtest.ZhostCase):
         self.serve_pages()
         r = self.load()
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        # A run stopped after its order rows went in but before its baskets did (or with the baskets in
+        # the spool) leaves the previous snapshot of the baskets counting.
+        cols = [c["name"] for c in self.q("SELECT name FROM system.columns WHERE database = currentDatabase() AND "
+                                          "table = 'stg_qtickets_api_orders_raw' AND default_kind != 'MATERIALIZED'")]
+        zhtest.ch("INSERT INTO stg_qtickets_api_orders_raw (%s) SELECT %s FROM stg_qtickets_api_orders_raw" % (
+            ", ".join(cols), ", ".join("_ver + 1" if c == "_ver" else c for c in cols)), self.db)
+        self.assertEqual(self.sales(), self.SALES)
         page = fixture("orders_p1.json")
         start = page.index('"baskets":[{"id":63993')
         end = page.index('{"id":63994')

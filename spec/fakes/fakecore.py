@@ -207,6 +207,9 @@ class FaultRule:
             raise ValueError("fault rule needs at least a 'path' regex")
         self.spec = dict(spec)
         self.path_re = re.compile(spec["path"])
+        # Optional: a regex the request body must contain too (QTickets pages differ only by the
+        # "page" of their GET body), so a test can serve hand-written pages verbatim, one rule per page.
+        self.body_re = re.compile(spec["body_re"]) if spec.get("body_re") else None
         self.method = spec.get("method")
         self.times = int(spec.get("times", 1))
         self.after = int(spec.get("after", 0))
@@ -233,6 +236,8 @@ class FaultRule:
         if self.method and self.method.upper() != req.method:
             return False
         target = req.path + ("?" + req.query_string if req.query_string else "")
+        if self.body_re and not self.body_re.search(req.body.decode("utf-8", "replace")):
+            return False
         return bool(self.path_re.search(target))
 
     def describe(self):

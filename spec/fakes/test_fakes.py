@@ -605,6 +605,17 @@ class MachineryTest(FakeAPITestCase):
         s, _, b = self.jcall("GET", "/_fake/faults")
         self.assertEqual(b["rules"][0]["fired"], 2)
 
+    def test_body_re_tells_list_pages_apart(self):
+        self.faults([{"path": "orders$", "body_re": r'"page"\s*:\s*2\b', "status": 200, "times": -1,
+                      "body": '{"data":[],"paging":{"perPage":50,"currentPage":2,"total":0}}'}])
+        s2, _, got2 = self.call("GET", QT + "/orders", json.dumps({"page": 2}), QT_AUTH)
+        s1, _, got1 = self.jcall("GET", QT + "/orders", {"page": 1}, QT_AUTH)
+        s12, _, _ = self.jcall("GET", QT + "/orders", {"page": 12}, QT_AUTH)
+        self.assertEqual((s2, got2), (200, b'{"data":[],"paging":{"perPage":50,"currentPage":2,"total":0}}'))
+        self.assertEqual((s1, got1["paging"]["currentPage"], s12), (200, 1, 200))
+        s, _, b = self.jcall("GET", "/_fake/faults")
+        self.assertEqual(b["rules"][0]["fired"], 1)
+
     def test_body_b64_sends_raw_bytes(self):
         raw = b'{"data":["\xff"]}'
         self.faults([{"path": "orders$", "status": 200, "body_b64": base64.b64encode(raw).decode()},

@@ -577,7 +577,9 @@ class T02Sales(unittest.TestCase):
     def test_3_views_rewritten_with_join_aliases_give_the_same_rows(self):
         # 0008 only names the subqueries of every JOIN. Each view it re-creates must answer exactly
         # as its previous definition did (columns, types, rows), here after the reload and merges.
-        now = view_definitions()
+        # (0009 redefined v_qtickets_sales_lines again; these data have no basket missing from the
+        # latest snapshot of its order, so the view in force still answers as 0007's did.)
+        now = view_definitions(max_version=8)
         before = view_definitions(max_version=7)
         rewritten = sorted(n for n, (v, _) in now.items() if v == 8)
         self.assertEqual(rewritten, ["zakaz." + n for n in (

@@ -216,12 +216,28 @@ static void ch_xfer_done(zh_xfer *x) {
     free(r->error);
     r->error = NULL;
     r->ch_code = 0;
-    if (x->result == CURLE_OK && x->status == 200) {
+    /* A server that stops reading (shutting down, say) may take the rows it has and answer 200
+     * before the request is all sent: that is not the whole batch, and the rest would be lost. */
+    curl_off_t sent = 0;
+    curl_easy_getinfo(x->easy, CURLINFO_SIZE_UPLOAD_T, &sent);
+    bool whole = x->streaming ? x->stream_sealed && x->stream_sent == x->req_body.len
+                              : (size_t)sent >= x->req_body.len;
+    if (x->result == CURLE_OK && x->status == 200 && whole) {
         r->ok = true;
         r->done(r);
         return;
     }
-    if (x->result != CURLE_OK) {
+    if (x->result == CURLE_OK && x->status == 200) {
+        zh_buf b;
+        zh_buf_init(&b);
+        if (x->streaming && !x->stream_sealed)
+            zh_buf_printf(&b, "ClickHouse at %s answered 200 before the end of the request (%zu bytes sent, more to come)",
+                          st->url, x->stream_sent);
+        else
+            zh_buf_printf(&b, "ClickHouse at %s answered 200 before the end of the request (%zu of %zu bytes sent)",
+                          st->url, x->streaming ? x->stream_sent : (size_t)sent, x->req_body.len);
+        r->error = b.data;
+    } else if (x->result != CURLE_OK) {
         zh_buf b;
         zh_buf_init(&b);
         zh_buf_printf(&b, "ClickHouse unreachable at %s: %s", st->url, zh_xfer_error(x));
@@ -231,7 +247,7 @@ static void ch_xfer_done(zh_xfer *x) {
         r->error = ch_error_message(x->status, x->resp_body.data, x->resp_body.len, hc, &r->ch_code);
         free(hc);
     }
-    if (r->attempt < r->max_attempts && retryable(x, r->ch_code)) {
+    if (r->attempt < r->max_attempts && (retryable(x, r->ch_code) || (x->status == 200 && !whole))) {
         double cap = st->backoff_base * pow(2, r->attempt - 1);
         if (cap > st->backoff_cap) cap = st->backoff_cap;
         double delay = ch_rand01(st) * cap;

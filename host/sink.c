@@ -137,6 +137,8 @@ static void check_group_finished(ch_group_stats *gs, zh_host *h);
 static void seal_stream(zh_sink *s) {
     s->streaming = false;
     s->inflight_rows = s->batch_rows;
+    ZH_DEBUG(s->gs && s->gs->g ? s->gs->g->job : NULL, "msg=\"insert\" table=%s rows=%llu bytes=%zu streamed=true",
+             s->schema->table, (unsigned long long)s->batch_rows, s->batch.len);
     zh_xfer_stream_seal(s->inflight->x, &s->batch);
     /* the batch buffer is the request's now; rows go on into the one the previous INSERT gave back */
     zh_buf_free(&s->batch);
@@ -156,7 +158,7 @@ static void start_stream(zh_sink *s) {
     s->inflight_rows = 0;
     s->streaming = true;
     zh_xfer_stream_body(s->inflight->x, &s->batch, s->batch.len);
-    ZH_DEBUG(s->gs->g ? s->gs->g->job : NULL, "msg=\"insert streamed\" table=%s", s->schema->table);
+    ZH_DEBUG(s->gs->g ? s->gs->g->job : NULL, "msg=\"insert stream started\" table=%s", s->schema->table);
     ch_req_start(s->inflight);
 }
 

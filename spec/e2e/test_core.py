@@ -101,6 +101,78 @@ class Server:
         self.httpd.server_close()
 
 
+class ByteCountingRelay:
+    """A TCP relay to a local port that notes when it passed how many bytes from client to server,
+    and when it first passed the word 'midway' (a marker query)."""
+
+    def __init__(self, port, answer_streamed_inserts=False):
+        self.port = port
+        self.marked_at = None
+        self.answer_streamed_inserts = answer_streamed_inserts
+        self.answered = 0
+        self.sent = []  # (time, bytes) client -> server
+        self.lock = threading.Lock()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = "http://127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.stopped = False
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while not self.stopped:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                u = socket.create_connection(("127.0.0.1", self.port))
+            except OSError:  # the server is down: so is the relay's side
+                c.close()
+                continue
+            threading.Thread(target=self.pipe, args=(c, u, True), daemon=True).start()
+            threading.Thread(target=self.pipe, args=(u, c, False), daemon=True).start()
+
+    def pipe(self, a, b, upstream):
+        try:
+            while True:
+                data = a.recv(65536)
+                if not data:
+                    break
+                if upstream:
+                    head = data[:4096]
+                    if (self.answer_streamed_inserts and not self.answered and head.startswith(b"POST ") and
+                            b"query=INSERT" in head.split(b"\r\n", 1)[0] and b"transfer-encoding: chunked" in head.lower()):
+                        # the first streamed INSERT: answered at once, as by a server that takes what it
+                        # has and stops reading (shutting down, say); what follows is read and dropped
+                        self.answered += 1
+                        a.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                        while a.recv(65536):
+                            pass
+                        break
+                    with self.lock:
+                        self.sent.append((time.time(), len(data)))
+                        if self.marked_at is None and b"midway" in data:
+                            self.marked_at = time.time()
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for x in (a, b):
+                try:
+                    x.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def bytes_before(self, t):
+        with self.lock:
+            return sum(n for at, n in self.sent if at < t)
+
+    def stop(self):
+        self.stopped = True
+        self.sock.close()
+
+
 class CoreHTTP(zhtest.ZhostCase):
     migrate = False
 
@@ -444,6 +516,43 @@ class ClickHouseOutage(zhtest.ZhostCase):
         with self.assertRaises(OSError):
             urllib.request.urlopen("http://127.0.0.1:%d/ping" % self.port, timeout=5)
 
+    def test_outage_during_a_streamed_insert_spools_the_whole_batch(self):
+        # The INSERT of a large batch is running (streamed) when ClickHouse stops: every row of the
+        # batch - sent or not yet - is spooled, and the replay gives each order once in the views,
+        # whatever part of the cut stream the server kept.
+        flag = os.path.join(self.tmp, "go")
+        script = self.script("streamload.lua", """
+            local s = assert(ch.sink("stg_qtickets_api_orders_raw", {max_age = 120}))
+            local pad = string.rep("u", 300)
+            local function add(i)
+              s:add{order_id = tostring(i), event_id = "e1", payed = 1, created_at = "2025-11-01 10:00:00",
+                    sale_ts = "2025-11-01 10:00:00", price = "100.50", original_price = "100.50", currency = "RUB",
+                    utm_source = "", utm_medium = "", utm_campaign = "", utm_content = pad, utm_term = "",
+                    client_id = "", promo_code_id = "", baskets_total = 1, baskets_live = 1, _ver = 1}
+            end
+            for i = 1, 2000 do add(i) end
+            local f = "FLAG"
+            while not io.read_file(f) do sleep(0.1) end
+            for i = 2001, 3000 do add(i) end
+        """.replace("FLAG", flag))
+        relay = ByteCountingRelay(self.port)
+        self.addCleanup(relay.stop)
+        p = self.zhost_bg("run", script, env={"CLICKHOUSE_URL": relay.url})
+        deadline = time.time() + 60
+        while time.time() < deadline and relay.bytes_before(time.time()) < 1000000:
+            time.sleep(0.1)
+        self.assertGreater(relay.bytes_before(time.time()), 1000000, "the batch was not streamed")
+        self.stop_ch()
+        with open(flag, "w") as fh:
+            fh.write("go")
+        out, err = p.communicate(timeout=120)
+        self.assertEqual(p.returncode, 1, err)
+        self.assertIn("3000 rows spooled", err)
+        self.start_ch()
+        r = self.zhost("spool", "replay")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(self.count_orders(), (3000, 3000))
+
     def test_outage_mid_run_spools_and_replays_exactly_once(self):
         flag = os.path.join(self.tmp, "go")
         script = self.script("load.lua", """
@@ -626,6 +735,60 @@ class DryRun(zhtest.ZhostCase):
         inserts = re.findall(r'msg="insert" table=\S*dim_events rows=(\d+)', r.stderr)
         self.assertEqual(inserts, ["50000", "10000"], r.stderr[-2000:])
         self.assertEqual(self.scalar("SELECT count() FROM dim_events"), "60000")
+
+    def test_a_large_batch_is_sent_while_it_is_made(self):
+        # From 256 KiB on, the batch's INSERT starts and reads rows as they are added; the run's end
+        # no longer waits for a whole batch to be sent. A relay in front of ClickHouse counts the
+        # bytes it passes on: while the script sleeps mid-batch, the first rows are already through.
+        relay = ByteCountingRelay(urllib.parse.urlsplit(zhtest.CH_URL).port)
+        self.addCleanup(relay.stop)
+        path = self.script("stream.lua", """
+            local s = assert(ch.sink("dim_events"))
+            local name = string.rep("n", 120)
+            for i = 1, 4000 do s:add{event_id = tostring(i), event_name = name, city = "X", _ver = 1} end
+            sleep(0.5)
+            assert(ch.query("SELECT 'midway' AS marker"))
+            for i = 4001, 8000 do s:add{event_id = tostring(i), event_name = name, city = "X", _ver = 1} end
+            assert(s:close())
+        """)
+        r = self.zhost("run", path, env={"ZHOST_LOG_LEVEL": "debug", "CLICKHOUSE_URL": relay.url}, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIsNotNone(relay.marked_at, "the marker query did not pass the relay")
+        self.assertGreater(relay.bytes_before(relay.marked_at), 256 << 10, r.stderr[-2000:])
+        self.assertEqual(re.findall(r'msg="insert" table=\S*dim_events rows=(\d+) bytes=\d+ streamed=true', r.stderr),
+                         ["8000"], r.stderr[-2000:])
+        self.assertEqual(self.scalar("SELECT count(), uniqExact(event_id) FROM dim_events"), "8000\t8000")
+
+    def test_an_insert_answered_before_its_end_is_not_taken_as_delivered(self):
+        # A server that answers 200 while the batch is still being streamed has not got all of it:
+        # the INSERT is retried (the retry goes through) - no row of it counts as delivered before.
+        relay = ByteCountingRelay(urllib.parse.urlsplit(zhtest.CH_URL).port, answer_streamed_inserts=True)
+        self.addCleanup(relay.stop)
+        path = self.script("early.lua", """
+            local s = assert(ch.sink("dim_events"))
+            local name = string.rep("n", 120)
+            for i = 1, 4000 do s:add{event_id = tostring(i), event_name = name, city = "X", _ver = 1} end
+            sleep(0.3)
+            for i = 4001, 6000 do s:add{event_id = tostring(i), event_name = name, city = "X", _ver = 1} end
+        """)
+        r = self.zhost("run", path, env={"CLICKHOUSE_URL": relay.url, "ZHOST_CH_ATTEMPTS": "2",
+                                         "ZHOST_CH_BACKOFF_CAP": "0.1"}, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(relay.answered, 1)
+        self.assertIn('msg="clickhouse retry" attempt=2 of=2', r.stderr)
+        self.assertIn("answered 200 before the end of the request (", r.stderr)
+        self.assertEqual(self.scalar("SELECT count(), uniqExact(event_id) FROM dim_events"), "6000\t6000")
+
+    def test_a_small_batch_is_sent_whole(self):
+        # A run-log row or a day of ad statistics is sent in one piece when the batch is flushed.
+        path = self.script("small.lua", """
+            local s = assert(ch.sink("dim_events"))
+            for i = 1, 100 do s:add{event_id = tostring(i), event_name = "E", city = "X", _ver = 1} end
+        """)
+        r = self.zhost("run", path, env={"ZHOST_LOG_LEVEL": "debug"}, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertNotIn("insert stream started", r.stderr)
+        self.assertEqual(re.findall(r'msg="insert" table=\S*dim_events rows=(\d+)', r.stderr), ["100"])
 
     def test_flush_while_an_insert_is_in_flight_waits_for_the_rest(self):
         # max_rows = 2: the second add starts an INSERT; the third row is buffered while it runs, and

@@ -74,6 +74,7 @@ typedef struct zh_ch_state {
     bool verify_tls;
     int max_attempts;
     double backoff_base, backoff_cap;
+    size_t stream_bytes;      /* a batch this large is streamed (sink.c); 0: never */
     struct zh_sink *sinks;    /* every open sink */
     struct ch_group_stats *groups;
     uint64_t rng;

@@ -84,6 +84,10 @@ void zh_ch_init(zh_host *h) {
     st->backoff_cap = 8;
     const char *cap = getenv("ZHOST_CH_BACKOFF_CAP");
     if (cap && atof(cap) > 0) st->backoff_cap = atof(cap);
+    /* An INSERT is streamed from this many bytes of batch on; 0 never streams (for a proxy in
+     * front of ClickHouse that cannot pass a chunked request body). */
+    const char *sb = getenv("ZHOST_CH_STREAM_BYTES");
+    st->stream_bytes = sb && *sb ? (size_t)strtoull(sb, NULL, 10) : (size_t)256 << 10;
     st->rng = (uint64_t)(zh_now_wall() * 1e6) | 1;
     h->ch = st;
 }

@@ -2,7 +2,7 @@
  * at most one INSERT in flight per sink (a full buffer makes the adding task wait), failed
  * batches written to the spool, per-group row counters, and the dry-run samples.
  *
- * A batch is streamed: once STREAM_START bytes are buffered and no INSERT is in flight, the INSERT
+ * A batch is streamed: once 256 KiB are buffered and no INSERT is in flight, the INSERT
  * starts and sends rows while the script adds more; reaching the limits, the age or a flush ends
  * its body. ClickHouse parses the batch while it is made instead of after, so the end of a run no
  * longer waits for a whole batch to be sent and parsed. The bytes stay in the batch buffer until
@@ -129,9 +129,13 @@ static void wake_waiters(zh_sink *s, bool only_full) {
 
 static void check_group_finished(ch_group_stats *gs, zh_host *h);
 
-/* Less than this is sent in one piece when the batch is flushed: a run-log row or a day of ad
- * statistics gains nothing from a stream. */
-#define STREAM_START ((size_t)256 << 10)
+/* Less than h->ch->stream_bytes (256 KiB unless $ZHOST_CH_STREAM_BYTES says otherwise; 0 never
+ * streams) is sent in one piece when the batch is flushed: a run-log row or a day of ad statistics
+ * gains nothing from a stream. */
+static bool stream_due(const zh_sink *s) {
+    size_t at = s->h->ch->stream_bytes;
+    return at && s->batch.len >= at;
+}
 
 /* The streamed INSERT's body ends here: its rows become the request's, new rows start a batch. */
 static void seal_stream(zh_sink *s) {
@@ -197,7 +201,7 @@ static void insert_done(ch_req *r) {
     if (s->batch_rows >= s->o.max_rows || s->batch.len >= s->o.max_bytes || s->closed || s->gs->finishing ||
         s->flush_wanted)
         zh_sink_flush(s);
-    else if (s->batch.len >= STREAM_START)
+    else if (stream_due(s))
         start_stream(s);
     wake_waiters(s, false);
     if (s->gs->finishing) check_group_finished(s->gs, s->h);
@@ -276,7 +280,7 @@ void zh_sink_commit(zh_sink *s, size_t before, uint64_t nrows, bool *must_wait) 
     if (s->batch_rows >= s->o.max_rows || s->batch.len >= s->o.max_bytes) {
         if (s->inflight && !s->streaming) *must_wait = true; /* backpressure: memory stays bounded */
         else zh_sink_flush(s);
-    } else if (!s->inflight && s->batch.len >= STREAM_START) {
+    } else if (!s->inflight && stream_due(s)) {
         start_stream(s);
     }
 }

@@ -779,6 +779,19 @@ class DryRun(zhtest.ZhostCase):
         self.assertIn("answered 200 before the end of the request (", r.stderr)
         self.assertEqual(self.scalar("SELECT count(), uniqExact(event_id) FROM dim_events"), "6000\t6000")
 
+    def test_streaming_can_be_turned_off(self):
+        # For a proxy in front of ClickHouse that cannot pass a chunked request body.
+        path = self.script("nostream.lua", """
+            local s = assert(ch.sink("dim_events"))
+            local name = string.rep("n", 120)
+            for i = 1, 4000 do s:add{event_id = tostring(i), event_name = name, city = "X", _ver = 1} end
+        """)
+        r = self.zhost("run", path, env={"ZHOST_LOG_LEVEL": "debug", "ZHOST_CH_STREAM_BYTES": "0"}, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertNotIn("insert stream started", r.stderr)
+        self.assertEqual(re.findall(r'msg="insert" table=\S*dim_events rows=(\d+) bytes=\d+\n', r.stderr + "\n"), ["4000"])
+        self.assertEqual(self.scalar("SELECT count() FROM dim_events"), "4000")
+
     def test_a_small_batch_is_sent_whole(self):
         # A run-log row or a day of ad statistics is sent in one piece when the batch is flushed.
         path = self.script("small.lua", """

@@ -75,6 +75,10 @@ typedef struct zh_ch_state {
     int max_attempts;
     double backoff_base, backoff_cap;
     size_t stream_bytes;      /* a batch this large is streamed (sink.c); 0: never */
+    /* Whether a chunked request body reaches ClickHouse whole: asked once per process before the
+     * first stream (zh_ch_can_stream), since a proxy in front of it may drop such a body. */
+    enum { CH_STREAM_UNKNOWN, CH_STREAM_PROBING, CH_STREAM_YES, CH_STREAM_NO } stream_state;
+    struct ch_req *stream_probe;
     struct zh_sink *sinks;    /* every open sink */
     struct ch_group_stats *groups;
     uint64_t rng;
@@ -89,6 +93,12 @@ ch_req *ch_req_new(zh_host *h, const char *query, const char *body, size_t len, 
 ch_req *ch_req_new_db(zh_host *h, const char *database, const char *query, const char *body, size_t len,
                       ch_req_done_fn done, void *ud);
 void ch_req_start(ch_req *r);
+/* True once ClickHouse is known to take chunked request bodies; the first call starts finding out
+ * (a chunked SELECT whose answer must come back) and says false meanwhile. */
+bool zh_ch_can_stream(zh_host *h);
+/* Starts the INSERT stream of every sink whose batch is large enough and has none in flight (once
+ * ClickHouse is known to take chunked bodies, sink.c). */
+void zh_sink_start_due_streams(zh_host *h);
 void ch_req_abort(ch_req *r);
 void ch_req_free(ch_req *r);
 /* Runs the loop until r completes (CLI commands only). r must have been made with

@@ -774,9 +774,49 @@ int zh_ch_mark_stale_runs(zh_host *h, const char *job) {
 
 static void record_grace_over(uv_timer_t *t) { *(bool *)t->data = true; }
 
+#define STREAM_PROBE_ANSWER "zhost: a chunked request body reached ClickHouse"
+
+static void stream_probe_done(ch_req *r) {
+    zh_ch_state *st = r->ud;
+    zh_host *h = r->h;
+    const zh_buf *b = &r->x->resp_body;
+    size_t n = strlen(STREAM_PROBE_ANSWER);
+    bool whole = r->ok && b->len >= n && !memcmp(b->data, STREAM_PROBE_ANSWER, n);
+    st->stream_state = whole ? CH_STREAM_YES : CH_STREAM_NO;
+    if (!whole)
+        ZH_WARN(NULL, "msg=\"a chunked request body did not reach ClickHouse whole (a proxy in front of it?): "
+                      "INSERTs are sent in one piece\" error=\"%s\"", r->error ? r->error : "unexpected answer");
+    st->stream_probe = NULL;
+    ch_req_free(r);
+    if (whole) zh_sink_start_due_streams(h);
+}
+
+bool zh_ch_can_stream(zh_host *h) {
+    zh_ch_state *st = h->ch;
+    if (!st->stream_bytes) return false;
+    if (st->stream_state != CH_STREAM_UNKNOWN) return st->stream_state == CH_STREAM_YES;
+    st->stream_state = CH_STREAM_PROBING;
+    ch_req *r = ch_req_new(h, NULL, NULL, 0, stream_probe_done, st);
+    r->max_attempts = 1; /* an unreachable server: batches go whole, as before */
+    zh_buf q;
+    zh_buf_init(&q);
+    zh_buf_adds(&q, "SELECT '" STREAM_PROBE_ANSWER "' FORMAT TabSeparatedRaw");
+    zh_xfer_stream_body(r->x, &q, q.len);
+    zh_xfer_stream_seal(r->x, &q);
+    zh_buf_free(&q);
+    st->stream_probe = r;
+    ch_req_start(r);
+    return false;
+}
+
 void zh_ch_shutdown(zh_host *h) {
     zh_ch_state *st = h->ch;
     if (!st) return;
+    if (st->stream_probe) {
+        ch_req_abort(st->stream_probe);
+        ch_req_free(st->stream_probe);
+        st->stream_probe = NULL;
+    }
     if (st->records) {
         /* A run that ends fast can still have its "running" row in flight: give the run log a
          * moment, then spool what is left rather than lose it. */

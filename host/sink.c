@@ -132,9 +132,9 @@ static void check_group_finished(ch_group_stats *gs, zh_host *h);
 /* Less than h->ch->stream_bytes (256 KiB unless $ZHOST_CH_STREAM_BYTES says otherwise; 0 never
  * streams) is sent in one piece when the batch is flushed: a run-log row or a day of ad statistics
  * gains nothing from a stream. */
-static bool stream_due(const zh_sink *s) {
+static bool stream_due(zh_sink *s) {
     size_t at = s->h->ch->stream_bytes;
-    return at && s->batch.len >= at;
+    return at && s->batch.len >= at && zh_ch_can_stream(s->h);
 }
 
 /* The streamed INSERT's body ends here: its rows become the request's, new rows start a batch. */
@@ -164,6 +164,11 @@ static void start_stream(zh_sink *s) {
     zh_xfer_stream_body(s->inflight->x, &s->batch, s->batch.len);
     ZH_DEBUG(s->gs->g ? s->gs->g->job : NULL, "msg=\"insert stream started\" table=%s", s->schema->table);
     ch_req_start(s->inflight);
+}
+
+void zh_sink_start_due_streams(zh_host *h) {
+    for (zh_sink *s = h->ch->sinks; s; s = s->next)
+        if (!s->inflight && s->gs && !s->gs->dry_run && s->batch_rows && stream_due(s)) start_stream(s);
 }
 
 static void insert_done(ch_req *r) {

@@ -125,8 +125,10 @@ end
 local sink, serr = ch.sink("stg_qtickets_sales_raw")
 if not sink then error("ClickHouse table stg_qtickets_sales_raw: " .. tostring(serr), 0) end
 
+-- report_rows, not rows: the host writes its own "rows" (and "tables") into the run's metrics, and a
+-- second key of that name made the stored JSON ambiguous (readers disagree on which one counts).
 local counts = {messages_loaded = 0, messages_skipped = 0, messages_without_report = 0, attachments = 0,
-  attachments_ignored = 0, rows = 0, rows_skipped = 0, messages_rejected = 0, messages_gone = 0,
+  attachments_ignored = 0, report_rows = 0, rows_skipped = 0, messages_rejected = 0, messages_gone = 0,
   attachments_duplicate = 0}
 local rejected = {}
 
@@ -239,7 +241,7 @@ local function load_message(id)
       currency = r.currency,
       _ver = ver,
     }
-    counts.rows = counts.rows + 1
+    counts.report_rows = counts.report_rows + 1
   end
   counts.messages_loaded = counts.messages_loaded + 1
 end
@@ -254,7 +256,7 @@ end
 
 for k, v in pairs(counts) do job:set(k, v) end
 local msg = string.format("%d messages listed, %d loaded (%d rows), %d already loaded, %d without a report",
-  #ids, counts.messages_loaded, counts.rows, counts.messages_skipped, counts.messages_without_report)
+  #ids, counts.messages_loaded, counts.report_rows, counts.messages_skipped, counts.messages_without_report)
 job:message(msg)
 log.info(msg, {query = query})
 if #rejected > 0 then

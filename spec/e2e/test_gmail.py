@@ -84,6 +84,11 @@ class TestGmail(GmailCase):
         m = self.metrics()
         self.assertEqual(m["messages_loaded"], 6)
         self.assertEqual(m["messages_without_report"], 2, "the reminder and the PDF-only message")
+        # the PDF is named (a run that loads nothing from a report must not look like one that had none)
+        self.assertEqual((m["unreadable_attachments"], m["unreadable_types"], m["messages_report_unreadable"]),
+                         (1, ".pdf", 0))
+        self.assertIn("1 message(s) had only attachments zhost cannot read (.pdf): «Акт сверки» "
+                      "(18c1f2a3b4c5e002: act.pdf)", self.runs("gmail_ingest")[-1]["message"])
         self.assertEqual(m["report_rows"], self.exp["gmail"]["rows"])
         # the forwarded message/rfc822 with a CP1251 ';' CSV (application/vnd.ms-excel) is in, by its id
         fwd = [x for x in self.data["gmail"]["messages"] if x["id"] == msg_id(3)][0]

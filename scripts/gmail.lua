@@ -125,10 +125,15 @@ end
 local sink, serr = ch.sink("stg_qtickets_sales_raw")
 if not sink then error("ClickHouse table stg_qtickets_sales_raw: " .. tostring(serr), 0) end
 
+-- report_rows, not rows: the host writes its own "rows" (and "tables") into the run's metrics, and a
+-- second key of that name made the stored JSON ambiguous (readers disagree on which one counts).
 local counts = {messages_loaded = 0, messages_skipped = 0, messages_without_report = 0, attachments = 0,
-  attachments_ignored = 0, rows = 0, rows_skipped = 0, messages_rejected = 0, messages_gone = 0,
-  attachments_duplicate = 0}
+  attachments_ignored = 0, report_rows = 0, rows_skipped = 0, messages_rejected = 0, messages_gone = 0,
+  attachments_duplicate = 0, unreadable_attachments = 0, messages_report_unreadable = 0}
 local rejected = {}
+-- Messages that gave no report but had attachments zhost does not read: {what = "«subject» (id: files)",
+-- sheet = true when one of them is a spreadsheet, kinds = {[".xlsx"] = true}}, and every kind seen.
+local unread_msgs, unread_kinds = {}, {}
 
 local function part_bytes(msg_id, part)
   local body = type(part.body) == "table" and part.body or {}
@@ -155,6 +160,32 @@ end
 
 local now_text = time.format(time.now())
 
+local function subject_of(msg)
+  local hs = type(msg.payload) == "table" and msg.payload.headers
+  for _, h in ipairs(type(hs) == "table" and hs or {}) do
+    if type(h) == "table" and type(h.name) == "string" and h.name:lower() == "subject" and type(h.value) == "string" then
+      local s = text.trim(sales.mime_words(h.value))
+      local cut = utf8.len(s) and utf8.len(s) > 60 and utf8.offset(s, 61)
+      return cut and s:sub(1, cut - 1) .. "…" or s
+    end
+  end
+  return ""
+end
+
+local function sorted_keys(set)
+  local out = {}
+  for k in pairs(set) do out[#out + 1] = k end
+  table.sort(out)
+  return out
+end
+
+-- "«a» (id1), «b» (id2), … (and 3 more)": the first few, so the run message stays readable.
+local function first_few(list, n)
+  local out = {}
+  for i = 1, math.min(n, #list) do out[i] = list[i] end
+  return table.concat(out, ", ") .. (#list > n and string.format(" (and %d more)", #list - n) or "")
+end
+
 local function load_message(id)
   local msg = call("/messages/" .. id, {format = "full"}, "message " .. id, true)
   if not msg then
@@ -166,9 +197,13 @@ local function load_message(id)
   local ver = math.tointeger(tonumber(msg.internalDate or "")) or math.floor(time.now() * 1000)
   local rows, htmls, problems = {}, {}, {}
   local seen = {} -- attachment bytes already read in this message
+  local unread = {} -- attachments of a type the loader does not read: {name =, kind =, sheet =}
   for _, part in ipairs(leaves(msg.payload, {}, 0)) do
     local mime = type(part.mimeType) == "string" and part.mimeType:lower() or ""
-    if sales.is_csv_part(part) then
+    local kind, sheet = sales.unread_attachment(part)
+    if kind then
+      unread[#unread + 1] = {name = sales.mime_words(part.filename), kind = kind, sheet = sheet}
+    elseif sales.is_csv_part(part) then
       counts.attachments = counts.attachments + 1
       local bytes, err = part_bytes(id, part)
       local header, grid
@@ -222,6 +257,27 @@ local function load_message(id)
     return
   end
   if #rows == 0 then
+    if #unread > 0 then
+      -- An .xlsx report (or a PDF, an image) loads nothing: say so, or the days it covers are a
+      -- silent gap. A spreadsheet is most likely a report, so it fails the run (below).
+      local names, ks, sheet = {}, {}, false
+      for _, a in ipairs(unread) do
+        names[#names + 1] = a.name
+        ks[a.kind], unread_kinds[a.kind] = true, true
+        sheet = sheet or a.sheet
+      end
+      counts.unreadable_attachments = counts.unreadable_attachments + #unread
+      local subject = subject_of(msg)
+      log.warn(sheet and "message has only a spreadsheet zhost cannot read (send the report as CSV); nothing loaded"
+        or "message has only attachments zhost does not read; nothing loaded",
+        {message = id, subject = subject, files = table.concat(names, ", ")})
+      unread_msgs[#unread_msgs + 1] = {what = string.format("«%s» (%s: %s)", subject, id, table.concat(names, ", ")),
+        sheet = sheet, kinds = ks}
+      if sheet then
+        counts.messages_report_unreadable = counts.messages_report_unreadable + 1
+        return
+      end
+    end
     counts.messages_without_report = counts.messages_without_report + 1
     return
   end
@@ -239,7 +295,7 @@ local function load_message(id)
       currency = r.currency,
       _ver = ver,
     }
-    counts.rows = counts.rows + 1
+    counts.report_rows = counts.report_rows + 1
   end
   counts.messages_loaded = counts.messages_loaded + 1
 end
@@ -253,11 +309,38 @@ for _, id in ipairs(ids) do
 end
 
 for k, v in pairs(counts) do job:set(k, v) end
-local msg = string.format("%d messages listed, %d loaded (%d rows), %d already loaded, %d without a report",
-  #ids, counts.messages_loaded, counts.rows, counts.messages_skipped, counts.messages_without_report)
-job:message(msg)
-log.info(msg, {query = query})
-if #rejected > 0 then
-  error(string.format("%d message(s) not loaded because a sales line could not be read (the other messages were " ..
-    "loaded; these are retried on the next run): %s", #rejected, table.concat(rejected, "; ")), 0)
+local kinds = sorted_keys(unread_kinds)
+if #kinds > 0 then job:set("unreadable_types", table.concat(kinds, " ")) end
+
+-- "N message(s) had only ... (.pdf, .xlsx): «subject» (id: file), …" for the messages with (sheet) or
+-- without a spreadsheet among their unread attachments; nil when there are none.
+local function unread_clause(sheet, what)
+  local list, ks = {}, {}
+  for _, u in ipairs(unread_msgs) do
+    if u.sheet == sheet then
+      list[#list + 1] = u.what
+      for k in pairs(u.kinds) do ks[k] = true end
+    end
+  end
+  if #list == 0 then return nil end
+  return string.format(what, #list, table.concat(sorted_keys(ks), ", ")) .. ": " .. first_few(list, sheet and 5 or 3)
 end
+
+local msg = string.format("%d messages listed, %d loaded (%d rows), %d already loaded, %d without a report",
+  #ids, counts.messages_loaded, counts.report_rows, counts.messages_skipped, counts.messages_without_report)
+local others = unread_clause(false, "%d message(s) had only attachments zhost cannot read (%s)")
+local sheets = unread_clause(true, "%d message(s) had only a spreadsheet zhost cannot read (%s), so nothing was " ..
+  "loaded from them (the other messages were loaded; these are retried on every run until they are archived or " ..
+  "excluded from GMAIL_QUERY — get the report as CSV)")
+local full = msg .. (others and "; " .. others or "")
+job:message(full)
+log.info(full, {query = query})
+local failures = {}
+if #rejected > 0 then
+  failures[#failures + 1] = string.format("%d message(s) not loaded because a sales line could not be read (the " ..
+    "other messages were loaded; these are retried on the next run): %s", #rejected, table.concat(rejected, "; "))
+end
+-- There is no warning status, and the alert rules read a run's status: a report that loaded nothing
+-- fails the run so that failed_run says so (docs/loaders/sales.md, "Attachments zhost cannot read").
+if sheets then failures[#failures + 1] = sheets end
+if #failures > 0 then error(table.concat(failures, "; ") .. " [" .. full .. "]", 0) end

@@ -247,7 +247,11 @@ for _, t in ipairs({"dim_events", "stg_qtickets_api_orders_raw", "stg_qtickets_a
   sinks[t] = s
 end
 
-local counts = {events = 0, orders = 0, baskets = 0, filtered_out = 0}
+local counts = {events = 0, orders = 0, baskets = 0, filtered_out = 0, paid_without_payed_at = 0}
+-- Paid orders with no readable payed_at: the window is a range of payment dates, so they cannot be
+-- placed in it and are not stored. QTickets documents payed_at on every paid order and nothing to
+-- date a payment by instead (created_at is the reservation), so they are named, not guessed at.
+local undated = {seen = {}, first = {}}
 -- values that were there but not readable (qtickets_map.order_rows problems): the run fails at the end
 local unreadable = {count = 0, first = {}}
 local known_events, wanted_events = {}, {}
@@ -287,6 +291,18 @@ local function add_order(o)
   local ok, why = map.order_in_window(o, from_epoch, to_epoch)
   if not ok then
     counts.filtered_out = counts.filtered_out + 1
+    if why == "no payed_at" then
+      local id = map.str(o.id)
+      if not undated.seen[id] then
+        undated.seen[id] = true
+        counts.paid_without_payed_at = counts.paid_without_payed_at + 1
+        if #undated.first < 10 then undated.first[#undated.first + 1] = id end
+        local v = o.payed_at
+        log.warn("paid order without a readable payed_at; not stored", {order_id = id,
+          payed_at = v == nil and "absent" or type(v) == "string" and string.format("%q", v:sub(1, 40)) or "null"})
+      end
+      return
+    end
     log.debug("order skipped", {order_id = map.is_obj(o) and map.str(o.id) or "?", reason = why})
     return
   end
@@ -362,6 +378,11 @@ end
 publish()
 local msg = string.format("%s..%s%s: %d orders, %d baskets, %d events, %d filtered out", since, to,
   reason and " (first-run backfill)" or "", counts.orders, counts.baskets, counts.events, counts.filtered_out)
+if counts.paid_without_payed_at > 0 then
+  msg = msg .. string.format("; %d paid order(s) without a readable payed_at were not stored: %s%s",
+    counts.paid_without_payed_at, table.concat(undated.first, ", "),
+    counts.paid_without_payed_at > #undated.first and ", …" or "")
+end
 -- Everything else is loaded; the run still fails, so a price QTickets sent that is not money
 -- does not sit in the dashboards as 0.00 with nobody told (the alert names the orders).
 if unreadable.count > 0 then

@@ -302,6 +302,27 @@ function M.is_csv_part(part)
   return CSV_MIMES[mime] == true
 end
 
+-- Spreadsheet formats a sales report can come in but zhost does not parse (QTickets exports, a
+-- manager's "Save as Excel"). application/vnd.ms-excel is here only when the name is not .csv:
+-- is_csv_part takes those first.
+local SHEET_EXTS = {xlsx = true, xls = true, xlsm = true, xlsb = true, ods = true}
+local SHEET_MIMES = {["application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"] = true,
+  ["application/vnd.ms-excel"] = true, ["application/vnd.ms-excel.sheet.macroenabled.12"] = true,
+  ["application/vnd.ms-excel.sheet.binary.macroenabled.12"] = true,
+  ["application/vnd.oasis.opendocument.spreadsheet"] = true}
+
+-- An attachment (a part with a file name) the loader does not read: its kind (".xlsx", or the MIME
+-- type when the name has no extension) and whether it is a spreadsheet, i.e. most likely a report
+-- that zhost cannot load. nil for CSV parts and for body parts (no file name).
+function M.unread_attachment(part)
+  local name = type(part.filename) == "string" and text.lower(M.mime_words(part.filename)) or ""
+  if name == "" or M.is_csv_part(part) then return nil end
+  local mime = type(part.mimeType) == "string" and part.mimeType:lower():gsub("%s*;.*$", "") or ""
+  local ext = name:match("%.([%w]+)$")
+  local kind = ext and "." .. ext or (mime ~= "" and mime or "?")
+  return kind, SHEET_EXTS[ext or ""] == true or SHEET_MIMES[mime] == true
+end
+
 -- charset= of a part's Content-Type header, or nil.
 function M.part_charset(part)
   for _, h in ipairs(type(part.headers) == "table" and part.headers or {}) do

@@ -84,7 +84,12 @@ class TestGmail(GmailCase):
         m = self.metrics()
         self.assertEqual(m["messages_loaded"], 6)
         self.assertEqual(m["messages_without_report"], 2, "the reminder and the PDF-only message")
-        self.assertEqual(m["rows"], self.exp["gmail"]["rows"])
+        # the PDF is named (a run that loads nothing from a report must not look like one that had none)
+        self.assertEqual((m["unreadable_attachments"], m["unreadable_types"], m["messages_report_unreadable"]),
+                         (1, ".pdf", 0))
+        self.assertIn("1 message(s) had only attachments zhost cannot read (.pdf): «Акт сверки» "
+                      "(18c1f2a3b4c5e002: act.pdf)", self.runs("gmail_ingest")[-1]["message"])
+        self.assertEqual(m["report_rows"], self.exp["gmail"]["rows"])
         # the forwarded message/rfc822 with a CP1251 ';' CSV (application/vnd.ms-excel) is in, by its id
         fwd = [x for x in self.data["gmail"]["messages"] if x["id"] == msg_id(3)][0]
         self.assertEqual(fwd["payload"]["parts"][1]["mimeType"], "message/rfc822")
@@ -126,6 +131,19 @@ class TestGmail(GmailCase):
         self.assert_ok(self.gmail("--reload"))
         self.assertEqual(self.gmail_rows(), want)
         self.assertEqual(self.metrics()["messages_loaded"], 6)
+
+    def test_stored_metrics_have_no_duplicate_keys(self):
+        # The host writes its own "rows" (rows the sinks took) and "tables"; a script metric of the
+        # same name made a second "rows" key: Python's json kept the script's, ClickHouse's
+        # visitParamExtract the host's.
+        self.assert_ok(self.gmail())
+        raw = self.q("SELECT metrics FROM meta_job_runs WHERE job = 'gmail_ingest' ORDER BY _ver DESC LIMIT 1")[0]
+        pairs = json.loads(raw["metrics"], object_pairs_hook=lambda kv: kv)
+        keys = [k for k, _ in pairs]
+        self.assertEqual(sorted(k for k in set(keys) if keys.count(k) > 1), [], raw["metrics"])
+        m = dict(pairs)
+        self.assertEqual(m["rows"], self.exp["gmail"]["rows"], "the host's count of rows written")
+        self.assertEqual(m["report_rows"], self.exp["gmail"]["rows"])
 
     def test_revoked_refresh_token_says_how_to_reauthorize(self):
         self.write_google(refresh="1//revoked-refresh-token")

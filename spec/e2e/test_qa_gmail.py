@@ -134,6 +134,55 @@ class QaGmail(GmailCase):
         self.assertEqual(self.rows(), {("2025-11-05", "Омск", "A"): (3, Decimal("1334.50"))}, r.stdout + r.stderr)
         self.assertEqual(self.metrics()["attachments_duplicate"], 1)
 
+    def test_reports_zhost_cannot_read_are_named_and_fail_the_run(self):
+        # An .xlsx report loads nothing; counted only as "without a report" it was a silent gap in the
+        # days it covers. A spreadsheet fails the run (the failed_run alert), a PDF is only named.
+        good = mail("1000000000000001", "a.csv", b"Date,City,Tickets,Revenue\n2025-11-05,Testville,1,10\n")
+        xlsx = mail("1000000000000002", "Продажи ноябрь.xlsx", b"PK\x03\x04fake-xlsx",
+                    mime="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+        xlsx["headers"]["Subject"] = "Продажи за ноябрь"
+        xls = mail("1000000000000003", "old.xls", b"\xd0\xcf\x11\xe0fake-xls", nest=True)
+        xls["headers"]["Subject"] = "Fwd: отчёт"
+        pdf = mail("1000000000000004", "act.pdf", b"%PDF-1.4\n", mime="application/pdf")
+        pdf["headers"]["Subject"] = "Акт сверки"
+        # a CSV report with the same figures as .xlsx beside it: loaded, nothing to report
+        both = mail("1000000000000005", "b.csv", b"Date,City,Tickets,Revenue\n2025-11-06,Testville,2,20\n")
+        both["payload"]["parts"].append({"mimeType": "application/vnd.ms-excel", "filename": "b.xlsx",
+                                         "content_b64": base64.b64encode(b"PK\x03\x04").decode(), "inline": False})
+        self.serve([good, xlsx, xls, pdf, both])
+        r = self.gmail()
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        last = r.stderr.strip().splitlines()[-1]
+        self.assertIn("2 message(s) had only a spreadsheet zhost cannot read (.xls, .xlsx), so nothing was loaded", last)
+        self.assertIn("«Продажи за ноябрь» (1000000000000002: Продажи ноябрь.xlsx), «Fwd: отчёт» "
+                      "(1000000000000003: old.xls)", last)
+        self.assertIn("1 message(s) had only attachments zhost cannot read (.pdf): «Акт сверки» "
+                      "(1000000000000004: act.pdf)", last)
+        # one warning per message, none for the message whose CSV loaded
+        warns = [x for x in r.stderr.splitlines() if " WARN " in x and ("zhost cannot read" in x or
+                                                                        "zhost does not read" in x)]
+        self.assertEqual(len(warns), 3, "\n".join(warns))
+        self.assertEqual(sorted(w for w in ("1000000000000002", "1000000000000003", "1000000000000004")
+                                if any(w in x for x in warns)), ["1000000000000002", "1000000000000003",
+                                                                 "1000000000000004"])
+        # the readable reports are in; the run is an error naming them
+        self.assertEqual(self.rows(), {("2025-11-05", "Testville", ""): (1, Decimal("10.00")),
+                                       ("2025-11-06", "Testville", ""): (2, Decimal("20.00"))})
+        runs = self.runs("gmail_ingest")
+        self.assertEqual([x["status"] for x in runs], ["error"])
+        self.assertIn("Продажи за ноябрь", runs[0]["message"])
+        m = self.metrics()
+        self.assertEqual((m["messages_report_unreadable"], m["unreadable_attachments"], m["unreadable_types"],
+                          m["messages_without_report"], m["messages_loaded"]), (2, 3, ".pdf .xls .xlsx", 1, 2))
+        # not marked loaded: once the sender mails a CSV and the .xlsx messages are archived, a run succeeds
+        self.serve([good, pdf, both])
+        r = self.gmail()
+        self.assert_ok(r)
+        self.assertEqual(self.runs("gmail_ingest")[-1]["status"], "success")
+        m = self.metrics()
+        self.assertEqual((m["messages_report_unreadable"], m["unreadable_attachments"]), (0, 1))
+        self.assertIn("1 message(s) had only attachments zhost cannot read (.pdf): «Акт сверки»",
+                      self.runs("gmail_ingest")[-1]["message"])
 
 if __name__ == "__main__":
     unittest.main()

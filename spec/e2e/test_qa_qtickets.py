@@ -86,6 +86,33 @@ class QaQTickets(QaBase):
         }
         self.assertEqual(got, want)
 
+    def test_paid_orders_without_payed_at_are_named_not_silently_dropped(self):
+        # The window is a range of payment dates: a paid order with no (readable) payed_at cannot be
+        # placed in it and is not stored. It was one of "N filtered out"; now it is counted, warned
+        # about and named. (With the body filters honoured QTickets would not list it at all.)
+        ev = event(1, "Show", {"id": 5, "name": "Омск"})
+        orders = [order(10, 1, "2025-11-02T10:00:00+03:00", [basket(100, 10)]),
+                  order(20, 1, None, [basket(200, 10)]),
+                  order(21, 1, "", [basket(201, 10)]),
+                  order(22, 1, "0000-00-00 00:00:00", [basket(202, 10)]),
+                  order(23, 1, None, [basket(203, 10)], payed=0),           # unpaid: filtered out quietly
+                  order(24, 1, "2025-10-20T10:00:00+03:00", [basket(204, 10)])]  # outside the window
+        del orders[1]["payed_at"]
+        self.serve([ev], orders, "--qtickets-ignore-filters")
+        r = self.load()
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual(self.sales(), {("2025-11-02", "Омск", "Show"): (1, Decimal("10.00"), Decimal(0))})
+        warns = [x for x in r.stderr.splitlines() if " WARN " in x and "payed_at" in x]
+        self.assertEqual(len(warns), 3, "\n".join(warns))
+        for oid, shown in (("20", "absent"), ("21", '""'), ("22", "0000-00-00 00:00:00")):
+            self.assertTrue(any("order_id=%s " % oid in w and shown in w for w in warns), (oid, warns))
+        runs = self.runs("qtickets")
+        self.assertEqual(runs[-1]["status"], "success")
+        self.assertIn("3 paid order(s) without a readable payed_at were not stored: 20, 21, 22",
+                      runs[-1]["message"])
+        m = json.loads(runs[-1]["metrics"])
+        self.assertEqual((m["paid_without_payed_at"], m["filtered_out"], m["orders"]), (3, 5, 1))
+
     def test_empty_first_page_and_no_paging(self):
         self.serve([event(1, "Show", {"id": 5, "name": "Омск"})], [])
         r = self.load()

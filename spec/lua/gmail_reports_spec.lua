@@ -80,6 +80,20 @@ eq(sales.is_csv_part({mimeType = "application/octet-stream", filename = "Отч�
 eq(sales.is_csv_part({mimeType = "application/vnd.ms-excel", filename = "x.csv"}), true)
 eq(sales.is_csv_part({mimeType = "text/csv", filename = ""}), true)
 eq(sales.is_csv_part({mimeType = "application/pdf", filename = "act.pdf"}), false)
+-- attachments zhost does not read: a spreadsheet (a report in a format it cannot parse) or anything else
+eq(sales.unread_attachment({mimeType = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+  filename = "Отчёт.XLSX"}), ".xlsx")
+eq(select(2, sales.unread_attachment({mimeType = "application/octet-stream", filename = "report.xlsx"})), true)
+eq(select(2, sales.unread_attachment({mimeType = "application/vnd.ms-excel", filename = "old.xls"})), true)
+eq(select(2, sales.unread_attachment({mimeType = "application/vnd.oasis.opendocument.spreadsheet",
+  filename = "=?UTF-8?B?" .. text.base64_encode("отчёт.ods") .. "?="})), true)
+eq(sales.unread_attachment({mimeType = "application/vnd.ms-excel", filename = "noext"}), "application/vnd.ms-excel")
+eq(select(2, sales.unread_attachment({mimeType = "application/vnd.ms-excel", filename = "noext"})), true)
+eq(sales.unread_attachment({mimeType = "application/pdf", filename = "act.pdf"}), ".pdf")
+eq(select(2, sales.unread_attachment({mimeType = "application/pdf", filename = "act.pdf"})), false)
+eq(sales.unread_attachment({mimeType = "application/vnd.ms-excel", filename = "x.csv"}), nil, "a CSV is read")
+eq(sales.unread_attachment({mimeType = "text/html", filename = ""}), nil, "a body part is no attachment")
+eq(sales.unread_attachment({mimeType = "text/plain"}), nil)
 eq(sales.part_charset({headers = {{name = "Content-Type", value = 'text/csv; charset="windows-1251"; name="a.csv"'}}}),
   "windows-1251")
 

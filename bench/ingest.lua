@@ -133,6 +133,6 @@ for i = 1, concurrency do
 end
 assert(sink:flush())
 job:set("orders", orders)
-job:set("rows", rows)
+job:set("basket_rows", rows)
 job:set("filtered_out", filtered)
 job:message(string.format("%d pages, %d orders, %d basket rows (%s, %s)", pages, orders, rows, decode, mapping))

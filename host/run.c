@@ -578,10 +578,27 @@ static int l_need(lua_State *L) {
     return n - 1;
 }
 
+/* The names build_metrics writes itself: a script metric of the same name would make the stored
+ * JSON carry the key twice, and readers disagree on which one counts (ClickHouse's visitParam
+ * functions take the first, most JSON libraries the last). */
+static const char *const host_metric_names[] = {"pid", "duration", "duration_ms", "http_requests", "retries",
+                                                "http_bytes", "rows", "spooled_rows", "lost_rows", "tables",
+                                                "dry_run", NULL};
+
+static const char *check_metric_name(lua_State *L, const char *fn) {
+    const char *k = luaL_checkstring(L, 2);
+    for (const char *const *n = host_metric_names; *n; n++)
+        if (!strcmp(k, *n))
+            luaL_error(L, "job:%s: '%s' is one of zhost's own metrics (pid, duration, duration_ms, http_requests, "
+                          "retries, http_bytes, rows, spooled_rows, lost_rows, tables, dry_run); give yours another name",
+                       fn, k);
+    return k;
+}
+
 /* job:metric(name, delta) — adds to a counter in the run's metrics */
 static int l_metric(lua_State *L) {
     zh_run *r = run_of(L);
-    const char *k = luaL_checkstring(L, 2);
+    const char *k = check_metric_name(L, "metric");
     lua_Number d = luaL_optnumber(L, 3, 1);
     lua_rawgeti(L, LUA_REGISTRYINDEX, r->metrics_ref);
     lua_getfield(L, -1, k);
@@ -604,7 +621,7 @@ static int l_metric(lua_State *L) {
 /* job:set(name, value) — sets a metric (number, string or boolean) */
 static int l_set(lua_State *L) {
     zh_run *r = run_of(L);
-    const char *k = luaL_checkstring(L, 2);
+    const char *k = check_metric_name(L, "set");
     luaL_checkany(L, 3);
     int t = lua_type(L, 3);
     if (t != LUA_TNUMBER && t != LUA_TSTRING && t != LUA_TBOOLEAN && t != LUA_TNIL)

@@ -35,5 +35,5 @@ for _, r in ipairs(rows) do
   sink:add{sales_date = r.sales_date, event_id = r.event_id, city = r.city, plan_tickets = r.plan_tickets,
     plan_revenue = r.plan_revenue, _ver = ver}
 end
-job:set("rows", #rows)
+job:set("plan_rows", #rows)
 job:message(string.format("%d plan rows from %s", #rows, path))

@@ -79,6 +79,7 @@ typedef struct zh_ch_state {
      * first stream (zh_ch_can_stream), since a proxy in front of it may drop such a body. */
     enum { CH_STREAM_UNKNOWN, CH_STREAM_PROBING, CH_STREAM_YES, CH_STREAM_NO } stream_state;
     struct ch_req *stream_probe;
+    double stream_probe_after; /* monotonic: no new question before (ClickHouse did not answer) */
     struct zh_sink *sinks;    /* every open sink */
     struct ch_group_stats *groups;
     uint64_t rng;

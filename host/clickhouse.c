@@ -783,7 +783,13 @@ static void stream_probe_done(ch_req *r) {
     size_t n = strlen(STREAM_PROBE_ANSWER);
     bool whole = r->ok && b->len >= n && !memcmp(b->data, STREAM_PROBE_ANSWER, n);
     st->stream_state = whole ? CH_STREAM_YES : CH_STREAM_NO;
-    if (!whole)
+    if (!whole && r->x->status == 0) {
+        /* no answer at all (ClickHouse down): nothing learnt, ask again with a later batch */
+        st->stream_state = CH_STREAM_UNKNOWN;
+        st->stream_probe_after = zh_now_mono() + 30;
+        ZH_DEBUG(NULL, "msg=\"could not ask whether chunked bodies reach ClickHouse\" error=\"%s\"",
+                 r->error ? r->error : "");
+    } else if (!whole)
         ZH_WARN(NULL, "msg=\"a chunked request body did not reach ClickHouse whole (a proxy in front of it?): "
                       "INSERTs are sent in one piece\" error=\"%s\"", r->error ? r->error : "unexpected answer");
     st->stream_probe = NULL;
@@ -795,6 +801,7 @@ bool zh_ch_can_stream(zh_host *h) {
     zh_ch_state *st = h->ch;
     if (!st->stream_bytes) return false;
     if (st->stream_state != CH_STREAM_UNKNOWN) return st->stream_state == CH_STREAM_YES;
+    if (zh_now_mono() < st->stream_probe_after) return false;
     st->stream_state = CH_STREAM_PROBING;
     ch_req *r = ch_req_new(h, NULL, NULL, 0, stream_probe_done, st);
     r->max_attempts = 1; /* an unreachable server: batches go whole, as before */

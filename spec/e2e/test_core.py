@@ -553,6 +553,27 @@ class ClickHouseOutage(zhtest.ZhostCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(self.count_orders(), (3000, 3000))
 
+    def test_clickhouse_down_at_the_streaming_question_is_not_a_proxy(self):
+        # Before its first stream a process asks whether chunked bodies reach ClickHouse. When
+        # ClickHouse does not answer at all, that says nothing about a proxy: no warning blaming
+        # one, batches go whole (here: spooled) and the question is asked again later.
+        path = self.script("nostream_down.lua", """
+            local s = assert(ch.sink("dim_events"))
+            local name = string.rep("n", 120)
+            for i = 1, 4000 do
+              s:add{event_id = tostring(i), event_name = name, city = "X", _ver = 1}
+              if i % 1000 == 0 then sleep(0.05) end
+            end
+        """)
+        r = self.zhost("run", path)  # ClickHouse up: the sink's schema is cached
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.stop_ch()
+        r = self.zhost("run", path, env={"ZHOST_LOG_LEVEL": "debug"})
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("could not ask whether chunked bodies reach ClickHouse", r.stderr)
+        self.assertNotIn("did not reach ClickHouse whole", r.stderr)
+        self.assertIn("4000 rows spooled", r.stderr)
+
     def test_outage_mid_run_spools_and_replays_exactly_once(self):
         flag = os.path.join(self.tmp, "go")
         script = self.script("load.lua", """

@@ -232,11 +232,15 @@ local function run_v2()
       local pid = vk.int(p.id)
       if level == "ad_plans" and (not wanted or wanted[pid]) then object(pid, { pid, 0, 0 }) end
     end
+    -- Banners whose answer carries no link URL get empty UTM fields. Named, so that an empty UTM
+    -- is explained (a banner without a link, or an answer that only references the link by id).
+    local without_link = {}
     for _, b in ipairs(banners) do
       local bid, gid = vk.int(b.id), vk.int(b.ad_group_id)
       local pid = plan_of_group[gid] or 0
       if not wanted or wanted[pid] then
         local url = type(b.urls) == "table" and type(b.urls.primary) == "table" and b.urls.primary.url or nil
+        if type(url) ~= "string" or url == "" then without_link[#without_link + 1] = tostring(bid) end
         local u = utm.parse(type(url) == "string" and url or "")
         local o
         if level == "banners" then o = object(bid, { pid, gid, bid })
@@ -248,6 +252,11 @@ local function run_v2()
     for _, id in ipairs(order) do
       local o = objects[id]
       o.utm = (#o.utms == 1) and o.utms[1] or utm.common(o.utms)
+    end
+    if #without_link > 0 then
+      job:metric("banners_without_link", #without_link)
+      log.warn("banners without a link URL in VK's answer: their UTM fields are empty", {account = label,
+        count = #without_link, banners = table.concat(without_link, ",", 1, math.min(#without_link, 10))})
     end
 
     local path = "statistics/" .. level .. "/day.json"

@@ -109,6 +109,8 @@ class TestVkAdsV2RealFormat(RealFormatCase):
         run = self.last_run("vk_ads")
         self.assertEqual((run["status"], int(run["rows_processed"])), ("success", 12))
         self.assertIn("12 rows", run["message"])
+        # banner 155000003 has urls {} and 155000004 only {"primary": {"id": …}}: named, UTM empty
+        self.assertEqual(run["metrics"].get("banners_without_link"), 2)
         # The same window again: the views hold the same figures, nothing doubles.
         self.run_job("scripts/vk_ads.lua", *self.WINDOW)
         tot2 = self.q("SELECT count() AS n, toString(sum(spent)) AS s FROM v_vk_ads_latest")[0]

@@ -75,6 +75,7 @@ typedef struct zh_ch_state {
     int max_attempts;
     double backoff_base, backoff_cap;
     size_t stream_bytes;      /* a batch this large is streamed (sink.c); 0: never */
+    double stream_max_open_s; /* a stream's body ends within this, whatever the sink's max_age */
     /* Whether a chunked request body reaches ClickHouse whole: asked once per process before the
      * first stream (zh_ch_can_stream), since a proxy in front of it may drop such a body. */
     enum { CH_STREAM_UNKNOWN, CH_STREAM_PROBING, CH_STREAM_YES, CH_STREAM_NO } stream_state;

@@ -88,6 +88,10 @@ void zh_ch_init(zh_host *h) {
      * front of ClickHouse that cannot pass a chunked request body). */
     const char *sb = getenv("ZHOST_CH_STREAM_BYTES");
     st->stream_bytes = sb && *sb ? (size_t)strtoull(sb, NULL, 10) : (size_t)256 << 10;
+    /* Servers stop waiting for a request body that stays silent (current releases'
+     * http_receive_timeout is 30 s): a stream ends well within that, even with a long max_age. */
+    const char *so = getenv("ZHOST_CH_STREAM_SECONDS");
+    st->stream_max_open_s = so && atof(so) > 0 ? atof(so) : 20;
     st->rng = (uint64_t)(zh_now_wall() * 1e6) | 1;
     h->ch = st;
 }

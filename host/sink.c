@@ -162,6 +162,9 @@ static void start_stream(zh_sink *s) {
     s->inflight_rows = 0;
     s->streaming = true;
     zh_xfer_stream_body(s->inflight->x, &s->batch, s->batch.len);
+    /* the age timer ends the stream; not later than the server would wait for its body */
+    uint64_t max_open_ms = (uint64_t)(s->h->ch->stream_max_open_s * 1000);
+    if (uv_timer_get_due_in(s->age_timer) > max_open_ms) uv_timer_start(s->age_timer, age_fired, max_open_ms, 0);
     ZH_DEBUG(s->gs->g ? s->gs->g->job : NULL, "msg=\"insert stream started\" table=%s", s->schema->table);
     ch_req_start(s->inflight);
 }

@@ -813,6 +813,25 @@ class DryRun(zhtest.ZhostCase):
         self.assertEqual(re.findall(r'msg="insert" table=\S*dim_events rows=(\d+) bytes=\d+\n', r.stderr + "\n"), ["4000"])
         self.assertEqual(self.scalar("SELECT count() FROM dim_events"), "4000")
 
+    def test_a_stream_ends_within_its_time_whatever_max_age_says(self):
+        # A server stops waiting for a request body that stays silent (current releases'
+        # http_receive_timeout is 30 s); a stream ends within $ZHOST_CH_STREAM_SECONDS (default 20)
+        # even when the sink's max_age is longer. Here 1 s, max_age 60 s.
+        path = self.script("streamtime.lua", """
+            local s = assert(ch.sink("dim_events", {max_age = 60}))
+            local name = string.rep("n", 120)
+            for i = 1, 4000 do s:add{event_id = tostring(i), event_name = name, city = "X", _ver = 1} end
+            sleep(2)
+            log.info("after the pause")
+            s:add{event_id = "4001", event_name = name, city = "X", _ver = 1}
+        """)
+        r = self.zhost("run", path, env={"ZHOST_LOG_LEVEL": "debug", "ZHOST_CH_STREAM_SECONDS": "1"}, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        inserts = [m.start() for m in re.finditer(r'msg="insert" table=\S*dim_events rows=4000 bytes=\d+ streamed=true', r.stderr)]
+        self.assertEqual(len(inserts), 1, r.stderr[-3000:])
+        self.assertLess(inserts[0], r.stderr.index("after the pause"))
+        self.assertEqual(self.scalar("SELECT count() FROM dim_events"), "4001")
+
     def test_a_small_batch_is_sent_whole(self):
         # A run-log row or a day of ad statistics is sent in one piece when the batch is flushed.
         path = self.script("small.lua", """

@@ -46,6 +46,12 @@ bool zh_jnode_of_view(lua_State *L, int idx, zh_jnode *out);
 int zh_jnode_type(const zh_jnode *n);
 /* Field key of an object; false (out untouched) when n is no object or has no such field. */
 bool zh_jnode_field(const zh_jnode *n, const char *key, size_t klen, zh_jnode *out);
+/* Looks up nkeys fields of an object in one pass over it (a row template reads a dozen fields of
+ * each item: one pass instead of a scan per field). found[i] is 1 when out[i] holds the first
+ * field named keys[i] (lens[i] bytes), as zh_jnode_field would find it. Returns how many were
+ * found; 0 when n is no object. */
+int zh_jnode_fields(const zh_jnode *n, const char *const *keys, const size_t *lens, int nkeys, zh_jnode *out,
+                    unsigned char *found);
 long long zh_jnode_int(const zh_jnode *n);
 unsigned long long zh_jnode_uint(const zh_jnode *n);
 double zh_jnode_double(const zh_jnode *n);

@@ -511,6 +511,29 @@ extern "C" bool zh_jnode_field(const zh_jnode *n, const char *key, size_t klen, 
     return true;
 }
 
+extern "C" int zh_jnode_fields(const zh_jnode *n, const char *const *keys, const size_t *lens, int nkeys, zh_jnode *out,
+                               unsigned char *found) {
+    memset(found, 0, (size_t)nkeys);
+    dom::element e = node_elem(n);
+    if (e.type() != dom::element_type::OBJECT || nkeys <= 0) return 0;
+    dom::object o = e.get_object().value_unsafe();
+    int left = nkeys;
+    for (dom::object::iterator it = o.begin(), end = o.end(); it != end; ++it) {
+        size_t klen = it.key_length();
+        const char *k = nullptr;
+        for (int i = 0; i < nkeys; i++) {
+            if (found[i] || lens[i] != klen) continue;
+            if (!k) k = it.key_c_str();
+            if (memcmp(k, keys[i], klen)) continue;
+            /* the first field of that name, as at_key gives it */
+            node_set(&out[i], it.value());
+            found[i] = 1;
+            if (!--left) return nkeys;
+        }
+    }
+    return nkeys - left;
+}
+
 extern "C" long long zh_jnode_int(const zh_jnode *n) { return (long long)int64_t(node_elem(n).get_int64().value_unsafe()); }
 extern "C" unsigned long long zh_jnode_uint(const zh_jnode *n) {
     return (unsigned long long)uint64_t(node_elem(n).get_uint64().value_unsafe());

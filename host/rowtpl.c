@@ -22,10 +22,14 @@ static const char *const conv_names[] = {"value", "id", "decimal", "datetime", "
 
 enum dflt { DF_OMIT, DF_BYTES, DF_NULL, DF_COLUMN };
 
+/* Item fields read in one pass; a template naming more distinct ones reads the rest one by one. */
+#define ZH_ROWTPL_MAX_FIRST 64
+
 /* A field path: "a" or "a.b.c" in the current item, "^a" in the object the call was given. */
 typedef struct tpl_path {
     bool from_root;
     int root_slot; /* from_root: where a call keeps what it found, looked up once per call */
+    int item_slot; /* not from_root: which of the item's fields read in one pass its first part is; -1 none */
     int nparts;
     char **parts;
     size_t *lens;
@@ -45,6 +49,7 @@ typedef struct tpl_col {
     char *bytes;   /* the constant's or the default's encoded value */
     size_t nbytes;
     int dflt_from; /* DF_COLUMN: index in cols[] of the column whose value is copied */
+    bool root_only; /* every path starts with '^': the same value for every item of a call */
 } tpl_col;
 
 struct zh_rowtpl {
@@ -55,6 +60,11 @@ struct zh_rowtpl {
     tpl_col *cols; /* in evaluation order: a default_from column after the one it copies */
     int ncols;
     int nroot; /* paths read from the object given (^…) */
+    /* The distinct first parts of the item paths: each item's fields are read in one pass
+     * (zh_jnode_fields), not one scan of the item per path. */
+    int nfirst;
+    const char *first_keys[ZH_ROWTPL_MAX_FIRST];
+    size_t first_lens[ZH_ROWTPL_MAX_FIRST];
     zh_tz *zone;
     uint64_t rows, rounded;
 };
@@ -360,9 +370,28 @@ void zh_rowtpl_compile(lua_State *L, int idx, const ch_schema *s, zh_rowtpl **sl
         if (ordered[i].dflt == DF_COLUMN) ordered[i].dflt_from = map[ordered[i].dflt_from];
     free(t->cols);
     t->cols = ordered;
-    for (int i = 0; i < t->ncols; i++)
-        for (int j = 0; j < t->cols[i].npaths; j++)
-            if (t->cols[i].paths[j].from_root && t->nroot < 256) t->cols[i].paths[j].root_slot = t->nroot++;
+    for (int i = 0; i < t->ncols; i++) {
+        tpl_col *col = &t->cols[i];
+        col->root_only = !col->is_const && col->npaths > 0;
+        for (int j = 0; j < col->npaths; j++) {
+            tpl_path *p = &col->paths[j];
+            p->item_slot = -1;
+            if (p->from_root) {
+                if (t->nroot < 256) p->root_slot = t->nroot++;
+                continue;
+            }
+            col->root_only = false;
+            int f = 0; /* the strings belong to the paths, which live as long as the template */
+            while (f < t->nfirst && (t->first_lens[f] != p->lens[0] || memcmp(t->first_keys[f], p->parts[0], p->lens[0])))
+                f++;
+            if (f == t->nfirst && f < ZH_ROWTPL_MAX_FIRST) {
+                t->first_keys[f] = p->parts[0];
+                t->first_lens[f] = p->lens[0];
+                t->nfirst++;
+            }
+            if (f < t->nfirst) p->item_slot = f;
+        }
+    }
     if (t->nroot >= 256) luaL_error(L, "sink:template: more than 255 '^' paths");
     lua_settop(L, top);
 }
@@ -442,16 +471,37 @@ static void sort_by_key(item_list *l) {
     free(order);
 }
 
-/* What a call found at the ^paths, looked up on first use: the same for every item of the call. */
+/* What a call found at the ^paths, looked up on first use: the same for every item of the call.
+ * So is the value of a column whose paths all start with '^': its encoded bytes are kept too. */
 typedef struct root_cache {
     const zh_jnode *root;
     zh_jnode *nodes;
-    signed char *state; /* 0 not looked up, 1 found, -1 missing */
+    signed char *state;     /* 0 not looked up, 1 found, -1 missing */
+    signed char *col_state; /* per column: 0 not made yet, 1 value bytes kept, -1 no value */
+    size_t *col_off, *col_len;
+    uint64_t *col_rounded; /* decimals the value rounded: counted again for each row it goes in */
+    zh_buf col_bytes;
 } root_cache;
 
 static bool lookup(const tpl_path *p, const zh_jnode *item, const zh_jnode *root, zh_jnode *out) {
     zh_jnode cur = p->from_root ? *root : *item;
     for (int i = 0; i < p->nparts; i++)
+        if (!zh_jnode_field(&cur, p->parts[i], p->lens[i], &cur)) return false;
+    *out = cur;
+    return true;
+}
+
+/* The item's fields read in one pass (encode_row): first[k] is there when found[k]. */
+typedef struct item_fields {
+    zh_jnode first[ZH_ROWTPL_MAX_FIRST];
+    unsigned char found[ZH_ROWTPL_MAX_FIRST];
+} item_fields;
+
+static bool lookup_in_item(const tpl_path *p, const item_fields *f, const zh_jnode *item, zh_jnode *out) {
+    if (p->item_slot < 0) return lookup(p, item, NULL, out);
+    if (!f->found[p->item_slot]) return false;
+    zh_jnode cur = f->first[p->item_slot];
+    for (int i = 1; i < p->nparts; i++)
         if (!zh_jnode_field(&cur, p->parts[i], p->lens[i], &cur)) return false;
     *out = cur;
     return true;
@@ -622,6 +672,8 @@ static const char *encode_row(zh_rowtpl *t, lua_State *L, const zh_jnode *item, 
     bool has[256];
     char scratch[ZH_TEXT_DECIMAL_MAX + 96];
     bool first = true;
+    item_fields fields;
+    if (t->nfirst) zh_jnode_fields(item, t->first_keys, t->first_lens, t->nfirst, fields.first, fields.found);
     zh_buf_addc(out, '{');
     for (int i = 0; i < t->ncols; i++) {
         const tpl_col *col = &t->cols[i];
@@ -629,7 +681,18 @@ static const char *encode_row(zh_rowtpl *t, lua_State *L, const zh_jnode *item, 
         has[i] = false;
         int got = 0;
         zh_scalar v;
-        if (!col->is_const) {
+        const char *bytes = NULL;
+        size_t nbytes = 0;
+        uint64_t rounded_before = t->rounded;
+        bool keep = false; /* a ^-only column made for the first time: keep its bytes for the next items */
+        if (col->root_only && rc->col_state[i]) {
+            if (rc->col_state[i] > 0) {
+                got = 1;
+                bytes = rc->col_bytes.data + rc->col_off[i];
+                nbytes = rc->col_len[i];
+                t->rounded += rc->col_rounded[i];
+            }
+        } else if (!col->is_const) {
             for (int p = 0; p < col->npaths && got == 0; p++) {
                 const tpl_path *path = &col->paths[p];
                 zh_jnode node;
@@ -638,15 +701,17 @@ static const char *encode_row(zh_rowtpl *t, lua_State *L, const zh_jnode *item, 
                     int k = path->root_slot;
                     if (!rc->state[k]) rc->state[k] = lookup(path, rc->root, rc->root, &rc->nodes[k]) ? 1 : -1;
                     if (rc->state[k] > 0) at = &rc->nodes[k];
-                } else if (lookup(path, item, rc->root, &node)) {
+                } else if (lookup_in_item(path, &fields, item, &node)) {
                     at = &node;
                 }
                 got = convert(t, col, L, at, &v, scratch, sizeof scratch);
             }
             if (got < 0) return row_fail(t, col, "a JSON object or array; say what to make of it with as = …", item_no, err, errlen);
+            if (col->root_only) {
+                keep = got > 0;
+                if (!keep) rc->col_state[i] = -1;
+            }
         }
-        const char *bytes = NULL;
-        size_t nbytes = 0;
         int copy = -1; /* default_from: the value of cols[copy], already in out */
         if (got == 0) {
             int d = col->dflt; /* a constant's too: json.null makes it DF_NULL or DF_OMIT */
@@ -670,6 +735,13 @@ static const char *encode_row(zh_rowtpl *t, lua_State *L, const zh_jnode *item, 
             char why[200];
             if (zh_rowenc_scalar(&v, c->kind, c->is_unsigned, out, why, sizeof why))
                 return row_fail(t, col, why, item_no, err, errlen);
+            if (keep) {
+                rc->col_state[i] = 1;
+                rc->col_off[i] = rc->col_bytes.len;
+                rc->col_len[i] = out->len - at;
+                rc->col_rounded[i] = t->rounded - rounded_before;
+                zh_buf_add(&rc->col_bytes, out->data + at, out->len - at);
+            }
         }
         if (col->col < 256) seen[col->col] = true;
         has[i] = true;
@@ -685,11 +757,15 @@ static long long encode_rows(zh_rowtpl *t, lua_State *L, const zh_jnode *root, z
     size_t start = out->len;
     long long rows = 0;
     zh_jnode nodes[256];
-    signed char state[256] = {0};
-    root_cache rc = {root, nodes, state};
+    signed char state[256] = {0}, col_state[256] = {0};
+    size_t col_off[256], col_len[256];
+    uint64_t col_rounded[256];
+    root_cache rc = {root, nodes, state, col_state, col_off, col_len, col_rounded, {0}};
     if (!t->has_each) {
         if (zh_jnode_type(root) != ZJ_OBJECT && zh_jnode_type(root) != ZJ_ARRAY) return 0;
-        if (encode_row(t, L, root, &rc, -1, out, err, errlen)) {
+        const char *e = encode_row(t, L, root, &rc, -1, out, err, errlen);
+        zh_buf_free(&rc.col_bytes);
+        if (e) {
             out->len = start;
             return -1;
         }
@@ -716,6 +792,7 @@ static long long encode_rows(zh_rowtpl *t, lua_State *L, const zh_jnode *root, z
     }
     free(items.items);
     free(items.keys);
+    zh_buf_free(&rc.col_bytes);
     if (e) {
         out->len = start;
         return -1;

@@ -283,6 +283,12 @@ void zh_sink_commit(zh_sink *s, size_t before, uint64_t nrows, bool *must_wait) 
     }
     if (s->batch_rows == 0) uv_timer_start(s->age_timer, age_fired, (uint64_t)(s->o.max_age_s * 1000), 0);
     s->batch_rows += nrows;
+    /* A batch past 1 MiB is a big one: its buffer moves to huge pages, sized for a whole batch
+     * (page faults were ~5% of a bulk load's CPU, bench/README.md). Small sinks stay on the heap. */
+    if (!s->batch.mapped && s->batch.len >= (1u << 20)) {
+        size_t want = s->o.max_bytes < (64u << 20) ? s->o.max_bytes : (64u << 20);
+        zh_buf_map(&s->batch, want + (1u << 20));
+    }
     /* only whole rows are streamed: a row that fails half-way is cut back before this point */
     if (s->streaming) zh_xfer_stream_avail(s->inflight->x, s->batch.len);
     if (s->batch_rows >= s->o.max_rows || s->batch.len >= s->o.max_bytes) {

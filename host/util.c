@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -44,17 +45,68 @@ char *zh_xstrndup(const char *s, size_t n) {
     return p;
 }
 
-void zh_buf_init(zh_buf *b) { b->data = NULL; b->len = b->cap = 0; }
+void zh_buf_init(zh_buf *b) {
+    b->data = NULL;
+    b->len = b->cap = 0;
+    b->mapped = false;
+}
 
 void zh_buf_free(zh_buf *b) {
-    free(b->data);
+    if (b->mapped) munmap(b->data, b->cap);
+    else free(b->data);
     zh_buf_init(b);
+}
+
+#define HUGE_PAGE (2u << 20)
+
+/* size bytes (a multiple of HUGE_PAGE) at a HUGE_PAGE boundary: only whole aligned 2 MiB ranges
+ * can be huge pages. NULL when the kernel says no. */
+static char *map_aligned(size_t size) {
+    size_t span = size + HUGE_PAGE;
+    char *p = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return NULL;
+    uintptr_t at = ((uintptr_t)p + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1);
+    size_t head = at - (uintptr_t)p, tail = span - head - size;
+    if (head) munmap(p, head);
+    if (tail) munmap((char *)at + size, tail);
+#ifdef MADV_HUGEPAGE
+    madvise((void *)at, size, MADV_HUGEPAGE); /* a hint: THP may be off, then 4 KiB pages */
+#endif
+    return (char *)at;
+}
+
+void zh_buf_map(zh_buf *b, size_t cap) {
+    if (cap < b->len + 1) cap = b->len + 1;
+    cap = (cap + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+    if (b->mapped && b->cap >= cap) return;
+    char *p = map_aligned(cap);
+    if (!p) return;
+    if (b->len) memcpy(p, b->data, b->len);
+    p[b->len] = 0;
+    if (b->mapped) munmap(b->data, b->cap);
+    else free(b->data);
+    b->data = p;
+    b->cap = cap;
+    b->mapped = true;
 }
 
 void zh_buf_reserve(zh_buf *b, size_t extra) {
     if (b->len + extra + 1 <= b->cap) return;
     size_t cap = b->cap ? b->cap : 256;
     while (cap < b->len + extra + 1) cap *= 2;
+    if (b->mapped) {
+        size_t was = b->cap;
+        zh_buf_map(b, cap);
+        if (b->cap != was) return;
+        /* no bigger mapping to be had: back to the heap */
+        char *p = zh_xmalloc(cap);
+        memcpy(p, b->data, b->len + 1);
+        munmap(b->data, b->cap);
+        b->data = p;
+        b->cap = cap;
+        b->mapped = false;
+        return;
+    }
     b->data = zh_xrealloc(b->data, cap);
     b->cap = cap;
 }

@@ -176,6 +176,41 @@ assert(sink:flush())
         self.assertIn('"basket_id":"1001"', r.stdout)
         self.assertEqual(self.scalar("SELECT count() FROM %s" % tbl), "0")
 
+    def test_columns_read_only_from_the_call_object(self):
+        # Columns whose paths all start with '^' are made once per call and copied to each item's row
+        # (rowtpl.c): each call must still get its own object's values, a value missing in one call
+        # must not come from another, and a rounded decimal counts once per row.
+        tbl = self.table("root_only")
+        page = {"data": [
+            {"id": 1, "p": "10.005", "t": "2025-11-01T12:00:00+03:00", "baskets": [{"id": 11}, {"id": 12}, {"id": 13}]},
+            {"id": "B-2", "t": "2025-11-02T00:00:00Z", "baskets": [{"id": 21}, {"id": 22}]},
+            {"id": 3, "p": 7, "q": "8.5", "baskets": [{"id": 31}, {"id": 32, "q": "99"}]},
+        ]}
+        r = self.run_script('''
+local sink = assert(ch.sink("%s"))
+local tpl = sink:template{each = "baskets", columns = {
+  basket_id = {"id", as = "id"},
+  order_id = {"^id", as = "id"},
+  price = {"^p", as = "decimal", default = "0.00"},
+  original_price = {"^q", as = "decimal", default_from = "price"},
+  sale_ts = {"^t", as = "datetime", default = "2000-01-01 00:00:00"},
+  _ver = {value = 1},
+}}
+local page = json.view(PAGE)
+for _, o in ipairs(page.data) do tpl:add(o) end
+assert(sink:flush())
+local st = tpl:stats()
+assert(st.rows == 7 and st.rounded == 3, st.rows .. " rows, " .. st.rounded .. " rounded")
+''' % tbl, page=page)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        got = zhtest.ch("SELECT basket_id, order_id, price, original_price, toString(sale_ts) FROM %s "
+                        "ORDER BY basket_id FORMAT TSV" % tbl).strip().split("\n")
+        self.assertEqual(got, [
+            "11\t1\t10.01\t10.01\t2025-11-01 12:00:00", "12\t1\t10.01\t10.01\t2025-11-01 12:00:00",
+            "13\t1\t10.01\t10.01\t2025-11-01 12:00:00",
+            "21\tB-2\t0.00\t0.00\t2025-11-02 03:00:00", "22\tB-2\t0.00\t0.00\t2025-11-02 03:00:00",
+            "31\t3\t7.00\t8.50\t2000-01-01 00:00:00", "32\t3\t7.00\t8.50\t2000-01-01 00:00:00"])
+
     def test_backpressure_keeps_every_row(self):
         tbl = self.table("small_batches")
         page = {"data": [order(i, [basket(i * 10 + k) for k in range(3)]) for i in range(1, 201)]}

@@ -99,6 +99,13 @@ static void many_documents(void) {
               "102000");
 }
 
+static bool collect_items(void *ud, const char *key, size_t klen, const zh_jnode *v) {
+    (void)key, (void)klen;
+    struct collect { zh_jnode *items; int *k; } *c = ud;
+    if (*c->k < 3) c->items[(*c->k)++] = *v;
+    return true;
+}
+
 static int pooled(lua_State *Ls) {
     lua_pushinteger(Ls, zh_jsonview_pooled(Ls));
     return 1;
@@ -134,6 +141,45 @@ static void reused_documents(void) {
               "0");
 }
 
+/* zh_jnode_fields: the fields a row template reads, in one pass — each the first of its name (as
+ * zh_jnode_field finds it), escaped keys by their text, missing ones not found, no object nothing. */
+static void fields_in_one_pass(void) {
+    lua_settop(L, 0);
+    lua_getglobal(L, "json");
+    lua_getfield(L, -1, "view");
+    lua_pushstring(L, "[{\"id\":1,\"n\":{\"id\":9},\"price\":\"5.00\",\"id\":2,\"\\u0436\":\"zh\",\"pr\":3,\"a\\u0000b\":4},"
+                      "[1,2],{}]");
+    ZT_EQ_INT(lua_pcall(L, 1, 1, 0), LUA_OK);
+    zh_jnode root, item, v;
+    ZT_CHECK(zh_jnode_of_view(L, -1, &root));
+    const char *keys[] = {"price", "id", "missing", "\xd0\xb6", "pr", "a\0b", "n"};
+    size_t lens[] = {5, 2, 7, 2, 2, 3, 1};
+    zh_jnode out[7];
+    unsigned char found[7];
+    int k = 0;
+    zh_jnode items[3];
+    struct collect { zh_jnode *items; int *k; } c = {items, &k};
+    zh_jnode_each(&root, collect_items, &c);
+    ZT_EQ_INT(k, 3);
+    item = items[0];
+    ZT_EQ_INT(zh_jnode_fields(&item, keys, lens, 7, out, found), 6);
+    ZT_CHECK(found[0] && found[1] && !found[2] && found[3] && found[4] && found[5] && found[6]);
+    size_t n;
+    ZT_EQ_STR(zh_jnode_string(&out[0], &n), "5.00");
+    ZT_EQ_INT(zh_jnode_int(&out[1]), 1); /* the first "id", as zh_jnode_field gives it */
+    ZT_CHECK(zh_jnode_field(&item, "id", 2, &v) && zh_jnode_int(&v) == 1);
+    ZT_EQ_STR(zh_jnode_string(&out[3], &n), "zh");
+    ZT_EQ_INT(zh_jnode_int(&out[4]), 3);
+    ZT_EQ_INT(zh_jnode_int(&out[5]), 4);
+    ZT_EQ_INT(zh_jnode_type(&out[6]), ZJ_OBJECT);
+    /* an array and an empty object give nothing */
+    ZT_EQ_INT(zh_jnode_fields(&items[1], keys, lens, 7, out, found), 0);
+    ZT_CHECK(!found[0] && !found[1] && !found[6]);
+    ZT_EQ_INT(zh_jnode_fields(&items[2], keys, lens, 7, out, found), 0);
+    ZT_CHECK(!found[0]);
+    lua_settop(L, 0);
+}
+
 int main(void) {
     L = luaL_newstate();
     luaL_openlibs(L);
@@ -150,6 +196,7 @@ int main(void) {
     ZT_RUN(totable);
     ZT_RUN(many_documents);
     ZT_RUN(reused_documents);
+    ZT_RUN(fields_in_one_pass);
     lua_close(L);
     return ZT_DONE();
 }

@@ -177,6 +177,43 @@ static void tsv_rows_undo_clickhouse_escapes(void) {
     for (int i = 0; i < 3; i++) zh_buf_free(&f[i]);
 }
 
+/* zh_buf_map: a batch buffer moved to a 2 MiB-aligned mapping keeps its bytes, grows (staying
+ * mapped) past its size, and is unmapped by zh_buf_free; heap buffers are untouched by it. */
+static void buffers_move_to_huge_page_mappings(void) {
+    zh_buf b;
+    zh_buf_init(&b);
+    ZT_CHECK(!b.mapped);
+    for (int i = 0; i < 1000; i++) zh_buf_printf(&b, "row %d\n", i);
+    size_t len = b.len;
+    char *copy = zh_xstrndup(b.data, b.len);
+    zh_buf_map(&b, 3u << 20);
+    ZT_CHECK(b.mapped);
+    ZT_EQ_INT(((uintptr_t)b.data) % (2u << 20), 0);
+    ZT_EQ_INT(b.cap, 4u << 20); /* whole 2 MiB pages */
+    ZT_EQ_INT(b.len, len);
+    ZT_CHECK(!memcmp(b.data, copy, len) && b.data[len] == 0);
+    /* asking again for no more is a no-op; growing past the mapping stays mapped and keeps the bytes */
+    char *was = b.data;
+    zh_buf_map(&b, 1u << 20);
+    ZT_CHECK(b.data == was);
+    size_t big = (5u << 20);
+    char *fill = zh_xmalloc(big);
+    memset(fill, 'x', big);
+    zh_buf_add(&b, fill, big);
+    ZT_CHECK(b.mapped);
+    ZT_CHECK(b.cap >= len + big + 1);
+    ZT_EQ_INT(b.cap % (2u << 20), 0);
+    ZT_CHECK(!memcmp(b.data, copy, len) && b.data[len] == 'x' && b.data[len + big - 1] == 'x' && b.data[len + big] == 0);
+    /* a struct copy carries the mapping with it (the sink hands batches to requests by value) */
+    zh_buf other = b;
+    zh_buf_init(&b);
+    ZT_CHECK(other.mapped && !b.mapped);
+    zh_buf_free(&other);
+    ZT_CHECK(!other.data && !other.mapped && !other.cap);
+    free(fill);
+    free(copy);
+}
+
 int main(void) {
     ZT_RUN(tsv_rows_undo_clickhouse_escapes);
     ZT_RUN(atomic_write_replaces_with_0600);
@@ -184,5 +221,6 @@ int main(void) {
     ZT_RUN(mkdirs_creates_parents);
     ZT_RUN(read_whole_files);
     ZT_RUN(json_string_literals);
+    ZT_RUN(buffers_move_to_huge_page_mappings);
     return ZT_DONE();
 }

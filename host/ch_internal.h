@@ -87,6 +87,7 @@ typedef struct zh_ch_state {
     char *server_version;     /* cached after the first successful query */
     char *url_settings;       /* "&name=value..." added to every request's URL (zh_ch_set_url_setting) */
     struct record_ctx *records; /* run-log rows in flight; shutdown waits for them briefly */
+    struct async_q *asyncs;     /* zh_ch_query_async questions in flight */
 } zh_ch_state;
 
 /* Requests. `query` goes in the URL (for INSERTs), `body` in the POST body. */

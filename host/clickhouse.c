@@ -393,10 +393,21 @@ char *zh_ch_substitute_db(zh_host *h, const char *sql) {
 typedef struct async_q {
     zh_ch_query_fn fn;
     void *ud;
+    ch_req *r;
+    struct async_q *next; /* zh_ch_state.asyncs: what zh_ch_shutdown must free */
 } async_q;
+
+static void async_unlink(zh_host *h, async_q *q) {
+    for (async_q **pp = &h->ch->asyncs; *pp; pp = &(*pp)->next)
+        if (*pp == q) {
+            *pp = q->next;
+            return;
+        }
+}
 
 static void async_done(ch_req *r) {
     async_q *q = r->ud;
+    async_unlink(r->h, q);
     if (r->ok) q->fn(q->ud, zh_buf_cstr(&r->x->resp_body), r->x->resp_body.len, NULL, 0);
     else q->fn(q->ud, NULL, 0, r->error ? r->error : "ClickHouse request failed", r->ch_code);
     free(q);
@@ -408,6 +419,9 @@ void zh_ch_query_async(zh_host *h, const char *sql, double timeout_s, int attemp
     q->fn = fn;
     q->ud = ud;
     ch_req *r = ch_req_new(h, NULL, sql, strlen(sql), async_done, q);
+    q->r = r;
+    q->next = h->ch->asyncs;
+    h->ch->asyncs = q;
     if (attempts > 0) r->max_attempts = attempts;
     long ms = (long)(timeout_s * 1000);
     curl_easy_setopt(r->x->easy, CURLOPT_TIMEOUT_MS, ms);
@@ -699,8 +713,8 @@ void zh_ch_record_detach(zh_host *h, void *ud) {
 /* ---- runs left "running" by a killed process ---- */
 
 static void stale_marked(void *ud, const char *err) {
-    int *pending = ud;
-    (*pending)--;
+    zh_stale_check *sc = ud;
+    sc->pending--;
     if (err) ZH_WARN(NULL, "msg=\"could not mark a run interrupted\" error=\"%s\"", err);
 }
 
@@ -709,13 +723,48 @@ static bool pid_alive(long pid) {
     return kill((pid_t)pid, 0) == 0 || errno == EPERM;
 }
 
-int zh_ch_mark_stale_runs(zh_host *h, const char *job) {
+static void stale_answer(void *ud, const char *body, size_t len, const char *err, int ch_code) {
+    (void)len, (void)ch_code;
+    zh_stale_check *sc = ud;
+    /* No answer (ClickHouse down, no table yet): nothing is marked; the next start asks again. */
+    if (err) ZH_DEBUG(NULL, "msg=\"could not look for runs left running\" error=\"%s\"", err);
+    for (const char *p = err ? "" : body; *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) : strlen(p);
+        char line[1024];
+        if (n < sizeof line) {
+            memcpy(line, p, n);
+            line[n] = 0;
+            char *f[5] = {0};
+            int nf = 0;
+            for (char *cur = line, *tok; nf < 5 && (tok = strsep(&cur, "\t"));) f[nf++] = tok;
+            /* this process's own run (its row may already be there) has a live pid: never marked */
+            if (nf == 5 && !pid_alive(atol(f[4]))) {
+                zh_run_record rec = {.job = f[1], .run_id = f[0], .status = "interrupted",
+                                     .message = "interrupted: the process stopped before the run finished (marked later)",
+                                     .metrics_json = "{}", .started_at = atof(f[2]), .finished_at = zh_now_wall(),
+                                     .rows = strtoull(f[3], NULL, 10)};
+                ZH_WARN(f[1], "msg=\"marking a run left running as interrupted\" run_id=%s", f[0]);
+                sc->pending++;
+                sc->marked++;
+                zh_ch_record_run(sc->h, &rec, stale_marked, sc);
+            }
+        }
+        if (!nl) break;
+        p = nl + 1;
+    }
+    sc->pending--; /* the question itself */
+}
+
+void zh_ch_mark_stale_runs_start(zh_host *h, const char *job, zh_stale_check *sc) {
     zh_ch_state *st = h->ch;
+    sc->h = h;
+    sc->pending = 1;
+    sc->marked = 0;
     char host[128] = "";
     gethostname(host, sizeof host - 1);
-    zh_buf q, out;
+    zh_buf q;
     zh_buf_init(&q);
-    zh_buf_init(&out);
     zh_buf_printf(&q, "SELECT run_id, job, toUnixTimestamp(started_at), rows_processed, "
                       "visitParamExtractInt(metrics, 'pid') FROM %s.meta_job_runs WHERE status = 'running' AND host = ",
                   st->database);
@@ -734,46 +783,17 @@ int zh_ch_mark_stale_runs(zh_host *h, const char *job) {
         zh_buf_adds(&q, "'");
     }
     zh_buf_adds(&q, " FORMAT TabSeparated");
-    bool flag = false;
-    ch_req *r = ch_req_new(h, NULL, q.data, q.len, ch_req_sync_done, &flag);
-    r->max_attempts = 1; /* an unreachable server must not delay the run that follows */
-    curl_easy_setopt(r->x->easy, CURLOPT_TIMEOUT_MS, 5000L);
-    ch_req_start(r);
-    ch_req_wait(r);
-    int marked = 0, pending = 0;
-    if (flag && r->ok) {
-        const char *p = r->x->resp_body.data ? r->x->resp_body.data : "";
-        char line[1024];
-        while (*p) {
-            const char *nl = strchr(p, '\n');
-            size_t n = nl ? (size_t)(nl - p) : strlen(p);
-            if (n < sizeof line) {
-                memcpy(line, p, n);
-                line[n] = 0;
-                char *f[5] = {0};
-                int nf = 0;
-                for (char *c = line, *tok; nf < 5 && (tok = strsep(&c, "\t"));) f[nf++] = tok;
-                if (nf == 5 && !pid_alive(atol(f[4]))) {
-                    zh_run_record rec = {.job = f[1], .run_id = f[0], .status = "interrupted",
-                                         .message = "interrupted: the process stopped before the run finished (marked later)",
-                                         .metrics_json = "{}", .started_at = atof(f[2]), .finished_at = zh_now_wall(),
-                                         .rows = strtoull(f[3], NULL, 10)};
-                    ZH_WARN(f[1], "msg=\"marking a run left running as interrupted\" run_id=%s", f[0]);
-                    pending++;
-                    marked++;
-                    zh_ch_record_run(h, &rec, stale_marked, &pending);
-                }
-            }
-            if (!nl) break;
-            p = nl + 1;
-        }
-        while (pending > 0 && uv_run(h->loop, UV_RUN_ONCE)) {
-        }
-    }
-    ch_req_free(r);
+    /* one short attempt: an unreachable server must not delay the run that follows */
+    zh_ch_query_async(h, q.data, 5.0, 1, stale_answer, sc);
     zh_buf_free(&q);
-    zh_buf_free(&out);
-    return marked;
+}
+
+int zh_ch_mark_stale_runs(zh_host *h, const char *job) {
+    zh_stale_check sc;
+    zh_ch_mark_stale_runs_start(h, job, &sc);
+    while (sc.pending > 0 && uv_run(h->loop, UV_RUN_ONCE)) {
+    }
+    return sc.marked;
 }
 
 static void record_grace_over(uv_timer_t *t) { *(bool *)t->data = true; }
@@ -823,6 +843,15 @@ bool zh_ch_can_stream(zh_host *h) {
 void zh_ch_shutdown(zh_host *h) {
     zh_ch_state *st = h->ch;
     if (!st) return;
+    /* Questions nobody waits for any more (told to exit now): dropped without their callbacks,
+     * whose owners may be gone already. */
+    while (st->asyncs) {
+        async_q *q = st->asyncs;
+        st->asyncs = q->next;
+        ch_req_abort(q->r);
+        ch_req_free(q->r);
+        free(q);
+    }
     if (st->stream_probe) {
         ch_req_abort(st->stream_probe);
         ch_req_free(st->stream_probe);

@@ -53,6 +53,14 @@ void zh_ch_record_detach(zh_host *h, void *ud);
 /* Marks meta_job_runs rows of this host (and job, unless NULL) still "running" whose process is
  * gone (pid in the row's metrics) as "interrupted". One short attempt; returns how many. */
 int zh_ch_mark_stale_runs(zh_host *h, const char *job);
+/* The same on the loop, for `zhost run`: the check and the run go on together (the run's own row
+ * has a live pid, so it is never marked). sc (the caller's) counts what is left: 0 once the
+ * question is answered and every mark written. */
+typedef struct zh_stale_check {
+    zh_host *h;
+    int pending, marked;
+} zh_stale_check;
+void zh_ch_mark_stale_runs_start(zh_host *h, const char *job, zh_stale_check *sc);
 
 /* One statement on the loop, for callers that must not block it (health probes, the status page,
  * `zhost serve`'s start-up): fn is called exactly once, from the loop (or at once when the

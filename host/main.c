@@ -33,7 +33,8 @@ typedef struct run_result {
     int exit_code;
     bool done;
     zh_run *run;
-    int stop_signals; /* SIGINT/SIGTERM received */
+    int stop_signals;  /* SIGINT/SIGTERM received */
+    bool stop_waiting; /* a signal after the run ended: do not wait for the stale-run marks */
 } run_result;
 
 static void run_finished(zh_run *r, void *ud) {
@@ -46,9 +47,12 @@ static void run_finished(zh_run *r, void *ud) {
 
 static void run_on_signal(zh_host *h, int signum) {
     run_result *res = h->on_signal_ud;
-    if (!res || res->done || signum == SIGHUP) return;
-    if (!res->run) { /* before the run starts (looking for killed runs): it will not start */
-        res->stop_signals++;
+    if (!res || signum == SIGHUP) return;
+    if (res->done) {
+        /* The run is over; only the look for runs left running by a killed process goes on (at
+         * most 5 s): not worth keeping the operator waiting, the next start looks again. */
+        res->stop_waiting = true;
+        uv_stop(h->loop);
         return;
     }
     if (++res->stop_signals > 1) {
@@ -163,23 +167,19 @@ int zh_cmd_run(int argc, char **argv) {
         rc = 1;
         goto out;
     }
-    run_result res = {1, false, NULL, 0};
+    run_result res = {1, false, NULL, 0, false};
     h->on_signal = run_on_signal;
     h->on_signal_ud = &res;
     zh_host_install_signals(h);
     char *err = NULL;
+    zh_stale_check stale = {0};
     if (o.record) {
-        /* A run of this job killed earlier (SIGKILL, power loss) must not stay "running" forever. */
+        /* A run of this job killed earlier (SIGKILL, power loss) must not stay "running" forever.
+         * Asked while this run starts (it used to cost every run a round trip first); the process
+         * does not exit before the marks are written. */
         char job[64];
         zh_run_names(&o, job, sizeof job, NULL, 0);
-        zh_ch_mark_stale_runs(h, job);
-    }
-    if (res.stop_signals) {
-        fprintf(stderr, "zhost: interrupted before the run started\n");
-        h->on_signal = NULL;
-        zh_host_free(h);
-        rc = 1;
-        goto out;
+        zh_ch_mark_stale_runs_start(h, job, &stale);
     }
     res.run = zh_run_start(h, &o, run_finished, &res, &err);
     if (!res.run) {
@@ -189,7 +189,7 @@ int zh_cmd_run(int argc, char **argv) {
         rc = 1;
         goto out;
     }
-    while (!res.done && !h->exiting_now && uv_run(h->loop, UV_RUN_ONCE)) {
+    while ((!res.done || (stale.pending > 0 && !res.stop_waiting)) && !h->exiting_now && uv_run(h->loop, UV_RUN_ONCE)) {
     }
     /* The loop ran out of work with the run still waiting (its tasks wait on each other, say):
      * fail it, which still flushes its rows and writes its final row, then run the loop again. */

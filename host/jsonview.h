@@ -52,6 +52,17 @@ bool zh_jnode_field(const zh_jnode *n, const char *key, size_t klen, zh_jnode *o
  * found; 0 when n is no object. */
 int zh_jnode_fields(const zh_jnode *n, const char *const *keys, const size_t *lens, int nkeys, zh_jnode *out,
                     unsigned char *found);
+/* A node's type and, for a scalar, its value, in one call (row templates read every value so). */
+typedef struct zh_jvalue {
+    int type; /* enum zh_jtype */
+    long long i;
+    unsigned long long u;
+    double d;
+    bool b;
+    const char *s; /* ZJ_STRING: n bytes in the document, valid as the node is */
+    size_t n;
+} zh_jvalue;
+int zh_jnode_read(const zh_jnode *n, zh_jvalue *out);
 long long zh_jnode_int(const zh_jnode *n);
 unsigned long long zh_jnode_uint(const zh_jnode *n);
 double zh_jnode_double(const zh_jnode *n);

@@ -510,15 +510,16 @@ static bool lookup_in_item(const tpl_path *p, const item_fields *f, const zh_jno
 /* The node as the Lua value json.view would give for it: integral doubles up to 2^53 become
  * integers, integers above 2^63-1 their digits. 1 = a scalar in *v, 0 = null, -1 = object/array. */
 static int node_scalar(const zh_jnode *n, zh_scalar *v, char *digits /* 24 */) {
-    switch (zh_jnode_type(n)) {
-    case ZJ_INT: v->type = ZS_INT; v->i = zh_jnode_int(n); return 1;
+    zh_jvalue jv;
+    switch (zh_jnode_read(n, &jv)) {
+    case ZJ_INT: v->type = ZS_INT; v->i = jv.i; return 1;
     case ZJ_UINT:
         v->type = ZS_STRING;
-        v->n = (size_t)snprintf(digits, 24, "%llu", zh_jnode_uint(n));
+        v->n = (size_t)snprintf(digits, 24, "%llu", jv.u);
         v->s = digits;
         return 1;
     case ZJ_DOUBLE: {
-        double x = zh_jnode_double(n);
+        double x = jv.d;
         if (x == floor(x) && fabs(x) <= 9007199254740992.0) {
             v->type = ZS_INT;
             v->i = (long long)x;
@@ -528,8 +529,8 @@ static int node_scalar(const zh_jnode *n, zh_scalar *v, char *digits /* 24 */) {
         }
         return 1;
     }
-    case ZJ_STRING: v->type = ZS_STRING; v->s = zh_jnode_string(n, &v->n); return 1;
-    case ZJ_BOOL: v->type = ZS_BOOL; v->b = zh_jnode_bool(n); return 1;
+    case ZJ_STRING: v->type = ZS_STRING; v->s = jv.s; v->n = jv.n; return 1;
+    case ZJ_BOOL: v->type = ZS_BOOL; v->b = jv.b; return 1;
     case ZJ_ARRAY:
     case ZJ_OBJECT: return -1;
     default: return 0;

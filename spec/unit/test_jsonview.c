@@ -158,7 +158,10 @@ static void fields_in_one_pass(void) {
     unsigned char found[7];
     int k = 0;
     zh_jnode items[3];
-    struct collect { zh_jnode *items; int *k; } c = {items, &k};
+    struct collect {
+        zh_jnode *items;
+        int *k;
+    } c = {items, &k};
     zh_jnode_each(&root, collect_items, &c);
     ZT_EQ_INT(k, 3);
     item = items[0];
@@ -172,6 +175,29 @@ static void fields_in_one_pass(void) {
     ZT_EQ_INT(zh_jnode_int(&out[4]), 3);
     ZT_EQ_INT(zh_jnode_int(&out[5]), 4);
     ZT_EQ_INT(zh_jnode_type(&out[6]), ZJ_OBJECT);
+    /* zh_jnode_read: type and value in one call */
+    zh_jvalue jv;
+    ZT_EQ_INT(zh_jnode_read(&out[0], &jv), ZJ_STRING);
+    ZT_CHECK(jv.n == 4 && !memcmp(jv.s, "5.00", 4));
+    ZT_EQ_INT(zh_jnode_read(&out[1], &jv), ZJ_INT);
+    ZT_EQ_INT(jv.i, 1);
+    ZT_EQ_INT(zh_jnode_read(&out[6], &jv), ZJ_OBJECT);
+    ZT_EQ_INT(zh_jnode_read(&items[1], &jv), ZJ_ARRAY);
+    lua_getglobal(L, "json");
+    lua_getfield(L, -1, "view");
+    lua_pushstring(L, "[18446744073709551615,-2.5,false,null,-9223372036854775808]");
+    ZT_EQ_INT(lua_pcall(L, 1, 1, 0), LUA_OK);
+    zh_jnode arr, el[3];
+    ZT_CHECK(zh_jnode_of_view(L, -1, &arr));
+    int m = 0;
+    struct collect ca = {el, &m};
+    zh_jnode_each(&arr, collect_items, &ca);
+    ZT_EQ_INT(zh_jnode_read(&el[0], &jv), ZJ_UINT);
+    ZT_CHECK(jv.u == 18446744073709551615ULL);
+    ZT_EQ_INT(zh_jnode_read(&el[1], &jv), ZJ_DOUBLE);
+    ZT_CHECK(jv.d == -2.5);
+    ZT_EQ_INT(zh_jnode_read(&el[2], &jv), ZJ_BOOL);
+    ZT_CHECK(!jv.b);
     /* an array and an empty object give nothing */
     ZT_EQ_INT(zh_jnode_fields(&items[1], keys, lens, 7, out, found), 0);
     ZT_CHECK(!found[0] && !found[1] && !found[6]);

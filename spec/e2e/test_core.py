@@ -828,6 +828,26 @@ class DryRun(zhtest.ZhostCase):
         self.assertIn("answered 200 before the end of the request (", r.stderr)
         self.assertEqual(self.scalar("SELECT count(), uniqExact(event_id) FROM dim_events"), "6000\t6000")
 
+    def test_rows_added_while_an_insert_finishes_keep_their_order_and_count(self):
+        # Rows added while an INSERT is being answered go to the other buffer, then move to the
+        # buffer that INSERT gives back (so the other stays small): none lost, none doubled.
+        path = self.script("moved.lua", """
+            local s = assert(ch.sink("dim_events", {max_rows = 3000}))
+            local name = string.rep("n", 120)
+            for i = 1, 20000 do
+              s:add{event_id = tostring(i), event_name = name, city = "X", _ver = i}
+              if i % 50 == 0 then sleep(0.001) end
+            end
+            assert(s:close())
+        """)
+        r = self.zhost("run", path, env={"ZHOST_LOG_LEVEL": "debug"}, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("rows added meanwhile moved to the sent batch's buffer", r.stderr)
+        rows = [int(n) for n in re.findall(r'msg="insert" table=\S*dim_events rows=(\d+)', r.stderr)]
+        self.assertEqual(sum(rows), 20000, rows)
+        self.assertEqual(self.scalar("SELECT count(), uniqExact(event_id), sum(toUInt64(event_id) = _ver) "
+                                     "FROM dim_events"), "20000\t20000\t20000")
+
     def test_streaming_can_be_turned_off(self):
         # For a proxy in front of ClickHouse that cannot pass a chunked request body.
         path = self.script("nostream.lua", """

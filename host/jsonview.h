@@ -46,12 +46,25 @@ bool zh_jnode_of_view(lua_State *L, int idx, zh_jnode *out);
 int zh_jnode_type(const zh_jnode *n);
 /* Field key of an object; false (out untouched) when n is no object or has no such field. */
 bool zh_jnode_field(const zh_jnode *n, const char *key, size_t klen, zh_jnode *out);
-/* Looks up nkeys fields of an object in one pass over it (a row template reads a dozen fields of
- * each item: one pass instead of a scan per field). found[i] is 1 when out[i] holds the first
- * field named keys[i] (lens[i] bytes), as zh_jnode_field would find it. Returns how many were
- * found; 0 when n is no object. */
-int zh_jnode_fields(const zh_jnode *n, const char *const *keys, const size_t *lens, int nkeys, zh_jnode *out,
-                    unsigned char *found);
+/* A set of field names looked up together (zh_jnode_fields), bucketed by length so that each field
+ * of an object is compared with the one or two wanted names of its length, not with all of them. */
+#define ZH_JKEYS_MAX 64
+typedef struct zh_jkeys {
+    int n;
+    const char *keys[ZH_JKEYS_MAX]; /* not copied: the caller keeps them alive */
+    size_t lens[ZH_JKEYS_MAX];
+    signed char by_len[33];         /* first name of each length 0..31; [32] the longer ones; -1 none */
+    signed char next[ZH_JKEYS_MAX]; /* the next name in the same bucket, -1 none */
+} zh_jkeys;
+void zh_jkeys_init(zh_jkeys *ks);
+/* The index of key (len bytes) in the set, added when new; -1 when the set is full. */
+int zh_jkeys_add(zh_jkeys *ks, const char *key, size_t len);
+
+/* Looks up the set's fields of an object in one pass over it (a row template reads a dozen
+ * fields of each item: one pass instead of a scan per field). found[i] is 1 when out[i] holds the
+ * first field named keys[i], as zh_jnode_field would find it. Returns how many were found; 0 when
+ * n is no object. */
+int zh_jnode_fields(const zh_jnode *n, const zh_jkeys *ks, zh_jnode *out, unsigned char *found);
 /* A node's type and, for a scalar, its value, in one call (row templates read every value so). */
 typedef struct zh_jvalue {
     int type; /* enum zh_jtype */

@@ -511,30 +511,49 @@ extern "C" bool zh_jnode_field(const zh_jnode *n, const char *key, size_t klen, 
     return true;
 }
 
-extern "C" int zh_jnode_fields(const zh_jnode *n, const char *const *keys, const size_t *lens, int nkeys, zh_jnode *out,
-                               unsigned char *found) {
-    memset(found, 0, (size_t)nkeys);
+extern "C" void zh_jkeys_init(zh_jkeys *ks) {
+    ks->n = 0;
+    std::memset(ks->by_len, -1, sizeof ks->by_len);
+}
+
+extern "C" int zh_jkeys_add(zh_jkeys *ks, const char *key, size_t len) {
+    int bucket = len < 32 ? (int)len : 32;
+    for (int i = ks->by_len[bucket]; i >= 0; i = ks->next[i])
+        if (ks->lens[i] == len && !std::memcmp(ks->keys[i], key, len)) return i;
+    if (ks->n == ZH_JKEYS_MAX) return -1;
+    int i = ks->n++;
+    ks->keys[i] = key;
+    ks->lens[i] = len;
+    ks->next[i] = ks->by_len[bucket];
+    ks->by_len[bucket] = (signed char)i;
+    return i;
+}
+
+extern "C" int zh_jnode_fields(const zh_jnode *n, const zh_jkeys *ks, zh_jnode *out, unsigned char *found) {
+    std::memset(found, 0, (size_t)ks->n);
     dom::element e = node_elem(n);
-    if (e.type() != dom::element_type::OBJECT || nkeys <= 0) return 0;
+    if (e.type() != dom::element_type::OBJECT || ks->n <= 0) return 0;
     dom::object o = e.get_object().value_unsafe();
-    int left = nkeys;
+    int left = ks->n;
     for (dom::object::iterator it = o.begin(), end = o.end(); it != end; ++it) {
         size_t klen = it.key_length();
-        const char *k = nullptr;
-        for (int i = 0; i < nkeys; i++) {
-            if (found[i] || lens[i] != klen) continue;
-            if (!k) k = it.key_c_str();
+        int i = ks->by_len[klen < 32 ? klen : 32];
+        if (i < 0) continue;
+        const char *k = it.key_c_str();
+        for (; i >= 0; i = ks->next[i]) {
+            if (found[i] || ks->lens[i] != klen) continue;
             /* keys are short: a byte loop beats a call to memcmp here */
+            const char *w = ks->keys[i];
             size_t j = 0;
-            while (j < klen && k[j] == keys[i][j]) j++;
+            while (j < klen && k[j] == w[j]) j++;
             if (j != klen) continue;
             /* the first field of that name, as at_key gives it */
             node_set(&out[i], it.value());
             found[i] = 1;
-            if (!--left) return nkeys;
+            if (!--left) return ks->n;
         }
     }
-    return nkeys - left;
+    return ks->n - left;
 }
 
 extern "C" int zh_jnode_read(const zh_jnode *n, zh_jvalue *out) {

@@ -22,8 +22,6 @@ static const char *const conv_names[] = {"value", "id", "decimal", "datetime", "
 
 enum dflt { DF_OMIT, DF_BYTES, DF_NULL, DF_COLUMN };
 
-/* Item fields read in one pass; a template naming more distinct ones reads the rest one by one. */
-#define ZH_ROWTPL_MAX_FIRST 64
 
 /* A field path: "a" or "a.b.c" in the current item, "^a" in the object the call was given. */
 typedef struct tpl_path {
@@ -62,9 +60,7 @@ struct zh_rowtpl {
     int nroot; /* paths read from the object given (^…) */
     /* The distinct first parts of the item paths: each item's fields are read in one pass
      * (zh_jnode_fields), not one scan of the item per path. */
-    int nfirst;
-    const char *first_keys[ZH_ROWTPL_MAX_FIRST];
-    size_t first_lens[ZH_ROWTPL_MAX_FIRST];
+    zh_jkeys first;
     zh_tz *zone;
     uint64_t rows, rounded;
 };
@@ -282,6 +278,7 @@ void zh_rowtpl_compile(lua_State *L, int idx, const ch_schema *s, zh_rowtpl **sl
     luaL_checktype(L, idx, LUA_TTABLE);
     zh_rowtpl *t = zh_xcalloc(1, sizeof *t);
     *slot = t;
+    zh_jkeys_init(&t->first);
     t->schema = s;
     lua_getfield(L, idx, "each");
     if (!lua_isnil(L, -1)) {
@@ -381,15 +378,9 @@ void zh_rowtpl_compile(lua_State *L, int idx, const ch_schema *s, zh_rowtpl **sl
                 continue;
             }
             col->root_only = false;
-            int f = 0; /* the strings belong to the paths, which live as long as the template */
-            while (f < t->nfirst && (t->first_lens[f] != p->lens[0] || memcmp(t->first_keys[f], p->parts[0], p->lens[0])))
-                f++;
-            if (f == t->nfirst && f < ZH_ROWTPL_MAX_FIRST) {
-                t->first_keys[f] = p->parts[0];
-                t->first_lens[f] = p->lens[0];
-                t->nfirst++;
-            }
-            if (f < t->nfirst) p->item_slot = f;
+            /* the name belongs to the path, which lives as long as the template; a template with
+             * more distinct first names than the set takes reads the rest one by one */
+            p->item_slot = zh_jkeys_add(&t->first, p->parts[0], p->lens[0]);
         }
     }
     if (t->nroot >= 256) luaL_error(L, "sink:template: more than 255 '^' paths");
@@ -493,8 +484,8 @@ static bool lookup(const tpl_path *p, const zh_jnode *item, const zh_jnode *root
 
 /* The item's fields read in one pass (encode_row): first[k] is there when found[k]. */
 typedef struct item_fields {
-    zh_jnode first[ZH_ROWTPL_MAX_FIRST];
-    unsigned char found[ZH_ROWTPL_MAX_FIRST];
+    zh_jnode first[ZH_JKEYS_MAX];
+    unsigned char found[ZH_JKEYS_MAX];
 } item_fields;
 
 static bool lookup_in_item(const tpl_path *p, const item_fields *f, const zh_jnode *item, zh_jnode *out) {
@@ -674,7 +665,7 @@ static const char *encode_row(zh_rowtpl *t, lua_State *L, const zh_jnode *item, 
     char scratch[ZH_TEXT_DECIMAL_MAX + 96];
     bool first = true;
     item_fields fields;
-    if (t->nfirst) zh_jnode_fields(item, t->first_keys, t->first_lens, t->nfirst, fields.first, fields.found);
+    if (t->first.n) zh_jnode_fields(item, &t->first, fields.first, fields.found);
     zh_buf_addc(out, '{');
     for (int i = 0; i < t->ncols; i++) {
         const tpl_col *col = &t->cols[i];

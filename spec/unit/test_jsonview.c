@@ -154,6 +154,10 @@ static void fields_in_one_pass(void) {
     ZT_CHECK(zh_jnode_of_view(L, -1, &root));
     const char *keys[] = {"price", "id", "missing", "\xd0\xb6", "pr", "a\0b", "n"};
     size_t lens[] = {5, 2, 7, 2, 2, 3, 1};
+    zh_jkeys ks;
+    zh_jkeys_init(&ks);
+    for (int i = 0; i < 7; i++) ZT_EQ_INT(zh_jkeys_add(&ks, keys[i], lens[i]), i);
+    ZT_EQ_INT(zh_jkeys_add(&ks, "pr", 2), 4); /* already there */
     zh_jnode out[7];
     unsigned char found[7];
     int k = 0;
@@ -165,7 +169,7 @@ static void fields_in_one_pass(void) {
     zh_jnode_each(&root, collect_items, &c);
     ZT_EQ_INT(k, 3);
     item = items[0];
-    ZT_EQ_INT(zh_jnode_fields(&item, keys, lens, 7, out, found), 6);
+    ZT_EQ_INT(zh_jnode_fields(&item, &ks, out, found), 6);
     ZT_CHECK(found[0] && found[1] && !found[2] && found[3] && found[4] && found[5] && found[6]);
     size_t n;
     ZT_EQ_STR(zh_jnode_string(&out[0], &n), "5.00");
@@ -198,10 +202,27 @@ static void fields_in_one_pass(void) {
     ZT_CHECK(jv.d == -2.5);
     ZT_EQ_INT(zh_jnode_read(&el[2], &jv), ZJ_BOOL);
     ZT_CHECK(!jv.b);
+    /* names longer than 31 bytes share a bucket; a full set refuses more */
+    zh_jkeys big;
+    zh_jkeys_init(&big);
+    char names[ZH_JKEYS_MAX + 1][48];
+    for (int i = 0; i <= ZH_JKEYS_MAX; i++) snprintf(names[i], sizeof names[i], "a_rather_long_field_name_number_%02d", i);
+    for (int i = 0; i < ZH_JKEYS_MAX; i++) ZT_EQ_INT(zh_jkeys_add(&big, names[i], strlen(names[i])), i);
+    ZT_EQ_INT(zh_jkeys_add(&big, names[ZH_JKEYS_MAX], strlen(names[ZH_JKEYS_MAX])), -1);
+    ZT_EQ_INT(zh_jkeys_add(&big, names[7], strlen(names[7])), 7);
+    lua_getglobal(L, "json");
+    lua_getfield(L, -1, "view");
+    lua_pushstring(L, "{\"a_rather_long_field_name_number_08\":8,\"x\":0,\"a_rather_long_field_name_number_07\":7}");
+    ZT_EQ_INT(lua_pcall(L, 1, 1, 0), LUA_OK);
+    zh_jnode longobj, lout[ZH_JKEYS_MAX];
+    unsigned char lfound[ZH_JKEYS_MAX];
+    ZT_CHECK(zh_jnode_of_view(L, -1, &longobj));
+    ZT_EQ_INT(zh_jnode_fields(&longobj, &big, lout, lfound), 2);
+    ZT_CHECK(lfound[7] && lfound[8] && !lfound[9] && zh_jnode_int(&lout[7]) == 7 && zh_jnode_int(&lout[8]) == 8);
     /* an array and an empty object give nothing */
-    ZT_EQ_INT(zh_jnode_fields(&items[1], keys, lens, 7, out, found), 0);
+    ZT_EQ_INT(zh_jnode_fields(&items[1], &ks, out, found), 0);
     ZT_CHECK(!found[0] && !found[1] && !found[6]);
-    ZT_EQ_INT(zh_jnode_fields(&items[2], keys, lens, 7, out, found), 0);
+    ZT_EQ_INT(zh_jnode_fields(&items[2], &ks, out, found), 0);
     ZT_CHECK(!found[0]);
     lua_settop(L, 0);
 }

@@ -76,6 +76,10 @@ static char *map_aligned(size_t size) {
 }
 
 void zh_buf_map(zh_buf *b, size_t cap) {
+    /* $ZHOST_HUGE_PAGES=0: the operator's way out where huge pages misbehave (direct compaction
+     * stalls on a fragmented host, say); read on each call (once per big buffer), no state kept */
+    const char *hp = getenv("ZHOST_HUGE_PAGES");
+    if (hp && !strcmp(hp, "0")) return;
     if (cap < b->len + 1) cap = b->len + 1;
     cap = (cap + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
     if (b->mapped && b->cap >= cap) return;

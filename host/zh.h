@@ -55,7 +55,8 @@ void zh_buf_reserve(zh_buf *b, size_t extra);
 /* Moves the bytes to a 2 MiB-aligned page mapping of at least cap bytes that the kernel may back
  * with transparent huge pages: a sink's batch buffer (many MiB, written once per batch) then costs
  * one page fault per 2 MiB instead of one per 4 KiB. Later growth stays mapped; zh_buf_free unmaps.
- * When no mapping can be made the buffer stays as it was (slower, not wrong). */
+ * When no mapping can be made, or $ZHOST_HUGE_PAGES is 0, the buffer stays as it was (slower, not
+ * wrong). */
 void zh_buf_map(zh_buf *b, size_t cap);
 void zh_buf_add_slow(zh_buf *b, const void *p, size_t n);
 void zh_buf_adds(zh_buf *b, const char *s);

@@ -33,6 +33,10 @@ end
 
 local since, to = loader.window(args, tonumber(env("VK_DAYS_BACK", "30")))
 local VER = math.floor(time.now() * 1000)
+-- A 200 whose body is no JSON (cut or mangled on the way) is asked for again: this many tries in
+-- all, VK_API_RETRY_PAUSE × the try's number seconds apart.
+local DAMAGED_ATTEMPTS = 4
+local DAMAGED_PAUSE = tonumber(env("VK_API_RETRY_PAUSE", "2"))
 
 local mode = args.mode
 if mode == nil then
@@ -125,21 +129,33 @@ local function run_v2()
     -- invalid_token) refreshes the token and repeats the request.
     local function api(path, query)
       local url = base .. "/api/v2/" .. path
-      for attempt = 1, 3 do
+      local refreshes, damaged = 0, 0
+      while true do
         local tok = token()
         local res, err = http.request{ method = "GET", url = url, query = query, source = "vk_ads",
           headers = { Authorization = "Bearer " .. tok, Accept = "application/json" } }
         if not res then fail("VK Ads " .. path .. ": " .. tostring(err)) end
         note_limits(res)
-        if res.status == 401 and attempt < 3 then
+        if res.status == 401 and refreshes < 2 then
+          refreshes = refreshes + 1
           local code = vk.v2_error(res.body)
           log.warn("VK Ads rejected the access token; refreshing it", { code = code, path = path })
           job:metric("token_refreshes", 1)
           oc:invalidate(tok)
         elseif res.status == 200 then
           local doc, jerr = res:json()
-          if type(doc) ~= "table" then fail("VK Ads " .. path .. ": bad JSON: " .. tostring(jerr)) end
-          return doc
+          if type(doc) == "table" then return doc end
+          -- Cut or mangled on the way (what curl sees as broken the host retries already): the
+          -- statistics are VK's to give again, so ask again before failing the run.
+          damaged = damaged + 1
+          local why = string.format("VK Ads %s: the 200 answer is not valid JSON (%s): %s", path, tostring(jerr),
+            (res.body or ""):sub(1, 120))
+          if damaged >= DAMAGED_ATTEMPTS then
+            fail(string.format("%s — gave up after %d attempts", why, damaged))
+          end
+          job:metric("api_retries", 1)
+          log.warn("VK Ads answer damaged; asking again", { path = path, attempt = damaged, error = tostring(jerr) })
+          sleep(DAMAGED_PAUSE * damaged)
         else
           return nil, res
         end
@@ -352,12 +368,26 @@ local function run_legacy()
   local function call(method, params)
     local form = { access_token = token, v = version }
     for k, v in pairs(params) do form[k] = v end
+    local damaged = 0
     for attempt = 1, 6 do
       local res, err = http.request{ method = "POST", url = api_url .. "/" .. method, form = form, source = "vk_api" }
       if not res then fail("VK API " .. method .. ": " .. tostring(err)) end
       if res.status ~= 200 then fail("VK API " .. method .. ": HTTP " .. res.status .. ": " .. (res.body or ""):sub(1, 200)) end
       local doc, jerr = res:json()
-      if type(doc) ~= "table" then fail("VK API " .. method .. ": bad JSON: " .. tostring(jerr)) end
+      while type(doc) ~= "table" do
+        -- cut or mangled on the way: ask again (as Direct's loader does) before failing the run
+        damaged = damaged + 1
+        local why = string.format("VK API %s: the 200 answer is not valid JSON (%s): %s", method, tostring(jerr),
+          (res.body or ""):sub(1, 120))
+        if damaged >= DAMAGED_ATTEMPTS then fail(string.format("%s — gave up after %d attempts", why, damaged)) end
+        job:metric("api_retries", 1)
+        log.warn("VK API answer damaged; asking again", { method = method, attempt = damaged, error = tostring(jerr) })
+        sleep(DAMAGED_PAUSE * damaged)
+        res, err = http.request{ method = "POST", url = api_url .. "/" .. method, form = form, source = "vk_api" }
+        if not res then fail("VK API " .. method .. ": " .. tostring(err)) end
+        if res.status ~= 200 then fail("VK API " .. method .. ": HTTP " .. res.status .. ": " .. (res.body or ""):sub(1, 200)) end
+        doc, jerr = res:json()
+      end
       local e = vk.legacy_error(doc)
       if not e then
         -- Without a response the answer is not "nothing": read as an empty list it would zero

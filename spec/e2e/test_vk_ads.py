@@ -217,6 +217,21 @@ class TestVkAdsV2(VkCase):
         stats = self.f.control("/_fake/requests?path=statistics")["requests"]
         self.assertEqual(len(stats), 3)
 
+    def test_statistics_answer_damaged_once_is_asked_again_then_named(self):
+        # A 200 whose body was mangled on the way (half of it, right length) is asked for again, as
+        # Direct's loader does; one that stays damaged fails the run naming it, figures kept.
+        self.v2_secrets(VK_API_RETRY_PAUSE="0.1")
+        self.f.faults([{"path": "statistics/banners/day", "action": "malformed", "times": 1}])
+        self.run_vk(*WINDOW)
+        self.assertEqual(self.daily(), self.expected_daily())
+        self.assertEqual(self.last_run()["metrics"]["api_retries"], 1)
+        self.f.clear_faults()
+        self.f.faults([{"path": "statistics/banners/day", "action": "malformed", "times": -1}])
+        r = self.run_vk(*WINDOW, ok=False)
+        self.assertIn("the 200 answer is not valid JSON", r.stderr)
+        self.assertIn("gave up after 4 attempts", r.stderr)
+        self.assertEqual(self.daily(), self.expected_daily(), "figures kept")
+
     def test_real_rps_limit_is_respected(self):
         # the fake allows 2 requests per second; the script's own limit keeps it under
         self.f.control("/_fake/config", {"vkads.rps_limit": 2})
@@ -245,6 +260,19 @@ class TestVkLegacy(VkCase):
         # reload: same figures
         self.run_vk("--since", "2025-11-03", "--to", "2025-11-09")
         self.assertEqual(self.daily(), self.expected_daily())
+
+    def test_answer_damaged_once_is_asked_again_then_named(self):
+        self.legacy_secrets()
+        self.f.faults([{"path": "ads.getStatistics", "action": "malformed", "times": 1}])
+        self.run_vk(*WINDOW)
+        self.assertEqual(self.daily(), self.expected_daily())
+        self.assertEqual(self.last_run()["metrics"]["api_retries"], 1)
+        self.f.clear_faults()
+        self.f.faults([{"path": "ads.getCampaigns", "action": "malformed", "times": -1}])
+        r = self.run_vk(*WINDOW, ok=False)
+        self.assertIn("VK API ads.getCampaigns: the 200 answer is not valid JSON", r.stderr)
+        self.assertIn("gave up after 4 attempts", r.stderr)
+        self.assertEqual(self.daily(), self.expected_daily(), "figures kept")
 
     def test_account_with_more_ads_than_getads_returns(self):
         # dev.vk.com: ads.getAds (and getAdsLayout) return at most 2000 ads, silently; limit/offset

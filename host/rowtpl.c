@@ -22,7 +22,6 @@ static const char *const conv_names[] = {"value", "id", "decimal", "datetime", "
 
 enum dflt { DF_OMIT, DF_BYTES, DF_NULL, DF_COLUMN };
 
-
 /* A field path: "a" or "a.b.c" in the current item, "^a" in the object the call was given. */
 typedef struct tpl_path {
     bool from_root;

@@ -644,14 +644,17 @@ class Migrate(zhtest.ZhostCase):
 
 
 class RunLog(zhtest.ZhostCase):
-    def test_killed_run_is_marked_interrupted_by_the_next_run(self):
-        path = self.script("slowjob.lua", "-- zhost: job=slowjob\nsleep(30)\n")
-        p = self.zhost_bg("run", path)
+    def kill_a_run_of(self, job):
+        """Starts a run of job that sleeps, kills it (SIGKILL) once its "running" row is there."""
+        p = self.zhost_bg("run", self.script(job + ".lua", "-- zhost: job=%s\nsleep(30)\n" % job))
         deadline = time.time() + 20
-        while time.time() < deadline and not self.q("SELECT run_id FROM meta_job_runs WHERE job = 'slowjob'"):
+        while time.time() < deadline and not self.q("SELECT run_id FROM meta_job_runs WHERE job = '%s'" % job):
             time.sleep(0.1)
         p.kill()
         p.communicate()
+
+    def test_killed_run_is_marked_interrupted_by_the_next_run(self):
+        self.kill_a_run_of("slowjob")
         self.assertEqual([r["status"] for r in self.runs("slowjob")], ["running"])
         quick = self.script("quick.lua", "-- zhost: job=slowjob\n")
         r = self.zhost("run", quick)
@@ -661,13 +664,7 @@ class RunLog(zhtest.ZhostCase):
     def test_the_check_for_runs_left_running_does_not_hold_up_the_run(self):
         # `zhost run` asks for runs of its job left "running" by a dead process while the script
         # starts (it cost every run a round trip first), and does not exit before the marks are made.
-        path = self.script("slowjob2.lua", "-- zhost: job=slowjob2\nsleep(30)\n")
-        p = self.zhost_bg("run", path)
-        deadline = time.time() + 20
-        while time.time() < deadline and not self.q("SELECT run_id FROM meta_job_runs WHERE job = 'slowjob2'"):
-            time.sleep(0.1)
-        p.kill()
-        p.communicate()
+        self.kill_a_run_of("slowjob2")
         relay = ByteCountingRelay(urllib.parse.urlparse(zhtest.CH_URL).port, hold_stale_question=1.5)
         try:
             quick = self.script("quick2.lua", "-- zhost: job=slowjob2\nassert(ch.query(\"SELECT 'midway' AS marker\"))\n")

@@ -53,6 +53,20 @@ class VkCase(zhtest.ZhostCase):
             self.assertNotEqual(r.returncode, 0, r.stderr)
         return r
 
+    def check_damaged_answer_asked_again(self, once, always, message):
+        """A 200 mangled on the way (the fake's `malformed`: half the body) once at `once` is asked
+        for again; mangled for good at `always`, it fails the run naming it, figures kept."""
+        self.f.faults([{"path": once, "action": "malformed", "times": 1}])
+        self.run_vk(*WINDOW)
+        self.assertEqual(self.daily(), self.expected_daily())
+        self.assertEqual(self.last_run()["metrics"]["api_retries"], 1)
+        self.f.clear_faults()
+        self.f.faults([{"path": always, "action": "malformed", "times": -1}])
+        r = self.run_vk(*WINDOW, ok=False)
+        self.assertIn(message, r.stderr)
+        self.assertIn("gave up after 4 attempts", r.stderr)
+        self.assertEqual(self.daily(), self.expected_daily(), "figures kept")
+
     def daily(self, where="1"):
         """Per (date, campaign) figures from the deduplicated view, non-zero days only."""
         rows = self.q("SELECT toString(stat_date) AS d, campaign_id, sum(impressions) AS imp, sum(clicks) AS clk, "
@@ -218,19 +232,10 @@ class TestVkAdsV2(VkCase):
         self.assertEqual(len(stats), 3)
 
     def test_statistics_answer_damaged_once_is_asked_again_then_named(self):
-        # A 200 whose body was mangled on the way (half of it, right length) is asked for again, as
-        # Direct's loader does; one that stays damaged fails the run naming it, figures kept.
+        # as Direct's loader does; the statistics are VK's to give again
         self.v2_secrets(VK_API_RETRY_PAUSE="0.1")
-        self.f.faults([{"path": "statistics/banners/day", "action": "malformed", "times": 1}])
-        self.run_vk(*WINDOW)
-        self.assertEqual(self.daily(), self.expected_daily())
-        self.assertEqual(self.last_run()["metrics"]["api_retries"], 1)
-        self.f.clear_faults()
-        self.f.faults([{"path": "statistics/banners/day", "action": "malformed", "times": -1}])
-        r = self.run_vk(*WINDOW, ok=False)
-        self.assertIn("the 200 answer is not valid JSON", r.stderr)
-        self.assertIn("gave up after 4 attempts", r.stderr)
-        self.assertEqual(self.daily(), self.expected_daily(), "figures kept")
+        self.check_damaged_answer_asked_again("statistics/banners/day", "statistics/banners/day",
+                                              "the 200 answer is not valid JSON")
 
     def test_real_rps_limit_is_respected(self):
         # the fake allows 2 requests per second; the script's own limit keeps it under
@@ -263,16 +268,8 @@ class TestVkLegacy(VkCase):
 
     def test_answer_damaged_once_is_asked_again_then_named(self):
         self.legacy_secrets()
-        self.f.faults([{"path": "ads.getStatistics", "action": "malformed", "times": 1}])
-        self.run_vk(*WINDOW)
-        self.assertEqual(self.daily(), self.expected_daily())
-        self.assertEqual(self.last_run()["metrics"]["api_retries"], 1)
-        self.f.clear_faults()
-        self.f.faults([{"path": "ads.getCampaigns", "action": "malformed", "times": -1}])
-        r = self.run_vk(*WINDOW, ok=False)
-        self.assertIn("VK API ads.getCampaigns: the 200 answer is not valid JSON", r.stderr)
-        self.assertIn("gave up after 4 attempts", r.stderr)
-        self.assertEqual(self.daily(), self.expected_daily(), "figures kept")
+        self.check_damaged_answer_asked_again("ads.getStatistics", "ads.getCampaigns",
+                                              "VK API ads.getCampaigns: the 200 answer is not valid JSON")
 
     def test_account_with_more_ads_than_getads_returns(self):
         # dev.vk.com: ads.getAds (and getAdsLayout) return at most 2000 ads, silently; limit/offset

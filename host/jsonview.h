@@ -76,11 +76,6 @@ typedef struct zh_jvalue {
     size_t n;
 } zh_jvalue;
 int zh_jnode_read(const zh_jnode *n, zh_jvalue *out);
-long long zh_jnode_int(const zh_jnode *n);
-unsigned long long zh_jnode_uint(const zh_jnode *n);
-double zh_jnode_double(const zh_jnode *n);
-bool zh_jnode_bool(const zh_jnode *n);
-const char *zh_jnode_string(const zh_jnode *n, size_t *len);
 /* Calls fn for each item of an array (key NULL) or each field of an object, in document order,
  * until fn returns false. */
 void zh_jnode_each(const zh_jnode *n, bool (*fn)(void *ud, const char *key, size_t klen, const zh_jnode *v), void *ud);

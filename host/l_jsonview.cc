@@ -576,18 +576,6 @@ extern "C" int zh_jnode_read(const zh_jnode *n, zh_jvalue *out) {
     return out->type = ZJ_MISSING;
 }
 
-extern "C" long long zh_jnode_int(const zh_jnode *n) { return (long long)int64_t(node_elem(n).get_int64().value_unsafe()); }
-extern "C" unsigned long long zh_jnode_uint(const zh_jnode *n) {
-    return (unsigned long long)uint64_t(node_elem(n).get_uint64().value_unsafe());
-}
-extern "C" double zh_jnode_double(const zh_jnode *n) { return node_elem(n).get_double().value_unsafe(); }
-extern "C" bool zh_jnode_bool(const zh_jnode *n) { return node_elem(n).get_bool().value_unsafe(); }
-extern "C" const char *zh_jnode_string(const zh_jnode *n, size_t *len) {
-    std::string_view s = node_elem(n).get_string().value_unsafe();
-    *len = s.size();
-    return s.data();
-}
-
 extern "C" void zh_jnode_each(const zh_jnode *n, bool (*fn)(void *ud, const char *key, size_t klen, const zh_jnode *v),
                               void *ud) {
     dom::element e = node_elem(n);

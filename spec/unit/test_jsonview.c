@@ -4,6 +4,7 @@
  * of closed documents' buffers. */
 #include "jsonview.h"
 #include "zt.h"
+#include <limits.h>
 #include <lauxlib.h>
 #include <lualib.h>
 
@@ -139,6 +140,19 @@ static void reused_documents(void) {
                   "do local v <close> = json.view('[' .. string.rep('1,', 400000) .. '1]') end\n"
                   "local n = pooled() collectgarbage('restart') return tostring(n)"),
               "0");
+}
+
+/* A node's integer or string, through zh_jnode_read (LLONG_MIN / NULL when it is another type). */
+static long long zh_jnode_int(const zh_jnode *n) {
+    zh_jvalue v;
+    return zh_jnode_read(n, &v) == ZJ_INT ? v.i : LLONG_MIN;
+}
+
+static const char *zh_jnode_string(const zh_jnode *n, size_t *len) {
+    zh_jvalue v;
+    if (zh_jnode_read(n, &v) != ZJ_STRING) return NULL;
+    *len = v.n;
+    return v.s; /* NUL-terminated in simdjson's string buffer */
 }
 
 /* zh_jnode_fields: the fields a row template reads, in one pass — each the first of its name (as

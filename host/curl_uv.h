@@ -13,6 +13,8 @@ zh_curl *zh_curl_new(uv_loop_t *loop);
 void zh_curl_free(zh_curl *c);
 /* Transfers in flight. */
 int zh_curl_active(zh_curl *c);
+/* uv_polls made so far: one per connection (kept-alive ones are reused), one per other socket. */
+uint64_t zh_curl_polls_made(const zh_curl *c);
 
 typedef struct zh_xfer zh_xfer;
 typedef void (*zh_xfer_done_fn)(zh_xfer *x);

@@ -20,7 +20,7 @@ http.configure("bench", {concurrency = concurrency})
 
 -- --batch N: rows per INSERT (the sink's default is 50,000 rows / 16 MiB / 5 s)
 local batch = math.tointeger(tonumber(args.batch or ""))
-local sink -- made by `setup` below, while the first pages are on their way
+local sink = assert(ch.sink(tbl, batch and {max_rows = batch, max_bytes = batch * 400} or nil))
 local ver = math.floor(time.now() * 1000)
 local from_epoch, to_epoch = time.parse("2025-01-01"), time.parse("2027-01-01")
 local body_tpl = {
@@ -92,16 +92,8 @@ end
 -- run in C (sink:template, docs/lua-api.md); --map lua: add_baskets above.
 local mapping = args.map or (decode == "view" and "template" or "lua")
 if mapping == "template" and decode ~= "view" then error("--map template needs --decode view", 0) end
-local add_order
-
--- The sink looks its table up in ClickHouse (one round trip) while the workers ask for the first
--- pages: neither waits for the other before it must.
-local setup = task.spawn(function()
-  sink = assert(ch.sink(tbl, batch and {max_rows = batch, max_bytes = batch * 400} or nil))
-  local baskets_tpl = mapping == "template" and map.basket_template(sink, ver)
-  add_order = baskets_tpl and function(o) return baskets_tpl:add(o) end or add_baskets
-  return true
-end)
+local baskets_tpl = mapping == "template" and map.basket_template(sink, ver)
+local add_order = baskets_tpl and function(o) return baskets_tpl:add(o) end or add_baskets
 
 local function load(v)
   local data = v.data
@@ -120,20 +112,17 @@ local function load(v)
   end
 end
 
--- Every worker starts at once with the next page number: the number of pages comes with the first
--- answer (until then a worker may ask for a page past the end, which comes back empty), so no
--- worker waits for page 1 alone.
-local pages
-local nextp = 1
+local first = fetch(1)
+local pages = math.max(1, (math.tointeger(first.paging.total) + 49) // 50)
+load(first)
+first = nil
+
+local nextp = 2
 local function worker()
-  while not pages or nextp <= pages do
+  while nextp <= pages do
     local p = nextp
     nextp = nextp + 1
-    local v = fetch(p)
-    if not pages then pages = math.max(1, (math.tointeger(v.paging.total) + 49) // 50) end
-    local ok, err = task.wait(setup) -- at once once the sink is made
-    if not ok then error(err, 0) end
-    if p <= pages then load(v) end
+    load(fetch(p))
   end
 end
 local ws = {}

@@ -2,7 +2,9 @@
 """Ingest benchmark runner (see bench/README.md). Builds nothing: it runs build/zhost as it is.
 
 For each scenario and order count it starts bench/pagefake.py, then runs three contenders one after
-another against the same pages and the same ClickHouse table, emptying the table before each:
+another against the same pages and the same ClickHouse table, emptying the table before each; with
+--repeat N, N rounds of that, so that each round's runs meet the same moment of a shared machine
+(the table shows each contender's fastest run and the median of zhost ÷ floor within a round):
 
   zhost   build/zhost run bench/ingest.lua  (pages fetched --concurrency at a time)
   python  bench/py_ingest.py                (Python 3 stdlib, pages one after another)
@@ -19,7 +21,8 @@ rows (count() and uniqExact(basket_id)), else the run is marked FAILED.
 
 --big adds 1,000,000 orders to the CPU-bound scenario (zhost and python only; the floor's
 pre-mapped file would be ~600 MB). ClickHouse must have the zakaz schema (zhost migrate); the runner
-creates bench.baskets (the columns of zakaz.stg_qtickets_api_baskets_raw, plain MergeTree).
+creates bench.baskets (the columns of zakaz.stg_qtickets_api_baskets_raw, plain MergeTree); --table
+and --schema-db name others (the smoke test runs it in a test's own database).
 """
 
 import argparse
@@ -160,25 +163,46 @@ def verify(chu, want):
 REPEAT = 1
 
 
-def run_one(name, argv, chu, want, env=None):
-    """Runs a contender REPEAT times (the machine is shared: the fastest run is the least disturbed)."""
-    best = None
-    for _ in range(REPEAT):
-        ch(chu, "TRUNCATE TABLE %s" % TABLE)
-        r = measure(argv, env=env)
-        ok, got = verify(chu, want)
-        r["ok"] = ok and r["rc"] == 0
-        r["got"] = got
-        r["name"] = name
-        r["rows"] = want
-        if not r["ok"]:
-            sys.stderr.write("!! %s failed (rc=%s, rows %s, want %d):\n%s\n" % (name, r["rc"], got, want,
-                                                                             r["out"][-2000:]))
-        print("   %-12s %7.2f s wall %7.2f s cpu %7.1f MB  %s" % (name, r["wall"], r["cpu"], r["rss_mb"],
-                                                                "ok" if r["ok"] else "FAILED"), flush=True)
-        if best is None or (r["ok"], -r["wall"]) > (best["ok"], -best["wall"]):
-            best = r
-    return best
+def run_once(name, argv, chu, want, env=None):
+    """One run of a contender into an emptied table, verified."""
+    ch(chu, "TRUNCATE TABLE %s" % TABLE)
+    r = measure(argv, env=env)
+    ok, got = verify(chu, want)
+    r["ok"] = ok and r["rc"] == 0
+    r["got"] = got
+    r["name"] = name
+    r["rows"] = want
+    if not r["ok"]:
+        sys.stderr.write("!! %s failed (rc=%s, rows %s, want %d):\n%s\n" % (name, r["rc"], got, want,
+                                                                         r["out"][-2000:]))
+    print("   %-12s %7.2f s wall %7.2f s cpu %7.1f MB  %s" % (name, r["wall"], r["cpu"], r["rss_mb"],
+                                                            "ok" if r["ok"] else "FAILED"), flush=True)
+    return r
+
+
+def run_rounds(specs, chu, want):
+    """Runs every contender once per round, REPEAT rounds, so that each round's runs meet the same
+    moment of a shared machine. Returns {key: fastest run (a failed one only if all failed)} and
+    {key: [each round's run]}."""
+    runs = {key: [] for key, _, _ in specs}
+    for i in range(REPEAT):
+        if REPEAT > 1:
+            print("   -- round %d of %d" % (i + 1, REPEAT), flush=True)
+        for key, argv, env in specs:
+            runs[key].append(run_once(key, argv, chu, want, env))
+    best = {key: max(rs, key=lambda r: (r["ok"], -r["wall"])) for key, rs in runs.items()}
+    return best, runs
+
+
+def paired_ratio(zruns, fruns):
+    """zhost's wall ÷ the floor's in the same round, over the rounds where both succeeded:
+    (median, lowest, highest), or None."""
+    rs = sorted(z["wall"] / f["wall"] for z, f in zip(zruns, fruns) if z["ok"] and f["ok"] and f["wall"] > 0)
+    if not rs:
+        return None
+    mid = len(rs) // 2
+    median = rs[mid] if len(rs) % 2 else (rs[mid - 1] + rs[mid]) / 2
+    return median, rs[0], rs[-1]
 
 
 def main():
@@ -199,15 +223,21 @@ def main():
                     help="bench/ingest.lua --map: template (the default with --decode view) or lua")
     ap.add_argument("--batch", type=int, default=0, help="bench/ingest.lua --batch: rows per INSERT (default: the sink's)")
     ap.add_argument("--out", default=os.path.join(HERE, "results.md"))
-    ap.add_argument("--repeat", type=int, default=1, help="runs per contender; the table shows the fastest")
+    ap.add_argument("--table", default="bench.baskets", help="the table every contender loads (made if missing)")
+    ap.add_argument("--schema-db", default="zakaz",
+                    help="the database whose stg_qtickets_api_baskets_raw gives the table's columns")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="rounds (each runs every contender once); the table shows each one's fastest run "
+                         "and the median of zhost ÷ floor within a round")
     args = ap.parse_args()
-    global REPEAT
+    global REPEAT, TABLE
     REPEAT = max(1, args.repeat)
+    TABLE = args.table
     args.load0 = " ".join("%.1f" % x for x in os.getloadavg())
     chu = args.ch.rstrip("/")
-    ch(chu, "CREATE DATABASE IF NOT EXISTS bench")
-    ch(chu, "CREATE TABLE IF NOT EXISTS %s AS zakaz.stg_qtickets_api_baskets_raw ENGINE = MergeTree ORDER BY basket_id"
-       % TABLE)
+    ch(chu, "CREATE DATABASE IF NOT EXISTS %s" % TABLE.split(".")[0])
+    ch(chu, "CREATE TABLE IF NOT EXISTS %s AS %s.stg_qtickets_api_baskets_raw ENGINE = MergeTree ORDER BY basket_id"
+       % (TABLE, args.schema_db))
     work = tempfile.mkdtemp(prefix="zhbench-")
     secrets = os.path.join(work, "secrets")
     os.makedirs(secrets)
@@ -246,18 +276,18 @@ def main():
                 print("   fake ceiling (curl, %d at a time): %.2f s, %.0f pages/s" % (
                     max(concs), f["wall"], exp["pages"] / f["wall"]), flush=True)
                 big = n >= 1000000
+                specs = []
                 if "zhost" in contenders:
                     for c in concs:
                         key = "zhost" if c == concs[-1] else "zhost c=%d" % c
-                        row[key] = run_one(key, [args.zhost, "run", os.path.join(HERE, "ingest.lua"), "--secrets",
-                                                 secrets, "--base", fake.url, "--table", TABLE, "--concurrency",
-                                                 str(c), "--decode", args.decode]
-                                                + (["--map", args.map] if args.map else [])
-                                                + (["--batch", str(args.batch)] if args.batch else []), chu, want, env)
-                        row[key]["conc"] = c
+                        specs.append((key, [args.zhost, "run", os.path.join(HERE, "ingest.lua"), "--secrets",
+                                            secrets, "--base", fake.url, "--table", TABLE, "--concurrency",
+                                            str(c), "--decode", args.decode]
+                                      + (["--map", args.map] if args.map else [])
+                                      + (["--batch", str(args.batch)] if args.batch else []), env))
                 if "python" in contenders:
-                    row["python"] = run_one("python", [sys.executable, os.path.join(HERE, "py_ingest.py"), "--base",
-                                                       fake.url, "--ch", chu, "--table", TABLE], chu, want)
+                    specs.append(("python", [sys.executable, os.path.join(HERE, "py_ingest.py"), "--base",
+                                             fake.url, "--ch", chu, "--table", TABLE], None))
                 if "floor" in contenders and not big:
                     rows_file = os.path.join(work, "rows-%d.jsonl" % n)
                     if not os.path.exists(rows_file):
@@ -266,8 +296,15 @@ def main():
                     insert = "%s/?query=%s" % (chu, urllib.parse.quote("INSERT INTO %s FORMAT JSONEachRow" % TABLE))
                     script = ('%s & a=$!; curl -sS --fail -X POST -T "$1" "$2" -o /dev/null & b=$!; '
                               'wait $a && wait $b' % " ".join("'%s'" % a for a in fetch))
-                    row["floor"] = run_one("floor", ["bash", "-c", script, "floor", rows_file, insert],
-                                           chu, want)
+                    specs.append(("floor", ["bash", "-c", script, "floor", rows_file, insert], None))
+                best, runs = run_rounds(specs, chu, want)
+                row.update(best)
+                for c in concs:
+                    key = "zhost" if c == concs[-1] else "zhost c=%d" % c
+                    if key in row:
+                        row[key]["conc"] = c
+                        if "floor" in runs:
+                            row[key]["paired"] = paired_ratio(runs[key], runs["floor"])
                 results.append(row)
             finally:
                 fake.stop()
@@ -299,8 +336,8 @@ def write_table(args, results):
             lines.append("| %s | %s | %s | %s %s" % (label, "{:,}".format(row["orders"]), "{:,}".format(row["rows"]),
                                                    shown, fmt(r, row["rows"])))
     lines += ["", "| scenario | orders | fake ceiling (curl, pages/s) | zhost concurrency | zhost ÷ python, rows/s "
-              "| zhost ÷ python, rows per CPU s | zhost wall ÷ floor wall |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+              "| zhost ÷ python, rows per CPU s | zhost wall ÷ floor wall | same round: median (range) |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for row in results:
         label = "CPU-bound" if row["scenario"] == "cpu" else "latency %g ms" % row["latency"]
         p, f = row.get("python"), row.get("floor")
@@ -308,11 +345,13 @@ def write_table(args, results):
             z = row.get(name)
             if not z:
                 continue
-            lines.append("| %s | %s | %.0f | %d | %s | %s | %s |" % (
+            pr = z.get("paired")
+            lines.append("| %s | %s | %.0f | %d | %s | %s | %s | %s |" % (
                 label, "{:,}".format(row["orders"]), row["pages"] / row["ceiling"]["wall"], z["conc"],
                 "%.2f×" % (p["wall"] / z["wall"]) if p else "–",
                 "%.2f×" % (p["cpu"] / z["cpu"]) if p else "–",
-                "%.2f×" % (z["wall"] / f["wall"]) if f else "–"))
+                "%.2f×" % (z["wall"] / f["wall"]) if f else "–",
+                "%.2f× (%.2f–%.2f)" % pr if pr else "–"))
     text = "\n".join(lines) + "\n"
     hdr = "<!-- bench/ingest.py %s; decode %s; map %s; batch %s; %s; load average before: %s -->\n" % (
         " ".join(sys.argv[1:]), args.decode, args.map or ("template" if args.decode == "view" else "lua"),

@@ -108,6 +108,34 @@ class BenchJobs(zhtest.ZhostCase):
                          (self.expected["pages"], ORDERS, self.expected["rows"]))
         self.assert_loaded(table)
 
+    def test_runner_rounds_and_paired_ratio(self):
+        """bench/ingest.py itself, at 1,000 orders and two rounds: every contender's runs verified,
+        the tables written, and zhost ÷ floor given per round as well as fastest against fastest."""
+        table = "%s.baskets_runner" % self.db
+        with tempfile.TemporaryDirectory() as work:
+            out = os.path.join(work, "results.md")
+            env = dict(self.env)  # this test's databases and spool, for the runs the runner makes
+            r = subprocess.run([sys.executable, os.path.join(BENCH, "ingest.py"), "--ch", zhtest.CH_URL,
+                                "--zhost", zhtest.ZHOST, "--sizes", str(ORDERS), "--scenarios", "cpu",
+                                "--repeat", "2", "--table", table, "--schema-db", self.db, "--out", out],
+                               capture_output=True, text=True, timeout=300, env=env)
+            self.assertEqual(r.returncode, 0, r.stdout[-3000:] + r.stderr[-3000:])
+            self.assertEqual(r.stdout.count("-- round "), 2, r.stdout)
+            for who in ("zhost", "python", "floor"):
+                self.assertEqual(len(re.findall(r"^   %s +.* ok$" % who, r.stdout, re.M)), 2, (who, r.stdout))
+            self.assertNotIn("FAILED", r.stdout + r.stderr)
+            with open(out) as f:
+                text = f.read()
+        self.assertIn("| same round: median (range) |", text)
+        ratio = re.search(r"^\| CPU-bound \| 1,000 \| .* \| ([0-9.]+)× \| ([0-9.]+)× \(([0-9.]+)–([0-9.]+)\) \|$",
+                          text, re.M)
+        self.assertIsNotNone(ratio, text)
+        median, lo, hi = (float(ratio.group(i)) for i in (2, 3, 4))
+        self.assertTrue(lo <= median <= hi, text)
+        self.assertEqual(len(re.findall(r"^\| CPU-bound \| 1,000 \| [0-9,]+ \| (zhost \(concurrency 8\)|python|floor) \| [0-9]",
+                                        text, re.M)), 3, text)
+        self.assert_loaded(table)  # the last run's rows: the floor's, every basket once
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -30,6 +30,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -197,12 +198,8 @@ def run_rounds(specs, chu, want):
 def paired_ratio(zruns, fruns):
     """zhost's wall ÷ the floor's in the same round, over the rounds where both succeeded:
     (median, lowest, highest), or None."""
-    rs = sorted(z["wall"] / f["wall"] for z, f in zip(zruns, fruns) if z["ok"] and f["ok"] and f["wall"] > 0)
-    if not rs:
-        return None
-    mid = len(rs) // 2
-    median = rs[mid] if len(rs) % 2 else (rs[mid - 1] + rs[mid]) / 2
-    return median, rs[0], rs[-1]
+    rs = [z["wall"] / f["wall"] for z, f in zip(zruns, fruns) if z["ok"] and f["ok"] and f["wall"] > 0]
+    return (statistics.median(rs), min(rs), max(rs)) if rs else None
 
 
 def main():
@@ -277,9 +274,11 @@ def main():
                     max(concs), f["wall"], exp["pages"] / f["wall"]), flush=True)
                 big = n >= 1000000
                 specs = []
+                zhost_conc = {}  # key -> concurrency
                 if "zhost" in contenders:
                     for c in concs:
                         key = "zhost" if c == concs[-1] else "zhost c=%d" % c
+                        zhost_conc[key] = c
                         specs.append((key, [args.zhost, "run", os.path.join(HERE, "ingest.lua"), "--secrets",
                                             secrets, "--base", fake.url, "--table", TABLE, "--concurrency",
                                             str(c), "--decode", args.decode]
@@ -299,12 +298,10 @@ def main():
                     specs.append(("floor", ["bash", "-c", script, "floor", rows_file, insert], None))
                 best, runs = run_rounds(specs, chu, want)
                 row.update(best)
-                for c in concs:
-                    key = "zhost" if c == concs[-1] else "zhost c=%d" % c
-                    if key in row:
-                        row[key]["conc"] = c
-                        if "floor" in runs:
-                            row[key]["paired"] = paired_ratio(runs[key], runs["floor"])
+                for key, c in zhost_conc.items():
+                    row[key]["conc"] = c
+                    if "floor" in runs:
+                        row[key]["paired"] = paired_ratio(runs[key], runs["floor"])
                 results.append(row)
             finally:
                 fake.stop()

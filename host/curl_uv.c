@@ -114,23 +114,32 @@ static void close_poll(sock_ctx *sc) {
     uv_close((uv_handle_t *)&sc->poll, sock_closed);
 }
 
+/* A poll for fd, not started; NULL when libuv refuses the descriptor. */
+static sock_ctx *poll_new(zh_curl *c, curl_socket_t fd, bool connection) {
+    sock_ctx *sc = zh_xcalloc(1, sizeof *sc);
+    sc->fd = fd;
+    sc->c = c;
+    sc->connection = connection;
+    if (uv_poll_init_socket(c->loop, &sc->poll, fd) != 0) {
+        free(sc);
+        return NULL;
+    }
+    sc->poll.data = sc;
+    c->polls_made++;
+    return sc;
+}
+
 static curl_socket_t open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *a) {
     zh_curl *c = clientp;
     curl_socket_t fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
     if (fd == CURL_SOCKET_BAD || purpose != CURLSOCKTYPE_IPCXN) return fd;
     sock_ctx **slot = sock_slot(c, fd, true);
     if (*slot) close_poll(*slot); /* a descriptor closed behind our back; cannot happen via curl */
-    sock_ctx *sc = zh_xcalloc(1, sizeof *sc);
-    sc->fd = fd;
-    sc->c = c;
-    sc->connection = true;
-    if (uv_poll_init_socket(c->loop, &sc->poll, fd) != 0) {
-        free(sc);
+    sock_ctx *sc = poll_new(c, fd, true);
+    if (!sc) {
         close(fd);
         return CURL_SOCKET_BAD;
     }
-    sc->poll.data = sc;
-    c->polls_made++;
     *slot = sc;
     return fd;
 }
@@ -163,17 +172,7 @@ static int on_socket(CURL *easy, curl_socket_t s, int action, void *userp, void 
         return 0;
     }
     if (c->closing) return 0;
-    if (!sc) {
-        sc = zh_xcalloc(1, sizeof *sc);
-        sc->fd = s;
-        sc->c = c;
-        if (uv_poll_init_socket(c->loop, &sc->poll, s) != 0) {
-            free(sc);
-            return -1;
-        }
-        sc->poll.data = sc;
-        c->polls_made++;
-    }
+    if (!sc && !(sc = poll_new(c, s, false))) return -1;
     if (!sc->watched) {
         sc->watched = true;
         curl_multi_assign(c->multi, s, sc);

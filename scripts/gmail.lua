@@ -6,7 +6,7 @@
 -- Secrets (secrets/.env.gmail): GMAIL_QUERY (Gmail search; default "newer_than:<GMAIL_DAYS_BACK>d"),
 -- GMAIL_BASE_URL (default https://gmail.googleapis.com), GMAIL_CREDENTIALS_PATH / GMAIL_TOKEN_PATH
 -- (default gmail/credentials.json and gmail/token.json under the secrets directory).
--- Options: --days N (adds newer_than:Nd), --query Q, --limit N, --reload (ignore already loaded ids).
+-- Options: --days N (newer_than:Nd, replacing the query's newer_than:), --query Q, --limit N, --reload (ignore already loaded ids).
 -- See docs/loaders/sales.md.
 local sales = require("sales_csv")
 local loader = require("loader")
@@ -20,7 +20,12 @@ local query = args.query or job:env("GMAIL_QUERY")
 if query == nil or query == "" then
   query = "newer_than:" .. whole("GMAIL_DAYS_BACK", job:env("GMAIL_DAYS_BACK", "7"), 1, 3660) .. "d"
 end
-if args.days then query = query .. " newer_than:" .. math.tointeger(args.days) .. "d" end
+-- --days N sets the window: a newer_than: term already in the query (the default newer_than:7d, or
+-- one in GMAIL_QUERY) is dropped first, because Gmail ANDs the terms and the narrower one would win
+-- (`--days 30` used to load only the last 7 days).
+if args.days then
+  query = text.trim(((" " .. query):gsub("%s+newer_than:%S*", "")) .. " newer_than:" .. math.tointeger(args.days) .. "d")
+end
 local limit = args.limit and whole("--limit", args.limit, 1, 100000) or nil
 local reload = args.reload ~= nil and args.reload ~= "false"
 

@@ -3,6 +3,7 @@ import base64
 import json
 import os
 import sys
+import time
 import unittest
 from decimal import Decimal
 
@@ -183,6 +184,34 @@ class QaGmail(GmailCase):
         self.assertEqual((m["messages_report_unreadable"], m["unreadable_attachments"]), (0, 1))
         self.assertIn("1 message(s) had only attachments zhost cannot read (.pdf): «Акт сверки»",
                       self.runs("gmail_ingest")[-1]["message"])
+
+    def test_days_widens_the_default_window(self):
+        # Recovery after an outage is `zhost run scripts/gmail.lua --days N`. The query used to be the
+        # default "newer_than:7d" plus " newer_than:30d": Gmail ANDs the terms, so only 7 days loaded.
+        now_ms = int(time.time() * 1000)
+        self.serve([mail("1000000000000001", "old.csv", b"Date,City,Tickets,Revenue\n2025-11-05,Testville,1,10\n",
+                         ts=now_ms - 20 * 86400 * 1000),
+                    mail("1000000000000002", "new.csv", b"Date,City,Tickets,Revenue\n2025-11-06,Testville,2,20\n",
+                         ts=now_ms - 2 * 86400 * 1000)])
+        self.write_secret("gmail", {"GMAIL_BASE_URL": self.api.url + "/gmail"})  # no GMAIL_QUERY: newer_than:7d
+        r = self.gmail("--days", "30", "--dry-run")
+        self.assert_ok(r)
+        self.assertIn("stg_qtickets_sales_raw: 2 rows", r.stdout)
+        # a newer_than: of GMAIL_QUERY is replaced as well, its other terms stay
+        self.write_secret("gmail", {"GMAIL_BASE_URL": self.api.url + "/gmail",
+                                    "GMAIL_QUERY": "in:inbox newer_than:7d has:attachment"})
+        self.api.control("/_fake/requests", method="DELETE")
+        r = self.gmail("--days", "30")
+        self.assert_ok(r)
+        self.assertEqual(self.rows(), {("2025-11-05", "Testville", ""): (1, Decimal("10.00")),
+                                       ("2025-11-06", "Testville", ""): (2, Decimal("20.00"))})
+        lists = [q["raw_path"] for q in self.api.requests()["requests"] if q["path"].endswith("/messages")]
+        self.assertIn("q=in%3Ainbox%20has%3Aattachment%20newer_than%3A30d", lists[0])
+        # without --days the default window stays 7 days
+        self.write_secret("gmail", {"GMAIL_BASE_URL": self.api.url + "/gmail"})
+        r = self.gmail("--reload", "--dry-run")
+        self.assert_ok(r)
+        self.assertIn("stg_qtickets_sales_raw: 1 rows", r.stdout)
 
 if __name__ == "__main__":
     unittest.main()

@@ -160,27 +160,70 @@ local function unescape(s)
   return s
 end
 
+-- The rows of one table's markup (no nested table in it) -> list of lists of cell texts. A cell
+-- with colspan=N takes N columns (the text in the first), one with rowspan=N is repeated in the N-1
+-- rows below (a date cell spanning the lines of its day), so every value stays under its header.
+local function html_rows(tbl)
+  local rows, carry = {}, {} -- carry[col] = {text =, left = rows still to fill}
+  for tr in tbl:gmatch("<tr[^>]*>(.-)</tr>") do
+    local cells, col = {}, 1
+    local function fill_carried()
+      while carry[col] do
+        local c = carry[col]
+        cells[col], c.left = c.text, c.left - 1
+        if c.left == 0 then carry[col] = nil end
+        col = col + 1
+      end
+    end
+    for attrs, cell in tr:gmatch("<t[hd]([^>]*)>(.-)</t[hd]>") do
+      cell = cell:gsub("<br%s*/?>", " "):gsub("<[^>]*>", "")
+      cell = text.trim((unescape(cell):gsub("%s+", " ")))
+      local cspan = math.min(tonumber(attrs:match("[Cc][Oo][Ll][Ss][Pp][Aa][Nn]%s*=%s*[\"']?(%d+)")) or 1, 100)
+      local rspan = math.min(tonumber(attrs:match("[Rr][Oo][Ww][Ss][Pp][Aa][Nn]%s*=%s*[\"']?(%d+)")) or 1, 10000)
+      for j = 1, math.max(cspan, 1) do
+        fill_carried()
+        cells[col] = j == 1 and cell or ""
+        if rspan > 1 then carry[col] = {text = cells[col], left = rspan - 1} end
+        col = col + 1
+      end
+    end
+    fill_carried()
+    if #cells > 0 then rows[#rows + 1] = cells end
+  end
+  return rows
+end
+
 -- The tables of an HTML document -> list of grids {header, rows}. Handles what mail reports use:
--- <table><tr><th|td>…</td></tr></table>, attributes, <thead>/<tbody>, inline tags inside cells.
+-- <table><tr><th|td>…</td></tr></table>, attributes, <thead>/<tbody>, inline tags inside cells,
+-- colspan/rowspan, and tables nested in layout tables (the usual HTML mail: the report table sits
+-- in a <td> of an outer one). Innermost tables are read first and cut out of their parents, so
+-- a parent's cell does not swallow a nested table's header.
 function M.html_grids(html, charset)
   local s, err = M.to_utf8(html, charset)
   if not s then return nil, err end
   s = s:gsub("<!%-%-.-%-%->", "")
   s = s:gsub("<(/?)(%a+)", function(sl, t) return "<" .. sl .. t:lower() end)
   local grids = {}
-  for tbl in s:gmatch("<table.-</table>") do
-    local rows = {}
-    for tr in tbl:gmatch("<tr[^>]*>(.-)</tr>") do
-      local cells = {}
-      for _, cell in tr:gmatch("<t([hd])[^>]*>(.-)</t[hd]>") do
-        cell = cell:gsub("<br%s*/?>", " "):gsub("<[^>]*>", "")
-        cells[#cells + 1] = text.trim((unescape(cell):gsub("%s+", " ")))
-      end
-      if #cells > 0 then rows[#rows + 1] = cells end
+  while true do
+    local cs, ce = s:find("</table%s*>")
+    if not cs then break end
+    local os_, oe -- the last <table> opened before this close: the innermost
+    local pos = 1
+    while true do
+      local a = s:find("<table%f[%s>]", pos)
+      if not a or a > cs then break end
+      os_, oe = a, s:find(">", a, true)
+      pos = oe + 1
     end
-    if #rows > 0 then
-      local header = table.remove(rows, 1)
-      grids[#grids + 1] = {header = header, rows = rows}
+    if os_ then
+      local rows = html_rows(s:sub(oe + 1, cs - 1))
+      if #rows > 0 then
+        local header = table.remove(rows, 1)
+        grids[#grids + 1] = {header = header, rows = rows}
+      end
+      s = s:sub(1, os_ - 1) .. " " .. s:sub(ce + 1)
+    else
+      s = s:sub(1, cs - 1) .. s:sub(ce + 1) -- a stray </table>
     end
   end
   return grids

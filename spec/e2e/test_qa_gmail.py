@@ -213,5 +213,26 @@ class QaGmail(GmailCase):
         self.assert_ok(r)
         self.assertIn("stg_qtickets_sales_raw: 1 rows", r.stdout)
 
+    def test_html_report_inside_a_layout_table(self):
+        # The usual HTML mail: the report table sits in a cell of an outer layout table, the date cell
+        # spans the lines of its day and the totals line spans three columns. It used to be read as one
+        # table whose header was "Отчёт о продажах Дата": "no report", the run a success.
+        html = ('<html><body><table width="100%"><tr><td align="center"><p>Отчёт о продажах</p>'
+                '<table border="1"><tr><th>Дата</th><th>Город</th><th>Мероприятие</th><th>Продано билетов</th>'
+                '<th>Сумма, руб.</th></tr>'
+                '<tr><td rowspan="2">05.11.2025</td><td>Москва</td><td>Шоу А</td><td>3</td><td>1&nbsp;500,00</td></tr>'
+                '<tr><td>Казань</td><td>Шоу Б</td><td>2</td><td>900,00</td></tr>'
+                '<tr><td colspan="3">Итого</td><td>5</td><td>2&nbsp;400,00</td></tr></table>'
+                '</td></tr></table></body></html>')
+        m = mail("1000000000000001", "x.csv", b"")
+        m["payload"] = {"mimeType": "multipart/alternative", "parts": [
+            {"mimeType": "text/plain", "text": "Отчёт о продажах"}, {"mimeType": "text/html", "text": html}]}
+        self.serve([m])
+        r = self.gmail()
+        self.assert_ok(r)
+        self.assertEqual(self.rows(), {("2025-11-05", "Москва", "Шоу А"): (3, Decimal("1500.00")),
+                                       ("2025-11-05", "Казань", "Шоу Б"): (2, Decimal("900.00"))}, r.stderr)
+        self.assertEqual(self.metrics()["messages_loaded"], 1)
+
 if __name__ == "__main__":
     unittest.main()

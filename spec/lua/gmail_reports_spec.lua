@@ -75,6 +75,26 @@ rows = assert(sales.report_rows(grids[1].header, grids[1].rows))
 eq(rows[1].event_name, 'Концерт "AC/DC" & друзья') eq(rows[1].city, "Москва") eq(rows[1].tickets_sold, 1300)
 eq(rows[1].revenue_cents, 158863900)
 
+-- an HTML mail puts the report table in a cell of a layout table: the outer cell used to swallow the
+-- report's header ("Отчёт о продажах Дата"), so the message had "no report"; a totals line spans
+-- three columns, a date spans the lines of its day
+html = [[<html><body><table width="100%"><tr><td align="center"><p>Отчёт о продажах</p>
+<table border="1"><thead><tr><th>Дата</th><th>Город</th><th>Мероприятие</th><th>Продано билетов</th>
+<th>Сумма, руб.</th></tr></thead><tbody>
+<tr><td rowspan="2">01.11.2025</td><td>Москва</td><td>Шоу А</td><td>3</td><td>1&nbsp;500,00</td></tr>
+<tr><td>Казань</td><td>Шоу Б</td><td>2</td><td>900,00</td></tr>
+<tr><td>02.11.2025</td><td colspan=2>Омск</td><td>1</td><td>100</td></tr>
+<tr><td colspan="3"><b>Итого</b></td><td>6</td><td>2&nbsp;500,00</td></tr></tbody>
+</table></td></tr><tr><td><table><tr><td>footer</td></tr></table></td></tr></table></body></html>]]
+grids = sales.html_grids(html)
+eq(#grids, 3, "report, footer, layout")
+rows, stats = assert(sales.report_rows(grids[1].header, grids[1].rows))
+eq(#rows, 3) eq(stats.skipped, 1, "the totals line") eq(#stats.problems, 0, "the totals line is no problem")
+eq(rows[1].city, "Москва") eq(rows[1].revenue_cents, 150000)
+eq(rows[2].event_date, "2025-11-01", "rowspan") eq(rows[2].city, "Казань") eq(rows[2].tickets_sold, 2)
+eq(rows[3].city, "Омск") eq(rows[3].event_name, "", "colspan") eq(rows[3].tickets_sold, 1)
+eq(sales.report_rows(grids[2].header, grids[2].rows), nil, "the footer is no report")
+
 -- which parts are CSV attachments
 eq(sales.is_csv_part({mimeType = "application/octet-stream", filename = "Отчёт о продажах.CSV"}), true)
 eq(sales.is_csv_part({mimeType = "application/vnd.ms-excel", filename = "x.csv"}), true)

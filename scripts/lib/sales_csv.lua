@@ -68,7 +68,7 @@ end
 M.locate = locate
 
 -- "1,234.50" (en-US Excel) -> "1234.50"; "1.234,50" -> "1234,50". Only when both marks appear and
--- the one before the last is a well-formed thousands grouping, so "1,5" and "1.500" keep their
+-- the one before the last is a well-formed thousands grouping, so "1,5" keeps its
 -- meaning (text.decimal reads a lone comma as the decimal mark).
 local function ungroup(v)
   local sign, ip, mark, fp = v:match("^([+-]?)([%d.,]+)([.,])(%d+)$")
@@ -90,6 +90,13 @@ function M.cents(v)
   if v == nil then return nil, "empty" end
   v = text.trim(v)
   if v == "" then return nil, "empty" end
+  -- "1,500" / "1.500" (en-US "#,##0", de grouping), "1,472,546": one mark followed only by groups of
+  -- three digits is a thousands mark — money has two fraction digits, so reading it as a decimal mark
+  -- (15.00 for "1,500") would be a silent 100-fold error. A leading 0 ("0,125") stays a fraction.
+  local sign, head, rest = v:match("^([+-]?)([1-9]%d?%d?)(([.,])%d%d%d.*)$")
+  if sign and rest:gsub("%" .. rest:sub(1, 1) .. "%d%d%d", "") == "" then
+    v = sign .. head .. rest:gsub("%D", "")
+  end
   v = ungroup(v)
   local d, err = text.decimal(v)
   if not d then return nil, err end

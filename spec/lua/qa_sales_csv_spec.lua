@@ -23,3 +23,12 @@ eq(s.whole("1,200.5"), nil) eq(s.whole("1.200,000"), 1200, "de grouping with a z
 -- blank spreadsheet rows in a plan are not lines
 local rows = assert(s.plan_rows("sales_date;city;event_id;plan_tickets;plan_revenue\n2025-11-01;M;1;5;5\n;;;;\n"))
 eq(#rows, 1)
+-- money in en-US "#,##0" (or de "#.##0") has one mark before groups of three digits: a thousands
+-- mark. It used to be read as a decimal mark: "1,500" loaded as 15.00 instead of 1500.00.
+eq(s.cents("1,500"), 150000, "en grouping, whole rubles") eq(s.cents("1.500"), 150000, "de grouping")
+eq(s.cents("-12,345"), -1234500) eq(s.cents("1,472,546"), 147254600, "two groups")
+eq(s.cents("1.472.546"), 147254600) eq(s.cents("0,500"), 50, "a leading 0 is a fraction")
+eq(s.cents("1,50"), 150) eq(s.cents("1234,500"), 123450, "four digits before the mark: a fraction")
+local h, g = s.csv_grid('Date,City,Event,Tickets,Revenue\r\n2025-11-01,Moscow,Show,"1,205","1,500"\r\n')
+local got = assert(s.report_rows(h, g))
+eq(got[1].tickets_sold, 1205) eq(got[1].revenue_cents, 150000, "en-US report line")

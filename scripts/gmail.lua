@@ -100,13 +100,17 @@ end
 
 ------------------------------------------------------------------------------------- list
 
-local ids = {}
+local ids, listed = {}, {}
 local page_token
 repeat
   local v = call("/messages", {q = query, maxResults = 100, pageToken = page_token}, "messages.list")
   job:metric("list_pages", 1)
   for _, m in ipairs(type(v.messages) == "table" and v.messages or {}) do -- no "messages" key when empty
-    if type(m) == "table" and type(m.id) == "string" then ids[#ids + 1] = m.id end
+    -- An id met on an earlier page (mail that arrived while paging shifts the pages) is listed once.
+    if type(m) == "table" and type(m.id) == "string" and not listed[m.id] then
+      listed[m.id] = true
+      ids[#ids + 1] = m.id
+    end
   end
   page_token = type(v.nextPageToken) == "string" and v.nextPageToken ~= "" and v.nextPageToken or nil
 until not page_token or (limit and #ids >= limit)

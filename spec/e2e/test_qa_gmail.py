@@ -234,5 +234,25 @@ class QaGmail(GmailCase):
                                        ("2025-11-05", "Казань", "Шоу Б"): (2, Decimal("900.00"))}, r.stderr)
         self.assertEqual(self.metrics()["messages_loaded"], 1)
 
+    def test_an_id_on_two_list_pages_is_loaded_once(self):
+        # messages.list pages move when mail arrives while paging: page 2 can repeat an id of page 1.
+        a = mail("1000000000000001", "a.csv", b"Date,City,Tickets,Revenue\n2025-11-05,Testville,1,10\n", ts=1762495322000)
+        b = mail("1000000000000002", "b.csv", b"Date,City,Tickets,Revenue\n2025-11-06,Testville,2,20\n", ts=1762495321000)
+        self.serve([a, b])
+        self.api.control("/_fake/config", {"gmail.max_results_cap": 1})
+        page2 = json.dumps({"messages": [{"id": a["id"], "threadId": a["id"]}, {"id": b["id"], "threadId": b["id"]}],
+                            "resultSizeEstimate": 2})
+        self.api.faults([{"path": "/messages\\?.*pageToken=", "status": 200, "body": page2,
+                          "headers": {"Content-Type": "application/json; charset=UTF-8"}, "times": -1}])
+        r = self.gmail()
+        self.assert_ok(r)
+        self.assertEqual(self.rows(), {("2025-11-05", "Testville", ""): (1, Decimal("10.00")),
+                                       ("2025-11-06", "Testville", ""): (2, Decimal("20.00"))})
+        m = self.metrics()
+        self.assertEqual((m["messages"], m["messages_loaded"], m["list_pages"]), (2, 2, 2))
+        gets = [q["path"] for q in self.api.requests()["requests"] if q["path"].endswith("/messages/" + a["id"])]
+        self.assertEqual(len(gets), 1, gets)
+        self.assertEqual(self.scalar("SELECT count() FROM stg_qtickets_sales_raw"), "2")
+
 if __name__ == "__main__":
     unittest.main()

@@ -149,8 +149,30 @@ end
 function M.csv_grid(bytes, charset)
   local s, err = M.to_utf8(bytes, charset)
   if not s then return nil, err end
+  -- The separator is guessed from the first line, and that line is the header. Two things put
+  -- something else there: Excel's "sep=;" line (it names the separator), and a title above the
+  -- header ("Отчёт о продажах за 01.11.2025"), which made the whole file one column and the report
+  -- "not a sales report". So the header is the first of the first ten lines that has a date and a
+  -- city column, read with the separator its own line suggests.
+  local opts
+  local named, after = s:match("^sep=([;,\t|])[ \t]*\r?\n()")
+  if named then s, opts = s:sub(after), {sep = named} end
+  local pos = 1
+  for n = 1, 10 do
+    if opts or pos > #s then break end
+    local stop = s:find("\n", pos, true) or #s + 1
+    local line = s:sub(pos, stop - 1):gsub("\r$", "")
+    local sep = text.detect_csv(line)
+    local cells = line ~= "" and text.csv(line, {sep = sep})
+    local at = cells and cells[1] and locate(cells[1], M.REPORT_COLUMNS) or {}
+    if at.event_date and at.city then
+      if n > 1 then s, opts = s:sub(pos), {sep = sep} end
+      break
+    end
+    pos = stop + 1
+  end
   local rows
-  rows, err = text.csv(s)
+  rows, err = text.csv(s, opts)
   if not rows then return nil, err end
   if #rows == 0 then return nil, "empty file" end
   local header = table.remove(rows, 1)

@@ -64,6 +64,18 @@ header, grid = sales.csv_grid("date;city;event;tickets_sold;revenue\n2025-11-01;
 rows, stats = sales.report_rows(header, grid)
 eq(#rows, 1) eq(stats.skipped, 1) assert(stats.problems[1]:find("bad tickets 'два'"), stats.problems[1])
 
+-- a title above the header, or Excel's "sep=;" line: the header used to be taken from line 1 (and the
+-- separator guessed from it), so the report was "not a sales report" and the message loaded nothing
+for _, src in ipairs{
+  "Отчёт о продажах за 01.11.2025 - 02.11.2025\r\n\r\nДата;Город;Событие;Билетов;Выручка\r\n01.11.2025;Москва;A;1;1 500,50\r\n",
+  "Отчёт о продажах, ноябрь;;;;\nДата;Город;Событие;Билетов;Выручка\n01.11.2025;Москва;A;1;1 500,50\n",
+  "sep=;\r\nДата;Город;Событие;Билетов;Выручка\r\n01.11.2025;Москва;A;1;1 500,50\r\n",
+  "\239\187\191sep=;\nДата;Город;Событие;Билетов;Выручка\n01.11.2025;Москва;A;1;1 500,50\n"} do
+  header, grid = assert(sales.csv_grid(src))
+  rows, stats = assert(sales.report_rows(header, grid))
+  eq(#rows, 1, src) eq(rows[1].city, "Москва", src) eq(rows[1].revenue_cents, 150050, src) eq(stats.skipped, 0, src)
+end
+
 -- HTML table report (the text/html alternative of a mail)
 local html = [[<html><body><p>Продажи:</p><TABLE border="1"><tr><th>Дата</th><th>ИД события</th><th>Событие</th>
 <th>Город</th><th>Билетов</th><th>Выручка</th><th>Возвраты</th></tr>

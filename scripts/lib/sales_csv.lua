@@ -246,9 +246,16 @@ function M.html_grids(html, charset)
     end
     if os_ then
       local rows = html_rows(s:sub(oe + 1, cs - 1))
+      -- The header is the first row with a date and a city column (a caption row spanning the
+      -- table may come first), else the first row.
+      local h = 1
+      for i = 1, math.min(#rows, 5) do
+        local at = locate(rows[i], M.REPORT_COLUMNS)
+        if at.event_date and at.city then h = i break end
+      end
       if #rows > 0 then
-        local header = table.remove(rows, 1)
-        grids[#grids + 1] = {header = header, rows = rows}
+        local header = rows[h]
+        grids[#grids + 1] = {header = header, rows = table.move(rows, h + 1, #rows, 1, {})}
       end
       s = s:sub(1, os_ - 1) .. " " .. s:sub(ce + 1)
     else

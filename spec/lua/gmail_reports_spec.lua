@@ -106,6 +106,11 @@ eq(rows[1].city, "Москва") eq(rows[1].revenue_cents, 150000)
 eq(rows[2].event_date, "2025-11-01", "rowspan") eq(rows[2].city, "Казань") eq(rows[2].tickets_sold, 2)
 eq(rows[3].city, "Омск") eq(rows[3].event_name, "", "colspan") eq(rows[3].tickets_sold, 1)
 eq(sales.report_rows(grids[2].header, grids[2].rows), nil, "the footer is no report")
+-- a caption row above the header
+grids = sales.html_grids([[<table><tr><th colspan="5">Продажи за 01.11.2025</th></tr><tr><td>Дата</td><td>Город</td>
+<td>Событие</td><td>Билетов</td><td>Выручка</td></tr><tr><td>01.11.2025</td><td>Уфа</td><td>A</td><td>4</td><td>40</td></tr></table>]])
+rows = assert(sales.report_rows(grids[1].header, grids[1].rows))
+eq(#rows, 1) eq(rows[1].city, "Уфа") eq(rows[1].tickets_sold, 4)
 
 -- which parts are CSV attachments
 eq(sales.is_csv_part({mimeType = "application/octet-stream", filename = "Отчёт о продажах.CSV"}), true)

@@ -84,12 +84,30 @@ local function ungroup(v)
   return sign .. table.concat(parts) .. "." .. fp
 end
 
--- Decimal text (spaces, NBSP, decimal comma, 1,234.50 / 1.234,50 grouping allowed) -> kopecks
--- (integer), or nil, err.
+-- v without a unit that a formatted spreadsheet cell carries before or after the number ("1 234,50 ₽",
+-- "1234,50р.", "₽ 1 234", "3 шт."); marks are lower-case. Anything else is left for the caller to refuse.
+local RUBLES = {"₽", "руб.", "руб", "р.", "р", "rub", "rur"}
+local PIECES = {"шт.", "шт", "pcs"}
+local function drop_unit(v, marks)
+  local low = text.lower(v)
+  for _, m in ipairs(marks) do
+    if #low > #m and low:sub(-#m) == m and not low:sub(1, -#m - 1):find("%a$") then
+      return text.trim((v:sub(1, -#m - 1):gsub("\194\160$", "")))
+    end
+    if #low > #m and low:sub(1, #m) == m and not low:sub(#m + 1):find("^%a") then
+      return text.trim((v:sub(#m + 1):gsub("^\194\160", "")))
+    end
+  end
+  return v
+end
+
+-- Decimal text (spaces, NBSP, decimal comma, 1,234.50 / 1.234,50 grouping allowed, a ruble sign or
+-- abbreviation of a currency-formatted cell) -> kopecks (integer), or nil, err.
 function M.cents(v)
   if v == nil then return nil, "empty" end
   v = text.trim(v)
   if v == "" then return nil, "empty" end
+  v = drop_unit(v, RUBLES)
   -- "1,500" / "1.500" (en-US "#,##0", de grouping), "1,472,546": one mark followed only by groups of
   -- three digits is a thousands mark — money has two fraction digits, so reading it as a decimal mark
   -- (15.00 for "1,500") would be a silent 100-fold error. A leading 0 ("0,125") stays a fraction.
@@ -110,6 +128,7 @@ M.from_cents = kopecks.from_cents
 -- Whole number text ("1 234", "12", "1,234", "1.234") -> integer, or nil, err. A count has no
 -- fraction, so a comma or dot followed by groups of three digits can only be a thousands mark.
 function M.whole(v)
+  if type(v) == "string" then v = drop_unit(text.trim(v), PIECES) end
   local t = type(v) == "string" and text.trim(v) or v
   if type(t) == "string" then
     local sign, head, rest = t:match("^([+-]?)(%d%d?%d?)([.,]%d%d%d[.,%d]*)$")
@@ -267,6 +286,17 @@ end
 
 --------------------------------------------------------------------------------- grid -> rows
 
+-- A totals line's label in the date or city column: "Итого", "Всего:", "Total", "Итого за день" —
+-- a whole word, so "Итоговый" is not one.
+local TOTALS = {"итого", "всего", "итог", "total", "totals", "subtotal", "grand total"}
+local function is_total(v)
+  local l = text.lower(v)
+  for _, w in ipairs(TOTALS) do
+    if l == w or (l:sub(1, #w) == w and l:sub(#w + 1, #w + 1):find("^[%s%p]")) then return true end
+  end
+  return false
+end
+
 -- A report grid -> sales rows {event_date, event_id, event_name, city, tickets_sold, revenue_cents,
 -- refunds_cents, currency}, plus stats {skipped = n, problems = {...}}. nil, err when the header
 -- has no date or city column (not a sales report).
@@ -288,8 +318,11 @@ function M.report_rows(header, rows)
     local d = date ~= "" and time.parse_date(date) or nil
     local tickets, revenue, refunds = 0, 0, 0
     local bad
-    if date == "" or city == "" then
-      bad = "no date or city" -- totals lines, blank separators
+    -- Totals lines ("Итого" under the dates; a day's "01.11.2025;Итого", which loaded as a city
+    -- named Итого and doubled the day) and blank separators are skipped quietly.
+    local quiet = date == "" or city == "" or is_total(date) or is_total(city)
+    if quiet then
+      bad = "no date or city"
     elseif not d then
       bad = "bad date '" .. date .. "'"
     else
@@ -308,7 +341,7 @@ function M.report_rows(header, rows)
     end
     if bad then
       stats.skipped = stats.skipped + 1
-      if date ~= "" and city ~= "" then stats.problems[#stats.problems + 1] = "row " .. n .. ": " .. bad end
+      if not quiet then stats.problems[#stats.problems + 1] = "row " .. n .. ": " .. bad end
     else
       local cur = cell(r, "currency")
       out[#out + 1] = {

@@ -61,7 +61,7 @@ class QaGmail(GmailCase):
     def test_unreadable_line_keeps_the_message_for_the_next_run(self):
         good = mail("1000000000000001", "a.csv", b"Date,City,Tickets,Revenue\n2025-11-05,Testville,1,10\n")
         bad = mail("1000000000000002", "b.csv",
-                   "Date,City,Tickets,Revenue\n2025-11-06,Testville,2,20\n2025-11-06,Omsk,1,10 \u20bd\n".encode())
+                   "Date,City,Tickets,Revenue\n2025-11-06,Testville,2,20\n2025-11-06,Omsk,1,10 $\n".encode())
         self.serve([good, bad])
         r = self.gmail()
         self.assertEqual(r.returncode, 1, r.stdout + r.stderr)

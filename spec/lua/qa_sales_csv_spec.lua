@@ -32,3 +32,16 @@ eq(s.cents("1,50"), 150) eq(s.cents("1234,500"), 123450, "four digits before the
 local h, g = s.csv_grid('Date,City,Event,Tickets,Revenue\r\n2025-11-01,Moscow,Show,"1,205","1,500"\r\n')
 local got = assert(s.report_rows(h, g))
 eq(got[1].tickets_sold, 1205) eq(got[1].revenue_cents, 150000, "en-US report line")
+-- a currency-formatted cell (Excel writes what it shows: "1 234,50 ₽", "1234,50р.") is rubles; a count
+-- may say "шт."; other currencies stay unreadable. These lines used to stop their message.
+eq(s.cents("1\194\160234,50\194\160₽"), 123450) eq(s.cents("1234,50р."), 123450) eq(s.cents("₽ 1 234"), 123400)
+eq(s.cents("12 руб."), 1200) eq(s.cents("-5 RUB"), -500) eq(s.cents("10 $"), nil) eq(s.cents("12 рубль"), nil)
+eq(s.whole("3 шт."), 3) eq(s.whole("1 205 шт"), 1205) eq(s.whole("3 штук"), nil)
+-- totals lines: "Итого" in the date or the city column is no sales line (a day's subtotal with a date
+-- loaded as a city named "Итого" and doubled the day); "Итоговый концерт" is an event
+h, g = s.csv_grid("Дата;Город;Событие;Билетов;Выручка\n01.11.2025;Москва;Итоговый концерт;2;1 000,00 ₽\n" ..
+  "01.11.2025;Итого за день;;2;1 000,00 ₽\nИтого:;Все города;;2;1 000,00\nВсего;;;2;1000\n")
+local st
+got, st = assert(s.report_rows(h, g))
+eq(#got, 1) eq(got[1].event_name, "Итоговый концерт") eq(got[1].revenue_cents, 100000)
+eq(st.skipped, 3) eq(#st.problems, 0, "totals lines are no problem")

@@ -54,13 +54,19 @@ M.PLAN_COLUMNS = {
   plan_revenue = set{"plan revenue", "план выручки", "план по выручке", "выручка", "revenue"},
 }
 
+-- Sale-date names: when a report has one beside an event's date ("Дата мероприятия;Дата продажи"),
+-- the sale date is the line's date — the views put Gmail lines beside the API's sales dates.
+local SALE_DATE = set{"дата продажи", "дата продаж", "sale date", "sales date"}
+
 -- Which header index holds each wanted column. Returns {field = index}.
 local function locate(header, columns)
   local at = {}
   for i, h in ipairs(header) do
     local n = norm(h)
     for field, names in pairs(columns) do
-      if not at[field] and names[n] then at[field] = i end
+      if names[n] and (not at[field] or (field == "event_date" and SALE_DATE[n] and not SALE_DATE[norm(header[at[field]])])) then
+        at[field] = i
+      end
     end
   end
   return at

@@ -45,3 +45,10 @@ local st
 got, st = assert(s.report_rows(h, g))
 eq(#got, 1) eq(got[1].event_name, "Итоговый концерт") eq(got[1].revenue_cents, 100000)
 eq(st.skipped, 3) eq(#st.problems, 0, "totals lines are no problem")
+-- a report with the event's date and the sale date: the sale date is the line's date (the event's
+-- date used to win when its column came first, moving the sales to the show day)
+h, g = s.csv_grid("Дата мероприятия;Город;Событие;Дата продажи;Билетов;Выручка\n20.12.2025;Москва;A;01.11.2025;2;100\n")
+got = assert(s.report_rows(h, g))
+eq(got[1].event_date, "2025-11-01", "sale date")
+h, g = s.csv_grid("Date;Event date;City;Tickets\n2025-11-02;2025-12-20;Москва;1\n")
+eq(assert(s.report_rows(h, g))[1].event_date, "2025-11-02", "first date column otherwise")

@@ -147,7 +147,9 @@ local unread_msgs, unread_kinds = {}, {}
 local function part_bytes(msg_id, part)
   local body = type(part.body) == "table" and part.body or {}
   local data = body.data
-  if type(data) ~= "string" and type(body.attachmentId) == "string" then
+  -- MessagePartBody.data "may be empty ... when the body data is sent as a separate attachment"
+  -- (gmail.md): with an attachmentId, an empty data is no content (it read as an empty file).
+  if (type(data) ~= "string" or data == "") and type(body.attachmentId) == "string" then
     local a = call("/messages/" .. msg_id .. "/attachments/" .. body.attachmentId, nil,
       "attachment of message " .. msg_id)
     data = a.data

@@ -254,5 +254,26 @@ class QaGmail(GmailCase):
         self.assertEqual(len(gets), 1, gets)
         self.assertEqual(self.scalar("SELECT count() FROM stg_qtickets_sales_raw"), "2")
 
+    def test_empty_data_beside_an_attachment_id_is_fetched(self):
+        # MessagePartBody.data "may be empty ... when the body data is sent as a separate attachment":
+        # a part with "data": "" and an attachmentId was read as an empty file and the report lost.
+        mid, aid = "1000000000000001", "ANGjdJ8emptydata"
+        self.serve([mail(mid, "a.csv", b"x")])
+        csv = "Дата;Город;Билетов;Выручка\r\n05.11.2025;Омск;2;1 234,50\r\n".encode()
+        full = {"id": mid, "threadId": mid, "labelIds": ["INBOX"], "internalDate": "1762495322000",
+                "payload": {"partId": "", "mimeType": "multipart/mixed", "filename": "", "headers": [],
+                            "body": {"size": 0}, "parts": [
+                                {"partId": "0", "mimeType": "text/plain", "filename": "", "headers": [],
+                                 "body": {"size": 3, "data": "aGkh"}},
+                                {"partId": "1", "mimeType": "text/csv", "filename": "sales.csv", "headers": [],
+                                 "body": {"attachmentId": aid, "size": len(csv), "data": ""}}]}}
+        att = {"attachmentId": aid, "size": len(csv), "data": base64.urlsafe_b64encode(csv).decode()}
+        g = "/gmail/v1/users/me/messages/" + mid
+        self.api.faults([{"path": g + "\\?", "status": 200, "times": -1, "body": json.dumps(full)},
+                         {"path": g + "/attachments/" + aid, "status": 200, "times": -1, "body": json.dumps(att)}])
+        r = self.gmail()
+        self.assert_ok(r)
+        self.assertEqual(self.rows(), {("2025-11-05", "Омск", ""): (2, Decimal("1234.50"))}, r.stderr)
+
 if __name__ == "__main__":
     unittest.main()

@@ -11,8 +11,10 @@ local M = {}
 
 ----------------------------------------------------------------------------------- helpers
 
--- Currency units spreadsheets append to a money header ("Сумма, руб.", "Amount (RUB)").
-local UNITS = {["руб"] = true, ["рублей"] = true, ["р"] = true, ["rub"] = true, ["rur"] = true, ["₽"] = true}
+-- Units spreadsheets append to a header: currency to a money one ("Сумма, руб.", "Amount (RUB)"),
+-- pieces to a count ("Продано, шт.", which was no tickets column: the lines loaded 0 tickets).
+local UNITS = {["руб"] = true, ["рублей"] = true, ["р"] = true, ["rub"] = true, ["rur"] = true, ["₽"] = true,
+  ["шт"] = true, ["pcs"] = true}
 
 -- "Event_Date", " Дата  события " -> "event date", "дата события"; "Кол-во", "Сумма, руб.",
 -- "Возвраты (₽)" -> "кол во", "сумма", "возвраты": punctuation is a space, a trailing unit goes.

@@ -172,6 +172,32 @@ function M.to_utf8(bytes, charset)
   return out
 end
 
+-- The rows of a CSV that RFC 4180 refuses. A writer that quotes nothing leaves a field such as
+-- "Щелкунчик". Балет as it is, and its leading quote reads as an opening one ("unexpected character
+-- after a closing quote", or a quote never closed): the whole report was dropped as "not a sales
+-- report". Each line is parsed on its own; a line still refused is split at every separator, its
+-- fields as written (one wholly in quotes, with none inside, loses them).
+local function lenient_rows(s, sep)
+  local rows = {}
+  for line in (s .. "\n"):gmatch("([^\n]*)\n") do
+    line = line:gsub("\r$", "")
+    if line ~= "" then
+      local r = text.csv(line, {sep = sep})
+      if r and r[1] then
+        rows[#rows + 1] = r[1]
+      else
+        local cells = {}
+        for f in (line .. sep):gmatch("(.-)%" .. sep) do
+          local inner = f:match('^%s*"(.*)"%s*$')
+          cells[#cells + 1] = inner and not inner:find('"', 1, true) and inner or f
+        end
+        rows[#rows + 1] = cells
+      end
+    end
+  end
+  return rows
+end
+
 -- CSV bytes -> header (list), rows (list of lists), or nil, err.
 function M.csv_grid(bytes, charset)
   local s, err = M.to_utf8(bytes, charset)
@@ -200,6 +226,9 @@ function M.csv_grid(bytes, charset)
   end
   local rows
   rows, err = text.csv(s, opts)
+  if not rows and (err:find("after a closing quote", 1, true) or err:find("unterminated quoted", 1, true)) then
+    rows = lenient_rows(s, opts and opts.sep or text.detect_csv(s))
+  end
   if not rows then return nil, err end
   if #rows == 0 then return nil, "empty file" end
   local header = table.remove(rows, 1)

@@ -57,3 +57,11 @@ h, g = s.csv_grid("Дата;Город;Продано, шт.;Сумма, руб.
 got = assert(s.report_rows(h, g))
 eq(got[1].tickets_sold, 3, "tickets") eq(got[1].revenue_cents, 450000)
 eq(s.norm("Кол-во билетов, шт"), "кол во билетов")
+-- a writer that quotes nothing: an event name that starts with a quote made RFC 4180 refuse the
+-- whole file ("unexpected character after a closing quote"), and the report was "not a sales report"
+h, g = assert(s.csv_grid('Дата;Город;Событие;Билетов;Выручка\n01.11.2025;Москва;"Щелкунчик". Балет;2;4 000\n' ..
+  '01.11.2025;Казань;"Шоу; вечер";1;100\n02.11.2025;Омск;"Осень;1;50\n'))
+got = assert(s.report_rows(h, g))
+eq(#got, 3) eq(got[1].event_name, '"Щелкунчик". Балет') eq(got[1].revenue_cents, 400000)
+eq(got[2].event_name, "Шоу; вечер", "a well-quoted line is parsed as before") eq(got[3].event_name, '"Осень')
+eq(got[3].tickets_sold, 1)

@@ -6,7 +6,8 @@
 -- Secrets (secrets/.env.gmail): GMAIL_QUERY (Gmail search; default "newer_than:<GMAIL_DAYS_BACK>d"),
 -- GMAIL_BASE_URL (default https://gmail.googleapis.com), GMAIL_CREDENTIALS_PATH / GMAIL_TOKEN_PATH
 -- (default gmail/credentials.json and gmail/token.json under the secrets directory).
--- Options: --days N (newer_than:Nd, replacing the query's newer_than:), --query Q, --limit N, --reload (ignore already loaded ids).
+-- Options: --days N (newer_than:Nd, replacing the query's newer_than:), --query Q, --limit N,
+-- --reload (ignore already loaded ids).
 -- See docs/loaders/sales.md.
 local sales = require("sales_csv")
 local loader = require("loader")

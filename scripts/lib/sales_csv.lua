@@ -334,6 +334,17 @@ local function is_total(v)
   return false
 end
 
+-- The same label in the event column, where a city's subtotal of a day sits ("01.11.2025;Москва;Итого")
+-- and would load as an event beside the real ones: only the whole cell ("Итого", "Всего:", "Total") or
+-- "Итого …", since an event may well be called "Всего лишь…" or "Total Recall".
+local function total_event(v)
+  local l = text.lower(v):gsub("%s*:$", "")
+  if l == "итого" or l == "всего" or l == "итог" or l == "total" or l == "subtotal" or l == "grand total" then
+    return true
+  end
+  return l:sub(1, #"итого") == "итого" and l:sub(#"итого" + 1, #"итого" + 1):find("^[%s%p]") ~= nil
+end
+
 -- A report grid -> sales rows {event_date, event_id, event_name, city, tickets_sold, revenue_cents,
 -- refunds_cents, currency}, plus stats {skipped = n, problems = {...}}. nil, err when the header
 -- has no date or city column (not a sales report).
@@ -357,7 +368,7 @@ function M.report_rows(header, rows)
     local bad
     -- Totals lines ("Итого" under the dates; a day's "01.11.2025;Итого", which loaded as a city
     -- named Итого and doubled the day) and blank separators are skipped quietly.
-    local quiet = date == "" or city == "" or is_total(date) or is_total(city)
+    local quiet = date == "" or city == "" or is_total(date) or is_total(city) or total_event(cell(r, "event_name"))
     if quiet then
       bad = "no date or city"
     elseif not d then

@@ -65,3 +65,9 @@ got = assert(s.report_rows(h, g))
 eq(#got, 3) eq(got[1].event_name, '"Щелкунчик". Балет') eq(got[1].revenue_cents, 400000)
 eq(got[2].event_name, "Шоу; вечер", "a well-quoted line is parsed as before") eq(got[3].event_name, '"Осень')
 eq(got[3].tickets_sold, 1)
+-- a city's subtotal of a day in the event column loaded as one more event and doubled the city's day
+h, g = s.csv_grid("Дата;Город;Событие;Билетов;Выручка\n01.11.2025;Москва;A;2;200\n01.11.2025;Москва;B;1;100\n" ..
+  "01.11.2025;Москва;Итого:;3;300\n01.11.2025;Москва;Итого по городу;3;300\n01.11.2025;Казань;Total Recall;1;10\n" ..
+  "01.11.2025;Казань;Всего лишь шоу;1;10\n")
+got, st = assert(s.report_rows(h, g))
+eq(#got, 4) eq(st.skipped, 2) eq(got[3].event_name, "Total Recall") eq(got[4].event_name, "Всего лишь шоу")

@@ -291,5 +291,18 @@ class QaGmail(GmailCase):
             self.assertEqual(self.rows(), {("2025-11-05", "Testville", ""): (3, Decimal("30.00"))})
         self.assertEqual(self.scalar("SELECT count() FROM stg_qtickets_sales_raw"), "1")
 
+    def test_base64url_with_padding(self):
+        # gmail.md: data is base64url, "padding may be absent" — and may be there. Lengths 1 and 2 mod 3
+        # give "==" and "=", inline (body.data) and fetched (attachments.get).
+        a = b"Date,City,Tickets,Revenue\n2025-11-05,Testville,1,10\n"
+        b = "Дата;Город;Билетов;Выручка\r\n06.11.2025;Омск;2;20,50\r\n".encode("cp1251")
+        self.assertEqual(sorted((len(a) % 3, len(b) % 3)), [1, 2])
+        self.serve([mail("1000000000000001", "a.csv", a, inline=True), mail("1000000000000002", "b.csv", b)])
+        self.api.control("/_fake/config", {"gmail.b64_padding": True})
+        r = self.gmail()
+        self.assert_ok(r)
+        self.assertEqual(self.rows(), {("2025-11-05", "Testville", ""): (1, Decimal("10.00")),
+                                       ("2025-11-06", "Омск", ""): (2, Decimal("20.50"))})
+
 if __name__ == "__main__":
     unittest.main()

@@ -76,9 +76,18 @@ def _enc_word(s):
         return email.header.Header(s, "utf-8").encode()
 
 
+def b64url(st, data):
+    """base64url of data: without padding, or with it when gmail.b64_padding is set (gmail.md: "padding
+    may be absent", so both occur)."""
+    if st.cfg("gmail.b64_padding"):
+        return base64.urlsafe_b64encode(data).decode()
+    return b64url_nopad(data)
+
+
 class Renderer:
-    def __init__(self, msg_id):
+    def __init__(self, msg_id, st):
         self.msg_id = msg_id
+        self.st = st
         self.attachments = {}
 
     def part(self, p, pid):
@@ -121,7 +130,7 @@ class Renderer:
             self.attachments[aid] = content
             body = {"attachmentId": aid, "size": len(content)}
         else:
-            body["data"] = b64url_nopad(content)
+            body["data"] = b64url(self.st, content)
         out.update(headers=headers, body=body)
         return out, len(content)
 
@@ -143,7 +152,7 @@ def render(st, msg):
     cache = st.runtime("gmail", lambda: {"rendered": {}})["rendered"]
     if msg["id"] in cache:
         return cache[msg["id"]]
-    r = Renderer(msg["id"])
+    r = Renderer(msg["id"], st)
     payload = dict(msg["payload"])
     payload["headers"] = _hdr_list(msg.get("headers")) + _mime_headers(payload, msg["id"], "")
     top, size = r.part(payload, "")
@@ -310,7 +319,7 @@ def handle(req, st):
         data = atts.get(mm.group(2))
         if data is None:
             return gerr(400, "Invalid attachment token", "invalidArgument", "INVALID_ARGUMENT")
-        return json_response({"attachmentId": mm.group(2), "size": len(data), "data": b64url_nopad(data)},
+        return json_response({"attachmentId": mm.group(2), "size": len(data), "data": b64url(st, data)},
                              200, "google")
     fmt = (req.q("format", "full") or "full").lower()
     if fmt == "full":

@@ -319,6 +319,7 @@ DEFAULT_CONFIG = {
     # Google / Gmail
     "google.access_token_lifetime": 3599,
     "gmail.max_results_cap": 500,
+    "gmail.b64_padding": False,     # true: body.data and attachment data keep their "=" padding
     # VK Ads v2
     "vkads.token_lifetime": 86400,
     "vkads.max_tokens": 5,

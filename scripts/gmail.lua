@@ -144,6 +144,7 @@ local rejected = {}
 -- Messages that gave no report but had attachments zhost does not read: {what = "«subject» (id: files)",
 -- sheet = true when one of them is a spreadsheet, kinds = {[".xlsx"] = true}}, and every kind seen.
 local unread_msgs, unread_kinds = {}, {}
+local ignored = {} -- "file (message id: why)" of CSV attachments that were not read as a sales report
 
 local function part_bytes(msg_id, part)
   local body = type(part.body) == "table" and part.body or {}
@@ -233,8 +234,12 @@ local function load_message(id)
       if header then got, stats = sales.report_rows(header, grid) end
       if not got then
         counts.attachments_ignored = counts.attachments_ignored + 1
-        log.warn("attachment is not a sales report", {message = id, file = tostring(part.filename),
-          error = tostring(stats or grid or err)})
+        local why = tostring(stats or grid or err)
+        log.warn("attachment is not a sales report", {message = id, file = tostring(part.filename), error = why})
+        -- Named in the run message too: a report whose header zhost does not know looks like "no report".
+        local cut = utf8.len(why) and utf8.len(why) > 80 and utf8.offset(why, 81)
+        ignored[#ignored + 1] = string.format("%s (%s: %s)", sales.mime_words(tostring(part.filename)), id,
+          cut and why:sub(1, cut - 1) .. "…" or why)
       else
         for _, r in ipairs(got) do rows[#rows + 1] = r end
         counts.rows_skipped = counts.rows_skipped + stats.skipped
@@ -356,7 +361,8 @@ local others = unread_clause(false, "%d message(s) had only attachments zhost ca
 local sheets = unread_clause(true, "%d message(s) had only a spreadsheet zhost cannot read (%s), so nothing was " ..
   "loaded from them (the other messages were loaded; these are retried on every run until they are archived or " ..
   "excluded from GMAIL_QUERY — get the report as CSV)")
-local full = msg .. (others and "; " .. others or "")
+local full = msg .. (others and "; " .. others or "") .. (#ignored > 0 and string.format(
+  "; %d CSV attachment(s) not read as a sales report: %s", #ignored, first_few(ignored, 3)) or "")
 job:message(full)
 log.info(full, {query = query})
 local failures = {}

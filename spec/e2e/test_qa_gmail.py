@@ -57,6 +57,11 @@ class QaGmail(GmailCase):
             ("2025-11-05", "Омск", "A"): (2, Decimal("1234.50")),
             ("2025-11-06", "Testburg", "B"): (4, Decimal("1234.50")),
         }, r.stdout + r.stderr)
+        # The CSVs that were no report are named in the run's message, not only in a warning: a report
+        # whose header zhost does not know would otherwise pass for a message without one.
+        self.assertTrue(self.runs("gmail_ingest")[-1]["message"].endswith(
+            "2 without a report; 1 CSV attachment(s) not read as a sales report: other.csv (1000000000000005: "
+            "no date column in header: Foo, Bar)"), self.runs("gmail_ingest")[-1]["message"])
 
     def test_unreadable_line_keeps_the_message_for_the_next_run(self):
         good = mail("1000000000000001", "a.csv", b"Date,City,Tickets,Revenue\n2025-11-05,Testville,1,10\n")

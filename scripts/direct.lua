@@ -52,13 +52,41 @@ local RETRYABLE = { [52] = true, [56] = true, [506] = true, [1000] = true, [1001
   [9000] = true }
 local MAX_ATTEMPTS = 5
 
--- {error={request_id, error_code, error_string, error_detail}} -> table | nil
+-- A JSON string or number as text; null (json.null), a missing field or a table is "".
+local function str(v)
+  local t = type(v)
+  if t == "string" then return v end
+  if t == "number" then return tostring(math.tointeger(v) or v) end
+  return ""
+end
+
+local XML_ENTITIES = { lt = "<", gt = ">", quot = '"', apos = "'", amp = "&" }
+
+-- The Reports service's XML error (reports:reportDownloadError/reports:ApiError) -> table | nil
+local function xml_error(body)
+  if not body:find("ApiError", 1, true) then return nil end
+  local function tag(name)
+    local v = body:match("<[%w_]*:?" .. name .. "[^>]*>(.-)</")
+    return v and (v:gsub("&(%a+);", XML_ENTITIES):gsub("^%s+", ""):gsub("%s+$", "")) or ""
+  end
+  local code = math.tointeger(tonumber(tag("errorCode")))
+  if not code then return nil end
+  return { code = code, text = tag("errorMessage"), detail = tag("errorDetail"), request_id = tag("requestId") }
+end
+
+-- {error={request_id, error_code, error_string, error_detail}} (or the XML variant) -> table | nil
 local function api_error(res, doc)
   if doc == nil then doc = json.decode(res.body or "") end
   local e = type(doc) == "table" and doc.error
-  if type(e) ~= "table" then return nil end
-  return { code = math.tointeger(tonumber(e.error_code)), text = tostring(e.error_string or ""),
-    detail = tostring(e.error_detail or ""), request_id = tostring(e.request_id or res:header("requestid") or "") }
+  if type(e) ~= "table" then
+    e = doc == nil and xml_error(res.body or "")
+    if not e then return nil end
+    if e.request_id == "" then e.request_id = res:header("requestid") or "" end
+    return e
+  end
+  local rid = str(e.request_id)
+  return { code = math.tointeger(tonumber(e.error_code)), text = str(e.error_string), detail = str(e.error_detail),
+    request_id = rid ~= "" and rid or (res:header("requestid") or "") }
 end
 
 local function error_text(what, res, e)
@@ -116,7 +144,8 @@ local function campaign_names()
       Page = { Limit = 10000, Offset = offset } } })
     job:metric("pages", 1)
     for _, c in ipairs(type(r.Campaigns) == "table" and r.Campaigns or {}) do
-      names[math.tointeger(tonumber(c.Id)) or -1] = tostring(c.Name or "")
+      -- A name that is not a string (null) is left out: the report's CampaignName is used then.
+      if type(c.Name) == "string" then names[math.tointeger(tonumber(c.Id)) or -1] = c.Name end
     end
     local next_offset = math.tointeger(tonumber(r.LimitedBy))
     if not next_offset or next_offset <= offset then break end
@@ -161,10 +190,17 @@ local function report(from, till)
           waited = math.floor((time.now() - started) * 10 + 0.5) / 10 })
         return rows
       end
-      -- Most likely cut or mangled on the way (no trailer, a short last line). The report is
-      -- stored on Direct's side, so asking again is cheap; a body that stays broken still fails.
       attempt = attempt + 1
-      backoff("report " .. name, attempt, res, nil, "Direct report " .. name .. ": " .. perr)
+      local e = api_error(res)
+      if e then
+        -- Direct's error envelope with a 200: the error it names, not a damaged report.
+        if RETRYABLE[e.code] then backoff("report " .. name, attempt, res, e)
+        else fail(error_text("report " .. name, res, e)) end
+      else
+        -- Most likely cut or mangled on the way (no trailer, a short last line). The report is
+        -- stored on Direct's side, so asking again is cheap; a body that stays broken still fails.
+        backoff("report " .. name, attempt, res, nil, "Direct report " .. name .. ": " .. perr)
+      end
     elseif res.status == 201 or res.status == 202 then
       polls = polls + 1
       local retry_in = tonumber(res:header("retryin")) or 10
@@ -187,7 +223,8 @@ local function report(from, till)
     else
       local e = api_error(res)
       attempt = attempt + 1
-      if (e and RETRYABLE[e.code]) or (not e and res.status >= 500 and res.status ~= 502) then
+      -- 500 is "server error while building the report": retried whatever code its body carries.
+      if (e and RETRYABLE[e.code]) or (res.status >= 500 and res.status ~= 502) then
         backoff("report " .. name, attempt, res, e)
       elseif res.status == 502 then
         fail(error_text("report " .. name, res, e) .. " — the report timed out on Yandex's side: load a shorter window")
@@ -237,6 +274,17 @@ while time.days_between(from, to) >= 0 do
   local till = time.add_days(from, chunk_days - 1)
   if time.days_between(till, to) < 0 then till = to end
   for _, row in ipairs(report(from, till)) do
+    -- The report's Date is written as the key: a malformed one, or one outside the dates asked for
+    -- (which the zero-filling below would not cover), fails the run naming the row.
+    local d = row.Date
+    if not (d:match("^%d%d%d%d%-%d%d%-%d%d$") and time.parse_date(d) == d) then
+      fail(string.format("Direct report %s..%s: row for campaign %s has Date '%s', not YYYY-MM-DD", from, till,
+        row.CampaignId, d))
+    end
+    if time.days_between(from, d) < 0 or time.days_between(d, till) < 0 then
+      fail(string.format("Direct report %s..%s: row for campaign %s is dated %s, outside the dates asked for",
+        from, till, row.CampaignId, d))
+    end
     local cost, cerr = tsv.money(row.Cost)
     if not cost then fail(string.format("Direct report row %s/%s: Cost: %s", row.Date, row.CampaignId, cerr)) end
     local cid = id_of(row.CampaignId)

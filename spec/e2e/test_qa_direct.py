@@ -1,4 +1,5 @@
 """QA: scripts/direct.lua against hand-made report bodies and faults (Direct fake + ClickHouse)."""
+import json
 import os
 import sys
 import unittest
@@ -10,6 +11,15 @@ from test_direct import DirectCase, WINDOW  # noqa: E402
 
 HDR = "Date\tCampaignId\tCampaignName\tAdGroupId\tAdId\tImpressions\tClicks\tCost"
 DAY = ["--since", "2025-11-03", "--to", "2025-11-03"]
+XML_ERROR = """<?xml version="1.0" encoding="UTF-8"?>
+<reports:reportDownloadError xmlns:reports="http://api.direct.yandex.com/v5/reports">
+  <reports:ApiError>
+    <reports:requestId>8695244274068608439</reports:requestId>
+    <reports:errorCode>%d</reports:errorCode>
+    <reports:errorMessage>%s</reports:errorMessage>
+    <reports:errorDetail>%s</reports:errorDetail>
+  </reports:ApiError>
+</reports:reportDownloadError>"""
 
 
 class QaDirect(DirectCase):
@@ -80,6 +90,71 @@ class QaDirect(DirectCase):
         self.assertEqual(self.scalar("SELECT sum(clicks) FROM v_direct_latest"), "2")
         self.assertEqual(self.total(), "1.23")
 
+
+    def test_error_envelopes_with_null_fields_xml_or_a_200(self):
+        """Direct's error bodies as documented: JSON with null fields, the XML variant, and an
+        envelope that came with a 200 are read as the error they name, not as junk or a cut report."""
+        self.direct_secrets()
+        cases = [
+            ({"status": 400, "headers": {"RequestId": "42"}, "body": json.dumps({"error": {
+                "request_id": None, "error_code": 53, "error_string": "Authorization error", "error_detail": None}})},
+             "error 53 (Authorization error) — the OAuth token", "[request_id 42]"),
+            ({"status": 400, "body": XML_ERROR % (8000, "Invalid request", "Field &quot;Foo&quot; is unknown")},
+             'error 8000 (Invalid request): Field "Foo" is unknown', "[request_id 8695244274068608439]"),
+            ({"status": 200, "body": json.dumps({"error": {"request_id": "77", "error_code": 54,
+                                                            "error_string": "No rights", "error_detail": "x"}})},
+             "error 54 (No rights): x — no rights", "[request_id 77]"),
+        ]
+        for fault, want, rid in cases:
+            with self.subTest(want=want):
+                self.f.clear_faults()
+                self.f.control("/_fake/requests", method="DELETE")
+                self.f.faults([dict(fault, path="/reports$", times=-1)])
+                r = self.run_direct(*DAY, ok=False)
+                last = r.stderr.strip().splitlines()[-1]
+                self.assertIn(want, last)
+                self.assertIn(rid, last)
+                self.assertNotIn("userdata", last)
+                self.assertEqual(len(self.reports()), 1, "not retried")
+        # XML 9000 (offline queue full) is transient like its JSON twin
+        self.f.clear_faults()
+        self.f.faults([{"path": "/reports$", "status": 400, "body": XML_ERROR % (9000, "Queue full", ""), "times": 1}])
+        self.run_direct(*DAY)
+        self.assertNotEqual(self.total(), "0.00")
+
+    def test_500_is_retried_whatever_code_its_body_carries(self):
+        """HTTP 500 is "server error while building the report": retry, even when the envelope carries
+        a code zhost does not list as transient."""
+        self.direct_secrets()
+        self.f.faults([{"path": "/reports$", "status": 500, "api_error": 1003, "times": 2}])
+        self.run_direct(*DAY)
+        self.assertNotEqual(self.total(), "0.00")
+        self.assertEqual(self.last_run()["metrics"]["api_retries"], 2)
+
+    def test_single_dash_and_null_campaign_name(self):
+        self.direct_secrets()
+        self.serve_report(HDR + "\n2025-11-03\t70000000\tИз отчёта\t1\t2\t-\t-\t-\n"
+                          "2025-11-03\t70000001\tB\t1\t3\t10\t2\t1230000\nTotal rows: 2\n")
+        # (after serve_report, which clears the rules)
+        self.f.faults([{"path": "/campaigns$", "status": 200, "times": -1, "body": json.dumps(
+            {"result": {"Campaigns": [{"Id": 70000000, "Name": None}, {"Id": 70000001, "Name": "Из сервиса"}]}})}])
+        self.run_direct(*DAY)
+        rows = self.q("SELECT campaign_id, campaign_name, impressions, toString(cost) AS c FROM v_direct_latest "
+                      "ORDER BY campaign_id")
+        self.assertEqual([(int(r["campaign_id"]), r["campaign_name"], int(r["impressions"]), r["c"]) for r in rows],
+                         [(70000000, "Из отчёта", 0, "0.00"), (70000001, "Из сервиса", 10, "1.23")])
+
+    def test_rows_with_a_bad_date_or_outside_the_window_fail_naming_the_row(self):
+        self.direct_secrets()
+        self.run_direct(*DAY)
+        before = self.total()
+        for date, want in (("2025-10-31", "row for campaign 70000000 is dated 2025-10-31, outside the dates asked for"),
+                           ("03.11.2025", "row for campaign 70000000 has Date '03.11.2025', not YYYY-MM-DD")):
+            with self.subTest(date=date):
+                self.serve_report(HDR + "\n%s\t70000000\tA\t1\t3\t10\t2\t1230000\nTotal rows: 1\n" % date)
+                r = self.run_direct(*DAY, ok=False)
+                self.assertIn("Direct report 2025-11-03..2025-11-03: " + want, r.stderr.strip().splitlines()[-1])
+                self.assertEqual(self.total(), before, "figures kept")
 
 if __name__ == "__main__":
     unittest.main()

@@ -157,6 +157,7 @@ end
 local FIELDS = { "Date", "CampaignId", "CampaignName", "AdGroupId", "AdId", "Impressions", "Clicks", "Cost" }
 
 -- One report for [from, till]: polls 201/202 with the identical request until 200.
+-- -> rows | nil, msg when Direct answers 502 (processing timed out: a shorter window may pass).
 local function report(from, till)
   -- Polls of one run repeat the same name; a different definition never reuses a name, which
   -- Direct would refuse. The run's start time is part of it because Direct answers a known name
@@ -227,7 +228,7 @@ local function report(from, till)
       if (e and RETRYABLE[e.code]) or (res.status >= 500 and res.status ~= 502) then
         backoff("report " .. name, attempt, res, e)
       elseif res.status == 502 then
-        fail(error_text("report " .. name, res, e) .. " — the report timed out on Yandex's side: load a shorter window")
+        return nil, error_text("report " .. name, res, e) -- timed out on Yandex's side: the caller splits
       else
         fail(error_text("report " .. name, res, e))
       end
@@ -269,11 +270,23 @@ local function add(r, u)
   added = added + 1
 end
 
-local from = since
-while time.days_between(from, to) >= 0 do
-  local till = time.add_days(from, chunk_days - 1)
-  if time.days_between(till, to) < 0 then till = to end
-  for _, row in ipairs(report(from, till)) do
+-- Loads [from, till]. A 502 (the report timed out on Yandex's side; the docs' remedy is a shorter
+-- period) loads the two halves instead, down to single days.
+local function load_window(from, till)
+  local rows, terr = report(from, till)
+  if not rows then
+    local days = time.days_between(from, till)
+    if days == 0 then
+      fail(terr .. " — the report timed out on Yandex's side even for a single day: run again later")
+    end
+    local mid = time.add_days(from, days // 2)
+    log.warn("Direct report timed out (502); loading the window in two halves", { from = from, till = till })
+    job:metric("report_splits", 1)
+    load_window(from, mid)
+    load_window(time.add_days(mid, 1), till)
+    return
+  end
+  for _, row in ipairs(rows) do
     -- The report's Date is written as the key: a malformed one, or one outside the dates asked for
     -- (which the zero-filling below would not cover), fails the run naming the row.
     local d = row.Date
@@ -296,6 +309,13 @@ while time.days_between(from, to) >= 0 do
     seen[key] = true
     add(r, campaign_utm(cid))
   end
+end
+
+local from = since
+while time.days_between(from, to) >= 0 do
+  local till = time.add_days(from, chunk_days - 1)
+  if time.days_between(till, to) < 0 then till = to end
+  load_window(from, till)
   from = time.add_days(till, 1)
 end
 

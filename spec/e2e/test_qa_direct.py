@@ -156,5 +156,27 @@ class QaDirect(DirectCase):
                 self.assertIn("Direct report 2025-11-03..2025-11-03: " + want, r.stderr.strip().splitlines()[-1])
                 self.assertEqual(self.total(), before, "figures kept")
 
+    def test_502_timeout_loads_the_window_in_halves(self):
+        """502 is "processing timed out" and the documented remedy is a shorter period: the loader asks
+        for the two halves itself instead of failing the nightly 30-day run every night."""
+        self.direct_secrets()
+        self.f.faults([{"path": "/reports$", "status": 502, "body": "Bad gateway", "times": 1}])
+        self.run_direct(*WINDOW)
+        self.assertEqual(self.daily(), self.expected_daily())
+        self.assertEqual(self.last_run()["metrics"]["report_splits"], 1)
+        ranges = [json.loads(r["body"])["params"]["SelectionCriteria"] for r in self.reports()]
+        self.assertEqual([(x["DateFrom"], x["DateTo"]) for x in ranges if x != ranges[0]][:1],
+                         [("2025-11-01", "2025-11-07")])
+        self.assertIn({"DateFrom": "2025-11-08", "DateTo": "2025-11-14"}, ranges)
+        # a 502 that persists down to a single day fails, naming it; figures kept
+        before = self.total()
+        self.f.clear_faults()
+        self.f.faults([{"path": "/reports$", "status": 502, "body": "Bad gateway", "times": -1}])
+        r = self.run_direct("--since", "2025-11-01", "--to", "2025-11-02", ok=False)
+        last = r.stderr.strip().splitlines()[-1]
+        self.assertIn("zhost_direct_2025-11-01_2025-11-01_", last)
+        self.assertIn("HTTP 502: Bad gateway — the report timed out on Yandex's side even for a single day", last)
+        self.assertEqual(self.total(), before)
+
 if __name__ == "__main__":
     unittest.main()

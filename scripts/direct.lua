@@ -238,14 +238,29 @@ end
 
 -- Campaign-level UTM: DIRECT_UTM_<CampaignId>=utm_campaign=...&utm_content=msk_05_11 over the
 -- defaults in DIRECT_UTM_DEFAULT (utm_source=yandex&utm_medium=cpc).
-local default_utm = text.parse_query(env("DIRECT_UTM_DEFAULT", "utm_source=yandex&utm_medium=cpc"))
+-- The value may also be a whole link (the ad's landing page): its query string is read. A utm_* key
+-- that is not one of the five fields (a typo such as utm_campaing) is named in a warning.
+local UTM_FIELD = {}
+for _, f in ipairs(utm.FIELDS) do UTM_FIELD[f] = true end
+local function utm_setting(name, default)
+  local v = env(name, default)
+  local q = text.parse_query(v:match("%?([^#]*)") or v)
+  for k in pairs(q) do
+    if k:lower():match("^utm") and not UTM_FIELD[k] then
+      log.warn(name .. ": '" .. k .. "' is not a UTM field zhost stores (" .. table.concat(utm.FIELDS, ", ")
+        .. "); it is ignored")
+    end
+  end
+  return q
+end
+local default_utm = utm_setting("DIRECT_UTM_DEFAULT", "utm_source=yandex&utm_medium=cpc")
 local utm_cache = {}
 local function campaign_utm(cid)
   local u = utm_cache[cid]
   if u then return u end
   local q = {}
   for k, v in pairs(default_utm) do q[k] = v end
-  for k, v in pairs(text.parse_query(env("DIRECT_UTM_" .. tostring(cid), ""))) do q[k] = v end
+  for k, v in pairs(utm_setting("DIRECT_UTM_" .. tostring(cid), "")) do q[k] = v end
   u = utm.from_query(q)
   utm_cache[cid] = u
   return u

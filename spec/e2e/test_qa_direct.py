@@ -178,5 +178,19 @@ class QaDirect(DirectCase):
         self.assertIn("HTTP 502: Bad gateway — the report timed out on Yandex's side even for a single day", last)
         self.assertEqual(self.total(), before)
 
+    def test_utm_setting_may_be_a_whole_link_and_typos_are_named(self):
+        self.direct_secrets(
+            DIRECT_UTM_70000000="https://example.ru/afisha?utm_campaign=promo_24089&utm_content=msk_05_11&yclid={yclid}",
+            DIRECT_UTM_DEFAULT="utm_source=yandex&utm_medium=cpc&utm_campaing=typo")
+        self.serve_report(HDR + "\n2025-11-03\t70000000\tA\t1\t3\t10\t2\t1230000\nTotal rows: 1\n")
+        r = self.run_direct(*DAY)
+        row = self.q("SELECT utm_source, utm_medium, utm_campaign, utm_content, utm_city, utm_day, utm_month "
+                     "FROM v_direct_latest")[0]
+        self.assertEqual((row["utm_source"], row["utm_medium"], row["utm_campaign"], row["utm_content"],
+                          row["utm_city"], int(row["utm_day"]), int(row["utm_month"])),
+                         ("yandex", "cpc", "promo_24089", "msk_05_11", "msk", 5, 11))
+        self.assertIn("DIRECT_UTM_DEFAULT: 'utm_campaing' is not a UTM field", r.stderr)
+        self.assertNotIn("yclid", r.stderr)
+
 if __name__ == "__main__":
     unittest.main()

@@ -59,8 +59,11 @@ function M.parse(body, fields, opts)
   local lines = split_lines(body)
   local info = { header = false }
   local i = 1
-  -- Title: a quoted line, e.g. "name (2025-11-01 - 2025-11-07)".
-  if lines[i] and lines[i]:sub(1, 1) == '"' and not lines[i]:find("\t", 1, true) then
+  -- Title: a quoted line, e.g. "name (2025-11-01 - 2025-11-07)" (its exact form is unverified, so a
+  -- line without tabs that is followed by the column header is taken as the title too).
+  local first = lines[i]
+  if first and not first:find("\t", 1, true)
+    and (first:sub(1, 1) == '"' or (lines[i + 1] and header_of(lines[i + 1], fields))) then
     info.title = lines[i]:gsub('^"', ""):gsub('"$', "")
     i = i + 1
   end

@@ -31,3 +31,11 @@ for _, s in ipairs({ "-", "--", " - ", "" }) do
   assert(tsv.dec2(s) == "0.00", "dec2 " .. s)
 end
 assert(tsv.money("12,50") == nil and tsv.micros("12x") == nil and tsv.money("1 230 000") == nil)
+
+-- A title line that is not quoted (its exact form is unverified) is still a title when the column
+-- header follows it; a line without tabs that is not followed by the header is not one.
+rows, info = tsv.parse("zhost_direct_x (2025-11-03 - 2025-11-03)\r\nDate\tImpressions\tCost\r\n2025-11-03\t10\t1230000\r\n"
+  .. "Total rows: 1\r\n", F, { header_required = true, total_required = true })
+assert(rows and #rows == 1 and info.title == "zhost_direct_x (2025-11-03 - 2025-11-03)", "unquoted title: " .. tostring(info))
+r, err = tsv.parse("some text\n2025-11-03\t10\t1230000\nTotal rows: 1\n", F, { header_required = true })
+assert(r == nil and err:find("no column header"), tostring(err))

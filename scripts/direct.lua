@@ -295,7 +295,8 @@ local function load_window(from, till)
       fail(terr .. " — the report timed out on Yandex's side even for a single day: run again later")
     end
     local mid = time.add_days(from, days // 2)
-    log.warn("Direct report timed out (502); loading the window in two halves", { from = from, till = till })
+    log.warn("Direct report timed out (502); loading the window in two halves", { from = from, till = till,
+      error = terr })
     job:metric("report_splits", 1)
     load_window(from, mid)
     load_window(time.add_days(mid, 1), till)

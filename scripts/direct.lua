@@ -28,6 +28,8 @@ local max_wait = loader.whole("DIRECT_REPORT_MAX_WAIT", env("DIRECT_REPORT_MAX_W
 local retry_base = loader.number("DIRECT_RETRY_BASE", env("DIRECT_RETRY_BASE", "5"), 0, 3600)
 local skip_headers = env("DIRECT_SKIP_REPORT_HEADERS", "true") ~= "false"
 local chunk_days = loader.whole("DIRECT_CHUNK_DAYS", env("DIRECT_CHUNK_DAYS", "92"), 1, 366)
+-- The most rows a report body holds (Direct's documented 1,000,000); change it only if Direct does.
+local row_cap = loader.whole("DIRECT_REPORT_ROW_CAP", env("DIRECT_REPORT_ROW_CAP", "1000000"), 1, 1000000000)
 
 local since, to = loader.window(args, loader.whole("DIRECT_DAYS_BACK", env("DIRECT_DAYS_BACK", "30"), 1, 3650))
 local VER = math.floor(time.now() * 1000)
@@ -286,17 +288,25 @@ local function add(r, u)
 end
 
 -- Loads [from, till]. A 502 (the report timed out on Yandex's side; the docs' remedy is a shorter
--- period) loads the two halves instead, down to single days.
+-- period) loads the two halves instead, down to single days. So does a report that reaches the row
+-- cap: it may be cut there, and the zero-filling would then erase every row past the cap.
 local function load_window(from, till)
   local rows, terr = report(from, till)
+  local days = time.days_between(from, till)
+  if rows and #rows >= row_cap then
+    if days == 0 then
+      fail(string.format("Direct report for %s has %d rows, Direct's cap (DIRECT_REPORT_ROW_CAP=%d): it may be "
+        .. "cut, so the day is not loaded", from, #rows, row_cap))
+    end
+    terr, rows = string.format("%d rows, the cap", #rows), nil
+  end
   if not rows then
-    local days = time.days_between(from, till)
     if days == 0 then
       fail(terr .. " — the report timed out on Yandex's side even for a single day: run again later")
     end
     local mid = time.add_days(from, days // 2)
-    log.warn("Direct report timed out (502); loading the window in two halves", { from = from, till = till,
-      error = terr })
+    log.warn("Direct report timed out (502) or reached the row cap; loading the window in two halves",
+      { from = from, till = till, error = terr })
     job:metric("report_splits", 1)
     load_window(from, mid)
     load_window(time.add_days(mid, 1), till)

@@ -192,5 +192,29 @@ class QaDirect(DirectCase):
         self.assertIn("DIRECT_UTM_DEFAULT: 'utm_campaing' is not a UTM field", r.stderr)
         self.assertNotIn("yclid", r.stderr)
 
+    def test_report_at_the_row_cap_is_loaded_in_halves_not_zero_filled(self):
+        """Direct caps a report body at 1,000,000 rows (the docs: split by date range). A report that
+        reaches the cap may be cut there, and taking it as complete would zero every key past the cap."""
+        stats = self.f.control("/_fake/data")["direct"]["stats"]
+        per_day = {}
+        for st in stats:
+            if st["Impressions"] > 0 and "2025-11-01" <= st["Date"] <= "2025-11-14":
+                per_day[st["Date"]] = per_day.get(st["Date"], 0) + 1
+        cap = max(per_day.values()) + 1
+        self.assertGreater(sum(per_day.values()), cap)
+        self.f.control("/_fake/config", {"direct.auto_offline": False})  # 200 at once: fewer requests at 5 rps
+        self.direct_secrets(DIRECT_REPORT_ROW_CAP=str(cap))
+        self.run_direct(*WINDOW)
+        self.assertEqual(self.daily(), self.expected_daily())
+        self.assertGreaterEqual(self.last_run()["metrics"]["report_splits"], 1)
+        self.assertEqual(self.last_run()["metrics"].get("rows_zeroed"), None)
+        # a single day at the cap cannot be split: the run fails, naming it, figures kept
+        before = self.total()
+        self.direct_secrets(DIRECT_REPORT_ROW_CAP="1")
+        r = self.run_direct(*DAY, ok=False)
+        self.assertIn("Direct report for 2025-11-03 has %d rows, Direct's cap (DIRECT_REPORT_ROW_CAP=1)"
+                      % per_day["2025-11-03"], r.stderr.strip().splitlines()[-1])
+        self.assertEqual(self.total(), before)
+
 if __name__ == "__main__":
     unittest.main()

@@ -28,6 +28,8 @@ local max_wait = loader.whole("DIRECT_REPORT_MAX_WAIT", env("DIRECT_REPORT_MAX_W
 local retry_base = loader.number("DIRECT_RETRY_BASE", env("DIRECT_RETRY_BASE", "5"), 0, 3600)
 local skip_headers = env("DIRECT_SKIP_REPORT_HEADERS", "true") ~= "false"
 local chunk_days = loader.whole("DIRECT_CHUNK_DAYS", env("DIRECT_CHUNK_DAYS", "92"), 1, 366)
+-- The most rows a report body holds (Direct's documented 1,000,000); change it only if Direct does.
+local row_cap = loader.whole("DIRECT_REPORT_ROW_CAP", env("DIRECT_REPORT_ROW_CAP", "1000000"), 1, 1000000000)
 
 local since, to = loader.window(args, loader.whole("DIRECT_DAYS_BACK", env("DIRECT_DAYS_BACK", "30"), 1, 3650))
 local VER = math.floor(time.now() * 1000)
@@ -52,13 +54,41 @@ local RETRYABLE = { [52] = true, [56] = true, [506] = true, [1000] = true, [1001
   [9000] = true }
 local MAX_ATTEMPTS = 5
 
--- {error={request_id, error_code, error_string, error_detail}} -> table | nil
+-- A JSON string or number as text; null (json.null), a missing field or a table is "".
+local function str(v)
+  local t = type(v)
+  if t == "string" then return v end
+  if t == "number" then return tostring(math.tointeger(v) or v) end
+  return ""
+end
+
+local XML_ENTITIES = { lt = "<", gt = ">", quot = '"', apos = "'", amp = "&" }
+
+-- The Reports service's XML error (reports:reportDownloadError/reports:ApiError) -> table | nil
+local function xml_error(body)
+  if not body:find("ApiError", 1, true) then return nil end
+  local function tag(name)
+    local v = body:match("<[%w_]*:?" .. name .. "[^>]*>(.-)</")
+    return v and (v:gsub("&(%a+);", XML_ENTITIES):gsub("^%s+", ""):gsub("%s+$", "")) or ""
+  end
+  local code = math.tointeger(tonumber(tag("errorCode")))
+  if not code then return nil end
+  return { code = code, text = tag("errorMessage"), detail = tag("errorDetail"), request_id = tag("requestId") }
+end
+
+-- {error={request_id, error_code, error_string, error_detail}} (or the XML variant) -> table | nil
 local function api_error(res, doc)
   if doc == nil then doc = json.decode(res.body or "") end
   local e = type(doc) == "table" and doc.error
-  if type(e) ~= "table" then return nil end
-  return { code = math.tointeger(tonumber(e.error_code)), text = tostring(e.error_string or ""),
-    detail = tostring(e.error_detail or ""), request_id = tostring(e.request_id or res:header("requestid") or "") }
+  if type(e) ~= "table" then
+    e = doc == nil and xml_error(res.body or "")
+    if not e then return nil end
+    if e.request_id == "" then e.request_id = res:header("requestid") or "" end
+    return e
+  end
+  local rid = str(e.request_id)
+  return { code = math.tointeger(tonumber(e.error_code)), text = str(e.error_string), detail = str(e.error_detail),
+    request_id = rid ~= "" and rid or (res:header("requestid") or "") }
 end
 
 local function error_text(what, res, e)
@@ -116,7 +146,8 @@ local function campaign_names()
       Page = { Limit = 10000, Offset = offset } } })
     job:metric("pages", 1)
     for _, c in ipairs(type(r.Campaigns) == "table" and r.Campaigns or {}) do
-      names[math.tointeger(tonumber(c.Id)) or -1] = tostring(c.Name or "")
+      -- A name that is not a string (null) is left out: the report's CampaignName is used then.
+      if type(c.Name) == "string" then names[math.tointeger(tonumber(c.Id)) or -1] = c.Name end
     end
     local next_offset = math.tointeger(tonumber(r.LimitedBy))
     if not next_offset or next_offset <= offset then break end
@@ -128,6 +159,7 @@ end
 local FIELDS = { "Date", "CampaignId", "CampaignName", "AdGroupId", "AdId", "Impressions", "Clicks", "Cost" }
 
 -- One report for [from, till]: polls 201/202 with the identical request until 200.
+-- -> rows | nil, msg when Direct answers 502 (processing timed out: a shorter window may pass).
 local function report(from, till)
   -- Polls of one run repeat the same name; a different definition never reuses a name, which
   -- Direct would refuse. The run's start time is part of it because Direct answers a known name
@@ -161,10 +193,17 @@ local function report(from, till)
           waited = math.floor((time.now() - started) * 10 + 0.5) / 10 })
         return rows
       end
-      -- Most likely cut or mangled on the way (no trailer, a short last line). The report is
-      -- stored on Direct's side, so asking again is cheap; a body that stays broken still fails.
       attempt = attempt + 1
-      backoff("report " .. name, attempt, res, nil, "Direct report " .. name .. ": " .. perr)
+      local e = api_error(res)
+      if e then
+        -- Direct's error envelope with a 200: the error it names, not a damaged report.
+        if RETRYABLE[e.code] then backoff("report " .. name, attempt, res, e)
+        else fail(error_text("report " .. name, res, e)) end
+      else
+        -- Most likely cut or mangled on the way (no trailer, a short last line). The report is
+        -- stored on Direct's side, so asking again is cheap; a body that stays broken still fails.
+        backoff("report " .. name, attempt, res, nil, "Direct report " .. name .. ": " .. perr)
+      end
     elseif res.status == 201 or res.status == 202 then
       polls = polls + 1
       local retry_in = tonumber(res:header("retryin")) or 10
@@ -187,10 +226,11 @@ local function report(from, till)
     else
       local e = api_error(res)
       attempt = attempt + 1
-      if (e and RETRYABLE[e.code]) or (not e and res.status >= 500 and res.status ~= 502) then
+      -- 500 is "server error while building the report": retried whatever code its body carries.
+      if (e and RETRYABLE[e.code]) or (res.status >= 500 and res.status ~= 502) then
         backoff("report " .. name, attempt, res, e)
       elseif res.status == 502 then
-        fail(error_text("report " .. name, res, e) .. " — the report timed out on Yandex's side: load a shorter window")
+        return nil, error_text("report " .. name, res, e) -- timed out on Yandex's side: the caller splits
       else
         fail(error_text("report " .. name, res, e))
       end
@@ -200,14 +240,29 @@ end
 
 -- Campaign-level UTM: DIRECT_UTM_<CampaignId>=utm_campaign=...&utm_content=msk_05_11 over the
 -- defaults in DIRECT_UTM_DEFAULT (utm_source=yandex&utm_medium=cpc).
-local default_utm = text.parse_query(env("DIRECT_UTM_DEFAULT", "utm_source=yandex&utm_medium=cpc"))
+-- The value may also be a whole link (the ad's landing page): its query string is read. A utm_* key
+-- that is not one of the five fields (a typo such as utm_campaing) is named in a warning.
+local UTM_FIELD = {}
+for _, f in ipairs(utm.FIELDS) do UTM_FIELD[f] = true end
+local function utm_setting(name, default)
+  local v = env(name, default)
+  local q = text.parse_query(v:match("%?([^#]*)") or v)
+  for k in pairs(q) do
+    if k:lower():match("^utm") and not UTM_FIELD[k] then
+      log.warn(name .. ": '" .. k .. "' is not a UTM field zhost stores (" .. table.concat(utm.FIELDS, ", ")
+        .. "); it is ignored")
+    end
+  end
+  return q
+end
+local default_utm = utm_setting("DIRECT_UTM_DEFAULT", "utm_source=yandex&utm_medium=cpc")
 local utm_cache = {}
 local function campaign_utm(cid)
   local u = utm_cache[cid]
   if u then return u end
   local q = {}
   for k, v in pairs(default_utm) do q[k] = v end
-  for k, v in pairs(text.parse_query(env("DIRECT_UTM_" .. tostring(cid), ""))) do q[k] = v end
+  for k, v in pairs(utm_setting("DIRECT_UTM_" .. tostring(cid), "")) do q[k] = v end
   u = utm.from_query(q)
   utm_cache[cid] = u
   return u
@@ -232,11 +287,43 @@ local function add(r, u)
   added = added + 1
 end
 
-local from = since
-while time.days_between(from, to) >= 0 do
-  local till = time.add_days(from, chunk_days - 1)
-  if time.days_between(till, to) < 0 then till = to end
-  for _, row in ipairs(report(from, till)) do
+-- Loads [from, till]. A 502 (the report timed out on Yandex's side; the docs' remedy is a shorter
+-- period) loads the two halves instead, down to single days. So does a report that reaches the row
+-- cap: it may be cut there, and the zero-filling would then erase every row past the cap.
+local function load_window(from, till)
+  local rows, terr = report(from, till)
+  local days = time.days_between(from, till)
+  if rows and #rows >= row_cap then
+    if days == 0 then
+      fail(string.format("Direct report for %s has %d rows, Direct's cap (DIRECT_REPORT_ROW_CAP=%d): it may be "
+        .. "cut, so the day is not loaded", from, #rows, row_cap))
+    end
+    terr, rows = string.format("%d rows, the cap", #rows), nil
+  end
+  if not rows then
+    if days == 0 then
+      fail(terr .. " — the report timed out on Yandex's side even for a single day: run again later")
+    end
+    local mid = time.add_days(from, days // 2)
+    log.warn("Direct report timed out (502) or reached the row cap; loading the window in two halves",
+      { from = from, till = till, error = terr })
+    job:metric("report_splits", 1)
+    load_window(from, mid)
+    load_window(time.add_days(mid, 1), till)
+    return
+  end
+  for _, row in ipairs(rows) do
+    -- The report's Date is written as the key: a malformed one, or one outside the dates asked for
+    -- (which the zero-filling below would not cover), fails the run naming the row.
+    local d = row.Date
+    if not (d:match("^%d%d%d%d%-%d%d%-%d%d$") and time.parse_date(d) == d) then
+      fail(string.format("Direct report %s..%s: row for campaign %s has Date '%s', not YYYY-MM-DD", from, till,
+        row.CampaignId, d))
+    end
+    if time.days_between(from, d) < 0 or time.days_between(d, till) < 0 then
+      fail(string.format("Direct report %s..%s: row for campaign %s is dated %s, outside the dates asked for",
+        from, till, row.CampaignId, d))
+    end
     local cost, cerr = tsv.money(row.Cost)
     if not cost then fail(string.format("Direct report row %s/%s: Cost: %s", row.Date, row.CampaignId, cerr)) end
     local cid = id_of(row.CampaignId)
@@ -248,6 +335,13 @@ while time.days_between(from, to) >= 0 do
     seen[key] = true
     add(r, campaign_utm(cid))
   end
+end
+
+local from = since
+while time.days_between(from, to) >= 0 do
+  local till = time.add_days(from, chunk_days - 1)
+  if time.days_between(till, to) < 0 then till = to end
+  load_window(from, till)
   from = time.add_days(till, 1)
 end
 

@@ -11,14 +11,15 @@
 -- M.count(s)        -> integer: "--", "" and other non-numbers are 0 (Direct prints "--" for
 --                      "no data"), never a parse failure
 -- M.micros(s)       -> "1234.56" | nil, err: exact roubles from micros text, rounded half-up to
---                      kopecks with integer arithmetic only; "--" and "" are "0.00"
+--                      kopecks with integer arithmetic only; "--", "-", "" (no digit at all) are "0.00"
 -- M.money(s)        -> the same for either micros or a decimal ("12.30", returnMoneyInMicros=false)
 -- M.dec2(s)         -> a decimal string with exactly 2 fraction digits (half-up) | nil, err
 local M = {}
 
 local function split_lines(body)
   local lines = {}
-  for line in (body or ""):gmatch("([^\n]*)\n?") do
+  -- A UTF-8 byte order mark in front would hide the title or the column header.
+  for line in (body or ""):gsub("^\239\187\191", ""):gmatch("([^\n]*)\n?") do
     line = line:gsub("\r$", "")
     lines[#lines + 1] = line
   end
@@ -58,8 +59,11 @@ function M.parse(body, fields, opts)
   local lines = split_lines(body)
   local info = { header = false }
   local i = 1
-  -- Title: a quoted line, e.g. "name (2025-11-01 - 2025-11-07)".
-  if lines[i] and lines[i]:sub(1, 1) == '"' and not lines[i]:find("\t", 1, true) then
+  -- Title: a quoted line, e.g. "name (2025-11-01 - 2025-11-07)" (its exact form is unverified, so a
+  -- line without tabs that is followed by the column header is taken as the title too).
+  local first = lines[i]
+  if first and not first:find("\t", 1, true)
+    and (first:sub(1, 1) == '"' or (lines[i + 1] and header_of(lines[i + 1], fields))) then
     info.title = lines[i]:gsub('^"', ""):gsub('"$', "")
     i = i + 1
   end
@@ -106,8 +110,10 @@ function M.count(s)
   return d and math.tointeger(tonumber(d)) or 0
 end
 
+-- "No data": Direct prints "--" (the docs also show a single dash); any token without a digit
+-- counts as such. A token with digits that is not a number is still an error.
 local function is_null(s)
-  return s == nil or s == "" or s:match("^%s*%-%-%s*$") ~= nil
+  return s == nil or not s:find("%d")
 end
 
 -- Non-negative integer text of at most 18 digits -> integer (exact in 64 bits).

@@ -19,7 +19,7 @@ local loader = require("loader")
 
 local args = job.args
 local fail = loader.fail
-local env = loader.settings(job)
+local env, env_alias = loader.settings(job)
 
 local function split_ids(s, what)
   local out = {}
@@ -31,17 +31,24 @@ local function split_ids(s, what)
   return out
 end
 
-local since, to = loader.window(args, tonumber(env("VK_DAYS_BACK", "30")))
+-- Settings are checked before anything is fetched: a value that is not a number fails the run
+-- naming it, instead of a 1-day window (VK_DAYS_BACK), no rate limit (VK_ADS_RPS), account 0
+-- (VK_ADS_ACCOUNT_ID) or a Lua error at the first pause (VK_API_RETRY_PAUSE).
+local since, to = loader.window(args, loader.whole("VK_DAYS_BACK", env("VK_DAYS_BACK", "30"), 1, 3650))
 local VER = math.floor(time.now() * 1000)
+-- VK_TIMEOUT (the original system's name): seconds per HTTP request, in both modes.
+local TIMEOUT = loader.whole("VK_TIMEOUT", env("VK_TIMEOUT", "60"), 1, 600)
 -- A 200 whose body is no JSON (cut or mangled on the way) is asked for again: this many tries in
 -- all, VK_API_RETRY_PAUSE × the try's number seconds apart.
 local DAMAGED_ATTEMPTS = 4
-local DAMAGED_PAUSE = tonumber(env("VK_API_RETRY_PAUSE", "2"))
+local DAMAGED_PAUSE = loader.number("VK_API_RETRY_PAUSE", env("VK_API_RETRY_PAUSE", "2"), 0, 3600)
+-- The legacy user token; the original system's secrets also called it VK_API_TOKEN or VK_ACCESS_TOKEN.
+local VK_TOKEN = env_alias("VK_TOKEN", "VK_API_TOKEN") or env_alias("VK_TOKEN", "VK_ACCESS_TOKEN")
 
 local mode = args.mode
 if mode == nil then
   if env("VK_ADS_CLIENT_ID") then mode = "v2"
-  elseif env("VK_TOKEN") then mode = "legacy"
+  elseif VK_TOKEN then mode = "legacy"
   else job:need("VK_ADS_CLIENT_ID", "VK_ADS_CLIENT_SECRET") end
 end
 if mode ~= "v2" and mode ~= "legacy" then fail("--mode must be v2 or legacy (got '" .. tostring(mode) .. "')") end
@@ -70,9 +77,9 @@ local function run_v2()
   if level ~= "banners" and level ~= "ad_groups" and level ~= "ad_plans" then
     fail("--level must be banners, ad_groups or ad_plans (got '" .. level .. "')")
   end
-  local account_id = math.tointeger(tonumber(env("VK_ADS_ACCOUNT_ID", "0"))) or 0
+  local account_id = loader.whole("VK_ADS_ACCOUNT_ID", env("VK_ADS_ACCOUNT_ID", "0"), 0, math.maxinteger)
   -- The daily quota is per user and method; 3 rps stays well inside the documented limits.
-  http.configure("vk_ads", { rps = tonumber(env("VK_ADS_RPS", "3")), concurrency = 2 })
+  http.configure("vk_ads", { rps = loader.number("VK_ADS_RPS", env("VK_ADS_RPS", "3"), 0.1, 1000), concurrency = 2 })
 
   local agencies = {}
   for name in (env("VK_ADS_AGENCY_CLIENT_NAME") or ""):gmatch("[^,%s]+") do agencies[#agencies + 1] = name end
@@ -90,7 +97,7 @@ local function run_v2()
       token_url = base .. "/api/v2/oauth2/token.json", client_id = client_id, client_secret = client_secret,
       grant = agency and "agency_client_credentials" or "client_credentials",
       extra = agency and { agency_client_name = agency } or nil,
-      cache = cache, format = "plain", source = "vk_ads_oauth",
+      cache = cache, format = "plain", source = "vk_ads_oauth", timeout = TIMEOUT,
     }
 
     -- The API allows 5 live tokens per client and user; a 6th request is a 403. Delete them
@@ -132,7 +139,7 @@ local function run_v2()
       local refreshes, damaged = 0, 0
       while true do
         local tok = token()
-        local res, err = http.request{ method = "GET", url = url, query = query, source = "vk_ads",
+        local res, err = http.request{ method = "GET", url = url, query = query, source = "vk_ads", timeout = TIMEOUT,
           headers = { Authorization = "Bearer " .. tok, Accept = "application/json" } }
         if not res then fail("VK Ads " .. path .. ": " .. tostring(err)) end
         note_limits(res)
@@ -359,10 +366,10 @@ end
 local function run_legacy()
   local api_url = env("VK_API_URL", "https://api.vk.com/method"):gsub("/+$", "")
   local version = env("VK_API_VERSION", "5.131")
-  local token = job:need("VK_TOKEN")
+  local token = VK_TOKEN or job:need("VK_TOKEN")
   local accounts = split_ids(args.accounts or job:need("VK_ACCOUNT_IDS"), "VK_ACCOUNT_IDS")
-  local pause = tonumber(env("VK_API_RETRY_PAUSE", "2"))
-  http.configure("vk_api", { rps = tonumber(env("VK_API_RPS", "2")), concurrency = 2 })
+  local pause = DAMAGED_PAUSE
+  http.configure("vk_api", { rps = loader.number("VK_API_RPS", env("VK_API_RPS", "2"), 0.1, 1000), concurrency = 2 })
 
   -- POST with the token in the form body: it never appears in a URL, a log line or a proxy log.
   local function call(method, params)
@@ -370,7 +377,8 @@ local function run_legacy()
     for k, v in pairs(params) do form[k] = v end
     local damaged = 0
     for attempt = 1, 6 do
-      local res, err = http.request{ method = "POST", url = api_url .. "/" .. method, form = form, source = "vk_api" }
+      local res, err = http.request{ method = "POST", url = api_url .. "/" .. method, form = form, source = "vk_api",
+        timeout = TIMEOUT }
       if not res then fail("VK API " .. method .. ": " .. tostring(err)) end
       if res.status ~= 200 then fail("VK API " .. method .. ": HTTP " .. res.status .. ": " .. (res.body or ""):sub(1, 200)) end
       local doc, jerr = res:json()
@@ -383,7 +391,8 @@ local function run_legacy()
         job:metric("api_retries", 1)
         log.warn("VK API answer damaged; asking again", { method = method, attempt = damaged, error = tostring(jerr) })
         sleep(DAMAGED_PAUSE * damaged)
-        res, err = http.request{ method = "POST", url = api_url .. "/" .. method, form = form, source = "vk_api" }
+        res, err = http.request{ method = "POST", url = api_url .. "/" .. method, form = form, source = "vk_api",
+          timeout = TIMEOUT }
         if not res then fail("VK API " .. method .. ": " .. tostring(err)) end
         if res.status ~= 200 then fail("VK API " .. method .. ": HTTP " .. res.status .. ": " .. (res.body or ""):sub(1, 200)) end
         doc, jerr = res:json()

@@ -2,6 +2,7 @@
 import json
 import os
 import sys
+import time
 import unittest
 import urllib.parse
 from decimal import Decimal
@@ -123,6 +124,48 @@ class QaVk(VkCase):
         r = self.run_vk(*DAYS, ok=False)
         self.assertIn("ad_groups.json (own account): the page at offset 0 has no items list", r.stderr)
         self.assertEqual(self.scalar("SELECT count() FROM fact_vk_ads_daily"), "0")
+    def test_settings_that_are_not_numbers_fail_naming_them(self):
+        # VK_DAYS_BACK=abc used to load a single day (today) and report success; VK_ADS_RPS=abc lifted
+        # the rate limit, VK_ADS_ACCOUNT_ID=abc wrote account 0, VK_API_RETRY_PAUSE=x crashed at the
+        # first pause. Each now fails before anything is fetched, naming the setting.
+        for name, value in (("VK_DAYS_BACK", "abc"), ("VK_DAYS_BACK", "0"), ("VK_ADS_RPS", "abc"),
+                            ("VK_ADS_ACCOUNT_ID", "12x"), ("VK_API_RETRY_PAUSE", "x"), ("VK_TIMEOUT", "0")):
+            with self.subTest(name=name, value=value):
+                self.v2_secrets(**{name: value})
+                self.f.control("/_fake/requests", method="DELETE")
+                r = self.run_vk(ok=False)
+                self.assertIn("%s must be a whole number" % name if name in ("VK_DAYS_BACK", "VK_ADS_ACCOUNT_ID",
+                                                                             "VK_TIMEOUT")
+                              else "%s must be a number" % name, r.stderr)
+                self.assertIn("(got '%s')" % value, r.stderr)
+                self.assertEqual(self.f.control("/_fake/requests?path=vkads")["requests"], [])
+        self.assertEqual(self.scalar("SELECT count() FROM fact_vk_ads_daily"), "0")
+        self.v2_secrets(VK_DAYS_BACK="3")
+        self.run_vk()
+        self.assertEqual(self.scalar("SELECT count(DISTINCT stat_date) FROM fact_vk_ads_daily"), "3")
+
+    def test_vk_timeout_bounds_a_hanging_api(self):
+        self.v2_secrets(VK_TIMEOUT="1")
+        self.f.faults([{"path": "statistics/banners/day.json", "action": "hang", "times": -1}])
+        t0 = time.monotonic()
+        r = self.run_vk(*DAYS, ok=False)
+        # 4 attempts of 1 s plus backoff, not 4 of the default 60 s
+        self.assertLess(time.monotonic() - t0, 30)
+        self.assertIn("VK Ads statistics/banners/day.json", r.stderr)
+        self.assertIn("after 4 attempts", r.stderr)
+
+    def test_legacy_token_under_the_original_systems_other_names(self):
+        for old in ("VK_API_TOKEN", "VK_ACCESS_TOKEN"):
+            with self.subTest(old=old):
+                self.write_secret("vk", {"VK_API_URL": self.f.url + "/vkapi/method", old: "vk1.a.fake-user-token",
+                                         "VK_ACCOUNT_IDS": "1900001234", "VK_API_RETRY_PAUSE": "0.2",
+                                         "VK_API_RPS": "50"})
+                r = self.run_vk(*DAYS)
+                self.assertIn("%s is an old name: rename it to VK_TOKEN" % old, r.stderr)
+                self.assertNotIn("vk1.a.fake-user-token", r.stdout + r.stderr)
+                self.assertEqual(self.last_run()["message"][:7], "legacy ")
+        self.assertNotEqual(self.scalar("SELECT count() FROM v_vk_ads_latest"), "0")
+
 
 if __name__ == "__main__":
     unittest.main()

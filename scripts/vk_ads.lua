@@ -352,6 +352,37 @@ local function run_v2()
         end
       end
     end
+    -- Rows an earlier run wrote for these ad plans at another level (VK_ADS_LEVEL or --level
+    -- changed) have other keys, so every view would add them to this run's: a switch from banners
+    -- to ad_groups doubled the spend of the window. They are written again with zeros. Not fatal
+    -- when ClickHouse cannot answer (the rows above are spooled then; the next run looks again).
+    local plan_ids, seen_plan = {}, {}
+    for _, id in ipairs(order) do
+      local pid = objects[id].key[1]
+      if not seen_plan[pid] then seen_plan[pid], plan_ids[#plan_ids + 1] = true, pid end
+    end
+    if #plan_ids > 0 then
+      local other = ({ banners = "ad_id = 0", ad_groups = "(ad_id != 0 OR ad_group_id = 0)",
+        ad_plans = "(ad_id != 0 OR ad_group_id != 0)" })[level]
+      local old, qerr = ch.query(string.format([[SELECT toString(stat_date) AS d, campaign_id, ad_group_id, ad_id,
+          campaign_name, utm_source, utm_medium, utm_campaign, utm_content, utm_term, utm_city, utm_day, utm_month
+        FROM zakaz.v_vk_ads_latest
+        WHERE stat_date >= toDate(%s) AND stat_date <= toDate(%s) AND account_id = %d AND campaign_id IN (%s)
+          AND %s AND (impressions > 0 OR clicks > 0 OR spent > 0)]], ch.quote(since), ch.quote(to), account_id,
+        table.concat(plan_ids, ","), other))
+      if not old then
+        log.warn("could not look for rows written earlier at another level; the next run looks again",
+          { account = label, error = tostring(qerr) })
+      elseif #old > 0 then
+        for _, o in ipairs(old) do
+          add({ stat_date = o.d, account_id = account_id, campaign_id = o.campaign_id, ad_group_id = o.ad_group_id,
+            ad_id = o.ad_id, campaign_name = o.campaign_name, impressions = 0, clicks = 0, spent = "0.00" }, o)
+        end
+        zeroed = zeroed + #old
+        log.warn("rows written earlier at another level than " .. level .. " are zeroed, so they are not added "
+          .. "to this run's", { account = label, rows = #old })
+      end
+    end
     if zeroed > 0 then job:metric("rows_zeroed", zeroed) end
     log.info("VK Ads account loaded", { account = label, level = level, objects = #order, rows = n })
     return n

@@ -124,6 +124,29 @@ class QaVk(VkCase):
         r = self.run_vk(*DAYS, ok=False)
         self.assertIn("ad_groups.json (own account): the page at offset 0 has no items list", r.stderr)
         self.assertEqual(self.scalar("SELECT count() FROM fact_vk_ads_daily"), "0")
+    def test_switching_the_level_replaces_figures_rather_than_adding_to_them(self):
+        # Each level writes other keys (banner rows, ad-group rows with ad_id 0, plan rows with both
+        # 0): a run at a new level used to leave the old level's rows in every view, doubling spend.
+        self.v2_secrets()
+        self.run_vk(*DAYS)
+        total = self.scalar("SELECT toString(sum(spent)) FROM v_vk_ads_latest")
+        clicks = self.scalar("SELECT sum(clicks) FROM v_vk_ads_latest")
+        self.assertNotEqual(total, "0.00")
+        daily = "SELECT toString(sum(spend_total)) FROM v_marketing_daily WHERE d BETWEEN '2025-11-03' AND '2025-11-05'"
+        self.assertEqual(Decimal(self.scalar(daily)), Decimal(total))
+        for level in ("ad_groups", "ad_plans", "banners"):
+            with self.subTest(level=level):
+                r = self.run_vk(*DAYS, "--level", level)
+                self.assertIn("rows written earlier at another level than %s are zeroed" % level, r.stderr)
+                self.assertEqual(self.scalar("SELECT toString(sum(spent)) FROM v_vk_ads_latest"), total)
+                self.assertEqual(self.scalar("SELECT sum(clicks) FROM v_vk_ads_latest"), clicks)
+                self.assertEqual(Decimal(self.scalar(daily)), Decimal(total))
+                self.assertGreater(self.last_run()["metrics"]["rows_zeroed"], 0)
+        # the same level again finds nothing to zero
+        r = self.run_vk(*DAYS)
+        self.assertNotIn("another level", r.stderr)
+        self.assertEqual(self.scalar("SELECT toString(sum(spent)) FROM v_vk_ads_latest"), total)
+
     def test_settings_that_are_not_numbers_fail_naming_them(self):
         # VK_DAYS_BACK=abc used to load a single day (today) and report success; VK_ADS_RPS=abc lifted
         # the rate limit, VK_ADS_ACCOUNT_ID=abc wrote account 0, VK_API_RETRY_PAUSE=x crashed at the

@@ -147,6 +147,17 @@ class QaVk(VkCase):
         self.assertNotIn("another level", r.stderr)
         self.assertEqual(self.scalar("SELECT toString(sum(spent)) FROM v_vk_ads_latest"), total)
 
+    def test_ids_and_client_names_from_the_settings_are_not_masked_in_errors(self):
+        # VK_ACCOUNT_IDS, VK_ADS_PLAN_IDS and VK_ADS_AGENCY_CLIENT_NAME used to count as secrets, so
+        # an error about the one id or client they held said "ad plan ***", "agency client ***".
+        self.v2_secrets(VK_ADS_PLAN_IDS="9100999")
+        r = self.run_vk(*DAYS, ok=False)
+        self.assertIn("VK Ads: ad plan 9100999 is not in own account (unknown id or no access)", r.stderr)
+        self.v2_secrets(VK_ADS_AGENCY_CLIENT_NAME="agency_client_9", VK_ADS_CLIENT_SECRET="wrong-secret-value")
+        r = self.run_vk(*DAYS, ok=False)
+        self.assertIn("VK Ads token for agency client agency_client_9: ", r.stderr)
+        self.assertNotIn("wrong-secret-value", r.stdout + r.stderr)
+
     def test_settings_that_are_not_numbers_fail_naming_them(self):
         # VK_DAYS_BACK=abc used to load a single day (today) and report success; VK_ADS_RPS=abc lifted
         # the rate limit, VK_ADS_ACCOUNT_ID=abc wrote account 0, VK_API_RETRY_PAUSE=x crashed at the

@@ -169,7 +169,8 @@ local function run_v2()
       end
     end
 
-    local function http_fail(path, res)
+    -- `dates` (statistics): the chunk's window, so that a refusal such as ERR_WRONG_DATE says which.
+    local function http_fail(path, res, dates)
       local code, msg = vk.v2_error(res.body)
       local limits = ""
       if res.status == 429 then
@@ -177,7 +178,7 @@ local function run_v2()
           tostring(res:header("x-ratelimit-rps-remaining")), tostring(res:header("x-ratelimit-hourly-remaining")),
           tostring(res:header("x-ratelimit-daily-remaining")))
       end
-      fail(string.format("VK Ads %s (%s): HTTP %d%s%s%s", path, label, res.status,
+      fail(string.format("VK Ads %s (%s%s): HTTP %d%s%s%s", path, label, dates and (", " .. dates) or "", res.status,
         code and (" " .. code) or "", msg and (": " .. msg) or (code and "" or (": " .. (res.body or ""):sub(1, 200))),
         limits))
     end
@@ -297,7 +298,7 @@ local function run_v2()
         return doc.items
       end
       local code, msg = vk.v2_error(res.body)
-      if not vk.is_id_error(code) then http_fail(path, res) end
+      if not vk.is_id_error(code) then http_fail(path, res, from .. ".." .. till) end
       local named = vk.ids_named(msg, ids)
       if #named == 0 and #ids > 1 then
         local mid = #ids // 2
@@ -404,19 +405,22 @@ local function run_legacy()
 
   -- POST with the token in the form body: it never appears in a URL, a log line or a proxy log.
   local function call(method, params)
+    -- every message names the account (and the dates of a statistics call): several are loaded at once
+    local what = string.format("VK API %s (account %s%s)", method, tostring(params.account_id),
+      params.date_from and (", " .. params.date_from .. ".." .. params.date_to) or "")
     local form = { access_token = token, v = version }
     for k, v in pairs(params) do form[k] = v end
     local damaged = 0
     for attempt = 1, 6 do
       local res, err = http.request{ method = "POST", url = api_url .. "/" .. method, form = form, source = "vk_api",
         timeout = TIMEOUT }
-      if not res then fail("VK API " .. method .. ": " .. tostring(err)) end
-      if res.status ~= 200 then fail("VK API " .. method .. ": HTTP " .. res.status .. ": " .. (res.body or ""):sub(1, 200)) end
+      if not res then fail(what .. ": " .. tostring(err)) end
+      if res.status ~= 200 then fail(what .. ": HTTP " .. res.status .. ": " .. (res.body or ""):sub(1, 200)) end
       local doc, jerr = res:json()
       while type(doc) ~= "table" do
         -- cut or mangled on the way: ask again (as Direct's loader does) before failing the run
         damaged = damaged + 1
-        local why = string.format("VK API %s: the 200 answer is not valid JSON (%s): %s", method, tostring(jerr),
+        local why = string.format("%s: the 200 answer is not valid JSON (%s): %s", what, tostring(jerr),
           (res.body or ""):sub(1, 120))
         if damaged >= DAMAGED_ATTEMPTS then fail(string.format("%s — gave up after %d attempts", why, damaged)) end
         job:metric("api_retries", 1)
@@ -424,8 +428,8 @@ local function run_legacy()
         sleep(DAMAGED_PAUSE * damaged)
         res, err = http.request{ method = "POST", url = api_url .. "/" .. method, form = form, source = "vk_api",
           timeout = TIMEOUT }
-        if not res then fail("VK API " .. method .. ": " .. tostring(err)) end
-        if res.status ~= 200 then fail("VK API " .. method .. ": HTTP " .. res.status .. ": " .. (res.body or ""):sub(1, 200)) end
+        if not res then fail(what .. ": " .. tostring(err)) end
+        if res.status ~= 200 then fail(what .. ": HTTP " .. res.status .. ": " .. (res.body or ""):sub(1, 200)) end
         doc, jerr = res:json()
       end
       local e = vk.legacy_error(doc)
@@ -433,7 +437,7 @@ local function run_legacy()
         -- Without a response the answer is not "nothing": read as an empty list it would zero
         -- every loaded day of the account (see the end of run_legacy).
         if type(doc.response) ~= "table" then
-          fail(string.format("VK API %s: the answer has no response list and no error: %s", method,
+          fail(string.format("%s: the answer has no response list and no error: %s", what,
             (res.body or ""):sub(1, 200)))
         end
         return doc.response
@@ -444,7 +448,7 @@ local function run_legacy()
         log.warn("VK API asks to slow down; pausing", { method = method, code = e.code, attempt = attempt })
         sleep(pause * attempt)
       else
-        fail(string.format("VK API %s failed: error %d: %s%s", method, e.code, e.msg,
+        fail(string.format("%s failed: error %d: %s%s", what, e.code, e.msg,
           reason and (" (" .. reason .. ")") or ""))
       end
     end

@@ -158,6 +158,27 @@ class QaVk(VkCase):
         self.assertIn("VK Ads token for agency client agency_client_9: ", r.stderr)
         self.assertNotIn("wrong-secret-value", r.stdout + r.stderr)
 
+    def test_errors_name_the_account_client_and_dates_they_are_about(self):
+        # a refusal that is not about an id names the dates of the chunk
+        self.v2_secrets(VK_ADS_AGENCY_CLIENT_NAME="agency_client_1")
+        self.f.faults([{"path": "statistics/banners/day.json", "status": 400, "times": -1, "body": json.dumps(
+            {"error": {"code": "ERR_WRONG_DATE", "message": "Daily stats are available for the last 365 days"}})}])
+        r = self.run_vk(*DAYS, ok=False)
+        self.assertIn("VK Ads statistics/banners/day.json (agency client agency_client_1, 2025-11-03..2025-11-05): "
+                      "HTTP 400 ERR_WRONG_DATE: Daily stats are available for the last 365 days", r.stderr)
+        # legacy: every call names the account (several load at once), statistics also the dates
+        self.f.clear_faults()
+        self.write_secret("vk", {"VK_API_URL": self.f.url + "/vkapi/method", "VK_TOKEN": "vk1.a.fake-user-token",
+                                 "VK_ACCOUNT_IDS": "1900001234,1900005678", "VK_API_RPS": "50"})
+        r = self.run_vk(*DAYS, ok=False)
+        self.assertIn("VK API ads.getCampaigns (account 1900005678) failed: error 600", r.stderr)
+        self.write_secret("vk", {"VK_API_URL": self.f.url + "/vkapi/method", "VK_TOKEN": "vk1.a.fake-user-token",
+                                 "VK_ACCOUNT_IDS": "1900001234", "VK_API_RPS": "50"})
+        self.f.faults([{"path": "ads.getStatistics", "api_error": 601, "times": -1}])
+        r = self.run_vk(*DAYS, ok=False)
+        self.assertIn("VK API ads.getStatistics (account 1900001234, 2025-11-03..2025-11-05) failed: error 601", r.stderr)
+        self.assertNotIn("vk1.a.fake-user-token", r.stdout + r.stderr)
+
     def test_settings_that_are_not_numbers_fail_naming_them(self):
         # VK_DAYS_BACK=abc used to load a single day (today) and report success; VK_ADS_RPS=abc lifted
         # the rate limit, VK_ADS_ACCOUNT_ID=abc wrote account 0, VK_API_RETRY_PAUSE=x crashed at the

@@ -49,11 +49,14 @@ void zh_log_secret(const char *value) {
 
 /* Settings whose names say they are addresses, names, switches or sizes. Printing them is what an
  * operator needs at 3 a.m. ("cannot reach http://10.0.0.5:8123", not "cannot reach ***"); every
- * other setting, including any name not listed here, is treated as a secret. */
+ * other setting, including any name not listed here, is treated as a secret. Lists of ids, an
+ * account number and an agency client's login (VK_ACCOUNT_IDS, VK_ADS_PLAN_IDS, VK_ADS_ACCOUNT_ID,
+ * VK_ADS_AGENCY_CLIENT_NAME) are what errors name ("ad plan 9100001 is not in agency client x"). */
 static const char *const public_suffixes[] = {
     "_URL", "_HOST", "_PORT", "_DB", "_DATABASE", "_USER", "_USERNAME", "_LOGIN", "_SECURE", "_VERIFY_SSL",
     "_USE_TLS", "_TZ", "_TIMEZONE", "_DAYS", "_DAYS_BACK", "_HOURS", "_TIMEOUT", "_CONCURRENCY", "_RPS",
-    "_VERSION", "_LEVEL", "_DIR", "_PATH", "_MODE", "_QUERY", "_TO", "_FROM", "_ENABLED", NULL,
+    "_VERSION", "_LEVEL", "_DIR", "_PATH", "_MODE", "_QUERY", "_TO", "_FROM", "_ENABLED", "_IDS",
+    "_ACCOUNT_ID", "_CLIENT_NAME", NULL,
 };
 
 bool zh_log_key_is_public(const char *key) {

@@ -19,7 +19,7 @@ local loader = require("loader")
 
 local args = job.args
 local fail = loader.fail
-local env = loader.settings(job)
+local env, env_alias = loader.settings(job)
 
 local function split_ids(s, what)
   local out = {}
@@ -31,17 +31,24 @@ local function split_ids(s, what)
   return out
 end
 
-local since, to = loader.window(args, tonumber(env("VK_DAYS_BACK", "30")))
+-- Settings are checked before anything is fetched: a value that is not a number fails the run
+-- naming it, instead of a 1-day window (VK_DAYS_BACK), no rate limit (VK_ADS_RPS), account 0
+-- (VK_ADS_ACCOUNT_ID) or a Lua error at the first pause (VK_API_RETRY_PAUSE).
+local since, to = loader.window(args, loader.whole("VK_DAYS_BACK", env("VK_DAYS_BACK", "30"), 1, 3650))
 local VER = math.floor(time.now() * 1000)
+-- VK_TIMEOUT (the original system's name): seconds per HTTP request, in both modes.
+local TIMEOUT = loader.whole("VK_TIMEOUT", env("VK_TIMEOUT", "60"), 1, 600)
 -- A 200 whose body is no JSON (cut or mangled on the way) is asked for again: this many tries in
 -- all, VK_API_RETRY_PAUSE × the try's number seconds apart.
 local DAMAGED_ATTEMPTS = 4
-local DAMAGED_PAUSE = tonumber(env("VK_API_RETRY_PAUSE", "2"))
+local DAMAGED_PAUSE = loader.number("VK_API_RETRY_PAUSE", env("VK_API_RETRY_PAUSE", "2"), 0, 3600)
+-- The legacy user token; the original system's secrets also called it VK_API_TOKEN or VK_ACCESS_TOKEN.
+local VK_TOKEN = env_alias("VK_TOKEN", "VK_API_TOKEN") or env_alias("VK_TOKEN", "VK_ACCESS_TOKEN")
 
 local mode = args.mode
 if mode == nil then
   if env("VK_ADS_CLIENT_ID") then mode = "v2"
-  elseif env("VK_TOKEN") then mode = "legacy"
+  elseif VK_TOKEN then mode = "legacy"
   else job:need("VK_ADS_CLIENT_ID", "VK_ADS_CLIENT_SECRET") end
 end
 if mode ~= "v2" and mode ~= "legacy" then fail("--mode must be v2 or legacy (got '" .. tostring(mode) .. "')") end
@@ -70,9 +77,9 @@ local function run_v2()
   if level ~= "banners" and level ~= "ad_groups" and level ~= "ad_plans" then
     fail("--level must be banners, ad_groups or ad_plans (got '" .. level .. "')")
   end
-  local account_id = math.tointeger(tonumber(env("VK_ADS_ACCOUNT_ID", "0"))) or 0
+  local account_id = loader.whole("VK_ADS_ACCOUNT_ID", env("VK_ADS_ACCOUNT_ID", "0"), 0, math.maxinteger)
   -- The daily quota is per user and method; 3 rps stays well inside the documented limits.
-  http.configure("vk_ads", { rps = tonumber(env("VK_ADS_RPS", "3")), concurrency = 2 })
+  http.configure("vk_ads", { rps = loader.number("VK_ADS_RPS", env("VK_ADS_RPS", "3"), 0.1, 1000), concurrency = 2 })
 
   local agencies = {}
   for name in (env("VK_ADS_AGENCY_CLIENT_NAME") or ""):gmatch("[^,%s]+") do agencies[#agencies + 1] = name end
@@ -90,7 +97,7 @@ local function run_v2()
       token_url = base .. "/api/v2/oauth2/token.json", client_id = client_id, client_secret = client_secret,
       grant = agency and "agency_client_credentials" or "client_credentials",
       extra = agency and { agency_client_name = agency } or nil,
-      cache = cache, format = "plain", source = "vk_ads_oauth",
+      cache = cache, format = "plain", source = "vk_ads_oauth", timeout = TIMEOUT,
     }
 
     -- The API allows 5 live tokens per client and user; a 6th request is a 403. Delete them
@@ -132,7 +139,7 @@ local function run_v2()
       local refreshes, damaged = 0, 0
       while true do
         local tok = token()
-        local res, err = http.request{ method = "GET", url = url, query = query, source = "vk_ads",
+        local res, err = http.request{ method = "GET", url = url, query = query, source = "vk_ads", timeout = TIMEOUT,
           headers = { Authorization = "Bearer " .. tok, Accept = "application/json" } }
         if not res then fail("VK Ads " .. path .. ": " .. tostring(err)) end
         note_limits(res)
@@ -162,7 +169,8 @@ local function run_v2()
       end
     end
 
-    local function http_fail(path, res)
+    -- `dates` (statistics): the chunk's window, so that a refusal such as ERR_WRONG_DATE says which.
+    local function http_fail(path, res, dates)
       local code, msg = vk.v2_error(res.body)
       local limits = ""
       if res.status == 429 then
@@ -170,7 +178,7 @@ local function run_v2()
           tostring(res:header("x-ratelimit-rps-remaining")), tostring(res:header("x-ratelimit-hourly-remaining")),
           tostring(res:header("x-ratelimit-daily-remaining")))
       end
-      fail(string.format("VK Ads %s (%s): HTTP %d%s%s%s", path, label, res.status,
+      fail(string.format("VK Ads %s (%s%s): HTTP %d%s%s%s", path, label, dates and (", " .. dates) or "", res.status,
         code and (" " .. code) or "", msg and (": " .. msg) or (code and "" or (": " .. (res.body or ""):sub(1, 200))),
         limits))
     end
@@ -290,7 +298,7 @@ local function run_v2()
         return doc.items
       end
       local code, msg = vk.v2_error(res.body)
-      if not vk.is_id_error(code) then http_fail(path, res) end
+      if not vk.is_id_error(code) then http_fail(path, res, from .. ".." .. till) end
       local named = vk.ids_named(msg, ids)
       if #named == 0 and #ids > 1 then
         local mid = #ids // 2
@@ -345,6 +353,37 @@ local function run_v2()
         end
       end
     end
+    -- Rows an earlier run wrote for these ad plans at another level (VK_ADS_LEVEL or --level
+    -- changed) have other keys, so every view would add them to this run's: a switch from banners
+    -- to ad_groups doubled the spend of the window. They are written again with zeros. Not fatal
+    -- when ClickHouse cannot answer (the rows above are spooled then; the next run looks again).
+    local plan_ids, seen_plan = {}, {}
+    for _, id in ipairs(order) do
+      local pid = objects[id].key[1]
+      if not seen_plan[pid] then seen_plan[pid], plan_ids[#plan_ids + 1] = true, pid end
+    end
+    if #plan_ids > 0 then
+      local other = ({ banners = "ad_id = 0", ad_groups = "(ad_id != 0 OR ad_group_id = 0)",
+        ad_plans = "(ad_id != 0 OR ad_group_id != 0)" })[level]
+      local old, qerr = ch.query(string.format([[SELECT toString(stat_date) AS d, campaign_id, ad_group_id, ad_id,
+          campaign_name, utm_source, utm_medium, utm_campaign, utm_content, utm_term, utm_city, utm_day, utm_month
+        FROM zakaz.v_vk_ads_latest
+        WHERE stat_date >= toDate(%s) AND stat_date <= toDate(%s) AND account_id = %d AND campaign_id IN (%s)
+          AND %s AND (impressions > 0 OR clicks > 0 OR spent > 0)]], ch.quote(since), ch.quote(to), account_id,
+        table.concat(plan_ids, ","), other))
+      if not old then
+        log.warn("could not look for rows written earlier at another level; the next run looks again",
+          { account = label, error = tostring(qerr) })
+      elseif #old > 0 then
+        for _, o in ipairs(old) do
+          add({ stat_date = o.d, account_id = account_id, campaign_id = o.campaign_id, ad_group_id = o.ad_group_id,
+            ad_id = o.ad_id, campaign_name = o.campaign_name, impressions = 0, clicks = 0, spent = "0.00" }, o)
+        end
+        zeroed = zeroed + #old
+        log.warn("rows written earlier at another level than " .. level .. " are zeroed, so they are not added "
+          .. "to this run's", { account = label, rows = #old })
+      end
+    end
     if zeroed > 0 then job:metric("rows_zeroed", zeroed) end
     log.info("VK Ads account loaded", { account = label, level = level, objects = #order, rows = n })
     return n
@@ -359,33 +398,38 @@ end
 local function run_legacy()
   local api_url = env("VK_API_URL", "https://api.vk.com/method"):gsub("/+$", "")
   local version = env("VK_API_VERSION", "5.131")
-  local token = job:need("VK_TOKEN")
+  local token = VK_TOKEN or job:need("VK_TOKEN")
   local accounts = split_ids(args.accounts or job:need("VK_ACCOUNT_IDS"), "VK_ACCOUNT_IDS")
-  local pause = tonumber(env("VK_API_RETRY_PAUSE", "2"))
-  http.configure("vk_api", { rps = tonumber(env("VK_API_RPS", "2")), concurrency = 2 })
+  local pause = DAMAGED_PAUSE
+  http.configure("vk_api", { rps = loader.number("VK_API_RPS", env("VK_API_RPS", "2"), 0.1, 1000), concurrency = 2 })
 
   -- POST with the token in the form body: it never appears in a URL, a log line or a proxy log.
   local function call(method, params)
+    -- every message names the account (and the dates of a statistics call): several are loaded at once
+    local what = string.format("VK API %s (account %s%s)", method, tostring(params.account_id),
+      params.date_from and (", " .. params.date_from .. ".." .. params.date_to) or "")
     local form = { access_token = token, v = version }
     for k, v in pairs(params) do form[k] = v end
     local damaged = 0
     for attempt = 1, 6 do
-      local res, err = http.request{ method = "POST", url = api_url .. "/" .. method, form = form, source = "vk_api" }
-      if not res then fail("VK API " .. method .. ": " .. tostring(err)) end
-      if res.status ~= 200 then fail("VK API " .. method .. ": HTTP " .. res.status .. ": " .. (res.body or ""):sub(1, 200)) end
+      local res, err = http.request{ method = "POST", url = api_url .. "/" .. method, form = form, source = "vk_api",
+        timeout = TIMEOUT }
+      if not res then fail(what .. ": " .. tostring(err)) end
+      if res.status ~= 200 then fail(what .. ": HTTP " .. res.status .. ": " .. (res.body or ""):sub(1, 200)) end
       local doc, jerr = res:json()
       while type(doc) ~= "table" do
         -- cut or mangled on the way: ask again (as Direct's loader does) before failing the run
         damaged = damaged + 1
-        local why = string.format("VK API %s: the 200 answer is not valid JSON (%s): %s", method, tostring(jerr),
+        local why = string.format("%s: the 200 answer is not valid JSON (%s): %s", what, tostring(jerr),
           (res.body or ""):sub(1, 120))
         if damaged >= DAMAGED_ATTEMPTS then fail(string.format("%s — gave up after %d attempts", why, damaged)) end
         job:metric("api_retries", 1)
         log.warn("VK API answer damaged; asking again", { method = method, attempt = damaged, error = tostring(jerr) })
         sleep(DAMAGED_PAUSE * damaged)
-        res, err = http.request{ method = "POST", url = api_url .. "/" .. method, form = form, source = "vk_api" }
-        if not res then fail("VK API " .. method .. ": " .. tostring(err)) end
-        if res.status ~= 200 then fail("VK API " .. method .. ": HTTP " .. res.status .. ": " .. (res.body or ""):sub(1, 200)) end
+        res, err = http.request{ method = "POST", url = api_url .. "/" .. method, form = form, source = "vk_api",
+          timeout = TIMEOUT }
+        if not res then fail(what .. ": " .. tostring(err)) end
+        if res.status ~= 200 then fail(what .. ": HTTP " .. res.status .. ": " .. (res.body or ""):sub(1, 200)) end
         doc, jerr = res:json()
       end
       local e = vk.legacy_error(doc)
@@ -393,7 +437,7 @@ local function run_legacy()
         -- Without a response the answer is not "nothing": read as an empty list it would zero
         -- every loaded day of the account (see the end of run_legacy).
         if type(doc.response) ~= "table" then
-          fail(string.format("VK API %s: the answer has no response list and no error: %s", method,
+          fail(string.format("%s: the answer has no response list and no error: %s", what,
             (res.body or ""):sub(1, 200)))
         end
         return doc.response
@@ -404,7 +448,7 @@ local function run_legacy()
         log.warn("VK API asks to slow down; pausing", { method = method, code = e.code, attempt = attempt })
         sleep(pause * attempt)
       else
-        fail(string.format("VK API %s failed: error %d: %s%s", method, e.code, e.msg,
+        fail(string.format("%s failed: error %d: %s%s", what, e.code, e.msg,
           reason and (" (" .. reason .. ")") or ""))
       end
     end

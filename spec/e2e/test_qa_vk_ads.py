@@ -2,6 +2,7 @@
 import json
 import os
 import sys
+import time
 import unittest
 import urllib.parse
 from decimal import Decimal
@@ -123,6 +124,103 @@ class QaVk(VkCase):
         r = self.run_vk(*DAYS, ok=False)
         self.assertIn("ad_groups.json (own account): the page at offset 0 has no items list", r.stderr)
         self.assertEqual(self.scalar("SELECT count() FROM fact_vk_ads_daily"), "0")
+    def test_switching_the_level_replaces_figures_rather_than_adding_to_them(self):
+        # Each level writes other keys (banner rows, ad-group rows with ad_id 0, plan rows with both
+        # 0): a run at a new level used to leave the old level's rows in every view, doubling spend.
+        self.v2_secrets()
+        self.run_vk(*DAYS)
+        total = self.scalar("SELECT toString(sum(spent)) FROM v_vk_ads_latest")
+        clicks = self.scalar("SELECT sum(clicks) FROM v_vk_ads_latest")
+        self.assertNotEqual(total, "0.00")
+        daily = "SELECT toString(sum(spend_total)) FROM v_marketing_daily WHERE d BETWEEN '2025-11-03' AND '2025-11-05'"
+        self.assertEqual(Decimal(self.scalar(daily)), Decimal(total))
+        for level in ("ad_groups", "ad_plans", "banners"):
+            with self.subTest(level=level):
+                r = self.run_vk(*DAYS, "--level", level)
+                self.assertIn("rows written earlier at another level than %s are zeroed" % level, r.stderr)
+                self.assertEqual(self.scalar("SELECT toString(sum(spent)) FROM v_vk_ads_latest"), total)
+                self.assertEqual(self.scalar("SELECT sum(clicks) FROM v_vk_ads_latest"), clicks)
+                self.assertEqual(Decimal(self.scalar(daily)), Decimal(total))
+                self.assertGreater(self.last_run()["metrics"]["rows_zeroed"], 0)
+        # the same level again finds nothing to zero
+        r = self.run_vk(*DAYS)
+        self.assertNotIn("another level", r.stderr)
+        self.assertEqual(self.scalar("SELECT toString(sum(spent)) FROM v_vk_ads_latest"), total)
+
+    def test_ids_and_client_names_from_the_settings_are_not_masked_in_errors(self):
+        # VK_ACCOUNT_IDS, VK_ADS_PLAN_IDS and VK_ADS_AGENCY_CLIENT_NAME used to count as secrets, so
+        # an error about the one id or client they held said "ad plan ***", "agency client ***".
+        self.v2_secrets(VK_ADS_PLAN_IDS="9100999")
+        r = self.run_vk(*DAYS, ok=False)
+        self.assertIn("VK Ads: ad plan 9100999 is not in own account (unknown id or no access)", r.stderr)
+        self.v2_secrets(VK_ADS_AGENCY_CLIENT_NAME="agency_client_9", VK_ADS_CLIENT_SECRET="wrong-secret-value")
+        r = self.run_vk(*DAYS, ok=False)
+        self.assertIn("VK Ads token for agency client agency_client_9: ", r.stderr)
+        self.assertNotIn("wrong-secret-value", r.stdout + r.stderr)
+
+    def test_errors_name_the_account_client_and_dates_they_are_about(self):
+        # a refusal that is not about an id names the dates of the chunk
+        self.v2_secrets(VK_ADS_AGENCY_CLIENT_NAME="agency_client_1")
+        self.f.faults([{"path": "statistics/banners/day.json", "status": 400, "times": -1, "body": json.dumps(
+            {"error": {"code": "ERR_WRONG_DATE", "message": "Daily stats are available for the last 365 days"}})}])
+        r = self.run_vk(*DAYS, ok=False)
+        self.assertIn("VK Ads statistics/banners/day.json (agency client agency_client_1, 2025-11-03..2025-11-05): "
+                      "HTTP 400 ERR_WRONG_DATE: Daily stats are available for the last 365 days", r.stderr)
+        # legacy: every call names the account (several load at once), statistics also the dates
+        self.f.clear_faults()
+        self.write_secret("vk", {"VK_API_URL": self.f.url + "/vkapi/method", "VK_TOKEN": "vk1.a.fake-user-token",
+                                 "VK_ACCOUNT_IDS": "1900001234,1900005678", "VK_API_RPS": "50"})
+        r = self.run_vk(*DAYS, ok=False)
+        self.assertIn("VK API ads.getCampaigns (account 1900005678) failed: error 600", r.stderr)
+        self.write_secret("vk", {"VK_API_URL": self.f.url + "/vkapi/method", "VK_TOKEN": "vk1.a.fake-user-token",
+                                 "VK_ACCOUNT_IDS": "1900001234", "VK_API_RPS": "50"})
+        self.f.faults([{"path": "ads.getStatistics", "api_error": 601, "times": -1}])
+        r = self.run_vk(*DAYS, ok=False)
+        self.assertIn("VK API ads.getStatistics (account 1900001234, 2025-11-03..2025-11-05) failed: error 601", r.stderr)
+        self.assertNotIn("vk1.a.fake-user-token", r.stdout + r.stderr)
+
+    def test_settings_that_are_not_numbers_fail_naming_them(self):
+        # VK_DAYS_BACK=abc used to load a single day (today) and report success; VK_ADS_RPS=abc lifted
+        # the rate limit, VK_ADS_ACCOUNT_ID=abc wrote account 0, VK_API_RETRY_PAUSE=x crashed at the
+        # first pause. Each now fails before anything is fetched, naming the setting.
+        for name, value in (("VK_DAYS_BACK", "abc"), ("VK_DAYS_BACK", "0"), ("VK_ADS_RPS", "abc"),
+                            ("VK_ADS_ACCOUNT_ID", "12x"), ("VK_API_RETRY_PAUSE", "x"), ("VK_TIMEOUT", "0")):
+            with self.subTest(name=name, value=value):
+                self.v2_secrets(**{name: value})
+                self.f.control("/_fake/requests", method="DELETE")
+                r = self.run_vk(ok=False)
+                self.assertIn("%s must be a whole number" % name if name in ("VK_DAYS_BACK", "VK_ADS_ACCOUNT_ID",
+                                                                             "VK_TIMEOUT")
+                              else "%s must be a number" % name, r.stderr)
+                self.assertIn("(got '%s')" % value, r.stderr)
+                self.assertEqual(self.f.control("/_fake/requests?path=vkads")["requests"], [])
+        self.assertEqual(self.scalar("SELECT count() FROM fact_vk_ads_daily"), "0")
+        self.v2_secrets(VK_DAYS_BACK="3")
+        self.run_vk()
+        self.assertEqual(self.scalar("SELECT count(DISTINCT stat_date) FROM fact_vk_ads_daily"), "3")
+
+    def test_vk_timeout_bounds_a_hanging_api(self):
+        self.v2_secrets(VK_TIMEOUT="1")
+        self.f.faults([{"path": "statistics/banners/day.json", "action": "hang", "times": -1}])
+        t0 = time.monotonic()
+        r = self.run_vk(*DAYS, ok=False)
+        # 4 attempts of 1 s plus backoff, not 4 of the default 60 s
+        self.assertLess(time.monotonic() - t0, 30)
+        self.assertIn("VK Ads statistics/banners/day.json", r.stderr)
+        self.assertIn("after 4 attempts", r.stderr)
+
+    def test_legacy_token_under_the_original_systems_other_names(self):
+        for old in ("VK_API_TOKEN", "VK_ACCESS_TOKEN"):
+            with self.subTest(old=old):
+                self.write_secret("vk", {"VK_API_URL": self.f.url + "/vkapi/method", old: "vk1.a.fake-user-token",
+                                         "VK_ACCOUNT_IDS": "1900001234", "VK_API_RETRY_PAUSE": "0.2",
+                                         "VK_API_RPS": "50"})
+                r = self.run_vk(*DAYS)
+                self.assertIn("%s is an old name: rename it to VK_TOKEN" % old, r.stderr)
+                self.assertNotIn("vk1.a.fake-user-token", r.stdout + r.stderr)
+                self.assertEqual(self.last_run()["message"][:7], "legacy ")
+        self.assertNotEqual(self.scalar("SELECT count() FROM v_vk_ads_latest"), "0")
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -269,7 +269,7 @@ class TestVkLegacy(VkCase):
     def test_answer_damaged_once_is_asked_again_then_named(self):
         self.legacy_secrets()
         self.check_damaged_answer_asked_again("ads.getStatistics", "ads.getCampaigns",
-                                              "VK API ads.getCampaigns: the 200 answer is not valid JSON")
+                                              "VK API ads.getCampaigns (account 1900001234): the 200 answer is not valid JSON")
 
     def test_account_with_more_ads_than_getads_returns(self):
         # dev.vk.com: ads.getAds (and getAdsLayout) return at most 2000 ads, silently; limit/offset
@@ -330,12 +330,13 @@ class TestVkLegacy(VkCase):
         self.run_vk(*WINDOW)
         self.f.faults([{"path": "ads.getStatistics", "status": 200, "times": -1, "body": "{}"}])
         r = self.run_vk(*WINDOW, ok=False)
-        self.assertIn("VK API ads.getStatistics: the answer has no response list and no error: {}", r.stderr)
+        self.assertIn("VK API ads.getStatistics (account 1900001234, 2025-11-01..2025-11-14): the answer has no response "
+                      "list and no error: {}", r.stderr)
         self.assertEqual(self.daily(), self.expected_daily())
         self.f.clear_faults()
         self.f.faults([{"path": "ads.getAds$", "status": 200, "times": -1, "body": '{"response":null}'}])
         r = self.run_vk(*WINDOW, ok=False)
-        self.assertIn("VK API ads.getAds: the answer has no response list and no error", r.stderr)
+        self.assertIn("VK API ads.getAds (account 1900001234): the answer has no response list and no error", r.stderr)
         self.assertEqual(self.daily(), self.expected_daily())
 
     def test_html_escaped_links_and_names_are_unescaped(self):

@@ -2,6 +2,7 @@
 import json
 import os
 import sys
+import time
 import unittest
 from decimal import Decimal
 
@@ -130,6 +131,19 @@ class QaDirect(DirectCase):
         self.run_direct(*DAY)
         self.assertNotEqual(self.total(), "0.00")
         self.assertEqual(self.last_run()["metrics"]["api_retries"], 2)
+
+    def test_direct_timeout_bounds_a_hanging_report_request(self):
+        """DIRECT_TIMEOUT (the original system's setting) bounds each request; unread, a hanging
+        Reports service held the run for 4 × 300 s."""
+        self.direct_secrets(DIRECT_TIMEOUT="1")
+        self.f.faults([{"path": "/reports$", "action": "hang", "times": -1}])
+        t0 = time.monotonic()
+        r = self.run_direct(*DAY, ok=False)
+        self.assertLess(time.monotonic() - t0, 30)
+        self.assertIn("Direct report", r.stderr.strip().splitlines()[-1])
+        self.direct_secrets(DIRECT_TIMEOUT="soon")
+        r = self.run_direct(*DAY, ok=False)
+        self.assertIn("DIRECT_TIMEOUT", r.stderr.strip().splitlines()[-1])
 
     def test_single_dash_and_null_campaign_name(self):
         self.direct_secrets()

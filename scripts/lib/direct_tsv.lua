@@ -11,7 +11,7 @@
 -- M.count(s)        -> integer: "--", "" and other non-numbers are 0 (Direct prints "--" for
 --                      "no data"), never a parse failure
 -- M.micros(s)       -> "1234.56" | nil, err: exact roubles from micros text, rounded half-up to
---                      kopecks with integer arithmetic only; "--", "-", "" (no digit at all) are "0.00"
+--                      kopecks with integer arithmetic only; "--", "-", "" (empty or dashes) are "0.00"
 -- M.money(s)        -> the same for either micros or a decimal ("12.30", returnMoneyInMicros=false)
 -- M.dec2(s)         -> a decimal string with exactly 2 fraction digits (half-up) | nil, err
 local M = {}
@@ -110,10 +110,11 @@ function M.count(s)
   return d and math.tointeger(tonumber(d)) or 0
 end
 
--- "No data": Direct prints "--" (the docs also show a single dash); any token without a digit
--- counts as such. A token with digits that is not a number is still an error.
+-- "No data": Direct prints "--" (the docs also show a single dash); empty or dashes only. Any other
+-- text is an error, with or without digits: vk_lib reads VK's money through dec2, where "abc" must
+-- not become a silent 0.00.
 local function is_null(s)
-  return s == nil or not s:find("%d")
+  return s == nil or s:match("^%s*%-*%s*$") ~= nil
 end
 
 -- Non-negative integer text of at most 18 digits -> integer (exact in 64 bits).

@@ -24,13 +24,14 @@ assert(rows and #rows == 1 and info.title == "r (2025-11-03 - 2025-11-03)" and r
 rows = tsv.parse("\239\187\191Date\tImpressions\tCost\nTotal rows: 0\n", F, { header_required = true })
 assert(rows and #rows == 0, "BOM before the column header")
 
--- "No data" in a money column is any token without a digit: "--", and the single dash the Direct
--- docs also show; a token with digits that is not a number is still an error.
+-- "No data" in a money column is "--", the single dash the Direct docs also show, or nothing; any
+-- other text is an error, digits or not (vk_lib reads VK money through dec2).
 for _, s in ipairs({ "-", "--", " - ", "" }) do
   assert(tsv.micros(s) == "0.00", "micros " .. s) assert(tsv.money(s) == "0.00", "money " .. s)
   assert(tsv.dec2(s) == "0.00", "dec2 " .. s)
 end
 assert(tsv.money("12,50") == nil and tsv.micros("12x") == nil and tsv.money("1 230 000") == nil)
+assert(tsv.dec2("abc") == nil and tsv.micros("n/a") == nil, "text without digits is not 'no data'")
 
 -- A title line that is not quoted (its exact form is unverified) is still a title when the column
 -- header follows it; a line without tabs that is not followed by the header is not one.

@@ -183,6 +183,38 @@ class QaQTickets(QaBase):
         self.assertNotEqual(r.returncode, 0, r.stdout + r.stderr)
         self.assertEqual(int(self.scalar("SELECT count() FROM stg_qtickets_api_orders_raw")), 50, r.stdout + r.stderr)
 
+    def test_orders_no_longer_listed_are_fetched_and_stored_as_they_are_now(self):
+        # The list holds paid orders only (payed=1 in the body). An order an earlier run stored as a sale
+        # that is no longer paid is not listed again: its stored row went on counting for good. Each such
+        # order of the window is fetched by id; one that answers 404 is left as it was and named.
+        ev = event(1, "Show", {"id": 5, "name": "Омск"})
+        first = [order(10, 1, "2025-11-02T10:00:00+03:00", [basket(100, 10), basket(101, 10)]),
+                 order(11, 1, "2025-11-02T11:00:00+03:00", [basket(110, 20)]),
+                 order(12, 1, "2025-11-02T12:00:00+03:00", [basket(120, 30)])]
+        self.serve([ev], first)
+        r = self.load()
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual(self.sales(), {("2025-11-02", "Омск", "Show"): (4, Decimal("70.00"), Decimal(0))})
+        unpaid = copy.deepcopy(first[0])
+        unpaid["payed"] = False
+        self.api.stop()
+        self.serve([ev], [unpaid, first[1]])  # 10 no longer paid (so not listed), 12 gone (404)
+        r = self.load()
+        out = r.stdout + r.stderr
+        self.assertEqual(r.returncode, 0, out)
+        self.assertEqual(self.sales(), {("2025-11-02", "Омск", "Show"): (2, Decimal("50.00"), Decimal(0))})
+        paths = [q["path"] for q in self.api.requests()["requests"]]
+        self.assertIn("/qtickets/api/rest/v1/orders/10", paths)
+        self.assertIn("/qtickets/api/rest/v1/orders/12", paths)
+        self.assertNotIn("/qtickets/api/rest/v1/orders/11", paths)
+        run = self.runs("qtickets")[-1]
+        self.assertEqual(run["status"], "success")
+        self.assertIn("1 order(s) stored earlier are no longer listed and QTickets answers 404 (left as they were): 12",
+                      run["message"])
+        m = json.loads(run["metrics"])
+        self.assertEqual((m["orders_rechecked"], m["orders_gone"]), (2, 1))
+        self.assertEqual(self.q("SELECT payed FROM v_qtickets_orders_latest WHERE order_id = '10'"), [{"payed": 0}])
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -215,6 +215,34 @@ class QaQTickets(QaBase):
         self.assertEqual((m["orders_rechecked"], m["orders_gone"]), (2, 1))
         self.assertEqual(self.q("SELECT payed FROM v_qtickets_orders_latest WHERE order_id = '10'"), [{"payed": 0}])
 
+    def test_an_order_listed_again_without_baskets_stops_counting_its_old_ones(self):
+        # 0009 compares an order's baskets with each other: when QTickets lists the order again with an
+        # empty basket list (its last basket filtered out), there is no newer basket, and the old ones went
+        # on counting as live sales. The latest order row (baskets_total 0) is the truth (0010).
+        ev = event(1, "Show", {"id": 5, "name": "Омск"})
+        first = [order(10, 1, "2025-11-02T10:00:00+03:00", [basket(100, 10), basket(101, 10)]),
+                 order(11, 1, "2025-11-02T11:00:00+03:00", [basket(110, 20)])]
+        self.serve([ev], first)
+        r = self.load()
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual(self.sales(), {("2025-11-02", "Омск", "Show"): (3, Decimal("40.00"), Decimal(0))})
+        # A run stopped between its order and basket inserts: an order row newer than the baskets that
+        # still names baskets leaves the previous snapshot counting.
+        zhtest.ch("INSERT INTO stg_qtickets_api_orders_raw (order_id, event_id, payed, payed_at, created_at, sale_ts, "
+                  "price, original_price, currency, baskets_total, baskets_live, _ver) SELECT order_id, event_id, payed, "
+                  "payed_at, created_at, sale_ts, price, original_price, currency, baskets_total, baskets_live, _ver + 1 "
+                  "FROM stg_qtickets_api_orders_raw", self.db)
+        self.assertEqual(self.sales(), {("2025-11-02", "Омск", "Show"): (3, Decimal("40.00"), Decimal(0))})
+        later = copy.deepcopy(first)
+        later[0]["baskets"] = []
+        self.api.stop()
+        self.serve([ev], later)
+        r = self.load()
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual(self.sales(), {("2025-11-02", "Омск", "Show"): (1, Decimal("20.00"), Decimal(0))})
+        self.assertEqual(self.q("SELECT toString(sales_date) AS d, tickets_sold FROM fact_qtickets_sales_daily"),
+                         [{"d": "2025-11-02", "tickets_sold": "1"}])
+
 
 if __name__ == "__main__":
     unittest.main()

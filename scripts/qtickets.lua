@@ -85,11 +85,13 @@ end
 
 -- GET base..path with an optional JSON body. Returns the decoded value (a view for an object or
 -- array), or nil, "<what>: <why>".
+local token_refused = false -- a 401/403 was met: nothing else can load either
 local function get(path, body, what)
   local res, err = http.request{method = "GET", url = base .. path, json = body, headers = headers,
     source = SOURCE, timeout = timeout}
   if not res then return nil, what .. ": " .. tostring(err) end
   if res.status == 401 or res.status == 403 then
+    token_refused = true
     return nil, what .. ": HTTP " .. res.status .. " " .. snippet(res.body) ..
       ": QTickets refused the token; set a valid QTICKETS_TOKEN in " .. job.secrets_dir .. "/.env." .. job.secrets, res.status
   end
@@ -272,9 +274,16 @@ end
 local function add_event(e) add_event_row(event_row(e)) end
 
 -- 1. Events (all of them, deleted ones included: old sales still need their city and name).
-each_page("events", {orderBy = {id = "asc"}}, function(items)
+-- A list that fails (5xx after the retries, a malformed page) does not keep the sales out: the orders
+-- still load, the events they refer to are fetched one by one (step 3), and the run fails at the end
+-- with the list's error. A refused token fails at once: no order could load either.
+local events_ok, events_err = pcall(each_page, "events", {orderBy = {id = "asc"}}, function(items)
   for _, e in ipairs(items) do add_event(e) end
 end)
+if not events_ok then
+  if token_refused then error(events_err, 0) end
+  log.warn("the events list failed; loading the orders anyway", {error = events_err})
+end
 
 -- 2. Paid orders of the window.
 local seen_orders = {}
@@ -353,7 +362,7 @@ local function publish()
 end
 if not ok then
   publish()
-  error(err, 0)
+  error(err .. (events_ok and "" or "; before it, " .. tostring(events_err)), 0)
 end
 
 -- 2b. Orders an earlier run stored as sales of this window that this run's list no longer returns.
@@ -450,13 +459,18 @@ if #gone > 0 then
   msg = msg .. string.format("; %d order(s) stored earlier are no longer listed and QTickets answers 404 (left as they were): %s%s",
     #gone, table.concat(gone, ", ", 1, math.min(#gone, 10)), #gone > 10 and ", …" or "")
 end
+local failures = {}
+if not events_ok then
+  failures[#failures + 1] = tostring(events_err) .. "; the orders were loaded, the events they refer to fetched one by one"
+end
 -- Everything else is loaded; the run still fails, so a price QTickets sent that is not money
 -- does not sit in the dashboards as 0.00 with nobody told (the alert names the orders).
 if unreadable.count > 0 then
-  error(string.format("%d value(s) in QTickets orders could not be read; their rows were stored with the "
+  failures[#failures + 1] = string.format("%d value(s) in QTickets orders could not be read; their rows were stored with the "
     .. "column's default (price 0.00, quantity 1) — check these orders in QTickets, the next run after a fix "
-    .. "replaces the rows: %s%s (%s)", unreadable.count, table.concat(unreadable.first, "; "),
-    unreadable.count > #unreadable.first and "; …" or "", msg), 0)
+    .. "replaces the rows: %s%s", unreadable.count, table.concat(unreadable.first, "; "),
+    unreadable.count > #unreadable.first and "; …" or "")
 end
+if #failures > 0 then error(table.concat(failures, "; ") .. " (" .. msg .. ")", 0) end
 job:message(msg)
 log.info(msg)

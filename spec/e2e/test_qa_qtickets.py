@@ -243,6 +243,35 @@ class QaQTickets(QaBase):
         self.assertEqual(self.q("SELECT toString(sales_date) AS d, tickets_sold FROM fact_qtickets_sales_daily"),
                          [{"d": "2025-11-02", "tickets_sold": "1"}])
 
+    def test_a_failing_events_list_does_not_keep_the_orders_out(self):
+        # The events list answers 503 after every retry. The run used to fail there with nothing loaded,
+        # so the sales of the window waited for the events endpoint. The orders load; the events they
+        # refer to are fetched one by one; the run still fails naming the list's error.
+        evs = [event(1, "Show", {"id": 5, "name": "Омск"}), event(2, "Other", {"id": 6, "name": "Томск"})]
+        self.serve(evs, [order(10, 1, "2025-11-02T10:00:00+03:00", [basket(100, 10)]),
+                         order(11, 2, "2025-11-02T11:00:00+03:00", [basket(101, 20, 2)])])
+        self.api.faults([{"path": "/events$", "status": 503, "times": -1,
+                          "body": '{"error":"Unknown error","status":503,"code":"UNKNOWN_ERROR","info":[]}'}])
+        r = self.load()
+        out = r.stdout + r.stderr
+        self.assertNotEqual(r.returncode, 0, out)
+        self.assertEqual(self.sales(), {("2025-11-02", "Омск", "Show"): (1, Decimal("10.00"), Decimal(0)),
+                                        ("2025-11-02", "Томск", "Other"): (2, Decimal("40.00"), Decimal(0))})
+        run = self.runs("qtickets")[-1]
+        self.assertEqual(run["status"], "error")
+        self.assertTrue(run["message"].startswith("events page 1: HTTP 503 "), run["message"])
+        self.assertIn("the orders were loaded, the events they refer to fetched one by one "
+                      "(2025-11-01..2025-11-03: 2 orders, 2 baskets, 2 events", run["message"])
+
+    def test_a_refused_token_on_the_events_list_still_stops_at_once(self):
+        self.serve([event(1, "Show", {"id": 5, "name": "Омск"})],
+                   [order(10, 1, "2025-11-02T10:00:00+03:00", [basket(100, 10)])])
+        self.api.faults([{"path": "/events$", "status": 403, "times": -1, "body": '{"error":"Forbidden","status":403}'}])
+        r = self.load()
+        self.assertNotEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("QTickets refused the token", r.stdout + r.stderr)
+        self.assertFalse(any(q["path"].endswith("/orders") for q in self.api.requests()["requests"]))
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -415,6 +415,8 @@ local function recheck_unlisted()
       log.warn("order stored earlier is no longer listed and QTickets answers 404; left as it was", {order_id = id})
     elseif r.err then
       error(r.err, 0)
+    elseif select(2, map.order_in_window(r.data, from_epoch, to_epoch)) == "no payed_at" then
+      add_order(r.data) -- paid without a payment date: named, not stored (step 3 of the docs)
     else
       seen_orders[id] = true
       store_order(r.data)

@@ -85,6 +85,21 @@ end
 
 -- GET base..path with an optional JSON body. Returns the decoded value (a view for an object or
 -- array), or nil, "<what>: <why>".
+-- What an error answer says: QTickets' {"error": "…", "code": "…"} (or {"message": "…"}) as its text
+-- — the body itself is PHP-escaped (\u041d…), unreadable in a run message — else the body.
+local function error_text(res)
+  local v = res:json()
+  if type(v) == "table" then
+    local t = type(v.error) == "string" and v.error ~= "" and v.error
+      or type(v.message) == "string" and v.message ~= "" and v.message
+    if t then
+      if type(v.code) == "string" and v.code ~= "" then t = t .. " (" .. v.code .. ")" end
+      return snippet(t)
+    end
+  end
+  return snippet(res.body)
+end
+
 local token_refused = false -- a 401/403 was met: nothing else can load either
 local function get(path, body, what)
   local res, err = http.request{method = "GET", url = base .. path, json = body, headers = headers,
@@ -92,11 +107,11 @@ local function get(path, body, what)
   if not res then return nil, what .. ": " .. tostring(err) end
   if res.status == 401 or res.status == 403 then
     token_refused = true
-    return nil, what .. ": HTTP " .. res.status .. " " .. snippet(res.body) ..
+    return nil, what .. ": HTTP " .. res.status .. " " .. error_text(res) ..
       ": QTickets refused the token; set a valid QTICKETS_TOKEN in " .. job.secrets_dir .. "/.env." .. job.secrets, res.status
   end
   if res.status ~= 200 then
-    return nil, what .. ": HTTP " .. res.status .. " " .. snippet(res.body), res.status
+    return nil, what .. ": HTTP " .. res.status .. " " .. error_text(res), res.status
   end
   local v = res:json_view()
   if v == nil then

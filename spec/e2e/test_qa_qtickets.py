@@ -278,6 +278,26 @@ class QaQTickets(QaBase):
         self.assertIn("QTickets refused the token", r.stdout + r.stderr)
         self.assertFalse(any(q["path"].endswith("/orders") for q in self.api.requests()["requests"]))
 
+    def test_error_answers_are_shown_as_their_text(self):
+        # QTickets' error bodies are PHP-encoded: Cyrillic comes as \u041d… The run message (mailed by
+        # the alerts) showed those escapes; it now shows the error's text and code.
+        self.serve([event(1, "Show", {"id": 5, "name": "Омск"})],
+                   [order(10, 1, "2025-11-02T10:00:00+03:00", [basket(100, 10)])])
+        body = json.dumps({"error": "Неверный токен", "status": 401})
+        self.assertIn("\\u041d", body)
+        self.api.faults([{"path": "/events$", "status": 401, "times": -1, "body": body}])
+        r = self.load()
+        self.assertNotEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("events page 1: HTTP 401 Неверный токен: QTickets refused the token", self.runs("qtickets")[-1]["message"])
+        self.api.clear_faults()
+        self.api.faults([{"path": "/orders$", "status": 503, "times": -1,
+                          "body": '{"error":"Unknown error","status":503,"code":"UNKNOWN_ERROR","info":[]}'}])
+        r = self.load()
+        self.assertNotEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertTrue(self.runs("qtickets")[-1]["message"].startswith(
+            "orders page 1: HTTP 503 Unknown error (UNKNOWN_ERROR) (0 orders pages before it were loaded and kept)"),
+            self.runs("qtickets")[-1]["message"])
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -83,8 +83,6 @@ local function snippet(s)
   return s
 end
 
--- GET base..path with an optional JSON body. Returns the decoded value (a view for an object or
--- array), or nil, "<what>: <why>".
 -- What an error answer says: QTickets' {"error": "…", "code": "…"} (or {"message": "…"}) as its text
 -- — the body itself is PHP-escaped (\u041d…), unreadable in a run message — else the body.
 local function error_text(res)
@@ -101,6 +99,9 @@ local function error_text(res)
 end
 
 local token_refused = false -- a 401/403 was met: nothing else can load either
+
+-- GET base..path with an optional JSON body. Returns the decoded value (a view for an object or
+-- array), or nil, "<what>: <why>".
 local function get(path, body, what)
   local res, err = http.request{method = "GET", url = base .. path, json = body, headers = headers,
     source = SOURCE, timeout = timeout}

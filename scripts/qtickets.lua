@@ -328,7 +328,7 @@ local function store_order(o)
   if order.event_id ~= "" then wanted_events[order.event_id] = true end
 end
 
-local function add_order(o)
+local function add_order(o, refetched)
   local ok, why = map.order_in_window(o, from_epoch, to_epoch)
   if not ok then
     counts.filtered_out = counts.filtered_out + 1
@@ -352,7 +352,9 @@ local function add_order(o)
   seen_orders[id] = true
   if not map.is_obj(o.baskets) then
     -- The list came without baskets (reported for some cabinets): the single order has them.
-    local one, err, status = get("/orders/" .. id, nil, "order " .. id)
+    -- (add_orders fetched it already, with the others of its page.)
+    local r = refetched and refetched[id] or {get("/orders/" .. id, nil, "order " .. id)}
+    local one, err, status = r[1], r[2], r[3]
     job:metric("order_refetches", 1)
     if not one and status == 404 then
       -- Deleted between the list and now: keep what the list said (no baskets) rather than fail
@@ -369,9 +371,32 @@ local function add_order(o)
   store_order(o)
 end
 
-local ok, err = pcall(each_page, "orders", order_body, function(items)
-  for _, o in ipairs(items) do add_order(o) end
-end)
+-- The orders of a page. Those listed without baskets are fetched again (GET /orders/{id}) first,
+-- `concurrency` at a time: one by one, a page of them took 50 round trips, and a first-run
+-- backfill of a cabinet that lists no baskets could outlast the job's timeout.
+local function add_orders(items)
+  local need, wanted = {}, {}
+  for _, o in ipairs(items) do
+    if map.is_obj(o) and not map.is_obj(o.baskets) and map.order_in_window(o, from_epoch, to_epoch) then
+      local id = map.str(o.id)
+      if not seen_orders[id] and not wanted[id] then
+        wanted[id] = true
+        need[#need + 1] = id
+      end
+    end
+  end
+  local refetched = {}
+  if #need > 0 then
+    local got, merr = task.map(need, concurrency, function(id)
+      return table.pack(get("/orders/" .. id, nil, "order " .. id))
+    end)
+    if not got then error("orders listed without baskets: " .. tostring(merr), 0) end
+    for i, id in ipairs(need) do refetched[id] = got[i] end
+  end
+  for _, o in ipairs(items) do add_order(o, refetched) end
+end
+
+local ok, err = pcall(each_page, "orders", order_body, add_orders)
 
 local function publish()
   for k, v in pairs(counts) do job:set(k, v) end

@@ -410,7 +410,7 @@ end
 -- The list holds paid orders only (payed=1 in the body), so an order that stopped being a sale
 -- (no longer paid) is not listed again, and a soft-deleted one may be hidden: its stored row
 -- would count in the views for good. Each such order is fetched by id and stored as QTickets now
--- has it. One that answers 404 is left as it was and named (a warning, metrics.orders_gone, the
+-- has it. One that answers 404 (or 401/403) is left as it was and named (a warning, metrics.orders_gone, the
 -- run message): nothing proves it was not a sale, and a wrong base URL or a glitch must not erase
 -- sales. Runs only after a complete walk of the list.
 local gone = {}
@@ -450,10 +450,12 @@ local function recheck_unlisted()
   for i, r in ipairs(got) do
     local id = unlisted[i]
     job:metric("orders_rechecked", 1)
-    if r.status == 404 then
-      gone[#gone + 1] = id
+    if r.status == 404 or r.status == 403 or r.status == 401 then
+      -- (the token read the whole list a moment ago: a 401/403 here is about this order only)
+      gone[#gone + 1] = id .. " (" .. r.status .. ")"
       job:metric("orders_gone", 1)
-      log.warn("order stored earlier is no longer listed and QTickets answers 404; left as it was", {order_id = id})
+      log.warn("order stored earlier is no longer listed and QTickets does not return it; left as it was",
+        {order_id = id, status = r.status})
     elseif r.err then
       error(r.err, 0)
     elseif select(2, map.order_in_window(r.data, from_epoch, to_epoch)) == "no payed_at" then
@@ -499,7 +501,7 @@ if counts.paid_without_payed_at > 0 then
     counts.paid_without_payed_at > #undated.first and ", …" or "")
 end
 if #gone > 0 then
-  msg = msg .. string.format("; %d order(s) stored earlier are no longer listed and QTickets answers 404 (left as they were): %s%s",
+  msg = msg .. string.format("; %d order(s) stored earlier are no longer listed and QTickets does not return them (left as they were): %s%s",
     #gone, table.concat(gone, ", ", 1, math.min(#gone, 10)), #gone > 10 and ", …" or "")
 end
 local failures = {}

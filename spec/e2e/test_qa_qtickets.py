@@ -191,11 +191,12 @@ class QaQTickets(QaBase):
         first = [order(10, 1, "2025-11-02T10:00:00+03:00", [basket(100, 10), basket(101, 10)]),
                  order(11, 1, "2025-11-02T11:00:00+03:00", [basket(110, 20)]),
                  order(12, 1, "2025-11-02T12:00:00+03:00", [basket(120, 30)]),
-                 order(13, 1, "2025-11-02T13:00:00+03:00", [basket(130, 40)])]
+                 order(13, 1, "2025-11-02T13:00:00+03:00", [basket(130, 40)]),
+                 order(14, 1, "2025-11-02T14:00:00+03:00", [basket(140, 50)])]
         self.serve([ev], first)
         r = self.load()
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-        self.assertEqual(self.sales(), {("2025-11-02", "Омск", "Show"): (5, Decimal("110.00"), Decimal(0))})
+        self.assertEqual(self.sales(), {("2025-11-02", "Омск", "Show"): (6, Decimal("160.00"), Decimal(0))})
         unpaid = copy.deepcopy(first[0])
         unpaid["payed"] = False
         undated = copy.deepcopy(first[3])
@@ -203,22 +204,26 @@ class QaQTickets(QaBase):
         self.api.stop()
         # 10 no longer paid (so not listed), 12 gone (404), 13 paid without a payment date now (not
         # listed by the payed_at filter; fetched, then named and not stored, as a listed one would be)
-        self.serve([ev], [unpaid, first[1], undated])
+        # 14 not listed either and refused alone (403: about that order, the token read the list)
+        hidden = copy.deepcopy(first[4])
+        hidden["payed"] = False
+        self.serve([ev], [unpaid, first[1], undated, hidden])
+        self.api.faults([{"path": "/orders/14$", "status": 403, "times": -1, "body": '{"error":"Forbidden","status":403}'}])
         r = self.load()
         out = r.stdout + r.stderr
         self.assertEqual(r.returncode, 0, out)
-        self.assertEqual(self.sales(), {("2025-11-02", "Омск", "Show"): (3, Decimal("90.00"), Decimal(0))})
+        self.assertEqual(self.sales(), {("2025-11-02", "Омск", "Show"): (4, Decimal("140.00"), Decimal(0))})
         paths = [q["path"] for q in self.api.requests()["requests"]]
         self.assertIn("/qtickets/api/rest/v1/orders/10", paths)
         self.assertIn("/qtickets/api/rest/v1/orders/12", paths)
         self.assertNotIn("/qtickets/api/rest/v1/orders/11", paths)
         run = self.runs("qtickets")[-1]
         self.assertEqual(run["status"], "success")
-        self.assertIn("1 order(s) stored earlier are no longer listed and QTickets answers 404 (left as they were): 12",
-                      run["message"])
+        self.assertIn("2 order(s) stored earlier are no longer listed and QTickets does not return them "
+                      "(left as they were): 12 (404), 14 (403)", run["message"])
         self.assertIn("1 paid order(s) without a readable payed_at were not stored: 13", run["message"])
         m = json.loads(run["metrics"])
-        self.assertEqual((m["orders_rechecked"], m["orders_gone"]), (3, 1))
+        self.assertEqual((m["orders_rechecked"], m["orders_gone"]), (4, 2))
         self.assertEqual(self.q("SELECT payed FROM v_qtickets_orders_latest WHERE order_id = '10'"), [{"payed": 0}])
 
     def test_an_order_listed_again_without_baskets_stops_counting_its_old_ones(self):

@@ -478,7 +478,11 @@ if #missing > 0 then
   local got, merr = task.map(missing, concurrency, function(id)
     local v, gerr, status = get("/events/" .. id, nil, "event " .. id)
     if not v then
-      if status == 404 then log.warn("event referenced by orders not found", {event_id = id}) return {} end
+      -- (a 401/403 here is about this event: the token has just read the lists)
+      if status == 404 or status == 403 or status == 401 then
+        log.warn("event referenced by orders not found", {event_id = id, status = status})
+        return {}
+      end
       return {err = gerr}
     end
     -- The row, not the object: no event's document is held until the last one arrives.

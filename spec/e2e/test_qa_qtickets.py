@@ -303,6 +303,20 @@ class QaQTickets(QaBase):
             "orders page 1: HTTP 503 Unknown error (UNKNOWN_ERROR) (0 orders pages before it were loaded and kept)"),
             self.runs("qtickets")[-1]["message"])
 
+    def test_an_event_refused_alone_does_not_fail_the_run(self):
+        # The orders of event 3 load; /events/3 answers 403 (the token has just read both lists, so this
+        # is about the one event). It is skipped like a 404 instead of failing every run as a bad token.
+        self.serve([event(1, "Show", {"id": 5, "name": "Омск"})],
+                   [order(10, 1, "2025-11-02T10:00:00+03:00", [basket(100, 10)]),
+                    order(11, 3, "2025-11-02T11:00:00+03:00", [basket(101, 20)])])
+        self.api.faults([{"path": "/events/3$", "status": 403, "times": -1, "body": '{"error":"Forbidden","status":403}'}])
+        r = self.load()
+        out = r.stdout + r.stderr
+        self.assertEqual(r.returncode, 0, out)
+        self.assertIn("event referenced by orders not found", out)
+        self.assertEqual(self.sales(), {("2025-11-02", "Омск", "Show"): (1, Decimal("10.00"), Decimal(0)),
+                                        ("2025-11-02", "", ""): (1, Decimal("20.00"), Decimal(0))})
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -83,6 +83,23 @@ local function snippet(s)
   return s
 end
 
+-- What an error answer says: QTickets' {"error": "…", "code": "…"} (or {"message": "…"}) as its text
+-- — the body itself is PHP-escaped (\u041d…), unreadable in a run message — else the body.
+local function error_text(res)
+  local v = res:json()
+  if type(v) == "table" then
+    local t = type(v.error) == "string" and v.error ~= "" and v.error
+      or type(v.message) == "string" and v.message ~= "" and v.message
+    if t then
+      if type(v.code) == "string" and v.code ~= "" then t = t .. " (" .. v.code .. ")" end
+      return snippet(t)
+    end
+  end
+  return snippet(res.body)
+end
+
+local token_refused = false -- a 401/403 was met: nothing else can load either
+
 -- GET base..path with an optional JSON body. Returns the decoded value (a view for an object or
 -- array), or nil, "<what>: <why>".
 local function get(path, body, what)
@@ -90,11 +107,12 @@ local function get(path, body, what)
     source = SOURCE, timeout = timeout}
   if not res then return nil, what .. ": " .. tostring(err) end
   if res.status == 401 or res.status == 403 then
-    return nil, what .. ": HTTP " .. res.status .. " " .. snippet(res.body) ..
+    token_refused = true
+    return nil, what .. ": HTTP " .. res.status .. " " .. error_text(res) ..
       ": QTickets refused the token; set a valid QTICKETS_TOKEN in " .. job.secrets_dir .. "/.env." .. job.secrets, res.status
   end
   if res.status ~= 200 then
-    return nil, what .. ": HTTP " .. res.status .. " " .. snippet(res.body), res.status
+    return nil, what .. ": HTTP " .. res.status .. " " .. error_text(res), res.status
   end
   local v = res:json_view()
   if v == nil then
@@ -272,9 +290,16 @@ end
 local function add_event(e) add_event_row(event_row(e)) end
 
 -- 1. Events (all of them, deleted ones included: old sales still need their city and name).
-each_page("events", {orderBy = {id = "asc"}}, function(items)
+-- A list that fails (5xx after the retries, a malformed page) does not keep the sales out: the orders
+-- still load, the events they refer to are fetched one by one (step 3), and the run fails at the end
+-- with the list's error. A refused token fails at once: no order could load either.
+local events_ok, events_err = pcall(each_page, "events", {orderBy = {id = "asc"}}, function(items)
   for _, e in ipairs(items) do add_event(e) end
 end)
+if not events_ok then
+  if token_refused then error(events_err, 0) end
+  log.warn("the events list failed; loading the orders anyway", {error = events_err})
+end
 
 -- 2. Paid orders of the window.
 local seen_orders = {}
@@ -287,7 +312,23 @@ local order_body = {
   orderBy = {id = "asc"},
 }
 
-local function add_order(o)
+-- Stores an order (a listed or fetched object) with its baskets.
+local function store_order(o)
+  local order, baskets, notes, problems = map.order_rows(o, ver)
+  for _, n in ipairs(notes) do job:metric(n, 1) end
+  for _, p in ipairs(problems) do
+    unreadable.count = unreadable.count + 1
+    if #unreadable.first < 10 then unreadable.first[#unreadable.first + 1] = p end
+    log.warn("value not readable, row stored with the column's default", {problem = p})
+  end
+  sinks.stg_qtickets_api_orders_raw:add(order)
+  for _, b in ipairs(baskets) do sinks.stg_qtickets_api_baskets_raw:add(b) end
+  counts.orders = counts.orders + 1
+  counts.baskets = counts.baskets + #baskets
+  if order.event_id ~= "" then wanted_events[order.event_id] = true end
+end
+
+local function add_order(o, refetched)
   local ok, why = map.order_in_window(o, from_epoch, to_epoch)
   if not ok then
     counts.filtered_out = counts.filtered_out + 1
@@ -311,7 +352,9 @@ local function add_order(o)
   seen_orders[id] = true
   if not map.is_obj(o.baskets) then
     -- The list came without baskets (reported for some cabinets): the single order has them.
-    local one, err, status = get("/orders/" .. id, nil, "order " .. id)
+    -- (add_orders fetched it already, with the others of its page.)
+    local r = refetched and refetched[id] or {get("/orders/" .. id, nil, "order " .. id)}
+    local one, err, status = r[1], r[2], r[3]
     job:metric("order_refetches", 1)
     if not one and status == 404 then
       -- Deleted between the list and now: keep what the list said (no baskets) rather than fail
@@ -325,31 +368,105 @@ local function add_order(o)
     -- (o may be a read-only view: order_rows reads absent baskets as none.)
     if not map.is_obj(o.baskets) then log.warn("order without baskets", {order_id = id}) end
   end
-  local order, baskets, notes, problems = map.order_rows(o, ver)
-  for _, n in ipairs(notes) do job:metric(n, 1) end
-  for _, p in ipairs(problems) do
-    unreadable.count = unreadable.count + 1
-    if #unreadable.first < 10 then unreadable.first[#unreadable.first + 1] = p end
-    log.warn("value not readable, row stored with the column's default", {problem = p})
-  end
-  sinks.stg_qtickets_api_orders_raw:add(order)
-  for _, b in ipairs(baskets) do sinks.stg_qtickets_api_baskets_raw:add(b) end
-  counts.orders = counts.orders + 1
-  counts.baskets = counts.baskets + #baskets
-  if order.event_id ~= "" then wanted_events[order.event_id] = true end
+  store_order(o)
 end
 
-local ok, err = pcall(each_page, "orders", order_body, function(items)
-  for _, o in ipairs(items) do add_order(o) end
-end)
+-- The orders of a page. Those listed without baskets are fetched again (GET /orders/{id}) first,
+-- `concurrency` at a time: one by one, a page of them took 50 round trips, and a first-run
+-- backfill of a cabinet that lists no baskets could outlast the job's timeout.
+local function add_orders(items)
+  local need, wanted = {}, {}
+  for _, o in ipairs(items) do
+    if map.is_obj(o) and not map.is_obj(o.baskets) and map.order_in_window(o, from_epoch, to_epoch) then
+      local id = map.str(o.id)
+      if not seen_orders[id] and not wanted[id] then
+        wanted[id] = true
+        need[#need + 1] = id
+      end
+    end
+  end
+  local refetched = {}
+  if #need > 0 then
+    local got, merr = task.map(need, concurrency, function(id)
+      return table.pack(get("/orders/" .. id, nil, "order " .. id))
+    end)
+    if not got then error("orders listed without baskets: " .. tostring(merr), 0) end
+    for i, id in ipairs(need) do refetched[id] = got[i] end
+  end
+  for _, o in ipairs(items) do add_order(o, refetched) end
+end
+
+local ok, err = pcall(each_page, "orders", order_body, add_orders)
 
 local function publish()
   for k, v in pairs(counts) do job:set(k, v) end
 end
 if not ok then
   publish()
-  error(err, 0)
+  error(err .. (events_ok and "" or "; before it, " .. tostring(events_err)), 0)
 end
+
+-- 2b. Orders an earlier run stored as sales of this window that this run's list no longer returns.
+-- The list holds paid orders only (payed=1 in the body), so an order that stopped being a sale
+-- (no longer paid) is not listed again, and a soft-deleted one may be hidden: its stored row
+-- would count in the views for good. Each such order is fetched by id and stored as QTickets now
+-- has it. One that answers 404 (or 401/403) is left as it was and named (a warning, metrics.orders_gone, the
+-- run message): nothing proves it was not a sale, and a wrong base URL or a glitch must not erase
+-- sales. Runs only after a complete walk of the list.
+local gone = {}
+local function recheck_unlisted()
+  -- (v_qtickets_orders_latest's conditions, on the orders with a row in the window only: the view
+  -- would aggregate the whole table first.)
+  local a, b = math.floor(from_epoch), math.floor(to_epoch)
+  local rows, qerr = ch.query(string.format("SELECT order_id FROM zakaz.stg_qtickets_api_orders_raw "
+    .. "WHERE order_id IN (SELECT order_id FROM zakaz.stg_qtickets_api_orders_raw "
+    .. "WHERE sale_ts >= toDateTime(%d) AND sale_ts < toDateTime(%d)) GROUP BY order_id "
+    .. "HAVING argMax(payed, _ver) = 1 AND isNull(tupleElement(argMax(tuple(deleted_at), _ver), 1)) "
+    .. "AND argMax(sale_ts, _ver) >= toDateTime(%d) AND argMax(sale_ts, _ver) < toDateTime(%d) "
+    .. "ORDER BY order_id", a, b, a, b))
+  if not rows then
+    log.warn("could not read the orders stored for this window; orders no longer listed were not checked",
+      {error = qerr})
+    return
+  end
+  local unlisted = {}
+  for _, r in ipairs(rows) do
+    local id = tostring(r.order_id)
+    if not seen_orders[id] then unlisted[#unlisted + 1] = id end
+  end
+  if #unlisted == 0 then return end
+  log.info("orders stored earlier are no longer listed; fetching each", {count = #unlisted})
+  local got, merr = task.map(unlisted, concurrency, function(id)
+    local one, gerr, status = get("/orders/" .. id, nil, "order " .. id .. " (stored earlier, no longer listed)")
+    if not one then return {err = gerr, status = status} end
+    local o = map.is_obj(one) and one.data
+    if not map.is_obj(o) or map.is_null(o.id) then
+      return {err = "order " .. id .. " (stored earlier, no longer listed): unexpected response without a data object: "
+        .. snippet(json.encode(json.totable(one)))}
+    end
+    return {data = o}
+  end)
+  if not got then error("orders no longer listed: " .. tostring(merr), 0) end
+  for i, r in ipairs(got) do
+    local id = unlisted[i]
+    job:metric("orders_rechecked", 1)
+    if r.status == 404 or r.status == 403 or r.status == 401 then
+      -- (the token read the whole list a moment ago: a 401/403 here is about this order only)
+      gone[#gone + 1] = id .. " (" .. r.status .. ")"
+      job:metric("orders_gone", 1)
+      log.warn("order stored earlier is no longer listed and QTickets does not return it; left as it was",
+        {order_id = id, status = r.status})
+    elseif r.err then
+      error(r.err, 0)
+    elseif select(2, map.order_in_window(r.data, from_epoch, to_epoch)) == "no payed_at" then
+      add_order(r.data) -- paid without a payment date: named, not stored (step 3 of the docs)
+    else
+      seen_orders[id] = true
+      store_order(r.data)
+    end
+  end
+end
+recheck_unlisted()
 
 -- 3. Events that orders refer to but the list did not return (e.g. filtered out server-side).
 local missing = {}
@@ -361,7 +478,11 @@ if #missing > 0 then
   local got, merr = task.map(missing, concurrency, function(id)
     local v, gerr, status = get("/events/" .. id, nil, "event " .. id)
     if not v then
-      if status == 404 then log.warn("event referenced by orders not found", {event_id = id}) return {} end
+      -- (a 401/403 here is about this event: the token has just read the lists)
+      if status == 404 or status == 403 or status == 401 then
+        log.warn("event referenced by orders not found", {event_id = id, status = status})
+        return {}
+      end
       return {err = gerr}
     end
     -- The row, not the object: no event's document is held until the last one arrives.
@@ -383,13 +504,22 @@ if counts.paid_without_payed_at > 0 then
     counts.paid_without_payed_at, table.concat(undated.first, ", "),
     counts.paid_without_payed_at > #undated.first and ", …" or "")
 end
+if #gone > 0 then
+  msg = msg .. string.format("; %d order(s) stored earlier are no longer listed and QTickets does not return them (left as they were): %s%s",
+    #gone, table.concat(gone, ", ", 1, math.min(#gone, 10)), #gone > 10 and ", …" or "")
+end
+local failures = {}
+if not events_ok then
+  failures[#failures + 1] = tostring(events_err) .. "; the orders were loaded, the events they refer to fetched one by one"
+end
 -- Everything else is loaded; the run still fails, so a price QTickets sent that is not money
 -- does not sit in the dashboards as 0.00 with nobody told (the alert names the orders).
 if unreadable.count > 0 then
-  error(string.format("%d value(s) in QTickets orders could not be read; their rows were stored with the "
+  failures[#failures + 1] = string.format("%d value(s) in QTickets orders could not be read; their rows were stored with the "
     .. "column's default (price 0.00, quantity 1) — check these orders in QTickets, the next run after a fix "
-    .. "replaces the rows: %s%s (%s)", unreadable.count, table.concat(unreadable.first, "; "),
-    unreadable.count > #unreadable.first and "; …" or "", msg), 0)
+    .. "replaces the rows: %s%s", unreadable.count, table.concat(unreadable.first, "; "),
+    unreadable.count > #unreadable.first and "; …" or "")
 end
+if #failures > 0 then error(table.concat(failures, "; ") .. " (" .. msg .. ")", 0) end
 job:message(msg)
 log.info(msg)

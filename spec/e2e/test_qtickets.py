@@ -385,6 +385,24 @@ class TestQTicketsConcurrentPages(QTicketsCase):
         self.assertEqual(most, 8, "order page requests in flight at once")
 
 
+class TestQTicketsListedWithoutBaskets(QTicketsCase):
+    """A cabinet whose list comes without baskets (api/qtickets.md pitfall 7): every order of the
+    window is fetched again alone. They are fetched QTICKETS_CONCURRENCY at a time per page, not one
+    by one: one by one, a first-run backfill could outlast the job's timeout."""
+    orders = 200
+    fake_args = ("--latency-ms", "300", "--set", "qtickets.list_without_baskets=true")
+
+    def test_refetches_are_concurrent_and_totals_exact(self):
+        r = self.load()
+        self.assert_ok(r)
+        self.assert_exact_totals()
+        ts = sorted(q["ts"] for q in self.api.requests()["requests"]
+                    if "/orders/" in q["path"])
+        self.assertEqual(self.last_metrics()["order_refetches"], len(ts))
+        self.assertGreaterEqual(len(ts), 20)
+        most = max(sum(1 for u in ts if t - 0.3 < u <= t) for t in ts)
+        self.assertEqual(most, 8, "order refetches in flight at once")
+
 class TestQTicketsFirstRun(zhtest.ZhostCase):
     def test_first_run_backfills_then_trailing_window(self):
         today = dt.datetime.now(datagen.MSK).date()

@@ -114,6 +114,8 @@ def list_items(req, st, items):
     except (TypeError, ValueError):
         page = 1
     chunk = items[(page - 1) * per: page * per]
+    if st.cfg("qtickets.list_without_baskets"):
+        chunk = [{k: v for k, v in it.items() if k != "baskets"} for it in chunk]
     data = chunk
     hidden = set(st.cfg("qtickets.hidden_ids") or [])
     if hidden:

@@ -316,6 +316,7 @@ DEFAULT_CONFIG = {
     "qtickets.per_page": 50,
     "qtickets.php_keyed_pages": False,  # true: even pages send data (and baskets) as {"0":…,"2":…} objects
     "qtickets.hidden_ids": [],  # ids counted in paging.total but dropped from their page after paging
+    "qtickets.list_without_baskets": False,  # true: /orders lists orders without `baskets` (/orders/{id} has them)
     # Google / Gmail
     "google.access_token_lifetime": 3599,
     "gmail.max_results_cap": 500,

@@ -56,7 +56,7 @@ return {
           subject = mode, job = "backup_" .. mode,
           title = ("резервная копия (%s) не создана"):format(MODE_LABEL[mode]),
           message = ("Последний %s бэкап%s, начатый %s, завершился ошибкой: %s"):format(MODE_LABEL[mode],
-            n.name and (" " .. n.name) or "", os.date("%Y-%m-%d %H:%M:%S", n.t), err),
+            n.name and (" " .. n.name) or "", time.format(n.t, "%Y-%m-%d %H:%M:%S %Z"), err),
           hint = (table.concat(BACKUP_HINT, "\n"):gsub("%%s", mode)),
           details = { mode = mode, backup_name = n.name, started_at = n.t, error = err, run_id = n.run_id },
         }

@@ -41,7 +41,7 @@ return {
     local last_full, last_any = newest("t_full"), newest("t_any")
     local attempts = (tonumber(a.attempts) or 0) + (tonumber(b.attempts) or 0)
     if attempts == 0 and not cfg.required then return {} end
-    local function when(t) return t > 0 and os.date("%Y-%m-%d %H:%M:%S", t) or "никогда" end
+    local function when(t) return t > 0 and time.format(t, "%Y-%m-%d %H:%M:%S %Z") or "никогда" end
     local never = attempts == 0
     local out = {}
     local function check(subject, last, hours, title)

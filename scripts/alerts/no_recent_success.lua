@@ -24,12 +24,12 @@ return {
       local period = cfg.period_hours[r.job] * 3600
       local last_ok = tonumber(r.last_ok) or 0
       if ctx.now - last_ok > period and not (ctx.disabled or {})[r.job] then
-        local when = last_ok > 0 and os.date("%Y-%m-%d %H:%M:%S", last_ok) or "никогда"
+        local when = last_ok > 0 and time.format(last_ok, "%Y-%m-%d %H:%M:%S %Z") or "никогда"
         out[#out + 1] = {
           subject = r.job, job = r.job,
           title = ("%s: нет успешного запуска за %g ч"):format(r.job, cfg.period_hours[r.job]),
           message = ("Последний успешный запуск: %s; последний запуск: %s."):format(when,
-            os.date("%Y-%m-%d %H:%M:%S", tonumber(r.last_run) or 0)),
+            time.format(tonumber(r.last_run) or 0, "%Y-%m-%d %H:%M:%S %Z")),
           hint = ctx.job_hint(r.job),
           details = { last_success = last_ok, last_run = r.last_run, period_hours = cfg.period_hours[r.job] },
         }

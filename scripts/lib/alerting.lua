@@ -316,9 +316,12 @@ end
 
 -- ---- the e-mail ----
 
-local function fmt_time(t)
-  return t and t > 0 and os.date("%Y-%m-%d %H:%M:%S", t) or "—"
+-- Times in the mail are Moscow time, named ("2026-03-30 21:00:00 MSK"), whatever the process zone
+-- (a server or container in UTC made os.date print UTC without saying so).
+function M.fmt_time(t)
+  return t and t > 0 and time.format(t, "%Y-%m-%d %H:%M:%S %Z") or "—"
 end
+local fmt_time = M.fmt_time
 
 -- Commands to investigate a job (shown under each alert about it).
 -- The command that runs a job by hand, where its script is not scripts/<job>.lua (conf/zhost.conf).

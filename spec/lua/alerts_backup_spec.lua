@@ -126,7 +126,7 @@ fs_ = run("backup_stale", ctx({ { t_full = NOW - 30 * H, t_any = NOW - H, attemp
   { { t_full = 0, t_any = 0, attempts = 0 } }))
 assert(ids(fs_) == "backup_stale:full", ids(fs_))
 assert(fs_[1].title == "нет успешного полного бэкапа за 26 ч", fs_[1].title)
-assert(fs_[1].message:find(os.date("%Y-%m-%d %H:%M:%S", NOW - 30 * H), 1, true), fs_[1].message)
+assert(fs_[1].message:find(time.format(NOW - 30 * H, "%Y-%m-%d %H:%M:%S MSK"), 1, true), fs_[1].message)
 assert(fs_[1].severity == "error" and fs_[1].job == "backup_full")
 assert(fs_[1].hint:find("zhost logs backup_full", 1, true) and fs_[1].hint:find("zhost backup list", 1, true), fs_[1].hint)
 

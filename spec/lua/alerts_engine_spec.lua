@@ -152,6 +152,9 @@ assert(subject == "[zhost] ОШИБКА: qtickets failed", subject)
 assert(text:find("failed_run:qtickets (новый)", 1, true), text)
 assert(text:find("Задача: qtickets", 1, true) and text:find("Сообщение: boom", 1, true))
 assert(text:find("\n  zhost logs qtickets\n", 1, true), text)
+-- times are Moscow time and say so, whatever the process zone (UTC in the Docker image)
+assert(text:find("Время: 2025-11-03 12:00:00 MSK\n", 1, true), text)
+assert(text:find("проверка 2025-11-03 12:00:00 MSK.", 1, true), text)
 local many = A.plan({ now = NOW, repeat_s = DAY, results = results({ f, w }),
   state = { ["failed_run:old"] = { rule = "failed_run", subject = "old", state = "open", details = '{"title":"old"}', ver = 1 } },
   pending = {} }).notes

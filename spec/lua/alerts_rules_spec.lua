@@ -146,6 +146,9 @@ c = ctx({
 fs_ = run("no_recent_success", c)
 assert(subjects(fs_) == "no_recent_success:direct,no_recent_success:vk_ads", subjects(fs_))
 assert(fs_[2].message:find("никогда", 1, true))
+-- times are Moscow time and say so, whatever the process zone (UTC in the Docker image)
+assert(fs_[1].message == "Последний успешный запуск: 2025-11-02 09:00:00 MSK; последний запуск: 2025-11-03 11:00:00 MSK.",
+  fs_[1].message)
 assert(c.queries[1]:find("job IN ('direct', 'qtickets', 'vk_ads')", 1, true), c.queries[1])
 fs_ = run("no_recent_success", c, { ALERT_NO_RECENT_SUCCESS_PERIOD_HOURS_DIRECT = "30" })
 assert(subjects(fs_) == "no_recent_success:vk_ads", subjects(fs_))

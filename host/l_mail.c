@@ -298,6 +298,23 @@ static size_t op_read(char *dst, size_t size, size_t n, void *ud) {
     return want;
 }
 
+/* Every reply line of the server (curl hands them over as headers), kept for last_reply. Once the
+ * server has answered the end of DATA, the message is its: libcurl then closes the connection (one
+ * per message) with a QUIT whose answer it waits for *blocking the loop*, for up to the server
+ * response timeout — 120 s by default, the transfer's own timeout does not apply there. A relay
+ * that takes the message and never answers QUIT froze the daemon (health server, every job) for
+ * two minutes per alert cycle; from here on each answer may take at most 1 s (the least curl 7.88
+ * takes), and only QUIT is still to come. */
+static size_t op_header(char *ptr, size_t size, size_t n, void *ud) {
+    mail_op *op = ud;
+    size_t len = size * n;
+    zh_buf_add(&op->x->resp_headers, ptr, len);
+    bool final = len >= 3 && ptr[0] >= '2' && ptr[0] <= '5' && (len == 3 || ptr[3] != '-');
+    if (final && op->msg.len && op->off == op->msg.len)
+        curl_easy_setopt(op->x->easy, CURLOPT_SERVER_RESPONSE_TIMEOUT, 1L);
+    return len;
+}
+
 /* The last reply line of the server ("535 5.7.8 Authentication failed"), or NULL. */
 static char *last_reply(const zh_xfer *x) {
     const char *p = x->resp_headers.data;
@@ -536,6 +553,8 @@ static int l_send(lua_State *L) {
     curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
     curl_easy_setopt(e, CURLOPT_READFUNCTION, op_read);
     curl_easy_setopt(e, CURLOPT_READDATA, op);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, op_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, op);
     curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)op->msg.len);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(timeout * 1000));
     /* One connection per message: an idle SMTP connection left in the shared cache would be

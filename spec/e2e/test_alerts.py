@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 import urllib.error
@@ -552,6 +553,51 @@ class TestMailModule(unittest.TestCase):
         self.assertEqual(p.returncode, 1)
         self.assertIn("timed out after 1 s", p.stderr)
         self.assertLess(took, 8)
+
+    def test_a_server_that_never_answers_quit_does_not_block_the_loop(self):
+        # The relay takes the message (250 after DATA) and then never answers QUIT: libcurl's QUIT
+        # waits blocking the whole loop, 120 s by default whatever the send's timeout was.
+        got = []
+
+        def serve():
+            c, _ = self.srv.accept()
+            f = c.makefile("rb")
+            c.sendall(b"220 quiet ESMTP\r\n")
+            data = False
+            for line in f:
+                if data:
+                    if line == b".\r\n":
+                        data = False
+                        c.sendall(b"250 2.0.0 queued\r\n")
+                    continue
+                verb = line[:4].upper()
+                got.append(verb)
+                if verb == b"EHLO":
+                    c.sendall(b"250-quiet\r\n250 8BITMIME\r\n")
+                elif verb == b"DATA":
+                    data = True
+                    c.sendall(b"354 go on\r\n")
+                elif verb == b"QUIT":
+                    time.sleep(30)
+                    break
+                else:
+                    c.sendall(b"250 ok\r\n")
+            c.close()
+
+        t = threading.Thread(target=serve, daemon=True)
+        t.start()
+        p, took = self.run_lua(
+            'local ticks = 0\n'
+            'task.spawn(function() while true do task.sleep(0.1); ticks = ticks + 1 end end)\n'
+            'local t0 = os.time()\n'
+            'local ok, err = mail.send{host="127.0.0.1", port=%d, tls="none", from="a@b.cc", to="x@y.zz", '
+            'subject="s", text="t", timeout=20}\n'
+            'assert(ok, err)\n'
+            'task.sleep(0.5)\n'
+            'print("ticks", ticks)\n' % self.port)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn(b"QUIT", got)
+        self.assertLess(took, 6)
 
     def test_misuse_raises(self):
         p, _ = self.run_lua('mail.send{host="127.0.0.1", tls="ssl", from="a@b.cc", to="x@y.zz", subject="s", text="t"}\n')

@@ -181,7 +181,8 @@ static int op_push(zh_pending *p, lua_State *co) {
     return n;
 }
 
-static int start_op(lua_State *L, enum op_kind kind, const char *query, const char *body, size_t len) {
+static int start_op_opts(lua_State *L, enum op_kind kind, const char *query, const char *body, size_t len, double timeout_s,
+                         int attempts) {
     zh_host *h = zh_host_of(L);
     zh_task *t = zh_task_current(L, true);
     ch_op *op = zh_xcalloc(1, sizeof *op);
@@ -191,8 +192,17 @@ static int start_op(lua_State *L, enum op_kind kind, const char *query, const ch
     op->h = h;
     op->group = t->group;
     op->req = ch_req_new(h, query, body, len, op_req_done, op);
+    if (attempts > 0) op->req->max_attempts = attempts;
+    if (timeout_s > 0) {
+        curl_easy_setopt(op->req->x->easy, CURLOPT_TIMEOUT_MS, (long)(timeout_s * 1000));
+        if (timeout_s < 5) curl_easy_setopt(op->req->x->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)(timeout_s * 1000));
+    }
     ch_req_start(op->req);
     return zh_task_await(L, &op->base);
+}
+
+static int start_op(lua_State *L, enum op_kind kind, const char *query, const char *body, size_t len) {
+    return start_op_opts(L, kind, query, body, len, 0, 0);
 }
 
 static bool ends_with_format(const char *sql) {
@@ -205,9 +215,29 @@ static bool ends_with_format(const char *sql) {
     return *q == 0;
 }
 
-/* ch.query(sql) -> rows | nil, err. With a FORMAT clause of its own: the raw body. */
+/* ch.query(sql [, {timeout=, attempts=}]) -> rows | nil, err. With a FORMAT clause of its own: the
+ * raw body. timeout: seconds per attempt (default 300); attempts: default ZHOST_CH_ATTEMPTS or 4. */
 static int l_query(lua_State *L) {
     const char *sql = luaL_checkstring(L, 1);
+    double timeout_s = 0;
+    int attempts = 0;
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        lua_getfield(L, 2, "timeout");
+        if (!lua_isnil(L, -1)) {
+            int isnum;
+            timeout_s = lua_tonumberx(L, -1, &isnum);
+            if (!isnum || !(timeout_s > 0) || timeout_s > 3600) return luaL_error(L, "ch.query: timeout must be seconds in (0, 3600]");
+        }
+        lua_getfield(L, 2, "attempts");
+        if (!lua_isnil(L, -1)) {
+            int isnum;
+            lua_Integer a = lua_tointegerx(L, -1, &isnum);
+            if (!isnum || a < 1 || a > 100) return luaL_error(L, "ch.query: attempts must be an integer 1..100");
+            attempts = (int)a;
+        }
+        lua_pop(L, 2);
+    }
     char *s = ch_substitute_db(zh_host_of(L), sql);
     zh_buf b;
     zh_buf_init(&b);
@@ -219,7 +249,7 @@ static int l_query(lua_State *L) {
     lua_pushstring(L, b.data);
     zh_buf_free(&b);
     const char *body = lua_tostring(L, -1);
-    return start_op(L, kind, NULL, body, strlen(body));
+    return start_op_opts(L, kind, NULL, body, strlen(body), timeout_s, attempts);
 }
 
 /* ch.exec(sql) -> true | nil, err. A dry run writes nothing, and exec is how scripts write

@@ -46,7 +46,11 @@ if smtp_host and recipients then
 end
 
 -- ---- ClickHouse ----
-local ch_ok, ch_err = ch.query("SELECT 1 AS ok")
+-- A bounded probe: a server that takes connections and never answers (hung, overloaded) would
+-- otherwise hold this query for 5 minutes per attempt, past the job's timeout, and clickhouse_down
+-- would never be e-mailed.
+local ch_probe_s = tonumber(env("ALERT_CLICKHOUSE_TIMEOUT", "10")) or 10
+local ch_ok, ch_err = ch.query("SELECT 1 AS ok", { timeout = ch_probe_s, attempts = 2 })
 ch_ok = ch_ok ~= nil
 local spool = ch.spool_status()
 

@@ -500,6 +500,33 @@ class TestAlerts(AlertsCase):
         self.assertIn("РЕШЕНО", str(mails[1]["Subject"]))
         self.assertIn("clickhouse_down:clickhouse", self.body(mails[1]))
 
+    def test_clickhouse_that_never_answers_is_mailed_quickly(self):
+        # A hung ClickHouse takes connections and never answers: the probe must give up quickly, so
+        # clickhouse_down is e-mailed long before the daemon's 5-minute timeout for the job.
+        hung = socket.socket()
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(64)
+        self.addCleanup(hung.close)
+        port = self.start_sink()
+        self.write_secrets(port, ALERT_CLICKHOUSE_TIMEOUT="2")
+        env = dict(os.environ)
+        for k in list(env):
+            if k.startswith(("SMTP_", "ALERT_", "CLICKHOUSE_", "CH_")):
+                del env[k]
+        env.update({"CLICKHOUSE_URL": "http://127.0.0.1:%d" % hung.getsockname()[1], "CLICKHOUSE_DB": self.db,
+                    "ZHOST_LOG_LEVEL": "info"})
+        p = subprocess.Popen([BIN, "run", SCRIPT, "--secrets", self.secrets, "--spool", self.spool, "--timeout", "40"],
+                             cwd=SRC, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(p.wait)
+        self.addCleanup(p.kill)
+        t0 = time.time()
+        while time.time() - t0 < 30 and not self.mails():
+            time.sleep(0.2)
+        mails = self.mails()
+        self.assertEqual(len(mails), 1, "no mail within 30 s")
+        self.assertIn("ClickHouse недоступен", str(mails[0]["Subject"]))
+        self.assertIn("clickhouse_down:clickhouse", self.body(mails[0]))
+
     def test_starttls_and_auth(self):
         key = os.path.join(self.tmp, "k.pem")
         cert = os.path.join(self.tmp, "c.pem")

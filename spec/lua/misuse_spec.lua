@@ -41,4 +41,11 @@ for _, nf in ipairs(names) do
   end
 end
 assert(calls > 1000, "too few calls: the module list is wrong")
+-- ch.query's options are checked before anything is sent
+for _, o in ipairs{ { timeout = -1 }, { timeout = 0 }, { timeout = 0/0 }, { timeout = "x" }, { attempts = 0 },
+                    { attempts = 1.5 }, { attempts = 1000 } } do
+  local ok, err = pcall(ch.query, "SELECT 1", o)
+  assert(not ok and tostring(err):find("ch.query: ", 1, true), tostring(err))
+end
+assert(not pcall(ch.query, "SELECT 1", 5))
 print(string.format("%d calls, %d raised, process alive", calls, raised))

@@ -1088,6 +1088,14 @@ int zh_cmd_serve(int argc, char **argv) {
      * the daemon's state directory and spool where `zhost spool` will look. Set once, before any
      * job runs; the process is single-threaded. */
     if (conf->state_dir) setenv("ZHOST_STATE_DIR", conf->state_dir, 0);
+    /* The alerts job reads which jobs are switched off from the state file. ZHOST_STATE_DIR may
+     * name another folder (the systemd unit sets /var/lib/zhost for token caches, state_dir is
+     * /var/lib/zhost/state), so the file's own path is passed, always this daemon's. */
+    if (conf->state_dir) {
+        char sf[1100];
+        snprintf(sf, sizeof sf, "%s/state", conf->state_dir);
+        setenv("ZHOST_SERVE_STATE", sf, 1);
+    }
     if (conf->spool_dir) setenv("ZHOST_SPOOL", conf->spool_dir, 0);
     zh_host_opts ho = {.secrets_dir = s->secrets_flag, .scripts_dir = conf->scripts_dir, .spool_dir = conf->spool_dir,
                        .verbose = verbose};

@@ -76,10 +76,13 @@ end
 
 -- Jobs the daemon has switched off (`zhost disable`, or enabled = false in its configuration): its
 -- state file (<state dir>/state, last column "in effect") says so, and the job rules stay quiet
--- about them. No file (a manual run without the daemon's state dir): none is off.
+-- about them. Under the daemon, ZHOST_SERVE_STATE names that file (job.state_dir may be another
+-- folder: the systemd unit's ZHOST_STATE_DIR); a manual run looks in ZHOST_STATE_DIR. No file: none is off.
 local disabled = {}
 do
-  local text = io.read_file(job.state_dir .. "/state")
+  local path = os.getenv("ZHOST_SERVE_STATE")
+  if not path or path == "" then path = job.state_dir .. "/state" end
+  local text = io.read_file(path)
   for line in (text or ""):gmatch("[^\n]+") do
     local name, effect = line:match("^([%w_%-]+)%s+%S+%s+%S+%s+([01])%s*$")
     if name and effect == "0" then disabled[name] = true end

@@ -8,7 +8,7 @@ import subprocess
 import time
 import unittest
 
-from zhtest import ZHOST, ZhostCase
+from zhtest import SOURCE_DIR, ZHOST, ZhostCase, ch
 from serve_helpers import Daemon, free_port, request_json, write
 
 
@@ -241,6 +241,32 @@ class Operators(ServeCase):
         self.assertEqual(d2.stop(), 0)
         with open(os.path.join(self.tmp, "state", "state")) as fh:
             self.assertRegex(fh.read(), r"(?m)^gmail_ingest 1 \d+ 1$")
+
+    def test_alerts_under_the_daemon_skip_switched_off_jobs_whatever_zhost_state_dir_says(self):
+        # The systemd unit sets ZHOST_STATE_DIR=/var/lib/zhost (token caches) while state_dir is
+        # /var/lib/zhost/state: the alerts job must still read the daemon's own state file.
+        elsewhere = os.path.join(self.tmp, "tokens")
+        os.makedirs(elsewhere)
+        self.lua("noop.lua", 'log.info("noop")\n')
+        text = ("[zhost]\nroot = ..\nstate_dir = state\nscripts_dir = %s\ntimezone = Europe/Moscow\n"
+                "[health]\nlisten = 127.0.0.1:%d\n"
+                "[job vk_ads]\nscript = scripts/noop.lua\nschedule = 0 0 1 1 *\nenabled = false\n"
+                "[job direct]\nscript = scripts/noop.lua\nschedule = 0 0 1 1 *\n"
+                "[job alerts]\nscript = %s\nschedule = 0 0 1 1 *\nargs = --only failed_run\n"
+                % (os.path.join(SOURCE_DIR, "scripts"), self.port, os.path.join(SOURCE_DIR, "scripts", "alerts.lua")))
+        self.conf_path = write(os.path.join(self.tmp, "conf", "zhost.conf"), text)
+        t = int(time.time()) - 600
+        for job in ("vk_ads", "direct"):
+            ch("INSERT INTO meta_job_runs_raw (job, run_id, started_at, finished_at, status, rows_processed, "
+                   "message, metrics, host, _ver) VALUES ('%s', '%s-1', %d, %d, 'error', 0, 'boom', '{}', 'test', %d)"
+                   % (job, job, t, t + 5, t * 1000), self.db)
+        d = self.start(env={"ZHOST_STATE_DIR": elsewhere})
+        r = self.cli("trigger", "alerts")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.wait_idle("alerts")
+        rows = self.q("SELECT rule, subject, state FROM v_alert_state ORDER BY subject")
+        self.assertEqual([(x["rule"], x["subject"], x["state"]) for x in rows], [("failed_run", "direct", "open")])
+        self.assertEqual(d.stop(), 0)
 
     def test_trigger_runs_once_restart_reruns_and_logs_show_history(self):
         self.lua("qt.lua", 'log.info("qtickets ran", {days = job.args.days})\nsleep(1)\n')

@@ -728,6 +728,7 @@ static void stale_answer(void *ud, const char *body, size_t len, const char *err
     zh_stale_check *sc = ud;
     /* No answer (ClickHouse down, no table yet): nothing is marked; the next start asks again. */
     if (err) ZH_DEBUG(NULL, "msg=\"could not look for runs left running\" error=\"%s\"", err);
+    else sc->answered = true;
     for (const char *p = err ? "" : body; *p;) {
         const char *nl = strchr(p, '\n');
         size_t n = nl ? (size_t)(nl - p) : strlen(p);
@@ -761,6 +762,7 @@ void zh_ch_mark_stale_runs_start(zh_host *h, const char *job, zh_stale_check *sc
     sc->h = h;
     sc->pending = 1;
     sc->marked = 0;
+    sc->answered = false;
     char host[128] = "";
     gethostname(host, sizeof host - 1);
     zh_buf q;

@@ -59,6 +59,7 @@ int zh_ch_mark_stale_runs(zh_host *h, const char *job);
 typedef struct zh_stale_check {
     zh_host *h;
     int pending, marked;
+    bool answered;            /* ClickHouse answered the question (false: ask again later) */
 } zh_stale_check;
 void zh_ch_mark_stale_runs_start(zh_host *h, const char *job, zh_stale_check *sc);
 

@@ -804,7 +804,29 @@ void zh_serve_job_json(zh_serve *s, zh_job *j, zh_buf *b) {
 
 /* Rows left `running` by a crash or kill (of this daemon, or of a `zhost run` on this host that is
  * no longer alive) get a final `interrupted` row; runs whose process still lives are left alone. */
-static void mark_interrupted(zh_serve *s) { zh_ch_mark_stale_runs(s->h, NULL); }
+static void stale_retry_cb(uv_timer_t *t) {
+    zh_serve *s = t->data;
+    if (s->stale.answered || s->stopping) {
+        uv_timer_stop(t);
+        return;
+    }
+    /* Runs this daemon started since have its live pid in their rows: they are never marked. */
+    if (s->stale.pending == 0) zh_ch_mark_stale_runs_start(s->h, NULL, &s->stale);
+}
+
+/* ClickHouse often answers later than zhost starts (a power cut brings both back; ClickHouse
+ * takes its time): while it has not answered, the question is asked again every 30 s, instead of
+ * leaving those runs `running` until the next restart of the daemon. */
+static void mark_interrupted(zh_serve *s) {
+    zh_ch_mark_stale_runs_start(s->h, NULL, &s->stale);
+    while (s->stale.pending > 0 && uv_run(s->h->loop, UV_RUN_ONCE)) {
+    }
+    if (!s->stale.answered) {
+        ZH_WARN(NULL, "msg=\"could not look for runs left running by a crash; asking again every 30 s\"");
+        uint64_t every = (uint64_t)(30000 / s->speed) + 1;
+        uv_timer_start(s->stale_timer, stale_retry_cb, every, every);
+    }
+}
 
 /* Last runs per job from meta_job_runs, so status survives a restart. */
 static void load_history(zh_serve *s) {
@@ -1124,6 +1146,10 @@ int zh_cmd_serve(int argc, char **argv) {
     s->stall_timer->data = s;
     uv_timer_start(s->stall_timer, stall_cb, 2000, 2000);
     uv_unref((uv_handle_t *)s->stall_timer); /* never what keeps the daemon's loop alive */
+    s->stale_timer = zh_xcalloc(1, sizeof *s->stale_timer);
+    uv_timer_init(h->loop, s->stale_timer);
+    s->stale_timer->data = s;
+    uv_unref((uv_handle_t *)s->stale_timer);
 
     zh_job **tail = &s->jobs;
     for (int i = 0; i < conf->njobs; i++) {
@@ -1195,6 +1221,7 @@ int zh_cmd_serve(int argc, char **argv) {
     uv_close((uv_handle_t *)s->grace_timer, timer_closed);
     uv_close((uv_handle_t *)s->reap_timer, timer_closed);
     uv_close((uv_handle_t *)s->stall_timer, timer_closed);
+    uv_close((uv_handle_t *)s->stale_timer, timer_closed);
     zh_host_free(h);
     for (int i = 0; i < s->ndead; i++) free(s->dead_runs[i]);
     zh_conf_free(s->conf);

@@ -4,6 +4,7 @@
 #ifndef ZH_SERVE_H
 #define ZH_SERVE_H
 
+#include "clickhouse.h"
 #include "run.h"
 #include "schedule.h"
 #include "zh.h"
@@ -109,6 +110,8 @@ struct zh_serve {
     bool stopping, grace_over;
     uv_timer_t *grace_timer, *reap_timer;
     uv_timer_t *stall_timer;  /* every 2 s: script runs whose tasks all wait for each other */
+    uv_timer_t *stale_timer;  /* until ClickHouse answers: runs left `running` by a crash are marked */
+    zh_stale_check stale;
     zh_run *dead_runs[64];    /* finished runs waiting to be freed outside their callbacks */
     int ndead;
     int queries_inflight;     /* ClickHouse queries from zh_serve_query not answered yet */

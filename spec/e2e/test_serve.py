@@ -4,9 +4,12 @@ stop, interrupted runs, persistent enable/disable, trigger/restart, reload, chil
 import json
 import os
 import signal
+import socket
 import subprocess
+import threading
 import time
 import unittest
+import urllib.parse
 
 from zhtest import SOURCE_DIR, ZHOST, ZhostCase, ch
 from serve_helpers import Daemon, free_port, request_json, write
@@ -208,6 +211,65 @@ assert(task.wait(u) == 7)
         self.assertEqual([(r["run_id"], r["status"]) for r in runs], [(run_id, "interrupted")])
         st = json.loads(self.cli("status", "sleeper", "--json").stdout)
         self.assertEqual(st["last_run"]["status"], "interrupted")
+        self.assertEqual(d2.stop(), 0)
+
+    def test_runs_left_running_are_marked_once_clickhouse_answers_after_the_start(self):
+        # A power cut brings ClickHouse and zhost back together; ClickHouse answers later than the
+        # daemon starts. The runs left `running` must still be marked, not at the next restart.
+        self.lua("sleeper.lua", 'log.info("sleeping")\nsleep(120)\n')
+        self.conf("[job sleeper]\nscript = scripts/sleeper.lua\nschedule = 0 0 1 1 *\n")
+        d = self.start()
+        self.assertEqual(self.cli("trigger", "sleeper").returncode, 0)
+        d.wait_for(r'job=sleeper msg="?sleeping')
+        rows = self.wait_rows("SELECT run_id, status FROM meta_job_runs WHERE job = 'sleeper'",
+                              lambda r: len(r) == 1 and r[0]["status"] == "running")
+        run_id = rows[0]["run_id"]
+        d.kill()
+        port = free_port()
+        url = urllib.parse.urlsplit(self.env["CLICKHOUSE_URL"])
+        now = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
+        # 30 s between questions, 30 times faster with the fake clock's speed
+        d2 = self.start(env={"CLICKHOUSE_URL": "http://127.0.0.1:%d" % port, "ZHOST_FAKE_NOW": now,
+                             "ZHOST_FAKE_SPEED": "30"})
+        self.assertEqual(self.runs("sleeper")[0]["status"], "running")
+        # ClickHouse "comes up": a forwarder on the daemon's port
+        lst = socket.socket()
+        lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        lst.bind(("127.0.0.1", port))
+        lst.listen(16)
+        self.addCleanup(lst.close)
+
+        def pipe(a, b):
+            try:
+                while True:
+                    data = a.recv(65536)
+                    if not data:
+                        break
+                    b.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for x in (a, b):
+                    try:
+                        x.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+        def forward():
+            while True:
+                try:
+                    c, _ = lst.accept()
+                except OSError:
+                    return
+                u = socket.create_connection((url.hostname, url.port))
+                threading.Thread(target=pipe, args=(c, u), daemon=True).start()
+                threading.Thread(target=pipe, args=(u, c), daemon=True).start()
+
+        threading.Thread(target=forward, daemon=True).start()
+        d2.wait_for(r'job=sleeper msg="marking a run left running as interrupted" run_id=' + run_id, timeout=20)
+        self.wait_rows("SELECT status FROM meta_job_runs WHERE job = 'sleeper'",
+                       lambda r: [x["status"] for x in r] == ["interrupted"])
+        self.assertTrue(d2.grep("asking again every 30 s"))
         self.assertEqual(d2.stop(), 0)
 
 

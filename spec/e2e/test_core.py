@@ -363,6 +363,26 @@ class ScriptFailures(zhtest.ZhostCase):
         self.assertIn("stack traceback", r.stderr)
         self.assertIn("zhost: boom failed:", r.stderr.splitlines()[-1])
 
+    def test_an_error_object_whose_tostring_fails_is_not_a_crash(self):
+        """error(obj) whose __tostring raises (or waits) made the host call it unprotected: the
+        process aborted with 'PANIC: unprotected error in call to Lua API'."""
+        cases = {
+            "raises.lua": ("error(setmetatable({}, {__tostring = function() error('again') end}))\n",
+                           "(error object is a table value)"),
+            "waits.lua": ("error(setmetatable({}, {__tostring = function() sleep(1) return 'slept' end}))\n",
+                          "(error object is a table value)"),
+            "named.lua": ("error(setmetatable({}, {__tostring = function() return 'custom message' end}))\n",
+                          "custom message"),
+            "sub.lua": ("local t = task.spawn(function() error(setmetatable({}, {__tostring = function() error('x') end})) end)\n"
+                        "local v, err = t:wait()\nerror('sub: ' .. err, 0)\n", "sub: (error object is a table value)"),
+        }
+        for name, (body, msg) in cases.items():
+            with self.subTest(script=name):
+                r = self.zhost("run", self.script(name, "-- zhost: job=eo\n" + body), "--dry-run")
+                self.assertEqual(r.returncode, 1, r.stderr)
+                self.assertNotIn("PANIC", r.stderr)
+                self.assertEqual(r.stderr.splitlines()[-1], "zhost: eo failed: " + msg)
+
     def test_syntax_error(self):
         path = self.script("bad.lua", "local x = \nfunction(\n")
         r = self.zhost("run", path)

@@ -673,6 +673,21 @@ class RunLog(zhtest.ZhostCase):
         p.kill()
         p.communicate()
 
+    def test_a_huge_error_message_is_cut_where_it_is_recorded(self):
+        """error("bad page: " .. body) put the whole body into meta_job_runs.message, the run's
+        last line and the log (the alert mails and the status page show that message)."""
+        path = self.script("huge.lua", "-- zhost: job=hugeerr\nerror('bad page: ' .. string.rep('\u044f', 500000), 0)\n")
+        r = self.zhost("run", path)
+        self.assertEqual(r.returncode, 1, r.stderr[-300:])
+        last = r.stderr.splitlines()[-1]
+        self.assertLess(len(last.encode()), 4100)
+        self.assertTrue(last.startswith("zhost: hugeerr failed: bad page: \u044f\u044f"), last[:80])
+        self.assertTrue(last.endswith("\u044f... (1000010 bytes in all)"), last[-80:])
+        runs = self.runs("hugeerr")
+        self.assertEqual([x["status"] for x in runs], ["error"])
+        self.assertLess(len(runs[0]["message"].encode()), 4100)
+        self.assertTrue(runs[0]["message"].endswith("... (1000010 bytes in all)"))
+
     def test_killed_run_is_marked_interrupted_by_the_next_run(self):
         self.kill_a_run_of("slowjob")
         self.assertEqual([r["status"] for r in self.runs("slowjob")], ["running"])

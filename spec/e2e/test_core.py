@@ -754,6 +754,34 @@ class RunLog(zhtest.ZhostCase):
         self.assertRegex(last, r"ClickHouse error \d+")
 
 
+    def test_a_day_the_calendar_does_not_have_is_refused_by_the_sink(self):
+        """2025-02-30 passed the YYYY-MM-DD check and ClickHouse stored it as 2025-03-02 without a word."""
+        zhtest.ch("CREATE TABLE %s.days (id UInt32, d Date, t DateTime) ENGINE = MergeTree ORDER BY id" % self.db)
+        path = self.script("days.lua", """
+            local s = assert(ch.sink("days"))
+            local bad = {}
+            for i, v in ipairs{"2025-02-29", "2025-04-31", "2025-13-01", "2025-00-05", "2025-01-00"} do
+              local ok, err = pcall(s.add, s, {id = i, d = v})
+              bad[#bad + 1] = (not ok) and err:find('"' .. v .. '" is no day of the calendar', 1, true) and "x" or "-"
+            end
+            for i, v in ipairs{"2025-02-30 10:00:00", "2025-01-01 24:00:00", "2025-01-01 12:60:00", "2025-01-01T12:00:60"} do
+              local ok, err = pcall(s.add, s, {id = 10 + i, t = v})
+              bad[#bad + 1] = (not ok) and err:find("is no time of the calendar", 1, true) and "x" or "-"
+            end
+            assert(table.concat(bad) == "xxxxxxxxx", table.concat(bad))
+            local ok, err = pcall(s.add, s, {id = 30, d = "2025-1-5"})
+            assert(not ok and err:find('expected YYYY-MM-DD, got "2025-1-5"', 1, true), err)
+            s:add{id = 20, d = "2024-02-29", t = "2024-02-29T23:59:59"}
+            s:add{id = 21, d = "0000-00-00", t = "0000-00-00 00:00:00"}     -- ClickHouse's zero date
+            assert(s:close())
+        """)
+        r = self.zhost("run", path)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(self.q("SELECT id, toString(d) AS d, toString(t) AS t FROM days ORDER BY id"),
+                         [{"id": 20, "d": "2024-02-29", "t": "2024-02-29 23:59:59"},
+                          {"id": 21, "d": "0000-00-00", "t": "0000-00-00 00:00:00"}])
+
+
 class DryRun(zhtest.ZhostCase):
     def test_dry_run_writes_nothing(self):
         before = self.scalar("SELECT count() FROM meta_job_runs_raw")

@@ -5,6 +5,7 @@
  * quoted. Integers stay integers, 64-bit ids given as strings pass through digit for digit, and a
  * decimal string is never turned into a binary float. nil leaves the column to its default. */
 #include "ch_internal.h"
+#include "l_text.h"
 #include <lauxlib.h>
 #include <math.h>
 #include <stdio.h>
@@ -51,6 +52,14 @@ void zh_rowenc_classify(ch_column *c) {
     const char *t = unwrap(c->type, &n, &c->nullable);
     c->kind = kind_of(t, n, &c->is_unsigned);
     c->elem_kind = CH_OTHER;
+    c->scale = -1;
+    const char *d = strstr(c->type, "Decimal");
+    int p, sc;
+    if (d && (sscanf(d, "Decimal(%d, %d)", &p, &sc) == 2 || sscanf(d, "Decimal(%d,%d)", &p, &sc) == 2 ||
+              sscanf(d, "Decimal32(%d)", &sc) == 1 || sscanf(d, "Decimal64(%d)", &sc) == 1 ||
+              sscanf(d, "Decimal128(%d)", &sc) == 1 || sscanf(d, "Decimal256(%d)", &sc) == 1) &&
+        sc >= 0 && sc <= 76)
+        c->scale = sc;
     if (c->kind == CH_ARRAY && n > 7) {
         size_t en = n - 7;
         const char *e = unwrap(t + 6, &en, NULL);
@@ -166,7 +175,8 @@ static const char *clip(const char *s, size_t n, char buf[48]) {
 /* Encodes one scalar for a column of the given kind: the part of the encoding that does not
  * depend on where the value came from (a Lua value of sink:add, or a JSON value of a row
  * template, rowtpl.cc). */
-const char *zh_rowenc_scalar(const zh_scalar *v, int kind, bool is_unsigned, zh_buf *out, char *errbuf, size_t errlen) {
+const char *zh_rowenc_scalar(const zh_scalar *v, int kind, bool is_unsigned, int scale, zh_buf *out, char *errbuf,
+                             size_t errlen) {
     char qb[48];
     char num[64];
     switch (kind) {
@@ -199,6 +209,19 @@ const char *zh_rowenc_scalar(const zh_scalar *v, int kind, bool is_unsigned, zh_
         }
         if (v->type == ZS_DOUBLE) {
             if (!isfinite(v->d)) return FAIL("expected a finite number");
+            if (kind == CH_DECIMAL && scale >= 0) {
+                /* A float's digits past the column's scale are binary noise (12.3 * 3 is
+                 * 36.900000000000006), and ClickHouse 18.16 fails the whole batch on them ("Decimal
+                 * value is too small"; 1e-05 as well): round as text.decimal(v, scale) does. */
+                int n = zh_text_number(false, 0, v->d, num);
+                if (n < 0) return FAIL("expected a decimal number that fits, got %.17g", v->d);
+                char r[64 + 76 + 48];
+                size_t rn = 0;
+                if (scale > 76) scale = 76;
+                zh_text_decimal_rescale(num, (size_t)n, scale, r, &rn);
+                zh_buf_add(out, r, rn);
+                return NULL;
+            }
             zh_rowenc_double(v->d, num, sizeof num);
             zh_buf_adds(out, num);
             return NULL;
@@ -276,7 +299,7 @@ const char *zh_rowenc_scalar(const zh_scalar *v, int kind, bool is_unsigned, zh_
     }
 }
 
-static const char *encode_value(lua_State *L, int idx, int kind, bool is_unsigned, int elem_kind, zh_buf *out,
+static const char *encode_value(lua_State *L, int idx, int kind, bool is_unsigned, int elem_kind, int scale, zh_buf *out,
                                 char *errbuf, size_t errlen, int depth) {
     int t = lua_type(L, idx);
     zh_scalar v = {0};
@@ -306,7 +329,7 @@ static const char *encode_value(lua_State *L, int idx, int kind, bool is_unsigne
             for (lua_Integer i = 1; i <= n; i++) {
                 if (i > 1) zh_buf_addc(out, ',');
                 lua_rawgeti(L, idx, i);
-                const char *e = encode_value(L, lua_gettop(L), elem_kind, false, CH_OTHER, out, errbuf, errlen, depth + 1);
+                const char *e = encode_value(L, lua_gettop(L), elem_kind, false, CH_OTHER, scale, out, errbuf, errlen, depth + 1);
                 lua_pop(L, 1);
                 if (e) return e;
             }
@@ -326,11 +349,11 @@ static const char *encode_value(lua_State *L, int idx, int kind, bool is_unsigne
         }
     }
     if (kind == CH_ARRAY) return FAIL("expected an array (a Lua sequence), got %s", lua_typename(L, t));
-    return zh_rowenc_scalar(&v, kind, is_unsigned, out, errbuf, errlen);
+    return zh_rowenc_scalar(&v, kind, is_unsigned, scale, out, errbuf, errlen);
 }
 
 const char *zh_rowenc_value(lua_State *L, int idx, const ch_column *c, zh_buf *out, char *errbuf, size_t errlen) {
-    return encode_value(L, lua_absindex(L, idx), c->kind, c->is_unsigned, c->elem_kind, out, errbuf, errlen, 0);
+    return encode_value(L, lua_absindex(L, idx), c->kind, c->is_unsigned, c->elem_kind, c->scale, out, errbuf, errlen, 0);
 }
 
 const char *zh_rowenc_row(lua_State *L, int idx, const ch_schema *s, zh_buf *out, char *errbuf, size_t errlen) {
@@ -387,7 +410,7 @@ const char *zh_rowenc_row(lua_State *L, int idx, const ch_schema *s, zh_buf *out
         first = false;
         zh_buf_add(out, c->json_key, c->json_key_len);
         char inner[200];
-        const char *e = encode_value(L, lua_gettop(L), c->kind, c->is_unsigned, c->elem_kind, out, inner, sizeof inner, 0);
+        const char *e = encode_value(L, lua_gettop(L), c->kind, c->is_unsigned, c->elem_kind, c->scale, out, inner, sizeof inner, 0);
         lua_pop(L, 1);
         if (e) {
             lua_pop(L, 1);

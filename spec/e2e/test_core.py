@@ -782,6 +782,28 @@ class RunLog(zhtest.ZhostCase):
                           {"id": 21, "d": "0000-00-00", "t": "0000-00-00 00:00:00"}])
 
 
+    def test_a_float_into_a_decimal_column_is_rounded_to_its_scale(self):
+        """12.3 * 3 is 36.900000000000006: ClickHouse 18.16 refused it ("Decimal value is too small",
+        also for 1e-05) and with it the whole batch, which went to the spool."""
+        zhtest.ch("CREATE TABLE %s.money (id UInt32, m Decimal(18, 2), n Nullable(Decimal(18, 4))) "
+                  "ENGINE = MergeTree ORDER BY id" % self.db)
+        path = self.script("money.lua", """
+            local s = assert(ch.sink("money"))
+            s:add{id = 1, m = 12.3 * 3, n = 0.1 + 0.2}
+            s:add{id = 2, m = 1e-5, n = 1.5e-7}
+            s:add{id = 3, m = 0.125, n = -0.00005}
+            s:add{id = 4, m = "7.5", n = 1e13}
+            local ok, err = pcall(s.add, s, {id = 5, m = 1e300})
+            assert(not ok and err:find("expected a decimal number that fits", 1, true), err)
+            assert(s:close())
+        """)
+        r = self.zhost("run", path)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(self.q("SELECT id, toString(m) AS m, toString(n) AS n FROM money ORDER BY id"),
+                         [{"id": 1, "m": "36.90", "n": "0.3000"}, {"id": 2, "m": "0.00", "n": "0.0000"},
+                          {"id": 3, "m": "0.13", "n": "-0.0001"}, {"id": 4, "m": "7.50", "n": "10000000000000.0000"}])
+
+
 class DryRun(zhtest.ZhostCase):
     def test_dry_run_writes_nothing(self):
         before = self.scalar("SELECT count() FROM meta_job_runs_raw")

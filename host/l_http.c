@@ -591,6 +591,18 @@ static int req_guard_gc(lua_State *L) {
     return 0;
 }
 
+/* An HTTP token (RFC 9110 tchar): what a method or a header name may hold. A method such as
+ * "G\r\nX: y" went into the request line as it was. */
+static bool is_token(const char *s, size_t n) {
+    if (n == 0) return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || strchr("!#$%&'*+-.^_`|~", c)) || !c)
+            return false;
+    }
+    return true;
+}
+
 /* Checks the headers table (raises on misuse) before anything is allocated for it. */
 static bool check_headers(lua_State *L, int idx) {
     bool has_ctype = false;
@@ -602,9 +614,12 @@ static bool check_headers(lua_State *L, int idx) {
     while (lua_next(L, idx)) {
         if (lua_type(L, -2) != LUA_TSTRING || !lua_isstring(L, -1))
             luaL_error(L, "http.request: headers must map names to strings");
-        const char *k = lua_tostring(L, -2), *v = lua_tostring(L, -1);
+        size_t kn, vn;
+        const char *k = lua_tolstring(L, -2, &kn), *v = lua_tolstring(L, -1, &vn);
         if (strchr(k, '\n') || strchr(k, '\r') || strchr(v, '\n') || strchr(v, '\r'))
             luaL_error(L, "http.request: header '%s' contains a line break", k);
+        if (!is_token(k, kn)) luaL_error(L, "http.request: '%s' is not a header name (letters, digits and -_.!#$%%&'*+^`|~)", k);
+        if (strlen(v) != vn) luaL_error(L, "http.request: header '%s' contains a NUL byte", k);
         if (!strcasecmp(k, "content-type")) has_ctype = true;
         lua_pop(L, 1);
     }
@@ -623,6 +638,9 @@ static int l_request(lua_State *L) {
     if (strncmp(url, "http://", 7) && strncmp(url, "https://", 8))
         return luaL_error(L, "http.request: url must start with http:// or https:// (got '%s')", url);
     const char *method = opt_string(L, 1, "method");
+    lua_getfield(L, 1, "method");
+    if (method && lua_rawlen(L, -1) != strlen(method)) return luaL_error(L, "http.request: bad method");
+    lua_pop(L, 1);
     req_guard *g = lua_newuserdatauv(L, sizeof *g, 0); /* stack 2 */
     zh_buf_init(&g->full);
     zh_buf_init(&g->query);
@@ -681,7 +699,7 @@ static int l_request(lua_State *L) {
     if (!method) method = body ? "POST" : "GET";
     char meth[16];
     size_t ml = strlen(method);
-    if (ml == 0 || ml >= sizeof meth) return luaL_error(L, "http.request: bad method");
+    if (ml == 0 || ml >= sizeof meth || !is_token(method, ml)) return luaL_error(L, "http.request: bad method");
     for (size_t i = 0; i <= ml; i++) meth[i] = (char)(method[i] >= 'a' && method[i] <= 'z' ? method[i] - 32 : method[i]);
 
     lua_getfield(L, 1, "headers"); /* slot 4 */
@@ -718,7 +736,9 @@ static int l_request(lua_State *L) {
     if (lua_istable(L, 4)) {
         lua_pushnil(L);
         while (lua_next(L, 4)) {
-            lua_pushfstring(L, "%s: %s", lua_tostring(L, -2), lua_tostring(L, -1));
+            /* "Name:" with nothing after it would make curl drop the header; "Name;" sends it empty */
+            if (*lua_tostring(L, -1)) lua_pushfstring(L, "%s: %s", lua_tostring(L, -2), lua_tostring(L, -1));
+            else lua_pushfstring(L, "%s;", lua_tostring(L, -2));
             zh_xfer_add_header(x, lua_tostring(L, -1));
             lua_pop(L, 2);
         }

@@ -81,6 +81,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.reply(200, b'{"data": [1, 2,', {"Content-Type": "application/json"})
         elif path == "/echo":
             self.reply(200, json.dumps({"method": self.command, "body": body.decode(), "query": self.path}).encode())
+        elif path == "/headers":
+            self.reply(200, json.dumps({k.lower(): v for k, v in self.headers.items()}).encode())
         else:
             self.reply(404, b"no")
 
@@ -341,6 +343,14 @@ class CoreHTTP(zhtest.ZhostCase):
             assert(e.query == "/echo?a=1&b=x%20y", e.query)
             local f = assert(http.post("BASE/echo", {form = {grant_type = "refresh_token", z = "a&b"}})):json()
             assert(f.body == "grant_type=refresh_token&z=a%26b", f.body)
+        """.replace("BASE", self.srv.url))
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def test_a_header_with_an_empty_value_is_sent(self):
+        """"X-Empty: " is how curl is told to drop a header: an empty value never left zhost."""
+        r = self.run_lua("""
+            local h = assert(http.get("BASE/headers", {headers = {["X-Empty"] = "", ["X-Full"] = "f"}})):json()
+            assert(h["x-empty"] == "" and h["x-full"] == "f", json.encode(h))
         """.replace("BASE", self.srv.url))
         self.assertEqual(r.returncode, 0, r.stderr)
 

@@ -141,7 +141,8 @@ static void pump(http_source *s) {
         if (s->rps > 0) {
             refill(s);
             if (s->tokens < 1) {
-                uint64_t ms = (uint64_t)ceil((1 - s->tokens) / s->rps * 1000.0);
+                double wait_ms = ceil((1 - s->tokens) / s->rps * 1000.0);
+                uint64_t ms = wait_ms < 86400e3 ? (uint64_t)wait_ms : 86400000u; /* rps = 1e-300 */
                 if (!s->refill_timer) {
                     s->refill_timer = zh_xcalloc(1, sizeof *s->refill_timer);
                     uv_timer_init(s->queue_head->st->h->loop, s->refill_timer);
@@ -267,6 +268,7 @@ static void op_done(zh_xfer *x) {
         ZH_WARN(job_of(op), "msg=\"http retry\" method=%s url=\"%s\" reason=\"%s\" attempt=%d of=%d delay=%.2f",
                 op->method, op->url, reason, op->attempt, op->retry.attempts, delay);
         op->state = OP_BACKOFF;
+        if (!(delay <= 86400)) delay = 86400; /* base = cap = math.huge: a day, not an overflow */
         uv_timer_start(&op->timer, backoff_fired, (uint64_t)(delay * 1000), 0);
         pump(s);
         return;
@@ -532,7 +534,8 @@ static void read_policy(lua_State *L, int idx, retry_policy *rp) {
         lua_getfield(L, idx, nums[i].k);
         if (!lua_isnil(L, -1)) {
             double v = luaL_checknumber(L, -1);
-            if (v < 0) luaL_error(L, "http: retry.%s must be >= 0", nums[i].k);
+            /* NaN slept for ever: (uint64_t)(NaN * 1000) is ~2^63 ms */
+            if (!(v >= 0)) luaL_error(L, "http: retry.%s must be >= 0", nums[i].k);
             *nums[i].v = v;
         }
         lua_pop(L, 1);

@@ -6,6 +6,8 @@ local bad = {
   {url = "http://127.0.0.1:9/", headers = {a = "b\nc"}}, {url = "http://127.0.0.1:9/", headers = {[1] = "x"}},
   {url = "http://127.0.0.1:9/", body = "x", json = {}}, {url = "http://127.0.0.1:9/", method = string.rep("X", 40)},
   {url = "http://127.0.0.1:9/", query = {["k"] = true}, form = 5},
+  {url = "http://127.0.0.1:9/", retry = {base = 0/0}}, {url = "http://127.0.0.1:9/", retry = {cap = 0/0}},
+  {url = "http://127.0.0.1:9/", retry = {retry_after_max = 0/0}},
 }
 for i, o in ipairs(bad) do local ok, e = pcall(http.request, o); assert(not ok, i) end
 -- The method and header names go into the request as they are: a line break there was sent

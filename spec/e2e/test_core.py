@@ -393,6 +393,21 @@ class ScriptFailures(zhtest.ZhostCase):
                 self.assertNotIn("PANIC", r.stderr)
                 self.assertEqual(r.stderr.splitlines()[-1], "zhost: eo failed: " + msg)
 
+    def test_a_script_saved_with_a_byte_order_mark_runs(self):
+        """A script (or a required module) saved by a Windows editor with a UTF-8 BOM was a syntax
+        error, "unexpected symbol near '<\\239>'"; lua(1) skips the mark."""
+        os.makedirs(os.path.join(self.tmp, "lib"), exist_ok=True)
+        with open(os.path.join(self.tmp, "lib", "bomlib.lua"), "wb") as fh:
+            fh.write(b"\xef\xbb\xbfreturn { answer = 42 }\n")
+        path = os.path.join(self.tmp, "bom.lua")
+        with open(path, "wb") as fh:
+            fh.write(b"\xef\xbb\xbf-- zhost: job=bomjob\nprint(job.name, require('bomlib').answer)\n")
+        c = self.zhost("check", path)
+        self.assertEqual((c.returncode, c.stdout), (0, path + ": ok\n"), c.stderr)
+        r = self.zhost("run", path, "--dry-run")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("bomjob\t42\n", r.stdout)
+
     def test_syntax_error(self):
         path = self.script("bad.lua", "local x = \nfunction(\n")
         r = self.zhost("run", path)

@@ -35,6 +35,7 @@ typedef struct ch_column {
     int kind;                 /* enum ch_kind, from the type (rowenc.c) */
     int elem_kind;            /* for arrays */
     bool nullable, is_unsigned;
+    int scale;                /* Decimal's (also an array's elements'): fraction digits, else -1 */
 } ch_column;
 
 enum ch_kind { CH_OTHER, CH_INT, CH_FLOAT, CH_DECIMAL, CH_STRING, CH_DATE, CH_DATETIME, CH_UUID, CH_ENUM, CH_BOOL, CH_ARRAY };
@@ -51,7 +52,9 @@ typedef struct zh_scalar {
     bool b;
 } zh_scalar;
 /* Appends v encoded for a column of `kind` (enum ch_kind). Returns NULL, or a message in errbuf. */
-const char *zh_rowenc_scalar(const zh_scalar *v, int kind, bool is_unsigned, zh_buf *out, char *errbuf, size_t errlen);
+/* A float into a Decimal column is rounded to its `scale` (-1: unknown, kept). */
+const char *zh_rowenc_scalar(const zh_scalar *v, int kind, bool is_unsigned, int scale, zh_buf *out, char *errbuf,
+                             size_t errlen);
 /* Appends s as a JSON string (quotes and escapes). */
 void zh_rowenc_json_string(zh_buf *b, const char *s, size_t n);
 

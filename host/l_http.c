@@ -141,7 +141,8 @@ static void pump(http_source *s) {
         if (s->rps > 0) {
             refill(s);
             if (s->tokens < 1) {
-                uint64_t ms = (uint64_t)ceil((1 - s->tokens) / s->rps * 1000.0);
+                double wait_ms = ceil((1 - s->tokens) / s->rps * 1000.0);
+                uint64_t ms = wait_ms < 86400e3 ? (uint64_t)wait_ms : 86400000u; /* rps = 1e-300 */
                 if (!s->refill_timer) {
                     s->refill_timer = zh_xcalloc(1, sizeof *s->refill_timer);
                     uv_timer_init(s->queue_head->st->h->loop, s->refill_timer);
@@ -267,6 +268,7 @@ static void op_done(zh_xfer *x) {
         ZH_WARN(job_of(op), "msg=\"http retry\" method=%s url=\"%s\" reason=\"%s\" attempt=%d of=%d delay=%.2f",
                 op->method, op->url, reason, op->attempt, op->retry.attempts, delay);
         op->state = OP_BACKOFF;
+        if (!(delay <= 86400)) delay = 86400; /* base = cap = math.huge: a day, not an overflow */
         uv_timer_start(&op->timer, backoff_fired, (uint64_t)(delay * 1000), 0);
         pump(s);
         return;
@@ -532,7 +534,8 @@ static void read_policy(lua_State *L, int idx, retry_policy *rp) {
         lua_getfield(L, idx, nums[i].k);
         if (!lua_isnil(L, -1)) {
             double v = luaL_checknumber(L, -1);
-            if (v < 0) luaL_error(L, "http: retry.%s must be >= 0", nums[i].k);
+            /* NaN slept for ever: (uint64_t)(NaN * 1000) is ~2^63 ms */
+            if (!(v >= 0)) luaL_error(L, "http: retry.%s must be >= 0", nums[i].k);
             *nums[i].v = v;
         }
         lua_pop(L, 1);
@@ -591,6 +594,18 @@ static int req_guard_gc(lua_State *L) {
     return 0;
 }
 
+/* An HTTP token (RFC 9110 tchar): what a method or a header name may hold. A method such as
+ * "G\r\nX: y" went into the request line as it was. */
+static bool is_token(const char *s, size_t n) {
+    if (n == 0) return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || strchr("!#$%&'*+-.^_`|~", c)) || !c)
+            return false;
+    }
+    return true;
+}
+
 /* Checks the headers table (raises on misuse) before anything is allocated for it. */
 static bool check_headers(lua_State *L, int idx) {
     bool has_ctype = false;
@@ -602,9 +617,12 @@ static bool check_headers(lua_State *L, int idx) {
     while (lua_next(L, idx)) {
         if (lua_type(L, -2) != LUA_TSTRING || !lua_isstring(L, -1))
             luaL_error(L, "http.request: headers must map names to strings");
-        const char *k = lua_tostring(L, -2), *v = lua_tostring(L, -1);
+        size_t kn, vn;
+        const char *k = lua_tolstring(L, -2, &kn), *v = lua_tolstring(L, -1, &vn);
         if (strchr(k, '\n') || strchr(k, '\r') || strchr(v, '\n') || strchr(v, '\r'))
             luaL_error(L, "http.request: header '%s' contains a line break", k);
+        if (!is_token(k, kn)) luaL_error(L, "http.request: '%s' is not a header name (letters, digits and -_.!#$%%&'*+^`|~)", k);
+        if (strlen(v) != vn) luaL_error(L, "http.request: header '%s' contains a NUL byte", k);
         if (!strcasecmp(k, "content-type")) has_ctype = true;
         lua_pop(L, 1);
     }
@@ -623,6 +641,9 @@ static int l_request(lua_State *L) {
     if (strncmp(url, "http://", 7) && strncmp(url, "https://", 8))
         return luaL_error(L, "http.request: url must start with http:// or https:// (got '%s')", url);
     const char *method = opt_string(L, 1, "method");
+    lua_getfield(L, 1, "method");
+    if (method && lua_rawlen(L, -1) != strlen(method)) return luaL_error(L, "http.request: bad method");
+    lua_pop(L, 1);
     req_guard *g = lua_newuserdatauv(L, sizeof *g, 0); /* stack 2 */
     zh_buf_init(&g->full);
     zh_buf_init(&g->query);
@@ -681,7 +702,7 @@ static int l_request(lua_State *L) {
     if (!method) method = body ? "POST" : "GET";
     char meth[16];
     size_t ml = strlen(method);
-    if (ml == 0 || ml >= sizeof meth) return luaL_error(L, "http.request: bad method");
+    if (ml == 0 || ml >= sizeof meth || !is_token(method, ml)) return luaL_error(L, "http.request: bad method");
     for (size_t i = 0; i <= ml; i++) meth[i] = (char)(method[i] >= 'a' && method[i] <= 'z' ? method[i] - 32 : method[i]);
 
     lua_getfield(L, 1, "headers"); /* slot 4 */
@@ -718,7 +739,9 @@ static int l_request(lua_State *L) {
     if (lua_istable(L, 4)) {
         lua_pushnil(L);
         while (lua_next(L, 4)) {
-            lua_pushfstring(L, "%s: %s", lua_tostring(L, -2), lua_tostring(L, -1));
+            /* "Name:" with nothing after it would make curl drop the header; "Name;" sends it empty */
+            if (*lua_tostring(L, -1)) lua_pushfstring(L, "%s: %s", lua_tostring(L, -2), lua_tostring(L, -1));
+            else lua_pushfstring(L, "%s;", lua_tostring(L, -2));
             zh_xfer_add_header(x, lua_tostring(L, -1));
             lua_pop(L, 2);
         }

@@ -996,7 +996,41 @@ int zh_text_number(bool is_int, long long i, double x, char *num) {
         snprintf(num, 64, "%.*g", p, x);
         if (strtod(num, NULL) == x) break;
     }
-    if (strchr(num, 'e')) snprintf(num, 64, "%.*f", fabs(x) >= 1 ? 2 : 20, x);
+    /* 1e+20, 1.5e-07: move the point in those digits. "%.2f"/"%.20f" added ".00" to 1e20, made
+     * 1.5e-07 "0.00000015000000000000" and -1e-300 zero, and cut 1e300's 304 characters at 63. */
+    char *e = strchr(num, 'e');
+    if (e) {
+        int exp10 = atoi(e + 1);
+        char digits[24];
+        int nd = 0, point = -1;
+        const char *q = num + (num[0] == '-');
+        for (; q < e; q++) {
+            if (*q == '.') point = nd;
+            else digits[nd++] = *q;
+        }
+        if (point < 0) point = nd;
+        point += exp10; /* digits before the decimal point */
+        while (nd > 0 && nd > point && digits[nd - 1] == '0') nd--;
+        char out[64];
+        int o = 0;
+        if (num[0] == '-') out[o++] = '-';
+        int need = o + (point <= 0 ? 2 - point + nd : (point >= nd ? point : nd + 1));
+        if (need > 63) return -2;
+        if (point <= 0) {
+            out[o++] = '0';
+            out[o++] = '.';
+            for (int k = 0; k < -point; k++) out[o++] = '0';
+            for (int k = 0; k < nd; k++) out[o++] = digits[k];
+        } else {
+            for (int k = 0; k < point; k++) out[o++] = k < nd ? digits[k] : '0';
+            if (point < nd) {
+                out[o++] = '.';
+                for (int k = point; k < nd; k++) out[o++] = digits[k];
+            }
+        }
+        out[o] = 0;
+        memcpy(num, out, (size_t)o + 1);
+    }
     /* printf's text may still carry "-0" or a leading "0."; normalise it the usual way */
     char tmp[64];
     zh_buf b;
@@ -1023,6 +1057,11 @@ static int l_decimal(lua_State *L) {
     if (t == LUA_TNUMBER) {
         char num[64];
         int n = number_text(L, 1, num);
+        if (n == -2) {
+            lua_pushnil(L);
+            lua_pushfstring(L, "decimal too long '%s'", lua_tolstring(L, 1, NULL));
+            return 2;
+        }
         if (n < 0) return fail(L, "not a finite number");
         if (scale < 0) {
             lua_pushlstring(L, num, (size_t)n);

@@ -39,7 +39,8 @@ int zh_text_decimal(const char *s, size_t n, zh_buf *out);
 bool zh_text_decimal_rescale(const char *d, size_t dn, int scale, char *out, size_t *outn);
 /* The plain decimal text of a number (an integer i when is_int, else the double x) into num (64
  * bytes): integers exactly, doubles as the shortest text that reads back as the same double.
- * Returns the length, or -1 for NaN and infinities. */
+ * Returns the length, -1 for NaN and infinities, -2 when the plain text would not fit in 63 bytes
+ * (1e300). */
 int zh_text_number(bool is_int, long long i, double x, char *num);
 
 /* The separator of a CSV text, guessed from its first line outside quotes: ';', '\t' or ','. */

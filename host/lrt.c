@@ -109,6 +109,10 @@ char *zh_lrt_load_file(lua_State *L, const char *path, int env_idx) {
         return b.data;
     }
     const char *code = text;
+    if (len >= 3 && !memcmp(code, "\xEF\xBB\xBF", 3)) { /* a UTF-8 byte-order mark, as lua(1) skips it */
+        code += 3;
+        len -= 3;
+    }
     if (len && code[0] == '#') { /* skip a shebang line */
         const char *nl = memchr(code, '\n', len);
         size_t skip = nl ? (size_t)(nl - code) : len;

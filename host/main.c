@@ -6,6 +6,7 @@
 #include "log.h"
 #include "lrt.h"
 #include "run.h"
+#include "schedule.h"
 #include "secrets.h"
 #include "task.h"
 #include <curl/curl.h>
@@ -18,15 +19,38 @@
 
 
 
-static bool valid_date(const char *s) {
-    struct tm tm;
-    memset(&tm, 0, sizeof tm);
-    const char *end = strptime(s, "%Y-%m-%d", &tm);
-    if (!end || *end || strlen(s) != 10) return false;
-    /* strptime takes any day 1-31 in any month (2024-02-30); timegm would roll it into March. */
-    struct tm back = tm;
-    time_t t = timegm(&back);
-    return t != (time_t)-1 && back.tm_mday == tm.tm_mday && back.tm_mon == tm.tm_mon;
+/* NULL when `s` is a day of the calendar written YYYY-MM-DD; else why not, into buf. */
+static const char *date_problem(const char *opt, const char *s, char *buf, size_t cap) {
+    static const char *const months[] = {"January", "February", "March", "April", "May", "June", "July",
+                                         "August", "September", "October", "November", "December"};
+    bool shape = strlen(s) == 10 && s[4] == '-' && s[7] == '-';
+    for (int i = 0; shape && i < 10; i++)
+        if (i != 4 && i != 7 && (s[i] < '0' || s[i] > '9')) shape = false;
+    if (!shape) {
+        snprintf(buf, cap, "zhost run: %s takes a date YYYY-MM-DD (got '%s')", opt, s);
+        return buf;
+    }
+    int y = atoi(s), m = atoi(s + 5), d = atoi(s + 8);
+    if (m < 1 || m > 12) {
+        snprintf(buf, cap, "zhost run: %s %s is not a date: there is no month %02d", opt, s, m);
+        return buf;
+    }
+    static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int last = mdays[m - 1] + (m == 2 && y % 4 == 0 && (y % 100 != 0 || y % 400 == 0));
+    if (d < 1 || d > last) {
+        snprintf(buf, cap, "zhost run: %s %s is not a date: %s %04d has %d days", opt, s, months[m - 1], y, last);
+        return buf;
+    }
+    return NULL;
+}
+
+/* Seconds for --timeout / --cpu-budget: a number, or a duration like 90s, 10m, 1h (as in the serve
+ * configuration); 0 only where it means "none". atof took "10m" as 10 s and "abc" as no limit. */
+static bool parse_seconds(const char *v, bool zero_ok, double *out) {
+    double d;
+    if (zh_sched_parse_duration(v, &d) || !(d >= 0) || (d == 0 && !zero_ok) || d > 7 * 86400.0) return false;
+    *out = d;
+    return true;
 }
 
 typedef struct run_result {
@@ -96,9 +120,17 @@ int zh_cmd_run(int argc, char **argv) {
         } else if ((v = zh_opt_value(argc, argv, &i, "--spool"))) {
             spool = v;
         } else if ((v = zh_opt_value(argc, argv, &i, "--timeout"))) {
-            o.timeout_s = atof(v);
+            if (!parse_seconds(v, true, &o.timeout_s)) {
+                fprintf(stderr, "zhost run: --timeout takes seconds or a duration like 10m, up to 7d, 0 for none (got '%s')\n", v);
+                free(extra);
+                return 2;
+            }
         } else if ((v = zh_opt_value(argc, argv, &i, "--cpu-budget"))) {
-            budget = atof(v);
+            if (!parse_seconds(v, false, &budget)) {
+                fprintf(stderr, "zhost run: --cpu-budget takes seconds or a duration like 2m, up to 7d (got '%s')\n", v);
+                free(extra);
+                return 2;
+            }
         } else if (!strcmp(argv[i], "--dry-run")) {
             o.dry_run = true;
         } else if (!strcmp(argv[i], "-v") || !strcmp(argv[i], "--verbose")) {
@@ -133,9 +165,14 @@ int zh_cmd_run(int argc, char **argv) {
         fprintf(stderr, "zhost run: give either --days or --since/--to, not both\n");
         goto out;
     }
-    if ((o.since && !valid_date(o.since)) || (o.to && !valid_date(o.to))) {
-        fprintf(stderr, "zhost run: dates are YYYY-MM-DD (got '%s')\n", o.since && !valid_date(o.since) ? o.since : o.to);
-        goto out;
+    {
+        char why[160];
+        const char *bad = o.since ? date_problem("--since", o.since, why, sizeof why) : NULL;
+        if (!bad && o.to) bad = date_problem("--to", o.to, why, sizeof why);
+        if (bad) {
+            fprintf(stderr, "%s\n", bad);
+            goto out;
+        }
     }
     if (o.to && !o.since) {
         fprintf(stderr, "zhost run: --to needs --since\n");
@@ -265,7 +302,7 @@ static const zh_command commands[] = {
      "error (a day the month does not have, such as 2024-02-30, is one).\n"
      "--dry-run fetches and maps but writes nothing; it prints row counts and sample rows per table.\n"
      "--timeout S cancels the whole run after S seconds (rows are flushed or spooled); --cpu-budget S\n"
-     "stops a script that runs S seconds without waiting (default 60). Other --OPTION VALUE pairs reach\n"
+     "stops a script that runs S seconds without waiting (default 60); both take a duration like 10m too. Other --OPTION VALUE pairs reach\n"
      "the script as job.args.OPTION when its `-- zhost: options=...` line declares them."},
     {"check", zh_cmd_check, "zhost check SCRIPT...", "Compiles scripts and reports syntax errors as file:line: message."},
     {"repl", zh_cmd_repl, "zhost repl [--secrets DIR]", "Interactive Lua prompt with every zhost module loaded."},

@@ -5,6 +5,7 @@
  * quoted. Integers stay integers, 64-bit ids given as strings pass through digit for digit, and a
  * decimal string is never turned into a binary float. nil leaves the column to its default. */
 #include "ch_internal.h"
+#include "l_text.h"
 #include <lauxlib.h>
 #include <math.h>
 #include <stdio.h>
@@ -51,6 +52,14 @@ void zh_rowenc_classify(ch_column *c) {
     const char *t = unwrap(c->type, &n, &c->nullable);
     c->kind = kind_of(t, n, &c->is_unsigned);
     c->elem_kind = CH_OTHER;
+    c->scale = -1;
+    const char *d = strstr(c->type, "Decimal");
+    int p, sc;
+    if (d && (sscanf(d, "Decimal(%d, %d)", &p, &sc) == 2 || sscanf(d, "Decimal(%d,%d)", &p, &sc) == 2 ||
+              sscanf(d, "Decimal32(%d)", &sc) == 1 || sscanf(d, "Decimal64(%d)", &sc) == 1 ||
+              sscanf(d, "Decimal128(%d)", &sc) == 1 || sscanf(d, "Decimal256(%d)", &sc) == 1) &&
+        sc >= 0 && sc <= 76)
+        c->scale = sc;
     if (c->kind == CH_ARRAY && n > 7) {
         size_t en = n - 7;
         const char *e = unwrap(t + 6, &en, NULL);
@@ -94,15 +103,26 @@ static bool is_integer_text(const char *s, size_t n, bool allow_minus) {
     return true;
 }
 
+static int two(const char *s) { return (s[0] - '0') * 10 + (s[1] - '0'); }
+
+/* YYYY-MM-DD naming a day of the calendar, or ClickHouse's zero date 0000-00-00: ClickHouse
+ * itself takes 2025-02-30 without a word and stores 2025-03-02. */
 static bool is_date(const char *s, size_t n) {
-    return n == 10 && s[4] == '-' && s[7] == '-' && is_integer_text(s, 4, false) && is_integer_text(s + 5, 2, false) &&
-           is_integer_text(s + 8, 2, false);
+    if (!(n == 10 && s[4] == '-' && s[7] == '-' && is_integer_text(s, 4, false) && is_integer_text(s + 5, 2, false) &&
+          is_integer_text(s + 8, 2, false)))
+        return false;
+    if (!memcmp(s, "0000-00-00", 10)) return true;
+    int y = atoi(s), m = two(s + 5), d = two(s + 8);
+    static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (m < 1 || m > 12 || d < 1) return false;
+    return d <= mdays[m - 1] + (m == 2 && y % 4 == 0 && (y % 100 != 0 || y % 400 == 0));
 }
 
 static bool is_datetime(const char *s, size_t n) {
     if (n == 10) return is_date(s, n);
     return n == 19 && is_date(s, 10) && (s[10] == ' ' || s[10] == 'T') && s[13] == ':' && s[16] == ':' &&
-           is_integer_text(s + 11, 2, false) && is_integer_text(s + 14, 2, false) && is_integer_text(s + 17, 2, false);
+           is_integer_text(s + 11, 2, false) && is_integer_text(s + 14, 2, false) && is_integer_text(s + 17, 2, false) &&
+           two(s + 11) < 24 && two(s + 14) < 60 && two(s + 17) < 60;
 }
 
 /* Copies runs of bytes that need no escape in one go: row encoding is on every row's path and
@@ -155,7 +175,8 @@ static const char *clip(const char *s, size_t n, char buf[48]) {
 /* Encodes one scalar for a column of the given kind: the part of the encoding that does not
  * depend on where the value came from (a Lua value of sink:add, or a JSON value of a row
  * template, rowtpl.cc). */
-const char *zh_rowenc_scalar(const zh_scalar *v, int kind, bool is_unsigned, zh_buf *out, char *errbuf, size_t errlen) {
+const char *zh_rowenc_scalar(const zh_scalar *v, int kind, bool is_unsigned, int scale, zh_buf *out, char *errbuf,
+                             size_t errlen) {
     char qb[48];
     char num[64];
     switch (kind) {
@@ -188,6 +209,19 @@ const char *zh_rowenc_scalar(const zh_scalar *v, int kind, bool is_unsigned, zh_
         }
         if (v->type == ZS_DOUBLE) {
             if (!isfinite(v->d)) return FAIL("expected a finite number");
+            if (kind == CH_DECIMAL && scale >= 0) {
+                /* A float's digits past the column's scale are binary noise (12.3 * 3 is
+                 * 36.900000000000006), and ClickHouse 18.16 fails the whole batch on them ("Decimal
+                 * value is too small"; 1e-05 as well): round as text.decimal(v, scale) does. */
+                int n = zh_text_number(false, 0, v->d, num);
+                if (n < 0) return FAIL("expected a decimal number that fits, got %.17g", v->d);
+                char r[64 + 76 + 48];
+                size_t rn = 0;
+                if (scale > 76) scale = 76;
+                zh_text_decimal_rescale(num, (size_t)n, scale, r, &rn);
+                zh_buf_add(out, r, rn);
+                return NULL;
+            }
             zh_rowenc_double(v->d, num, sizeof num);
             zh_buf_adds(out, num);
             return NULL;
@@ -226,8 +260,15 @@ const char *zh_rowenc_scalar(const zh_scalar *v, int kind, bool is_unsigned, zh_
                         v->type == ZS_BOOL ? "boolean" : "number");
         const char *s = v->s;
         size_t n = v->n;
-        if (kind == CH_DATE ? !is_date(s, n) : !is_datetime(s, n))
+        if (kind == CH_DATE ? !is_date(s, n) : !is_datetime(s, n)) {
+            bool shaped = (n == 10 || (n == 19 && kind == CH_DATETIME)) && s[4] == '-' && s[7] == '-' &&
+                          is_integer_text(s, 4, false) && is_integer_text(s + 5, 2, false) && is_integer_text(s + 8, 2, false);
+            if (shaped && n == 19)
+                shaped = (s[10] == ' ' || s[10] == 'T') && s[13] == ':' && s[16] == ':' && is_integer_text(s + 11, 2, false) &&
+                         is_integer_text(s + 14, 2, false) && is_integer_text(s + 17, 2, false);
+            if (shaped) return FAIL("\"%s\" is no %s of the calendar", clip(s, n, qb), n == 10 ? "day" : "time");
             return FAIL("expected %s, got \"%s\"", kind == CH_DATE ? "YYYY-MM-DD" : "YYYY-MM-DD hh:mm:ss", clip(s, n, qb));
+        }
         if (n == 19 && s[10] == 'T') {
             char tmp[20];
             memcpy(tmp, s, 19);
@@ -258,7 +299,7 @@ const char *zh_rowenc_scalar(const zh_scalar *v, int kind, bool is_unsigned, zh_
     }
 }
 
-static const char *encode_value(lua_State *L, int idx, int kind, bool is_unsigned, int elem_kind, zh_buf *out,
+static const char *encode_value(lua_State *L, int idx, int kind, bool is_unsigned, int elem_kind, int scale, zh_buf *out,
                                 char *errbuf, size_t errlen, int depth) {
     int t = lua_type(L, idx);
     zh_scalar v = {0};
@@ -288,7 +329,7 @@ static const char *encode_value(lua_State *L, int idx, int kind, bool is_unsigne
             for (lua_Integer i = 1; i <= n; i++) {
                 if (i > 1) zh_buf_addc(out, ',');
                 lua_rawgeti(L, idx, i);
-                const char *e = encode_value(L, lua_gettop(L), elem_kind, false, CH_OTHER, out, errbuf, errlen, depth + 1);
+                const char *e = encode_value(L, lua_gettop(L), elem_kind, false, CH_OTHER, scale, out, errbuf, errlen, depth + 1);
                 lua_pop(L, 1);
                 if (e) return e;
             }
@@ -308,11 +349,11 @@ static const char *encode_value(lua_State *L, int idx, int kind, bool is_unsigne
         }
     }
     if (kind == CH_ARRAY) return FAIL("expected an array (a Lua sequence), got %s", lua_typename(L, t));
-    return zh_rowenc_scalar(&v, kind, is_unsigned, out, errbuf, errlen);
+    return zh_rowenc_scalar(&v, kind, is_unsigned, scale, out, errbuf, errlen);
 }
 
 const char *zh_rowenc_value(lua_State *L, int idx, const ch_column *c, zh_buf *out, char *errbuf, size_t errlen) {
-    return encode_value(L, lua_absindex(L, idx), c->kind, c->is_unsigned, c->elem_kind, out, errbuf, errlen, 0);
+    return encode_value(L, lua_absindex(L, idx), c->kind, c->is_unsigned, c->elem_kind, c->scale, out, errbuf, errlen, 0);
 }
 
 const char *zh_rowenc_row(lua_State *L, int idx, const ch_schema *s, zh_buf *out, char *errbuf, size_t errlen) {
@@ -369,7 +410,7 @@ const char *zh_rowenc_row(lua_State *L, int idx, const ch_schema *s, zh_buf *out
         first = false;
         zh_buf_add(out, c->json_key, c->json_key_len);
         char inner[200];
-        const char *e = encode_value(L, lua_gettop(L), c->kind, c->is_unsigned, c->elem_kind, out, inner, sizeof inner, 0);
+        const char *e = encode_value(L, lua_gettop(L), c->kind, c->is_unsigned, c->elem_kind, c->scale, out, inner, sizeof inner, 0);
         lua_pop(L, 1);
         if (e) {
             lua_pop(L, 1);

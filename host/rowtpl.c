@@ -724,7 +724,7 @@ static const char *encode_row(zh_rowtpl *t, lua_State *L, const zh_jnode *item, 
             zh_buf_add(out, bytes, nbytes);
         } else {
             char why[200];
-            if (zh_rowenc_scalar(&v, c->kind, c->is_unsigned, out, why, sizeof why))
+            if (zh_rowenc_scalar(&v, c->kind, c->is_unsigned, c->scale, out, why, sizeof why))
                 return row_fail(t, col, why, item_no, err, errlen);
             if (keep) {
                 rc->col_state[i] = 1;

@@ -125,11 +125,24 @@ void zh_run_names(const zh_run_opts *o, char *job, size_t jl, char *secrets, siz
     if (secrets) snprintf(secrets, sl, "%s", *sec ? sec : job);
 }
 
+#define ZH_RUN_MESSAGE_MAX 4000
+
 static void set_message(zh_run *r, const char *msg) {
     free(r->message);
     /* The message reaches meta_job_runs, the status page, alert mails and `zhost run`'s last line,
      * none of which goes through the logger: an error text that quotes a token must not either. */
     r->message = msg ? zh_log_redacted(msg) : NULL;
+    /* error("bad page: " .. res.body) must not put megabytes into meta_job_runs, the status page
+     * and the alert mails: the start says what went wrong. Cut after redaction, so no part of a
+     * secret is left behind. */
+    size_t n = r->message ? strlen(r->message) : 0;
+    if (n > ZH_RUN_MESSAGE_MAX) {
+        zh_buf b;
+        zh_buf_init(&b);
+        zh_buf_printf(&b, "%.*s... (%zu bytes in all)", (int)zh_utf8_cut(r->message, n, ZH_RUN_MESSAGE_MAX), r->message, n);
+        free(r->message);
+        r->message = b.data;
+    }
 }
 
 /* ---- the final row ---- */

@@ -27,6 +27,8 @@ static int fail(char **err, const char *origin, int line, const char *what) {
 int zh_secrets_parse(const char *text, size_t len, const char *origin, zh_secret_fn fn, void *ud, char **err) {
     const char *p = text, *end = text + len;
     int line = 0;
+    /* A Windows editor's UTF-8 byte-order mark before the first key. */
+    if (len >= 3 && !memcmp(p, "\xEF\xBB\xBF", 3)) p += 3;
     zh_buf val;
     zh_buf_init(&val);
     while (p < end) {
@@ -37,8 +39,8 @@ int zh_secrets_parse(const char *text, size_t len, const char *origin, zh_secret
         p = eol + 1;
         while (s < eol && (*s == ' ' || *s == '\t')) s++;
         if (s == eol || *s == '#' || *s == '\r') continue;
-        if (eol - s > 7 && !strncmp(s, "export ", 7)) s += 7;
-        while (s < eol && *s == ' ') s++;
+        if (eol - s > 7 && !strncmp(s, "export", 6) && (s[6] == ' ' || s[6] == '\t')) s += 7;
+        while (s < eol && (*s == ' ' || *s == '\t')) s++;
         const char *k = s;
         while (s < eol && (*s == '_' || (*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9'))) s++;
         if (s == k) { zh_buf_free(&val); return fail(err, origin, line, "expected KEY=VALUE"); }

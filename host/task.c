@@ -158,17 +158,26 @@ static void finish_ok(zh_task *t, int nres) {
     finish(t);
 }
 
-static char *error_message(lua_State *L, int idx) {
-    const char *msg = lua_tostring(L, idx);
+static int error_tostring(lua_State *L) {
+    if (!luaL_callmeta(L, 1, "__tostring")) lua_pushnil(L);
+    return 1;
+}
+
+/* The text of the error object at idx of the (dead) coroutine co. Its __tostring is the script's
+ * code: it runs protected on L, since a __tostring that raises here would panic the process. */
+static char *error_message(lua_State *L, lua_State *co, int idx) {
+    const char *msg = lua_tostring(co, idx);
     if (msg) return zh_xstrdup(msg);
-    if (luaL_callmeta(L, idx, "__tostring") && lua_type(L, -1) == LUA_TSTRING) {
-        char *r = zh_xstrdup(lua_tostring(L, -1));
-        lua_pop(L, 1);
-        return r;
-    }
+    lua_pushcfunction(L, error_tostring);
+    lua_pushvalue(co, idx);
+    lua_xmove(co, L, 1);
+    char *r = NULL;
+    if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_type(L, -1) == LUA_TSTRING) r = zh_xstrdup(lua_tostring(L, -1));
+    lua_pop(L, 1);
+    if (r) return r;
     zh_buf b;
     zh_buf_init(&b);
-    zh_buf_printf(&b, "(error object is a %s value)", luaL_typename(L, idx));
+    zh_buf_printf(&b, "(error object is a %s value)", luaL_typename(co, idx));
     return b.data;
 }
 
@@ -181,7 +190,7 @@ static void finish_error_msg(zh_task *t, const char *msg, const char *traceback)
 
 static void finish_error_from_stack(zh_task *t) {
     lua_State *co = t->co, *L = t->host->L;
-    char *msg = error_message(co, -1);
+    char *msg = error_message(L, co, -1);
     luaL_traceback(L, co, msg, 0);
     finish_error_msg(t, msg, lua_tostring(L, -1));
     lua_pop(L, 1);

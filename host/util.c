@@ -358,7 +358,8 @@ const char *zh_opt_value(int argc, char **argv, int *i, const char *name) {
     if (strncmp(a, name, n) != 0) return NULL;
     if (a[n] == '=') return a + n + 1;
     if (a[n] != 0) return NULL;
-    if (*i + 1 >= argc) {
+    /* `--secrets --dry-run` would otherwise take the next option as the value and drop it. */
+    if (*i + 1 >= argc || (argv[*i + 1][0] == '-' && argv[*i + 1][1] == '-')) {
         fprintf(stderr, "zhost: %s needs a value\n", name);
         exit(2);
     }

@@ -5,6 +5,7 @@ against a default address that was never configured), and nothing written anywhe
 Most commands' usage errors are covered next to their features (test_core, test_serve,
 test_backup*, test_spool*, test_oauth2); this file holds the cases found missing there.
 """
+import re
 import os
 import shutil
 import subprocess
@@ -117,13 +118,54 @@ class RunDates(zhtest.ZhostCase):
 
     def test_a_day_the_month_does_not_have_is_a_usage_error(self):
         noop = self.script("noop.lua", "-- zhost: job=noop\n")
-        for args in (("--since", "2024-02-30"), ("--since", "2025-02-29"), ("--since", "2024-01-01", "--to", "2024-04-31")):
+        # The date is well written; the message says the day does not exist, not "dates are YYYY-MM-DD".
+        for args, msg in ((("--since", "2024-02-30"), "--since 2024-02-30 is not a date: February 2024 has 29 days"),
+                          (("--since", "2025-02-29"), "--since 2025-02-29 is not a date: February 2025 has 28 days"),
+                          (("--since", "2025-02-30"), "--since 2025-02-30 is not a date: February 2025 has 28 days"),
+                          (("--since", "2024-01-01", "--to", "2024-04-31"), "--to 2024-04-31 is not a date: April 2024 has 30 days"),
+                          (("--since", "2024-13-01"), "--since 2024-13-01 is not a date: there is no month 13"),
+                          (("--since", "2024-01-00"), "--since 2024-01-00 is not a date: January 2024 has 31 days")):
             with self.subTest(args=args):
                 r = self.zhost("run", noop, *args, "--dry-run")
                 self.assertEqual(r.returncode, 2, r.stderr)
-                self.assertEqual(stderr_lines(r), ["zhost run: dates are YYYY-MM-DD (got '%s')" % args[-1]])
+                self.assertEqual(stderr_lines(r), ["zhost run: " + msg])
+        for args in (("--since", "2024-2-3"), ("--since", "01.02.2024"), ("--since", "2024-01-01", "--to", "2024-01-01x")):
+            with self.subTest(args=args):
+                r = self.zhost("run", noop, *args, "--dry-run")
+                self.assertEqual(r.returncode, 2, r.stderr)
+                self.assertEqual(stderr_lines(r), ["zhost run: %s takes a date YYYY-MM-DD (got '%s')" % (args[-2], args[-1])])
         r = self.zhost("run", noop, "--since", "2024-02-29", "--to", "2024-04-30", "--dry-run")
         self.assertEqual(r.returncode, 0, r.stderr)
+
+
+class RunLimitsAndOptionValues(zhtest.ZhostCase):
+    migrate = False
+
+    def test_timeout_and_cpu_budget_are_checked(self):
+        """--timeout/--cpu-budget were read with atof: '5m' became 5 seconds, 'abc' and '-1' no limit."""
+        noop = self.script("noop.lua", "-- zhost: job=noop\n")
+        for opt, val in (("--timeout", "abc"), ("--timeout", "-1"), ("--timeout", "5x"), ("--timeout", "nan"),
+                         ("--cpu-budget", "abc"), ("--cpu-budget", "0"), ("--cpu-budget", "1e30")):
+            with self.subTest(opt=opt, val=val):
+                r = self.zhost("run", noop, opt, val, "--dry-run")
+                self.assertEqual(r.returncode, 2, r.stderr)
+                self.assertEqual(len(stderr_lines(r)), 1, r.stderr)
+                self.assertRegex(stderr_lines(r)[0], r"^zhost run: %s takes seconds or a duration like .* \(got '%s'\)$" % (opt, re.escape(val)))
+        slow = self.script("slow.lua", "-- zhost: job=slow\nsleep(30)\n")
+        r = self.zhost("run", slow, "--timeout", "0.02m", "--dry-run")   # 1.2 s, not 0.02 s
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertEqual(stderr_lines(r)[-1], "zhost: slow failed: timed out after 1 s")
+        r = self.zhost("run", noop, "--timeout", "0", "--dry-run")       # 0: no timeout, as in the serve configuration
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def test_an_option_is_not_taken_as_the_value_of_the_one_before(self):
+        """`--secrets --dry-run` used to read '--dry-run' as the secrets folder and run a real load."""
+        noop = self.script("noop.lua", "-- zhost: job=noop\n")
+        for opt in ("--secrets", "--job", "--spool", "--days", "--since", "--timeout"):
+            with self.subTest(opt=opt):
+                r = self.zhost("run", noop, opt, "--dry-run")
+                self.assertEqual(r.returncode, 2, r.stderr)
+                self.assertEqual(stderr_lines(r), ["zhost: %s needs a value" % opt])
 
 
 class SecretInAnErrorMessage(zhtest.ZhostCase):

@@ -81,6 +81,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.reply(200, b'{"data": [1, 2,', {"Content-Type": "application/json"})
         elif path == "/echo":
             self.reply(200, json.dumps({"method": self.command, "body": body.decode(), "query": self.path}).encode())
+        elif path == "/headers":
+            self.reply(200, json.dumps({k.lower(): v for k, v in self.headers.items()}).encode())
         else:
             self.reply(404, b"no")
 
@@ -344,6 +346,14 @@ class CoreHTTP(zhtest.ZhostCase):
         """.replace("BASE", self.srv.url))
         self.assertEqual(r.returncode, 0, r.stderr)
 
+    def test_a_header_with_an_empty_value_is_sent(self):
+        """"X-Empty: " is how curl is told to drop a header: an empty value never left zhost."""
+        r = self.run_lua("""
+            local h = assert(http.get("BASE/headers", {headers = {["X-Empty"] = "", ["X-Full"] = "f"}})):json()
+            assert(h["x-empty"] == "" and h["x-full"] == "f", json.encode(h))
+        """.replace("BASE", self.srv.url))
+        self.assertEqual(r.returncode, 0, r.stderr)
+
     def test_connection_refused_is_an_error_value(self):
         r = self.run_lua("""
             local r, err = http.get("http://127.0.0.1:9/", {retry = {attempts = 2, base = 0.01, cap = 0.01}})
@@ -362,6 +372,41 @@ class ScriptFailures(zhtest.ZhostCase):
         self.assertIn("boom.lua:3:", r.stderr)
         self.assertIn("stack traceback", r.stderr)
         self.assertIn("zhost: boom failed:", r.stderr.splitlines()[-1])
+
+    def test_an_error_object_whose_tostring_fails_is_not_a_crash(self):
+        """error(obj) whose __tostring raises (or waits) made the host call it unprotected: the
+        process aborted with 'PANIC: unprotected error in call to Lua API'."""
+        cases = {
+            "raises.lua": ("error(setmetatable({}, {__tostring = function() error('again') end}))\n",
+                           "(error object is a table value)"),
+            "waits.lua": ("error(setmetatable({}, {__tostring = function() sleep(1) return 'slept' end}))\n",
+                          "(error object is a table value)"),
+            "named.lua": ("error(setmetatable({}, {__tostring = function() return 'custom message' end}))\n",
+                          "custom message"),
+            "sub.lua": ("local t = task.spawn(function() error(setmetatable({}, {__tostring = function() error('x') end})) end)\n"
+                        "local v, err = t:wait()\nerror('sub: ' .. err, 0)\n", "sub: (error object is a table value)"),
+        }
+        for name, (body, msg) in cases.items():
+            with self.subTest(script=name):
+                r = self.zhost("run", self.script(name, "-- zhost: job=eo\n" + body), "--dry-run")
+                self.assertEqual(r.returncode, 1, r.stderr)
+                self.assertNotIn("PANIC", r.stderr)
+                self.assertEqual(r.stderr.splitlines()[-1], "zhost: eo failed: " + msg)
+
+    def test_a_script_saved_with_a_byte_order_mark_runs(self):
+        """A script (or a required module) saved by a Windows editor with a UTF-8 BOM was a syntax
+        error, "unexpected symbol near '<\\239>'"; lua(1) skips the mark."""
+        os.makedirs(os.path.join(self.tmp, "lib"), exist_ok=True)
+        with open(os.path.join(self.tmp, "lib", "bomlib.lua"), "wb") as fh:
+            fh.write(b"\xef\xbb\xbfreturn { answer = 42 }\n")
+        path = os.path.join(self.tmp, "bom.lua")
+        with open(path, "wb") as fh:
+            fh.write(b"\xef\xbb\xbf-- zhost: job=bomjob\nprint(job.name, require('bomlib').answer)\n")
+        c = self.zhost("check", path)
+        self.assertEqual((c.returncode, c.stdout), (0, path + ": ok\n"), c.stderr)
+        r = self.zhost("run", path, "--dry-run")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("bomjob\t42\n", r.stdout)
 
     def test_syntax_error(self):
         path = self.script("bad.lua", "local x = \nfunction(\n")
@@ -653,6 +698,21 @@ class RunLog(zhtest.ZhostCase):
         p.kill()
         p.communicate()
 
+    def test_a_huge_error_message_is_cut_where_it_is_recorded(self):
+        """error("bad page: " .. body) put the whole body into meta_job_runs.message, the run's
+        last line and the log (the alert mails and the status page show that message)."""
+        path = self.script("huge.lua", "-- zhost: job=hugeerr\nerror('bad page: ' .. string.rep('\u044f', 500000), 0)\n")
+        r = self.zhost("run", path)
+        self.assertEqual(r.returncode, 1, r.stderr[-300:])
+        last = r.stderr.splitlines()[-1]
+        self.assertLess(len(last.encode()), 4100)
+        self.assertTrue(last.startswith("zhost: hugeerr failed: bad page: \u044f\u044f"), last[:80])
+        self.assertTrue(last.endswith("\u044f... (1000010 bytes in all)"), last[-80:])
+        runs = self.runs("hugeerr")
+        self.assertEqual([x["status"] for x in runs], ["error"])
+        self.assertLess(len(runs[0]["message"].encode()), 4100)
+        self.assertTrue(runs[0]["message"].endswith("... (1000010 bytes in all)"))
+
     def test_killed_run_is_marked_interrupted_by_the_next_run(self):
         self.kill_a_run_of("slowjob")
         self.assertEqual([r["status"] for r in self.runs("slowjob")], ["running"])
@@ -717,6 +777,56 @@ class RunLog(zhtest.ZhostCase):
         last = r.stderr.strip().splitlines()[-1]
         self.assertIn("1 rows spooled", last)
         self.assertRegex(last, r"ClickHouse error \d+")
+
+
+    def test_a_day_the_calendar_does_not_have_is_refused_by_the_sink(self):
+        """2025-02-30 passed the YYYY-MM-DD check and ClickHouse stored it as 2025-03-02 without a word."""
+        zhtest.ch("CREATE TABLE %s.days (id UInt32, d Date, t DateTime) ENGINE = MergeTree ORDER BY id" % self.db)
+        path = self.script("days.lua", """
+            local s = assert(ch.sink("days"))
+            local bad = {}
+            for i, v in ipairs{"2025-02-29", "2025-04-31", "2025-13-01", "2025-00-05", "2025-01-00"} do
+              local ok, err = pcall(s.add, s, {id = i, d = v})
+              bad[#bad + 1] = (not ok) and err:find('"' .. v .. '" is no day of the calendar', 1, true) and "x" or "-"
+            end
+            for i, v in ipairs{"2025-02-30 10:00:00", "2025-01-01 24:00:00", "2025-01-01 12:60:00", "2025-01-01T12:00:60"} do
+              local ok, err = pcall(s.add, s, {id = 10 + i, t = v})
+              bad[#bad + 1] = (not ok) and err:find("is no time of the calendar", 1, true) and "x" or "-"
+            end
+            assert(table.concat(bad) == "xxxxxxxxx", table.concat(bad))
+            local ok, err = pcall(s.add, s, {id = 30, d = "2025-1-5"})
+            assert(not ok and err:find('expected YYYY-MM-DD, got "2025-1-5"', 1, true), err)
+            s:add{id = 20, d = "2024-02-29", t = "2024-02-29T23:59:59"}
+            s:add{id = 21, d = "0000-00-00", t = "0000-00-00 00:00:00"}     -- ClickHouse's zero date
+            assert(s:close())
+        """)
+        r = self.zhost("run", path)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(self.q("SELECT id, toString(d) AS d, toString(t) AS t FROM days ORDER BY id"),
+                         [{"id": 20, "d": "2024-02-29", "t": "2024-02-29 23:59:59"},
+                          {"id": 21, "d": "0000-00-00", "t": "0000-00-00 00:00:00"}])
+
+
+    def test_a_float_into_a_decimal_column_is_rounded_to_its_scale(self):
+        """12.3 * 3 is 36.900000000000006: ClickHouse 18.16 refused it ("Decimal value is too small",
+        also for 1e-05) and with it the whole batch, which went to the spool."""
+        zhtest.ch("CREATE TABLE %s.money (id UInt32, m Decimal(18, 2), n Nullable(Decimal(18, 4))) "
+                  "ENGINE = MergeTree ORDER BY id" % self.db)
+        path = self.script("money.lua", """
+            local s = assert(ch.sink("money"))
+            s:add{id = 1, m = 12.3 * 3, n = 0.1 + 0.2}
+            s:add{id = 2, m = 1e-5, n = 1.5e-7}
+            s:add{id = 3, m = 0.125, n = -0.00005}
+            s:add{id = 4, m = "7.5", n = 1e13}
+            local ok, err = pcall(s.add, s, {id = 5, m = 1e300})
+            assert(not ok and err:find("expected a decimal number that fits", 1, true), err)
+            assert(s:close())
+        """)
+        r = self.zhost("run", path)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(self.q("SELECT id, toString(m) AS m, toString(n) AS n FROM money ORDER BY id"),
+                         [{"id": 1, "m": "36.90", "n": "0.3000"}, {"id": 2, "m": "0.00", "n": "0.0000"},
+                          {"id": 3, "m": "0.13", "n": "-0.0001"}, {"id": 4, "m": "7.50", "n": "10000000000000.0000"}])
 
 
 class DryRun(zhtest.ZhostCase):

@@ -120,7 +120,15 @@ dec(0.1 + 0.2, 2, "0.30", "rounded") dec(-12.5, 1, "-12.5") dec(1e20, 2, "100000
 dec(-0.0, 2, "0.00") dec(0.07, 2, "0.07") dec(-1333.33, 2, "-1333.33") dec(2^53, 2, "9007199254740992.00")
 dec("12345678901234567890.125", 2, "12345678901234567890.13", "rounded")
 eq(text.decimal(0.1 + 0.2), "0.30000000000000004", "shortest round-trip text of a float")
-eq(text.decimal(1e-7), "0.00000010000000000000", "tiny floats in fixed notation")
+eq(text.decimal(1e-7), "0.0000001", "tiny floats in fixed notation, shortest digits")
+-- floats printf writes with an exponent: the point moves in the shortest digits. "%.2f"/"%.20f" made
+-- 1e20 "100000000000000000000.00", 1.5e-7 "0.00000015000000000000", -1e-300 zero, and 1e300 a
+-- 63-digit number (its 304 characters cut at the buffer's end)
+eq(text.decimal(1e20), "100000000000000000000") eq(text.decimal(-2.5e21), "-2500000000000000000000")
+eq(text.decimal(1.5e-7), "0.00000015") eq(text.decimal(1.25e-5), "0.0000125")
+eq(text.decimal(1e62), "1" .. string.rep("0", 62)) eq(text.decimal(1e20, 2), "100000000000000000000.00")
+v, err = text.decimal(1e300) eq(v, nil) eq(err, "decimal too long '1e+300'")
+v, err = text.decimal(-1e-300) eq(v, nil) eq(err, "decimal too long '-1e-300'")
 v, err = text.decimal(0/0, 2) eq(v, nil) eq(err, "not a finite number")
 v, err = text.decimal(math.huge) eq(v, nil) eq(err, "not a finite number")
 v, err = text.decimal(string.rep("9", 97)) eq(v, nil) assert(err:find("decimal too long", 1, true), err)

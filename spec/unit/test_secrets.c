@@ -41,6 +41,26 @@ static void reports_file_and_line(void) {
     free(err);
 }
 
+/* A file saved by a Windows editor: a UTF-8 byte-order mark before the first key (it used to be
+ * "expected KEY=VALUE" on line 1, stopping every command), CRLF line ends, `export` and a tab. */
+static void windows_saved_file(void) {
+    const char *text = "\xEF\xBB\xBF" "A=1\r\nexport\tB=two\r\nC=\"q\" # c\r\nD='x'\r\nE=\r\n# end\r\n";
+    kv s = {0};
+    char *err = NULL;
+    ZT_EQ_INT(zh_secrets_parse(text, strlen(text), "t", put, &s, &err), 1);
+    ZT_CHECK(err == NULL);
+    ZT_EQ_INT(s.n, 5);
+    ZT_EQ_STR(s.keys[0], "A");
+    ZT_EQ_STR(s.vals[0], "1");
+    ZT_EQ_STR(s.keys[1], "B");
+    ZT_EQ_STR(s.vals[1], "two");
+    ZT_EQ_STR(s.vals[2], "q");
+    ZT_EQ_STR(s.vals[3], "x");
+    ZT_EQ_STR(s.keys[4], "E");
+    ZT_EQ_STR(s.vals[4], "");
+    free(err);
+}
+
 static void dir_precedence(void) {
     ZT_EQ_STR(zh_secrets_dir("/x"), "/x");
     setenv("ZHOST_SECRETS", "/from/env", 1);
@@ -52,6 +72,7 @@ static void dir_precedence(void) {
 int main(void) {
     ZT_RUN(parses_plain_quoted_and_comments);
     ZT_RUN(reports_file_and_line);
+    ZT_RUN(windows_saved_file);
     ZT_RUN(dir_precedence);
     return ZT_DONE();
 }

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Marks a yield made by the host (a task waiting on I/O) as opposed to a user coroutine.yield. */
 static const char yield_marker = 0;
@@ -45,6 +46,9 @@ static volatile sig_atomic_t sigint_pending;
 static _Atomic(lua_State *) running_co;
 static _Atomic uint_least64_t resume_started_ms;
 static pthread_t loop_thread;
+/* The host's CPU budget in ms (0: none), for the watchdog's last resort (watchdog_main): it is the
+ * same host setting, copied where the watchdog thread can read it. */
+static _Atomic uint_least64_t budget_ms;
 
 void zh_task_note_sigint(void) { sigint_pending = 1; }
 
@@ -429,15 +433,43 @@ static void on_watch_signal(int signum) {
     errno = saved;
 }
 
+/* The hook runs only between VM instructions. A resume stuck inside one C call — a backtracking
+ * pattern such as ("a"):rep(40):find(("a*"):rep(40) .. "b") runs for ages in lstrlib without one —
+ * can be stopped neither by the budget nor by Ctrl-C or SIGTERM (their handlers wait for the loop).
+ * STOP_GRACE_MS after such a stop was due, the process ends: its run stays `running` in the run
+ * log and the next start marks it interrupted, which beats a process only SIGKILL ends (under
+ * serve, a job slot held until its timeout; at the REPL, a prompt that never comes back). */
+#define STOP_GRACE_MS 5000
+
+static void stuck_exit(const char *why) {
+    char msg[300];
+    int n = snprintf(msg, sizeof msg,
+                     "zhost: %s, but the script did not stop within %d s: it is stuck inside one C call "
+                     "(a backtracking string pattern?); the process ends\n",
+                     why, STOP_GRACE_MS / 1000);
+    if (n > 0 && write(2, msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1) < 0) n = 0;
+    _exit(1);
+}
+
 static void *watchdog_main(void *arg) {
     (void)arg;
+    uint_least64_t sigint_seen_ms = 0; /* when a Ctrl-C was first seen pending during this resume */
     for (;;) {
         struct timespec ts = {0, WATCH_PERIOD_MS * 1000000L};
         nanosleep(&ts, NULL);
         uint_least64_t started = atomic_load(&resume_started_ms);
-        if (!atomic_load(&running_co) || !started) continue;
-        if (sigint_pending || (uint_least64_t)(zh_now_mono() * 1000) - (started & ~(uint_least64_t)1) >= WATCH_AFTER_MS)
-            pthread_kill(loop_thread, WATCH_SIGNAL);
+        if (!atomic_load(&running_co) || !started) {
+            sigint_seen_ms = 0;
+            continue;
+        }
+        uint_least64_t now = (uint_least64_t)(zh_now_mono() * 1000);
+        uint_least64_t ran = now - (started & ~(uint_least64_t)1);
+        if (!sigint_pending) sigint_seen_ms = 0;
+        else if (!sigint_seen_ms) sigint_seen_ms = now;
+        uint_least64_t budget = atomic_load(&budget_ms);
+        if (budget && ran >= budget + STOP_GRACE_MS) stuck_exit("the CPU budget was exceeded");
+        if (sigint_seen_ms && now - sigint_seen_ms >= STOP_GRACE_MS) stuck_exit("interrupted");
+        if (sigint_pending || ran >= WATCH_AFTER_MS) pthread_kill(loop_thread, WATCH_SIGNAL);
     }
     return NULL;
 }
@@ -466,7 +498,8 @@ static void watchdog_start(void) {
 }
 
 void zh_task_start_watchdog(lua_State *L) {
-    (void)L;
+    double budget = zh_host_of(L)->cpu_budget_s;
+    atomic_store(&budget_ms, budget > 0 ? (uint_least64_t)(budget * 1000) : 0);
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, watchdog_start);
 }

@@ -425,6 +425,16 @@ class ScriptFailures(zhtest.ZhostCase):
         self.assertLess(time.time() - start, 10)
         self.assertIn("CPU budget", r.stderr)
 
+    def test_a_script_stuck_inside_one_c_call_still_ends(self):
+        # A backtracking pattern runs in lstrlib without a VM instruction, so the budget's hook never
+        # fires: the watchdog ends the process a few seconds after the stop was due.
+        path = self.script("pattern.lua", 'print(("a"):rep(40):find(("a*"):rep(40) .. "b"))\n')
+        start = time.time()
+        r = self.zhost("run", path, "--dry-run", "--cpu-budget", "1", timeout=60)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertLess(time.time() - start, 20)
+        self.assertIn("the CPU budget was exceeded, but the script did not stop within 5 s", r.stderr)
+
     def test_pcall_cannot_swallow_the_budget(self):
         path = self.script("spin2.lua", "while true do pcall(function() while true do end end) end\n")
         r = self.zhost("run", path, "--dry-run", "--cpu-budget", "1")

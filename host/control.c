@@ -95,8 +95,12 @@ static void answer(cconn *c, int code, const char *text) {
 /* ---- status ---- */
 
 static void status_text(zh_serve *s, zh_buf *b) {
-    zh_buf_printf(b, "%-14s %-8s %-16s %-26s %-12s %-26s %9s %9s\n", "JOB", "ENABLED", "SCHEDULE", "NEXT RUN", "LAST STATUS",
-                  "LAST RUN", "ROWS", "DURATION");
+    /* The JOB column is as wide as the longest name (qtickets_refunds is 16), so columns line up. */
+    int w = 14;
+    for (zh_job *j = s->jobs; j; j = j->next)
+        if (!j->removed && (int)strlen(j->c.name) > w) w = (int)strlen(j->c.name);
+    zh_buf_printf(b, "%-*s %-8s %-16s %-26s %-12s %-26s %9s %9s\n", w, "JOB", "ENABLED", "SCHEDULE", "NEXT RUN",
+                  "LAST STATUS", "LAST RUN", "ROWS", "DURATION");
     for (zh_job *j = s->jobs; j; j = j->next) {
         if (j->removed) continue;
         char next[40] = "-", last[40] = "-", st[24] = "-";
@@ -111,7 +115,7 @@ static void status_text(zh_serve *s, zh_buf *b) {
             snprintf(rows, sizeof rows, "%llu", (unsigned long long)j->last_rows);
             snprintf(dur, sizeof dur, "%.1fs", j->last_duration);
         }
-        zh_buf_printf(b, "%-14s %-8s %-16s %-26s %-12s %-26s %9s %9s\n", j->c.name, zh_job_enabled(j) ? "yes" : "no",
+        zh_buf_printf(b, "%-*s %-8s %-16s %-26s %-12s %-26s %9s %9s\n", w, j->c.name, zh_job_enabled(j) ? "yes" : "no",
                       j->c.sched.text, next, st, last, rows, dur);
     }
 }

@@ -330,6 +330,19 @@ class Operators(ServeCase):
         self.assertEqual([(x["rule"], x["subject"], x["state"]) for x in rows], [("failed_run", "direct", "open")])
         self.assertEqual(d.stop(), 0)
 
+    def test_status_table_columns_line_up_with_a_long_job_name(self):
+        # the shipped conf has qtickets_refunds (16 characters): every column starts where its header does
+        self.lua("g.lua", 'log.info("ran")\n')
+        self.conf("[job qtickets]\nscript = scripts/g.lua\nschedule = */15 * * * *\n"
+                  "[job qtickets_refunds]\nscript = scripts/g.lua\nschedule = 40 3 * * *\n")
+        d = self.start()
+        lines = self.cli("status").stdout.splitlines()
+        self.assertEqual(len(lines), 3, lines)
+        col = lines[0].index("ENABLED")
+        for line in lines[1:]:
+            self.assertEqual(line[col - 1:col + 4], " yes ", lines)
+        self.assertEqual(d.stop(), 0)
+
     def test_trigger_runs_once_restart_reruns_and_logs_show_history(self):
         self.lua("qt.lua", 'log.info("qtickets ran", {days = job.args.days})\nsleep(1)\n')
         self.lua("long.lua", 'log.info("long begins")\nsleep(60)\n')

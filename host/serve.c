@@ -466,7 +466,9 @@ static void child_finish(zh_child *c) {
     char msg[512];
     if (c->exited && c->exit_status == 0 && !c->term_signal) {
         status = "success";
-        msg[0] = 0;
+        /* what the command made (`zhost backup full` ends with the backup's folder, prune with its
+         * counts): the run's message in meta_job_runs, `zhost status` and `zhost logs` */
+        snprintf(msg, sizeof msg, "%s", c->last_line);
     } else if (c->timed_out) {
         status = "error";
         snprintf(msg, sizeof msg, "timed out after %.0f s", c->timeout_s);

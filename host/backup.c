@@ -2923,15 +2923,28 @@ int zh_cmd_backup(int argc, char **argv) {
     } else if (!strcmp(verb, "verify") || !strcmp(verb, "list")) {
         vreport v;
         bool list = !strcmp(verb, "list");
-        rc = cmd_verify(c.st, json, quick, list, fresh_h, full_h, &v);
+        struct stat dst;
+        if (stat(c.st->root, &dst) != 0) {
+            /* A mistyped --dir or BACKUP_DIR: say so, rather than "0 backups" or "no sound full". */
+            int e = errno;
+            fprintf(stderr, "zhost backup %s: %s: %s (the backups folder: --dir, $ZHOST_BACKUP_DIR or BACKUP_DIR)\n",
+                    verb, c.st->root, strerror(e));
+            err = xprintf("%s: %s", c.st->root, strerror(e));
+            memset(&v, 0, sizeof v);
+            rc = 1;
+        } else {
+            rc = cmd_verify(c.st, json, quick, list, fresh_h, full_h, &v);
+        }
         if (!no_record && !list) {
             char *metrics = xprintf("{\"duration\":%.3f,\"backups\":%d,\"problems\":%d}", zh_now_wall() - started, v.n,
                                     v.nproblems);
             record_job(&c, &rec, "backup_verify", run_id, rc == 0 ? "success" : "error", started, zh_now_wall(), 0,
-                       v.nproblems ? v.problems[0] : "", metrics);
+                       err ? err : v.nproblems ? v.problems[0] : "", metrics);
             free(metrics);
         }
         vreport_free(&v);
+        free(err);
+        err = NULL;
     } else if (!strcmp(verb, "restore")) {
         char *bi_default = NULL;
         if (!bi_into) bi_into = bi_default = xprintf("%s_bi", into);

@@ -837,7 +837,8 @@ static void load_history(zh_serve *s) {
     const char *sql =
         "SELECT job, run_id, status, toUnixTimestamp(started_at), "
         "if(isNull(finished_at), 0, toUnixTimestamp(assumeNotNull(finished_at))), rows_processed, "
-        "replaceAll(message, '\\n', ' '), visitParamExtractFloat(metrics, 'duration') FROM meta_job_runs "
+        "replaceAll(message, '\\n', ' '), if(visitParamHas(metrics, 'duration_ms'), visitParamExtractFloat(metrics, 'duration_ms') / 1000, "
+        "visitParamExtractFloat(metrics, 'duration')) FROM meta_job_runs "
         "WHERE started_at > now() - INTERVAL 30 DAY ORDER BY started_at DESC LIMIT 50 BY job FORMAT TabSeparated";
     char *err = NULL;
     if (query_sync(s, sql, 10, &out, &err) != 0) {
@@ -863,7 +864,8 @@ static void load_history(zh_serve *s) {
             snprintf(j->last_status, sizeof j->last_status, "%s", status);
             snprintf(j->last_run_id, sizeof j->last_run_id, "%s", f[1].data);
             j->last_started = started;
-            j->last_duration = finished > 0 ? finished - started : atof(f[7].data);
+            /* the run's own measure (duration_ms), else the whole seconds between its rows */
+            j->last_duration = atof(f[7].data) > 0 ? atof(f[7].data) : finished > 0 ? finished - started : 0;
             j->last_rows = strtoull(f[5].data, NULL, 10);
             j->last_message = f[6].len ? zh_xstrdup(f[6].data) : NULL;
         }

@@ -385,6 +385,19 @@ class Operators(ServeCase):
         self.assertEqual(self.cli("logs", "qtickets", "--since", "soon").returncode, 2)
         self.assertEqual(d.stop(), 0)
 
+    def test_logs_show_a_run_s_duration_to_the_tenth_of_a_second(self):
+        # metrics.duration is whole seconds (the runbook's SQL); `zhost logs` reads duration_ms
+        self.lua("half.lua", 'sleep(0.6)\n')
+        self.conf("[job half]\nscript = scripts/half.lua\nschedule = 0 0 1 1 *\n")
+        d = self.start()
+        self.assertEqual(self.cli("trigger", "half").returncode, 0)
+        d.wait_for(r'job=half msg="run finished".*status=success')
+        self.wait_rows("SELECT status FROM meta_job_runs WHERE job = 'half'", lambda r: [x["status"] for x in r] == ["success"])
+        r = self.cli("logs", "half", "-n", "1")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertRegex(r.stdout, r"success\s+0\.[6-9]s\s", r.stdout)
+        self.assertEqual(d.stop(), 0)
+
     def test_sighup_reloads_and_bad_files_are_refused(self):
         self.lua("a.lua", 'log.info("a")\n')
         self.conf("[job a]\nscript = scripts/a.lua\nschedule = 0 0 1 1 *\n")

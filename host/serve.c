@@ -1013,12 +1013,15 @@ static void serve_on_signal(zh_host *h, int signum) {
 
 static void print_plan(zh_conf *c) {
     int64_t now = (int64_t)floor(zh_now_wall());
+    int w = 14; /* as wide as the longest job name (qtickets_refunds), so the columns line up */
+    for (int i = 0; i < c->njobs; i++)
+        if ((int)strlen(c->jobs[i].name) > w) w = (int)strlen(c->jobs[i].name);
     for (int i = 0; i < c->njobs; i++) {
         zh_job_conf *j = &c->jobs[i];
         char t[40] = "never";
         int64_t n = zh_sched_next(&j->sched, now);
         if (n > 0) zh_sched_format_iso(n, c->timezone, t, sizeof t);
-        printf("%-14s %-8s %-18s %-15s next %s  %s%s\n", j->name, j->enabled ? "enabled" : "disabled", j->sched.text,
+        printf("%-*s %-8s %-18s %-15s next %s  %s%s\n", w, j->name, j->enabled ? "enabled" : "disabled", j->sched.text,
                j->sched.tz, t, j->command ? "zhost " : "", j->command ? j->command : j->script);
     }
 }

@@ -333,6 +333,8 @@ local MANUAL = {
   -- the run rows of `zhost backup verify|restore` (by hand, or a configured [job backup_verify])
   backup_verify = "zhost backup verify",
   backup_restore = "zhost backup list\nzhost backup restore NAME --into zakaz_restore --bi-into bi_restore --drop-existing",
+  -- loaded by hand from a file (no --days): load the corrected file again
+  plan_sales = "zhost run scripts/plan_sales.lua --csv FILE",
 }
 -- Run rows written by zhost commands themselves, never by a daemon job: `zhost logs`/`trigger` of
 -- these names answer "unknown job".

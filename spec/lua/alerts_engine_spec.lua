@@ -182,4 +182,7 @@ assert(not A.job_hint("backup"):find("zhost logs backup\n", 1, true), A.job_hint
 assert(not A.job_hint("backup_verify", { qtickets = true }):find("zhost trigger backup_verify", 1, true))
 assert(A.job_hint("backup_verify", { backup_verify = true }):find("zhost trigger backup_verify", 1, true))
 assert(A.job_hint("qtickets", { qtickets = true }):find("zhost logs qtickets", 1, true))
+-- the sales plan is loaded from a file: --csv, not --days
+assert(A.job_hint("plan_sales"):find("zhost run scripts/plan_sales.lua --csv FILE", 1, true), A.job_hint("plan_sales"))
+assert(not A.job_hint("plan_sales"):find("--days", 1, true), A.job_hint("plan_sales"))
 print("alerts_engine_spec: ok")

@@ -2980,7 +2980,10 @@ int zh_cmd_backup(int argc, char **argv) {
             fprintf(stderr, "zhost backup prune: %s: %s (the backups folder: --dir, $ZHOST_BACKUP_DIR or BACKUP_DIR)\n",
                     c.st->root, strerror(errno));
             rc = 1;
-        } else if (lock_take(c.st, "prune", &err) != 0) {
+        } else if (!dry && lock_take(c.st, "prune", &err) != 0) {
+            /* --dry-run deletes nothing, so it takes no lock: an operator in the service's group may
+             * run it (the lock file is created in the folder, which only the service user may write),
+             * and a backup running meanwhile is seen as in progress (its lock) and kept. */
             fprintf(stderr, "zhost backup prune: %s\n", err);
             free(err);
             rc = 1;
@@ -2988,7 +2991,7 @@ int zh_cmd_backup(int argc, char **argv) {
             pr_result res = {0};
             double keep_partial_h = env_num("ZHOST_BACKUP_KEEP_PARTIAL_HOURS", 24);
             rc = do_prune(&c, keep_d, keep_incr_d, keep_partial_h, dry, &res, &err) == 0 ? 0 : 1;
-            lock_release(c.st);
+            if (!dry) lock_release(c.st); /* unlinks the lock file: never someone else's */
             for (int i = 0; i < res.deleted; i++) {
                 printf("%s %s\n", dry ? "would delete" : "deleted", res.names[i]);
                 if (!dry && !no_record) {

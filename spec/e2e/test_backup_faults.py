@@ -161,6 +161,25 @@ class BackupFaultsCase(ZhostCase):
             self.assertEqual(r.returncode, 0, r.stderr)
             self.assertIn("[dry run]", r.stdout)
 
+    def test_a_view_that_cannot_be_made_is_a_warning_not_a_failed_restore(self):
+        # A view of bi reads a database outside the backup (gone on a new server): the data restores and
+        # is compared; the view is reported, and the other views are made.
+        ext = self.db + "_ext"
+        self.addCleanup(ch, "DROP DATABASE IF EXISTS " + ext)
+        ch("CREATE DATABASE " + ext)
+        ch("CREATE TABLE %s.t (x UInt8) ENGINE = Memory" % ext)
+        ch("CREATE VIEW %s.v_outside AS SELECT x FROM %s.t" % (self.bi, ext))
+        ch("CREATE VIEW %s.v_sales AS SELECT id FROM %s.sales" % (self.bi, self.db))
+        self.backup("full", "--to", self.bdir, expect=0)
+        ch("DROP DATABASE " + ext)
+        into = self.db + "_rv"
+        self.addCleanup(ch, "DROP DATABASE IF EXISTS " + into)
+        self.addCleanup(ch, "DROP DATABASE IF EXISTS " + into + "_bi")
+        r = self.backup("restore", self.names("_full")[0], "--dir", self.bdir, "--into", into, expect=0)
+        self.assertRegex(r.stdout, r"warning: view %s_bi\.v_outside could not be made: .*%s" % (into, ext))
+        self.assertRegex(r.stdout, r"restore: 1 tables, 3000 rows, 0 mismatches, 1 view warning,")
+        self.assertEqual(ch("SELECT count() FROM %s_bi.v_sales" % into).strip(), "3000")
+
     def test_incremental_refuses_a_damaged_base(self):
         self.backup("full", "--to", self.bdir, expect=0)
         full = self.names("_full")[0]

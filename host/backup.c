@@ -2539,8 +2539,13 @@ static int do_restore(bk_ctx *c, const char *name, const char *into, const char 
     int nviews = 0, made = 0;
     bool *done = zh_xcalloc((size_t)m->ntables + 1, sizeof *done);
     for (int i = 0; i < m->ntables; i++) nviews += !strcmp(m->tables[i].kind, "view") && m->db_exists[role_index(m->tables[i].role)];
+    /* A plain view that still cannot be made (it reads a database outside the backup, gone on a new
+     * server) holds no data: it is a warning below, and the data is still compared. A materialized
+     * view that cannot be made fails the restore (its storage could not be loaded). */
+    char **view_err = zh_xcalloc((size_t)m->ntables + 1, sizeof *view_err);
     char *last_err = NULL;
-    while (rc == 0 && made < nviews) {
+    bool stalled = false;
+    while (rc == 0 && made < nviews && !stalled) {
         int before = made;
         for (int i = 0; i < m->ntables; i++) {
             const bk_table *t = &m->tables[i];
@@ -2553,18 +2558,22 @@ static int do_restore(bk_ctx *c, const char *name, const char *into, const char 
             } else {
                 free(last_err);
                 last_err = xprintf("creating view %s.%s: %s", t->database, t->name, e);
-                free(e);
+                free(view_err[i]);
+                view_err[i] = e;
             }
             free(sql);
         }
         if (made == before) {
-            *err = last_err;
-            last_err = NULL;
-            rc = -1;
+            stalled = true;
+            for (int i = 0; i < m->ntables; i++)
+                if (!done[i] && view_err[i] && strcmp(m->tables[i].engine, "View") != 0) rc = -1;
+            if (rc) {
+                *err = last_err;
+                last_err = NULL;
+            }
         }
     }
     free(last_err);
-    free(done);
     /* 4. the storage of materialized views */
     for (int i = 0; rc == 0 && i < m->ntables; i++) {
         const bk_table *t = &m->tables[i];
@@ -2635,6 +2644,12 @@ static int do_restore(bk_ctx *c, const char *name, const char *into, const char 
         const bk_table *t = &m->tables[i];
         if (strcmp(t->kind, "view") || !m->db_exists[role_index(t->role)]) continue;
         char *qt = qualified(tg.to[role_index(t->role)], t->name);
+        if (!done[i]) {
+            printf("  warning: view %s could not be made: %s\n", qt, view_err[i] ? view_err[i] : "?");
+            res->view_warnings++;
+            free(qt);
+            continue;
+        }
         char *sql = xprintf("SELECT * FROM %s LIMIT 0", qt);
         char *e = NULL;
         if (bk_exec(c, tg.to[role_index(t->role)], sql, NULL, &e) != 0) {
@@ -2650,6 +2665,9 @@ static int do_restore(bk_ctx *c, const char *name, const char *into, const char 
         free(stopped[i]);
     }
     free(stopped);
+    for (int i = 0; i < m->ntables; i++) free(view_err[i]);
+    free(view_err);
+    free(done);
     free(here);
     manifest_free(m);
     manifest_free(base);
@@ -2923,15 +2941,28 @@ int zh_cmd_backup(int argc, char **argv) {
     } else if (!strcmp(verb, "verify") || !strcmp(verb, "list")) {
         vreport v;
         bool list = !strcmp(verb, "list");
-        rc = cmd_verify(c.st, json, quick, list, fresh_h, full_h, &v);
+        struct stat dst;
+        if (stat(c.st->root, &dst) != 0) {
+            /* A mistyped --dir or BACKUP_DIR: say so, rather than "0 backups" or "no sound full". */
+            int e = errno;
+            fprintf(stderr, "zhost backup %s: %s: %s (the backups folder: --dir, $ZHOST_BACKUP_DIR or BACKUP_DIR)\n",
+                    verb, c.st->root, strerror(e));
+            err = xprintf("%s: %s", c.st->root, strerror(e));
+            memset(&v, 0, sizeof v);
+            rc = 1;
+        } else {
+            rc = cmd_verify(c.st, json, quick, list, fresh_h, full_h, &v);
+        }
         if (!no_record && !list) {
             char *metrics = xprintf("{\"duration\":%.3f,\"backups\":%d,\"problems\":%d}", zh_now_wall() - started, v.n,
                                     v.nproblems);
             record_job(&c, &rec, "backup_verify", run_id, rc == 0 ? "success" : "error", started, zh_now_wall(), 0,
-                       v.nproblems ? v.problems[0] : "", metrics);
+                       err ? err : v.nproblems ? v.problems[0] : "", metrics);
             free(metrics);
         }
         vreport_free(&v);
+        free(err);
+        err = NULL;
     } else if (!strcmp(verb, "restore")) {
         char *bi_default = NULL;
         if (!bi_into) bi_into = bi_default = xprintf("%s_bi", into);
@@ -2967,7 +2998,10 @@ int zh_cmd_backup(int argc, char **argv) {
             fprintf(stderr, "zhost backup prune: %s: %s (the backups folder: --dir, $ZHOST_BACKUP_DIR or BACKUP_DIR)\n",
                     c.st->root, strerror(errno));
             rc = 1;
-        } else if (lock_take(c.st, "prune", &err) != 0) {
+        } else if (!dry && lock_take(c.st, "prune", &err) != 0) {
+            /* --dry-run deletes nothing, so it takes no lock: an operator in the service's group may
+             * run it (the lock file is created in the folder, which only the service user may write),
+             * and a backup running meanwhile is seen as in progress (its lock) and kept. */
             fprintf(stderr, "zhost backup prune: %s\n", err);
             free(err);
             rc = 1;
@@ -2975,7 +3009,7 @@ int zh_cmd_backup(int argc, char **argv) {
             pr_result res = {0};
             double keep_partial_h = env_num("ZHOST_BACKUP_KEEP_PARTIAL_HOURS", 24);
             rc = do_prune(&c, keep_d, keep_incr_d, keep_partial_h, dry, &res, &err) == 0 ? 0 : 1;
-            lock_release(c.st);
+            if (!dry) lock_release(c.st); /* unlinks the lock file: never someone else's */
             for (int i = 0; i < res.deleted; i++) {
                 printf("%s %s\n", dry ? "would delete" : "deleted", res.names[i]);
                 if (!dry && !no_record) {

@@ -95,8 +95,12 @@ static void answer(cconn *c, int code, const char *text) {
 /* ---- status ---- */
 
 static void status_text(zh_serve *s, zh_buf *b) {
-    zh_buf_printf(b, "%-14s %-8s %-16s %-26s %-12s %-26s %9s %9s\n", "JOB", "ENABLED", "SCHEDULE", "NEXT RUN", "LAST STATUS",
-                  "LAST RUN", "ROWS", "DURATION");
+    /* The JOB column is as wide as the longest name (qtickets_refunds is 16), so columns line up. */
+    int w = 14;
+    for (zh_job *j = s->jobs; j; j = j->next)
+        if (!j->removed && (int)strlen(j->c.name) > w) w = (int)strlen(j->c.name);
+    zh_buf_printf(b, "%-*s %-8s %-16s %-26s %-12s %-26s %9s %9s\n", w, "JOB", "ENABLED", "SCHEDULE", "NEXT RUN",
+                  "LAST STATUS", "LAST RUN", "ROWS", "DURATION");
     for (zh_job *j = s->jobs; j; j = j->next) {
         if (j->removed) continue;
         char next[40] = "-", last[40] = "-", st[24] = "-";
@@ -111,7 +115,7 @@ static void status_text(zh_serve *s, zh_buf *b) {
             snprintf(rows, sizeof rows, "%llu", (unsigned long long)j->last_rows);
             snprintf(dur, sizeof dur, "%.1fs", j->last_duration);
         }
-        zh_buf_printf(b, "%-14s %-8s %-16s %-26s %-12s %-26s %9s %9s\n", j->c.name, zh_job_enabled(j) ? "yes" : "no",
+        zh_buf_printf(b, "%-*s %-8s %-16s %-26s %-12s %-26s %9s %9s\n", w, j->c.name, zh_job_enabled(j) ? "yes" : "no",
                       j->c.sched.text, next, st, last, rows, dur);
     }
 }
@@ -223,7 +227,8 @@ static void logs_answer(logs_req *lr, const char *body, size_t len, const char *
         while (zh_tsv_row(&p, end, f, 7) >= 7) {
             char t[40];
             zh_serve_iso(s, atof(f[2].data), t, sizeof t);
-            double dur = atof(f[3].data) > 0 ? atof(f[3].data) - atof(f[2].data) : atof(f[6].data);
+            /* the run's own measure (duration_ms), else the whole seconds between its rows */
+            double dur = atof(f[6].data) > 0 ? atof(f[6].data) : atof(f[3].data) > 0 ? atof(f[3].data) - atof(f[2].data) : 0;
             zh_buf_printf(&b, "  %-26s %-12s %8.1fs %9s  %-36s  %s\n", t, f[1].data, dur, f[4].data, f[0].data, f[5].data);
             rows++;
         }
@@ -320,7 +325,9 @@ static void handle(cconn *c, int argc, char **argv) {
         zh_buf_init(&q);
         zh_buf_adds(&q, "SELECT run_id, status, toUnixTimestamp(started_at), "
                         "if(isNull(finished_at), 0, toUnixTimestamp(assumeNotNull(finished_at))), rows_processed, "
-                        "replaceAll(message, '\\n', ' '), visitParamExtractFloat(metrics, 'duration') FROM meta_job_runs WHERE job = '");
+                        "replaceAll(message, '\\n', ' '), "
+                        "if(visitParamHas(metrics, 'duration_ms'), visitParamExtractFloat(metrics, 'duration_ms') / 1000, "
+                        "visitParamExtractFloat(metrics, 'duration')) FROM meta_job_runs WHERE job = '");
         zh_buf_adds(&q, j->c.name); /* job names are [a-z0-9_-] (conf.c) */
         zh_buf_printf(&q, "' AND started_at >= toDateTime(%.0f) ORDER BY started_at DESC LIMIT %d FORMAT TabSeparated",
                       floor(lr->since), lr->n);

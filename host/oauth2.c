@@ -964,6 +964,12 @@ static int l_google(lua_State *L) {
         lua_pushnil(L);
         if (missing)
             lua_pushfstring(L, "oauth2.google: %s does not exist: authorize once with %s", token, s.hint);
+        else if (access(token, R_OK) != 0 && (errno == EACCES || errno == EPERM))
+            /* The token is the service user's (0600): a run by another user, not a bad token.
+             * Re-authorizing would replace a good token. */
+            lua_pushfstring(L, "oauth2.google: cannot read %s: Permission denied; it belongs to the service's "
+                               "user: run as that user (sudo -u zhost zhost run ...), the token itself may be fine",
+                            token);
         else
             lua_pushfstring(L, "oauth2.google: cannot read %s (%s); re-authorize with %s", token, err, s.hint);
         free(err);

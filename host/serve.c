@@ -466,7 +466,9 @@ static void child_finish(zh_child *c) {
     char msg[512];
     if (c->exited && c->exit_status == 0 && !c->term_signal) {
         status = "success";
-        msg[0] = 0;
+        /* what the command made (`zhost backup full` ends with the backup's folder, prune with its
+         * counts): the run's message in meta_job_runs, `zhost status` and `zhost logs` */
+        snprintf(msg, sizeof msg, "%s", c->last_line);
     } else if (c->timed_out) {
         status = "error";
         snprintf(msg, sizeof msg, "timed out after %.0f s", c->timeout_s);
@@ -835,7 +837,8 @@ static void load_history(zh_serve *s) {
     const char *sql =
         "SELECT job, run_id, status, toUnixTimestamp(started_at), "
         "if(isNull(finished_at), 0, toUnixTimestamp(assumeNotNull(finished_at))), rows_processed, "
-        "replaceAll(message, '\\n', ' '), visitParamExtractFloat(metrics, 'duration') FROM meta_job_runs "
+        "replaceAll(message, '\\n', ' '), if(visitParamHas(metrics, 'duration_ms'), visitParamExtractFloat(metrics, 'duration_ms') / 1000, "
+        "visitParamExtractFloat(metrics, 'duration')) FROM meta_job_runs "
         "WHERE started_at > now() - INTERVAL 30 DAY ORDER BY started_at DESC LIMIT 50 BY job FORMAT TabSeparated";
     char *err = NULL;
     if (query_sync(s, sql, 10, &out, &err) != 0) {
@@ -861,7 +864,8 @@ static void load_history(zh_serve *s) {
             snprintf(j->last_status, sizeof j->last_status, "%s", status);
             snprintf(j->last_run_id, sizeof j->last_run_id, "%s", f[1].data);
             j->last_started = started;
-            j->last_duration = finished > 0 ? finished - started : atof(f[7].data);
+            /* the run's own measure (duration_ms), else the whole seconds between its rows */
+            j->last_duration = atof(f[7].data) > 0 ? atof(f[7].data) : finished > 0 ? finished - started : 0;
             j->last_rows = strtoull(f[5].data, NULL, 10);
             j->last_message = f[6].len ? zh_xstrdup(f[6].data) : NULL;
         }
@@ -1009,12 +1013,15 @@ static void serve_on_signal(zh_host *h, int signum) {
 
 static void print_plan(zh_conf *c) {
     int64_t now = (int64_t)floor(zh_now_wall());
+    int w = 14; /* as wide as the longest job name (qtickets_refunds), so the columns line up */
+    for (int i = 0; i < c->njobs; i++)
+        if ((int)strlen(c->jobs[i].name) > w) w = (int)strlen(c->jobs[i].name);
     for (int i = 0; i < c->njobs; i++) {
         zh_job_conf *j = &c->jobs[i];
         char t[40] = "never";
         int64_t n = zh_sched_next(&j->sched, now);
         if (n > 0) zh_sched_format_iso(n, c->timezone, t, sizeof t);
-        printf("%-14s %-8s %-18s %-15s next %s  %s%s\n", j->name, j->enabled ? "enabled" : "disabled", j->sched.text,
+        printf("%-*s %-8s %-18s %-15s next %s  %s%s\n", w, j->name, j->enabled ? "enabled" : "disabled", j->sched.text,
                j->sched.tz, t, j->command ? "zhost " : "", j->command ? j->command : j->script);
     }
 }

@@ -78,13 +78,19 @@ end
 -- state file (<state dir>/state, last column "in effect") says so, and the job rules stay quiet
 -- about them. Under the daemon, ZHOST_SERVE_STATE names that file (job.state_dir may be another
 -- folder: the systemd unit's ZHOST_STATE_DIR); a manual run looks in ZHOST_STATE_DIR. No file: none is off.
-local disabled = {}
+-- The same file lists every job the daemon has, so the hints in the mail offer `zhost logs`/`trigger`
+-- only for those (nil without the file: not known).
+local disabled, daemon_jobs = {}, nil
 do
   local path = os.getenv("ZHOST_SERVE_STATE")
   if not path or path == "" then path = job.state_dir .. "/state" end
   local text = io.read_file(path)
   for line in (text or ""):gmatch("[^\n]+") do
     local name, effect = line:match("^([%w_%-]+)%s+%S+%s+%S+%s+([01])%s*$")
+    if name then
+      daemon_jobs = daemon_jobs or {}
+      daemon_jobs[name] = true
+    end
     if name and effect == "0" then disabled[name] = true end
   end
 end
@@ -96,7 +102,7 @@ local ctx = {
   clickhouse_error = ch_err,
   spool = spool,
   quote = ch.quote,
-  job_hint = alerting.job_hint,
+  job_hint = function(j) return alerting.job_hint(j, daemon_jobs) end,
   -- Rows of a query; raises on failure so the rule counts as not evaluated.
   query = function(sql)
     local rows, err = ch.query(sql)

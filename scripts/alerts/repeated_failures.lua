@@ -1,6 +1,14 @@
 -- repeated_failures: a job failed N times in a row (its latest N finished runs are errors).
 -- Identity repeated_failures:<job>. Resolves after a successful run.
 -- Config (or ALERT_REPEATED_FAILURES_THRESHOLD, ALERT_REPEATED_FAILURES_WINDOW_HOURS):
+-- "3 неудачных запуска", "5 неудачных запусков", "21 неудачный запуск"
+local function failed_runs(n)
+  local d, dd = n % 10, n % 100
+  if d == 1 and dd ~= 11 then return n .. " неудачный запуск" end
+  if d >= 2 and d <= 4 and (dd < 12 or dd > 14) then return n .. " неудачных запуска" end
+  return n .. " неудачных запусков"
+end
+
 return {
   severity = "error",
   config = {
@@ -35,7 +43,7 @@ return {
       if streak[j] >= cfg.threshold and not cfg.exclude[j] then
         out[#out + 1] = {
           subject = j, job = j,
-          title = ("%s: %d неудачных запусков подряд"):format(j, streak[j]),
+          title = ("%s: %s подряд"):format(j, failed_runs(streak[j])),
           message = "Последняя ошибка: " .. (last_msg[j] or ""),
           hint = ctx.job_hint(j),
           details = { failures = streak[j], threshold = cfg.threshold },

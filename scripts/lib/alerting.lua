@@ -330,17 +330,29 @@ local MANUAL = {
   gmail_ingest = "zhost run scripts/gmail.lua --job gmail_ingest --days 1",
   backup_full = "zhost backup full", backup_incr = "zhost backup incr", backup_prune = "zhost backup prune",
   backup = "zhost backup list",
+  -- the run rows of `zhost backup verify|restore` (by hand, or a configured [job backup_verify])
+  backup_verify = "zhost backup verify",
+  backup_restore = "zhost backup list\nzhost backup restore NAME --into zakaz_restore --bi-into bi_restore --drop-existing",
+  -- loaded by hand from a file (no --days): load the corrected file again
+  plan_sales = "zhost run scripts/plan_sales.lua --csv FILE",
 }
+-- Run rows written by zhost commands themselves, never by a daemon job: `zhost logs`/`trigger` of
+-- these names answer "unknown job".
+local NOT_A_DAEMON_JOB = { backup = true, backup_restore = true }
 
-function M.job_hint(job)
+-- daemon_jobs: the names of the daemon's jobs (its state file), or nil when not known; `zhost logs`
+-- and `zhost trigger` are offered only for those.
+function M.job_hint(job, daemon_jobs)
   local q = ch and ch.quote and ch.quote(job) or ("'" .. job .. "'")
-  return table.concat({
-    "zhost logs " .. job,
-    "zhost trigger " .. job .. "   (run it now in the daemon, with its configured options)",
-    MANUAL[job] or ("zhost run scripts/" .. job .. ".lua --days 1"),
-    "SELECT started_at, status, message FROM zakaz.meta_job_runs WHERE job = " .. q ..
-      " ORDER BY started_at DESC LIMIT 10;",
-  }, "\n")
+  local lines = {}
+  if not NOT_A_DAEMON_JOB[job] and (not daemon_jobs or daemon_jobs[job]) then
+    lines[#lines + 1] = "zhost logs " .. job
+    lines[#lines + 1] = "zhost trigger " .. job .. "   (run it now in the daemon, with its configured options)"
+  end
+  lines[#lines + 1] = MANUAL[job] or ("zhost run scripts/" .. job .. ".lua --days 1")
+  lines[#lines + 1] = "SELECT started_at, status, message FROM zakaz.meta_job_runs WHERE job = " .. q ..
+    " ORDER BY started_at DESC LIMIT 10;"
+  return table.concat(lines, "\n")
 end
 
 local KIND_LABEL = { new = "новый", ["repeat"] = "повтор", resolved = "решён", retry = "не был доставлен ранее" }

@@ -424,7 +424,7 @@ class TestAlerts(AlertsCase):
         self.assertEqual(got, [("no_recent_success", "direct"), ("no_recent_success", "vk_ads"),
                                ("repeated_failures", "vk_ads")])
         body = self.body(self.mails()[0])
-        self.assertIn("vk_ads: 3 неудачных запусков подряд", body)
+        self.assertIn("vk_ads: 3 неудачных запуска подряд", body)
         self.assertIn("fail 2", body)
 
     def test_broken_rule_alerts_and_others_still_run(self):

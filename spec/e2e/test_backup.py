@@ -470,6 +470,12 @@ class BackupTest(unittest.TestCase):
         self.zhost("frobnicate", expect=2)
         p = self.zhost("restore", "chbk_20000101_000000_full", "--dir", self.bdir, "--into", DB + "_nx", expect=1)
         self.assertIn("no such complete backup", p.stderr)
+        # a mistyped folder (--dir, or BACKUP_DIR in .env.backup) is named as missing, not "0 backups"
+        gone = self.bdir + "-typo"
+        for verb in ("verify", "list"):
+            p = self.zhost(verb, "--dir", gone, expect=1)
+            self.assertIn("%s: No such file or directory" % gone, p.stderr)
+            self.assertFalse(os.path.exists(gone))
 
 
 if __name__ == "__main__":

@@ -12,11 +12,12 @@ import fcntl
 import json
 import os
 import shutil
+import subprocess
 import threading
 import time
 import unittest
 
-from zhtest import ZhostCase, ch
+from zhtest import ZHOST, ZhostCase, ch
 
 
 class BackupFaultsCase(ZhostCase):
@@ -124,6 +125,60 @@ class BackupFaultsCase(ZhostCase):
             self.assertIn("another backup command is running", r.stderr)
             rep = json.loads(self.zhost("backup", "verify", "--dir", self.bdir, "--json").stdout)
             self.assertEqual({b["name"]: b["status"] for b in rep["backups"]}[dead], "in_progress")
+
+    def test_prune_dry_run_takes_no_lock(self):
+        # The runbook's `zhost backup prune --dry-run` is run by an operator of the service's group, who
+        # cannot create the lock file in the service's folder; it deletes nothing, so it needs no lock,
+        # and a backup running meanwhile (a live lock) is left alone: listed as kept, its lock in place.
+        self.backup("full", "--to", self.bdir, expect=0)
+        running = time.strftime("chbk_%Y%m%d_%H%M%S_incr", time.gmtime(time.time() - 2 * 86400))
+        os.makedirs(os.path.join(self.bdir, running, "data"))
+        lock = os.path.join(self.bdir, ".zhost-backup.lock")
+        with open(lock, "w") as fh:
+            fh.write("%d %s\n" % (os.getpid(), running))
+            fh.flush()
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            r = self.backup("prune", "--dir", self.bdir, "--dry-run", "--keep-incr-days", "0", expect=0)
+            self.assertIn("[dry run]", r.stdout)
+            self.assertNotIn(running, r.stdout)
+            self.assertTrue(os.path.exists(lock))
+        if os.getuid() == 0:
+            # as a member of the folder's group who may not write it (root ignores modes: drop to nobody)
+            os.unlink(lock)
+            gid = 4242
+            for root, dirs, files in os.walk(self.bdir):
+                os.chown(root, 0, gid)
+                os.chmod(root, 0o750)
+                for f in files:
+                    os.chown(os.path.join(root, f), 0, gid)
+                    os.chmod(os.path.join(root, f), 0o640)
+            os.chmod(self.tmp, 0o755)
+            os.chmod(self.secrets, 0o755)
+            env = dict(self.env)
+            r = subprocess.run(["setpriv", "--reuid=65534", "--regid=%d" % gid, "--clear-groups", ZHOST, "backup",
+                                "prune", "--dir", self.bdir, "--dry-run", "--no-record", "--secrets", self.secrets],
+                               env=env, capture_output=True, text=True, timeout=60)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn("[dry run]", r.stdout)
+
+    def test_a_view_that_cannot_be_made_is_a_warning_not_a_failed_restore(self):
+        # A view of bi reads a database outside the backup (gone on a new server): the data restores and
+        # is compared; the view is reported, and the other views are made.
+        ext = self.db + "_ext"
+        self.addCleanup(ch, "DROP DATABASE IF EXISTS " + ext)
+        ch("CREATE DATABASE " + ext)
+        ch("CREATE TABLE %s.t (x UInt8) ENGINE = Memory" % ext)
+        ch("CREATE VIEW %s.v_outside AS SELECT x FROM %s.t" % (self.bi, ext))
+        ch("CREATE VIEW %s.v_sales AS SELECT id FROM %s.sales" % (self.bi, self.db))
+        self.backup("full", "--to", self.bdir, expect=0)
+        ch("DROP DATABASE " + ext)
+        into = self.db + "_rv"
+        self.addCleanup(ch, "DROP DATABASE IF EXISTS " + into)
+        self.addCleanup(ch, "DROP DATABASE IF EXISTS " + into + "_bi")
+        r = self.backup("restore", self.names("_full")[0], "--dir", self.bdir, "--into", into, expect=0)
+        self.assertRegex(r.stdout, r"warning: view %s_bi\.v_outside could not be made: .*%s" % (into, ext))
+        self.assertRegex(r.stdout, r"restore: 1 tables, 3000 rows, 0 mismatches, 1 view warning,")
+        self.assertEqual(ch("SELECT count() FROM %s_bi.v_sales" % into).strip(), "3000")
 
     def test_incremental_refuses_a_damaged_base(self):
         self.backup("full", "--to", self.bdir, expect=0)

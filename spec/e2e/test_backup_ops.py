@@ -130,6 +130,10 @@ class ScheduledBackups(BackupOpsCase):
         br = self.q("SELECT backup_name, mode, status, base_backup FROM v_backup_runs WHERE backup_name = '%s'" % incrs[0])
         self.assertEqual([(r["mode"], r["status"], r["base_backup"]) for r in br], [("incr", "ok", full)])
         self.assertIn("success", [r["status"] for r in self.runs("backup_incr")])
+        # the daemon's own run row says what was made (`zhost logs backup_incr`, `zhost status`)
+        ok = [r for r in self.runs("backup_incr") if r["status"] == "success"]
+        self.assertTrue(ok and all(re.fullmatch(re.escape(self.bdir) + r"/chbk_\d{8}_\d{6}_incr", r["message"])
+                                   for r in ok), ok)
         self.assertTrue(d.grep(r'job=backup_incr msg="output" line="backup %s: ' % incrs[0]))
         self.assertFalse(os.path.exists(os.path.join(self.tmp, "var", "backups")))
 

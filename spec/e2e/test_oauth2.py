@@ -357,6 +357,29 @@ class OAuth2Test(unittest.TestCase):
         self.assertIn("D\tnil\toauth2.google: /nonexistent/token.json does not exist: authorize once with "
                       "zhost auth google", p.stdout)
 
+    def test_unreadable_token_says_whose_it_is_not_reauthorize(self):
+        # The runbook's Gmail dry run by an operator: token.json is the service user's (0600). The answer
+        # is to run as that user; re-authorizing would replace a good token.
+        d = tempfile.mkdtemp(prefix="zh-oauth-perm-")
+        self.addCleanup(shutil.rmtree, d, True)
+        os.chmod(d, 0o755)
+        self.google_files("2099-01-01T00:00:00Z")
+        token = os.path.join(d, "token.json")
+        shutil.copy(self.token_path, token)
+        os.chmod(token, 0o600 if os.getuid() == 0 else 0o000)
+        script = os.path.join(d, "script.lua")
+        with open(script, "w") as f:
+            f.write("print('R', oauth2.google{ token = %s })\n" % json.dumps(token))
+        os.chmod(script, 0o644)
+        argv = [ZHOST, "run", script, "--dry-run", "--secrets", d]
+        if os.getuid() == 0:
+            argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] + argv
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=d)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("R\tnil\toauth2.google: cannot read %s: Permission denied" % token, p.stdout)
+        self.assertIn("sudo -u", p.stdout)
+        self.assertNotIn("re-authorize", p.stdout)
+
     def start_auth(self, token_path, *extra):
         proc = subprocess.Popen([ZHOST, "auth", "google", "--credentials", self.creds_path, "--token", token_path,
                                  "--no-browser", "--port", "0", "--timeout", "60"] + list(extra),

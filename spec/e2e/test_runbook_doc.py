@@ -22,6 +22,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 import unittest
 import urllib.request
@@ -495,6 +496,22 @@ class TestRunbookDoc(zhtest.ZhostCase):
 
 def curls_of(text):
     return sorted(set(runbook_parts(text)[1]))
+
+
+class TestRunbookBackupAges(unittest.TestCase):
+    def test_the_ages_the_runbook_gives_are_the_defaults_of_verify(self):
+        # «verify сообщает об ошибке, если самому свежему бэкапу больше N часов (`--fresh-hours`…) или
+        # последнему полному — больше M часов (`--full-hours`)»: N and M are what verify applies.
+        text = read(RUNBOOK)
+        fresh = re.search(r"больше (\d+) часов \(`--fresh-hours`", text)
+        full = re.search(r"больше (\d+) часов\s+\(`--full-hours`\)", text)
+        self.assertTrue(fresh and full, "the runbook no longer states verify's age limits")
+        with tempfile.TemporaryDirectory() as d:
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("ZHOST_BACKUP_", "BACKUP_DIR"))}
+            r = subprocess.run([ZHOST, "backup", "verify", "--json", "--no-record", "--dir", d, "--secrets", d],
+                               env=env, capture_output=True, text=True, timeout=60)
+        got = json.loads(r.stdout)
+        self.assertEqual((int(fresh.group(1)), int(full.group(1))), (got["fresh_hours"], got["full_hours"]))
 
 
 class TestOldRunbookCovered(unittest.TestCase):

@@ -330,6 +330,19 @@ class Operators(ServeCase):
         self.assertEqual([(x["rule"], x["subject"], x["state"]) for x in rows], [("failed_run", "direct", "open")])
         self.assertEqual(d.stop(), 0)
 
+    def test_status_table_columns_line_up_with_a_long_job_name(self):
+        # the shipped conf has qtickets_refunds (16 characters): every column starts where its header does
+        self.lua("g.lua", 'log.info("ran")\n')
+        self.conf("[job qtickets]\nscript = scripts/g.lua\nschedule = */15 * * * *\n"
+                  "[job qtickets_refunds]\nscript = scripts/g.lua\nschedule = 40 3 * * *\n")
+        d = self.start()
+        lines = self.cli("status").stdout.splitlines()
+        self.assertEqual(len(lines), 3, lines)
+        col = lines[0].index("ENABLED")
+        for line in lines[1:]:
+            self.assertEqual(line[col - 1:col + 4], " yes ", lines)
+        self.assertEqual(d.stop(), 0)
+
     def test_trigger_runs_once_restart_reruns_and_logs_show_history(self):
         self.lua("qt.lua", 'log.info("qtickets ran", {days = job.args.days})\nsleep(1)\n')
         self.lua("long.lua", 'log.info("long begins")\nsleep(60)\n')
@@ -370,6 +383,19 @@ class Operators(ServeCase):
         self.assertIn('msg="qtickets ran"', r.stdout)
         self.assertNotIn("job=long", r.stdout)
         self.assertEqual(self.cli("logs", "qtickets", "--since", "soon").returncode, 2)
+        self.assertEqual(d.stop(), 0)
+
+    def test_logs_show_a_run_s_duration_to_the_tenth_of_a_second(self):
+        # metrics.duration is whole seconds (the runbook's SQL); `zhost logs` reads duration_ms
+        self.lua("half.lua", 'sleep(0.6)\n')
+        self.conf("[job half]\nscript = scripts/half.lua\nschedule = 0 0 1 1 *\n")
+        d = self.start()
+        self.assertEqual(self.cli("trigger", "half").returncode, 0)
+        d.wait_for(r'job=half msg="run finished".*status=success')
+        self.wait_rows("SELECT status FROM meta_job_runs WHERE job = 'half'", lambda r: [x["status"] for x in r] == ["success"])
+        r = self.cli("logs", "half", "-n", "1")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertRegex(r.stdout, r"success\s+0\.[6-9]s\s", r.stdout)
         self.assertEqual(d.stop(), 0)
 
     def test_sighup_reloads_and_bad_files_are_refused(self):

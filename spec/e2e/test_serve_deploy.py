@@ -109,6 +109,8 @@ class Deploy(unittest.TestCase):
         self.assertEqual(set(plan), set(want))
         for job, (state, sched) in want.items():
             self.assertRegex(plan[job], r"^%s\s+%s\s+%s\s+Europe/Moscow" % (job, state, re.escape(sched)))
+        # one column each: the state starts at the same place on every line (qtickets_refunds is 16 long)
+        self.assertEqual(len({re.search(r" (en|dis)abled ", l).start() for l in plan.values()}), 1, r.stdout)
 
 
 if __name__ == "__main__":

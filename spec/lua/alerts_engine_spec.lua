@@ -168,4 +168,21 @@ assert(A.job_hint("qtickets_refunds"):find("zhost run scripts/qtickets.lua --job
 assert(A.job_hint("backup_full"):find("zhost backup full", 1, true))
 assert(not A.job_hint("gmail_ingest"):find("scripts/gmail_ingest.lua", 1, true))
 assert(A.job_hint("direct"):find("zhost trigger direct", 1, true))
+-- zhost's own command runs (`zhost backup verify|restore` by hand) have no script and are no daemon
+-- job unless configured: the mail must not send the operator to scripts/backup_verify.lua
+for _, j in ipairs({ "backup_verify", "backup_restore", "backup" }) do
+  assert(not A.job_hint(j):find("scripts/" .. j .. ".lua", 1, true), A.job_hint(j))
+end
+assert(A.job_hint("backup_verify"):find("zhost backup verify", 1, true), A.job_hint("backup_verify"))
+assert(A.job_hint("backup_restore"):find("zhost backup restore ", 1, true), A.job_hint("backup_restore"))
+-- never daemon jobs: no `zhost logs`/`zhost trigger` (they answer "unknown job")
+assert(not A.job_hint("backup_restore"):find("zhost trigger", 1, true), A.job_hint("backup_restore"))
+assert(not A.job_hint("backup"):find("zhost logs backup\n", 1, true), A.job_hint("backup"))
+-- with the daemon's job list (its state file): logs/trigger only for the jobs it has
+assert(not A.job_hint("backup_verify", { qtickets = true }):find("zhost trigger backup_verify", 1, true))
+assert(A.job_hint("backup_verify", { backup_verify = true }):find("zhost trigger backup_verify", 1, true))
+assert(A.job_hint("qtickets", { qtickets = true }):find("zhost logs qtickets", 1, true))
+-- the sales plan is loaded from a file: --csv, not --days
+assert(A.job_hint("plan_sales"):find("zhost run scripts/plan_sales.lua --csv FILE", 1, true), A.job_hint("plan_sales"))
+assert(not A.job_hint("plan_sales"):find("--days", 1, true), A.job_hint("plan_sales"))
 print("alerts_engine_spec: ok")

@@ -133,9 +133,17 @@ c = ctx({
 })
 fs_ = run("repeated_failures", c)
 assert(subjects(fs_) == "repeated_failures:direct", subjects(fs_))
-assert(fs_[1].title == "direct: 3 неудачных запусков подряд" and fs_[1].message == "Последняя ошибка: e3")
+assert(fs_[1].title == "direct: 3 неудачных запуска подряд" and fs_[1].message == "Последняя ошибка: e3", fs_[1].title)
 fs_ = run("repeated_failures", c, { ALERT_REPEATED_FAILURES_THRESHOLD = "2" })
 assert(subjects(fs_) == "repeated_failures:direct,repeated_failures:vk_ads", subjects(fs_))
+-- the count agrees with its noun (the title is the mail's subject): 5 and 11 take "запусков"
+for n, want in pairs({ [5] = "5 неудачных запусков", [11] = "11 неудачных запусков", [21] = "21 неудачный запуск",
+                       [22] = "22 неудачных запуска" }) do
+  local rows = {}
+  for i = 1, n do rows[i] = { job = "direct", status = "error", message = "e", t = NOW - i } end
+  fs_ = run("repeated_failures", ctx(rows))
+  assert(fs_[1].title == "direct: " .. want .. " подряд", fs_[1].title)
+end
 
 -- no_recent_success: per-job periods; never succeeded counts; the job list reaches the SQL
 c = ctx({

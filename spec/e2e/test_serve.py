@@ -194,7 +194,9 @@ assert(task.wait(u) == 7)
         self.wait_idle("stall", timeout=20)
         self.assertEqual([r["status"] for r in self.runs("stall")], ["error", "error"])
 
-    def test_a_run_left_running_by_a_kill_is_marked_interrupted_at_the_next_start(self):
+    def kill_a_daemon_mid_run(self):
+        """Starts a daemon, triggers a job that sleeps, SIGKILLs the daemon (no chance to write a
+        final row) and returns the run_id left `running`."""
         self.lua("sleeper.lua", 'log.info("sleeping")\nsleep(120)\n')
         self.conf("[job sleeper]\nscript = scripts/sleeper.lua\nschedule = 0 0 1 1 *\n")
         d = self.start()
@@ -202,8 +204,11 @@ assert(task.wait(u) == 7)
         d.wait_for(r'job=sleeper msg="?sleeping')
         rows = self.wait_rows("SELECT run_id, status FROM meta_job_runs WHERE job = 'sleeper'",
                               lambda r: len(r) == 1 and r[0]["status"] == "running")
-        run_id = rows[0]["run_id"]
-        d.kill()  # SIGKILL: no chance to write a final row
+        d.kill()
+        return rows[0]["run_id"]
+
+    def test_a_run_left_running_by_a_kill_is_marked_interrupted_at_the_next_start(self):
+        run_id = self.kill_a_daemon_mid_run()
         self.assertEqual(self.runs("sleeper")[0]["status"], "running")
         d2 = self.start()
         self.assertTrue(d2.grep(r'job=sleeper msg="marking a run left running as interrupted" run_id=' + run_id))
@@ -216,15 +221,7 @@ assert(task.wait(u) == 7)
     def test_runs_left_running_are_marked_once_clickhouse_answers_after_the_start(self):
         # A power cut brings ClickHouse and zhost back together; ClickHouse answers later than the
         # daemon starts. The runs left `running` must still be marked, not at the next restart.
-        self.lua("sleeper.lua", 'log.info("sleeping")\nsleep(120)\n')
-        self.conf("[job sleeper]\nscript = scripts/sleeper.lua\nschedule = 0 0 1 1 *\n")
-        d = self.start()
-        self.assertEqual(self.cli("trigger", "sleeper").returncode, 0)
-        d.wait_for(r'job=sleeper msg="?sleeping')
-        rows = self.wait_rows("SELECT run_id, status FROM meta_job_runs WHERE job = 'sleeper'",
-                              lambda r: len(r) == 1 and r[0]["status"] == "running")
-        run_id = rows[0]["run_id"]
-        d.kill()
+        run_id = self.kill_a_daemon_mid_run()
         port = free_port()
         url = urllib.parse.urlsplit(self.env["CLICKHOUSE_URL"])
         now = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())

@@ -146,6 +146,8 @@ local rejected = {}
 local unread_msgs, unread_kinds = {}, {}
 local ignored = {} -- "file (message id: why)" of CSV attachments that were not read as a sales report
 
+local GONE = "gone (HTTP 404)"
+
 local function part_bytes(msg_id, part)
   local body = type(part.body) == "table" and part.body or {}
   local data = body.data
@@ -153,7 +155,10 @@ local function part_bytes(msg_id, part)
   -- (gmail.md): with an attachmentId, an empty data is no content (it read as an empty file).
   if (type(data) ~= "string" or data == "") and type(body.attachmentId) == "string" then
     local a = call("/messages/" .. msg_id .. "/attachments/" .. body.attachmentId, nil,
-      "attachment of message " .. msg_id)
+      "attachment of message " .. msg_id, true)
+    -- 404: the message was deleted between messages.get and attachments.get, as a 404 on the
+    -- message itself (load_message skips it whole).
+    if not a then return nil, GONE end
     data = a.data
   end
   if type(data) ~= "string" then return nil, "no data" end
@@ -199,14 +204,15 @@ local function first_few(list, n)
   return table.concat(out, ", ") .. (#list > n and string.format(" (and %d more)", #list - n) or "")
 end
 
+local function message_gone(id)
+  -- Deleted (or purged from Trash) since messages.list: nothing left to load.
+  counts.messages_gone = counts.messages_gone + 1
+  log.warn("message listed but gone (HTTP 404); skipped", {message = id})
+end
+
 local function load_message(id)
   local msg = call("/messages/" .. id, {format = "full"}, "message " .. id, true)
-  if not msg then
-    -- Deleted (or purged from Trash) since messages.list: nothing left to load.
-    counts.messages_gone = counts.messages_gone + 1
-    log.warn("message listed but gone (HTTP 404); skipped", {message = id})
-    return
-  end
+  if not msg then return message_gone(id) end
   local ver = math.tointeger(tonumber(msg.internalDate or "")) or math.floor(time.now() * 1000)
   local rows, htmls, problems = {}, {}, {}
   local seen = {} -- attachment bytes already read in this message
@@ -219,6 +225,7 @@ local function load_message(id)
     elseif sales.is_csv_part(part) then
       counts.attachments = counts.attachments + 1
       local bytes, err = part_bytes(id, part)
+      if err == GONE then return message_gone(id) end
       local header, grid
       if bytes and seen[bytes] then
         -- The same file twice (forwarded as an attachment and attached again): lines of one message
@@ -253,7 +260,8 @@ local function load_message(id)
   if #rows == 0 then
     -- No CSV: some reports are an HTML table in the body.
     for _, part in ipairs(htmls) do
-      local bytes = part_bytes(id, part)
+      local bytes, err = part_bytes(id, part)
+      if err == GONE then return message_gone(id) end
       for _, g in ipairs(bytes and sales.html_grids(bytes, sales.part_charset(part)) or {}) do
         local got, stats = sales.report_rows(g.header, g.rows)
         if got then

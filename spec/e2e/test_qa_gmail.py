@@ -124,6 +124,18 @@ class QaGmail(GmailCase):
         self.assertIn("1000000000000001", r.stderr)
         self.assertEqual(self.metrics()["messages_gone"], 1)
 
+    def test_message_gone_between_get_and_its_attachment_is_skipped(self):
+        # Deleted after messages.get but before attachments.get: the attachment answers 404. Like a
+        # 404 on the message, it is skipped (nothing of it loaded, counted) and the run succeeds.
+        self.serve([mail("1000000000000001", "a.csv", b"Date,City,Tickets,Revenue\n2025-11-05,Testville,1,10\n"),
+                    mail("1000000000000002", "b.csv", b"Date,City,Tickets,Revenue\n2025-11-06,Testville,2,20\n")])
+        self.api.faults([{"path": "/messages/1000000000000001/attachments/", "api_error": 404, "times": -1}])
+        r = self.gmail()
+        self.assert_ok(r)
+        self.assertEqual([f["fired"] for f in self.api.control("/_fake/faults")["rules"]], [1])
+        self.assertEqual(self.rows(), {("2025-11-06", "Testville", ""): (2, Decimal("20.00"))})
+        self.assertEqual(self.metrics()["messages_gone"], 1)
+
     def test_the_same_report_attached_twice_counts_once(self):
         # "Forward as attachment" plus the file attached again: the message carries the report twice.
         # Its lines share their keys and are summed within a message, so the copy would double the day.

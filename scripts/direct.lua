@@ -135,7 +135,8 @@ local function service(name, payload)
       -- Cut or mangled on the way (the host already retries what curl sees as broken): ask again.
       backoff(name, attempt, res, nil, string.format("Direct %s: the 200 answer is not valid JSON (%s): %s", name,
         tostring(jerr), (res.body or ""):sub(1, 120)))
-    elseif (e and RETRYABLE[e.code]) or (not e and res.status >= 500) then
+    elseif (e and RETRYABLE[e.code]) or res.status >= 500 then
+      -- A 5xx is the server's trouble whatever code its envelope carries (as for Reports).
       backoff(name, attempt, res, e)
     else
       fail(error_text(name, res, e))

@@ -132,6 +132,13 @@ class QaDirect(DirectCase):
         self.assertNotEqual(self.total(), "0.00")
         self.assertEqual(self.last_run()["metrics"]["api_retries"], 2)
 
+    def test_500_from_the_campaigns_service_is_retried_whatever_code_its_body_carries(self):
+        self.direct_secrets()
+        self.f.faults([{"path": "/campaigns$", "status": 500, "api_error": 1003, "times": 2}])
+        self.run_direct(*DAY)
+        self.assertNotEqual(self.total(), "0.00")
+        self.assertEqual(self.last_run()["metrics"]["api_retries"], 2)
+
     def test_direct_timeout_bounds_a_hanging_report_request(self):
         """DIRECT_TIMEOUT (the original system's setting) bounds each request; unread, a hanging
         Reports service held the run for 4 × 300 s."""

@@ -325,9 +325,7 @@ static void handle(cconn *c, int argc, char **argv) {
         zh_buf_init(&q);
         zh_buf_adds(&q, "SELECT run_id, status, toUnixTimestamp(started_at), "
                         "if(isNull(finished_at), 0, toUnixTimestamp(assumeNotNull(finished_at))), rows_processed, "
-                        "replaceAll(message, '\\n', ' '), "
-                        "if(visitParamHas(metrics, 'duration_ms'), visitParamExtractFloat(metrics, 'duration_ms') / 1000, "
-                        "visitParamExtractFloat(metrics, 'duration')) FROM meta_job_runs WHERE job = '");
+                        "replaceAll(message, '\\n', ' '), " ZH_RUN_DURATION_SQL " FROM meta_job_runs WHERE job = '");
         zh_buf_adds(&q, j->c.name); /* job names are [a-z0-9_-] (conf.c) */
         zh_buf_printf(&q, "' AND started_at >= toDateTime(%.0f) ORDER BY started_at DESC LIMIT %d FORMAT TabSeparated",
                       floor(lr->since), lr->n);

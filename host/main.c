@@ -4,6 +4,7 @@
 #include "clickhouse.h"
 #include "host.h"
 #include "log.h"
+#include "l_time.h"
 #include "lrt.h"
 #include "run.h"
 #include "schedule.h"
@@ -35,8 +36,7 @@ static const char *date_problem(const char *opt, const char *s, char *buf, size_
         snprintf(buf, cap, "zhost run: %s %s is not a date: there is no month %02d", opt, s, m);
         return buf;
     }
-    static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    int last = mdays[m - 1] + (m == 2 && y % 4 == 0 && (y % 100 != 0 || y % 400 == 0));
+    int last = zh_time_days_in_month(y, m);
     if (d < 1 || d > last) {
         snprintf(buf, cap, "zhost run: %s %s is not a date: %s %04d has %d days", opt, s, months[m - 1], y, last);
         return buf;

@@ -6,6 +6,7 @@
  * decimal string is never turned into a binary float. nil leaves the column to its default. */
 #include "ch_internal.h"
 #include "l_text.h"
+#include "l_time.h"
 #include <lauxlib.h>
 #include <math.h>
 #include <stdio.h>
@@ -105,24 +106,26 @@ static bool is_integer_text(const char *s, size_t n, bool allow_minus) {
 
 static int two(const char *s) { return (s[0] - '0') * 10 + (s[1] - '0'); }
 
-/* YYYY-MM-DD naming a day of the calendar, or ClickHouse's zero date 0000-00-00: ClickHouse
- * itself takes 2025-02-30 without a word and stores 2025-03-02. */
-static bool is_date(const char *s, size_t n) {
-    if (!(n == 10 && s[4] == '-' && s[7] == '-' && is_integer_text(s, 4, false) && is_integer_text(s + 5, 2, false) &&
-          is_integer_text(s + 8, 2, false)))
-        return false;
-    if (!memcmp(s, "0000-00-00", 10)) return true;
-    int y = atoi(s), m = two(s + 5), d = two(s + 8);
-    static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    if (m < 1 || m > 12 || d < 1) return false;
-    return d <= mdays[m - 1] + (m == 2 && y % 4 == 0 && (y % 100 != 0 || y % 400 == 0));
+/* Written YYYY-MM-DD or YYYY-MM-DD hh:mm:ss (or with a T), whether or not the calendar has it. */
+static bool date_shaped(const char *s, size_t n) {
+    return n == 10 && s[4] == '-' && s[7] == '-' && is_integer_text(s, 4, false) && is_integer_text(s + 5, 2, false) &&
+           is_integer_text(s + 8, 2, false);
 }
 
-static bool is_datetime(const char *s, size_t n) {
-    if (n == 10) return is_date(s, n);
-    return n == 19 && is_date(s, 10) && (s[10] == ' ' || s[10] == 'T') && s[13] == ':' && s[16] == ':' &&
-           is_integer_text(s + 11, 2, false) && is_integer_text(s + 14, 2, false) && is_integer_text(s + 17, 2, false) &&
-           two(s + 11) < 24 && two(s + 14) < 60 && two(s + 17) < 60;
+static bool datetime_shaped(const char *s, size_t n) {
+    if (n == 10) return date_shaped(s, n);
+    return n == 19 && date_shaped(s, 10) && (s[10] == ' ' || s[10] == 'T') && s[13] == ':' && s[16] == ':' &&
+           is_integer_text(s + 11, 2, false) && is_integer_text(s + 14, 2, false) && is_integer_text(s + 17, 2, false);
+}
+
+/* A shaped value naming a day (and time) of the calendar, or ClickHouse's zero date 0000-00-00:
+ * ClickHouse itself takes 2025-02-30 without a word and stores 2025-03-02. */
+static bool on_calendar(const char *s, size_t n) {
+    if (memcmp(s, "0000-00-00", 10)) {
+        int d = two(s + 8);
+        if (d < 1 || d > zh_time_days_in_month(atoi(s), two(s + 5))) return false;
+    }
+    return n == 10 || (two(s + 11) < 24 && two(s + 14) < 60 && two(s + 17) < 60);
 }
 
 /* Copies runs of bytes that need no escape in one go: row encoding is on every row's path and
@@ -260,15 +263,9 @@ const char *zh_rowenc_scalar(const zh_scalar *v, int kind, bool is_unsigned, int
                         v->type == ZS_BOOL ? "boolean" : "number");
         const char *s = v->s;
         size_t n = v->n;
-        if (kind == CH_DATE ? !is_date(s, n) : !is_datetime(s, n)) {
-            bool shaped = (n == 10 || (n == 19 && kind == CH_DATETIME)) && s[4] == '-' && s[7] == '-' &&
-                          is_integer_text(s, 4, false) && is_integer_text(s + 5, 2, false) && is_integer_text(s + 8, 2, false);
-            if (shaped && n == 19)
-                shaped = (s[10] == ' ' || s[10] == 'T') && s[13] == ':' && s[16] == ':' && is_integer_text(s + 11, 2, false) &&
-                         is_integer_text(s + 14, 2, false) && is_integer_text(s + 17, 2, false);
-            if (shaped) return FAIL("\"%s\" is no %s of the calendar", clip(s, n, qb), n == 10 ? "day" : "time");
+        if (kind == CH_DATE ? !date_shaped(s, n) : !datetime_shaped(s, n))
             return FAIL("expected %s, got \"%s\"", kind == CH_DATE ? "YYYY-MM-DD" : "YYYY-MM-DD hh:mm:ss", clip(s, n, qb));
-        }
+        if (!on_calendar(s, n)) return FAIL("\"%s\" is no %s of the calendar", clip(s, n, qb), n == 10 ? "day" : "time");
         if (n == 19 && s[10] == 'T') {
             char tmp[20];
             memcpy(tmp, s, 19);

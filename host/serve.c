@@ -837,8 +837,7 @@ static void load_history(zh_serve *s) {
     const char *sql =
         "SELECT job, run_id, status, toUnixTimestamp(started_at), "
         "if(isNull(finished_at), 0, toUnixTimestamp(assumeNotNull(finished_at))), rows_processed, "
-        "replaceAll(message, '\\n', ' '), if(visitParamHas(metrics, 'duration_ms'), visitParamExtractFloat(metrics, 'duration_ms') / 1000, "
-        "visitParamExtractFloat(metrics, 'duration')) FROM meta_job_runs "
+        "replaceAll(message, '\\n', ' '), " ZH_RUN_DURATION_SQL " FROM meta_job_runs "
         "WHERE started_at > now() - INTERVAL 30 DAY ORDER BY started_at DESC LIMIT 50 BY job FORMAT TabSeparated";
     char *err = NULL;
     if (query_sync(s, sql, 10, &out, &err) != 0) {

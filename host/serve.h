@@ -140,6 +140,12 @@ void zh_serve_iso(zh_serve *s, double t, char *out, size_t n);
 typedef void (*zh_serve_q_fn)(void *ud, const char *body, size_t len, const char *err, int ch_code, double latency);
 void zh_serve_query(zh_serve *s, const char *sql, double timeout_s, zh_serve_q_fn fn, void *ud);
 
+/* A meta_job_runs row's duration in seconds, as SQL: the run's own measure (metrics.duration_ms),
+ * else the whole seconds of metrics.duration (status history and `zhost logs` read it alike). */
+#define ZH_RUN_DURATION_SQL                                                                                     \
+    "if(visitParamHas(metrics, 'duration_ms'), visitParamExtractFloat(metrics, 'duration_ms') / 1000, "         \
+    "visitParamExtractFloat(metrics, 'duration'))"
+
 /* `zhost serve` */
 int zh_cmd_serve(int argc, char **argv);
 

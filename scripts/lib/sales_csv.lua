@@ -2,8 +2,8 @@
 -- stg_qtickets_sales_raw, and of sales plan CSVs into rows of plan_sales. No I/O: the scripts fetch
 -- the bytes, the Lua specs feed recorded ones.
 --
--- Reports: `;` or `,` (or tab) separated, UTF-8 (BOM or not) or CP1251, Russian or English header
--- names in any case, ISO or day-first dates, decimal commas and spaces as thousands separators.
+-- Reports: `;` or `,` (or tab) separated, UTF-8 (BOM or not), UTF-16 or CP1251, Russian or English
+-- header names in any case, ISO or day-first dates, decimal commas and spaces as thousands separators.
 -- Money is carried as integer kopecks so that summing duplicate lines stays exact.
 local kopecks = require("money")
 
@@ -155,8 +155,39 @@ end
 
 -------------------------------------------------------------------------------- bytes -> grid
 
--- Bytes of unknown encoding -> UTF-8 (CP1251 unless already valid UTF-8; charset hint wins).
+-- UTF-16 text (Excel's "Unicode Text" save, tab-separated; other programs' "CSV UTF-16") -> its
+-- encoding and the bytes after the byte-order mark, or nil. A BOM (FF FE, FE FF) says it. Without
+-- one, NUL bytes do: text in UTF-8 or CP1251 has none, while in UTF-16 every ASCII character (the
+-- separators, line ends, digits, dots of dates) has a NUL byte — the second of each pair in
+-- little-endian, the first in big-endian. A binary file has NULs at both places and is left alone.
+-- UTF-16 was read as UTF-8 (a Cyrillic letter is two bytes such as 04 14, both valid ASCII) or,
+-- with an NBSP in it, as CP1251: garbage either way, and the report was "not a sales report".
+local function utf16(bytes)
+  local b1, b2 = bytes:byte(1, 2)
+  if b1 == 0xFF and b2 == 0xFE then return "UTF-16LE", bytes:sub(3) end
+  if b1 == 0xFE and b2 == 0xFF then return "UTF-16BE", bytes:sub(3) end
+  if #bytes % 2 ~= 0 or not bytes:find("\0", 1, true) then return nil end
+  local first, second = 0, 0 -- NULs as the first / second byte of a pair, in the first 512 bytes
+  for i = 1, math.min(#bytes, 512) - 1, 2 do
+    local x, y = bytes:byte(i, i + 1)
+    if x == 0 then first = first + 1 end
+    if y == 0 then second = second + 1 end
+  end
+  if second > 0 and first == 0 then return "UTF-16LE", bytes end
+  if first > 0 and second == 0 then return "UTF-16BE", bytes end
+  return nil
+end
+
+-- Bytes of unknown encoding -> UTF-8: UTF-16 when it has a BOM or reads as one (above), else CP1251
+-- unless already valid UTF-8; a charset hint wins over the guess between those two.
 function M.to_utf8(bytes, charset)
+  local wide, body = utf16(bytes)
+  if wide then
+    local out, err = text.iconv(body, wide, "UTF-8")
+    if not out then return nil, wide .. " text: " .. err end
+    if out:sub(1, 3) == "\239\187\191" then out = out:sub(4) end
+    return out
+  end
   charset = charset and charset:lower() or nil
   if charset and charset ~= "" and charset ~= "utf-8" and charset ~= "utf8" and charset ~= "us-ascii"
       and not text.is_utf8(bytes) then

@@ -63,6 +63,29 @@ class QaGmail(GmailCase):
             "2 without a report; 1 CSV attachment(s) not read as a sales report: other.csv (1000000000000005: "
             "no date column in header: Foo, Bar)"), self.runs("gmail_ingest")[-1]["message"])
 
+    def test_utf16_exports_load(self):
+        # Excel's "Unicode Text" save: UTF-16LE with a BOM, tab-separated, CRLF, numbers as shown (NBSP
+        # thousands), a field with a tab quoted. UTF-16 passed for UTF-8, so the report was read as
+        # garbage and named "not a sales report"; the run succeeded with nothing loaded.
+        tsv = ("Дата продажи\tГород\tМероприятие\tПродано билетов\tСумма, руб.\tВозвраты\r\n"
+               "05.11.2025 19:00\tМосква\t\"Щелкунчик\t(балет)\"\t1\u00a0205\t1\u00a0472\u00a0546,15\t0,00\r\n"
+               "06.11.2025 12:30\tКазань\tШоу\t3\t2\u00a0970,00\t148,50\r\n")
+        self.serve([
+            mail("1000000000000001", "Продажи.csv", b"\xff\xfe" + tsv.encode("utf-16-le")),
+            mail("1000000000000002", "be.csv", b"\xfe\xff" + tsv.replace("Москва", "Омск").encode("utf-16-be"),
+                 mime="text/csv"),
+        ])
+        r = self.gmail()
+        self.assert_ok(r)
+        self.assertEqual(self.rows(), {
+            ("2025-11-05", "Москва", "Щелкунчик\t(балет)"): (1205, Decimal("1472546.15")),
+            ("2025-11-05", "Омск", "Щелкунчик\t(балет)"): (1205, Decimal("1472546.15")),
+            ("2025-11-06", "Казань", "Шоу"): (3, Decimal("2970.00")),  # in both: the later message's line
+        }, r.stdout + r.stderr)
+        self.assertEqual(self.scalar("SELECT toString(sum(refunds)) FROM stg_qtickets_sales_raw"), "297.00")
+        m = self.metrics()
+        self.assertEqual((m["messages_loaded"], m["attachments_ignored"]), (2, 0))
+
     def test_unreadable_line_keeps_the_message_for_the_next_run(self):
         good = mail("1000000000000001", "a.csv", b"Date,City,Tickets,Revenue\n2025-11-05,Testville,1,10\n")
         bad = mail("1000000000000002", "b.csv",

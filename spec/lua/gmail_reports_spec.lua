@@ -76,6 +76,38 @@ for _, src in ipairs{
   eq(#rows, 1, src) eq(rows[1].city, "Москва", src) eq(rows[1].revenue_cents, 150050, src) eq(stats.skipped, 0, src)
 end
 
+-- UTF-16: Excel's "Unicode Text" save is UTF-16LE with a BOM, tab-separated, CRLF, numbers as shown
+-- (NBSP thousands), a field with a tab, quote or line break quoted. UTF-16 passes text.is_utf8 (a
+-- Cyrillic letter is bytes such as 14 04), so it was read as UTF-8 garbage: "no date column in header".
+local u16 = "Дата продажи\tГород\tМероприятие\tПродано билетов\tСумма, руб.\tВозвраты\r\n" ..
+  "01.11.2024 19:00\tМосква\t\"Щелкунчик\t(балет)\"\t1\194\160205\t1\194\160472\194\160546,15\t0,00\r\n" ..
+  "02.11.2024 12:30\tКазань\tШоу\t3\t2\194\160970,00\t148,50\r\n"
+local function utf16_rows(bytes, charset, what)
+  local h, g = sales.csv_grid(bytes, charset)
+  assert(h, what .. ": " .. tostring(g))
+  local r = assert(sales.report_rows(h, g))
+  eq(#r, 2, what) eq(r[1].event_date, "2024-11-01", what) eq(r[1].city, "Москва", what)
+  eq(r[1].event_name, "Щелкунчик\t(балет)", what) eq(r[1].tickets_sold, 1205, what)
+  eq(r[1].revenue_cents, 147254615, what) eq(r[2].refunds_cents, 14850, what)
+end
+local le = assert(text.iconv(u16, "UTF-8", "UTF-16LE"))
+local be = assert(text.iconv(u16, "UTF-8", "UTF-16BE"))
+utf16_rows("\255\254" .. le, nil, "UTF-16LE with a BOM")
+utf16_rows("\254\255" .. be, nil, "UTF-16BE with a BOM")
+utf16_rows(le, nil, "UTF-16LE without a BOM (NULs at every second byte of ASCII)")
+utf16_rows(be, nil, "UTF-16BE without a BOM")
+utf16_rows("\255\254" .. le, "windows-1251", "the BOM wins over a wrong charset= hint")
+utf16_rows("\255\254" .. assert(text.iconv("sep=\t\r\n" .. u16, "UTF-8", "UTF-16LE")), nil, "sep= line")
+-- English headers, no BOM: every second byte is 0
+header, grid = assert(sales.csv_grid(assert(text.iconv("Date\tCity\tTickets\tRevenue\n2024-11-01\tTomsk\t2\t10.5\n",
+  "UTF-8", "UTF-16LE"))))
+eq(assert(sales.report_rows(header, grid))[1].revenue_cents, 1050, "ASCII UTF-16LE")
+-- a truncated UTF-16 file is an error naming the encoding, not garbage
+none, err = sales.csv_grid("\255\254" .. le .. "\0")
+assert(none == nil and err:find("UTF-16LE", 1, true), tostring(err))
+-- bytes with NULs at both places of a pair (a binary file) are not taken for UTF-16
+eq(sales.to_utf8("a\0\0b"), "a\0\0b", "binary: left as it is")
+
 -- HTML table report (the text/html alternative of a mail)
 local html = [[<html><body><p>Продажи:</p><TABLE border="1"><tr><th>Дата</th><th>ИД события</th><th>Событие</th>
 <th>Город</th><th>Билетов</th><th>Выручка</th><th>Возвраты</th></tr>
@@ -140,4 +172,9 @@ eq(plan[1].plan_revenue, "500.50") eq(plan[1].line, 2)
 local bad
 bad, err = sales.plan_rows("Дата;Город;ИД события;План билетов;План выручки\n\n01.11.2025;Москва;1;-3;10\n")
 assert(bad == nil and err == "line 3: bad plan_tickets '-3'", err)
+-- a plan saved as Excel "Unicode Text" (UTF-16LE, tab-separated) is read as well
+plan = assert(sales.plan_rows("\255\254" .. assert(text.iconv(
+  "Дата\tГород\tИД события\tПлан билетов\tПлан выручки\r\n01.11.2025\tМосква\t7\t5\t1\194\160500,50\r\n",
+  "UTF-8", "UTF-16LE"))))
+eq(#plan, 1) eq(plan[1].city, "Москва") eq(plan[1].plan_tickets, 5) eq(plan[1].plan_revenue, "1500.50")
 print("gmail_reports_spec ok")

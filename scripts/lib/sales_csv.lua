@@ -462,7 +462,7 @@ end
 ----------------------------------------------------------------------------------- attachments
 
 local CSV_MIMES = {["text/csv"] = true, ["text/comma-separated-values"] = true, ["application/csv"] = true,
-  ["text/x-csv"] = true, ["application/x-csv"] = true}
+  ["text/x-csv"] = true, ["application/x-csv"] = true, ["text/tab-separated-values"] = true}
 
 -- RFC 2047 encoded words ("=?UTF-8?B?...?=", "=?windows-1251?Q?...?=") -> UTF-8 text. Gmail
 -- usually decodes attachment names, but not always (/work/shared/api/gmail.md, pitfall 5); an
@@ -484,13 +484,21 @@ function M.mime_words(s)
   end))
 end
 
--- Is this MIME part a CSV report? By type, or by the .csv extension under a generic type
+-- Is this MIME part a CSV report? By type, or by the .csv (or .tsv) extension under a generic type
 -- (application/octet-stream, application/vnd.ms-excel, ...).
 function M.is_csv_part(part)
   local mime = type(part.mimeType) == "string" and part.mimeType:lower():gsub("%s*;.*$", "") or ""
   local name = type(part.filename) == "string" and text.lower(M.mime_words(part.filename)) or ""
-  if text.ends_with(name, ".csv") then return true end
+  if text.ends_with(name, ".csv") or text.ends_with(name, ".tsv") then return true end
   return CSV_MIMES[mime] == true
+end
+
+-- Is this attachment a .txt file, which may be a report: Excel's "Unicode Text" save (UTF-16,
+-- tab-separated) is named .txt. The loader reads one as a report when it is one, and otherwise
+-- counts it among the attachments it does not read, as before.
+function M.is_text_part(part)
+  local name = type(part.filename) == "string" and text.lower(M.mime_words(part.filename)) or ""
+  return text.ends_with(name, ".txt")
 end
 
 -- Spreadsheet formats a sales report can come in but zhost does not parse (QTickets exports, a

@@ -86,6 +86,36 @@ class QaGmail(GmailCase):
         m = self.metrics()
         self.assertEqual((m["messages_loaded"], m["attachments_ignored"]), (2, 0))
 
+    def test_unicode_text_txt_and_tsv_attachments_are_read(self):
+        # Excel names its "Unicode Text" save .txt (UTF-16LE, tabs), and a TSV is a CSV with tabs: both
+        # were "attachments zhost cannot read" and loaded nothing. A .txt that is no report stays one.
+        tsv = "Дата\tГород\tСобытие\tБилетов\tВыручка\r\n05.11.2025\tМосква\tA\t2\t1\u00a0234,50\r\n"
+        notes = mail("1000000000000003", "notes.txt", "Добрый день, отчёт будет завтра.\r\n".encode(),
+                     mime="text/plain")
+        notes["headers"]["Subject"] = "Заметки"
+        beside = mail("1000000000000004", "b.csv", b"Date,City,Tickets,Revenue\n2025-11-07,Testville,1,10\n")
+        beside["payload"]["parts"].append({"mimeType": "text/plain", "filename": "ATT00001.txt",
+                                           "content_b64": base64.b64encode(b"--\r\nSent from Outlook\r\n").decode(),
+                                           "inline": False})
+        self.serve([
+            mail("1000000000000001", "Продажи ноябрь.txt", b"\xff\xfe" + tsv.encode("utf-16-le"), mime="text/plain"),
+            mail("1000000000000002", "sales.tsv", tsv.replace("Москва", "Омск").encode(),
+                 mime="text/tab-separated-values"),
+            notes, beside,
+        ])
+        r = self.gmail()
+        self.assert_ok(r)
+        self.assertEqual(self.rows(), {("2025-11-05", "Москва", "A"): (2, Decimal("1234.50")),
+                                       ("2025-11-05", "Омск", "A"): (2, Decimal("1234.50")),
+                                       ("2025-11-07", "Testville", ""): (1, Decimal("10.00"))}, r.stdout + r.stderr)
+        # the text file that is no report is named as before, not as a CSV that is no sales report
+        msg = self.runs("gmail_ingest")[-1]["message"]
+        self.assertTrue(msg.endswith("1 without a report; 1 message(s) had only attachments zhost cannot read "
+                                     "(.txt): «Заметки» (1000000000000003: notes.txt)"), msg)
+        m = self.metrics()
+        self.assertEqual((m["messages_loaded"], m["attachments"], m["attachments_ignored"],
+                          m["unreadable_attachments"]), (3, 3, 0, 1))
+
     def test_unreadable_line_keeps_the_message_for_the_next_run(self):
         good = mail("1000000000000001", "a.csv", b"Date,City,Tickets,Revenue\n2025-11-05,Testville,1,10\n")
         bad = mail("1000000000000002", "b.csv",

@@ -149,6 +149,13 @@ eq(sales.is_csv_part({mimeType = "application/octet-stream", filename = "Отч�
 eq(sales.is_csv_part({mimeType = "application/vnd.ms-excel", filename = "x.csv"}), true)
 eq(sales.is_csv_part({mimeType = "text/csv", filename = ""}), true)
 eq(sales.is_csv_part({mimeType = "application/pdf", filename = "act.pdf"}), false)
+eq(sales.is_csv_part({mimeType = "application/octet-stream", filename = "sales.TSV"}), true)
+eq(sales.is_csv_part({mimeType = "text/tab-separated-values", filename = ""}), true)
+-- a .txt may be Excel's "Unicode Text" save of a report: the loader tries it, and names it as unread if not
+eq(sales.is_text_part({mimeType = "text/plain", filename = "Продажи.TXT"}), true)
+eq(sales.is_text_part({mimeType = "text/plain", filename = ""}), false, "a body part")
+eq(sales.is_csv_part({mimeType = "text/plain", filename = "Продажи.txt"}), false)
+eq(sales.unread_attachment({mimeType = "text/plain", filename = "notes.txt"}), ".txt")
 -- attachments zhost does not read: a spreadsheet (a report in a format it cannot parse) or anything else
 eq(sales.unread_attachment({mimeType = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
   filename = "Отчёт.XLSX"}), ".xlsx")

@@ -109,26 +109,55 @@ local function drop_unit(v, marks)
   return v
 end
 
+-- The sign of an amount, in the forms spreadsheets and accounting programs write it: "-1 234,50",
+-- "−1 234,50" (U+2212), "(1 234,50)" (accounting format), "1 234,50-" (a trailing minus, as SAP and
+-- some 1C forms print), "+5". Returns negative (boolean), the unsigned rest without a ruble unit
+-- inside ("(1 234,50 ₽)", "-₽1 234"); nil when a second sign is left ("(-5)", "--5", "(5)-"): no
+-- format writes one, and reading it either way could turn a refund into a sale.
+local MINUS = "\226\136\146"
+local function unsign(v)
+  local neg = false
+  local inner = v:match("^%((.*)%)$")
+  if inner then
+    neg, v = true, inner
+  elseif v:find("^[-+]") then
+    neg, v = v:sub(1, 1) == "-", v:sub(2)
+  elseif v:sub(1, #MINUS) == MINUS then
+    neg, v = true, v:sub(#MINUS + 1)
+  elseif v:find("%d%-$") then
+    neg, v = true, v:sub(1, -2)
+  end
+  v = drop_unit(text.trim(v), RUBLES)
+  if v:find("[-+()]") or v:find(MINUS, 1, true) then return nil end
+  return neg, v
+end
+
 -- Decimal text (spaces, NBSP, decimal comma, 1,234.50 / 1.234,50 grouping allowed, a ruble sign or
--- abbreviation of a currency-formatted cell) -> kopecks (integer), or nil, err.
+-- abbreviation of a currency-formatted cell, a sign as unsign reads it) -> kopecks (integer), or
+-- nil, err. A lone "-" is 0: Excel's accounting format shows zero as a dash ("-   ₽").
 function M.cents(v)
   if v == nil then return nil, "empty" end
-  v = text.trim(v)
-  if v == "" then return nil, "empty" end
-  v = drop_unit(v, RUBLES)
+  local given = text.trim(v)
+  if given == "" then return nil, "empty" end
+  v = drop_unit(given, RUBLES)
+  if v == "-" then return 0 end
+  local neg
+  neg, v = unsign(v)
+  if neg == nil or v == "" then return nil, "invalid decimal '" .. given .. "'" end
   -- "1,500" / "1.500" (en-US "#,##0", de grouping), "1,472,546": one mark followed only by groups of
   -- three digits is a thousands mark — money has two fraction digits, so reading it as a decimal mark
   -- (15.00 for "1,500") would be a silent 100-fold error. A leading 0 ("0,125") stays a fraction.
-  local sign, head, rest = v:match("^([+-]?)([1-9]%d?%d?)(([.,])%d%d%d.*)$")
-  if sign and rest:gsub("%" .. rest:sub(1, 1) .. "%d%d%d", "") == "" then
-    v = sign .. head .. rest:gsub("%D", "")
+  -- The sign is off already, so "−1,500" reads as "-1,500" does (it was -1.50).
+  local head, rest = v:match("^([1-9]%d?%d?)(([.,])%d%d%d.*)$")
+  if head and rest:gsub("%" .. rest:sub(1, 1) .. "%d%d%d", "") == "" then
+    v = head .. rest:gsub("%D", "")
   end
   v = ungroup(v)
-  local d, err = text.decimal(v)
-  if not d then return nil, err end
+  local d = text.decimal(v)
+  if not d then return nil, "invalid decimal '" .. given .. "'" end
   local n, cerr = kopecks.cents(d)
   if not n then return nil, cerr end
-  return n -- a report's extra fraction digits are rounded without a note
+  return neg and -n or n -- a report's extra fraction digits are rounded without a note
 end
 
 M.from_cents = kopecks.from_cents

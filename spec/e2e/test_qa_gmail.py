@@ -116,6 +116,27 @@ class QaGmail(GmailCase):
         self.assertEqual((m["messages_loaded"], m["attachments"], m["attachments_ignored"],
                           m["unreadable_attachments"]), (3, 3, 0, 1))
 
+    def test_refund_lines_count_negative_in_accounting_forms(self):
+        # Refund lines of a sales export are negative amounts. Excel's accounting format writes them in
+        # parentheses, "(2 000,00)", and its zero as a dash: such a line was refused and the whole message
+        # stayed unloaded (the run failed); "−1,500" (U+2212) loaded as -1.50 where "-1,500" is -1500.00.
+        csv = ("Дата;Город;Событие;Билетов;Сумма, руб.;Возвраты, руб.\r\n"
+               "05.11.2025;Омск;A;5;5\u00a0000,00;-\r\n"
+               "05.11.2025;Омск;A;(2);(2\u00a0000,00);2\u00a0000,00\r\n"
+               "05.11.2025;Омск;B;3;1,500;-\r\n"
+               "05.11.2025;Омск;B;-1;\u22121,500;1 500,00\r\n"
+               "06.11.2025;Омск;A;-1;1\u00a0000,00-;1\u00a0000,00\r\n")
+        bad = mail("1000000000000002", "b.csv", "Дата;Город;Билетов;Сумма\r\n06.11.2025;Уфа;1;(-100)\r\n".encode("cp1251"))
+        self.serve([mail("1000000000000001", "a.csv", ("\ufeff" + csv).encode()), bad])  # Excel's "CSV UTF-8"
+        r = self.gmail()
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertEqual(self.rows(), {("2025-11-05", "Омск", "A"): (3, Decimal("3000.00")),
+                                       ("2025-11-05", "Омск", "B"): (2, Decimal("0.00")),
+                                       ("2025-11-06", "Омск", "A"): (-1, Decimal("-1000.00"))}, r.stdout + r.stderr)
+        self.assertEqual(self.scalar("SELECT toString(sum(refunds)) FROM stg_qtickets_sales_raw"), "4500.00")
+        # a second sign is no form any program writes: that message is refused, as before
+        self.assertIn("message 1000000000000002: b.csv row 1: bad revenue '(-100)'", r.stderr)
+
     def test_unreadable_line_keeps_the_message_for_the_next_run(self):
         good = mail("1000000000000001", "a.csv", b"Date,City,Tickets,Revenue\n2025-11-05,Testville,1,10\n")
         bad = mail("1000000000000002", "b.csv",

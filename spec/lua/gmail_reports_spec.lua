@@ -11,6 +11,23 @@ eq(sales.cents("0.005"), 1, "third digit rounds") eq(sales.cents(""), nil) eq(sa
 eq(sales.from_cents(123450), "1234.50") eq(sales.from_cents(-5), "-0.05")
 eq(sales.whole("1 300"), 1300) eq(sales.whole("2,5"), nil)
 
+-- negative amounts as accounting forms write them: refund lines of a sales export are negative and must
+-- count so. "(1 234,50)" and a trailing minus were refused (the message failed to load); "−1,500" with
+-- U+2212 was -1.50 where "-1,500" is -1500.00
+for v, want in pairs{["(1 234,50)"] = -123450, ["(1234.50)"] = -123450, ["(1,234.50)"] = -123450,
+    ["-1 234,50 ₽"] = -123450, ["-1\194\160234,50\194\160₽"] = -123450, ["−1 234,50"] = -123450,
+    ["1 234,50-"] = -123450, ["(1 234,50 ₽)"] = -123450, ["(1 234,50) ₽"] = -123450, ["- 1 234,50"] = -123450,
+    ["−1,500"] = -150000, ["−1.234,50"] = -123450, ["(0,50)"] = -50, ["+5"] = 500, ["(0)"] = 0, ["-₽ 1 234"] = -123400, ["-1 234 р."] = -123400,
+    ["-"] = 0, [" -   ₽ "] = 0, ["-\194\160р."] = 0} do -- Excel's accounting zero is a dash
+  eq(sales.cents(v), want, v)
+end
+for _, v in ipairs{"(-5)", "--5", "-(5)", "(5)-", "(5", "5)", "((5))", "−", "()", "(abc)", "$(1,234.50)", "–5",
+    "2024-11-01", "5-5"} do
+  local c, why = sales.cents(v)
+  eq(c, nil, v) eq(why, "invalid decimal '" .. v .. "'", v)
+end
+eq(sales.whole("(2)"), -2) eq(sales.whole("−1,200"), -1200) eq(sales.whole("2-"), -2) eq(sales.whole("-"), 0)
+
 -- header names
 eq(sales.norm(" Event_Date "), "event date") eq(sales.norm("ДАТА  События"), "дата события")
 
@@ -63,6 +80,17 @@ assert(none == nil and err:find("no tickets or revenue column", 1, true), tostri
 header, grid = sales.csv_grid("date;city;event;tickets_sold;revenue\n2025-11-01;Томск;A;два;10\n2025-11-01;Томск;B;2;10\n")
 rows, stats = sales.report_rows(header, grid)
 eq(#rows, 1) eq(stats.skipped, 1) assert(stats.problems[1]:find("bad tickets 'два'"), stats.problems[1])
+
+-- refund lines: the same key's lines are summed, so the day is net of its refunds
+header, grid = sales.csv_grid("Дата;Город;Событие;Билетов;Сумма;Возвраты\n01.11.2025;Москва;A;5;5 000,00 ₽;-   ₽\n" ..
+  "01.11.2025;Москва;A;(2);(2 000,00 ₽);2 000,00 ₽\n01.11.2025;Москва;A;-1;−1 000,00;1 000,00\n" ..
+  "02.11.2025;Москва;A;-1;1 000,00-;1 000,00\n")
+rows, stats = assert(sales.report_rows(header, grid))
+eq(#rows, 4) eq(#stats.problems, 0)
+merged = sales.merge(rows)
+eq(#merged, 2) eq(merged[1].tickets_sold, 2) eq(sales.from_cents(merged[1].revenue_cents), "2000.00")
+eq(sales.from_cents(merged[1].refunds_cents), "3000.00")
+eq(merged[2].tickets_sold, -1, "a day of refunds only") eq(sales.from_cents(merged[2].revenue_cents), "-1000.00")
 
 -- a title above the header, or Excel's "sep=;" line: the header used to be taken from line 1 (and the
 -- separator guessed from it), so the report was "not a sales report" and the message loaded nothing
@@ -179,6 +207,9 @@ eq(plan[1].plan_revenue, "500.50") eq(plan[1].line, 2)
 local bad
 bad, err = sales.plan_rows("Дата;Город;ИД события;План билетов;План выручки\n\n01.11.2025;Москва;1;-3;10\n")
 assert(bad == nil and err == "line 3: bad plan_tickets '-3'", err)
+-- a plan has no negative figures, in any form
+bad, err = sales.plan_rows("Дата;Город;ИД события;План билетов;План выручки\n01.11.2025;Москва;1;3;(10,00)\n")
+assert(bad == nil and err == "line 2: bad plan_revenue '(10,00)'", err)
 -- a plan saved as Excel "Unicode Text" (UTF-16LE, tab-separated) is read as well
 plan = assert(sales.plan_rows("\255\254" .. assert(text.iconv(
   "Дата\tГород\tИД события\tПлан билетов\tПлан выручки\r\n01.11.2025\tМосква\t7\t5\t1\194\160500,50\r\n",

@@ -266,19 +266,33 @@ function M.csv_grid(bytes, charset)
   -- something else there: Excel's "sep=;" line (it names the separator), and a title above the
   -- header ("Отчёт о продажах за 01.11.2025"), which made the whole file one column and the report
   -- "not a sales report". So the header is the first of the first ten lines that has a date and a
-  -- city column, read with the separator its own line suggests.
+  -- city column, read with the separator its own line suggests (or the one "sep=" names; a title
+  -- may follow that line too). A line that leaves a quoted cell open is read with the lines after
+  -- it as one record (up to ten): Excel quotes a header cell with a line break in it
+  -- ("Продано<Alt+Enter>билетов"), and read alone such a header was not found below a title.
   local opts
   local named, after = s:match("^sep=([;,\t|])[ \t]*\r?\n()")
   if named then s, opts = s:sub(after), {sep = named} end
-  local pos = 1
-  for n = 1, 10 do
-    if opts or pos > #s then break end
-    local stop = s:find("\n", pos, true) or #s + 1
-    local line = s:sub(pos, stop - 1):gsub("\r$", "")
-    local sep = text.detect_csv(line)
+  local function header_at(from, to) -- the separator when s:sub(from, to) is a report's header
+    local line = s:sub(from, to):gsub("\r$", "")
+    local sep = named or text.detect_csv(line)
     local cells = line ~= "" and text.csv(line, {sep = sep})
     local at = cells and cells[1] and locate(cells[1], M.REPORT_COLUMNS) or {}
-    if at.event_date and at.city then
+    return at.event_date and at.city and sep
+  end
+  local pos = 1
+  for n = 1, 10 do
+    if pos > #s then break end
+    local stop = s:find("\n", pos, true) or #s + 1
+    local sep = header_at(pos, stop - 1)
+    local quotes, last = select(2, s:sub(pos, stop - 1):gsub('"', "")), stop
+    for _ = 1, 10 do
+      if sep or quotes % 2 == 0 or last > #s then break end
+      local nxt = s:find("\n", last + 1, true) or #s + 1
+      quotes, last = quotes + select(2, s:sub(last + 1, nxt - 1):gsub('"', "")), nxt
+      if quotes % 2 == 0 then sep = header_at(pos, last - 1) end
+    end
+    if sep then
       if n > 1 then s, opts = s:sub(pos), {sep = sep} end
       break
     end

@@ -136,6 +136,22 @@ assert(none == nil and err:find("UTF-16LE", 1, true), tostring(err))
 -- bytes with NULs at both places of a pair (a binary file) are not taken for UTF-16
 eq(sales.to_utf8("a\0\0b"), "a\0\0b", "binary: left as it is")
 
+-- a header cell with a line break (Excel quotes it: "Продано<Alt+Enter>билетов") below a title, or a title
+-- after the "sep=;" line: the header was searched line by line, or not at all after "sep=", so the report
+-- was "not a sales report" (the header taken was the title)
+for _, src in ipairs{
+  'Отчёт о продажах\r\nДата;Город;Событие;"Продано\nбилетов";"Сумма,\nруб."\r\n01.11.2025;Москва;A;1;1 500,50\r\n',
+  'sep=;\r\nОтчёт о продажах за ноябрь\r\nДата;Город;Событие;Билетов;Выручка\r\n01.11.2025;Москва;A;1;1 500,50\r\n',
+  'sep=;\nОтчёт;;;;\n\nДата;Город;Событие;"Продано\r\nбилетов";Выручка\n01.11.2025;Москва;A;1;1 500,50\n'} do
+  header, grid = assert(sales.csv_grid(src))
+  rows, stats = assert(sales.report_rows(header, grid))
+  eq(#rows, 1, src) eq(rows[1].tickets_sold, 1, src) eq(rows[1].revenue_cents, 150050, src) eq(stats.skipped, 0, src)
+end
+-- a quote left open in a title line joins at most ten lines: the header below is still found
+header, grid = assert(sales.csv_grid('Отчёт "за ноябрь\n' .. string.rep("\n", 1) ..
+  "Дата;Город;Билетов\n01.11.2025;Москва;1\n"))
+eq(#assert(sales.report_rows(header, grid)), 1, "open quote in a title")
+
 -- HTML table report (the text/html alternative of a mail)
 local html = [[<html><body><p>Продажи:</p><TABLE border="1"><tr><th>Дата</th><th>ИД события</th><th>Событие</th>
 <th>Город</th><th>Билетов</th><th>Выручка</th><th>Возвраты</th></tr>

@@ -435,8 +435,15 @@ function M.report_rows(header, rows)
     local i = at[f]
     return i and r[i] and text.trim(r[i]) or ""
   end
+  -- A line break inside a name (Excel's Alt+Enter in a quoted CSV field) is a space, as in an HTML
+  -- report: "Щелкунчик.<LF>Вечерний показ" was stored with the break, a key apart from the same
+  -- event written on one line (another line of the report, the same day's HTML report), and both
+  -- counted. Numbers and dates are left as they are: a break in one is no form a program writes.
+  local function name(r, f)
+    return (cell(r, f):gsub("%s*[\r\n]+%s*", " "))
+  end
   for n, r in ipairs(rows) do
-    local date, city = cell(r, "event_date"), cell(r, "city")
+    local date, city = cell(r, "event_date"), name(r, "city")
     local d = date ~= "" and time.parse_date(date) or nil
     local tickets, revenue, refunds = 0, 0, 0
     local bad
@@ -468,8 +475,8 @@ function M.report_rows(header, rows)
       local cur = cell(r, "currency")
       out[#out + 1] = {
         event_date = d,
-        event_id = cell(r, "event_id"),
-        event_name = cell(r, "event_name"),
+        event_id = name(r, "event_id"),
+        event_name = name(r, "event_name"),
         city = city,
         tickets_sold = tickets,
         revenue_cents = revenue,

@@ -137,6 +137,38 @@ class QaGmail(GmailCase):
         # a second sign is no form any program writes: that message is refused, as before
         self.assertIn("message 1000000000000002: b.csv row 1: bad revenue '(-100)'", r.stderr)
 
+    def test_russian_excel_export_with_title_wrapped_cells_and_refunds(self):
+        # What a Russian-locale Excel writes for "CSV (разделители — точки с запятой)": CP1251, a "sep=;"
+        # line, a title, header cells with a line break (Alt+Enter; Excel quotes them), an event name
+        # with one, trailing empty columns, NBSP thousands, dates with a time, an accounting-format
+        # refund line and zero, a totals line. The header below the title was not found ("not a sales
+        # report"); once found, "Щелкунчик.<LF>Вечерний показ" was a key apart from the same event's
+        # refund line and both counted.
+        cp = ("sep=;\r\n"
+              "Отчёт о продажах за 01.11.2024 - 02.11.2024;;;;;;;\r\n"
+              'Дата продажи;Город;Мероприятие;"Продано\nбилетов";"Сумма,\nруб.";Возвраты;;\r\n'
+              '01.11.2024 19:00;Москва;"Щелкунчик.\nВечерний показ";2;3\u00a0000,00 р.;-;;\r\n'
+              "01.11.2024 19:30;Москва;Щелкунчик. Вечерний показ;(1);(1\u00a0500,00 р.);1\u00a0500,00 р.;;\r\n"
+              '02.11.2024 12:00;Казань;"Концерт ""Весна""";1\u00a0205;1\u00a0472\u00a0546,15 р.;-;;\r\n'
+              "Итого;;;1\u00a0206;1\u00a0474\u00a0046,15 р.;1\u00a0500,00 р.;;\r\n"
+              ";;;;;;;\r\n").encode("cp1251")
+        # Excel's "CSV UTF-8" from a locale that groups with a narrow no-break space (U+202F)
+        u8 = ("\ufeffДата;Город;Событие;Билетов;Сумма\r\n"
+              "02.11.2024 18:00;Омск;Шоу;3;2\u202f970,50\u202f₽\r\n").encode()
+        self.serve([mail("1000000000000001", "Продажи.csv", cp, mime="application/vnd.ms-excel"),
+                    mail("1000000000000002", "sales.csv", u8, mime="text/csv")])
+        r = self.gmail()
+        self.assert_ok(r)
+        self.assertEqual(self.rows(), {
+            ("2024-11-01", "Москва", "Щелкунчик. Вечерний показ"): (1, Decimal("1500.00")),
+            ("2024-11-02", "Казань", 'Концерт "Весна"'): (1205, Decimal("1472546.15")),
+            ("2024-11-02", "Омск", "Шоу"): (3, Decimal("2970.50")),
+        }, r.stdout + r.stderr)
+        self.assertEqual(self.scalar("SELECT toString(sum(refunds)) FROM stg_qtickets_sales_raw"), "1500.00")
+        m = self.metrics()
+        self.assertEqual((m["messages_loaded"], m["report_rows"], m["rows_skipped"], m["attachments_ignored"]),
+                         (2, 3, 2, 0))
+
     def test_unreadable_line_keeps_the_message_for_the_next_run(self):
         good = mail("1000000000000001", "a.csv", b"Date,City,Tickets,Revenue\n2025-11-05,Testville,1,10\n")
         bad = mail("1000000000000002", "b.csv",

@@ -152,6 +152,15 @@ header, grid = assert(sales.csv_grid('Отчёт "за ноябрь\n' .. string
   "Дата;Город;Билетов\n01.11.2025;Москва;1\n"))
 eq(#assert(sales.report_rows(header, grid)), 1, "open quote in a title")
 
+-- a line break inside a cell is a space: "Шоу<CR LF>вечер" was stored with the break, a key apart
+-- from "Шоу вечер" of the same day in an HTML report, and both counted
+header, grid = assert(sales.csv_grid('Дата;Город;Событие;Билетов;Выручка\r\n01.11.2025;"Нижний\nНовгород";' ..
+  '"Шоу\r\n  вечер";1;1 500,50\r\n01.11.2025;Нижний Новгород;Шоу вечер;2;100\r\n01.11.2025;Омск;A;1;"1\n500"\r\n'))
+rows, stats = assert(sales.report_rows(header, grid))
+eq(rows[1].event_name, "Шоу вечер") eq(rows[1].city, "Нижний Новгород") eq(rows[1].revenue_cents, 150050)
+eq(#sales.merge(rows), 1, "one key")
+eq(stats.problems[1], "row 3: bad revenue '1\n500'", "a break in a number is not read past")
+
 -- HTML table report (the text/html alternative of a mail)
 local html = [[<html><body><p>Продажи:</p><TABLE border="1"><tr><th>Дата</th><th>ИД события</th><th>Событие</th>
 <th>Город</th><th>Билетов</th><th>Выручка</th><th>Возвраты</th></tr>

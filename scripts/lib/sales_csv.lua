@@ -310,7 +310,7 @@ function M.csv_grid(bytes, charset)
 end
 
 local ENTITIES = {amp = "&", lt = "<", gt = ">", quot = '"', apos = "'", nbsp = " ", laquo = "«", raquo = "»",
-  mdash = "—", ndash = "–"}
+  mdash = "—", ndash = "–", minus = "−"}
 
 local function unescape(s)
   s = s:gsub("&#[xX](%x+);", function(h) return utf8.char(tonumber(h, 16)) end)

@@ -172,6 +172,12 @@ rows = assert(sales.report_rows(grids[1].header, grids[1].rows))
 eq(rows[1].event_name, 'Концерт "AC/DC" & друзья') eq(rows[1].city, "Москва") eq(rows[1].tickets_sold, 1300)
 eq(rows[1].revenue_cents, 158863900)
 
+-- &minus; (U+2212) in an HTML report's refund line
+grids = sales.html_grids("<table><tr><td>Дата</td><td>Город</td><td>Сумма</td></tr><tr><td>01.11.2025</td>" ..
+  "<td>Москва</td><td>&minus;1&nbsp;500,00</td></tr></table>")
+rows, stats = assert(sales.report_rows(grids[1].header, grids[1].rows))
+eq(#stats.problems, 0, "&minus;") eq(rows[1].revenue_cents, -150000, "&minus;")
+
 -- an HTML mail puts the report table in a cell of a layout table: the outer cell used to swallow the
 -- report's header ("Отчёт о продажах Дата"), so the message had "no report"; a totals line spans
 -- three columns, a date spans the lines of its day

@@ -220,13 +220,23 @@ local function load_message(id)
   for _, part in ipairs(leaves(msg.payload, {}, 0)) do
     local mime = type(part.mimeType) == "string" and part.mimeType:lower() or ""
     local kind, sheet = sales.unread_attachment(part)
-    if kind then
+    -- A .txt may be Excel's "Unicode Text" save of a report: read it as one, and when it is none,
+    -- it stays an attachment zhost does not read (no "not a sales report" note for every text file).
+    local txt = kind and sales.is_text_part(part)
+    if kind and not txt then
       unread[#unread + 1] = {name = sales.mime_words(part.filename), kind = kind, sheet = sheet}
-    elseif sales.is_csv_part(part) then
-      counts.attachments = counts.attachments + 1
+    elseif txt or sales.is_csv_part(part) then
       local bytes, err = part_bytes(id, part)
       if err == GONE then return message_gone(id) end
       local header, grid
+      if txt then
+        if bytes then header, grid = sales.csv_grid(bytes, sales.part_charset(part)) end
+        if not (header and sales.report_rows(header, grid)) then
+          unread[#unread + 1] = {name = sales.mime_words(part.filename), kind = kind, sheet = sheet}
+          goto next_part
+        end
+      end
+      counts.attachments = counts.attachments + 1
       if bytes and seen[bytes] then
         -- The same file twice (forwarded as an attachment and attached again): lines of one message
         -- that share a key are summed, so the copy would double its days.
@@ -236,7 +246,7 @@ local function load_message(id)
         goto next_part
       end
       if bytes then seen[bytes] = true end
-      if bytes then header, grid = sales.csv_grid(bytes, sales.part_charset(part)) end
+      if bytes and not header then header, grid = sales.csv_grid(bytes, sales.part_charset(part)) end
       local got, stats
       if header then got, stats = sales.report_rows(header, grid) end
       if not got then

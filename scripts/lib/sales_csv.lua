@@ -2,8 +2,8 @@
 -- stg_qtickets_sales_raw, and of sales plan CSVs into rows of plan_sales. No I/O: the scripts fetch
 -- the bytes, the Lua specs feed recorded ones.
 --
--- Reports: `;` or `,` (or tab) separated, UTF-8 (BOM or not) or CP1251, Russian or English header
--- names in any case, ISO or day-first dates, decimal commas and spaces as thousands separators.
+-- Reports: `;` or `,` (or tab) separated, UTF-8 (BOM or not), UTF-16 or CP1251, Russian or English
+-- header names in any case, ISO or day-first dates, decimal commas and spaces as thousands separators.
 -- Money is carried as integer kopecks so that summing duplicate lines stays exact.
 local kopecks = require("money")
 
@@ -109,26 +109,55 @@ local function drop_unit(v, marks)
   return v
 end
 
+-- The sign of an amount, in the forms spreadsheets and accounting programs write it: "-1 234,50",
+-- "−1 234,50" (U+2212), "(1 234,50)" (accounting format), "1 234,50-" (a trailing minus, as SAP and
+-- some 1C forms print), "+5". Returns negative (boolean), the unsigned rest without a ruble unit
+-- inside ("(1 234,50 ₽)", "-₽1 234"); nil when a second sign is left ("(-5)", "--5", "(5)-"): no
+-- format writes one, and reading it either way could turn a refund into a sale.
+local MINUS = "\226\136\146"
+local function unsign(v)
+  local neg = false
+  local inner = v:match("^%((.*)%)$")
+  if inner then
+    neg, v = true, inner
+  elseif v:find("^[-+]") then
+    neg, v = v:sub(1, 1) == "-", v:sub(2)
+  elseif v:sub(1, #MINUS) == MINUS then
+    neg, v = true, v:sub(#MINUS + 1)
+  elseif v:find("%d%-$") then
+    neg, v = true, v:sub(1, -2)
+  end
+  v = drop_unit(text.trim(v), RUBLES)
+  if v:find("[-+()]") or v:find(MINUS, 1, true) then return nil end
+  return neg, v
+end
+
 -- Decimal text (spaces, NBSP, decimal comma, 1,234.50 / 1.234,50 grouping allowed, a ruble sign or
--- abbreviation of a currency-formatted cell) -> kopecks (integer), or nil, err.
+-- abbreviation of a currency-formatted cell, a sign as unsign reads it) -> kopecks (integer), or
+-- nil, err. A lone "-" is 0: Excel's accounting format shows zero as a dash ("-   ₽").
 function M.cents(v)
   if v == nil then return nil, "empty" end
-  v = text.trim(v)
-  if v == "" then return nil, "empty" end
-  v = drop_unit(v, RUBLES)
+  local given = text.trim(v)
+  if given == "" then return nil, "empty" end
+  v = drop_unit(given, RUBLES)
+  if v == "-" then return 0 end
+  local neg
+  neg, v = unsign(v)
+  if neg == nil or v == "" then return nil, "invalid decimal '" .. given .. "'" end
   -- "1,500" / "1.500" (en-US "#,##0", de grouping), "1,472,546": one mark followed only by groups of
   -- three digits is a thousands mark — money has two fraction digits, so reading it as a decimal mark
   -- (15.00 for "1,500") would be a silent 100-fold error. A leading 0 ("0,125") stays a fraction.
-  local sign, head, rest = v:match("^([+-]?)([1-9]%d?%d?)(([.,])%d%d%d.*)$")
-  if sign and rest:gsub("%" .. rest:sub(1, 1) .. "%d%d%d", "") == "" then
-    v = sign .. head .. rest:gsub("%D", "")
+  -- The sign is off already, so "−1,500" reads as "-1,500" does (it was -1.50).
+  local head, rest = v:match("^([1-9]%d?%d?)(([.,])%d%d%d.*)$")
+  if head and rest:gsub("%" .. rest:sub(1, 1) .. "%d%d%d", "") == "" then
+    v = head .. rest:gsub("%D", "")
   end
   v = ungroup(v)
-  local d, err = text.decimal(v)
-  if not d then return nil, err end
+  local d = text.decimal(v)
+  if not d then return nil, "invalid decimal '" .. given .. "'" end
   local n, cerr = kopecks.cents(d)
   if not n then return nil, cerr end
-  return n -- a report's extra fraction digits are rounded without a note
+  return neg and -n or n -- a report's extra fraction digits are rounded without a note
 end
 
 M.from_cents = kopecks.from_cents
@@ -155,8 +184,39 @@ end
 
 -------------------------------------------------------------------------------- bytes -> grid
 
--- Bytes of unknown encoding -> UTF-8 (CP1251 unless already valid UTF-8; charset hint wins).
+-- UTF-16 text (Excel's "Unicode Text" save, tab-separated; other programs' "CSV UTF-16") -> its
+-- encoding and the bytes after the byte-order mark, or nil. A BOM (FF FE, FE FF) says it. Without
+-- one, NUL bytes do: text in UTF-8 or CP1251 has none, while in UTF-16 every ASCII character (the
+-- separators, line ends, digits, dots of dates) has a NUL byte — the second of each pair in
+-- little-endian, the first in big-endian. A binary file has NULs at both places and is left alone.
+-- UTF-16 was read as UTF-8 (a Cyrillic letter is two bytes such as 04 14, both valid ASCII) or,
+-- with an NBSP in it, as CP1251: garbage either way, and the report was "not a sales report".
+local function utf16(bytes)
+  local b1, b2 = bytes:byte(1, 2)
+  if b1 == 0xFF and b2 == 0xFE then return "UTF-16LE", bytes:sub(3) end
+  if b1 == 0xFE and b2 == 0xFF then return "UTF-16BE", bytes:sub(3) end
+  if #bytes % 2 ~= 0 or not bytes:find("\0", 1, true) then return nil end
+  local first, second = 0, 0 -- NULs as the first / second byte of a pair, in the first 512 bytes
+  for i = 1, math.min(#bytes, 512) - 1, 2 do
+    local x, y = bytes:byte(i, i + 1)
+    if x == 0 then first = first + 1 end
+    if y == 0 then second = second + 1 end
+  end
+  if second > 0 and first == 0 then return "UTF-16LE", bytes end
+  if first > 0 and second == 0 then return "UTF-16BE", bytes end
+  return nil
+end
+
+-- Bytes of unknown encoding -> UTF-8: UTF-16 when it has a BOM or reads as one (above), else CP1251
+-- unless already valid UTF-8; a charset hint wins over the guess between those two.
 function M.to_utf8(bytes, charset)
+  local wide, body = utf16(bytes)
+  if wide then
+    local out, err = text.iconv(body, wide, "UTF-8")
+    if not out then return nil, wide .. " text: " .. err end
+    if out:sub(1, 3) == "\239\187\191" then out = out:sub(4) end
+    return out
+  end
   charset = charset and charset:lower() or nil
   if charset and charset ~= "" and charset ~= "utf-8" and charset ~= "utf8" and charset ~= "us-ascii"
       and not text.is_utf8(bytes) then
@@ -206,19 +266,33 @@ function M.csv_grid(bytes, charset)
   -- something else there: Excel's "sep=;" line (it names the separator), and a title above the
   -- header ("Отчёт о продажах за 01.11.2025"), which made the whole file one column and the report
   -- "not a sales report". So the header is the first of the first ten lines that has a date and a
-  -- city column, read with the separator its own line suggests.
+  -- city column, read with the separator its own line suggests (or the one "sep=" names; a title
+  -- may follow that line too). A line that leaves a quoted cell open is read with the lines after
+  -- it as one record (up to ten): Excel quotes a header cell with a line break in it
+  -- ("Продано<Alt+Enter>билетов"), and read alone such a header was not found below a title.
   local opts
   local named, after = s:match("^sep=([;,\t|])[ \t]*\r?\n()")
   if named then s, opts = s:sub(after), {sep = named} end
-  local pos = 1
-  for n = 1, 10 do
-    if opts or pos > #s then break end
-    local stop = s:find("\n", pos, true) or #s + 1
-    local line = s:sub(pos, stop - 1):gsub("\r$", "")
-    local sep = text.detect_csv(line)
+  local function header_at(from, to) -- the separator when s:sub(from, to) is a report's header
+    local line = s:sub(from, to):gsub("\r$", "")
+    local sep = named or text.detect_csv(line)
     local cells = line ~= "" and text.csv(line, {sep = sep})
     local at = cells and cells[1] and locate(cells[1], M.REPORT_COLUMNS) or {}
-    if at.event_date and at.city then
+    return at.event_date and at.city and sep
+  end
+  local pos = 1
+  for n = 1, 10 do
+    if pos > #s then break end
+    local stop = s:find("\n", pos, true) or #s + 1
+    local sep = header_at(pos, stop - 1)
+    local quotes, last = select(2, s:sub(pos, stop - 1):gsub('"', "")), stop
+    for _ = 1, 10 do
+      if sep or quotes % 2 == 0 or last > #s then break end
+      local nxt = s:find("\n", last + 1, true) or #s + 1
+      quotes, last = quotes + select(2, s:sub(last + 1, nxt - 1):gsub('"', "")), nxt
+      if quotes % 2 == 0 then sep = header_at(pos, last - 1) end
+    end
+    if sep then
       if n > 1 then s, opts = s:sub(pos), {sep = sep} end
       break
     end
@@ -236,7 +310,7 @@ function M.csv_grid(bytes, charset)
 end
 
 local ENTITIES = {amp = "&", lt = "<", gt = ">", quot = '"', apos = "'", nbsp = " ", laquo = "«", raquo = "»",
-  mdash = "—", ndash = "–"}
+  mdash = "—", ndash = "–", minus = "−"}
 
 local function unescape(s)
   s = s:gsub("&#[xX](%x+);", function(h) return utf8.char(tonumber(h, 16)) end)
@@ -361,8 +435,15 @@ function M.report_rows(header, rows)
     local i = at[f]
     return i and r[i] and text.trim(r[i]) or ""
   end
+  -- A line break inside a name (Excel's Alt+Enter in a quoted CSV field) is a space, as in an HTML
+  -- report: "Щелкунчик.<LF>Вечерний показ" was stored with the break, a key apart from the same
+  -- event written on one line (another line of the report, the same day's HTML report), and both
+  -- counted. Numbers and dates are left as they are: a break in one is no form a program writes.
+  local function name(r, f)
+    return (cell(r, f):gsub("%s*[\r\n]+%s*", " "))
+  end
   for n, r in ipairs(rows) do
-    local date, city = cell(r, "event_date"), cell(r, "city")
+    local date, city = cell(r, "event_date"), name(r, "city")
     local d = date ~= "" and time.parse_date(date) or nil
     local tickets, revenue, refunds = 0, 0, 0
     local bad
@@ -394,8 +475,8 @@ function M.report_rows(header, rows)
       local cur = cell(r, "currency")
       out[#out + 1] = {
         event_date = d,
-        event_id = cell(r, "event_id"),
-        event_name = cell(r, "event_name"),
+        event_id = name(r, "event_id"),
+        event_name = name(r, "event_name"),
         city = city,
         tickets_sold = tickets,
         revenue_cents = revenue,
@@ -431,7 +512,7 @@ end
 ----------------------------------------------------------------------------------- attachments
 
 local CSV_MIMES = {["text/csv"] = true, ["text/comma-separated-values"] = true, ["application/csv"] = true,
-  ["text/x-csv"] = true, ["application/x-csv"] = true}
+  ["text/x-csv"] = true, ["application/x-csv"] = true, ["text/tab-separated-values"] = true}
 
 -- RFC 2047 encoded words ("=?UTF-8?B?...?=", "=?windows-1251?Q?...?=") -> UTF-8 text. Gmail
 -- usually decodes attachment names, but not always (/work/shared/api/gmail.md, pitfall 5); an
@@ -453,13 +534,21 @@ function M.mime_words(s)
   end))
 end
 
--- Is this MIME part a CSV report? By type, or by the .csv extension under a generic type
+-- Is this MIME part a CSV report? By type, or by the .csv (or .tsv) extension under a generic type
 -- (application/octet-stream, application/vnd.ms-excel, ...).
 function M.is_csv_part(part)
   local mime = type(part.mimeType) == "string" and part.mimeType:lower():gsub("%s*;.*$", "") or ""
   local name = type(part.filename) == "string" and text.lower(M.mime_words(part.filename)) or ""
-  if text.ends_with(name, ".csv") then return true end
+  if text.ends_with(name, ".csv") or text.ends_with(name, ".tsv") then return true end
   return CSV_MIMES[mime] == true
+end
+
+-- Is this attachment a .txt file, which may be a report: Excel's "Unicode Text" save (UTF-16,
+-- tab-separated) is named .txt. The loader reads one as a report when it is one, and otherwise
+-- counts it among the attachments it does not read, as before.
+function M.is_text_part(part)
+  local name = type(part.filename) == "string" and text.lower(M.mime_words(part.filename)) or ""
+  return text.ends_with(name, ".txt")
 end
 
 -- Spreadsheet formats a sales report can come in but zhost does not parse (QTickets exports, a

@@ -63,6 +63,112 @@ class QaGmail(GmailCase):
             "2 without a report; 1 CSV attachment(s) not read as a sales report: other.csv (1000000000000005: "
             "no date column in header: Foo, Bar)"), self.runs("gmail_ingest")[-1]["message"])
 
+    def test_utf16_exports_load(self):
+        # Excel's "Unicode Text" save: UTF-16LE with a BOM, tab-separated, CRLF, numbers as shown (NBSP
+        # thousands), a field with a tab quoted. UTF-16 passed for UTF-8, so the report was read as
+        # garbage and named "not a sales report"; the run succeeded with nothing loaded.
+        tsv = ("Дата продажи\tГород\tМероприятие\tПродано билетов\tСумма, руб.\tВозвраты\r\n"
+               "05.11.2025 19:00\tМосква\t\"Щелкунчик\t(балет)\"\t1\u00a0205\t1\u00a0472\u00a0546,15\t0,00\r\n"
+               "06.11.2025 12:30\tКазань\tШоу\t3\t2\u00a0970,00\t148,50\r\n")
+        self.serve([
+            mail("1000000000000001", "Продажи.csv", b"\xff\xfe" + tsv.encode("utf-16-le")),
+            mail("1000000000000002", "be.csv", b"\xfe\xff" + tsv.replace("Москва", "Омск").encode("utf-16-be"),
+                 mime="text/csv"),
+        ])
+        r = self.gmail()
+        self.assert_ok(r)
+        self.assertEqual(self.rows(), {
+            ("2025-11-05", "Москва", "Щелкунчик\t(балет)"): (1205, Decimal("1472546.15")),
+            ("2025-11-05", "Омск", "Щелкунчик\t(балет)"): (1205, Decimal("1472546.15")),
+            ("2025-11-06", "Казань", "Шоу"): (3, Decimal("2970.00")),  # in both: the later message's line
+        }, r.stdout + r.stderr)
+        self.assertEqual(self.scalar("SELECT toString(sum(refunds)) FROM stg_qtickets_sales_raw"), "297.00")
+        m = self.metrics()
+        self.assertEqual((m["messages_loaded"], m["attachments_ignored"]), (2, 0))
+
+    def test_unicode_text_txt_and_tsv_attachments_are_read(self):
+        # Excel names its "Unicode Text" save .txt (UTF-16LE, tabs), and a TSV is a CSV with tabs: both
+        # were "attachments zhost cannot read" and loaded nothing. A .txt that is no report stays one.
+        tsv = "Дата\tГород\tСобытие\tБилетов\tВыручка\r\n05.11.2025\tМосква\tA\t2\t1\u00a0234,50\r\n"
+        notes = mail("1000000000000003", "notes.txt", "Добрый день, отчёт будет завтра.\r\n".encode(),
+                     mime="text/plain")
+        notes["headers"]["Subject"] = "Заметки"
+        beside = mail("1000000000000004", "b.csv", b"Date,City,Tickets,Revenue\n2025-11-07,Testville,1,10\n")
+        beside["payload"]["parts"].append({"mimeType": "text/plain", "filename": "ATT00001.txt",
+                                           "content_b64": base64.b64encode(b"--\r\nSent from Outlook\r\n").decode(),
+                                           "inline": False})
+        self.serve([
+            mail("1000000000000001", "Продажи ноябрь.txt", b"\xff\xfe" + tsv.encode("utf-16-le"), mime="text/plain"),
+            mail("1000000000000002", "sales.tsv", tsv.replace("Москва", "Омск").encode(),
+                 mime="text/tab-separated-values"),
+            notes, beside,
+        ])
+        r = self.gmail()
+        self.assert_ok(r)
+        self.assertEqual(self.rows(), {("2025-11-05", "Москва", "A"): (2, Decimal("1234.50")),
+                                       ("2025-11-05", "Омск", "A"): (2, Decimal("1234.50")),
+                                       ("2025-11-07", "Testville", ""): (1, Decimal("10.00"))}, r.stdout + r.stderr)
+        # the text file that is no report is named as before, not as a CSV that is no sales report
+        msg = self.runs("gmail_ingest")[-1]["message"]
+        self.assertTrue(msg.endswith("1 without a report; 1 message(s) had only attachments zhost cannot read "
+                                     "(.txt): «Заметки» (1000000000000003: notes.txt)"), msg)
+        m = self.metrics()
+        self.assertEqual((m["messages_loaded"], m["attachments"], m["attachments_ignored"],
+                          m["unreadable_attachments"]), (3, 3, 0, 1))
+
+    def test_refund_lines_count_negative_in_accounting_forms(self):
+        # Refund lines of a sales export are negative amounts. Excel's accounting format writes them in
+        # parentheses, "(2 000,00)", and its zero as a dash: such a line was refused and the whole message
+        # stayed unloaded (the run failed); "−1,500" (U+2212) loaded as -1.50 where "-1,500" is -1500.00.
+        csv = ("Дата;Город;Событие;Билетов;Сумма, руб.;Возвраты, руб.\r\n"
+               "05.11.2025;Омск;A;5;5\u00a0000,00;-\r\n"
+               "05.11.2025;Омск;A;(2);(2\u00a0000,00);2\u00a0000,00\r\n"
+               "05.11.2025;Омск;B;3;1,500;-\r\n"
+               "05.11.2025;Омск;B;-1;\u22121,500;1 500,00\r\n"
+               "06.11.2025;Омск;A;-1;1\u00a0000,00-;1\u00a0000,00\r\n")
+        bad = mail("1000000000000002", "b.csv", "Дата;Город;Билетов;Сумма\r\n06.11.2025;Уфа;1;(-100)\r\n".encode("cp1251"))
+        self.serve([mail("1000000000000001", "a.csv", ("\ufeff" + csv).encode()), bad])  # Excel's "CSV UTF-8"
+        r = self.gmail()
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertEqual(self.rows(), {("2025-11-05", "Омск", "A"): (3, Decimal("3000.00")),
+                                       ("2025-11-05", "Омск", "B"): (2, Decimal("0.00")),
+                                       ("2025-11-06", "Омск", "A"): (-1, Decimal("-1000.00"))}, r.stdout + r.stderr)
+        self.assertEqual(self.scalar("SELECT toString(sum(refunds)) FROM stg_qtickets_sales_raw"), "4500.00")
+        # a second sign is no form any program writes: that message is refused, as before
+        self.assertIn("message 1000000000000002: b.csv row 1: bad revenue '(-100)'", r.stderr)
+
+    def test_russian_excel_export_with_title_wrapped_cells_and_refunds(self):
+        # What a Russian-locale Excel writes for "CSV (разделители — точки с запятой)": CP1251, a "sep=;"
+        # line, a title, header cells with a line break (Alt+Enter; Excel quotes them), an event name
+        # with one, trailing empty columns, NBSP thousands, dates with a time, an accounting-format
+        # refund line and zero, a totals line. The header below the title was not found ("not a sales
+        # report"); once found, "Щелкунчик.<LF>Вечерний показ" was a key apart from the same event's
+        # refund line and both counted.
+        cp = ("sep=;\r\n"
+              "Отчёт о продажах за 01.11.2024 - 02.11.2024;;;;;;;\r\n"
+              'Дата продажи;Город;Мероприятие;"Продано\nбилетов";"Сумма,\nруб.";Возвраты;;\r\n'
+              '01.11.2024 19:00;Москва;"Щелкунчик.\nВечерний показ";2;3\u00a0000,00 р.;-;;\r\n'
+              "01.11.2024 19:30;Москва;Щелкунчик. Вечерний показ;(1);(1\u00a0500,00 р.);1\u00a0500,00 р.;;\r\n"
+              '02.11.2024 12:00;Казань;"Концерт ""Весна""";1\u00a0205;1\u00a0472\u00a0546,15 р.;-;;\r\n'
+              "Итого;;;1\u00a0206;1\u00a0474\u00a0046,15 р.;1\u00a0500,00 р.;;\r\n"
+              ";;;;;;;\r\n").encode("cp1251")
+        # Excel's "CSV UTF-8" from a locale that groups with a narrow no-break space (U+202F)
+        u8 = ("\ufeffДата;Город;Событие;Билетов;Сумма\r\n"
+              "02.11.2024 18:00;Омск;Шоу;3;2\u202f970,50\u202f₽\r\n").encode()
+        self.serve([mail("1000000000000001", "Продажи.csv", cp, mime="application/vnd.ms-excel"),
+                    mail("1000000000000002", "sales.csv", u8, mime="text/csv")])
+        r = self.gmail()
+        self.assert_ok(r)
+        self.assertEqual(self.rows(), {
+            ("2024-11-01", "Москва", "Щелкунчик. Вечерний показ"): (1, Decimal("1500.00")),
+            ("2024-11-02", "Казань", 'Концерт "Весна"'): (1205, Decimal("1472546.15")),
+            ("2024-11-02", "Омск", "Шоу"): (3, Decimal("2970.50")),
+        }, r.stdout + r.stderr)
+        self.assertEqual(self.scalar("SELECT toString(sum(refunds)) FROM stg_qtickets_sales_raw"), "1500.00")
+        m = self.metrics()
+        self.assertEqual((m["messages_loaded"], m["report_rows"], m["rows_skipped"], m["attachments_ignored"]),
+                         (2, 3, 2, 0))
+
     def test_unreadable_line_keeps_the_message_for_the_next_run(self):
         good = mail("1000000000000001", "a.csv", b"Date,City,Tickets,Revenue\n2025-11-05,Testville,1,10\n")
         bad = mail("1000000000000002", "b.csv",

@@ -11,6 +11,23 @@ eq(sales.cents("0.005"), 1, "third digit rounds") eq(sales.cents(""), nil) eq(sa
 eq(sales.from_cents(123450), "1234.50") eq(sales.from_cents(-5), "-0.05")
 eq(sales.whole("1 300"), 1300) eq(sales.whole("2,5"), nil)
 
+-- negative amounts as accounting forms write them: refund lines of a sales export are negative and must
+-- count so. "(1 234,50)" and a trailing minus were refused (the message failed to load); "−1,500" with
+-- U+2212 was -1.50 where "-1,500" is -1500.00
+for v, want in pairs{["(1 234,50)"] = -123450, ["(1234.50)"] = -123450, ["(1,234.50)"] = -123450,
+    ["-1 234,50 ₽"] = -123450, ["-1\194\160234,50\194\160₽"] = -123450, ["−1 234,50"] = -123450,
+    ["1 234,50-"] = -123450, ["(1 234,50 ₽)"] = -123450, ["(1 234,50) ₽"] = -123450, ["- 1 234,50"] = -123450,
+    ["−1,500"] = -150000, ["−1.234,50"] = -123450, ["(0,50)"] = -50, ["+5"] = 500, ["(0)"] = 0, ["-₽ 1 234"] = -123400, ["-1 234 р."] = -123400,
+    ["-"] = 0, [" -   ₽ "] = 0, ["-\194\160р."] = 0} do -- Excel's accounting zero is a dash
+  eq(sales.cents(v), want, v)
+end
+for _, v in ipairs{"(-5)", "--5", "-(5)", "(5)-", "(5", "5)", "((5))", "−", "()", "(abc)", "$(1,234.50)", "–5",
+    "2024-11-01", "5-5"} do
+  local c, why = sales.cents(v)
+  eq(c, nil, v) eq(why, "invalid decimal '" .. v .. "'", v)
+end
+eq(sales.whole("(2)"), -2) eq(sales.whole("−1,200"), -1200) eq(sales.whole("2-"), -2) eq(sales.whole("-"), 0)
+
 -- header names
 eq(sales.norm(" Event_Date "), "event date") eq(sales.norm("ДАТА  События"), "дата события")
 
@@ -64,6 +81,17 @@ header, grid = sales.csv_grid("date;city;event;tickets_sold;revenue\n2025-11-01;
 rows, stats = sales.report_rows(header, grid)
 eq(#rows, 1) eq(stats.skipped, 1) assert(stats.problems[1]:find("bad tickets 'два'"), stats.problems[1])
 
+-- refund lines: the same key's lines are summed, so the day is net of its refunds
+header, grid = sales.csv_grid("Дата;Город;Событие;Билетов;Сумма;Возвраты\n01.11.2025;Москва;A;5;5 000,00 ₽;-   ₽\n" ..
+  "01.11.2025;Москва;A;(2);(2 000,00 ₽);2 000,00 ₽\n01.11.2025;Москва;A;-1;−1 000,00;1 000,00\n" ..
+  "02.11.2025;Москва;A;-1;1 000,00-;1 000,00\n")
+rows, stats = assert(sales.report_rows(header, grid))
+eq(#rows, 4) eq(#stats.problems, 0)
+merged = sales.merge(rows)
+eq(#merged, 2) eq(merged[1].tickets_sold, 2) eq(sales.from_cents(merged[1].revenue_cents), "2000.00")
+eq(sales.from_cents(merged[1].refunds_cents), "3000.00")
+eq(merged[2].tickets_sold, -1, "a day of refunds only") eq(sales.from_cents(merged[2].revenue_cents), "-1000.00")
+
 -- a title above the header, or Excel's "sep=;" line: the header used to be taken from line 1 (and the
 -- separator guessed from it), so the report was "not a sales report" and the message loaded nothing
 for _, src in ipairs{
@@ -76,6 +104,63 @@ for _, src in ipairs{
   eq(#rows, 1, src) eq(rows[1].city, "Москва", src) eq(rows[1].revenue_cents, 150050, src) eq(stats.skipped, 0, src)
 end
 
+-- UTF-16: Excel's "Unicode Text" save is UTF-16LE with a BOM, tab-separated, CRLF, numbers as shown
+-- (NBSP thousands), a field with a tab, quote or line break quoted. UTF-16 passes text.is_utf8 (a
+-- Cyrillic letter is bytes such as 14 04), so it was read as UTF-8 garbage: "no date column in header".
+local u16 = "Дата продажи\tГород\tМероприятие\tПродано билетов\tСумма, руб.\tВозвраты\r\n" ..
+  "01.11.2024 19:00\tМосква\t\"Щелкунчик\t(балет)\"\t1\194\160205\t1\194\160472\194\160546,15\t0,00\r\n" ..
+  "02.11.2024 12:30\tКазань\tШоу\t3\t2\194\160970,00\t148,50\r\n"
+local function utf16_rows(bytes, charset, what)
+  local h, g = sales.csv_grid(bytes, charset)
+  assert(h, what .. ": " .. tostring(g))
+  local r = assert(sales.report_rows(h, g))
+  eq(#r, 2, what) eq(r[1].event_date, "2024-11-01", what) eq(r[1].city, "Москва", what)
+  eq(r[1].event_name, "Щелкунчик\t(балет)", what) eq(r[1].tickets_sold, 1205, what)
+  eq(r[1].revenue_cents, 147254615, what) eq(r[2].refunds_cents, 14850, what)
+end
+local le = assert(text.iconv(u16, "UTF-8", "UTF-16LE"))
+local be = assert(text.iconv(u16, "UTF-8", "UTF-16BE"))
+utf16_rows("\255\254" .. le, nil, "UTF-16LE with a BOM")
+utf16_rows("\254\255" .. be, nil, "UTF-16BE with a BOM")
+utf16_rows(le, nil, "UTF-16LE without a BOM (NULs at every second byte of ASCII)")
+utf16_rows(be, nil, "UTF-16BE without a BOM")
+utf16_rows("\255\254" .. le, "windows-1251", "the BOM wins over a wrong charset= hint")
+utf16_rows("\255\254" .. assert(text.iconv("sep=\t\r\n" .. u16, "UTF-8", "UTF-16LE")), nil, "sep= line")
+-- English headers, no BOM: every second byte is 0
+header, grid = assert(sales.csv_grid(assert(text.iconv("Date\tCity\tTickets\tRevenue\n2024-11-01\tTomsk\t2\t10.5\n",
+  "UTF-8", "UTF-16LE"))))
+eq(assert(sales.report_rows(header, grid))[1].revenue_cents, 1050, "ASCII UTF-16LE")
+-- a truncated UTF-16 file is an error naming the encoding, not garbage
+none, err = sales.csv_grid("\255\254" .. le .. "\0")
+assert(none == nil and err:find("UTF-16LE", 1, true), tostring(err))
+-- bytes with NULs at both places of a pair (a binary file) are not taken for UTF-16
+eq(sales.to_utf8("a\0\0b"), "a\0\0b", "binary: left as it is")
+
+-- a header cell with a line break (Excel quotes it: "Продано<Alt+Enter>билетов") below a title, or a title
+-- after the "sep=;" line: the header was searched line by line, or not at all after "sep=", so the report
+-- was "not a sales report" (the header taken was the title)
+for _, src in ipairs{
+  'Отчёт о продажах\r\nДата;Город;Событие;"Продано\nбилетов";"Сумма,\nруб."\r\n01.11.2025;Москва;A;1;1 500,50\r\n',
+  'sep=;\r\nОтчёт о продажах за ноябрь\r\nДата;Город;Событие;Билетов;Выручка\r\n01.11.2025;Москва;A;1;1 500,50\r\n',
+  'sep=;\nОтчёт;;;;\n\nДата;Город;Событие;"Продано\r\nбилетов";Выручка\n01.11.2025;Москва;A;1;1 500,50\n'} do
+  header, grid = assert(sales.csv_grid(src))
+  rows, stats = assert(sales.report_rows(header, grid))
+  eq(#rows, 1, src) eq(rows[1].tickets_sold, 1, src) eq(rows[1].revenue_cents, 150050, src) eq(stats.skipped, 0, src)
+end
+-- a quote left open in a title line joins at most ten lines: the header below is still found
+header, grid = assert(sales.csv_grid('Отчёт "за ноябрь\n' .. string.rep("\n", 1) ..
+  "Дата;Город;Билетов\n01.11.2025;Москва;1\n"))
+eq(#assert(sales.report_rows(header, grid)), 1, "open quote in a title")
+
+-- a line break inside a cell is a space: "Шоу<CR LF>вечер" was stored with the break, a key apart
+-- from "Шоу вечер" of the same day in an HTML report, and both counted
+header, grid = assert(sales.csv_grid('Дата;Город;Событие;Билетов;Выручка\r\n01.11.2025;"Нижний\nНовгород";' ..
+  '"Шоу\r\n  вечер";1;1 500,50\r\n01.11.2025;Нижний Новгород;Шоу вечер;2;100\r\n01.11.2025;Омск;A;1;"1\n500"\r\n'))
+rows, stats = assert(sales.report_rows(header, grid))
+eq(rows[1].event_name, "Шоу вечер") eq(rows[1].city, "Нижний Новгород") eq(rows[1].revenue_cents, 150050)
+eq(#sales.merge(rows), 1, "one key")
+eq(stats.problems[1], "row 3: bad revenue '1\n500'", "a break in a number is not read past")
+
 -- HTML table report (the text/html alternative of a mail)
 local html = [[<html><body><p>Продажи:</p><TABLE border="1"><tr><th>Дата</th><th>ИД события</th><th>Событие</th>
 <th>Город</th><th>Билетов</th><th>Выручка</th><th>Возвраты</th></tr>
@@ -86,6 +171,12 @@ eq(#grids, 1)
 rows = assert(sales.report_rows(grids[1].header, grids[1].rows))
 eq(rows[1].event_name, 'Концерт "AC/DC" & друзья') eq(rows[1].city, "Москва") eq(rows[1].tickets_sold, 1300)
 eq(rows[1].revenue_cents, 158863900)
+
+-- &minus; (U+2212) in an HTML report's refund line
+grids = sales.html_grids("<table><tr><td>Дата</td><td>Город</td><td>Сумма</td></tr><tr><td>01.11.2025</td>" ..
+  "<td>Москва</td><td>&minus;1&nbsp;500,00</td></tr></table>")
+rows, stats = assert(sales.report_rows(grids[1].header, grids[1].rows))
+eq(#stats.problems, 0, "&minus;") eq(rows[1].revenue_cents, -150000, "&minus;")
 
 -- an HTML mail puts the report table in a cell of a layout table: the outer cell used to swallow the
 -- report's header ("Отчёт о продажах Дата"), so the message had "no report"; a totals line spans
@@ -117,6 +208,13 @@ eq(sales.is_csv_part({mimeType = "application/octet-stream", filename = "Отч�
 eq(sales.is_csv_part({mimeType = "application/vnd.ms-excel", filename = "x.csv"}), true)
 eq(sales.is_csv_part({mimeType = "text/csv", filename = ""}), true)
 eq(sales.is_csv_part({mimeType = "application/pdf", filename = "act.pdf"}), false)
+eq(sales.is_csv_part({mimeType = "application/octet-stream", filename = "sales.TSV"}), true)
+eq(sales.is_csv_part({mimeType = "text/tab-separated-values", filename = ""}), true)
+-- a .txt may be Excel's "Unicode Text" save of a report: the loader tries it, and names it as unread if not
+eq(sales.is_text_part({mimeType = "text/plain", filename = "Продажи.TXT"}), true)
+eq(sales.is_text_part({mimeType = "text/plain", filename = ""}), false, "a body part")
+eq(sales.is_csv_part({mimeType = "text/plain", filename = "Продажи.txt"}), false)
+eq(sales.unread_attachment({mimeType = "text/plain", filename = "notes.txt"}), ".txt")
 -- attachments zhost does not read: a spreadsheet (a report in a format it cannot parse) or anything else
 eq(sales.unread_attachment({mimeType = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
   filename = "Отчёт.XLSX"}), ".xlsx")
@@ -140,4 +238,12 @@ eq(plan[1].plan_revenue, "500.50") eq(plan[1].line, 2)
 local bad
 bad, err = sales.plan_rows("Дата;Город;ИД события;План билетов;План выручки\n\n01.11.2025;Москва;1;-3;10\n")
 assert(bad == nil and err == "line 3: bad plan_tickets '-3'", err)
+-- a plan has no negative figures, in any form
+bad, err = sales.plan_rows("Дата;Город;ИД события;План билетов;План выручки\n01.11.2025;Москва;1;3;(10,00)\n")
+assert(bad == nil and err == "line 2: bad plan_revenue '(10,00)'", err)
+-- a plan saved as Excel "Unicode Text" (UTF-16LE, tab-separated) is read as well
+plan = assert(sales.plan_rows("\255\254" .. assert(text.iconv(
+  "Дата\tГород\tИД события\tПлан билетов\tПлан выручки\r\n01.11.2025\tМосква\t7\t5\t1\194\160500,50\r\n",
+  "UTF-8", "UTF-16LE"))))
+eq(#plan, 1) eq(plan[1].city, "Москва") eq(plan[1].plan_tickets, 5) eq(plan[1].plan_revenue, "1500.50")
 print("gmail_reports_spec ok")

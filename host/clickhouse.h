@@ -99,6 +99,7 @@ typedef struct zh_spool_info {
     uint64_t rows, bytes;
     int quarantined_files;        /* <spool>/quarantine: rows ClickHouse rejected for their content */
     uint64_t quarantined_rows;
+    int64_t oldest;               /* last write of the oldest waiting file (Unix seconds), 0 = none */
 } zh_spool_info;
 /* Reads every spool file to count its rows (`zhost spool status`). Callers that count often keep
  * a zh_spool_counts: then only what was appended since the last count is read. */

@@ -335,9 +335,10 @@ void zh_spool_counts_free(zh_spool_counts *c) {
     free(c);
 }
 
-static void file_stat(zh_spool_counts *c, const char *path, uint64_t *rows, uint64_t *bytes) {
+static void file_stat(zh_spool_counts *c, const char *path, uint64_t *rows, uint64_t *bytes, int64_t *mtime) {
     *rows = 0;
     *bytes = 0;
+    if (mtime) *mtime = 0;
     FILE *f = fopen(path, "rb");
     if (!f) return;
     struct stat st;
@@ -345,6 +346,7 @@ static void file_stat(zh_spool_counts *c, const char *path, uint64_t *rows, uint
         fclose(f);
         return;
     }
+    if (mtime) *mtime = (int64_t)st.st_mtime;
     uint64_t size = (uint64_t)st.st_size, done = 0;
     long long d = read_done_offset(path);
     if (d > 0) done = (uint64_t)d < size ? (uint64_t)d : size;
@@ -401,7 +403,7 @@ static void quarantine_stat(zh_spool_counts *c, const char *spool_dir, int *file
         char path[1400];
         snprintf(path, sizeof path, "%s/%s", dir, names[i]);
         uint64_t r, b;
-        file_stat(c, path, &r, &b);
+        file_stat(c, path, &r, &b, NULL);
         *rows += r;
         free(names[i]);
     }
@@ -417,10 +419,12 @@ void zh_spool_stat_cached(const char *dir, zh_spool_counts *c, zh_spool_info *ou
         char path[1200];
         snprintf(path, sizeof path, "%s/%s", dir, names[i]);
         uint64_t r, b;
-        file_stat(c, path, &r, &b);
+        int64_t mtime;
+        file_stat(c, path, &r, &b, &mtime);
         out->files++;
         out->rows += r;
         out->bytes += b;
+        if (mtime > 0 && (!out->oldest || mtime < out->oldest)) out->oldest = mtime;
         free(names[i]);
     }
     free(names);
@@ -780,7 +784,7 @@ int zh_cmd_spool(int argc, char **argv) {
             snprintf(path, sizeof path, "%s/%s", h->spool_dir, names[i]);
             table_of(names[i], table, sizeof table);
             uint64_t r, b;
-            file_stat(NULL, path, &r, &b);
+            file_stat(NULL, path, &r, &b, NULL);
             long pid;
             bool busy = locked_by_other(path, &pid);
             writing += busy;

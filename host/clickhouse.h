@@ -99,6 +99,7 @@ typedef struct zh_spool_info {
     uint64_t rows, bytes;
     int quarantined_files;        /* <spool>/quarantine: rows ClickHouse rejected for their content */
     uint64_t quarantined_rows;
+    int64_t oldest;               /* last write of the oldest waiting file (Unix seconds), 0 = none */
 } zh_spool_info;
 /* Reads every spool file to count its rows (`zhost spool status`). Callers that count often keep
  * a zh_spool_counts: then only what was appended since the last count is read. */
@@ -109,6 +110,17 @@ void zh_spool_counts_free(zh_spool_counts *c);
 void zh_spool_stat_cached(const char *dir, zh_spool_counts *c, zh_spool_info *out);
 /* The same with the host's own counts (ch.spool_status()). */
 void zh_spool_stat_host(zh_host *h, zh_spool_info *out);
+/* Spool files no process holds (neither a run still appending nor a replay delivering them):
+ * what a replay started now could deliver. *held (may be NULL) counts the others. Reads no
+ * file; probes each one's lock. */
+int zh_spool_waiting(const char *dir, int *held);
+/* The last line of `zhost spool replay` ("replay: N rows delivered, M files left, K rows
+ * quarantined[; B of them still being written ...]"). False when line is not that summary. */
+typedef struct zh_spool_replay_summary {
+    uint64_t delivered, quarantined;
+    int files_left, being_written; /* files_left includes being_written; the rest failed */
+} zh_spool_replay_summary;
+bool zh_spool_replay_summary_parse(const char *line, zh_spool_replay_summary *out);
 /* While a run may still append to its spool files, they stay locked (flock, exclusive) so that
  * `zhost spool replay` leaves them alone: hold from the run's start, release when it can no longer
  * spool (zh_run_free). Files spooled under a run id nobody holds are locked only while written.

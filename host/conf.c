@@ -178,6 +178,23 @@ static int kv_health(parser *p, int line, const char *k, const char *v) {
     return fail(p, line, "unknown key '%s' in [health]", k);
 }
 
+static int kv_spool(parser *p, int line, const char *k, const char *v) {
+    zh_conf *c = p->c;
+    double d;
+    if (!strcmp(k, "auto_replay")) return parse_bool(v, &c->auto_replay) ? fail(p, line, "auto_replay: true or false") : 0;
+    if (!strcmp(k, "replay_every")) {
+        if (zh_sched_parse_duration(v, &d) || d <= 0 || d > 86400) return fail(p, line, "replay_every: a duration like 5m (at most 1d)");
+        c->replay_every_s = d;
+        return 0;
+    }
+    if (!strcmp(k, "check_every")) {
+        if (zh_sched_parse_duration(v, &d) || d <= 0 || d > 3600) return fail(p, line, "check_every: a duration like 30s (at most 1h)");
+        c->replay_check_s = d;
+        return 0;
+    }
+    return fail(p, line, "unknown key '%s' in [spool]", k);
+}
+
 static int kv_freshness(parser *p, int line, const char *k, const char *v) {
     zh_fresh_rule r;
     memset(&r, 0, sizeof r);
@@ -273,8 +290,11 @@ zh_conf *zh_conf_parse(const char *text, size_t len, const char *origin, const c
     c->idle_timeout_s = 10;
     c->ch_timeout_s = 2;
     c->fresh_default = (zh_fresh_rule){"default", 1, 2};
+    c->auto_replay = true;
+    c->replay_every_s = 300;
+    c->replay_check_s = 30;
     snprintf(p->root, sizeof p->root, "..");
-    enum { S_NONE, S_ZHOST, S_HEALTH, S_FRESH, S_JOB } sect = S_NONE;
+    enum { S_NONE, S_ZHOST, S_HEALTH, S_FRESH, S_SPOOL, S_JOB } sect = S_NONE;
     int lineno = 0;
     const char *q = text, *end = text + len;
     while (q < end) {
@@ -307,10 +327,15 @@ zh_conf *zh_conf_parse(const char *text, size_t len, const char *origin, const c
             if (!strcmp(name, "zhost")) sect = S_ZHOST;
             else if (!strcmp(name, "health")) sect = S_HEALTH;
             else if (!strcmp(name, "freshness")) sect = S_FRESH;
+            else if (!strcmp(name, "spool")) sect = S_SPOOL;
             else if (!strncmp(name, "job ", 4) || !strncmp(name, "job\t", 4)) {
                 char *jn = trim(name + 4);
                 if (!valid_name(jn)) {
                     fail(p, lineno, "bad job name '%s' (lower-case letters, digits, _ and -)", jn);
+                    goto bad;
+                }
+                if (!strcmp(jn, ZH_SPOOL_REPLAY_JOB)) {
+                    fail(p, lineno, "job name '%s' is the daemon's own spool replay (set it up in [spool])", jn);
                     goto bad;
                 }
                 if (name_taken(c, jn, -1)) {
@@ -327,7 +352,7 @@ zh_conf *zh_conf_parse(const char *text, size_t len, const char *origin, const c
                 c->njobs++;
                 sect = S_JOB;
             } else {
-                fail(p, lineno, "unknown section [%s] (zhost, health, freshness or job NAME)", name);
+                fail(p, lineno, "unknown section [%s] (zhost, health, freshness, spool or job NAME)", name);
                 goto bad;
             }
             continue;
@@ -347,6 +372,7 @@ zh_conf *zh_conf_parse(const char *text, size_t len, const char *origin, const c
         case S_ZHOST: rc = kv_zhost(p, lineno, k, v); break;
         case S_HEALTH: rc = kv_health(p, lineno, k, v); break;
         case S_FRESH: rc = kv_freshness(p, lineno, k, v); break;
+        case S_SPOOL: rc = kv_spool(p, lineno, k, v); break;
         case S_JOB: rc = kv_job(p, lineno, &c->jobs[c->njobs - 1], &p->raw[c->njobs - 1], k, v); break;
         default: rc = fail(p, lineno, "'%s' outside a section", k); break;
         }
@@ -395,7 +421,7 @@ zh_conf *zh_conf_parse(const char *text, size_t len, const char *origin, const c
         char al[128];
         snprintf(al, sizeof al, "%s", j->aliases);
         for (char *save, *t = strtok_r(al, " ", &save); t; t = strtok_r(NULL, " ", &save)) {
-            if (!valid_name(t) || name_taken(c, t, i)) {
+            if (!valid_name(t) || name_taken(c, t, i) || !strcmp(t, ZH_SPOOL_REPLAY_JOB)) {
                 fail(p, 0, "[job %s] alias '%s' is not a free job name", j->name, t);
                 goto bad;
             }

@@ -128,7 +128,11 @@ static void status_job_text(zh_serve *s, zh_job *j, zh_buf *b) {
     zh_buf_printf(b, "enabled:        %s%s\n", zh_job_enabled(j) ? "yes" : "no",
                   j->enabled_override >= 0 ? " (set by zhost enable/disable)" : " (configuration default)");
     zh_buf_printf(b, "runs:           %s%s\n", j->c.command ? "zhost " : "", j->c.command ? j->c.command : j->c.script);
-    zh_buf_printf(b, "schedule:       %s (%s)%s", j->c.sched.text, j->c.sched.tz, j->c.jitter_s > 0 ? "" : "\n");
+    if (j->spool_replay)
+        zh_buf_printf(b, "schedule:       when rows wait in the spool and ClickHouse answers, at most every %.0f s "
+                         "(looks every %.0f s; [spool] in the configuration)\n", s->conf->replay_every_s, s->conf->replay_check_s);
+    else
+        zh_buf_printf(b, "schedule:       %s (%s)%s", j->c.sched.text, j->c.sched.tz, j->c.jitter_s > 0 ? "" : "\n");
     if (j->c.jitter_s > 0) zh_buf_printf(b, ", random delay up to %.0f s\n", j->c.jitter_s);
     if (j->c.timeout_s > 0) zh_buf_printf(b, "timeout:        %.0f s\n", j->c.timeout_s);
     if (j->next_fire > 0) {

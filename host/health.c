@@ -322,12 +322,22 @@ static void ep_detailed(page *pg) {
     bool spool_warn = hs->spool.files || hs->spool.quarantined_rows;
     const char *spool_st = spool_warn ? "warning" : "ok";
     if (spool_warn && overall < 1) overall = 1;
+    zh_job *rj = zh_serve_find_job(s, ZH_SPOOL_REPLAY_JOB);
+    bool auto_replay = rj && zh_job_enabled(rj);
+    char hint[256] = "";
+    if (hs->spool.files && auto_replay)
+        snprintf(hint, sizeof hint, "the daemon replays it once ClickHouse answers (job spool_replay, at most every %.0f s); "
+                                    "rows that stay: `zhost logs spool_replay`", s->conf->replay_every_s);
+    else if (hs->spool.files)
+        snprintf(hint, sizeof hint, "automatic replay is off: deliver with `zhost spool replay` (or `zhost enable spool_replay`)");
+    else if (hs->spool.quarantined_rows)
+        snprintf(hint, sizeof hint, "rows ClickHouse rejected are in the spool's quarantine/ (see the .errors files)");
     zh_buf_printf(&c, ",\"spool\":{\"status\":\"%s\",\"files\":%d,\"rows\":%llu,\"bytes\":%llu,\"quarantined_rows\":%llu,"
-                      "\"hint\":\"%s\"}", spool_st,
+                      "\"auto_replay\":%s,\"hint\":", spool_st,
                   hs->spool.files, (unsigned long long)hs->spool.rows, (unsigned long long)hs->spool.bytes,
-                  (unsigned long long)hs->spool.quarantined_rows,
-                  hs->spool.files ? "deliver with `zhost spool replay`"
-                  : hs->spool.quarantined_rows ? "rows ClickHouse rejected are in the spool's quarantine/ (see the .errors files)" : "");
+                  (unsigned long long)hs->spool.quarantined_rows, auto_replay ? "true" : "false");
+    zh_buf_json_str(&c, hint);
+    zh_buf_addc(&c, '}');
     static const char *const names[] = {"ok", "warning", "error"};
     zh_buf b;
     zh_buf_init(&b);

@@ -583,13 +583,14 @@ static int l_database(lua_State *L) {
     return 1;
 }
 
-/* ch.spool_status() -> { dir=, files=, rows=, bytes=, quarantined_rows= }: what waits in the spool
- * for replay, and the rows replay set aside because ClickHouse rejected their content */
+/* ch.spool_status() -> { dir=, files=, rows=, bytes=, quarantined_rows=, oldest= }: what waits in
+ * the spool for replay (oldest: the last write of its oldest file, Unix seconds, 0 when empty), and
+ * the rows replay set aside because ClickHouse rejected their content */
 static int l_spool_status(lua_State *L) {
     zh_host *h = zh_host_of(L);
     zh_spool_info info;
     zh_spool_stat_host(h, &info);
-    lua_createtable(L, 0, 4);
+    lua_createtable(L, 0, 6);
     lua_pushstring(L, h->spool_dir);
     lua_setfield(L, -2, "dir");
     lua_pushinteger(L, info.files);
@@ -600,6 +601,8 @@ static int l_spool_status(lua_State *L) {
     lua_setfield(L, -2, "bytes");
     lua_pushinteger(L, (lua_Integer)info.quarantined_rows);
     lua_setfield(L, -2, "quarantined_rows");
+    lua_pushinteger(L, (lua_Integer)info.oldest);
+    lua_setfield(L, -2, "oldest");
     return 1;
 }
 

@@ -313,7 +313,9 @@ static const zh_command commands[] = {
      "this user cannot write: nothing is delivered then), 75 when only files of runs still going are\n"
      "left: run it again once they have ended.\n"
      "The spool is --spool, else $ZHOST_SPOOL, else the daemon's spool_dir from its configuration\n"
-     "(--conf, $ZHOST_CONF, /etc/zhost/zhost.conf or ./conf/zhost.conf), else ./var/spool."},
+     "(--conf, $ZHOST_CONF, /etc/zhost/zhost.conf or ./conf/zhost.conf), else ./var/spool.\n"
+     "`zhost serve` runs the same replay by itself once ClickHouse answers (job spool_replay, [spool]\n"
+     "in its configuration); by hand it is for a daemon whose replay is switched off, or to hurry."},
     {"migrate", zh_cmd_migrate, "zhost migrate [--status] [--secrets DIR] [--sql DIR]",
      "Applies the missing numbered migrations from sql/ (or lists them with --status).\n"
      "Exit 1 when ClickHouse cannot be asked (down, wrong password), --status included."},

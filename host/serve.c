@@ -1,4 +1,5 @@
-/* serve.c — owns `zhost serve`: the jobs built from the configuration, their timers, their runs
+/* serve.c — owns `zhost serve`: the jobs built from the configuration (and the built-in
+ * spool_replay, which autoreplay.c starts instead of a schedule), their timers, their runs
  * (Lua scripts inside the daemon, zhost subcommands in child processes), missed-run catch-up,
  * interrupted-run marking, the state file, SIGHUP reload and the SIGTERM shutdown order:
  * stop triggers → let runs finish until the grace deadline → cancel the rest (rows are flushed
@@ -9,6 +10,7 @@
  * always carry real times.
  */
 #include "serve.h"
+#include "autoreplay.h"
 #include "clickhouse.h"
 #include "commands.h"
 #include "control.h"
@@ -219,8 +221,8 @@ static void job_unlink(zh_serve *s, zh_job *j) {
 static void job_arm(zh_job *j) {
     zh_serve *s = j->s;
     uv_timer_stop(j->timer);
-    if (!zh_job_enabled(j) || s->stopping || j->removed) {
-        j->next_fire = 0;
+    if (!zh_job_enabled(j) || s->stopping || j->removed || j->spool_replay) {
+        j->next_fire = 0; /* spool_replay has no schedule: autoreplay.c starts it */
         return;
     }
     double now = zh_serve_now(s);
@@ -389,6 +391,7 @@ typedef struct zh_child {
     double started_wall, started_mono, timeout_s;
     zh_buf line;
     char last_line[300];
+    char problem[300];        /* spool_replay: the line that says what went wrong (zh_autoreplay_note) */
     int64_t exit_status;
     int term_signal;
     int open_handles;
@@ -401,6 +404,7 @@ static void child_emit_line(zh_child *c, const char *text, size_t n) {
     if (n > 4000) n = 4000;
     char *line = zh_xstrndup(text, n);
     snprintf(c->last_line, sizeof c->last_line, "%s", line);
+    if (c->job->spool_replay) zh_autoreplay_note(c->problem, sizeof c->problem, line);
     zh_buf b;
     zh_buf_init(&b);
     zh_buf_adds(&b, "msg=\"output\" line=");
@@ -464,7 +468,23 @@ static void child_finish(zh_child *c) {
     double duration = zh_now_mono() - c->started_mono;
     const char *status;
     char msg[512];
-    if (c->exited && c->exit_status == 0 && !c->term_signal) {
+    uint64_t rows = 0;
+    /* spool_replay: `zhost spool replay`'s exit status and summary say what the run did. */
+    bool judged = j->spool_replay && c->exited && !c->term_signal && !c->timed_out && !c->cancelled;
+    zh_replay_verdict v = {.record = false};
+    if (judged) {
+        zh_autoreplay_judge(c->exit_status, c->last_line, c->problem, !strcmp(j->trigger, "auto"), &v);
+        if (!v.record) {
+            ZH_INFO(j->c.name, "msg=\"run finished: nothing it could deliver; not recorded\" run_id=%s duration=%.1f",
+                    c->run_id, duration);
+            zh_autoreplay_finished(s->autoreplay, &v);
+            child_recorded(c, NULL);
+            return;
+        }
+        status = v.status;
+        rows = v.rows;
+        snprintf(msg, sizeof msg, "%s", v.message);
+    } else if (c->exited && c->exit_status == 0 && !c->term_signal) {
         status = "success";
         /* what the command made (`zhost backup full` ends with the backup's folder, prune with its
          * counts): the run's message in meta_job_runs, `zhost status` and `zhost logs` */
@@ -482,15 +502,16 @@ static void child_finish(zh_child *c) {
         status = "error";
         snprintf(msg, sizeof msg, "exited with status %lld; last output: %.300s", (long long)c->exit_status, c->last_line);
     }
-    job_record_finish(j, status, c->started_wall, duration, 0, msg, c->run_id);
+    job_record_finish(j, status, c->started_wall, duration, rows, msg, c->run_id);
     zh_log(strcmp(status, "success") ? ZH_LOG_ERROR : ZH_LOG_INFO, j->c.name,
            "msg=\"run finished\" run_id=%s status=%s duration=%.1f%s%s%s", c->run_id, status, duration,
            msg[0] ? " message=\"" : "", msg, msg[0] ? "\"" : "");
+    if (j->spool_replay) zh_autoreplay_finished(s->autoreplay, judged ? &v : NULL);
     char metrics[128];
     snprintf(metrics, sizeof metrics, "{\"duration\":%.0f,\"duration_ms\":%.0f,\"exit_code\":%lld}", duration,
              duration * 1000, (long long)c->exit_status);
     zh_run_record rec = {.job = j->c.name, .run_id = c->run_id, .status = status, .message = msg,
-                         .metrics_json = metrics, .started_at = c->started_wall, .finished_at = zh_now_wall(), .rows = 0};
+                         .metrics_json = metrics, .started_at = c->started_wall, .finished_at = zh_now_wall(), .rows = rows};
     zh_ch_record_run(s->h, &rec, child_recorded, c);
 }
 
@@ -558,7 +579,13 @@ static const char *start_child(zh_serve *s, zh_job *j, int days, char *errbuf, s
     for (char *save, *t = strtok_r(words, " \t", &save); t && argc < 40; t = strtok_r(NULL, " \t", &save)) argv[argc++] = t;
     if (argsw)
         for (char *save, *t = strtok_r(argsw, " \t", &save); t && argc < 60; t = strtok_r(NULL, " \t", &save)) argv[argc++] = t;
-    if (days > 0 && argc < 62) {
+    if (j->spool_replay) {
+        /* The daemon's spool, whatever $ZHOST_SPOOL says; replay has no --days. A spool nothing was
+         * spooled to yet does not exist: replay refuses a named folder that is missing (a typo). */
+        zh_mkdirs(s->conf->spool_dir, 0700);
+        argv[argc++] = "--spool";
+        argv[argc++] = s->conf->spool_dir;
+    } else if (days > 0 && argc < 62) {
         snprintf(daysbuf, sizeof daysbuf, "%d", days);
         argv[argc++] = "--days";
         argv[argc++] = daysbuf;
@@ -642,9 +669,11 @@ static const char *start_child(zh_serve *s, zh_job *j, int days, char *errbuf, s
     snprintf(j->run_id, sizeof j->run_id, "%s", c->run_id);
     j->run_started = c->started_wall;
     ZH_INFO(j->c.name, "msg=\"run started\" run_id=%s command=\"zhost %s\" pid=%d", c->run_id, j->c.command, c->proc.pid);
-    zh_ch_record_run(s->h, &(zh_run_record){.job = j->c.name, .run_id = c->run_id, .status = "running", .message = "",
-                                            .metrics_json = "{}", .started_at = c->started_wall, .rows = 0},
-                     child_running_recorded, NULL);
+    /* A replay writes only its final row, and none when it had nothing to do (autoreplay.c). */
+    if (!j->spool_replay)
+        zh_ch_record_run(s->h, &(zh_run_record){.job = j->c.name, .run_id = c->run_id, .status = "running", .message = "",
+                                                .metrics_json = "{}", .started_at = c->started_wall, .rows = 0},
+                         child_running_recorded, NULL);
     return NULL;
 }
 
@@ -915,9 +944,10 @@ static void serve_reload(zh_serve *s) {
     nc->listen_port = oc->listen_port;
     nc->health_enabled = oc->health_enabled;
     int64_t now = (int64_t)floor(zh_serve_now(s));
-    for (zh_job *j = s->jobs; j; j = j->next) j->removed = true;
+    for (zh_job *j = s->jobs; j; j = j->next) j->removed = !j->spool_replay;
+    /* New jobs go after the others, before spool_replay (the last job, whatever the file holds). */
     zh_job **tail = &s->jobs;
-    while (*tail) tail = &(*tail)->next;
+    while (*tail && !(*tail)->spool_replay) tail = &(*tail)->next;
     for (int i = 0; i < nc->njobs; i++) {
         zh_job_conf *c = &nc->jobs[i];
         zh_job *j = s->jobs;
@@ -933,6 +963,7 @@ static void serve_reload(zh_serve *s) {
         } else {
             j = job_new(s, c);
             j->last_fire = now;
+            j->next = *tail;
             *tail = j;
             tail = &j->next;
             ZH_INFO(c->name, "msg=\"job added by reload\"");
@@ -953,9 +984,17 @@ static void serve_reload(zh_serve *s) {
     }
     s->conf = nc;
     zh_conf_free(oc);
+    for (zh_job *j = s->jobs; j; j = j->next) {
+        if (!j->spool_replay) continue;
+        zh_job_conf rc;
+        zh_autoreplay_job_conf(nc, &rc);
+        job_conf_clear(&j->c);
+        job_conf_copy(&j->c, &rc);
+    }
     for (zh_job *j = s->jobs; j; j = j->next) job_arm(j);
     state_save(s);
     if (s->health) zh_health_reconfigure(s->health);
+    zh_autoreplay_reconfigure(s->autoreplay);
     ZH_INFO(NULL, "msg=\"configuration reloaded\" path=%s jobs=%d", nc->path ? nc->path : "-", nc->njobs);
 }
 
@@ -983,6 +1022,7 @@ static void serve_stop(zh_serve *s, const char *why) {
         return;
     }
     s->stopping = true;
+    zh_autoreplay_stop(s->autoreplay);
     for (zh_job *j = s->jobs; j; j = j->next) {
         uv_timer_stop(j->timer);
         j->restart_pending = false;
@@ -1023,6 +1063,11 @@ static void print_plan(zh_conf *c) {
         printf("%-*s %-8s %-18s %-15s next %s  %s%s\n", w, j->name, j->enabled ? "enabled" : "disabled", j->sched.text,
                j->sched.tz, t, j->command ? "zhost " : "", j->command ? j->command : j->script);
     }
+    zh_job_conf rc;
+    zh_autoreplay_job_conf(c, &rc);
+    printf("%-*s %-8s %-18s %-15s zhost %s: when rows wait in the spool and ClickHouse answers, at most every %.0f s "
+           "(looks every %.0f s)\n", w, rc.name, rc.enabled ? "enabled" : "disabled", rc.sched.text, "", rc.command,
+           c->replay_every_s, c->replay_check_s);
 }
 
 int zh_cmd_serve(int argc, char **argv) {
@@ -1162,6 +1207,10 @@ int zh_cmd_serve(int argc, char **argv) {
         *tail = job_new(s, &conf->jobs[i]);
         tail = &(*tail)->next;
     }
+    zh_job_conf replay_conf;
+    zh_autoreplay_job_conf(conf, &replay_conf);
+    zh_job *replay_job = *tail = job_new(s, &replay_conf);
+    replay_job->spool_replay = true;
     state_load(s);
     ZH_INFO(NULL, "msg=\"zhost serve starting\" version=%s conf=%s jobs=%d state=%s%s", ZH_VERSION, path, conf->njobs,
             conf->state_dir, s->fake_clock ? " fake_clock=true" : "");
@@ -1188,7 +1237,7 @@ int zh_cmd_serve(int argc, char **argv) {
         /* Catch up, once, on what was missed while the daemon was down (systemd Persistent=). */
         int64_t now = (int64_t)floor(zh_serve_now(s));
         for (zh_job *j = s->jobs; j; j = j->next) {
-            if (zh_job_enabled(j) && j->last_fire > 0) {
+            if (zh_job_enabled(j) && j->last_fire > 0 && !j->spool_replay) {
                 int64_t missed = zh_sched_next(&j->c.sched, j->last_fire);
                 if (missed > 0 && missed <= now) {
                     char when[40];
@@ -1203,13 +1252,16 @@ int zh_cmd_serve(int argc, char **argv) {
         }
         state_save(s);
         for (zh_job *j = s->jobs; j; j = j->next) job_arm(j);
+        s->autoreplay = zh_autoreplay_start(s, replay_job);
         ZH_INFO(NULL, "msg=\"zhost serve ready\" socket=%s health=%s:%d", conf->socket, conf->listen_host, conf->listen_port);
         /* Done when every job has stopped and no health query is still in flight. */
         while (!(s->done && s->queries_inflight == 0) && uv_run(h->loop, UV_RUN_ONCE)) {
         }
         ZH_INFO(NULL, "msg=\"zhost serve stopped\"");
     }
-    /* Close in order: servers, job timers, finished runs, the host. */
+    /* Close in order: servers, the spool's watch, job timers, finished runs, the host. */
+    zh_autoreplay_free(s->autoreplay);
+    s->autoreplay = NULL;
     if (s->health) zh_health_free(s->health);
     if (s->control) zh_control_free(s->control);
     s->health = NULL;

@@ -43,6 +43,10 @@ typedef struct zh_conf {
     int max_connections;
     double idle_timeout_s;
     double ch_timeout_s;      /* health checks' ClickHouse timeout */
+    /* [spool]: the daemon's own replay (job spool_replay, autoreplay.c) */
+    bool auto_replay;         /* default on; `zhost enable|disable spool_replay` override it */
+    double replay_every_s;    /* at most one automatic replay per this long (counted from the last one's end) */
+    double replay_check_s;    /* how often the spool is looked at */
     zh_fresh_rule fresh_default;
     zh_fresh_rule *fresh;
     int nfresh;
@@ -64,6 +68,9 @@ int zh_conf_socket(const char *path, char *out, size_t n);
 /* Thresholds for a freshness source. */
 const zh_fresh_rule *zh_conf_fresh_rule(const zh_conf *c, const char *source);
 
+/* The daemon's own job that delivers the spool (autoreplay.c); no [job] section may take the name. */
+#define ZH_SPOOL_REPLAY_JOB "spool_replay"
+
 struct zh_job {
     zh_job_conf c;
     zh_serve *s;
@@ -81,6 +88,7 @@ struct zh_job {
     bool restart_pending;
     int restart_days;
     bool removed;             /* dropped from the file by a reload while running */
+    bool spool_replay;        /* the daemon's own job: `zhost spool replay` when rows wait (autoreplay.c) */
     /* the last finished run */
     bool last_known;
     char last_status[16], last_run_id[37];
@@ -117,6 +125,7 @@ struct zh_serve {
     int queries_inflight;     /* ClickHouse queries from zh_serve_query not answered yet */
     struct zh_health *health;
     struct zh_control *control;
+    struct zh_autoreplay *autoreplay;
     bool done;
 };
 

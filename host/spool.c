@@ -1,7 +1,8 @@
 /* spool.c — owns the disk spool: batches that ClickHouse did not take are appended (fsync'd) to
  * <spool>/<db.table>~<run_id>.jsonl; `zhost spool status` lists them and `zhost spool replay`
  * delivers them in bounded pieces, remembering its progress in a .done file so a replay that is
- * itself interrupted does not start over. Rows replayed twice are harmless: every table has a
+ * itself interrupted does not start over (`zhost serve` runs this same command in a child process
+ * when rows wait that nobody holds: autoreplay.c). Rows replayed twice are harmless: every table has a
  * natural key and a version, and the views deduplicate with argMax. A row ClickHouse rejects for
  * its content is set aside in <spool>/quarantine with the reason, so it cannot block the spool.
  *
@@ -334,9 +335,10 @@ void zh_spool_counts_free(zh_spool_counts *c) {
     free(c);
 }
 
-static void file_stat(zh_spool_counts *c, const char *path, uint64_t *rows, uint64_t *bytes) {
+static void file_stat(zh_spool_counts *c, const char *path, uint64_t *rows, uint64_t *bytes, int64_t *mtime) {
     *rows = 0;
     *bytes = 0;
+    if (mtime) *mtime = 0;
     FILE *f = fopen(path, "rb");
     if (!f) return;
     struct stat st;
@@ -344,6 +346,7 @@ static void file_stat(zh_spool_counts *c, const char *path, uint64_t *rows, uint
         fclose(f);
         return;
     }
+    if (mtime) *mtime = (int64_t)st.st_mtime;
     uint64_t size = (uint64_t)st.st_size, done = 0;
     long long d = read_done_offset(path);
     if (d > 0) done = (uint64_t)d < size ? (uint64_t)d : size;
@@ -400,7 +403,7 @@ static void quarantine_stat(zh_spool_counts *c, const char *spool_dir, int *file
         char path[1400];
         snprintf(path, sizeof path, "%s/%s", dir, names[i]);
         uint64_t r, b;
-        file_stat(c, path, &r, &b);
+        file_stat(c, path, &r, &b, NULL);
         *rows += r;
         free(names[i]);
     }
@@ -416,10 +419,12 @@ void zh_spool_stat_cached(const char *dir, zh_spool_counts *c, zh_spool_info *ou
         char path[1200];
         snprintf(path, sizeof path, "%s/%s", dir, names[i]);
         uint64_t r, b;
-        file_stat(c, path, &r, &b);
+        int64_t mtime;
+        file_stat(c, path, &r, &b, &mtime);
         out->files++;
         out->rows += r;
         out->bytes += b;
+        if (mtime > 0 && (!out->oldest || mtime < out->oldest)) out->oldest = mtime;
         free(names[i]);
     }
     free(names);
@@ -659,6 +664,25 @@ static bool locked_by_other(const char *path, long *pid) {
     return busy;
 }
 
+int zh_spool_waiting(const char *dir, int *held) {
+    char **names;
+    int n = list_files(dir, &names), free_files = 0;
+    if (held) *held = 0;
+    for (int i = 0; i < n; i++) {
+        char path[1200];
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        free(names[i]);
+        long pid;
+        if (locked_by_other(path, &pid)) {
+            if (held) (*held)++;
+        } else if (access(path, F_OK) == 0) {
+            free_files++;
+        }
+    }
+    free(names);
+    return free_files;
+}
+
 /* One replay at a time per spool: a second one would take the first one's files for running runs.
  * Returns the lock's fd, or -1 with *pid the other replay's (0 if unknown). No spool, no lock. */
 static int replay_lock(const char *dir, long *pid) {
@@ -674,6 +698,21 @@ static int replay_lock(const char *dir, long *pid) {
         return -1;
     }
     return fd;
+}
+
+bool zh_spool_replay_summary_parse(const char *line, zh_spool_replay_summary *out) {
+    memset(out, 0, sizeof *out);
+    unsigned long long delivered, quarantined;
+    int left, n = 0;
+    if (sscanf(line, "replay: %llu rows delivered, %d files left, %llu rows quarantined%n", &delivered, &left, &quarantined,
+               &n) != 3 || n <= 0)
+        return false;
+    out->delivered = delivered;
+    out->files_left = left;
+    out->quarantined = quarantined;
+    int busy;
+    if (sscanf(line + n, "; %d of them still being written", &busy) == 1) out->being_written = busy;
+    return true;
 }
 
 int zh_cmd_spool(int argc, char **argv) {
@@ -745,7 +784,7 @@ int zh_cmd_spool(int argc, char **argv) {
             snprintf(path, sizeof path, "%s/%s", h->spool_dir, names[i]);
             table_of(names[i], table, sizeof table);
             uint64_t r, b;
-            file_stat(NULL, path, &r, &b);
+            file_stat(NULL, path, &r, &b, NULL);
             long pid;
             bool busy = locked_by_other(path, &pid);
             writing += busy;
@@ -853,6 +892,7 @@ int zh_cmd_spool(int argc, char **argv) {
         if (lockfd == -1) {
             rc = 75;
         } else {
+            /* The last line; the daemon's spool_replay job reads it (zh_spool_replay_summary_parse). */
             printf("replay: %llu rows delivered, %d files left, %llu rows quarantined", (unsigned long long)delivered,
                    failed + skipped, (unsigned long long)rejected);
             if (skipped) printf("; %d of them still being written by running runs: replay again when they have ended", skipped);

@@ -98,6 +98,9 @@ end
 local ctx = {
   now = now,
   disabled = disabled,
+  -- the daemon delivers the spool by itself: its job spool_replay exists and is switched on (nil
+  -- when not known: no state file)
+  auto_replay = daemon_jobs and (daemon_jobs.spool_replay and not disabled.spool_replay or false) or nil,
   clickhouse_ok = ch_ok,
   clickhouse_error = ch_err,
   spool = spool,

@@ -1,5 +1,6 @@
 -- clickhouse_down: ClickHouse does not answer. The alert is e-mailed even though it cannot be
--- stored now; its rows go to the spool and reach zakaz.alerts after `zhost spool replay`.
+-- stored now; its rows go to the spool and reach zakaz.alerts when the spool is replayed (by the
+-- daemon itself, job spool_replay, once ClickHouse answers; or `zhost spool replay`).
 -- Identity clickhouse_down:clickhouse.
 return {
   severity = "error",

@@ -335,6 +335,8 @@ local MANUAL = {
   backup_restore = "zhost backup list\nzhost backup restore NAME --into zakaz_restore --bi-into bi_restore --drop-existing",
   -- loaded by hand from a file (no --days): load the corrected file again
   plan_sales = "zhost run scripts/plan_sales.lua --csv FILE",
+  -- the daemon's own spool replay: what waits, and the same replay by hand
+  spool_replay = "zhost spool status\nzhost spool replay",
 }
 -- Run rows written by zhost commands themselves, never by a daemon job: `zhost logs`/`trigger` of
 -- these names answer "unknown job".

@@ -5,6 +5,7 @@ the Gmail channel when it is on). Same setup as test_alerts.py (its AlertsCase a
 
 import os
 import sys
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -75,6 +76,48 @@ class TestAlertsOps(AlertsCase):
         self.run_alerts(*rules, env_extra=env, expect=0)
         self.assertEqual(self.open_alerts(), ["failed_run:direct", "no_recent_success:direct",
                                               "repeated_failures:direct"])
+
+    def test_spool_files_under_the_daemon_s_own_replay(self):
+        # The daemon replays the spool by itself (its state file lists spool_replay, in effect): files
+        # it delivers within minutes are no alert; files that stay for 30 min are, and the hint is the
+        # replay job's log. With spool_replay switched off, any file is, with the manual replay.
+        port = self.start_sink()
+        self.write_secrets(port)
+        state = os.path.join(self.tmp, "state")
+        os.makedirs(state)
+        os.makedirs(self.spool)
+        path = os.path.join(self.spool, "%s.fact_vk_ads_daily~r1.jsonl" % self.db)
+        with open(path, "w") as f:
+            f.write('{"a":1}\n{"a":2}\n')
+
+        def write_state(replay):
+            with open(os.path.join(state, "state"), "w") as f:
+                f.write("qtickets - 0 1\nspool_replay %s 0 %s\n" % (replay, "0" if replay == "0" else "1"))
+        env = {"ZHOST_STATE_DIR": state}
+        write_state("-")
+        self.run_alerts("--only", "spool_not_empty", env_extra=env, expect=0)
+        self.assertEqual(self.open_alerts(), [])
+        t = time.time() - 40 * 60
+        os.utime(path, (t, t))
+        self.run_alerts("--only", "spool_not_empty", env_extra=env, expect=0)
+        self.assertEqual(self.open_alerts(), ["spool_not_empty:spool"])
+        body = self.body(self.mails()[-1])
+        self.assertIn("zhost logs spool_replay", body)
+        self.assertIn("задание spool_replay", body)
+        self.assertIn("40 мин. назад", body)
+        # delivered (the file is gone): resolved
+        os.remove(path)
+        self.run_alerts("--only", "spool_not_empty", env_extra=env, expect=0)
+        self.assertEqual(self.open_alerts(), [])
+        # switched off: a fresh file is an alert at once, and the manual replay is the hint
+        with open(path, "w") as f:
+            f.write('{"a":1}\n')
+        write_state("0")
+        self.run_alerts("--only", "spool_not_empty", env_extra=env, expect=0)
+        self.assertEqual(self.open_alerts(), ["spool_not_empty:spool"])
+        body = self.body(self.mails()[-1])
+        self.assertIn("zhost spool replay", body)
+        self.assertIn("zhost enable spool_replay", body)
 
     def test_switched_off_source_is_not_stale(self):
         # Direct was switched off 5 days ago (its last run), VK is loading but stale: only VK fires.

@@ -334,7 +334,8 @@ class Operators(ServeCase):
                   "[job qtickets_refunds]\nscript = scripts/g.lua\nschedule = 40 3 * * *\n")
         d = self.start()
         lines = self.cli("status").stdout.splitlines()
-        self.assertEqual(len(lines), 3, lines)
+        # the two jobs and the daemon's own spool_replay, last
+        self.assertEqual([l.split()[0] for l in lines[1:]], ["qtickets", "qtickets_refunds", "spool_replay"], lines)
         col = lines[0].index("ENABLED")
         for line in lines[1:]:
             self.assertEqual(line[col - 1:col + 4], " yes ", lines)
@@ -403,12 +404,13 @@ class Operators(ServeCase):
         d.signal(signal.SIGHUP)
         d.wait_for(r'msg="configuration reloaded"')
         st = json.loads(self.cli("status", "--json").stdout)
-        self.assertEqual([j["name"] for j in st["jobs"]], ["a", "b"])
+        # a job added by reload comes after the others, the daemon's own spool_replay stays last
+        self.assertEqual([j["name"] for j in st["jobs"]], ["a", "b", "spool_replay"])
         self.assertTrue(st["jobs"][1]["next_run"].endswith(":04:05:00+03:00") or "T04:05:00+03:00" in st["jobs"][1]["next_run"])
         self.conf("[job a]\nscript = scripts/a.lua\nschedule = every banana\n")
         d.signal(signal.SIGHUP)
         d.wait_for(r'msg="reload failed; keeping the running configuration"')
-        self.assertEqual(len(json.loads(self.cli("status", "--json").stdout)["jobs"]), 2)
+        self.assertEqual(len(json.loads(self.cli("status", "--json").stdout)["jobs"]), 3)
         self.assertEqual(d.stop(), 0)
         bad = self.zhost("serve", "--conf", self.conf_path, "--check")
         self.assertEqual(bad.returncode, 2)

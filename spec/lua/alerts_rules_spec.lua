@@ -120,6 +120,25 @@ assert(subjects(fs_) == "spool_not_empty:quarantine" and fs_[1].hint:find("var/s
 fs_ = run("spool_not_empty", ctx({}, { spool = { dir = "d", files = 1, rows = 5, bytes = 9, quarantined_rows = 1 } }))
 assert(subjects(fs_) == "spool_not_empty:quarantine,spool_not_empty:spool" or
        subjects(fs_) == "spool_not_empty:spool,spool_not_empty:quarantine", subjects(fs_))
+-- ... with the daemon's automatic replay on, files it has not taken for 30 min are the alert (ClickHouse
+-- refuses them), younger ones are on their way; the hint is the replay job's log, not a manual replay
+local young = { dir = "var/spool", files = 2, rows = 40, bytes = 900, oldest = NOW - 5 * 60 }
+local old_ = { dir = "var/spool", files = 2, rows = 40, bytes = 900, oldest = NOW - 45 * 60 }
+assert(#run("spool_not_empty", ctx({}, { auto_replay = true, spool = young })) == 0)
+fs_ = run("spool_not_empty", ctx({}, { auto_replay = true, spool = old_ }))
+assert(subjects(fs_) == "spool_not_empty:spool", subjects(fs_))
+assert(fs_[1].hint:find("zhost logs spool_replay", 1, true) and not fs_[1].hint:find("zhost spool replay", 1, true), fs_[1].hint)
+assert(fs_[1].message:find("spool_replay", 1, true) and fs_[1].message:find("45 мин", 1, true), fs_[1].message)
+assert(#run("spool_not_empty", ctx({}, { auto_replay = true, spool = young }), { ALERT_SPOOL_NOT_EMPTY_MIN_AGE_MINUTES = "1" }) == 1)
+-- switched off (or not known): any file, and the manual replay is the hint
+for _, auto in ipairs({ false, "unknown" }) do
+  fs_ = run("spool_not_empty", ctx({}, { auto_replay = auto == false and false or nil, spool = young }))
+  assert(subjects(fs_) == "spool_not_empty:spool" and fs_[1].hint:find("zhost spool replay", 1, true), subjects(fs_))
+end
+-- a failed spool_replay run's hint offers the replay by hand, not a script that does not exist
+fs_ = run("failed_run", ctx({ { job = "spool_replay", last_status = "error", last_message = "replay: 0 rows delivered, 1 files left",
+                                last_run_id = "r9", last_started = NOW - 60 } }))
+assert(fs_[1].hint:find("zhost spool replay", 1, true) and not fs_[1].hint:find("scripts/spool_replay.lua", 1, true), fs_[1].hint)
 
 -- repeated_failures: consecutive errors from the newest run back; a success breaks the streak
 c = ctx({

@@ -99,6 +99,9 @@ ch_req *ch_req_new(zh_host *h, const char *query, const char *body, size_t len, 
 ch_req *ch_req_new_db(zh_host *h, const char *database, const char *query, const char *body, size_t len,
                       ch_req_done_fn done, void *ud);
 void ch_req_start(ch_req *r);
+/* Before ch_req_start: seconds per attempt (0 keeps 300 s; below 5 s it bounds the connect too)
+ * and attempts (0 keeps ZHOST_CH_ATTEMPTS). */
+void ch_req_limit(ch_req *r, double timeout_s, int attempts);
 /* True once ClickHouse is known to take chunked request bodies; the first call starts finding out
  * (a chunked SELECT whose answer must come back) and says false meanwhile. */
 bool zh_ch_can_stream(zh_host *h);

@@ -342,6 +342,14 @@ void ch_req_start(ch_req *r) {
     }
 }
 
+void ch_req_limit(ch_req *r, double timeout_s, int attempts) {
+    if (attempts > 0) r->max_attempts = attempts;
+    if (timeout_s > 0) {
+        curl_easy_setopt(r->x->easy, CURLOPT_TIMEOUT_MS, (long)(timeout_s * 1000));
+        if (timeout_s < 5) curl_easy_setopt(r->x->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)(timeout_s * 1000));
+    }
+}
+
 void ch_req_abort(ch_req *r) {
     zh_xfer_abort(r->x);
     uv_timer_stop(&r->timer);

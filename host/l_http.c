@@ -6,6 +6,7 @@
  * retry. Its uv timer is closed, and the op freed, in exactly one place (op_destroy). */
 #include "l_http.h"
 #include "curl_uv.h"
+#include "l_time.h"
 #include "jsonview.h"
 #include "log.h"
 #include "task.h"
@@ -14,7 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 typedef struct retry_policy {
     int attempts;            /* total tries, first included */
@@ -213,19 +213,23 @@ static bool is_network_error(CURLcode rc) {
     }
 }
 
-/* Retry-After: delta-seconds or an HTTP date. Returns seconds, or -1 when absent/unparsable. */
-static double parse_retry_after(const char *v) {
-    if (!v || !*v) return -1;
-    char *end;
-    double s = strtod(v, &end);
-    if (end != v && (*end == 0 || *end == ' ')) return s < 0 ? 0 : s;
-    struct tm tm;
-    memset(&tm, 0, sizeof tm);
-    if (strptime(v, "%a, %d %b %Y %H:%M:%S GMT", &tm)) {
-        double d = difftime(timegm(&tm), time(NULL));
-        return d < 0 ? 0 : d;
-    }
-    return -1;
+/* Retry-After (RFC 9110 10.2.3): delay-seconds (digits only) or an HTTP-date in any of its three
+ * forms (l_time.c). Returns seconds to wait (0 for a date already past), or -1 when the header is
+ * absent or unreadable, which means the ordinary backoff. Only IMF-fixdate was read before (with
+ * strptime, which also took trailing garbage), and strtod took "-5", "1e3", "0x10", "inf". */
+double zh_http_retry_after(const char *v, double now) {
+    if (!v) return -1;
+    size_t n = strlen(v);
+    while (n && (*v == ' ' || *v == '\t')) v++, n--;
+    while (n && (v[n - 1] == ' ' || v[n - 1] == '\t')) n--;
+    if (!n) return -1;
+    size_t digits = 0;
+    while (digits < n && v[digits] >= '0' && v[digits] <= '9') digits++;
+    if (digits == n) return strtod(v, NULL);
+    int64_t t;
+    if (zh_time_parse_http_date(v, n, (int64_t)now, &t) != 0) return -1;
+    double d = (double)t - now;
+    return d < 0 ? 0 : d;
 }
 
 static void backoff_fired(uv_timer_t *t) {
@@ -248,7 +252,7 @@ static void op_done(zh_xfer *x) {
         snprintf(why, sizeof why, "HTTP %ld", x->status);
         reason = why;
         char *ra = zh_xfer_header(x, "retry-after");
-        retry_after = parse_retry_after(ra);
+        retry_after = zh_http_retry_after(ra, zh_now_wall());
         free(ra);
     }
     ZH_DEBUG(job_of(op), "msg=http method=%s url=\"%s\" status=%ld attempt=%d time=%.3f%s%s", op->method,

@@ -57,6 +57,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.reply(429, b"slow down", {"Retry-After": "1"})
             else:
                 self.reply(200, b"fine")
+        elif path.startswith("/retry-after/"):
+            # 503 with Retry-After 100 s ahead, written in the form the path names, then 200
+            form = path.rsplit("/", 1)[1]
+            later = time.gmtime(time.time() + 100)
+            value = {"imf": time.strftime("%a, %d %b %Y %H:%M:%S GMT", later),
+                     "rfc850": time.strftime("%A, %d-%b-%y %H:%M:%S GMT", later),
+                     "asctime": time.strftime("%a %b ", later) + ("%2d" % later.tm_mday) + time.strftime(" %H:%M:%S %Y", later),
+                     "garbage": "in a while"}[form]
+            if n == 1:
+                self.reply(503, b"busy", {"Retry-After": value})
+            else:
+                self.reply(200, b"fine")
         elif path == "/reset-once":
             if n == 1:
                 self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
@@ -315,6 +327,27 @@ class CoreHTTP(zhtest.ZhostCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertGreaterEqual(time.time() - start, 0.9, "Retry-After: 1 was not honoured")
         self.assertEqual(Handler.hits.get("/429then200"), 2)
+
+    def test_retry_after_is_read_in_all_three_http_date_forms(self):
+        # RFC 9110 5.6.7: IMF-fixdate, the obsolete RFC 850 form and asctime's. A date 100 s ahead is
+        # past retry_after_max, so the 503 comes back at once; an unread date would have counted as
+        # absent and the request retried (as the garbage value is) -- only IMF-fixdate was read.
+        r = self.run_lua("""
+            for _, form in ipairs{"imf", "rfc850", "asctime"} do
+              local r = assert(http.get("BASE/retry-after/" .. form, {retry = {attempts = 2, base = 0.01, cap = 0.02,
+                                                                            retry_after_max = 10}}))
+              assert(r.status == 503 and r.attempts == 1, form .. ": HTTP " .. r.status .. " after " .. r.attempts)
+              local wait = r.headers["retry-after"]
+              print(form, wait)
+            end
+            local r = assert(http.get("BASE/retry-after/garbage", {retry = {attempts = 2, base = 0.01, cap = 0.02,
+                                                                          retry_after_max = 10}}))
+            assert(r.status == 200 and r.attempts == 2, "garbage: HTTP " .. r.status)
+        """.replace("BASE", self.srv.url))
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual(r.stderr.count('msg="http retry-after too long"'), 3, r.stderr)
+        self.assertRegex(r.stdout, r"rfc850\t\w+day, \d\d-\w\w\w-\d\d ")
+        self.assertRegex(r.stdout, r"asctime\t\w\w\w \w\w\w [ \d]\d \d\d:")
 
     def test_connection_reset_is_retried(self):
         r = self.run_lua("""

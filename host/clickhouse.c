@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -396,6 +397,79 @@ char *zh_ch_substitute_db(zh_host *h, const char *sql) {
         }
     }
     return b.data ? b.data : zh_xstrdup("");
+}
+
+/* ---- a query's own FORMAT clause ---- */
+
+static bool sql_word_byte(unsigned char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c >= 0x80;
+}
+
+bool zh_ch_sql_own_format(const char *sql, size_t *stmt_end) {
+    /* The last two tokens that are not ';' decide; a token is a word, a quoted string or
+     * identifier, or one other byte. */
+    enum { T_NONE, T_WORD, T_QUOTED, T_OTHER };
+    int kind[2] = {T_NONE, T_NONE};
+    size_t start[2] = {0, 0}, len[2] = {0, 0};
+    size_t end_of_last = 0;
+    bool open = false; /* an unterminated string or comment runs to the end */
+    size_t n = strlen(sql), i = 0;
+    while (i < n) {
+        unsigned char c = (unsigned char)sql[i];
+        if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v' || c == ';') {
+            i++;
+        } else if ((c == '-' && i + 1 < n && sql[i + 1] == '-') ||
+                   (c == '#' && i + 1 < n && (sql[i + 1] == ' ' || sql[i + 1] == '!'))) {
+            while (i < n && sql[i] != '\n') i++;
+        } else if (c == '/' && i + 1 < n && sql[i + 1] == '*') {
+            int depth = 0;
+            while (i < n) {
+                if (sql[i] == '/' && i + 1 < n && sql[i + 1] == '*') depth++, i += 2;
+                else if (sql[i] == '*' && i + 1 < n && sql[i + 1] == '/') {
+                    i += 2;
+                    if (--depth == 0) break;
+                } else i++;
+            }
+            if (depth > 0) open = true;
+        } else {
+            size_t b = i;
+            int k;
+            if (c == '\'' || c == '"' || c == '`') {
+                /* backslash escapes, and a doubled quote is one quote */
+                i++;
+                bool closed = false;
+                while (i < n) {
+                    if (sql[i] == '\\' && i + 1 < n) i += 2;
+                    else if ((unsigned char)sql[i] == c) {
+                        if (i + 1 < n && (unsigned char)sql[i + 1] == c) i += 2;
+                        else {
+                            i++;
+                            closed = true;
+                            break;
+                        }
+                    } else i++;
+                }
+                if (!closed) {
+                    open = true;
+                    i = n;
+                }
+                k = c == '\'' ? T_OTHER : T_QUOTED; /* a format name may be a quoted identifier, not a string */
+            } else if (sql_word_byte(c)) {
+                while (i < n && sql_word_byte((unsigned char)sql[i])) i++;
+                k = T_WORD;
+            } else {
+                i++;
+                k = T_OTHER;
+            }
+            kind[0] = kind[1], start[0] = start[1], len[0] = len[1];
+            kind[1] = k, start[1] = b, len[1] = i - b;
+            end_of_last = i;
+        }
+    }
+    if (stmt_end) *stmt_end = open ? n : end_of_last;
+    if (open) return false;
+    return kind[0] == T_WORD && len[0] == 6 && !strncasecmp(sql + start[0], "FORMAT", 6) &&
+           (kind[1] == T_WORD || kind[1] == T_QUOTED) && (start[0] == 0 || sql[start[0] - 1] != '.');
 }
 
 typedef struct async_q {

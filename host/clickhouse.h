@@ -81,6 +81,13 @@ const char *zh_ch_bi_database(zh_host *h);
  * text. */
 char *zh_ch_substitute_db(zh_host *h, const char *sql);
 
+/* Whether the statement ends with a `FORMAT name` clause of its own, read as ClickHouse reads it:
+ * `--` and `# ` line comments, nested block comments, 'strings', "quoted" and `quoted`
+ * identifiers are skipped, so FORMAT inside them does not count. *stmt_end (may be NULL) gets the
+ * length of the statement without what trails its last token: semicolons, spaces and complete
+ * comments (an unterminated string or comment is left in: ClickHouse reports it). */
+bool zh_ch_sql_own_format(const char *sql, size_t *stmt_end);
+
 /* Synchronous helpers for commands outside scripts (migrate, spool, status): run the loop
  * until the request completes. Return 0, or -1 with *err set (malloc'd). `out` (may be NULL)
  * receives the response body. */

@@ -201,16 +201,6 @@ static int start_op(lua_State *L, enum op_kind kind, const char *query, const ch
     return start_op_opts(L, kind, query, body, len, 0, 0);
 }
 
-static bool ends_with_format(const char *sql) {
-    const char *f = NULL;
-    for (const char *p = sql; (p = strcasestr(p, "FORMAT ")); p++) f = p;
-    if (!f) return false;
-    const char *q = f + 7;
-    while (*q && *q != ' ' && *q != '\n' && *q != ';') q++;
-    while (*q == ' ' || *q == '\n' || *q == ';') q++;
-    return *q == 0;
-}
-
 /* Checks the option names of the table at idx against `known` (NULL-terminated): a misspelt
  * `timout` was ignored, and the statement waited the default 300 s. */
 static void check_opt_keys(lua_State *L, int idx, const char *const *known, const char *fn) {
@@ -270,11 +260,17 @@ static int l_query(lua_State *L) {
     char *s = ch_substitute_db(zh_host_of(L), sql);
     zh_buf b;
     zh_buf_init(&b);
-    zh_buf_adds(&b, s);
-    free(s);
     enum op_kind kind = OP_QUERY;
-    if (ends_with_format(sql)) kind = OP_RAW; /* the caller chose a format: return the body */
-    else zh_buf_adds(&b, "\nFORMAT TabSeparatedWithNamesAndTypes");
+    size_t stmt_end;
+    if (zh_ch_sql_own_format(s, &stmt_end)) {
+        kind = OP_RAW; /* the caller chose a format: return the body */
+        zh_buf_adds(&b, s);
+    } else {
+        /* ours goes after the statement's last token: after a trailing ';' it made two statements */
+        zh_buf_add(&b, s, stmt_end);
+        zh_buf_adds(&b, "\nFORMAT TabSeparatedWithNamesAndTypes");
+    }
+    free(s);
     lua_pushstring(L, b.data);
     zh_buf_free(&b);
     const char *body = lua_tostring(L, -1);

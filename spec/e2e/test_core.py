@@ -903,6 +903,34 @@ class DryRun(zhtest.ZhostCase):
         r = self.zhost("run", path, "--dry-run")
         self.assertEqual(r.returncode, 0, r.stderr)
 
+    def test_format_in_a_comment_or_a_string_is_not_the_querys(self):
+        # ch.query returns rows unless the SQL ends with a FORMAT clause of its own. The check was
+        # textual: "-- FORMAT CSV" in a trailing comment gave the raw body, a comment after the
+        # query's own FORMAT (or a tab before its name) added a second FORMAT, and so did a trailing ';'.
+        path = self.script("fmt.lua", """
+            local function rows(sql)
+              local r, err = ch.query(sql)
+              assert(type(r) == "table", sql .. " -> " .. tostring(r or err))
+              return r
+            end
+            local function raw(sql)
+              local r, err = ch.query(sql)
+              assert(type(r) == "string", sql .. " -> " .. tostring(err or type(r)))
+              return r
+            end
+            assert(rows("SELECT 1 AS a -- FORMAT CSV")[1].a == 1)
+            assert(rows("SELECT 1 AS a /* FORMAT CSV */")[1].a == 1)
+            assert(rows("SELECT 'use FORMAT CSV' AS s")[1].s == "use FORMAT CSV")
+            assert(rows("SELECT 1 AS a;")[1].a == 1)
+            assert(rows("SELECT 2 AS a; -- done")[1].a == 2)
+            assert(raw("SELECT 1 AS a FORMAT CSV -- as CSV") == "1\\n")
+            assert(raw("SELECT 1 AS a FORMAT CSV /* as CSV */") == "1\\n")
+            assert(raw("SELECT 1 AS a\\nFORMAT\\tCSV") == "1\\n")
+            assert(raw("SELECT 1 AS a FORMAT CSV;") == "1\\n")
+        """)
+        r = self.zhost("run", path, "--dry-run")
+        self.assertEqual(r.returncode, 0, r.stderr)
+
     def test_real_run_records_one_run(self):
         path = self.script("real.lua", """
             local s = assert(ch.sink("dim_events"))

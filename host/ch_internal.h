@@ -16,6 +16,7 @@ struct ch_req {
     zh_host *h;
     zh_xfer *x;
     int attempt, max_attempts;
+    bool quiet_no_retry;      /* no retry while ClickHouse is silent (zh_ch_state.silent): run-log rows */
     uv_timer_t timer;         /* backoff; closed by ch_req_free */
     bool ok;
     int ch_code;              /* ClickHouse error code, 0 when none */
@@ -87,6 +88,9 @@ typedef struct zh_ch_state {
     struct zh_sink *sinks;    /* every open sink */
     struct ch_group_stats *groups;
     uint64_t rng;
+    /* The latest request that ended got no answer within its time limit (a hung or unreachable
+     * server), and none has been answered since: run-log rows then get one short attempt. */
+    bool silent;
     char *server_version;     /* cached after the first successful query */
     char *url_settings;       /* "&name=value..." added to every request's URL (zh_ch_set_url_setting) */
     struct record_ctx *records; /* run-log rows in flight; shutdown waits for them briefly */

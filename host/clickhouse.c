@@ -222,6 +222,8 @@ static bool retryable(zh_xfer *x, int code) {
 static void ch_xfer_done(zh_xfer *x) {
     ch_req *r = x->ud;
     zh_ch_state *st = r->h->ch;
+    if (x->result == CURLE_OK) st->silent = false;
+    else if (x->result == CURLE_OPERATION_TIMEDOUT) st->silent = true;
     free(r->error);
     r->error = NULL;
     r->ch_code = 0;
@@ -256,7 +258,8 @@ static void ch_xfer_done(zh_xfer *x) {
         r->error = ch_error_message(x->status, x->resp_body.data, x->resp_body.len, hc, &r->ch_code);
         free(hc);
     }
-    if (r->attempt < r->max_attempts && (retryable(x, r->ch_code) || (x->status == 200 && !whole))) {
+    if (r->attempt < r->max_attempts && (retryable(x, r->ch_code) || (x->status == 200 && !whole)) &&
+        !(r->quiet_no_retry && st->silent)) {
         double cap = st->backoff_base * pow(2, r->attempt - 1);
         if (cap > st->backoff_cap) cap = st->backoff_cap;
         double delay = ch_rand01(st) * cap;
@@ -705,6 +708,10 @@ static void fmt_datetime(double epoch, char *out, size_t n) {
     snprintf(out, n, "%lld", (long long)floor(epoch));
 }
 
+/* Seconds per attempt of a meta_job_runs row, and of its one attempt when ClickHouse is silent. */
+#define RUN_LOG_TIMEOUT_S 30
+#define RUN_LOG_SILENT_TIMEOUT_S 5
+
 typedef struct record_ctx {
     void (*done)(void *ud, const char *err);
     void *ud;
@@ -781,6 +788,13 @@ void zh_ch_record_run(zh_host *h, const zh_run_record *rec, void (*done)(void *u
     char q[512];
     snprintf(q, sizeof q, "INSERT INTO %s FORMAT JSONEachRow", c->table);
     c->req = ch_req_new(h, q, b->data, b->len, record_finished, c);
+    /* One small row: it never needs a statement's 300 s. A server that has let a request time out
+     * (and answered none since) gets one short try, and is not tried again once this row's own
+     * attempt has timed out: the row goes to the spool (a hung ClickHouse held the end of every run
+     * for 4 x 300 s). */
+    if (st->silent) ch_req_limit(c->req, RUN_LOG_SILENT_TIMEOUT_S, 1);
+    else ch_req_limit(c->req, RUN_LOG_TIMEOUT_S, 0);
+    c->req->quiet_no_retry = true;
     c->next = st->records;
     st->records = c;
     ch_req_start(c->req);
@@ -790,6 +804,19 @@ void zh_ch_record_detach(zh_host *h, void *ud) {
     if (!h->ch) return;
     for (record_ctx *c = h->ch->records; c; c = c->next)
         if (c->ud == ud) c->done = NULL;
+}
+
+int zh_ch_record_drop(zh_host *h, void *ud) {
+    int n = 0;
+    if (!h->ch) return 0;
+    for (record_ctx *c = h->ch->records, *next; c; c = next) {
+        next = c->next;
+        if (c->ud != ud) continue;
+        ch_req_abort(c->req);
+        record_free(h, c);
+        n++;
+    }
+    return n;
 }
 
 /* ---- runs left "running" by a killed process ---- */

@@ -43,12 +43,17 @@ typedef struct zh_run_record {
     uint64_t rows;
 } zh_run_record;
 
-/* Inserts a meta_job_runs row (version = now); calls done(ud, err) with err NULL on success.
- * Never spools: a run log row that cannot be written is logged instead. */
+/* Inserts a meta_job_runs row (version = now); calls done(ud, err) with err NULL on success. Each
+ * attempt may take 30 s; while ClickHouse is silent (its latest request timed out and none has been
+ * answered since) the row gets one 5 s attempt, and is not retried once it is. A row ClickHouse
+ * does not take is spooled. */
 void zh_ch_record_run(zh_host *h, const zh_run_record *r, void (*done)(void *ud, const char *err), void *ud);
 /* The owner of ud is going away: rows of it still in flight are written (or spooled) all the
  * same, but their done callbacks are not called. */
 void zh_ch_record_detach(zh_host *h, void *ud);
+/* Rows of ud still in flight are abandoned: neither written nor spooled, no callback. For a row
+ * that a newer one supersedes (a run's "running" row once its final row is due). Returns how many. */
+int zh_ch_record_drop(zh_host *h, void *ud);
 
 /* Marks meta_job_runs rows of this host (and job, unless NULL) still "running" whose process is
  * gone (pid in the row's metrics) as "interrupted". One short attempt; returns how many. */

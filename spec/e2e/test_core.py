@@ -723,6 +723,45 @@ class ClickHouseOutage(zhtest.ZhostCase):
         self.assertEqual(self.count_orders(), (1000, 1000))
 
 
+class HungClickHouse(zhtest.ZhostCase):
+    """A ClickHouse that takes connections and never answers: the run's own meta_job_runs rows do not
+    hold the end of a run."""
+
+    def setUp(self):
+        super().setUp()
+        self.hung = socket.socket()
+        self.hung.bind(("127.0.0.1", 0))
+        self.hung.listen(64)
+        self.hung_url = "http://127.0.0.1:%d" % self.hung.getsockname()[1]
+
+    def tearDown(self):
+        self.hung.close()
+        super().tearDown()
+
+    def run_hung(self, path):
+        t0 = time.time()
+        r = self.zhost("run", path, env={"CLICKHOUSE_URL": self.hung_url, "ZHOST_LOG_LEVEL": "info"}, timeout=120)
+        return r, time.time() - t0
+
+    def test_the_run_log_does_not_hold_the_end_of_a_run(self):
+        # The final meta_job_runs row waited for the "running" row's insert, 4 x 300 s against a hung
+        # server. The running row is now dropped (the final row replaces it), and once a request has
+        # timed out the final row gets one 5 s attempt and goes to the spool.
+        path = self.script("probe.lua", """
+            local r, err = ch.query("SELECT 1", {timeout = 1, attempts = 1})
+            assert(r == nil and err:find("timeout", 1, true), tostring(err))
+        """)
+        r, took = self.run_hung(path)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertLess(took, 15, r.stderr)
+        self.assertIn('msg="run log row spooled"', r.stderr)
+        logs = [f for f in os.listdir(self.spool) if f.startswith(self.db + ".meta_job_runs_raw~")]
+        self.assertEqual(len(logs), 1, os.listdir(self.spool))
+        with open(os.path.join(self.spool, logs[0])) as fh:
+            rows = [json.loads(line) for line in fh if line.startswith("{")]
+        self.assertEqual([row["status"] for row in rows], ["success"])
+
+
 class Migrate(zhtest.ZhostCase):
     def test_bookkeeping_table_is_the_one_0001_defines(self):
         # The applier creates schema_migrations before 0001 runs, so its definition is the one that

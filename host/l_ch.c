@@ -223,7 +223,7 @@ static void check_opt_keys(lua_State *L, int idx, const char *const *known, cons
     }
 }
 
-/* { timeout = seconds per attempt, attempts = n } of ch.query; 0 where not given. */
+/* { timeout = seconds per attempt, attempts = n } of ch.query and ch.sink; 0 where not given. */
 static void read_limits(lua_State *L, int idx, const char *fn, double *timeout_s, int *attempts) {
     *timeout_s = 0;
     *attempts = 0;
@@ -311,7 +311,8 @@ static bool valid_table(const char *t) {
     return dots <= 1 && t[0] != '.' && t[strlen(t) - 1] != '.';
 }
 
-/* ch.sink(table [, {max_rows=, max_bytes=, max_age=}]) -> sink | nil, err */
+/* ch.sink(table [, {max_rows=, max_bytes=, max_age=, timeout=, attempts=}]) -> sink | nil, err.
+ * timeout/attempts bound every statement the sink sends (its DESCRIBE and each INSERT). */
 static int l_sink(lua_State *L) {
     const char *table = luaL_checkstring(L, 1);
     if (!valid_table(table)) return luaL_error(L, "ch.sink: bad table name '%s'", table);
@@ -319,7 +320,7 @@ static int l_sink(lua_State *L) {
     zh_sink_opts o = {0};
     if (!lua_isnoneornil(L, 2)) {
         if (!lua_istable(L, 2)) return luaL_error(L, "ch.sink: options must be a table (got %s)", luaL_typename(L, 2));
-        static const char *const known[] = {"max_rows", "max_bytes", "max_age", NULL};
+        static const char *const known[] = {"max_rows", "max_bytes", "max_age", "timeout", "attempts", NULL};
         check_opt_keys(L, 2, known, "ch.sink");
         /* 0 or a negative count became the default (a negative one, cast to size_t, no limit at all) */
         static const char *const counts[] = {"max_rows", "max_bytes"};
@@ -344,6 +345,7 @@ static int l_sink(lua_State *L) {
                 return luaL_error(L, "ch.sink: max_age must be seconds in (0, 86400] (got %s)", luaL_tolstring(L, -1, NULL));
         }
         lua_pop(L, 1);
+        read_limits(L, 2, "ch.sink", &o.timeout_s, &o.attempts);
     }
     char *full;
     if (strchr(table, '.')) {
@@ -370,6 +372,7 @@ static int l_sink(lua_State *L) {
     op->table = full;
     op->sink_opts = o;
     op->req = ch_req_new(h, NULL, body, strlen(body), op_req_done, op);
+    ch_req_limit(op->req, o.timeout_s, o.attempts);
     ch_req_start(op->req);
     return zh_task_await(L, &op->base);
 }

@@ -724,8 +724,8 @@ class ClickHouseOutage(zhtest.ZhostCase):
 
 
 class HungClickHouse(zhtest.ZhostCase):
-    """A ClickHouse that takes connections and never answers: the run's own meta_job_runs rows do not
-    hold the end of a run."""
+    """A ClickHouse that takes connections and never answers: what a script bounds with its own time
+    limits ends within them, and the run's own meta_job_runs rows do not hold its end."""
 
     def setUp(self):
         super().setUp()
@@ -742,6 +742,26 @@ class HungClickHouse(zhtest.ZhostCase):
         t0 = time.time()
         r = self.zhost("run", path, env={"CLICKHOUSE_URL": self.hung_url, "ZHOST_LOG_LEVEL": "info"}, timeout=120)
         return r, time.time() - t0
+
+    def test_a_sink_with_a_time_limit_spools_instead_of_waiting(self):
+        # ch.sink(table, {timeout =, attempts =}) bounds its DESCRIBE and its INSERTs; without them
+        # each waits 300 s per attempt on a hung server
+        r = self.zhost("run", self.script("cache.lua", 'assert(ch.sink("dim_events"))\n'))
+        self.assertEqual(r.returncode, 0, r.stderr)  # the schema is cached beside the spool
+        path = self.script("hung.lua", """
+            local t0 = time.now()
+            local s = assert(ch.sink("dim_events", {timeout = 1, attempts = 1}))
+            assert(time.now() - t0 < 3, "the DESCRIBE waited " .. (time.now() - t0))
+            s:add{event_id = "1", event_name = "E", city = "X", _ver = 1}
+            local ok, err = s:close()
+            assert(ok == nil and err:find("1 rows spooled: ClickHouse unreachable", 1, true), tostring(err))
+            assert(time.now() - t0 < 5, "the INSERT waited " .. (time.now() - t0))
+        """)
+        r, took = self.run_hung(path)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("1 rows spooled to", r.stderr.strip().splitlines()[-1])
+        self.assertTrue(any(f.startswith(self.db + ".dim_events~") for f in os.listdir(self.spool)), os.listdir(self.spool))
+        self.assertLess(took, 20, r.stderr)
 
     def test_the_run_log_does_not_hold_the_end_of_a_run(self):
         # The final meta_job_runs row waited for the "running" row's insert, 4 x 300 s against a hung
@@ -1077,6 +1097,29 @@ class DryRun(zhtest.ZhostCase):
         self.assertNotIn("insert stream started", r.stderr)
         self.assertEqual(re.findall(r'msg="insert" table=\S*dim_events rows=(\d+) bytes=\d+\n', r.stderr + "\n"), ["4000"])
         self.assertEqual(self.scalar("SELECT count() FROM dim_events"), "4000")
+
+    def test_a_sink_with_a_timeout_sends_whole_batches(self):
+        # A stream stays open while rows are added (up to 20 s): under a sink's own per-statement
+        # timeout it would be cut, so such a sink never streams. The same rows without one do (the
+        # sleep lets the one-off question whether chunked bodies reach ClickHouse be answered).
+        code = """
+            local s = assert(ch.sink("dim_events"OPTS))
+            local name = string.rep("n", 120)
+            for i = 1, 4000 do s:add{event_id = tostring(i), event_name = name, city = "X", _ver = 1} end
+            sleep(0.5)
+            for i = 4001, 8000 do s:add{event_id = tostring(i), event_name = name, city = "X", _ver = 1} end
+            assert(s:close())
+        """
+        env = {"ZHOST_LOG_LEVEL": "debug", "ZHOST_CH_STREAM_BYTES": "1000"}
+        r = self.zhost("run", self.script("timed.lua", code.replace("OPTS", ", {timeout = 60, attempts = 2}")), env=env,
+                       timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertNotIn("insert stream started", r.stderr)
+        self.assertEqual(re.findall(r'msg="insert" table=\S*dim_events rows=(\d+) bytes=\d+\n', r.stderr + "\n"), ["8000"])
+        self.assertEqual(self.scalar("SELECT count() FROM dim_events"), "8000")
+        r = self.zhost("run", self.script("untimed.lua", code.replace("OPTS", "")), env=env, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("insert stream started", r.stderr)
 
     def test_a_stream_ends_within_its_time_whatever_max_age_says(self):
         # A server stops waiting for a request body that stays silent (current releases'

@@ -64,7 +64,9 @@ raises("ch.sink: max_bytes must be a whole number >= 1 (got 0)", ch.sink, "t", {
 raises("ch.sink: max_age must be seconds in (0, 86400] (got 0)", ch.sink, "t", { max_age = 0 })
 raises("ch.sink: max_age must be seconds in (0, 86400] (got ", ch.sink, "t", { max_age = 0/0 })
 raises("ch.sink: max_age must be seconds in (0, 86400] (got inf)", ch.sink, "t", { max_age = math.huge })
-raises("ch.sink: unknown option 'max_age_s' (known: max_rows, max_bytes, max_age)", ch.sink, "t",
+raises("ch.sink: timeout must be seconds in (0, 3600] (got -1)", ch.sink, "t", { timeout = -1 })
+raises("ch.sink: attempts must be a whole number 1..100 (got 0)", ch.sink, "t", { attempts = 0 })
+raises("ch.sink: unknown option 'max_age_s' (known: max_rows, max_bytes, max_age, timeout, attempts)", ch.sink, "t",
        { max_age_s = 5 })
 raises("ch.sink: options must be a table (got number)", ch.sink, "t", 5)
 -- mail.send's timeout: 0, NaN or more than an hour became 60 s

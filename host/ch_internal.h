@@ -16,6 +16,7 @@ struct ch_req {
     zh_host *h;
     zh_xfer *x;
     int attempt, max_attempts;
+    bool quiet_no_retry;      /* no retry while ClickHouse is silent (zh_ch_state.silent): run-log rows */
     uv_timer_t timer;         /* backoff; closed by ch_req_free */
     bool ok;
     int ch_code;              /* ClickHouse error code, 0 when none */
@@ -87,6 +88,9 @@ typedef struct zh_ch_state {
     struct zh_sink *sinks;    /* every open sink */
     struct ch_group_stats *groups;
     uint64_t rng;
+    /* The latest request that ended got no answer within its time limit (a hung or unreachable
+     * server), and none has been answered since: run-log rows then get one short attempt. */
+    bool silent;
     char *server_version;     /* cached after the first successful query */
     char *url_settings;       /* "&name=value..." added to every request's URL (zh_ch_set_url_setting) */
     struct record_ctx *records; /* run-log rows in flight; shutdown waits for them briefly */
@@ -99,6 +103,9 @@ ch_req *ch_req_new(zh_host *h, const char *query, const char *body, size_t len, 
 ch_req *ch_req_new_db(zh_host *h, const char *database, const char *query, const char *body, size_t len,
                       ch_req_done_fn done, void *ud);
 void ch_req_start(ch_req *r);
+/* Before ch_req_start: seconds per attempt (0 keeps 300 s; below 5 s it bounds the connect too)
+ * and attempts (0 keeps ZHOST_CH_ATTEMPTS). */
+void ch_req_limit(ch_req *r, double timeout_s, int attempts);
 /* True once ClickHouse is known to take chunked request bodies; the first call starts finding out
  * (a chunked SELECT whose answer must come back) and says false meanwhile. */
 bool zh_ch_can_stream(zh_host *h);

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -221,6 +222,8 @@ static bool retryable(zh_xfer *x, int code) {
 static void ch_xfer_done(zh_xfer *x) {
     ch_req *r = x->ud;
     zh_ch_state *st = r->h->ch;
+    if (x->result == CURLE_OK) st->silent = false;
+    else if (x->result == CURLE_OPERATION_TIMEDOUT) st->silent = true;
     free(r->error);
     r->error = NULL;
     r->ch_code = 0;
@@ -255,7 +258,8 @@ static void ch_xfer_done(zh_xfer *x) {
         r->error = ch_error_message(x->status, x->resp_body.data, x->resp_body.len, hc, &r->ch_code);
         free(hc);
     }
-    if (r->attempt < r->max_attempts && (retryable(x, r->ch_code) || (x->status == 200 && !whole))) {
+    if (r->attempt < r->max_attempts && (retryable(x, r->ch_code) || (x->status == 200 && !whole)) &&
+        !(r->quiet_no_retry && st->silent)) {
         double cap = st->backoff_base * pow(2, r->attempt - 1);
         if (cap > st->backoff_cap) cap = st->backoff_cap;
         double delay = ch_rand01(st) * cap;
@@ -342,6 +346,14 @@ void ch_req_start(ch_req *r) {
     }
 }
 
+void ch_req_limit(ch_req *r, double timeout_s, int attempts) {
+    if (attempts > 0) r->max_attempts = attempts;
+    if (timeout_s > 0) {
+        curl_easy_setopt(r->x->easy, CURLOPT_TIMEOUT_MS, (long)(timeout_s * 1000));
+        if (timeout_s < 5) curl_easy_setopt(r->x->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)(timeout_s * 1000));
+    }
+}
+
 void ch_req_abort(ch_req *r) {
     zh_xfer_abort(r->x);
     uv_timer_stop(&r->timer);
@@ -388,6 +400,79 @@ char *zh_ch_substitute_db(zh_host *h, const char *sql) {
         }
     }
     return b.data ? b.data : zh_xstrdup("");
+}
+
+/* ---- a query's own FORMAT clause ---- */
+
+static bool sql_word_byte(unsigned char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c >= 0x80;
+}
+
+bool zh_ch_sql_own_format(const char *sql, size_t *stmt_end) {
+    /* The last two tokens that are not ';' decide; a token is a word, a quoted string or
+     * identifier, or one other byte. */
+    enum { T_NONE, T_WORD, T_QUOTED, T_OTHER };
+    int kind[2] = {T_NONE, T_NONE};
+    size_t start[2] = {0, 0}, len[2] = {0, 0};
+    size_t end_of_last = 0;
+    bool open = false; /* an unterminated string or comment runs to the end */
+    size_t n = strlen(sql), i = 0;
+    while (i < n) {
+        unsigned char c = (unsigned char)sql[i];
+        if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v' || c == ';') {
+            i++;
+        } else if ((c == '-' && i + 1 < n && sql[i + 1] == '-') ||
+                   (c == '#' && i + 1 < n && (sql[i + 1] == ' ' || sql[i + 1] == '!'))) {
+            while (i < n && sql[i] != '\n') i++;
+        } else if (c == '/' && i + 1 < n && sql[i + 1] == '*') {
+            int depth = 0;
+            while (i < n) {
+                if (sql[i] == '/' && i + 1 < n && sql[i + 1] == '*') depth++, i += 2;
+                else if (sql[i] == '*' && i + 1 < n && sql[i + 1] == '/') {
+                    i += 2;
+                    if (--depth == 0) break;
+                } else i++;
+            }
+            if (depth > 0) open = true;
+        } else {
+            size_t b = i;
+            int k;
+            if (c == '\'' || c == '"' || c == '`') {
+                /* backslash escapes, and a doubled quote is one quote */
+                i++;
+                bool closed = false;
+                while (i < n) {
+                    if (sql[i] == '\\' && i + 1 < n) i += 2;
+                    else if ((unsigned char)sql[i] == c) {
+                        if (i + 1 < n && (unsigned char)sql[i + 1] == c) i += 2;
+                        else {
+                            i++;
+                            closed = true;
+                            break;
+                        }
+                    } else i++;
+                }
+                if (!closed) {
+                    open = true;
+                    i = n;
+                }
+                k = c == '\'' ? T_OTHER : T_QUOTED; /* a format name may be a quoted identifier, not a string */
+            } else if (sql_word_byte(c)) {
+                while (i < n && sql_word_byte((unsigned char)sql[i])) i++;
+                k = T_WORD;
+            } else {
+                i++;
+                k = T_OTHER;
+            }
+            kind[0] = kind[1], start[0] = start[1], len[0] = len[1];
+            kind[1] = k, start[1] = b, len[1] = i - b;
+            end_of_last = i;
+        }
+    }
+    if (stmt_end) *stmt_end = open ? n : end_of_last;
+    if (open) return false;
+    return kind[0] == T_WORD && len[0] == 6 && !strncasecmp(sql + start[0], "FORMAT", 6) &&
+           (kind[1] == T_WORD || kind[1] == T_QUOTED) && (start[0] == 0 || sql[start[0] - 1] != '.');
 }
 
 typedef struct async_q {
@@ -623,6 +708,10 @@ static void fmt_datetime(double epoch, char *out, size_t n) {
     snprintf(out, n, "%lld", (long long)floor(epoch));
 }
 
+/* Seconds per attempt of a meta_job_runs row, and of its one attempt when ClickHouse is silent. */
+#define RUN_LOG_TIMEOUT_S 30
+#define RUN_LOG_SILENT_TIMEOUT_S 5
+
 typedef struct record_ctx {
     void (*done)(void *ud, const char *err);
     void *ud;
@@ -699,6 +788,13 @@ void zh_ch_record_run(zh_host *h, const zh_run_record *rec, void (*done)(void *u
     char q[512];
     snprintf(q, sizeof q, "INSERT INTO %s FORMAT JSONEachRow", c->table);
     c->req = ch_req_new(h, q, b->data, b->len, record_finished, c);
+    /* One small row: it never needs a statement's 300 s. A server that has let a request time out
+     * (and answered none since) gets one short try, and is not tried again once this row's own
+     * attempt has timed out: the row goes to the spool (a hung ClickHouse held the end of every run
+     * for 4 x 300 s). */
+    if (st->silent) ch_req_limit(c->req, RUN_LOG_SILENT_TIMEOUT_S, 1);
+    else ch_req_limit(c->req, RUN_LOG_TIMEOUT_S, 0);
+    c->req->quiet_no_retry = true;
     c->next = st->records;
     st->records = c;
     ch_req_start(c->req);
@@ -708,6 +804,19 @@ void zh_ch_record_detach(zh_host *h, void *ud) {
     if (!h->ch) return;
     for (record_ctx *c = h->ch->records; c; c = c->next)
         if (c->ud == ud) c->done = NULL;
+}
+
+int zh_ch_record_drop(zh_host *h, void *ud) {
+    int n = 0;
+    if (!h->ch) return 0;
+    for (record_ctx *c = h->ch->records, *next; c; c = next) {
+        next = c->next;
+        if (c->ud != ud) continue;
+        ch_req_abort(c->req);
+        record_free(h, c);
+        n++;
+    }
+    return n;
 }
 
 /* ---- runs left "running" by a killed process ---- */

@@ -43,12 +43,17 @@ typedef struct zh_run_record {
     uint64_t rows;
 } zh_run_record;
 
-/* Inserts a meta_job_runs row (version = now); calls done(ud, err) with err NULL on success.
- * Never spools: a run log row that cannot be written is logged instead. */
+/* Inserts a meta_job_runs row (version = now); calls done(ud, err) with err NULL on success. Each
+ * attempt may take 30 s; while ClickHouse is silent (its latest request timed out and none has been
+ * answered since) the row gets one 5 s attempt, and is not retried once it is. A row ClickHouse
+ * does not take is spooled. */
 void zh_ch_record_run(zh_host *h, const zh_run_record *r, void (*done)(void *ud, const char *err), void *ud);
 /* The owner of ud is going away: rows of it still in flight are written (or spooled) all the
  * same, but their done callbacks are not called. */
 void zh_ch_record_detach(zh_host *h, void *ud);
+/* Rows of ud still in flight are abandoned: neither written nor spooled, no callback. For a row
+ * that a newer one supersedes (a run's "running" row once its final row is due). Returns how many. */
+int zh_ch_record_drop(zh_host *h, void *ud);
 
 /* Marks meta_job_runs rows of this host (and job, unless NULL) still "running" whose process is
  * gone (pid in the row's metrics) as "interrupted". One short attempt; returns how many. */
@@ -80,6 +85,13 @@ const char *zh_ch_bi_database(zh_host *h);
 /* Substitutes the configured database names for `zakaz.` and `bi.` qualifiers. Returns malloc'd
  * text. */
 char *zh_ch_substitute_db(zh_host *h, const char *sql);
+
+/* Whether the statement ends with a `FORMAT name` clause of its own, read as ClickHouse reads it:
+ * `--` and `# ` line comments, nested block comments, 'strings', "quoted" and `quoted`
+ * identifiers are skipped, so FORMAT inside them does not count. *stmt_end (may be NULL) gets the
+ * length of the statement without what trails its last token: semicolons, spaces and complete
+ * comments (an unterminated string or comment is left in: ClickHouse reports it). */
+bool zh_ch_sql_own_format(const char *sql, size_t *stmt_end);
 
 /* Synchronous helpers for commands outside scripts (migrate, spool, status): run the loop
  * until the request completes. Return 0, or -1 with *err set (malloc'd). `out` (may be NULL)

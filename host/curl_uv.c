@@ -11,6 +11,8 @@
  * Completions are delivered from check_done(), called after curl_multi_socket_action returns,
  * so a done callback may start new transfers (retries) without re-entering curl. */
 #include "curl_uv.h"
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -405,11 +407,22 @@ int zh_xfer_start(zh_xfer *x) {
     return 0;
 }
 
+/* A transfer removed while its connect is still in progress: curl (7.88) closes that socket
+ * itself, without CURLOPT_CLOSESOCKETFUNCTION, after telling us CURL_POLL_REMOVE, which keeps a
+ * connection's poll for its next request. The poll would then watch a closed descriptor, and
+ * libuv aborts the process when epoll_ctl refuses it (EBADF). So after a removal, polls whose
+ * descriptor is gone are closed; nothing can have reused the number in between. */
+static void close_polls_of_closed_sockets(zh_curl *c) {
+    for (size_t fd = 0; fd < c->nsocks; fd++)
+        if (c->socks[fd] && fcntl((int)fd, F_GETFD) == -1 && errno == EBADF) close_poll(c->socks[fd]);
+}
+
 void zh_xfer_abort(zh_xfer *x) {
     if (!x->running) return;
     curl_multi_remove_handle(x->curl->multi, x->easy);
     x->running = false;
     x->curl->active--;
+    close_polls_of_closed_sockets(x->curl);
 }
 
 void zh_xfer_free(zh_xfer *x) {

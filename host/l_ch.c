@@ -192,11 +192,7 @@ static int start_op_opts(lua_State *L, enum op_kind kind, const char *query, con
     op->h = h;
     op->group = t->group;
     op->req = ch_req_new(h, query, body, len, op_req_done, op);
-    if (attempts > 0) op->req->max_attempts = attempts;
-    if (timeout_s > 0) {
-        curl_easy_setopt(op->req->x->easy, CURLOPT_TIMEOUT_MS, (long)(timeout_s * 1000));
-        if (timeout_s < 5) curl_easy_setopt(op->req->x->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)(timeout_s * 1000));
-    }
+    ch_req_limit(op->req, timeout_s, attempts);
     ch_req_start(op->req);
     return zh_task_await(L, &op->base);
 }
@@ -205,14 +201,48 @@ static int start_op(lua_State *L, enum op_kind kind, const char *query, const ch
     return start_op_opts(L, kind, query, body, len, 0, 0);
 }
 
-static bool ends_with_format(const char *sql) {
-    const char *f = NULL;
-    for (const char *p = sql; (p = strcasestr(p, "FORMAT ")); p++) f = p;
-    if (!f) return false;
-    const char *q = f + 7;
-    while (*q && *q != ' ' && *q != '\n' && *q != ';') q++;
-    while (*q == ' ' || *q == '\n' || *q == ';') q++;
-    return *q == 0;
+/* Checks the option names of the table at idx against `known` (NULL-terminated): a misspelt
+ * `timout` was ignored, and the statement waited the default 300 s. */
+static void check_opt_keys(lua_State *L, int idx, const char *const *known, const char *fn) {
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pop(L, 1);
+        bool ok = false;
+        if (lua_type(L, -1) == LUA_TSTRING)
+            for (int i = 0; known[i] && !ok; i++) ok = !strcmp(known[i], lua_tostring(L, -1));
+        if (!ok) {
+            zh_buf b;
+            zh_buf_init(&b);
+            for (int i = 0; known[i]; i++) zh_buf_printf(&b, "%s%s", i ? ", " : "", known[i]);
+            lua_pushstring(L, b.data);
+            zh_buf_free(&b);
+            const char *list = lua_tostring(L, -1);
+            const char *key = luaL_tolstring(L, -2, NULL);
+            luaL_error(L, "%s: unknown option '%s' (known: %s)", fn, key, list);
+        }
+    }
+}
+
+/* { timeout = seconds per attempt, attempts = n } of ch.query and ch.sink; 0 where not given. */
+static void read_limits(lua_State *L, int idx, const char *fn, double *timeout_s, int *attempts) {
+    *timeout_s = 0;
+    *attempts = 0;
+    lua_getfield(L, idx, "timeout");
+    if (!lua_isnil(L, -1)) {
+        int isnum;
+        *timeout_s = lua_tonumberx(L, -1, &isnum);
+        if (!isnum || !(*timeout_s > 0) || *timeout_s > 3600)
+            luaL_error(L, "%s: timeout must be seconds in (0, 3600] (got %s)", fn, luaL_tolstring(L, -1, NULL));
+    }
+    lua_getfield(L, idx, "attempts");
+    if (!lua_isnil(L, -1)) {
+        int isnum;
+        lua_Integer a = lua_tointegerx(L, -1, &isnum);
+        if (!isnum || a < 1 || a > 100)
+            luaL_error(L, "%s: attempts must be a whole number 1..100 (got %s)", fn, luaL_tolstring(L, -1, NULL));
+        *attempts = (int)a;
+    }
+    lua_pop(L, 2);
 }
 
 /* ch.query(sql [, {timeout=, attempts=}]) -> rows | nil, err. With a FORMAT clause of its own: the
@@ -223,29 +253,24 @@ static int l_query(lua_State *L) {
     int attempts = 0;
     if (!lua_isnoneornil(L, 2)) {
         luaL_checktype(L, 2, LUA_TTABLE);
-        lua_getfield(L, 2, "timeout");
-        if (!lua_isnil(L, -1)) {
-            int isnum;
-            timeout_s = lua_tonumberx(L, -1, &isnum);
-            if (!isnum || !(timeout_s > 0) || timeout_s > 3600) return luaL_error(L, "ch.query: timeout must be seconds in (0, 3600]");
-        }
-        lua_getfield(L, 2, "attempts");
-        if (!lua_isnil(L, -1)) {
-            int isnum;
-            lua_Integer a = lua_tointegerx(L, -1, &isnum);
-            if (!isnum || a < 1 || a > 100) return luaL_error(L, "ch.query: attempts must be an integer 1..100");
-            attempts = (int)a;
-        }
-        lua_pop(L, 2);
+        static const char *const known[] = {"timeout", "attempts", NULL};
+        check_opt_keys(L, 2, known, "ch.query");
+        read_limits(L, 2, "ch.query", &timeout_s, &attempts);
     }
     char *s = ch_substitute_db(zh_host_of(L), sql);
     zh_buf b;
     zh_buf_init(&b);
-    zh_buf_adds(&b, s);
-    free(s);
     enum op_kind kind = OP_QUERY;
-    if (ends_with_format(sql)) kind = OP_RAW; /* the caller chose a format: return the body */
-    else zh_buf_adds(&b, "\nFORMAT TabSeparatedWithNamesAndTypes");
+    size_t stmt_end;
+    if (zh_ch_sql_own_format(s, &stmt_end)) {
+        kind = OP_RAW; /* the caller chose a format: return the body */
+        zh_buf_adds(&b, s);
+    } else {
+        /* ours goes after the statement's last token: after a trailing ';' it made two statements */
+        zh_buf_add(&b, s, stmt_end);
+        zh_buf_adds(&b, "\nFORMAT TabSeparatedWithNamesAndTypes");
+    }
+    free(s);
     lua_pushstring(L, b.data);
     zh_buf_free(&b);
     const char *body = lua_tostring(L, -1);
@@ -286,20 +311,41 @@ static bool valid_table(const char *t) {
     return dots <= 1 && t[0] != '.' && t[strlen(t) - 1] != '.';
 }
 
-/* ch.sink(table [, {max_rows=, max_bytes=, max_age=}]) -> sink | nil, err */
+/* ch.sink(table [, {max_rows=, max_bytes=, max_age=, timeout=, attempts=}]) -> sink | nil, err.
+ * timeout/attempts bound every statement the sink sends (its DESCRIBE and each INSERT). */
 static int l_sink(lua_State *L) {
     const char *table = luaL_checkstring(L, 1);
     if (!valid_table(table)) return luaL_error(L, "ch.sink: bad table name '%s'", table);
     zh_host *h = zh_host_of(L);
     zh_sink_opts o = {0};
-    if (lua_istable(L, 2)) {
-        lua_getfield(L, 2, "max_rows");
-        if (!lua_isnil(L, -1)) o.max_rows = (size_t)luaL_checkinteger(L, -1);
-        lua_getfield(L, 2, "max_bytes");
-        if (!lua_isnil(L, -1)) o.max_bytes = (size_t)luaL_checkinteger(L, -1);
+    if (!lua_isnoneornil(L, 2)) {
+        if (!lua_istable(L, 2)) return luaL_error(L, "ch.sink: options must be a table (got %s)", luaL_typename(L, 2));
+        static const char *const known[] = {"max_rows", "max_bytes", "max_age", "timeout", "attempts", NULL};
+        check_opt_keys(L, 2, known, "ch.sink");
+        /* 0 or a negative count became the default (a negative one, cast to size_t, no limit at all) */
+        static const char *const counts[] = {"max_rows", "max_bytes"};
+        size_t *dest[] = {&o.max_rows, &o.max_bytes};
+        for (int i = 0; i < 2; i++) {
+            lua_getfield(L, 2, counts[i]);
+            if (!lua_isnil(L, -1)) {
+                int isint;
+                lua_Integer v = lua_tointegerx(L, -1, &isint);
+                if (!isint || v < 1)
+                    return luaL_error(L, "ch.sink: %s must be a whole number >= 1 (got %s)", counts[i], luaL_tolstring(L, -1, NULL));
+                *dest[i] = (size_t)v;
+            }
+            lua_pop(L, 1);
+        }
         lua_getfield(L, 2, "max_age");
-        if (!lua_isnil(L, -1)) o.max_age_s = luaL_checknumber(L, -1);
-        lua_pop(L, 3);
+        if (!lua_isnil(L, -1)) {
+            int isnum;
+            o.max_age_s = lua_tonumberx(L, -1, &isnum);
+            /* <= 0 became 5 s; NaN and huge values overflowed the timer's milliseconds */
+            if (!isnum || !(o.max_age_s > 0 && o.max_age_s <= 86400))
+                return luaL_error(L, "ch.sink: max_age must be seconds in (0, 86400] (got %s)", luaL_tolstring(L, -1, NULL));
+        }
+        lua_pop(L, 1);
+        read_limits(L, 2, "ch.sink", &o.timeout_s, &o.attempts);
     }
     char *full;
     if (strchr(table, '.')) {
@@ -326,6 +372,7 @@ static int l_sink(lua_State *L) {
     op->table = full;
     op->sink_opts = o;
     op->req = ch_req_new(h, NULL, body, strlen(body), op_req_done, op);
+    ch_req_limit(op->req, o.timeout_s, o.attempts);
     ch_req_start(op->req);
     return zh_task_await(L, &op->base);
 }

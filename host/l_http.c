@@ -6,6 +6,7 @@
  * retry. Its uv timer is closed, and the op freed, in exactly one place (op_destroy). */
 #include "l_http.h"
 #include "curl_uv.h"
+#include "l_time.h"
 #include "jsonview.h"
 #include "log.h"
 #include "task.h"
@@ -14,7 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 typedef struct retry_policy {
     int attempts;            /* total tries, first included */
@@ -213,19 +213,23 @@ static bool is_network_error(CURLcode rc) {
     }
 }
 
-/* Retry-After: delta-seconds or an HTTP date. Returns seconds, or -1 when absent/unparsable. */
-static double parse_retry_after(const char *v) {
-    if (!v || !*v) return -1;
-    char *end;
-    double s = strtod(v, &end);
-    if (end != v && (*end == 0 || *end == ' ')) return s < 0 ? 0 : s;
-    struct tm tm;
-    memset(&tm, 0, sizeof tm);
-    if (strptime(v, "%a, %d %b %Y %H:%M:%S GMT", &tm)) {
-        double d = difftime(timegm(&tm), time(NULL));
-        return d < 0 ? 0 : d;
-    }
-    return -1;
+/* Retry-After (RFC 9110 10.2.3): delay-seconds (digits only) or an HTTP-date in any of its three
+ * forms (l_time.c). Returns seconds to wait (0 for a date already past), or -1 when the header is
+ * absent or unreadable, which means the ordinary backoff. Only IMF-fixdate was read before (with
+ * strptime, which also took trailing garbage), and strtod took "-5", "1e3", "0x10", "inf". */
+double zh_http_retry_after(const char *v, double now) {
+    if (!v) return -1;
+    size_t n = strlen(v);
+    while (n && (*v == ' ' || *v == '\t')) v++, n--;
+    while (n && (v[n - 1] == ' ' || v[n - 1] == '\t')) n--;
+    if (!n) return -1;
+    size_t digits = 0;
+    while (digits < n && v[digits] >= '0' && v[digits] <= '9') digits++;
+    if (digits == n) return strtod(v, NULL);
+    int64_t t;
+    if (zh_time_parse_http_date(v, n, (int64_t)now, &t) != 0) return -1;
+    double d = (double)t - now;
+    return d < 0 ? 0 : d;
 }
 
 static void backoff_fired(uv_timer_t *t) {
@@ -248,7 +252,7 @@ static void op_done(zh_xfer *x) {
         snprintf(why, sizeof why, "HTTP %ld", x->status);
         reason = why;
         char *ra = zh_xfer_header(x, "retry-after");
-        retry_after = parse_retry_after(ra);
+        retry_after = zh_http_retry_after(ra, zh_now_wall());
         free(ra);
     }
     ZH_DEBUG(job_of(op), "msg=http method=%s url=\"%s\" status=%ld attempt=%d time=%.3f%s%s", op->method,
@@ -514,17 +518,33 @@ void zh_http_encode_form(lua_State *L, int idx, zh_buf *b, const char *what) {
     lua_pop(L, 1);
 }
 
+/* A retry table: every key known, every value in range (a misspelt key such as `attemps` was
+ * ignored, and the request ran with the default policy). `retry = true` is the source's policy. */
 static void read_policy(lua_State *L, int idx, retry_policy *rp) {
-    if (lua_type(L, idx) == LUA_TBOOLEAN && !lua_toboolean(L, idx)) {
-        rp->attempts = 1;
+    if (lua_type(L, idx) == LUA_TBOOLEAN) {
+        if (!lua_toboolean(L, idx)) rp->attempts = 1;
         return;
     }
-    if (!lua_istable(L, idx)) return;
+    if (lua_isnil(L, idx)) return;
+    if (!lua_istable(L, idx)) luaL_error(L, "http: 'retry' must be false or a table of retry settings (got %s)", luaL_typename(L, idx));
     idx = lua_absindex(L, idx);
+    static const char *const known[] = {"attempts", "base", "cap", "retry_after_max", "on_5xx", "on_429", "on_network", NULL};
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pop(L, 1);
+        bool ok = false;
+        if (lua_type(L, -1) == LUA_TSTRING)
+            for (int i = 0; known[i] && !ok; i++) ok = !strcmp(known[i], lua_tostring(L, -1));
+        if (!ok)
+            luaL_error(L, "http: unknown retry setting '%s' (known: attempts, base, cap, retry_after_max, on_5xx, on_429, on_network)",
+                       luaL_tolstring(L, -1, NULL));
+    }
     lua_getfield(L, idx, "attempts");
     if (!lua_isnil(L, -1)) {
-        lua_Integer a = luaL_checkinteger(L, -1);
-        if (a < 1 || a > 100) luaL_error(L, "http: retry.attempts must be 1..100");
+        int isint;
+        lua_Integer a = lua_tointegerx(L, -1, &isint);
+        if (!isint || a < 1 || a > 100)
+            luaL_error(L, "http: retry.attempts must be a whole number 1..100 (got %s)", luaL_tolstring(L, -1, NULL));
         rp->attempts = (int)a;
     }
     lua_pop(L, 1);
@@ -533,9 +553,11 @@ static void read_policy(lua_State *L, int idx, retry_policy *rp) {
     for (size_t i = 0; i < sizeof nums / sizeof *nums; i++) {
         lua_getfield(L, idx, nums[i].k);
         if (!lua_isnil(L, -1)) {
-            double v = luaL_checknumber(L, -1);
+            int isnum;
+            double v = lua_tonumberx(L, -1, &isnum);
             /* NaN slept for ever: (uint64_t)(NaN * 1000) is ~2^63 ms */
-            if (!(v >= 0)) luaL_error(L, "http: retry.%s must be >= 0", nums[i].k);
+            if (!isnum || !(v >= 0))
+                luaL_error(L, "http: retry.%s must be seconds >= 0 (got %s)", nums[i].k, luaL_tolstring(L, -1, NULL));
             *nums[i].v = v;
         }
         lua_pop(L, 1);
@@ -544,7 +566,11 @@ static void read_policy(lua_State *L, int idx, retry_policy *rp) {
         {"on_5xx", &rp->on_5xx}, {"on_429", &rp->on_429}, {"on_network", &rp->on_network}};
     for (size_t i = 0; i < sizeof flags / sizeof *flags; i++) {
         lua_getfield(L, idx, flags[i].k);
-        if (!lua_isnil(L, -1)) *flags[i].v = lua_toboolean(L, -1);
+        if (!lua_isnil(L, -1)) {
+            if (!lua_isboolean(L, -1))
+                luaL_error(L, "http: retry.%s must be true or false (got %s)", flags[i].k, luaL_tolstring(L, -1, NULL));
+            *flags[i].v = lua_toboolean(L, -1);
+        }
         lua_pop(L, 1);
     }
 }
@@ -636,6 +662,17 @@ static int l_request(lua_State *L) {
     zh_host *h = zh_host_of(L);
     zh_http_state *st = h->http;
     zh_task_current(L, true);
+    /* A misspelt option (`timout`, `max_bodyy`) was ignored: the request ran with the default. */
+    static const char *const known[] = {"url", "method", "query", "headers", "body", "json", "form", "timeout",
+                                        "retry", "source", "max_body", "insecure", NULL};
+    lua_pushnil(L);
+    while (lua_next(L, 1)) {
+        lua_pop(L, 1);
+        bool ok = false;
+        if (lua_type(L, -1) == LUA_TSTRING)
+            for (int i = 0; known[i] && !ok; i++) ok = !strcmp(known[i], lua_tostring(L, -1));
+        if (!ok) return luaL_error(L, "http.request: unknown option '%s'", luaL_tolstring(L, -1, NULL));
+    }
     const char *url = opt_string(L, 1, "url");
     if (!url) return luaL_error(L, "http.request: 'url' is required");
     if (strncmp(url, "http://", 7) && strncmp(url, "https://", 8))
@@ -708,16 +745,26 @@ static int l_request(lua_State *L) {
     lua_getfield(L, 1, "headers"); /* slot 4 */
     bool has_ctype = check_headers(L, 4);
 
+    /* A timeout of 0, below 0, NaN or past a day is a script's mistake: it used to become 60 s
+     * without a word, so `timeout = 0` ("no limit"?) or a value in ms waited a minute. */
     double timeout = 60;
     lua_getfield(L, 1, "timeout");
-    if (!lua_isnil(L, -1)) timeout = luaL_checknumber(L, -1);
+    if (!lua_isnil(L, -1)) {
+        int isnum;
+        timeout = lua_tonumberx(L, -1, &isnum);
+        if (!isnum || !(timeout > 0 && timeout <= 86400))
+            return luaL_error(L, "http.request: 'timeout' must be seconds in (0, 86400] (got %s)", luaL_tolstring(L, -1, NULL));
+    }
     lua_pop(L, 1);
-    if (!(timeout > 0) || timeout > 86400) timeout = 60;
     size_t max_body = 0;
     lua_getfield(L, 1, "max_body");
     if (!lua_isnil(L, -1)) {
-        lua_Integer mb = luaL_checkinteger(L, -1);
-        if (mb < 0) return luaL_error(L, "http.request: 'max_body' must be >= 0");
+        int isint;
+        lua_Integer mb = lua_tointegerx(L, -1, &isint);
+        /* 0 meant the 256 MiB default, not "no body" */
+        if (!isint || mb < 1)
+            return luaL_error(L, "http.request: 'max_body' must be a whole number of bytes >= 1 (got %s)",
+                              luaL_tolstring(L, -1, NULL));
         max_body = (size_t)mb;
     }
     lua_pop(L, 1);
@@ -807,35 +854,55 @@ static int l_post(lua_State *L) { return method_call(L, "POST"); }
 static int l_put(lua_State *L) { return method_call(L, "PUT"); }
 static int l_delete(lua_State *L) { return method_call(L, "DELETE"); }
 
-/* http.configure(source, { concurrency=, rps=, retry = {...} }) */
+/* http.configure(source, { concurrency=, rps=, retry = {...} }). Every value is checked before
+ * any is applied, so a refused call changes nothing. */
 static int l_configure(lua_State *L) {
     zh_http_state *st = zh_host_of(L)->http;
     const char *name = luaL_checkstring(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
+    lua_pushnil(L);
+    while (lua_next(L, 2)) {
+        lua_pop(L, 1);
+        const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+        if (!k || (strcmp(k, "concurrency") && strcmp(k, "rps") && strcmp(k, "retry")))
+            return luaL_error(L, "http.configure: unknown option '%s' (known: concurrency, rps, retry)", luaL_tolstring(L, -1, NULL));
+    }
     http_source *s = source_get(st, name);
+    int max_active = s->max_active;
     lua_getfield(L, 2, "concurrency");
     if (!lua_isnil(L, -1)) {
-        lua_Integer c = luaL_checkinteger(L, -1);
-        luaL_argcheck(L, c >= 1 && c <= 256, 2, "concurrency must be 1..256");
-        s->max_active = (int)c;
+        int isint;
+        lua_Integer c = lua_tointegerx(L, -1, &isint);
+        if (!isint || c < 1 || c > 256)
+            return luaL_error(L, "http.configure: concurrency must be a whole number 1..256 (got %s)", luaL_tolstring(L, -1, NULL));
+        max_active = (int)c;
     }
     lua_pop(L, 1);
+    double rps = -1;
     lua_getfield(L, 2, "rps");
     if (!lua_isnil(L, -1)) {
-        double r = luaL_checknumber(L, -1);
-        luaL_argcheck(L, r >= 0, 2, "rps must be >= 0");
-        s->rps = r;
-        s->tokens = r < 1 ? 1 : r;
+        int isnum;
+        rps = lua_tonumberx(L, -1, &isnum);
+        if (!isnum || !(rps >= 0))
+            return luaL_error(L, "http.configure: rps must be requests per second >= 0, 0 for no limit (got %s)",
+                              luaL_tolstring(L, -1, NULL));
+    }
+    lua_pop(L, 1);
+    retry_policy retry = s->retry_set ? s->retry : st->default_retry;
+    lua_getfield(L, 2, "retry");
+    bool has_retry = !lua_isnil(L, -1);
+    if (has_retry) read_policy(L, -1, &retry);
+    lua_pop(L, 1);
+    s->max_active = max_active;
+    if (rps >= 0) {
+        s->rps = rps;
+        s->tokens = rps < 1 ? 1 : rps;
         s->last_refill = zh_now_mono();
     }
-    lua_pop(L, 1);
-    lua_getfield(L, 2, "retry");
-    if (!lua_isnil(L, -1)) {
-        s->retry = s->retry_set ? s->retry : st->default_retry;
-        read_policy(L, -1, &s->retry);
+    if (has_retry) {
+        s->retry = retry;
         s->retry_set = true;
     }
-    lua_pop(L, 1);
     pump(s);
     return 0;
 }

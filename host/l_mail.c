@@ -501,9 +501,14 @@ static int l_send(lua_State *L) {
     const char *cafile = opt_str(L, "cafile", false);
     double timeout = 60;
     lua_getfield(L, 1, "timeout");
-    if (!lua_isnil(L, -1)) timeout = luaL_checknumber(L, -1);
+    if (!lua_isnil(L, -1)) {
+        int isnum;
+        timeout = lua_tonumberx(L, -1, &isnum);
+        /* was 60 s without a word */
+        if (!isnum || !(timeout > 0 && timeout <= 3600))
+            return luaL_error(L, "mail: timeout must be seconds in (0, 3600] (got %s)", luaL_tolstring(L, -1, NULL));
+    }
     lua_pop(L, 1);
-    if (!(timeout > 0) || timeout > 3600) timeout = 60;
     lua_getfield(L, 1, "insecure");
     bool insecure = lua_toboolean(L, -1);
     lua_pop(L, 1);

@@ -539,6 +539,77 @@ int zh_time_parse_http(const char *s, size_t n, int64_t *sec) {
     return 0;
 }
 
+/* A month's three-letter name at p (any case): 1..12, or 0. */
+static int month_at(const char *p, const char *end) {
+    if (end - p < 3) return 0;
+    for (int i = 0; i < 12; i++)
+        if (strncasecmp(p, month_abbr[i], 3) == 0) return i + 1;
+    return 0;
+}
+
+/* hh:mm:ss, as all three HTTP-date forms write the time. */
+static int hms_at(const char **pp, const char *end, int *hh, int *mi, int *ss) {
+    const char *p = *pp;
+    if (ndigits(&p, end, 2, 2, hh) || p >= end || *p++ != ':' || ndigits(&p, end, 2, 2, mi) || p >= end ||
+        *p++ != ':' || ndigits(&p, end, 2, 2, ss))
+        return -1;
+    *pp = p;
+    return 0;
+}
+
+static int skip_spaces(const char **pp, const char *end) {
+    const char *p = *pp;
+    while (p < end && *p == ' ') p++;
+    int n = (int)(p - *pp);
+    *pp = p;
+    return n;
+}
+
+static int civil_to_epoch(int64_t y, int mo, int d, int hh, int mi, int ss, int64_t *sec) {
+    if (mo < 1 || d < 1 || d > zh_time_days_in_month(y, mo) || hh > 23 || mi > 59 || ss > 60) return -1;
+    if (ss == 60) ss = 59;
+    *sec = zh_time_days_from_civil(y, mo, d) * 86400 + hh * 3600 + mi * 60 + ss;
+    return 0;
+}
+
+int zh_time_parse_http_date(const char *s, size_t n, int64_t now, int64_t *sec) {
+    trim_span(&s, &n);
+    /* IMF-fixdate, "Sun, 06 Nov 1994 08:49:37 GMT" (and the other RFC 1123 / 5322 spellings) */
+    if (zh_time_parse_http(s, n, sec) == 0) return 0;
+    const char *p = s, *end = s + n, *w = p;
+    while (p < end && isalpha((unsigned char)*p)) p++;
+    size_t wlen = (size_t)(p - w);
+    if (wlen < 3) return -1;
+    int hh, mi, ss, d, mo, y;
+    if (p < end && *p == ',') {
+        /* obsolete RFC 850: "Sunday, 06-Nov-94 08:49:37 GMT" */
+        p++;
+        if (!skip_spaces(&p, end) || ndigits(&p, end, 2, 2, &d) || p >= end || *p++ != '-') return -1;
+        if (!(mo = month_at(p, end))) return -1;
+        p += 3;
+        if (p >= end || *p++ != '-' || ndigits(&p, end, 2, 2, &y)) return -1;
+        if (!skip_spaces(&p, end) || hms_at(&p, end, &hh, &mi, &ss) || !skip_spaces(&p, end)) return -1;
+        if (end - p != 3 || strncasecmp(p, "GMT", 3)) return -1;
+        /* RFC 9110 5.6.7: a two-digit year that would be more than 50 years ahead is the most
+         * recent past year with those digits. */
+        int64_t cy;
+        int cm, cd;
+        zh_time_civil_from_days(now >= 0 ? now / 86400 : (now - 86399) / 86400, &cy, &cm, &cd);
+        int64_t full = cy - cy % 100 + y;
+        if (full > cy + 50) full -= 100;
+        return civil_to_epoch(full, mo, d, hh, mi, ss, sec);
+    }
+    /* ANSI C asctime(): "Sun Nov  6 08:49:37 1994" (always GMT) */
+    if (wlen != 3 || !skip_spaces(&p, end)) return -1;
+    if (!(mo = month_at(p, end))) return -1;
+    p += 3;
+    if (!skip_spaces(&p, end) || ndigits(&p, end, 1, 2, &d)) return -1;
+    if (!skip_spaces(&p, end) || hms_at(&p, end, &hh, &mi, &ss) || !skip_spaces(&p, end)) return -1;
+    const char *y0 = p;
+    if (ndigits(&p, end, 4, 4, &y) || p - y0 != 4 || p != end) return -1;
+    return civil_to_epoch(y, mo, d, hh, mi, ss, sec);
+}
+
 /* ---------------------------------------------------------------- formatting */
 
 typedef struct {

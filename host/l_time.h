@@ -47,6 +47,11 @@ int zh_time_parse(const char *s, size_t n, const zh_tz *z, int64_t *sec, double 
 int zh_time_parse_date(const char *s, size_t n, int64_t *y, int *m, int *d);
 /* RFC 1123 / RFC 5322 dates: `[Sun, ]06 Nov 1994 08:49:37 GMT` or `... +0300`. Returns 0 or -1. */
 int zh_time_parse_http(const char *s, size_t n, int64_t *sec);
+/* An HTTP-date in any of the three forms RFC 9110 (5.6.7) says recipients must accept: IMF-fixdate
+ * (what zh_time_parse_http reads, with its other RFC 1123 spellings), the obsolete RFC 850 form
+ * `Sunday, 06-Nov-94 08:49:37 GMT` (its two-digit year read relative to `now`, epoch seconds) and
+ * asctime's `Sun Nov  6 08:49:37 1994`. Returns 0 or -1. */
+int zh_time_parse_http_date(const char *s, size_t n, int64_t now, int64_t *sec);
 /* strftime-like formatting of instant t in zone z, independent of locale (English names).
  * Supports %Y %m %d %e %H %M %S %y %j %F %T %D %R %z %:z %Z %s %a %A %b %B %u %w %p %I %%.
  * fmt "iso" means `%Y-%m-%dT%H:%M:%S%:z`. Returns the length written (always NUL-terminated,

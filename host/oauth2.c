@@ -776,7 +776,7 @@ static double opt_num(lua_State *L, int idx, const char *k, double def, double l
     if (!lua_isnil(L, -1)) {
         if (lua_type(L, -1) != LUA_TNUMBER) luaL_error(L, "%s: '%s' must be a number", fn, k);
         v = lua_tonumber(L, -1);
-        if (!(v >= lo && v <= hi)) luaL_error(L, "%s: '%s' must be between %f and %f", fn, k, lo, hi);
+        if (!(v >= lo && v <= hi)) luaL_error(L, "%s: '%s' must be between %f and %f (got %f)", fn, k, lo, hi, v);
     }
     lua_pop(L, 1);
     return v;

@@ -185,11 +185,14 @@ static void record_done(void *ud, const char *err) {
 }
 
 static void write_final(zh_run *r) {
-    /* A run shorter than the "running" row's insert must not end (and free that request's
-     * owner, the host) while it is in flight; running_recorded resumes here. */
+    /* The final row supersedes the "running" row (same run_id, a later _ver): one still in flight
+     * is dropped, not waited for. A run shorter than its insert must not end with the request in
+     * flight (it leaked); waiting for it instead held the end of every run against a hung
+     * ClickHouse for the whole time the running row was allowed. */
     if (r->running_row_pending) {
-        r->final_waiting = true;
-        return;
+        if (zh_ch_record_drop(r->h, r))
+            ZH_DEBUG(r->group.job, "msg=\"the running row was still in flight; the final row replaces it\" run_id=%s", r->run_id);
+        r->running_row_pending = false;
     }
     zh_buf metrics;
     zh_buf_init(&metrics);
@@ -324,16 +327,12 @@ static void timeout_fired(uv_timer_t *t) {
     zh_run_cancel(r, msg, ZH_RUN_ERROR);
 }
 
-/* The final row waits for this answer (write_final checks running_row_pending), so the run is
- * still alive here. */
+/* Called only while the run waits for its final row: write_final drops a running row still in
+ * flight, so the run is alive here. */
 static void running_recorded(void *ud, const char *err) {
     zh_run *r = ud;
     if (err) ZH_DEBUG(r->group.job, "msg=\"could not write the running row\" error=\"%s\"", err);
     r->running_row_pending = false;
-    if (r->final_waiting) {
-        r->final_waiting = false;
-        write_final(r);
-    }
 }
 
 struct env_fill {

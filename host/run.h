@@ -36,7 +36,6 @@ struct zh_run {
     int job_ref;              /* the run's `job` table, cut from the run when it is freed */
     bool finishing;
     bool running_row_pending; /* the "running" meta_job_runs insert has not answered yet */
-    bool final_waiting;       /* the final row waits for it (a very short run) */
     uv_timer_t *timeout_timer;
     void (*on_done)(zh_run *r, void *ud);
     void *on_done_ud;

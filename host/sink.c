@@ -134,7 +134,9 @@ static void check_group_finished(ch_group_stats *gs, zh_host *h);
  * gains nothing from a stream. */
 static bool stream_due(zh_sink *s) {
     size_t at = s->h->ch->stream_bytes;
-    return at && s->batch.len >= at && zh_ch_can_stream(s->h);
+    /* A stream stays open while rows come in (up to stream_max_open_s): a sink with a time limit
+     * of its own sends whole batches, so that the limit is the server's time to take one. */
+    return at && !s->o.timeout_s && s->batch.len >= at && zh_ch_can_stream(s->h);
 }
 
 /* The streamed INSERT's body ends here: its rows become the request's, new rows start a batch. */
@@ -159,6 +161,7 @@ static void start_stream(zh_sink *s) {
     char q[512];
     snprintf(q, sizeof q, "INSERT INTO %s FORMAT JSONEachRow", s->schema->table);
     s->inflight = ch_req_new(s->h, q, NULL, 0, insert_done, s);
+    ch_req_limit(s->inflight, 0, s->o.attempts);
     s->inflight_rows = 0;
     s->streaming = true;
     zh_xfer_stream_body(s->inflight->x, &s->batch, s->batch.len);
@@ -252,6 +255,7 @@ bool zh_sink_flush(zh_sink *s) {
     s->inflight_rows = s->batch_rows;
     /* The batch is handed to the request, not copied; rows go on into the spare buffer. */
     s->inflight = ch_req_new(s->h, q, "", 0, insert_done, s);
+    ch_req_limit(s->inflight, s->o.timeout_s, s->o.attempts);
     zh_xfer_swap_request_body(s->inflight->x, &s->batch);
     zh_buf_free(&s->batch); /* the request's empty body */
     /* The next rows go into the buffer the previous INSERT gave back (insert_done), already grown

@@ -9,6 +9,8 @@ typedef struct zh_sink zh_sink;
 typedef struct zh_sink_opts {
     size_t max_rows, max_bytes;
     double max_age_s;
+    double timeout_s;         /* per attempt of each INSERT; 0: the ClickHouse default (300 s) */
+    int attempts;             /* per INSERT; 0: ZHOST_CH_ATTEMPTS */
 } zh_sink_opts;
 
 /* Takes ownership of schema. */

@@ -10,7 +10,8 @@ local alerting = require("alerting")
 local now = os.time()
 local args = job.args
 
-local env = require("loader").settings(job)
+local loader = require("loader")
+local env = loader.settings(job)
 
 local repeat_hours = tonumber(args["repeat-hours"] or env("ALERT_REPEAT_HOURS", "24")) or 24
 local retry_days = tonumber(env("ALERT_RETRY_DAYS", "7")) or 7
@@ -36,7 +37,7 @@ if smtp_host and recipients then
   smtp = {
     host = smtp_host, port = tonumber(env("SMTP_PORT", "587")), user = smtp_user,
     password = env("SMTP_PASSWORD"), tls = smtp_tls, from = env("ALERT_EMAIL_FROM", smtp_user),
-    to = recipients, timeout = tonumber(env("SMTP_TIMEOUT", "60")),
+    to = recipients, timeout = loader.number("SMTP_TIMEOUT", env("SMTP_TIMEOUT", "60"), 1, 3600),
     insecure = truthy(env("SMTP_INSECURE", "false")), cafile = env("SMTP_CAFILE"),
   }
   if not smtp.from then
@@ -46,12 +47,24 @@ if smtp_host and recipients then
 end
 
 -- ---- ClickHouse ----
--- A bounded probe: a server that takes connections and never answers (hung, overloaded) would
--- otherwise hold this query for 5 minutes per attempt, past the job's timeout, and clickhouse_down
--- would never be e-mailed.
-local ch_probe_s = tonumber(env("ALERT_CLICKHOUSE_TIMEOUT", "10")) or 10
+-- Nothing here waits on ClickHouse for long: a server that takes connections and never answers
+-- (hung, overloaded) would hold a statement for 5 minutes per attempt, past the job's timeout.
+-- A bounded probe decides whether ClickHouse is up; rule queries and the state reads get their own
+-- limit; the rows are stored with a limit too (a short one when the probe failed), and spooled when
+-- ClickHouse does not take them.
+local ch_probe_s = loader.number("ALERT_CLICKHOUSE_TIMEOUT", env("ALERT_CLICKHOUSE_TIMEOUT", "10"), 1, 3600)
+local query_s = loader.number("ALERT_QUERY_TIMEOUT", env("ALERT_QUERY_TIMEOUT", "30"), 1, 3600)
 local ch_ok, ch_err = ch.query("SELECT 1 AS ok", { timeout = ch_probe_s, attempts = 2 })
 ch_ok = ch_ok ~= nil
+-- Set when ClickHouse stops answering after the probe (a query timed out or lost its connection):
+-- later queries fail at once with it, and the cycle is evaluated again as one with ClickHouse down.
+local ch_lost = nil
+local function ch_query(sql)
+  if ch_lost then return nil, ch_lost end
+  local rows, err = ch.query(sql, { timeout = query_s, attempts = 2 })
+  if not rows and err:find("^ClickHouse unreachable") then ch_lost = err end
+  return rows, err
+end
 local spool = ch.spool_status()
 
 -- ---- rules ----
@@ -106,54 +119,57 @@ local ctx = {
   spool = spool,
   quote = ch.quote,
   job_hint = function(j) return alerting.job_hint(j, daemon_jobs) end,
-  -- Rows of a query; raises on failure so the rule counts as not evaluated.
+  -- Rows of a query (at most ALERT_QUERY_TIMEOUT s per attempt, two attempts); raises on failure
+  -- so the rule counts as not evaluated.
   query = function(sql)
-    local rows, err = ch.query(sql)
+    local rows, err = ch_query(sql)
     if not rows then error(err, 0) end
     return rows
   end,
 }
 
-local results = {}
-local rule_errors, evaluated = {}, {}
-for stem, err in pairs(load_errors) do
-  evaluated[stem] = true
-  rule_errors[#rule_errors + 1] = { subject = stem, title = "правило алертов " .. stem .. " не работает", message = err,
-    hint = "zhost check " .. rules_dir .. "/" .. stem .. ".lua" }
-end
-for _, rule in ipairs(rules) do
-  if rule.needs_clickhouse and not ch_ok then
-    log.info("alert rule skipped: ClickHouse is unreachable", { rule = rule.name })
-  else
-    local cfg = alerting.configure(rule.name, rule.config, function(k) return env(k) end)
-    local ok, list = pcall(rule.check, ctx, cfg)
-    local findings, ferr
-    if ok then findings, ferr = alerting.normalize_findings(rule, list) else ferr = tostring(list) end
-    local stem = rule.file:match("([^/]+)%.lua$")
+local results, rule_errors, evaluated
+local function evaluate()
+  results, rule_errors, evaluated = {}, {}, {}
+  job:set("rules_ok", nil) -- counted again when the cycle is evaluated again
+  for stem, err in pairs(load_errors) do
     evaluated[stem] = true
-    if ok and list == false then
-      -- The rule cannot tell this cycle: its alerts stay as they are.
-      log.info("alert rule abstained", { rule = rule.name })
-    elseif findings then
-      results[rule.name] = { ok = true, findings = findings }
-      job:metric("rules_ok")
+    rule_errors[#rule_errors + 1] = { subject = stem, title = "правило алертов " .. stem .. " не работает", message = err,
+      hint = "zhost check " .. rules_dir .. "/" .. stem .. ".lua" }
+  end
+  for _, rule in ipairs(rules) do
+    if rule.needs_clickhouse and (not ch_ok or ch_lost) then
+      log.info("alert rule skipped: ClickHouse is unreachable", { rule = rule.name })
     else
-      results[rule.name] = { ok = false, error = ferr }
-      log.error("alert rule failed", { rule = rule.name, error = ferr })
-      -- A failure caused by ClickHouse itself is the clickhouse_down rule's business.
-      if ch_ok then
-        rule_errors[#rule_errors + 1] = { subject = stem, title = "правило алертов " .. stem .. " не работает",
-          message = ferr, hint = "zhost check " .. rule.file }
+      local cfg = alerting.configure(rule.name, rule.config, function(k) return env(k) end)
+      local ok, list = pcall(rule.check, ctx, cfg)
+      local findings, ferr
+      if ok then findings, ferr = alerting.normalize_findings(rule, list) else ferr = tostring(list) end
+      local stem = rule.file:match("([^/]+)%.lua$")
+      evaluated[stem] = true
+      if ok and list == false then
+        -- The rule cannot tell this cycle: its alerts stay as they are.
+        log.info("alert rule abstained", { rule = rule.name })
+      elseif findings then
+        results[rule.name] = { ok = true, findings = findings }
+        job:metric("rules_ok")
+      else
+        results[rule.name] = { ok = false, error = ferr }
+        log.error("alert rule failed", { rule = rule.name, error = ferr })
+        -- A failure caused by ClickHouse itself is the clickhouse_down rule's business.
+        if ch_ok and not ch_lost then
+          rule_errors[#rule_errors + 1] = { subject = stem, title = "правило алертов " .. stem .. " не работает",
+            message = ferr, hint = "zhost check " .. rule.file }
+        end
       end
     end
   end
-end
--- Broken rules alert too, so a typo cannot silently switch alerting off; only rules that were
--- looked at this cycle can resolve their rule_error alert.
-do
+  -- Broken rules alert too, so a typo cannot silently switch alerting off; only rules that were
+  -- looked at this cycle can resolve their rule_error alert.
   local pseudo = { name = "rule_error", severity = "warning" }
   results.rule_error = { ok = true, findings = alerting.normalize_findings(pseudo, rule_errors), scope = evaluated }
 end
+evaluate()
 
 -- ---- state: stored rows, plus rows still waiting in the spool ----
 local db = ch.database()
@@ -172,20 +188,23 @@ end
 
 local stored_state, stored_alerts = {}, {}
 local retry_since = now - math.floor(retry_days * 86400)
-if ch_ok then
-  local rows, err = ch.query([[
+local function read_stored()
+  local rows, err = ch_query([[
     SELECT rule, subject, state, severity, toUnixTimestamp(first_seen) AS t_first_seen,
            toUnixTimestamp(last_seen) AS t_last_seen, toUnixTimestamp(ifNull(last_sent, toDateTime(0))) AS t_last_sent,
            sent_count, toUnixTimestamp(ifNull(resolved_at, toDateTime(0))) AS t_resolved_at, last_alert_id,
            fingerprint, details, last_ver
     FROM zakaz.v_alert_state]])
-  if not rows then error("cannot read zakaz.v_alert_state: " .. err) end
+  if not rows then
+    if ch_lost then return end
+    error("cannot read zakaz.v_alert_state: " .. err)
+  end
   -- Aliases differ from the column names: 18.16 rejects "f(x) AS x" as a cyclic alias.
   for _, r in ipairs(rows) do
     r.first_seen, r.last_seen, r.last_sent, r.resolved_at = r.t_first_seen, r.t_last_seen, r.t_last_sent, r.t_resolved_at
   end
-  stored_state = rows
-  rows, err = ch.query(([[
+  local state_rows = rows
+  rows, err = ch_query(([[
     SELECT alert_id, toUnixTimestamp(min(created_at)) AS t_created, any(job) AS a_job, any(rule) AS a_rule,
            any(subject) AS a_subject, any(alert_type) AS a_type, any(title) AS a_title, any(message) AS a_message,
            any(details) AS a_details, max(delivered) AS max_delivered
@@ -193,12 +212,27 @@ if ch_ok then
     WHERE created_at >= toDateTime(%d) AND channel = 'email'
     GROUP BY alert_id
     HAVING max_delivered = 0]]):format(retry_since))
-  if not rows then error("cannot read zakaz.alerts: " .. err) end
+  if not rows then
+    if ch_lost then return end
+    error("cannot read zakaz.alerts: " .. err)
+  end
   for i, r in ipairs(rows) do
     rows[i] = { alert_id = r.alert_id, created_at = r.t_created, job = r.a_job, rule = r.a_rule, subject = r.a_subject,
       alert_type = r.a_type, title = r.a_title, message = r.a_message, details = r.a_details, delivered = r.max_delivered }
   end
-  stored_alerts = rows
+  stored_state, stored_alerts = state_rows, rows
+end
+if ch_ok and not ch_lost then read_stored() end
+-- ClickHouse stopped answering after the probe: what was found meanwhile cannot be matched against
+-- the stored state (not read), so the cycle is evaluated again as one with ClickHouse down —
+-- clickhouse_down fires, the rules that need ClickHouse count as not evaluated.
+if ch_lost then
+  log.warn("ClickHouse stopped answering during the cycle; evaluating it as one with ClickHouse down",
+    { error = ch_lost })
+  ch_ok, ch_err = false, ch_lost
+  ctx.clickhouse_ok, ctx.clickhouse_error = false, ch_lost
+  stored_state, stored_alerts = {}, {}
+  evaluate()
 end
 local state = alerting.merge_states({ stored_state, spooled("alert_state") })
 local pending = alerting.pending_from_rows({ stored_alerts, spooled("alerts") }, retry_since)
@@ -255,46 +289,52 @@ end
 if delivered then alerting.mark_delivered(plan, state, now) end
 
 -- ---- storage ----
-local function open_sink(name)
-  local s, err = ch.sink(name)
-  if not s then log.error("cannot store alerts", { table = name, error = err }) end
-  return s, err
-end
-local store_err
-local sink_alerts = open_sink("zakaz.alerts")
-local sink_state = open_sink("zakaz.alert_state")
-if sink_alerts then
-  for _, n in ipairs(notes) do
-    -- A retried notification is stored again under the same alert_id and created_at: the
-    -- ReplacingMergeTree keeps one row, now with delivered = 1. An undelivered one is already there.
-    if n.kind ~= "retry" or delivered then
-      sink_alerts:add({
-        alert_id = n.alert_id, created_at = n.created_at, job = n.job or "", rule = n.rule, subject = n.subject,
-        alert_type = n.type, title = n.title, message = n.message, details = n.details, channel = "email",
-        delivered = delivered and 1 or 0, acknowledged = 0, acknowledged_by = "",
-      })
-    end
+local alert_rows, state_rows = {}, {}
+for _, n in ipairs(notes) do
+  -- A retried notification is stored again under the same alert_id and created_at: the
+  -- ReplacingMergeTree keeps one row, now with delivered = 1. An undelivered one is already there.
+  if n.kind ~= "retry" or delivered then
+    alert_rows[#alert_rows + 1] = {
+      alert_id = n.alert_id, created_at = n.created_at, job = n.job or "", rule = n.rule, subject = n.subject,
+      alert_type = n.type, title = n.title, message = n.message, details = n.details, channel = "email",
+      delivered = delivered and 1 or 0, acknowledged = 0, acknowledged_by = "",
+    }
   end
-  local ok, err = sink_alerts:close()
-  if not ok then store_err = err end
-elseif #notes > 0 then
-  store_err = "zakaz.alerts unavailable"
 end
-if sink_state then
-  for id, s in pairs(plan.states) do
-    -- Versions are unix ms, but two cycles can start in the same second: always go past the
-    -- version that was read, so the newer row wins in v_alert_state.
-    local ver = math.floor(now * 1000)
-    if state[id] and state[id].ver >= ver then ver = state[id].ver + 1 end
-    sink_state:add({
-      rule = s.rule, subject = s.subject, state = s.state, severity = s.severity, first_seen = s.first_seen,
-      last_seen = s.last_seen, last_sent = s.last_sent, sent_count = s.sent_count, resolved_at = s.resolved_at,
-      last_alert_id = s.last_alert_id, fingerprint = s.fingerprint, details = s.details, _ver = ver,
-    })
+for id, s in pairs(plan.states) do
+  -- Versions are unix ms, but two cycles can start in the same second: always go past the
+  -- version that was read, so the newer row wins in v_alert_state.
+  local ver = math.floor(now * 1000)
+  if state[id] and state[id].ver >= ver then ver = state[id].ver + 1 end
+  state_rows[#state_rows + 1] = {
+    rule = s.rule, subject = s.subject, state = s.state, severity = s.severity, first_seen = s.first_seen,
+    last_seen = s.last_seen, last_sent = s.last_sent, sent_count = s.sent_count, resolved_at = s.resolved_at,
+    last_alert_id = s.last_alert_id, fingerprint = s.fingerprint, details = s.details, _ver = ver,
+  }
+end
+-- Every statement of the two sinks is bounded: ALERT_QUERY_TIMEOUT s per attempt, two attempts;
+-- when the probe found ClickHouse down, one attempt of at most 5 s (enough for a server that has
+-- come back; a hung one is not waited for). Rows ClickHouse does not take go to the spool, which
+-- the next cycle reads as state. Both tables are stored at the same time. A sink is opened even
+-- with no rows: that keeps the cached table schema (beside the spool) fresh for an outage.
+local store_limits = ch_ok and { timeout = query_s, attempts = 2 } or { timeout = math.min(ch_probe_s, 5), attempts = 1 }
+local function store(name, rows)
+  local s, err = ch.sink(name, store_limits)
+  if not s then
+    log.error("cannot store alerts", { table = name, error = err })
+    if #rows > 0 then return nil, err end
+    return true
   end
-  local ok, err = sink_state:close()
-  if not ok then store_err = store_err or err end
+  for _, r in ipairs(rows) do s:add(r) end
+  return s:close()
 end
+local stores = { task.spawn(store, "zakaz.alerts", alert_rows), task.spawn(store, "zakaz.alert_state", state_rows) }
+local store_errs = {}
+for _, h in ipairs(stores) do
+  local ok, err = h:wait()
+  if not ok then store_errs[#store_errs + 1] = err end
+end
+local store_err = #store_errs > 0 and table.concat(store_errs, "; ") or nil
 
 local counts = { new = 0, ["repeat"] = 0, resolved = 0, retry = 0 }
 for _, n in ipairs(notes) do counts[n.kind] = counts[n.kind] + 1 end
@@ -307,6 +347,21 @@ log.info("alerts cycle done", { new = counts.new, ["repeat"] = counts["repeat"],
   retry = counts.retry, delivered = delivered, clickhouse = ch_ok })
 if send_err and smtp then
   error("alert mail not delivered (the alerts stay unsent and are retried next cycle): " .. send_err, 0)
+end
+if store_err and not ch_ok then
+  -- The usual ending while ClickHouse is down or hung: the mail went out and the rows wait in the
+  -- spool (the host adds how many, and the replay command, to this message). Only what is not
+  -- just "spooled" is spelt out: a table that could not even be opened (no cached schema).
+  local worse = {}
+  for _, e in ipairs(store_errs) do
+    if not tostring(e):find(": %d+ rows spooled: ") or tostring(e):find(" LOST ") then worse[#worse + 1] = e end
+  end
+  local s = #notes == 1 and "" or "s"
+  local mailed = #notes == 0 and "nothing to e-mail"
+    or delivered and ("%d notification%s e-mailed"):format(#notes, s)
+    or ("%d notification%s not e-mailed (%s)"):format(#notes, s, tostring(send_err))
+  error(("ClickHouse did not answer (%s): %s, the alert rows not stored%s"):format(ch_err, mailed,
+    #worse > 0 and (": " .. table.concat(worse, "; ")) or ""), 0)
 end
 if store_err then error("alerts not stored: " .. store_err, 0) end
 job:message(("%d new, %d repeated, %d resolved, %d retried"):format(counts.new, counts["repeat"], counts.resolved,

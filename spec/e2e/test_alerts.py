@@ -177,6 +177,75 @@ def schema_statements():
     return stmts
 
 
+class HangAfterProbe:
+    """A relay to ClickHouse that passes requests until it has answered the alerts job's probe
+    (SELECT 1 AS ok), then takes connections and requests without ever answering: a server that
+    hangs in the middle of a cycle."""
+
+    def __init__(self, upstream):
+        self.upstream = urllib.parse.urlparse(upstream)
+        self.hung = False
+        self.lock = threading.Lock()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.url = "http://127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.held = []
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.serve, args=(c,), daemon=True).start()
+
+    def serve(self, c):
+        # one request per connection is enough for zhost's requests (it reconnects after Connection: close)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = c.recv(65536)
+            if not chunk:
+                c.close()
+                return
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        m = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+        want = int(m.group(1)) if m else 0
+        while len(body) < want:
+            chunk = c.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+        with self.lock:
+            if self.hung:
+                self.held.append(c)  # never answered
+                return
+        line, _, rest = head.partition(b"\r\n")
+        method, target, _ = line.split(b" ", 2)
+        req = urllib.request.Request("http://%s%s" % (self.upstream.netloc, target.decode()), data=body, method=method.decode())
+        for h in rest.split(b"\r\n"):
+            k, _, v = h.decode().partition(":")
+            if k.lower().startswith("x-clickhouse"):
+                req.add_header(k, v.strip())
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                status, out = r.status, r.read()
+        except urllib.error.HTTPError as e:
+            status, out = e.code, e.read()
+        c.sendall(b"HTTP/1.1 %d X\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % (status, len(out)) + out)
+        c.close()
+        if b"SELECT 1 AS ok" in body:
+            with self.lock:
+                self.hung = True
+
+    def stop(self):
+        self.sock.close()
+        for c in self.held:
+            c.close()
+
+
 class Sink:
     """The SMTP sink as a subprocess."""
 
@@ -515,8 +584,10 @@ class TestAlerts(AlertsCase):
                 del env[k]
         env.update({"CLICKHOUSE_URL": "http://127.0.0.1:%d" % hung.getsockname()[1], "CLICKHOUSE_DB": self.db,
                     "ZHOST_LOG_LEVEL": "info"})
+        errf = open(os.path.join(self.tmp, "stderr"), "w+")
+        self.addCleanup(errf.close)
         p = subprocess.Popen([BIN, "run", SCRIPT, "--secrets", self.secrets, "--spool", self.spool, "--timeout", "40"],
-                             cwd=SRC, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             cwd=SRC, env=env, stdout=subprocess.DEVNULL, stderr=errf)
         self.addCleanup(p.wait)
         self.addCleanup(p.kill)
         t0 = time.time()
@@ -526,6 +597,105 @@ class TestAlerts(AlertsCase):
         self.assertEqual(len(mails), 1, "no mail within 30 s")
         self.assertIn("ClickHouse недоступен", str(mails[0]["Subject"]))
         self.assertIn("clickhouse_down:clickhouse", self.body(mails[0]))
+        # ... and the run ends soon after, not at its timeout (storing the rows and the run's own
+        # meta_job_runs rows waited 4 x 300 s per statement). No cycle ever cached the table
+        # schemas here, so the rows cannot even be spooled: the message says so.
+        try:
+            rc = p.wait(30 - (time.time() - t0) + 5)
+        except subprocess.TimeoutExpired:
+            rc = None
+        errf.seek(0)
+        err = errf.read()
+        self.assertEqual(rc, 1, "still running %.0f s after the start\n%s" % (time.time() - t0, err))
+        last = err.strip().splitlines()[-1]
+        self.assertIn("zhost: alerts failed: ClickHouse did not answer (", last)
+        self.assertIn("1 notification e-mailed, the alert rows not stored: cannot open a sink for %s.alerts" % self.db, last)
+
+    def hung_clickhouse(self):
+        """A ClickHouse that takes connections and never answers."""
+        hung = socket.socket()
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(64)
+        self.addCleanup(hung.close)
+        return "http://127.0.0.1:%d" % hung.getsockname()[1]
+
+    def run_alerts_timed(self, ch_url, *args):
+        # the production defaults: ZHOST_CH_ATTEMPTS left unset (4 attempts)
+        env = dict(os.environ)
+        for k in list(env):
+            if k.startswith(("SMTP_", "ALERT_", "CLICKHOUSE_", "CH_", "ZHOST_CH_")):
+                del env[k]
+        env.update({"CLICKHOUSE_URL": ch_url, "CLICKHOUSE_DB": self.db, "ZHOST_LOG_LEVEL": "info"})
+        t0 = time.time()
+        p = subprocess.run([BIN, "run", SCRIPT, "--secrets", self.secrets, "--spool", self.spool] + list(args),
+                           cwd=SRC, env=env, capture_output=True, text=True, timeout=300)
+        return p, time.time() - t0
+
+    def test_hung_clickhouse_run_ends_quickly_rows_spooled_and_not_mailed_again(self):
+        # A hung ClickHouse: the probe gives up after 2 x ALERT_CLICKHOUSE_TIMEOUT and clickhouse_down
+        # is e-mailed, but storing its rows waited 4 x 300 s per statement, and so did the run's own
+        # meta_job_runs rows: the run never ended within the daemon's 5-minute timeout, its rows were
+        # never spooled, and the next cycle, with no state to read, mailed the alert again.
+        port = self.start_sink()
+        self.write_secrets(port, ALERT_CLICKHOUSE_TIMEOUT="2")
+        self.run_alerts(expect=0)  # ClickHouse up: the table schemas are cached beside the spool
+        hung = self.hung_clickhouse()
+        p, took = self.run_alerts_timed(hung)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertLess(took, 30, "the run against a hung ClickHouse took %.0f s\n%s" % (took, p.stderr))
+        mails = self.mails()
+        self.assertEqual(len(mails), 1, p.stderr)
+        self.assertIn("clickhouse_down:clickhouse", self.body(mails[0]))
+        last = p.stderr.strip().splitlines()[-1]
+        self.assertRegex(last, r"^zhost: alerts failed: ClickHouse did not answer \(ClickHouse unreachable at \S+: "
+                               r"timeout\): 1 notification e-mailed, the alert rows not stored; "
+                               r"2 rows spooled, deliver them with `zhost spool replay`$")
+        for table in ("alerts", "alert_state"):
+            files = glob.glob(os.path.join(self.spool, "%s.%s~*.jsonl" % (self.db, table)))
+            self.assertEqual(len(files), 1, (table, os.listdir(self.spool)))
+        # the run's own row is spooled too, not lost
+        self.assertTrue(glob.glob(os.path.join(self.spool, self.db + ".meta_job_runs_raw~*.jsonl")), os.listdir(self.spool))
+        # Still hung two hours later: the spooled state says the alert was sent; no second mail.
+        p, took = self.run_alerts_timed(hung)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertLess(took, 30, p.stderr)
+        self.assertEqual(len(self.mails()), 1, "clickhouse_down was e-mailed again\n" + p.stderr)
+        self.assertIn("): nothing to e-mail, the alert rows not stored; 1 rows spooled", p.stderr.strip().splitlines()[-1])
+        # Once the repeat interval has passed (here 0 hours) it is e-mailed again as a reminder.
+        p, took = self.run_alerts_timed(hung, "--repeat-hours", "0")
+        self.assertLess(took, 30, p.stderr)
+        mails = self.mails()
+        self.assertEqual(len(mails), 2, p.stderr)
+        self.assertIn("повтор", self.body(mails[1]))
+        self.assertIn("clickhouse_down:clickhouse", self.body(mails[1]))
+        # ClickHouse answers again: the spool is replayed, the next cycle resolves the alert.
+        env = dict(os.environ, CLICKHOUSE_URL=CH_URL, CLICKHOUSE_DB=self.db)
+        r = subprocess.run([BIN, "spool", "replay", "--secrets", self.secrets, "--spool", self.spool], env=env,
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.run_alerts(expect=0)
+        mails = self.mails()
+        self.assertEqual(len(mails), 3)
+        self.assertIn("РЕШЕНО", str(mails[2]["Subject"]))
+
+    def test_clickhouse_that_stops_answering_mid_cycle(self):
+        # The probe is answered, then ClickHouse hangs: a rule's query gives up after
+        # ALERT_QUERY_TIMEOUT (two attempts) instead of 4 x 300 s, the cycle is evaluated as one with
+        # ClickHouse down (clickhouse_down, not a rule_error per rule), and the run ends.
+        port = self.start_sink()
+        self.write_secrets(port, ALERT_CLICKHOUSE_TIMEOUT="2", ALERT_QUERY_TIMEOUT="1")
+        self.run_alerts(expect=0)  # caches the schemas
+        relay = HangAfterProbe(CH_URL)
+        self.addCleanup(relay.stop)
+        p, took = self.run_alerts_timed(relay.url)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertLess(took, 30, p.stderr)
+        self.assertIn("ClickHouse stopped answering during the cycle", p.stderr)
+        mails = self.mails()
+        self.assertEqual(len(mails), 1, p.stderr)
+        body = self.body(mails[0])
+        self.assertIn("clickhouse_down:clickhouse", body)
+        self.assertNotIn("rule_error", body)
 
     def test_starttls_and_auth(self):
         key = os.path.join(self.tmp, "k.pem")

@@ -57,6 +57,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.reply(429, b"slow down", {"Retry-After": "1"})
             else:
                 self.reply(200, b"fine")
+        elif path.startswith("/retry-after/"):
+            # 503 with Retry-After 100 s ahead, written in the form the path names, then 200
+            form = path.rsplit("/", 1)[1]
+            later = time.gmtime(time.time() + 100)
+            value = {"imf": time.strftime("%a, %d %b %Y %H:%M:%S GMT", later),
+                     "rfc850": time.strftime("%A, %d-%b-%y %H:%M:%S GMT", later),
+                     "asctime": time.strftime("%a %b ", later) + ("%2d" % later.tm_mday) + time.strftime(" %H:%M:%S %Y", later),
+                     "garbage": "in a while"}[form]
+            if n == 1:
+                self.reply(503, b"busy", {"Retry-After": value})
+            else:
+                self.reply(200, b"fine")
         elif path == "/reset-once":
             if n == 1:
                 self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
@@ -315,6 +327,27 @@ class CoreHTTP(zhtest.ZhostCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertGreaterEqual(time.time() - start, 0.9, "Retry-After: 1 was not honoured")
         self.assertEqual(Handler.hits.get("/429then200"), 2)
+
+    def test_retry_after_is_read_in_all_three_http_date_forms(self):
+        # RFC 9110 5.6.7: IMF-fixdate, the obsolete RFC 850 form and asctime's. A date 100 s ahead is
+        # past retry_after_max, so the 503 comes back at once; an unread date would have counted as
+        # absent and the request retried (as the garbage value is) -- only IMF-fixdate was read.
+        r = self.run_lua("""
+            for _, form in ipairs{"imf", "rfc850", "asctime"} do
+              local r = assert(http.get("BASE/retry-after/" .. form, {retry = {attempts = 2, base = 0.01, cap = 0.02,
+                                                                            retry_after_max = 10}}))
+              assert(r.status == 503 and r.attempts == 1, form .. ": HTTP " .. r.status .. " after " .. r.attempts)
+              local wait = r.headers["retry-after"]
+              print(form, wait)
+            end
+            local r = assert(http.get("BASE/retry-after/garbage", {retry = {attempts = 2, base = 0.01, cap = 0.02,
+                                                                          retry_after_max = 10}}))
+            assert(r.status == 200 and r.attempts == 2, "garbage: HTTP " .. r.status)
+        """.replace("BASE", self.srv.url))
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual(r.stderr.count('msg="http retry-after too long"'), 3, r.stderr)
+        self.assertRegex(r.stdout, r"rfc850\t\w+day, \d\d-\w\w\w-\d\d ")
+        self.assertRegex(r.stdout, r"asctime\t\w\w\w \w\w\w [ \d]\d \d\d:")
 
     def test_connection_reset_is_retried(self):
         r = self.run_lua("""
@@ -690,6 +723,65 @@ class ClickHouseOutage(zhtest.ZhostCase):
         self.assertEqual(self.count_orders(), (1000, 1000))
 
 
+class HungClickHouse(zhtest.ZhostCase):
+    """A ClickHouse that takes connections and never answers: what a script bounds with its own time
+    limits ends within them, and the run's own meta_job_runs rows do not hold its end."""
+
+    def setUp(self):
+        super().setUp()
+        self.hung = socket.socket()
+        self.hung.bind(("127.0.0.1", 0))
+        self.hung.listen(64)
+        self.hung_url = "http://127.0.0.1:%d" % self.hung.getsockname()[1]
+
+    def tearDown(self):
+        self.hung.close()
+        super().tearDown()
+
+    def run_hung(self, path):
+        t0 = time.time()
+        r = self.zhost("run", path, env={"CLICKHOUSE_URL": self.hung_url, "ZHOST_LOG_LEVEL": "info"}, timeout=120)
+        return r, time.time() - t0
+
+    def test_a_sink_with_a_time_limit_spools_instead_of_waiting(self):
+        # ch.sink(table, {timeout =, attempts =}) bounds its DESCRIBE and its INSERTs; without them
+        # each waits 300 s per attempt on a hung server
+        r = self.zhost("run", self.script("cache.lua", 'assert(ch.sink("dim_events"))\n'))
+        self.assertEqual(r.returncode, 0, r.stderr)  # the schema is cached beside the spool
+        path = self.script("hung.lua", """
+            local t0 = time.now()
+            local s = assert(ch.sink("dim_events", {timeout = 1, attempts = 1}))
+            assert(time.now() - t0 < 3, "the DESCRIBE waited " .. (time.now() - t0))
+            s:add{event_id = "1", event_name = "E", city = "X", _ver = 1}
+            local ok, err = s:close()
+            assert(ok == nil and err:find("1 rows spooled: ClickHouse unreachable", 1, true), tostring(err))
+            assert(time.now() - t0 < 5, "the INSERT waited " .. (time.now() - t0))
+        """)
+        r, took = self.run_hung(path)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("1 rows spooled to", r.stderr.strip().splitlines()[-1])
+        self.assertTrue(any(f.startswith(self.db + ".dim_events~") for f in os.listdir(self.spool)), os.listdir(self.spool))
+        self.assertLess(took, 20, r.stderr)
+
+    def test_the_run_log_does_not_hold_the_end_of_a_run(self):
+        # The final meta_job_runs row waited for the "running" row's insert, 4 x 300 s against a hung
+        # server. The running row is now dropped (the final row replaces it), and once a request has
+        # timed out the final row gets one 5 s attempt and goes to the spool.
+        path = self.script("probe.lua", """
+            local r, err = ch.query("SELECT 1", {timeout = 1, attempts = 1})
+            assert(r == nil and err:find("timeout", 1, true), tostring(err))
+        """)
+        r, took = self.run_hung(path)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertLess(took, 15, r.stderr)
+        self.assertIn('msg="run log row spooled"', r.stderr)
+        logs = [f for f in os.listdir(self.spool) if f.startswith(self.db + ".meta_job_runs_raw~")]
+        self.assertEqual(len(logs), 1, os.listdir(self.spool))
+        with open(os.path.join(self.spool, logs[0])) as fh:
+            rows = [json.loads(line) for line in fh if line.startswith("{")]
+        self.assertEqual([row["status"] for row in rows], ["success"])
+
+
 class Migrate(zhtest.ZhostCase):
     def test_bookkeeping_table_is_the_one_0001_defines(self):
         # The applier creates schema_migrations before 0001 runs, so its definition is the one that
@@ -870,6 +962,34 @@ class DryRun(zhtest.ZhostCase):
         r = self.zhost("run", path, "--dry-run")
         self.assertEqual(r.returncode, 0, r.stderr)
 
+    def test_format_in_a_comment_or_a_string_is_not_the_querys(self):
+        # ch.query returns rows unless the SQL ends with a FORMAT clause of its own. The check was
+        # textual: "-- FORMAT CSV" in a trailing comment gave the raw body, a comment after the
+        # query's own FORMAT (or a tab before its name) added a second FORMAT, and so did a trailing ';'.
+        path = self.script("fmt.lua", """
+            local function rows(sql)
+              local r, err = ch.query(sql)
+              assert(type(r) == "table", sql .. " -> " .. tostring(r or err))
+              return r
+            end
+            local function raw(sql)
+              local r, err = ch.query(sql)
+              assert(type(r) == "string", sql .. " -> " .. tostring(err or type(r)))
+              return r
+            end
+            assert(rows("SELECT 1 AS a -- FORMAT CSV")[1].a == 1)
+            assert(rows("SELECT 1 AS a /* FORMAT CSV */")[1].a == 1)
+            assert(rows("SELECT 'use FORMAT CSV' AS s")[1].s == "use FORMAT CSV")
+            assert(rows("SELECT 1 AS a;")[1].a == 1)
+            assert(rows("SELECT 2 AS a; -- done")[1].a == 2)
+            assert(raw("SELECT 1 AS a FORMAT CSV -- as CSV") == "1\\n")
+            assert(raw("SELECT 1 AS a FORMAT CSV /* as CSV */") == "1\\n")
+            assert(raw("SELECT 1 AS a\\nFORMAT\\tCSV") == "1\\n")
+            assert(raw("SELECT 1 AS a FORMAT CSV;") == "1\\n")
+        """)
+        r = self.zhost("run", path, "--dry-run")
+        self.assertEqual(r.returncode, 0, r.stderr)
+
     def test_real_run_records_one_run(self):
         path = self.script("real.lua", """
             local s = assert(ch.sink("dim_events"))
@@ -977,6 +1097,29 @@ class DryRun(zhtest.ZhostCase):
         self.assertNotIn("insert stream started", r.stderr)
         self.assertEqual(re.findall(r'msg="insert" table=\S*dim_events rows=(\d+) bytes=\d+\n', r.stderr + "\n"), ["4000"])
         self.assertEqual(self.scalar("SELECT count() FROM dim_events"), "4000")
+
+    def test_a_sink_with_a_timeout_sends_whole_batches(self):
+        # A stream stays open while rows are added (up to 20 s): under a sink's own per-statement
+        # timeout it would be cut, so such a sink never streams. The same rows without one do (the
+        # sleep lets the one-off question whether chunked bodies reach ClickHouse be answered).
+        code = """
+            local s = assert(ch.sink("dim_events"OPTS))
+            local name = string.rep("n", 120)
+            for i = 1, 4000 do s:add{event_id = tostring(i), event_name = name, city = "X", _ver = 1} end
+            sleep(0.5)
+            for i = 4001, 8000 do s:add{event_id = tostring(i), event_name = name, city = "X", _ver = 1} end
+            assert(s:close())
+        """
+        env = {"ZHOST_LOG_LEVEL": "debug", "ZHOST_CH_STREAM_BYTES": "1000"}
+        r = self.zhost("run", self.script("timed.lua", code.replace("OPTS", ", {timeout = 60, attempts = 2}")), env=env,
+                       timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertNotIn("insert stream started", r.stderr)
+        self.assertEqual(re.findall(r'msg="insert" table=\S*dim_events rows=(\d+) bytes=\d+\n', r.stderr + "\n"), ["8000"])
+        self.assertEqual(self.scalar("SELECT count() FROM dim_events"), "8000")
+        r = self.zhost("run", self.script("untimed.lua", code.replace("OPTS", "")), env=env, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("insert stream started", r.stderr)
 
     def test_a_stream_ends_within_its_time_whatever_max_age_says(self):
         # A server stops waiting for a request body that stays silent (current releases'

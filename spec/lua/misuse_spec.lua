@@ -48,4 +48,30 @@ for _, o in ipairs{ { timeout = -1 }, { timeout = 0 }, { timeout = 0/0 }, { time
   assert(not ok and tostring(err):find("ch.query: ", 1, true), tostring(err))
 end
 assert(not pcall(ch.query, "SELECT 1", 5))
+-- the messages name the value and the range, and a misspelt option is not ignored
+local function raises(want, f, ...)
+  local ok, err = pcall(f, ...)
+  assert(not ok and tostring(err):find(want, 1, true), "wanted '" .. want .. "', got: " .. tostring(err))
+end
+raises("ch.query: timeout must be seconds in (0, 3600] (got 0)", ch.query, "SELECT 1", { timeout = 0 })
+raises("ch.query: attempts must be a whole number 1..100 (got 1000)", ch.query, "SELECT 1", { attempts = 1000 })
+raises("ch.query: unknown option 'timout' (known: timeout, attempts)", ch.query, "SELECT 1", { timout = 5 })
+-- ch.sink's options, checked before its DESCRIBE is sent: 0 and negative counts became the
+-- defaults (a negative one, as size_t, no limit), a max_age <= 0 became 5 s, NaN overflowed the timer
+raises("ch.sink: max_rows must be a whole number >= 1 (got 0)", ch.sink, "t", { max_rows = 0 })
+raises("ch.sink: max_rows must be a whole number >= 1 (got -5)", ch.sink, "t", { max_rows = -5 })
+raises("ch.sink: max_bytes must be a whole number >= 1 (got 0)", ch.sink, "t", { max_bytes = 0 })
+raises("ch.sink: max_age must be seconds in (0, 86400] (got 0)", ch.sink, "t", { max_age = 0 })
+raises("ch.sink: max_age must be seconds in (0, 86400] (got ", ch.sink, "t", { max_age = 0/0 })
+raises("ch.sink: max_age must be seconds in (0, 86400] (got inf)", ch.sink, "t", { max_age = math.huge })
+raises("ch.sink: timeout must be seconds in (0, 3600] (got -1)", ch.sink, "t", { timeout = -1 })
+raises("ch.sink: attempts must be a whole number 1..100 (got 0)", ch.sink, "t", { attempts = 0 })
+raises("ch.sink: unknown option 'max_age_s' (known: max_rows, max_bytes, max_age, timeout, attempts)", ch.sink, "t",
+       { max_age_s = 5 })
+raises("ch.sink: options must be a table (got number)", ch.sink, "t", 5)
+-- mail.send's timeout: 0, NaN or more than an hour became 60 s
+for _, t in ipairs{ 0, -1, 3601 } do
+  raises("mail: timeout must be seconds in (0, 3600] (got " .. t .. ")", mail.send,
+         { host = "127.0.0.1", port = 9, tls = "none", from = "a@b.cc", to = "x@y.zz", subject = "s", text = "t", timeout = t })
+end
 print(string.format("%d calls, %d raised, process alive", calls, raised))

@@ -89,8 +89,51 @@ static void test_describe(void) {
     ch_schema_free(s);
 }
 
+/* ch.query returns the raw body when the SQL ends with its own FORMAT clause, else rows (it adds
+ * FORMAT TabSeparatedWithNamesAndTypes after the statement's last token). */
+static void test_own_format(void) {
+    struct { const char *sql; bool own; const char *stmt; } cases[] = {
+        {"SELECT 1 FORMAT CSV", true, "SELECT 1 FORMAT CSV"},
+        {"select 1 format JSONEachRow;\n", true, "select 1 format JSONEachRow"},
+        {"SELECT 1\nFORMAT\tCSV", true, "SELECT 1\nFORMAT\tCSV"},
+        {"SELECT 1 FORMAT CSV -- a note", true, "SELECT 1 FORMAT CSV"},
+        {"SELECT 1 FORMAT CSV /* a note */ ; ", true, "SELECT 1 FORMAT CSV"},
+        {"SELECT 1 FORMAT `TSV`", true, "SELECT 1 FORMAT `TSV`"},
+        /* FORMAT in a comment or a string literal is not the query's */
+        {"SELECT 1 -- FORMAT CSV", false, "SELECT 1"},
+        {"SELECT 1 -- FORMAT CSV\n", false, "SELECT 1"},
+        {"SELECT 1 # FORMAT CSV", false, "SELECT 1"},
+        {"SELECT 1 /* FORMAT CSV */", false, "SELECT 1"},
+        {"SELECT 1 /* /* nested */ FORMAT CSV */", false, "SELECT 1"},
+        {"SELECT 'use FORMAT CSV'", false, "SELECT 'use FORMAT CSV'"},
+        {"SELECT 'it\\'s FORMAT CSV'", false, "SELECT 'it\\'s FORMAT CSV'"},
+        {"SELECT 'it''s FORMAT CSV'", false, "SELECT 'it''s FORMAT CSV'"},
+        {"SELECT \"FORMAT CSV\" FROM t", false, "SELECT \"FORMAT CSV\" FROM t"},
+        {"SELECT x FROM t WHERE s = 'FORMAT CSV'", false, "SELECT x FROM t WHERE s = 'FORMAT CSV'"},
+        {"SELECT 1 AS format", false, "SELECT 1 AS format"},
+        {"SELECT t.format CSV", false, "SELECT t.format CSV"},
+        {"SELECT reformat CSV", false, "SELECT reformat CSV"},
+        {"SELECT format('{}', 'x')", false, "SELECT format('{}', 'x')"},
+        /* our clause goes before a trailing ';' (two statements otherwise) */
+        {"SELECT 1;", false, "SELECT 1"},
+        {"SELECT 1 ; -- done\n", false, "SELECT 1"},
+        /* unterminated: left whole, for ClickHouse to report */
+        {"SELECT 'FORMAT CSV", false, "SELECT 'FORMAT CSV"},
+        {"SELECT 1 /* FORMAT CSV", false, "SELECT 1 /* FORMAT CSV"},
+        {"", false, ""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        size_t end = 12345;
+        bool own = zh_ch_sql_own_format(cases[i].sql, &end);
+        if (own != cases[i].own) fprintf(stderr, "  own_format(\"%s\") = %d\n", cases[i].sql, own);
+        ZT_CHECK(own == cases[i].own);
+        ZT_CHECK(end == strlen(cases[i].stmt) && !strncmp(cases[i].sql, cases[i].stmt, end));
+    }
+}
+
 int main(void) {
     ZT_RUN(test_error_bodies);
     ZT_RUN(test_describe);
+    ZT_RUN(test_own_format);
     return ZT_DONE();
 }

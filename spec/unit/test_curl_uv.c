@@ -135,12 +135,58 @@ static void idle_connections_closed_at_free(void) {
     teardown(&f);
 }
 
+static void never_done(zh_xfer *x) {
+    (void)x;
+    ZT_CHECK(!"an aborted transfer completed");
+}
+
+typedef struct {
+    zh_xfer *x;
+    uint64_t polls;
+    bool freed;
+} abort_ctx;
+
+/* Runs right after curl's own 0 ms timer in the same turn of the loop: curl has made the socket
+ * and started its connect, libuv has not polled it yet. */
+static void abort_now(uv_timer_t *t) {
+    abort_ctx *a = t->data;
+    ZT_CHECK(zh_curl_polls_made(a->x->curl) > a->polls); /* the connect is under way */
+    zh_xfer_free(a->x);
+    a->freed = true;
+}
+
+/* A transfer aborted while its connect is in progress, then freed: curl closes that socket itself
+ * (not through CURLOPT_CLOSESOCKETFUNCTION), and the poll started for it must not outlive it.
+ * libuv aborted the process (epoll_ctl EBADF) when it next polled the closed descriptor. */
+static void aborted_while_connecting(void) {
+    fixture f;
+    setup(&f, 10);
+    for (int round = 0; round < 10; round++) {
+        abort_ctx a = {.x = zh_xfer_new(f.curl)};
+        zh_xfer_set_request(a.x, "POST", f.url, "INSERT", 6);
+        a.x->done = never_done;
+        a.polls = zh_curl_polls_made(f.curl);
+        ZT_EQ_INT(zh_xfer_start(a.x), 0);
+        uv_timer_t t;
+        uv_timer_init(&f.loop, &t);
+        t.data = &a;
+        uv_timer_start(&t, abort_now, 0, 0);
+        while (!a.freed && uv_run(&f.loop, UV_RUN_ONCE)) {}
+        uv_close((uv_handle_t *)&t, NULL);
+        idle(&f, 5);
+    }
+    get(&f, false); /* the client still works */
+    ZT_EQ_INT(f.ok, 1);
+    teardown(&f);
+}
+
 int main(void) {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     ZT_RUN(kept_alive_connection_keeps_its_poll);
     ZT_RUN(closed_connections_close_their_polls);
     ZT_RUN(server_closing_an_idle_connection);
     ZT_RUN(idle_connections_closed_at_free);
+    ZT_RUN(aborted_while_connecting);
     curl_global_cleanup();
     return ZT_DONE();
 }

@@ -199,6 +199,34 @@ static void dates_and_http(void) {
     ZT_EQ_INT(zh_time_parse_http(h, strlen(h), &t), -1);
 }
 
+/* RFC 9110 5.6.7: a recipient must read all three HTTP-date forms. */
+static void http_date_forms(void) {
+    int64_t now = 1764000000; /* 2025-11-24 */
+    const char *forms[] = {"Sun, 06 Nov 1994 08:49:37 GMT", "Sunday, 06-Nov-94 08:49:37 GMT",
+                           "Sun Nov  6 08:49:37 1994", "Sun Nov 06 08:49:37 1994", "  Sun Nov  6 08:49:37 1994 ", NULL};
+    for (int i = 0; forms[i]; i++) {
+        int64_t t = 0;
+        ZT_EQ_INT(zh_time_parse_http_date(forms[i], strlen(forms[i]), now, &t), 0);
+        ZT_EQ_INT(t, 784111777);
+    }
+    /* a two-digit year more than 50 years ahead is the most recent past year with those digits */
+    int64_t t = 0;
+    const char *h = "Tuesday, 01-Jan-75 00:00:00 GMT";
+    ZT_EQ_INT(zh_time_parse_http_date(h, strlen(h), now, &t), 0);
+    ZT_EQ_INT(t, 3313526400LL); /* 2075: 50 years ahead of 2025 */
+    h = "Thursday, 01-Jan-76 00:00:00 GMT";
+    ZT_EQ_INT(zh_time_parse_http_date(h, strlen(h), now, &t), 0);
+    ZT_EQ_INT(t, 189302400); /* 1976, not 2076 */
+    h = "Wednesday, 26-Nov-25 10:00:00 GMT";
+    ZT_EQ_INT(zh_time_parse_http_date(h, strlen(h), now, &t), 0);
+    ZT_EQ_INT(t, 1764151200);
+    const char *bad[] = {"", "soon", "120", "Sunday, 06-Nov-94 08:49:37", "Sunday, 06-Nov-94 08:49:37 MSK",
+                         "Sun Nov  6 08:49:37", "Sun Nov  6 08:49:37 94", "Sun Nov 31 08:49:37 1994",
+                         "Sun Foo  6 08:49:37 1994", "Sun Nov  6 08:49:37 1994 GMT", "Sun, 06 Nov 1994 08:49:37 GMT x",
+                         "Sunday, 06-Nov-94 25:49:37 GMT", NULL};
+    for (int i = 0; bad[i]; i++) ZT_EQ_INT(zh_time_parse_http_date(bad[i], strlen(bad[i]), now, &t), -1);
+}
+
 static void formatting(void) {
     zh_tz *msk = zone("Europe/Moscow"), *ber = zone("Europe/Berlin");
     ZT_CHECK(msk && ber);
@@ -234,6 +262,7 @@ int main(void) {
     ZT_RUN(unknown_zones);
     ZT_RUN(parsing);
     ZT_RUN(dates_and_http);
+    ZT_RUN(http_date_forms);
     ZT_RUN(formatting);
     return ZT_DONE();
 }

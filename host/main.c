@@ -72,10 +72,13 @@ static void run_finished(zh_run *r, void *ud) {
 static void run_on_signal(zh_host *h, int signum) {
     run_result *res = h->on_signal_ud;
     if (!res || signum == SIGHUP) return;
+    /* Whatever the run is doing, once it has ended the operator is not kept waiting for the look
+     * for runs left running (at most 5 s; the next start looks again). Set here too, not only once
+     * the run is done: a Ctrl-C that lands while the final row is being written (the run ends a
+     * moment later) used to wait out that look. */
+    res->stop_waiting = true;
     if (res->done) {
-        /* The run is over; only the look for runs left running by a killed process goes on (at
-         * most 5 s): not worth keeping the operator waiting, the next start looks again. */
-        res->stop_waiting = true;
+        /* The run is over; only the look for runs left running by a killed process goes on. */
         uv_stop(h->loop);
         return;
     }

@@ -1227,10 +1227,11 @@ sleep(60)
         self.assertEqual(self.scalar("SELECT count() FROM dim_events"), "5")
         self.assertEqual([x["status"] for x in self.runs("intrjob")], ["interrupted"])
 
-    def proxy(self, hangs, stop, answer=None):
+    def proxy(self, hangs, stop, answer=None, delay=None):
         """A ClickHouse in front of the real one: requests whose query `hangs(query)` selects are
         held without an answer until `stop` is set; `answer(query)` may return (status, body) to
-        send instead; the rest pass through."""
+        send instead; `delay(query, body)` may return seconds to wait before passing a request
+        through; the rest pass through at once."""
         real = zhtest.CH_URL
 
         class Proxy(http.server.BaseHTTPRequestHandler):
@@ -1243,6 +1244,8 @@ sleep(60)
                 if hangs(query or body.decode("utf-8", "replace")):
                     stop.wait(60)
                     return
+                if delay:
+                    time.sleep(delay(query, body.decode("utf-8", "replace")) or 0)
                 canned = answer(query or body.decode("utf-8", "replace")) if answer else None
                 if canned:
                     self.send_response(canned[0])
@@ -1321,6 +1324,35 @@ assert(s:flush())
         self.assertLess(took, 2.0, "waited for the held question after Ctrl-C")
         self.assert_clean(err)
         self.assertEqual([r["status"] for r in self.runs("earlyjob")], ["success"])
+
+    def test_sigint_while_the_final_row_is_written_does_not_wait_for_the_look_for_killed_runs(self):
+        # Ctrl-C that lands while the run's final row is on its way (the run has not ended yet, a
+        # moment later it has) must not leave the process waiting out the look for killed runs
+        # (held here; at most 5 s) either: the run's own result, then the prompt.
+        path = self.script("late.lua", "-- zhost: job=latejob\njob:set('ran', true)\n")
+        stop, final_sent = threading.Event(), threading.Event()
+
+        def slow_final_row(query, body):
+            if "meta_job_runs" in query and '"status":"success"' in body.replace(" ", ""):
+                final_sent.set()
+                return 1.0
+            return 0
+
+        srv = self.proxy(lambda q: "status = 'running'" in q, stop, delay=slow_final_row)
+        try:
+            p = self.zhost_bg("run", path, env={"CLICKHOUSE_URL": "http://127.0.0.1:%d" % srv.server_address[1]})
+            self.assertTrue(final_sent.wait(20), "the final row never came")
+            p.send_signal(signal.SIGINT)
+            t0 = time.time()
+            out, err = p.communicate(timeout=30)
+            took = time.time() - t0
+        finally:
+            stop.set()
+            srv.shutdown()
+            srv.server_close()
+        self.assertLess(took, 3.0, "waited for the held look for killed runs after Ctrl-C")
+        self.assertEqual([r["status"] for r in self.runs("latejob")], ["success"], err)
+        self.assertEqual(p.returncode, 0, err)
 
     def test_second_sigint_stops_waiting_for_clickhouse(self):
         # The first Ctrl-C cancels the run, which then flushes its rows to a ClickHouse that takes

@@ -1,6 +1,7 @@
 /* l_ch.c — owns the Lua `ch` module: query (rows as Lua tables, typed from ClickHouse's own
  * type names), exec, sinks (see sink.c) and small helpers (quote, database, version). */
 #include "ch_internal.h"
+#include "lrt.h"
 #include "log.h"
 #include "rowtpl.h"
 #include "sink.h"
@@ -201,28 +202,6 @@ static int start_op(lua_State *L, enum op_kind kind, const char *query, const ch
     return start_op_opts(L, kind, query, body, len, 0, 0);
 }
 
-/* Checks the option names of the table at idx against `known` (NULL-terminated): a misspelt
- * `timout` was ignored, and the statement waited the default 300 s. */
-static void check_opt_keys(lua_State *L, int idx, const char *const *known, const char *fn) {
-    lua_pushnil(L);
-    while (lua_next(L, idx)) {
-        lua_pop(L, 1);
-        bool ok = false;
-        if (lua_type(L, -1) == LUA_TSTRING)
-            for (int i = 0; known[i] && !ok; i++) ok = !strcmp(known[i], lua_tostring(L, -1));
-        if (!ok) {
-            zh_buf b;
-            zh_buf_init(&b);
-            for (int i = 0; known[i]; i++) zh_buf_printf(&b, "%s%s", i ? ", " : "", known[i]);
-            lua_pushstring(L, b.data);
-            zh_buf_free(&b);
-            const char *list = lua_tostring(L, -1);
-            const char *key = luaL_tolstring(L, -2, NULL);
-            luaL_error(L, "%s: unknown option '%s' (known: %s)", fn, key, list);
-        }
-    }
-}
-
 /* { timeout = seconds per attempt, attempts = n } of ch.query and ch.sink; 0 where not given. */
 static void read_limits(lua_State *L, int idx, const char *fn, double *timeout_s, int *attempts) {
     *timeout_s = 0;
@@ -254,7 +233,7 @@ static int l_query(lua_State *L) {
     if (!lua_isnoneornil(L, 2)) {
         luaL_checktype(L, 2, LUA_TTABLE);
         static const char *const known[] = {"timeout", "attempts", NULL};
-        check_opt_keys(L, 2, known, "ch.query");
+        zh_lrt_check_keys(L, 2, known, "ch.query", "option");
         read_limits(L, 2, "ch.query", &timeout_s, &attempts);
     }
     char *s = ch_substitute_db(zh_host_of(L), sql);
@@ -321,7 +300,7 @@ static int l_sink(lua_State *L) {
     if (!lua_isnoneornil(L, 2)) {
         if (!lua_istable(L, 2)) return luaL_error(L, "ch.sink: options must be a table (got %s)", luaL_typename(L, 2));
         static const char *const known[] = {"max_rows", "max_bytes", "max_age", "timeout", "attempts", NULL};
-        check_opt_keys(L, 2, known, "ch.sink");
+        zh_lrt_check_keys(L, 2, known, "ch.sink", "option");
         /* 0 or a negative count became the default (a negative one, cast to size_t, no limit at all) */
         static const char *const counts[] = {"max_rows", "max_bytes"};
         size_t *dest[] = {&o.max_rows, &o.max_bytes};

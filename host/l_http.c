@@ -5,6 +5,7 @@
  * A request is an http_op: queued for a slot of its source, running, or sleeping before a
  * retry. Its uv timer is closed, and the op freed, in exactly one place (op_destroy). */
 #include "l_http.h"
+#include "lrt.h"
 #include "curl_uv.h"
 #include "l_time.h"
 #include "jsonview.h"
@@ -529,16 +530,7 @@ static void read_policy(lua_State *L, int idx, retry_policy *rp) {
     if (!lua_istable(L, idx)) luaL_error(L, "http: 'retry' must be false or a table of retry settings (got %s)", luaL_typename(L, idx));
     idx = lua_absindex(L, idx);
     static const char *const known[] = {"attempts", "base", "cap", "retry_after_max", "on_5xx", "on_429", "on_network", NULL};
-    lua_pushnil(L);
-    while (lua_next(L, idx)) {
-        lua_pop(L, 1);
-        bool ok = false;
-        if (lua_type(L, -1) == LUA_TSTRING)
-            for (int i = 0; known[i] && !ok; i++) ok = !strcmp(known[i], lua_tostring(L, -1));
-        if (!ok)
-            luaL_error(L, "http: unknown retry setting '%s' (known: attempts, base, cap, retry_after_max, on_5xx, on_429, on_network)",
-                       luaL_tolstring(L, -1, NULL));
-    }
+    zh_lrt_check_keys(L, idx, known, "http", "retry setting");
     lua_getfield(L, idx, "attempts");
     if (!lua_isnil(L, -1)) {
         int isint;
@@ -665,14 +657,7 @@ static int l_request(lua_State *L) {
     /* A misspelt option (`timout`, `max_bodyy`) was ignored: the request ran with the default. */
     static const char *const known[] = {"url", "method", "query", "headers", "body", "json", "form", "timeout",
                                         "retry", "source", "max_body", "insecure", NULL};
-    lua_pushnil(L);
-    while (lua_next(L, 1)) {
-        lua_pop(L, 1);
-        bool ok = false;
-        if (lua_type(L, -1) == LUA_TSTRING)
-            for (int i = 0; known[i] && !ok; i++) ok = !strcmp(known[i], lua_tostring(L, -1));
-        if (!ok) return luaL_error(L, "http.request: unknown option '%s'", luaL_tolstring(L, -1, NULL));
-    }
+    zh_lrt_check_keys(L, 1, known, "http.request", "option");
     const char *url = opt_string(L, 1, "url");
     if (!url) return luaL_error(L, "http.request: 'url' is required");
     if (strncmp(url, "http://", 7) && strncmp(url, "https://", 8))
@@ -860,13 +845,8 @@ static int l_configure(lua_State *L) {
     zh_http_state *st = zh_host_of(L)->http;
     const char *name = luaL_checkstring(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
-    lua_pushnil(L);
-    while (lua_next(L, 2)) {
-        lua_pop(L, 1);
-        const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-        if (!k || (strcmp(k, "concurrency") && strcmp(k, "rps") && strcmp(k, "retry")))
-            return luaL_error(L, "http.configure: unknown option '%s' (known: concurrency, rps, retry)", luaL_tolstring(L, -1, NULL));
-    }
+    static const char *const known[] = {"concurrency", "rps", "retry", NULL};
+    zh_lrt_check_keys(L, 2, known, "http.configure", "option");
     http_source *s = source_get(st, name);
     int max_active = s->max_active;
     lua_getfield(L, 2, "concurrency");

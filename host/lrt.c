@@ -367,3 +367,26 @@ void zh_lrt_close(zh_host *h) {
     if (h->L) lua_close(h->L);
     h->L = NULL;
 }
+
+/* Option tables of the primitives are checked by name: a misspelt option (`timout`, `attemps`)
+ * used to be ignored, and the call went on with the default. */
+void zh_lrt_check_keys(lua_State *L, int idx, const char *const *known, const char *fn, const char *kind) {
+    idx = lua_absindex(L, idx);
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pop(L, 1);
+        bool ok = false;
+        if (lua_type(L, -1) == LUA_TSTRING)
+            for (int i = 0; known[i] && !ok; i++) ok = !strcmp(known[i], lua_tostring(L, -1));
+        if (ok) continue;
+        const char *key = luaL_tolstring(L, -1, NULL);
+        luaL_Buffer list;
+        luaL_buffinit(L, &list);
+        for (int i = 0; known[i]; i++) {
+            if (i) luaL_addstring(&list, ", ");
+            luaL_addstring(&list, known[i]);
+        }
+        luaL_pushresult(&list);
+        luaL_error(L, "%s: unknown %s '%s' (known: %s)", fn, kind, key, lua_tostring(L, -1));
+    }
+}

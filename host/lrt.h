@@ -16,5 +16,8 @@ void zh_lrt_push_env(lua_State *L, bool strict);
 char *zh_lrt_load_file(lua_State *L, const char *path, int env_idx);
 /* Same for a string chunk. */
 char *zh_lrt_load_string(lua_State *L, const char *code, size_t len, const char *chunkname, int env_idx);
+/* Raises "FN: unknown KIND 'x' (known: a, b, …)" when the table at idx has a key that is not in
+ * known (NULL-terminated). KIND is "option" or the like. */
+void zh_lrt_check_keys(lua_State *L, int idx, const char *const *known, const char *fn, const char *kind);
 
 #endif

@@ -10,6 +10,7 @@
  * abort unlinks it, and the flight's task keeps running when its waiters go away so the cache
  * still gets the new token. The task's own result table is what every waiter receives. */
 #include "oauth2.h"
+#include "lrt.h"
 #include "curl_uv.h"
 #include "hash.h"
 #include "host.h"
@@ -782,20 +783,6 @@ static double opt_num(lua_State *L, int idx, const char *k, double def, double l
     return v;
 }
 
-static void check_keys(lua_State *L, int idx, const char *const *allowed, const char *fn) {
-    lua_pushnil(L);
-    while (lua_next(L, idx)) {
-        lua_pop(L, 1);
-        bool known = false;
-        if (lua_type(L, -1) == LUA_TSTRING)
-            for (int i = 0; allowed[i] && !known; i++) known = !strcmp(allowed[i], lua_tostring(L, -1));
-        if (!known) {
-            lua_pushfstring(L, "%s: unknown option '%s'", fn, luaL_tolstring(L, -1, NULL));
-            lua_error(L);
-        }
-    }
-}
-
 /* scope = "a b" or {"a", "b"} -> "a b" pushed and returned; NULL (nothing pushed) when absent. */
 static const char *opt_scope(lua_State *L, int idx, const char *fn) {
     lua_getfield(L, idx, "scope");
@@ -889,7 +876,7 @@ static int l_client(lua_State *L) {
     const char *fn = "oauth2.client";
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
-    check_keys(L, 1, keys, fn);
+    zh_lrt_check_keys(L, 1, keys, fn, "option");
     client_spec s = {0};
     s.token_url = opt_str(L, 1, "token_url", fn);
     if (!url_ok(s.token_url)) return luaL_error(L, "%s: 'token_url' must be an http:// or https:// URL", fn);
@@ -942,7 +929,7 @@ static int l_google(lua_State *L) {
     const char *fn = "oauth2.google";
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
-    check_keys(L, 1, keys, fn);
+    zh_lrt_check_keys(L, 1, keys, fn, "option");
     const char *token = opt_str(L, 1, "token", fn);
     if (!token) return luaL_error(L, "%s: 'token' (the path of token.json) is required", fn);
     const char *creds = opt_str(L, 1, "credentials", fn);

@@ -1299,38 +1299,44 @@ assert(s:flush())
         self.assertEqual(self.scalar("SELECT count() FROM dim_events"), "3")
         self.assertFalse([n for n in os.listdir(self.spool) if n.endswith(".jsonl")] if os.path.isdir(self.spool) else [])
 
-    def test_sigint_while_only_the_look_for_killed_runs_is_left(self):
-        # zhost run asks for killed runs of its job (a query of at most 5 s) while the script runs.
-        # Once the run is over, Ctrl-C must not be ignored while that question is still out: the
-        # process exits at once with the run's own result (the next start asks again).
-        path = self.script("early.lua", "-- zhost: job=earlyjob\njob:set('ran', true)\n")
+    def interrupt_with_the_look_for_killed_runs_held(self, job, ready, delay=None):
+        """Runs a one-line script of `job` through a proxy that holds zhost run's look for killed
+        runs of its job (a query of at most 5 s) and delays requests as `delay` says, sends Ctrl-C
+        once `ready(process)` returns, and gives (return code, stderr, seconds from Ctrl-C to exit)."""
+        path = self.script(job + ".lua", "-- zhost: job=%s\njob:set('ran', true)\n" % job)
         stop = threading.Event()
-        srv = self.proxy(lambda q: "status = 'running'" in q, stop)
+        srv = self.proxy(lambda q: "status = 'running'" in q, stop, delay=delay)
         try:
             p = self.zhost_bg("run", path, env={"CLICKHOUSE_URL": "http://127.0.0.1:%d" % srv.server_address[1]})
-            deadline = time.time() + 20
-            while time.time() < deadline and [r["status"] for r in self.runs("earlyjob")] != ["success"]:
-                time.sleep(0.1)
-            self.assertEqual(p.poll(), None, "exited before the question was answered")
+            ready(p)
             p.send_signal(signal.SIGINT)
             t0 = time.time()
             out, err = p.communicate(timeout=30)
-            took = time.time() - t0
+            return p.returncode, err, time.time() - t0
         finally:
             stop.set()
             srv.shutdown()
             srv.server_close()
-        self.assertEqual(p.returncode, 0, err)
+
+    def test_sigint_while_only_the_look_for_killed_runs_is_left(self):
+        # Once the run is over, Ctrl-C must not be ignored while the look for killed runs is still
+        # out: the process exits at once with the run's own result (the next start asks again).
+        def run_recorded(p):
+            deadline = time.time() + 20
+            while time.time() < deadline and [r["status"] for r in self.runs("earlyjob")] != ["success"]:
+                time.sleep(0.1)
+            self.assertEqual(p.poll(), None, "exited before the question was answered")
+
+        code, err, took = self.interrupt_with_the_look_for_killed_runs_held("earlyjob", run_recorded)
+        self.assertEqual(code, 0, err)
         self.assertLess(took, 2.0, "waited for the held question after Ctrl-C")
         self.assert_clean(err)
         self.assertEqual([r["status"] for r in self.runs("earlyjob")], ["success"])
 
     def test_sigint_while_the_final_row_is_written_does_not_wait_for_the_look_for_killed_runs(self):
         # Ctrl-C that lands while the run's final row is on its way (the run has not ended yet, a
-        # moment later it has) must not leave the process waiting out the look for killed runs
-        # (held here; at most 5 s) either: the run's own result, then the prompt.
-        path = self.script("late.lua", "-- zhost: job=latejob\njob:set('ran', true)\n")
-        stop, final_sent = threading.Event(), threading.Event()
+        # moment later it has) must not leave the process waiting out the look either.
+        final_sent = threading.Event()
 
         def slow_final_row(query, body):
             if "meta_job_runs" in query and '"status":"success"' in body.replace(" ", ""):
@@ -1338,21 +1344,11 @@ assert(s:flush())
                 return 1.0
             return 0
 
-        srv = self.proxy(lambda q: "status = 'running'" in q, stop, delay=slow_final_row)
-        try:
-            p = self.zhost_bg("run", path, env={"CLICKHOUSE_URL": "http://127.0.0.1:%d" % srv.server_address[1]})
-            self.assertTrue(final_sent.wait(20), "the final row never came")
-            p.send_signal(signal.SIGINT)
-            t0 = time.time()
-            out, err = p.communicate(timeout=30)
-            took = time.time() - t0
-        finally:
-            stop.set()
-            srv.shutdown()
-            srv.server_close()
+        code, err, took = self.interrupt_with_the_look_for_killed_runs_held(
+            "latejob", lambda p: self.assertTrue(final_sent.wait(20), "the final row never came"), delay=slow_final_row)
         self.assertLess(took, 3.0, "waited for the held look for killed runs after Ctrl-C")
         self.assertEqual([r["status"] for r in self.runs("latejob")], ["success"], err)
-        self.assertEqual(p.returncode, 0, err)
+        self.assertEqual(code, 0, err)
 
     def test_second_sigint_stops_waiting_for_clickhouse(self):
         # The first Ctrl-C cancels the run, which then flushes its rows to a ClickHouse that takes

@@ -9,12 +9,10 @@ that say when a row was loaded)."""
 import json
 import os
 import random
-import shutil
 import signal
 import string
 import subprocess
 import sys
-import tempfile
 import time
 import unittest
 import urllib.error
@@ -361,38 +359,14 @@ class OneLineErrors(LoaderFaults):
 
 # ---------------------------------------------------------------------- 1. ClickHouse stops mid-run
 
-class ClickHouseStopsMidRun(EachLoader, LoaderFaults):
+class ClickHouseStopsMidRun(zhtest.PrivateClickHouse, EachLoader, LoaderFaults):
     """A private ClickHouse for the class (test_core.py's ClickHouseOutage pattern), stopped while a
     loader is held mid-run with some of its rows delivered, started again before the replay."""
     migrate = False
-    chdir = None
-
-    @classmethod
-    def setUpClass(cls):
-        cls.chdir = tempfile.mkdtemp(prefix="zhost-ch-")
-        cls.port, cls.tcp_port = zhtest.free_ports(2)
-        cls.start_ch()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.stop_ch()
-        shutil.rmtree(cls.chdir, ignore_errors=True)
-
-    @classmethod
-    def start_ch(cls):
-        out = subprocess.run([os.path.join(zhtest.SOURCE_DIR, "tools", "clickhouse-local.sh"), "start", cls.chdir,
-                              str(cls.port), str(cls.tcp_port)], capture_output=True, text=True, timeout=120)
-        if out.returncode != 0:
-            raise RuntimeError(out.stderr)
-
-    @classmethod
-    def stop_ch(cls):
-        subprocess.run([os.path.join(zhtest.SOURCE_DIR, "tools", "clickhouse-local.sh"), "stop", cls.chdir],
-                       capture_output=True, timeout=120)
 
     def setUp(self):
         super().setUp()
-        self.ch_url = "http://127.0.0.1:%d" % self.port
+        self.ch_url = "http://127.0.0.1:%d" % self.ch_port
         self.env["CLICKHOUSE_URL"] = self.ch_url
         self.env["ZHOST_CH_ATTEMPTS"] = "2"
         self.env["ZHOST_CH_BACKOFF_CAP"] = "0.2"

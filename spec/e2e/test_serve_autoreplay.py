@@ -10,7 +10,6 @@ test_loader_faults.py), really stopped mid-run and started again; the others use
 and make their spool files with a real `zhost run` against a port nobody listens on."""
 import json
 import os
-import shutil
 import subprocess
 import tempfile
 import time
@@ -19,10 +18,9 @@ import urllib.parse
 import urllib.request
 
 import zhtest
-from zhtest import SOURCE_DIR, ZHOST, ZhostCase
+from zhtest import ZHOST, ZhostCase
 from serve_helpers import Daemon, free_port, request_json, write
 
-TOOL = os.path.join(SOURCE_DIR, "tools", "clickhouse-local.sh")
 
 # Five ad rows for fact_vk_ads_daily (v_vk_ads_latest keeps one row per key: count them there).
 ROWS_LUA = """
@@ -130,32 +128,9 @@ class AutoReplayCase(ZhostCase):
         return int(self.scalar("SELECT count() FROM v_vk_ads_latest WHERE account_id = 7"))
 
 
-class ClickHouseComesBack(AutoReplayCase):
+class ClickHouseComesBack(zhtest.PrivateClickHouse, AutoReplayCase):
     """A private ClickHouse, stopped while a daemon job holds rows, started again."""
     migrate = False
-    chdir = None
-
-    @classmethod
-    def setUpClass(cls):
-        cls.chdir = tempfile.mkdtemp(prefix="zhost-ch-")
-        cls.ch_port, cls.tcp_port = zhtest.free_ports(2)
-        cls.start_ch()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.stop_ch()
-        shutil.rmtree(cls.chdir, ignore_errors=True)
-
-    @classmethod
-    def start_ch(cls):
-        out = subprocess.run([TOOL, "start", cls.chdir, str(cls.ch_port), str(cls.tcp_port)], capture_output=True,
-                             text=True, timeout=120)
-        if out.returncode != 0:
-            raise RuntimeError(out.stderr)
-
-    @classmethod
-    def stop_ch(cls):
-        subprocess.run([TOOL, "stop", cls.chdir], capture_output=True, timeout=120)
 
     def setUp(self):
         super().setUp()

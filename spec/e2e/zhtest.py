@@ -123,6 +123,37 @@ class FakeAPI:
                 f.close()
 
 
+class PrivateClickHouse:
+    """Mixin for a test class that stops and starts ClickHouse: a ClickHouse of the class's own
+    (tools/clickhouse-local.sh, on free ports: cls.ch_port), so the shared one stays up."""
+    chdir = None
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.chdir = tempfile.mkdtemp(prefix="zhost-ch-")
+        cls.ch_port, cls.tcp_port = free_ports(2)
+        cls.start_ch()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.stop_ch()
+        shutil.rmtree(cls.chdir, ignore_errors=True)
+        super().tearDownClass()
+
+    @classmethod
+    def start_ch(cls):
+        out = subprocess.run([os.path.join(SOURCE_DIR, "tools", "clickhouse-local.sh"), "start", cls.chdir,
+                              str(cls.ch_port), str(cls.tcp_port)], capture_output=True, text=True, timeout=120)
+        if out.returncode != 0:
+            raise RuntimeError(out.stderr)
+
+    @classmethod
+    def stop_ch(cls):
+        subprocess.run([os.path.join(SOURCE_DIR, "tools", "clickhouse-local.sh"), "stop", cls.chdir],
+                       capture_output=True, timeout=120)
+
+
 class ZhostCase(unittest.TestCase):
     """A test case with its own databases, secrets dir, spool dir and zhost runner."""
 

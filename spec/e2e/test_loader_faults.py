@@ -21,6 +21,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
 import zhtest  # noqa: E402
+from zhtest import ch_at  # noqa: E402
 
 sys.path.insert(0, zhtest.FAKES)
 import datagen  # noqa: E402
@@ -76,17 +77,6 @@ def data_set():
         _DATA = datagen.generate(seed=11, orders=400, events=8, days=14, start=START)
         _DATA["auth"]["vkads"]["clients"][0]["agency_clients"] = ["agency_client_1", "agency_client_2"]
     return _DATA
-
-
-def ch_at(url, sql, database=None):
-    """One statement on the ClickHouse at url (the shared one, or a test's private one)."""
-    params = {"database": database} if database else {}
-    req = urllib.request.Request(url + "/?" + urllib.parse.urlencode(params), data=sql.encode(), method="POST")
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.read().decode()
-    except urllib.error.HTTPError as e:
-        raise RuntimeError("ClickHouse: %s\n%s" % (e.read().decode(errors="replace"), sql)) from None
 
 
 class EachLoader:
@@ -366,24 +356,8 @@ class ClickHouseStopsMidRun(zhtest.PrivateClickHouse, EachLoader, LoaderFaults):
 
     def setUp(self):
         super().setUp()
-        self.ch_url = "http://127.0.0.1:%d" % self.ch_port
-        self.env["CLICKHOUSE_URL"] = self.ch_url
         self.env["ZHOST_CH_ATTEMPTS"] = "2"
         self.env["ZHOST_CH_BACKOFF_CAP"] = "0.2"
-        r = self.zhost("migrate")
-        self.assertEqual(r.returncode, 0, r.stderr)
-
-    def tearDown(self):
-        try:
-            ch_at(self.ch_url, "SELECT 1")
-        except Exception:
-            self.start_ch()  # a failed test left it stopped
-        for d in (self.db, self.bi):
-            try:
-                ch_at(self.ch_url, "DROP DATABASE IF EXISTS " + d)
-            except Exception:
-                pass
-        super().tearDown()
 
     def check(self, name):
         p, delivered = self.held_run(name)

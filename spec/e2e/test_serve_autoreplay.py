@@ -18,7 +18,7 @@ import urllib.parse
 import urllib.request
 
 import zhtest
-from zhtest import ZHOST, ZhostCase
+from zhtest import ZHOST, ZhostCase, ch_at
 from serve_helpers import Daemon, free_port, request_json, write
 
 
@@ -33,16 +33,6 @@ local function rows(s, n, ver)
   end
 end
 """
-
-
-def ch_at(url, sql, database=None):
-    params = {"database": database} if database else {}
-    req = urllib.request.Request(url + "/?" + urllib.parse.urlencode(params), data=sql.encode(), method="POST")
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.read().decode()
-    except urllib.error.HTTPError as e:
-        raise RuntimeError("ClickHouse: %s\n%s" % (e.read().decode(errors="replace"), sql)) from None
 
 
 class AutoReplayCase(ZhostCase):
@@ -131,25 +121,6 @@ class AutoReplayCase(ZhostCase):
 class ClickHouseComesBack(zhtest.PrivateClickHouse, AutoReplayCase):
     """A private ClickHouse, stopped while a daemon job holds rows, started again."""
     migrate = False
-
-    def setUp(self):
-        super().setUp()
-        self.ch_url = "http://127.0.0.1:%d" % self.ch_port
-        self.env["CLICKHOUSE_URL"] = self.ch_url
-        r = self.zhost("migrate")
-        self.assertEqual(r.returncode, 0, r.stderr)
-
-    def tearDown(self):
-        try:
-            ch_at(self.ch_url, "SELECT 1")
-        except Exception:
-            self.start_ch()  # a failed test left it stopped
-        for d in (self.db, self.bi):
-            try:
-                ch_at(self.ch_url, "DROP DATABASE IF EXISTS " + d)
-            except Exception:
-                pass
-        super().tearDown()
 
     def test_rows_spooled_in_an_outage_arrive_once_without_an_operator(self):
         flag = os.path.join(self.tmp, "clickhouse-stopped")

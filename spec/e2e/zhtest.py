@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 import unittest
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -123,6 +124,17 @@ class FakeAPI:
                 f.close()
 
 
+def ch_at(url, sql, database=None):
+    """One statement on the ClickHouse at url (the shared one, or a test's private one)."""
+    params = {"database": database} if database else {}
+    req = urllib.request.Request(url + "/?" + urllib.parse.urlencode(params), data=sql.encode(), method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.read().decode()
+    except urllib.error.HTTPError as e:
+        raise RuntimeError("ClickHouse: %s\n%s" % (e.read().decode(errors="replace"), sql)) from None
+
+
 class PrivateClickHouse:
     """Mixin for a test class that stops and starts ClickHouse: a ClickHouse of the class's own
     (tools/clickhouse-local.sh, on free ports: cls.ch_port), so the shared one stays up."""
@@ -152,6 +164,25 @@ class PrivateClickHouse:
     def stop_ch(cls):
         subprocess.run([os.path.join(SOURCE_DIR, "tools", "clickhouse-local.sh"), "stop", cls.chdir],
                        capture_output=True, timeout=120)
+
+    def setUp(self):
+        super().setUp()
+        self.ch_url = "http://127.0.0.1:%d" % self.ch_port
+        self.env["CLICKHOUSE_URL"] = self.ch_url
+        r = self.zhost("migrate")
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def tearDown(self):
+        try:
+            ch_at(self.ch_url, "SELECT 1")
+        except Exception:
+            self.start_ch()  # a failed test left it stopped
+        for d in (self.db, self.bi):
+            try:
+                ch_at(self.ch_url, "DROP DATABASE IF EXISTS " + d)
+            except Exception:
+                pass
+        super().tearDown()
 
 
 class ZhostCase(unittest.TestCase):

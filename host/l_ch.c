@@ -198,11 +198,7 @@ static int start_op_opts(lua_State *L, enum op_kind kind, const char *query, con
     return zh_task_await(L, &op->base);
 }
 
-static int start_op(lua_State *L, enum op_kind kind, const char *query, const char *body, size_t len) {
-    return start_op_opts(L, kind, query, body, len, 0, 0);
-}
-
-/* { timeout = seconds per attempt, attempts = n } of ch.query and ch.sink; 0 where not given. */
+/* { timeout = seconds per attempt, attempts = n } of ch.query, ch.exec and ch.sink; 0 where not given. */
 static void read_limits(lua_State *L, int idx, const char *fn, double *timeout_s, int *attempts) {
     *timeout_s = 0;
     *attempts = 0;
@@ -256,10 +252,19 @@ static int l_query(lua_State *L) {
     return start_op_opts(L, kind, NULL, body, strlen(body), timeout_s, attempts);
 }
 
-/* ch.exec(sql) -> true | nil, err. A dry run writes nothing, and exec is how scripts write
- * outside sinks (ALTER, INSERT ... SELECT), so there the statement is only logged. */
+/* ch.exec(sql [, {timeout=, attempts=}]) -> true | nil, err. A dry run writes nothing, and exec is
+ * how scripts write outside sinks (ALTER, INSERT ... SELECT), so there the statement is only logged.
+ * The limits are ch.query's: a script that must not wait 4 x 300 s on a hung server says so. */
 static int l_exec(lua_State *L) {
     const char *sql = luaL_checkstring(L, 1);
+    double timeout_s = 0;
+    int attempts = 0;
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        static const char *const known[] = {"timeout", "attempts", NULL};
+        zh_lrt_check_keys(L, 2, known, "ch.exec", "option");
+        read_limits(L, 2, "ch.exec", &timeout_s, &attempts);
+    }
     zh_host *h = zh_host_of(L);
     zh_task *t = zh_task_current(L, true);
     if (zh_ch_is_dry_run(h, t->group)) {
@@ -277,7 +282,7 @@ static int l_exec(lua_State *L) {
     lua_pushstring(L, s);
     free(s);
     const char *body = lua_tostring(L, -1);
-    return start_op(L, OP_EXEC, NULL, body, strlen(body));
+    return start_op_opts(L, OP_EXEC, NULL, body, strlen(body), timeout_s, attempts);
 }
 
 static bool valid_table(const char *t) {

@@ -13,8 +13,29 @@ local args = job.args
 local loader = require("loader")
 local env = loader.settings(job)
 
-local repeat_hours = tonumber(args["repeat-hours"] or env("ALERT_REPEAT_HOURS", "24")) or 24
-local retry_days = tonumber(env("ALERT_RETRY_DAYS", "7")) or 7
+-- Settings that are not numbers in their range do not stop the cycle — alerting would be off
+-- until someone read the run log — nor are they dropped silently (they were: ALERT_REPEAT_HOURS=
+-- "24h" was 24, "12h" too): the default is used and the setting is an alert of its own,
+-- setting_error:<NAME>, resolved when it reads. Command-line options are typed by an operator
+-- watching: those fail the run.
+local setting_problems = {}
+local settings_read = { SMTP_TLS = true, SMTP_USE_TLS = true }
+local function setting(name, default, lo, hi, whole)
+  settings_read[name] = true
+  local v = env(name)
+  if v == nil then return default end
+  local n = tonumber(v)
+  if n and whole then n = math.tointeger(n) end
+  if not n or n ~= n or n < lo or n > hi then
+    setting_problems[#setting_problems + 1] = { name = name, value = v, default = default,
+      range = string.format("%s от %s до %s", whole and "целое число" or "число", lo, hi) }
+    return default
+  end
+  return n
+end
+local repeat_hours = args["repeat-hours"] and loader.number("--repeat-hours", args["repeat-hours"], 0, 8760)
+  or setting("ALERT_REPEAT_HOURS", 24, 0, 8760)
+local retry_days = setting("ALERT_RETRY_DAYS", 7, 0, 365)
 local rules_dir = args.rules or env("ALERT_RULES_DIR", fs.script_dir() .. "/alerts")
 local only
 if args.only then
@@ -26,18 +47,35 @@ end
 local function truthy(v) return v == "1" or v == "true" or v == "yes" or v == "on" end
 local smtp_host = env("SMTP_HOST")
 local smtp_user = env("SMTP_USER")
+-- An unknown word is the safe default (STARTTLS required), never plain SMTP with the password:
+-- SMTP_USE_TLS=Y was "none".
 local smtp_tls = env("SMTP_TLS") -- "starttls" | "smtps" | "none"; overrides SMTP_USE_TLS
-if not smtp_tls then
-  local use_tls = env("SMTP_USE_TLS", "true"):lower()
-  smtp_tls = truthy(use_tls) and "starttls" or "none"
+if smtp_tls then
+  smtp_tls = smtp_tls:lower()
+  if smtp_tls ~= "starttls" and smtp_tls ~= "smtps" and smtp_tls ~= "none" then
+    setting_problems[#setting_problems + 1] = { name = "SMTP_TLS", value = env("SMTP_TLS"), default = "starttls",
+      range = "starttls, smtps или none" }
+    smtp_tls = "starttls"
+  end
+else
+  local use_tls = text.trim(env("SMTP_USE_TLS", "true")):lower()
+  if truthy(use_tls) then
+    smtp_tls = "starttls"
+  elseif use_tls == "0" or use_tls == "false" or use_tls == "no" or use_tls == "off" then
+    smtp_tls = "none"
+  else
+    setting_problems[#setting_problems + 1] = { name = "SMTP_USE_TLS", value = env("SMTP_USE_TLS"), default = "true",
+      range = "true или false" }
+    smtp_tls = "starttls"
+  end
 end
 local smtp = nil
 local recipients = env("ALERT_EMAIL_TO")
 if smtp_host and recipients then
   smtp = {
-    host = smtp_host, port = tonumber(env("SMTP_PORT", "587")), user = smtp_user,
+    host = smtp_host, port = setting("SMTP_PORT", smtp_tls == "smtps" and 465 or 587, 1, 65535, true), user = smtp_user,
     password = env("SMTP_PASSWORD"), tls = smtp_tls, from = env("ALERT_EMAIL_FROM", smtp_user),
-    to = recipients, timeout = loader.number("SMTP_TIMEOUT", env("SMTP_TIMEOUT", "60"), 1, 3600),
+    to = recipients, timeout = setting("SMTP_TIMEOUT", 60, 1, 3600),
     insecure = truthy(env("SMTP_INSECURE", "false")), cafile = env("SMTP_CAFILE"),
   }
   if not smtp.from then
@@ -52,8 +90,8 @@ end
 -- A bounded probe decides whether ClickHouse is up; rule queries and the state reads get their own
 -- limit; the rows are stored with a limit too (a short one when the probe failed), and spooled when
 -- ClickHouse does not take them.
-local ch_probe_s = loader.number("ALERT_CLICKHOUSE_TIMEOUT", env("ALERT_CLICKHOUSE_TIMEOUT", "10"), 1, 3600)
-local query_s = loader.number("ALERT_QUERY_TIMEOUT", env("ALERT_QUERY_TIMEOUT", "30"), 1, 3600)
+local ch_probe_s = setting("ALERT_CLICKHOUSE_TIMEOUT", 10, 1, 3600)
+local query_s = setting("ALERT_QUERY_TIMEOUT", 30, 1, 3600)
 local ch_ok, ch_err = ch.query("SELECT 1 AS ok", { timeout = ch_probe_s, attempts = 2 })
 ch_ok = ch_ok ~= nil
 -- Set when ClickHouse stops answering after the probe (a query timed out or lost its connection):
@@ -129,6 +167,7 @@ local ctx = {
 }
 
 local results, rule_errors, evaluated
+local settings_logged = {}
 local function evaluate()
   results, rule_errors, evaluated = {}, {}, {}
   job:set("rules_ok", nil) -- counted again when the cycle is evaluated again
@@ -137,11 +176,19 @@ local function evaluate()
     rule_errors[#rule_errors + 1] = { subject = stem, title = "правило алертов " .. stem .. " не работает", message = err,
       hint = "zhost check " .. rules_dir .. "/" .. stem .. ".lua" }
   end
+  local problems, read = {}, {}
+  for _, p in ipairs(setting_problems) do problems[#problems + 1] = p end
+  for name in pairs(settings_read) do read[name] = true end
+  local function read_env(k)
+    read[k] = true
+    return env(k)
+  end
   for _, rule in ipairs(rules) do
+    -- read for every rule, evaluated or not, so that its setting alerts are not resolved by a skip
+    local cfg = alerting.configure(rule.name, rule.config, read_env, problems)
     if rule.needs_clickhouse and (not ch_ok or ch_lost) then
       log.info("alert rule skipped: ClickHouse is unreachable", { rule = rule.name })
     else
-      local cfg = alerting.configure(rule.name, rule.config, function(k) return env(k) end)
       local ok, list = pcall(rule.check, ctx, cfg)
       local findings, ferr
       if ok then findings, ferr = alerting.normalize_findings(rule, list) else ferr = tostring(list) end
@@ -168,6 +215,23 @@ local function evaluate()
   -- looked at this cycle can resolve their rule_error alert.
   local pseudo = { name = "rule_error", severity = "warning" }
   results.rule_error = { ok = true, findings = alerting.normalize_findings(pseudo, rule_errors), scope = evaluated }
+  -- Settings that did not read: the default is in effect. Only the settings read this cycle can
+  -- resolve theirs (`read`): the ALERT_<RULE>_* of a rule file that did not load or was left out
+  -- by --only stay as they are.
+  local found = {}
+  for _, p in ipairs(problems) do
+    local shown = type(p.default) == "string" and p.default or tostring(p.default)
+    local msg = string.format("%s='%s' не читается%s; действует значение по умолчанию: %s", p.name, p.value,
+      p.range and (" (нужно: " .. p.range .. ")") or "", shown)
+    if not settings_logged[p.name] then -- evaluate() runs twice when ClickHouse stops answering
+      settings_logged[p.name] = true
+      log.error("alert setting does not read; its default is used", { setting = p.name, value = p.value, default = shown })
+    end
+    found[#found + 1] = { subject = p.name, title = "настройка алертов " .. p.name .. " не читается", message = msg,
+      hint = "исправьте " .. p.name .. " в " .. job.secrets_dir .. "/.env." .. job.secrets .. " (или в окружении сервиса)" }
+  end
+  results.setting_error = { ok = true, findings = alerting.normalize_findings({ name = "setting_error", severity = "warning" },
+    found), scope = read }
 end
 evaluate()
 

@@ -35,29 +35,52 @@ end
 -- Applies overrides to a rule's config: env(name) is asked for ALERT_<RULE>_<KEY> (scalars) and
 -- ALERT_<RULE>_<KEY>_<ENTRY> (entries of map-valued keys), then, for a scalar the rule names in
 -- its `env` table, that variable (a setting several rules share). Values keep the type of the default.
-function M.configure(rule_name, defaults, env)
+-- A value that does not read as the default's type ("2d" for a number, "da" for a boolean) keeps
+-- the default, and when `problems` is a table, { name =, value =, default =, range = } is added to it: the
+-- caller alerts on it (it was dropped silently, so a typo quietly changed nothing).
+local TRUE = { ["1"] = true, ["true"] = true, yes = true, on = true }
+local FALSE = { ["0"] = false, ["false"] = false, no = false, off = false }
+function M.configure(rule_name, defaults, env, problems)
   local cfg = {}
   -- The caller hands over only the config table, so load_rule attached the rule's extra names to it.
   local mt = getmetatable(defaults or {})
   local extra = type(mt) == "table" and type(mt.env) == "table" and mt.env or {}
-  local function cast(default, v)
-    if type(default) == "number" then return tonumber(v) or default end
-    if type(default) == "boolean" then return v == "1" or v == "true" or v == "yes" end
-    return v
+  local function cast(name, default, v)
+    local out
+    if type(default) == "number" then
+      out = tonumber(v)
+      if out ~= out or out == math.huge or out == -math.huge then out = nil end
+    elseif type(default) == "boolean" then
+      local word = text.trim(v):lower()
+      if TRUE[word] ~= nil then out = true elseif FALSE[word] ~= nil then out = false end
+    else
+      return v
+    end
+    if out == nil then
+      if problems then
+        problems[#problems + 1] = { name = name, value = v, default = default,
+          range = type(default) == "number" and "число" or "true или false" }
+      end
+      return default
+    end
+    return out
   end
   for k, v in pairs(defaults or {}) do
     local name = ("ALERT_" .. rule_name .. "_" .. k):upper()
     if type(v) == "table" then
       local copy = {}
       for ek, ev in pairs(v) do
-        local o = env and type(ek) == "string" and env((name .. "_" .. ek):upper())
-        copy[ek] = o and cast(ev, o) or ev
+        local ename = type(ek) == "string" and (name .. "_" .. ek):upper()
+        local o = env and ename and env(ename)
+        -- not `o and cast(...) or ev`: a boolean override to false would come back as the default
+        if o ~= nil and o ~= "" then copy[ek] = cast(ename, ev, o) else copy[ek] = ev end
       end
       cfg[k] = copy
     else
       local o = env and env(name)
-      if (o == nil or o == "") and env and extra[k] then o = env(extra[k]) end
-      if o ~= nil and o ~= "" then cfg[k] = cast(v, o) else cfg[k] = v end
+      local oname = name
+      if (o == nil or o == "") and env and extra[k] then o, oname = env(extra[k]), extra[k] end
+      if o ~= nil and o ~= "" then cfg[k] = cast(oname, v, o) else cfg[k] = v end
     end
   end
   return cfg

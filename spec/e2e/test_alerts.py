@@ -516,6 +516,35 @@ class TestAlerts(AlertsCase):
         self.assertIn("РЕШЕНО", str(last["Subject"]))
         self.assertIn("rule_error:typo", self.body(last))
 
+    def test_a_setting_that_does_not_read_is_an_alert_and_its_default_is_used(self):
+        # Settings were read with tonumber(...) or default: "24h" was silently 24, and SMTP_USE_TLS=Y
+        # meant plain SMTP, password and all. Now the default is used (TLS required: this sink offers
+        # none, so nothing is sent) and each setting is an alert of its own, resolved once it reads.
+        port = self.start_sink()
+        self.write_secrets(port, SMTP_USE_TLS="Y", ALERT_REPEAT_HOURS="24h", ALERT_FAILED_RUN_WINDOW_HOURS="2d")
+        self.add_run("qtickets", "error", message="boom")
+        p = self.run_alerts("--only", "failed_run", expect=1)
+        self.assertEqual(self.mails(), [])
+        self.assertIn('default=24 setting=ALERT_REPEAT_HOURS value=24h', p.stderr)
+        got = sorted((r["rule"], r["subject"]) for r in self.alerts())
+        self.assertEqual(got, [("failed_run", "qtickets"), ("setting_error", "ALERT_FAILED_RUN_WINDOW_HOURS"),
+                               ("setting_error", "ALERT_REPEAT_HOURS"), ("setting_error", "SMTP_USE_TLS")])
+        msg = {r["subject"]: r["message"] for r in self.alerts("rule = 'setting_error'")}
+        self.assertEqual(msg["ALERT_REPEAT_HOURS"], "ALERT_REPEAT_HOURS='24h' не читается (нужно: число от 0 до 8760); "
+                                                    "действует значение по умолчанию: 24")
+        # fixed: the undelivered alerts go out with the three settings' resolutions
+        self.write_secrets(port)
+        self.run_alerts("--only", "failed_run", expect=0)
+        mails = self.mails()
+        self.assertEqual(len(mails), 1)
+        body = self.body(mails[0])
+        for name in ("SMTP_USE_TLS", "ALERT_REPEAT_HOURS", "ALERT_FAILED_RUN_WINDOW_HOURS"):
+            self.assertEqual(self.state()[("setting_error", name)]["state"], "resolved", name)
+            self.assertIn("setting_error:" + name, body)
+        # a mistyped option of a run by hand fails it
+        p = self.run_alerts("--only", "failed_run", "--repeat-hours", "1d", expect=1)
+        self.assertIn("--repeat-hours must be a number from 0 to 8760 (got '1d')", p.stderr)
+
     def test_removed_rule_closes_its_alerts(self):
         port = self.start_sink()
         self.write_secrets(port)

@@ -767,7 +767,12 @@ class HungClickHouse(zhtest.ZhostCase):
         # The final meta_job_runs row waited for the "running" row's insert, 4 x 300 s against a hung
         # server. The running row is now dropped (the final row replaces it), and once a request has
         # timed out the final row gets one 5 s attempt and goes to the spool.
+        # ch.exec takes the same limits (it had none: 4 x 300 s)
         path = self.script("probe.lua", """
+            local t0 = time.now()
+            local ok, xerr = ch.exec("OPTIMIZE TABLE zakaz.dim_events", {timeout = 1, attempts = 1})
+            assert(ok == nil and xerr:find("timeout", 1, true), tostring(xerr))
+            assert(time.now() - t0 < 3, "ch.exec waited " .. (time.now() - t0))
             local r, err = ch.query("SELECT 1", {timeout = 1, attempts = 1})
             assert(r == nil and err:find("timeout", 1, true), tostring(err))
         """)

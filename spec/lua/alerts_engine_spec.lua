@@ -126,6 +126,20 @@ local env = { ALERT_STALE_DATA_MAX_DAYS_VK_ADS = "4", ALERT_STALE_DATA_ENABLED =
 local cfg = A.configure("stale_data", { max_days = { default = 2, vk_ads = 2 }, enabled = true, label = "y", n = 3 },
   function(k) return env[k] end)
 assert(cfg.max_days.vk_ads == 4 and cfg.max_days.default == 2 and cfg.enabled == false and cfg.label == "x" and cfg.n == 3)
+-- a value that does not read keeps the default and is reported (it was dropped silently); a
+-- map entry overridden to false is false (`o and cast(o) or default` gave the default back)
+local problems = {}
+env = { ALERT_STALE_DATA_MAX_DAYS_VK_ADS = "4d", ALERT_STALE_DATA_ENABLED = "da", ALERT_STALE_DATA_N = "nan",
+        ALERT_STALE_DATA_FLAGS_X = "off", ALERT_STALE_DATA_FLAGS_Y = " On " }
+cfg = A.configure("stale_data", { max_days = { vk_ads = 2 }, enabled = true, n = 3, flags = { x = true, y = false } },
+  function(k) return env[k] end, problems)
+assert(cfg.max_days.vk_ads == 2 and cfg.enabled == true and cfg.n == 3, "defaults kept")
+assert(cfg.flags.x == false and cfg.flags.y == true, "boolean map entries")
+table.sort(problems, function(a, b) return a.name < b.name end)
+assert(#problems == 3, #problems)
+assert(problems[1].name == "ALERT_STALE_DATA_ENABLED" and problems[1].value == "da" and problems[1].default == true)
+assert(problems[2].name == "ALERT_STALE_DATA_MAX_DAYS_VK_ADS" and problems[2].value == "4d" and problems[2].default == 2)
+assert(problems[3].name == "ALERT_STALE_DATA_N" and problems[3].range == "число")
 
 -- rule files
 local rule, err = A.load_rule("return {", "rules/broken.lua")

@@ -56,6 +56,8 @@ end
 raises("ch.query: timeout must be seconds in (0, 3600] (got 0)", ch.query, "SELECT 1", { timeout = 0 })
 raises("ch.query: attempts must be a whole number 1..100 (got 1000)", ch.query, "SELECT 1", { attempts = 1000 })
 raises("ch.query: unknown option 'timout' (known: timeout, attempts)", ch.query, "SELECT 1", { timout = 5 })
+raises("ch.exec: timeout must be seconds in (0, 3600] (got 0)", ch.exec, "SELECT 1", { timeout = 0 })
+raises("ch.exec: unknown option 'retries' (known: timeout, attempts)", ch.exec, "SELECT 1", { retries = 2 })
 -- ch.sink's options, checked before its DESCRIBE is sent: 0 and negative counts became the
 -- defaults (a negative one, as size_t, no limit), a max_age <= 0 became 5 s, NaN overflowed the timer
 raises("ch.sink: max_rows must be a whole number >= 1 (got 0)", ch.sink, "t", { max_rows = 0 })

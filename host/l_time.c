@@ -901,7 +901,9 @@ static int l_http_date(lua_State *L) {
     size_t n;
     const char *s = luaL_checklstring(L, 1, &n);
     int64_t sec;
-    if (zh_time_parse_http(s, n, &sec) != 0) {
+    /* the obsolete forms too (RFC 9110 5.6.7: recipients must read them): a script reading a
+     * Retry-After, Expires or Last-Modified itself gets what the host's own Retry-After reads */
+    if (zh_time_parse_http_date(s, n, (int64_t)time(NULL), &sec) != 0) {
         lua_pushnil(L);
         lua_pushfstring(L, "invalid HTTP date '%s'", s);
         return 2;

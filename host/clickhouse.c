@@ -7,6 +7,7 @@
 #include "ch_internal.h"
 #include "log.h"
 #include "secrets.h"
+#include "tunables.h"
 #include <errno.h>
 #include <signal.h>
 #include <math.h>
@@ -79,20 +80,15 @@ void zh_ch_init(zh_host *h) {
     st->database = zh_xstrdup(db ? db : "zakaz");
     const char *bi = first_env(bi_n, NULL);
     st->bi_database = zh_xstrdup(bi ? bi : "bi");
-    const char *att = getenv("ZHOST_CH_ATTEMPTS");
-    st->max_attempts = att && atoi(att) > 0 ? atoi(att) : 4;
+    st->max_attempts = (int)zh_tunable_number("ZHOST_CH_ATTEMPTS", 4);
     st->backoff_base = 0.5;
-    st->backoff_cap = 8;
-    const char *cap = getenv("ZHOST_CH_BACKOFF_CAP");
-    if (cap && atof(cap) > 0) st->backoff_cap = atof(cap);
+    st->backoff_cap = zh_tunable_number("ZHOST_CH_BACKOFF_CAP", 8);
     /* An INSERT is streamed from this many bytes of batch on; 0 never streams (for a proxy in
      * front of ClickHouse that cannot pass a chunked request body). */
-    const char *sb = getenv("ZHOST_CH_STREAM_BYTES");
-    st->stream_bytes = sb && *sb ? (size_t)strtoull(sb, NULL, 10) : (size_t)256 << 10;
+    st->stream_bytes = (size_t)zh_tunable_number("ZHOST_CH_STREAM_BYTES", 256 << 10);
     /* Servers stop waiting for a request body that stays silent (current releases'
      * http_receive_timeout is 30 s): a stream ends well within that, even with a long max_age. */
-    const char *so = getenv("ZHOST_CH_STREAM_SECONDS");
-    st->stream_max_open_s = so && atof(so) > 0 ? atof(so) : 20;
+    st->stream_max_open_s = zh_tunable_number("ZHOST_CH_STREAM_SECONDS", 20);
     st->rng = (uint64_t)(zh_now_wall() * 1e6) | 1;
     h->ch = st;
 }

@@ -6,6 +6,7 @@
 #include "log.h"
 #include "modules.h"
 #include "task.h"
+#include "tunables.h"
 #include <lauxlib.h>
 #include <lualib.h>
 #include <errno.h>
@@ -283,8 +284,7 @@ int zh_lrt_open(zh_host *h) {
      * and collecting only the young saves ~6% of a mapping job's CPU (bench/README.md). Nothing
      * here asks for full collections, where Lua 5.4.4's generational mode has a known pacing
      * bug. ZHOST_LUA_GC=incremental is the way back should a workload disagree. */
-    const char *gc_mode = getenv("ZHOST_LUA_GC");
-    if (gc_mode && !strcmp(gc_mode, "incremental")) lua_gc(L, LUA_GCINC, 0, 0, 0);
+    if (zh_tunable_is("ZHOST_LUA_GC", "incremental")) lua_gc(L, LUA_GCINC, 0, 0, 0);
     else lua_gc(L, LUA_GCGEN, 0, 0);
     zh_task_start_watchdog(L);
 

@@ -1,6 +1,7 @@
 /* main.c — owns the command line: global options, dispatch to commands, `run`, `check`,
  * `version` and `help`. Exit codes: 0 success, 1 the command failed, 2 usage error. */
 #include "commands.h"
+#include "tunables.h"
 #include "clickhouse.h"
 #include "host.h"
 #include "log.h"
@@ -396,9 +397,14 @@ int main(int argc, char **argv) {
         for (const zh_command *c = commands; c->name; c++) {
             if (!strcmp(c->name, argv[1])) {
                 bool wants_help = argc > 2 && (!strcmp(argv[2], "--help") || !strcmp(argv[2], "-h"));
+                char terr[256];
                 if (wants_help) {
                     printf("usage: %s\n\n%s\n", c->usage, c->help);
                     rc = 0;
+                } else if (strcmp(c->name, "help") && strcmp(c->name, "version") &&
+                           zh_tunables_check(terr, sizeof terr) != 0) {
+                    fprintf(stderr, "zhost: %s\n", terr); /* before anything runs: tunables.c says why */
+                    rc = 2;
                 } else {
                     rc = c->fn(argc - 1, argv + 1);
                 }

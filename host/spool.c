@@ -18,6 +18,7 @@
 #include "log.h"
 #include "secrets.h"
 #include "serve.h"
+#include "tunables.h"
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -31,8 +32,7 @@
 #include <unistd.h>
 
 static uint64_t spool_limit(void) {
-    const char *v = getenv("ZHOST_SPOOL_MAX_BYTES");
-    return v && atoll(v) > 0 ? (uint64_t)atoll(v) : (uint64_t)2 << 30;
+    return (uint64_t)zh_tunable_number("ZHOST_SPOOL_MAX_BYTES", (double)((uint64_t)2 << 30));
 }
 
 static bool safe_name_char(char c) {

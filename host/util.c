@@ -2,6 +2,7 @@
  * literals, directory creation, atomic file replacement, clocks, option values. */
 #include "zh.h"
 #include "commands.h"
+#include "tunables.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -78,8 +79,7 @@ static char *map_aligned(size_t size) {
 void zh_buf_map(zh_buf *b, size_t cap) {
     /* $ZHOST_HUGE_PAGES=0: the operator's way out where huge pages misbehave (direct compaction
      * stalls on a fragmented host, say); read on each call (once per big buffer), no state kept */
-    const char *hp = getenv("ZHOST_HUGE_PAGES");
-    if (hp && !strcmp(hp, "0")) return;
+    if (zh_tunable_is("ZHOST_HUGE_PAGES", "0")) return;
     if (cap < b->len + 1) cap = b->len + 1;
     cap = (cap + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
     if (b->mapped && b->cap >= cap) return;

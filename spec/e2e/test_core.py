@@ -520,6 +520,14 @@ class ScriptFailures(zhtest.ZhostCase):
         self.assertEqual(self.zhost("run", "x.lua", "--since", "2025-13-01").returncode, 2)
         self.assertEqual(self.zhost("nonsense").returncode, 2)
         self.assertEqual(self.zhost("help", "run").returncode, 0)
+        # a tuning variable that does not read stops every command before it runs (tunables.c):
+        # ZHOST_SPOOL_MAX_BYTES=2G was read as 2 bytes, and an outage's batches were lost
+        plain = self.script("never.lua", "-- zhost: job=never\nerror('must not run')\n")
+        r = self.zhost("run", plain, env={"ZHOST_SPOOL_MAX_BYTES": "2 gigs"})
+        self.assertEqual(r.returncode, 2)
+        self.assertEqual(r.stderr.strip(), "zhost: ZHOST_SPOOL_MAX_BYTES='2 gigs' does not read: it must be a size in "
+                                           "bytes from 1 (1048576, 512M, 2G) (or unset for the default)")
+        self.assertEqual(self.zhost("help", "run", env={"ZHOST_SPOOL_MAX_BYTES": "2 gigs"}).returncode, 0)
 
     def test_unknown_script_option_is_refused(self):
         plain = self.script("plain.lua", "-- zhost: job=plain\nerror('must not run')\n")

@@ -310,8 +310,9 @@ static const zh_command commands[] = {
      "the script as job.args.OPTION when its `-- zhost: options=...` line declares them."},
     {"check", zh_cmd_check, "zhost check SCRIPT...", "Compiles scripts and reports syntax errors as file:line: message."},
     {"repl", zh_cmd_repl, "zhost repl [--secrets DIR]", "Interactive Lua prompt with every zhost module loaded."},
-    {"spool", zh_cmd_spool, "zhost spool status|replay [--json] [--spool DIR] [--conf FILE] [--secrets DIR]",
-     "Shows or delivers batches that could not be inserted into ClickHouse, in bounded pieces.\n"
+    {"spool", zh_cmd_spool, "zhost spool status|replay [--json] [--spool DIR] [--conf FILE] [--secrets DIR] [--piece-bytes N]",
+     "Shows or delivers batches that could not be inserted into ClickHouse, in bounded pieces\n"
+     "(--piece-bytes, default 4M: the most one INSERT of a replay sends).\n"
      "replay skips files a running run still writes (status shows them `being written`). Exit 0 when\n"
      "all was delivered, 1 when a file could not be or rows were quarantined (or the spool is a folder\n"
      "this user cannot write: nothing is delivered then), 75 when only files of runs still going are\n"

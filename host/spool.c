@@ -723,7 +723,15 @@ int zh_cmd_spool(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if ((v = zh_opt_value(argc, argv, &i, "--secrets"))) secrets = v;
         else if ((v = zh_opt_value(argc, argv, &i, "--spool"))) spool = v;
-        else if ((v = zh_opt_value(argc, argv, &i, "--piece-bytes"))) piece = (size_t)atoll(v);
+        else if ((v = zh_opt_value(argc, argv, &i, "--piece-bytes"))) {
+            /* atoll read "4M" as 4 bytes: a replay of one row per INSERT */
+            double n;
+            if (zh_parse_size(v, &n) != 0 || n < 1024 || n > 1024.0 * 1024 * 1024) {
+                fprintf(stderr, "zhost spool: --piece-bytes must be a size from 1K to 1G (4M, 4194304), not '%s'\n", v);
+                return 2;
+            }
+            piece = (size_t)n;
+        }
         else if ((v = zh_opt_value(argc, argv, &i, "--conf"))) conf_flag = v;
         else if (!strcmp(argv[i], "--json")) json = true;
         else if (!verb) verb = argv[i];

@@ -50,7 +50,7 @@ static const tunable *find(const char *name) {
 
 /* "2G", "512 MiB", "256k", "1048576": binary multiples (what a size in memory or on disk means to
  * an operator here), B/iB optional. */
-static int parse_bytes(const char *s, double *out) {
+int zh_parse_size(const char *s, double *out) {
     char *end;
     if (!isdigit((unsigned char)*s)) return -1;
     double v = strtod(s, &end);
@@ -131,7 +131,7 @@ static int read_value(const tunable *t, const char *v, double *out, char *why, s
         break;
     }
     case T_SECONDS: rc = parse_seconds(v, &x); break;
-    case T_BYTES: rc = parse_bytes(v, &x); break;
+    case T_BYTES: rc = zh_parse_size(v, &x); break;
     }
     if (rc != 0 || !(x >= t->lo && x <= t->hi)) {
         if (t->kind == T_COUNT) snprintf(why, n, "a whole number from %.0f to %.0f", t->lo, t->hi);

@@ -6,6 +6,8 @@
 
 /* 0 when every set tunable reads; else -1 and err says which and what it takes. */
 int zh_tunables_check(char *err, size_t n);
+/* "2G", "512 MiB", "256k", "1048576" -> bytes (binary units); -1 when it does not read. */
+int zh_parse_size(const char *s, double *out);
 /* A numeric tunable's value (counts, seconds, bytes), dflt when unset or not readable. */
 double zh_tunable_number(const char *name, double dflt);
 /* Whether a word tunable is set to word (case-insensitive). */

@@ -528,6 +528,10 @@ class ScriptFailures(zhtest.ZhostCase):
         self.assertEqual(r.stderr.strip(), "zhost: ZHOST_SPOOL_MAX_BYTES='2 gigs' does not read: it must be a size in "
                                            "bytes from 1 (1048576, 512M, 2G) (or unset for the default)")
         self.assertEqual(self.zhost("help", "run", env={"ZHOST_SPOOL_MAX_BYTES": "2 gigs"}).returncode, 0)
+        r = self.zhost("spool", "status", "--spool", self.tmp, "--piece-bytes", "4 megs")
+        self.assertEqual((r.returncode, r.stderr.strip()), (2, "zhost spool: --piece-bytes must be a size from 1K to 1G "
+                                                               "(4M, 4194304), not '4 megs'"))
+        self.assertEqual(self.zhost("spool", "status", "--spool", self.tmp, "--piece-bytes", "4M").returncode, 0)
 
     def test_unknown_script_option_is_refused(self):
         plain = self.script("plain.lua", "-- zhost: job=plain\nerror('must not run')\n")

@@ -25,6 +25,18 @@ static void sizes_read_with_binary_units(void) {
     unsetenv("ZHOST_SPOOL_MAX_BYTES");
 }
 
+static void size_texts(void) {
+    double n = 0;
+    ZT_EQ_INT(zh_parse_size("4M", &n), 0);
+    ZT_CHECK(n == 4.0 * 1024 * 1024);
+    ZT_EQ_INT(zh_parse_size("1 KiB", &n), 0);
+    ZT_CHECK(n == 1024);
+    ZT_EQ_INT(zh_parse_size("3gb", &n), 0);
+    ZT_CHECK(n == 3.0 * 1024 * 1024 * 1024);
+    static const char *const bad[] = {"", "M", "-1", "4 megs", "4MM", "1e3x", " 4M", "4M "};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) ZT_EQ_INT(zh_parse_size(bad[i], &n), -1);
+}
+
 static void counts_and_durations(void) {
     setenv("ZHOST_CH_ATTEMPTS", "3", 1);
     ZT_CHECK(zh_tunable_number("ZHOST_CH_ATTEMPTS", 4) == 3);
@@ -81,6 +93,7 @@ static void the_check_names_what_does_not_read(void) {
 
 int main(void) {
     ZT_RUN(sizes_read_with_binary_units);
+    ZT_RUN(size_texts);
     ZT_RUN(counts_and_durations);
     ZT_RUN(words);
     ZT_RUN(the_check_names_what_does_not_read);

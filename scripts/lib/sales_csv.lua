@@ -235,25 +235,57 @@ end
 -- The rows of a CSV that RFC 4180 refuses. A writer that quotes nothing leaves a field such as
 -- "Щелкунчик". Балет as it is, and its leading quote reads as an opening one ("unexpected character
 -- after a closing quote", or a quote never closed): the whole report was dropped as "not a sales
--- report". Each line is parsed on its own; a line still refused is split at every separator, its
--- fields as written (one wholly in quotes, with none inside, loses them).
+-- report". Each record is parsed on its own; a record still refused is split at every separator,
+-- its fields as written (one wholly in quotes, with none inside, loses them).
+-- A record is a line, or a line whose quotes do not pair up read with the lines after it until they
+-- do: a cell with a line break (Excel's Alt+Enter, written quoted over two lines) in the same file
+-- as a stray quote was split into two broken lines. Lines are joined only when they look like the
+-- pieces of one record: the first and the last of them each have fewer separators than the header
+-- has fields (a line of a whole record with a stray quote has them all, and two such lines, the
+-- first quote left open and a later one closing it, must stay two sales lines), and RFC 4180 reads
+-- the joined text as exactly one record as wide as the header. At most JOIN_MAX lines are joined,
+-- so a quote never closed costs a few tries, not the file; a line not joined is read alone.
+local JOIN_MAX = 10
 local function lenient_rows(s, sep)
-  local rows = {}
-  for line in (s .. "\n"):gmatch("([^\n]*)\n") do
-    line = line:gsub("\r$", "")
-    if line ~= "" then
-      local r = text.csv(line, {sep = sep})
-      if r and r[1] then
-        rows[#rows + 1] = r[1]
-      else
-        local cells = {}
-        for f in (line .. sep):gmatch("(.-)%" .. sep) do
-          local inner = f:match('^%s*"(.*)"%s*$')
-          cells[#cells + 1] = inner and not inner:find('"', 1, true) and inner or f
+  local lines = {}
+  for line in (s .. "\n"):gmatch("([^\n]*)\n") do lines[#lines + 1] = (line:gsub("\r$", "")) end
+  local function quotes(line) return select(2, line:gsub('"', "")) end
+  local function part(line, width) return not width or select(2, line:gsub("%" .. sep, "")) + 1 < width end
+  local rows, width = {}, nil
+  local i = 1
+  while i <= #lines do
+    local line = lines[i]
+    local record, used
+    if quotes(line) % 2 == 1 and part(line, width) then
+      local q = quotes(line)
+      for j = i + 1, math.min(#lines, i + JOIN_MAX - 1) do
+        q = q + quotes(lines[j])
+        if q % 2 == 0 then
+          local r = part(lines[j], width) and text.csv(table.concat(lines, "\n", i, j), {sep = sep})
+          if r and #r == 1 and (not width or #r[1] == width) then record, used = r[1], j end
+          break
         end
-        rows[#rows + 1] = cells
       end
     end
+    if record then
+      i = used
+    elseif line ~= "" then
+      local r = text.csv(line, {sep = sep})
+      if r and r[1] then
+        record = r[1]
+      else
+        record = {}
+        for f in (line .. sep):gmatch("(.-)%" .. sep) do
+          local inner = f:match('^%s*"(.*)"%s*$')
+          record[#record + 1] = inner and not inner:find('"', 1, true) and inner or f
+        end
+      end
+    end
+    if record then
+      rows[#rows + 1] = record
+      width = width or #record
+    end
+    i = i + 1
   end
   return rows
 end

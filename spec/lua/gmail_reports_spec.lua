@@ -161,6 +161,36 @@ eq(rows[1].event_name, "Шоу вечер") eq(rows[1].city, "Нижний Но�
 eq(#sales.merge(rows), 1, "one key")
 eq(stats.problems[1], "row 3: bad revenue '1\n500'", "a break in a number is not read past")
 
+-- a quoted cell with a line break (Excel's Alt+Enter) in a file that also has a stray quote: RFC 4180
+-- refuses the file, and the lenient reader, line by line, made the cell two broken lines (the first
+-- without tickets or revenue, the second "bad date 'вечер\"'"), so the message was refused
+local stray = 'Дата;Город;Событие;Билетов;Выручка\r\n01.11.2025;Москва;"Щелкунчик". Балет;2;4 000\r\n' ..
+  '01.11.2025;Казань;"Шоу\r\nвечер";1;100\r\n' ..
+  '01.11.2025;Омск;"Шоу; часть 1\nчасть 2\nчасть 3";3;300\r\n' ..
+  '02.11.2025;Омск;"Осень;1;50\r\n' .. -- a quote never closed, on a line of a whole record
+  '02.11.2025;Омск;Зима";1;60\r\n' .. -- a later stray quote that would close it: still two lines
+  '02.11.2025;Томск;"Ночь\r\nмузеев";2;70\r\n'
+header, grid = assert(sales.csv_grid(stray))
+rows, stats = assert(sales.report_rows(header, grid))
+eq(#stats.problems, 0, "no broken line: " .. tostring(stats.problems[1])) eq(#rows, 6)
+eq(rows[1].event_name, '"Щелкунчик". Балет', "the stray-quote line as before") eq(rows[1].revenue_cents, 400000)
+eq(rows[2].event_name, "Шоу вечер", "a two-line cell") eq(rows[2].city, "Казань") eq(rows[2].tickets_sold, 1)
+eq(rows[2].revenue_cents, 10000)
+eq(rows[3].event_name, "Шоу; часть 1 часть 2 часть 3", "a three-line cell") eq(rows[3].revenue_cents, 30000)
+eq(rows[4].event_name, '"Осень') eq(rows[4].revenue_cents, 5000)
+eq(rows[5].event_name, 'Зима"') eq(rows[5].revenue_cents, 6000)
+eq(rows[6].event_name, "Ночь музеев", "a cell after the open quote") eq(rows[6].revenue_cents, 7000)
+-- a quote never closed joins at most ten lines: a closing quote twelve lines below does not make
+-- the lines between one event's name (all of them would be one line, their sales lost)
+local far = {"Дата;Город;Событие;Билетов;Выручка", '01.11.2025;Москва;"Щелкунчик". Балет;2;4 000', '01.11.2025;"Москва'}
+for k = 1, 11 do far[#far + 1] = string.format("%02d.11.2025;Омск;Шоу;1;10", k) end
+far[#far + 1] = 'x";Шоу;1;10'
+header, grid = assert(sales.csv_grid(table.concat(far, "\n") .. "\n"))
+rows, stats = assert(sales.report_rows(header, grid))
+local omsk = 0
+for _, r in ipairs(rows) do if r.city == "Омск" then omsk = omsk + 1 end end
+eq(omsk, 11, "the lines below an open quote are read")
+
 -- HTML table report (the text/html alternative of a mail)
 local html = [[<html><body><p>Продажи:</p><TABLE border="1"><tr><th>Дата</th><th>ИД события</th><th>Событие</th>
 <th>Город</th><th>Билетов</th><th>Выручка</th><th>Возвраты</th></tr>

@@ -214,6 +214,8 @@ local function load_message(id)
   local msg = call("/messages/" .. id, {format = "full"}, "message " .. id, true)
   if not msg then return message_gone(id) end
   local ver = math.tointeger(tonumber(msg.internalDate or "")) or math.floor(time.now() * 1000)
+  -- Two-digit years ("01.11.25") are read within a year of the mail's date (sales_csv.report_rows).
+  local opts = {ref_date = time.date(ver // 1000)}
   local rows, htmls, problems = {}, {}, {}
   local seen = {} -- attachment bytes already read in this message
   local unread = {} -- attachments of a type the loader does not read: {name =, kind =, sheet =}
@@ -231,7 +233,7 @@ local function load_message(id)
       local header, grid
       if txt then
         if bytes then header, grid = sales.csv_grid(bytes, sales.part_charset(part)) end
-        if not (header and sales.report_rows(header, grid)) then
+        if not (header and sales.report_rows(header, grid, opts)) then
           unread[#unread + 1] = {name = sales.mime_words(part.filename), kind = kind, sheet = sheet}
           goto next_part
         end
@@ -248,7 +250,7 @@ local function load_message(id)
       if bytes then seen[bytes] = true end
       if bytes and not header then header, grid = sales.csv_grid(bytes, sales.part_charset(part)) end
       local got, stats
-      if header then got, stats = sales.report_rows(header, grid) end
+      if header then got, stats = sales.report_rows(header, grid, opts) end
       if not got then
         counts.attachments_ignored = counts.attachments_ignored + 1
         local why = tostring(stats or grid or err)
@@ -273,7 +275,7 @@ local function load_message(id)
       local bytes, err = part_bytes(id, part)
       if err == GONE then return message_gone(id) end
       for _, g in ipairs(bytes and sales.html_grids(bytes, sales.part_charset(part)) or {}) do
-        local got, stats = sales.report_rows(g.header, g.rows)
+        local got, stats = sales.report_rows(g.header, g.rows, opts)
         if got then
           for _, r in ipairs(got) do rows[#rows + 1] = r end
           counts.rows_skipped = counts.rows_skipped + stats.skipped

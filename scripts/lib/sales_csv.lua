@@ -451,10 +451,35 @@ local function total_event(v)
   return l:sub(1, #"итого") == "итого" and l:sub(#"итого" + 1, #"итого" + 1):find("^[%s%p]") ~= nil
 end
 
+-- A report's date cell -> "YYYY-MM-DD", or nil, why. What time.parse_date reads (ISO, DD.MM.YYYY,
+-- a time after either), and DD.MM.YY — Excel's "ДД.ММ.ГГ" format exports what it shows, "01.11.25",
+-- and every such line was refused as a bad date. Only the dotted day-first form, the one the
+-- four-digit parser reads day first: with dashes the parser reads the year first ("25-11-01" may be
+-- either), a slash is month first in en-US ("01/11/25"), and both stay refused. A two-digit year is
+-- 20YY, and a date so read must lie within a year of ref (the mail's date): a year-first "25.11.01"
+-- has the same shape and would read as 2001-11-25; refused, it fails the message loudly instead of
+-- placing its sales 24 years back. This is the report parser's alone: time.parse_date, which reads
+-- API data and command-line dates, takes no two-digit year.
+local function report_date(v, ref)
+  local d = time.parse_date(v)
+  if d then return d end
+  local dd, mm, yy, rest = v:match("^(%d%d?)%.(%d%d?)%.(%d%d)(.*)$")
+  if not dd or not (rest == "" or rest:find("^[ T]%d")) then return nil end
+  d = time.parse_date(string.format("20%s-%s-%s", yy, mm, dd))
+  if not d then return nil end
+  local off = time.days_between(ref, d)
+  if off and (off < -366 or off > 366) then
+    return nil, string.format("a two-digit year: %s is more than a year from %s", d, ref)
+  end
+  return d
+end
+
 -- A report grid -> sales rows {event_date, event_id, event_name, city, tickets_sold, revenue_cents,
 -- refunds_cents, currency}, plus stats {skipped = n, problems = {...}}. nil, err when the header
--- has no date or city column (not a sales report).
-function M.report_rows(header, rows)
+-- has no date or city column (not a sales report). opts.ref_date ("YYYY-MM-DD", default today) is the
+-- date two-digit years are checked against: the loader passes the mail's date.
+function M.report_rows(header, rows, opts)
+  local ref = opts and opts.ref_date or time.date(time.now())
   local at = locate(header, M.REPORT_COLUMNS)
   if not at.event_date then return nil, "no date column in header: " .. table.concat(header, ", ") end
   if not at.city then return nil, "no city column in header: " .. table.concat(header, ", ") end
@@ -476,7 +501,8 @@ function M.report_rows(header, rows)
   end
   for n, r in ipairs(rows) do
     local date, city = cell(r, "event_date"), name(r, "city")
-    local d = date ~= "" and time.parse_date(date) or nil
+    local d, why
+    if date ~= "" then d, why = report_date(date, ref) end
     local tickets, revenue, refunds = 0, 0, 0
     local bad
     -- Totals lines ("Итого" under the dates; a day's "01.11.2025;Итого", which loaded as a city
@@ -485,7 +511,7 @@ function M.report_rows(header, rows)
     if quiet then
       bad = "no date or city"
     elseif not d then
-      bad = "bad date '" .. date .. "'"
+      bad = "bad date '" .. date .. "'" .. (why and " (" .. why .. ")" or "")
     else
       if at.tickets_sold and cell(r, "tickets_sold") ~= "" then
         tickets = M.whole(cell(r, "tickets_sold"))

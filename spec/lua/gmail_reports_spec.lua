@@ -191,6 +191,37 @@ local omsk = 0
 for _, r in ipairs(rows) do if r.city == "Омск" then omsk = omsk + 1 end end
 eq(omsk, 11, "the lines below an open quote are read")
 
+-- two-digit years: Excel's "ДД.ММ.ГГ" format exports "01.11.25", and every line was a bad date. Read
+-- as 20YY in the dotted day-first form only, within a year of the mail's date (ref_date)
+header, grid = assert(sales.csv_grid("Дата;Город;Событие;Билетов;Выручка\n01.11.25;Москва;A;1;10\n" ..
+  "1.11.25 19:00;Москва;B;1;10\n31.12.24;Омск;C;1;10\n05.01.26;Омск;D;1;10\n"))
+rows, stats = assert(sales.report_rows(header, grid, {ref_date = "2025-11-07"}))
+eq(#stats.problems, 0, tostring(stats.problems[1])) eq(#rows, 4)
+eq(rows[1].event_date, "2025-11-01") eq(rows[2].event_date, "2025-11-01", "with a time")
+eq(rows[3].event_date, "2024-12-31") eq(rows[4].event_date, "2026-01-05")
+-- what stays refused: a year-first shape (read day first it is 2001), dashes (the parser reads them
+-- year first) and slashes (month first in en-US), a date that does not exist, text after the date
+for v, why in pairs{["25.11.01"] = "bad date '25.11.01' (a two-digit year: 2001-11-25 is more than a year from 2025-11-07)",
+    ["01-11-25"] = "bad date '01-11-25'", ["25-11-01"] = "bad date '25-11-01'", ["01/11/25"] = "bad date '01/11/25'",
+    ["29.02.25"] = "bad date '29.02.25'", ["01.11.25 г."] = "bad date '01.11.25 г.'", ["01.11.025"] = "bad date '01.11.025'",
+    ["001.11.25"] = "bad date '001.11.25'"} do
+  header, grid = assert(sales.csv_grid("Дата;Город;Билетов\n" .. v .. ";Москва;1\n"))
+  rows, stats = assert(sales.report_rows(header, grid, {ref_date = "2025-11-07"}))
+  eq(#rows, 0, v) eq(stats.problems[1], "row 1: " .. why, v)
+end
+header, grid = assert(sales.csv_grid("Дата;Город;Билетов\n01.11.25;Москва;1\n"))
+eq(select(2, sales.report_rows(header, grid, {ref_date = "2027-01-15"})).problems[1],
+  "row 1: bad date '01.11.25' (a two-digit year: 2025-11-01 is more than a year from 2027-01-15)", "reload years later")
+-- without ref_date, today is the reference
+local today = time.date(time.now())
+header, grid = assert(sales.csv_grid("Дата;Город;Билетов\n" .. today:sub(9, 10) .. "." .. today:sub(6, 7) .. "." ..
+  today:sub(3, 4) .. ";Москва;1\n"))
+eq(assert(sales.report_rows(header, grid))[1].event_date, today, "today's date in dd.mm.yy")
+-- the report parser's alone: time.parse_date (API data, --since) and sales plans take no two-digit year
+eq(time.parse_date("01.11.25"), nil)
+eq(select(2, sales.plan_rows("Дата;Город;ИД события;План билетов;План выручки\n01.11.25;Москва;1;3;10\n")),
+  "line 2: bad sales_date '01.11.25'")
+
 -- HTML table report (the text/html alternative of a mail)
 local html = [[<html><body><p>Продажи:</p><TABLE border="1"><tr><th>Дата</th><th>ИД события</th><th>Событие</th>
 <th>Город</th><th>Билетов</th><th>Выручка</th><th>Возвраты</th></tr>

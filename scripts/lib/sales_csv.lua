@@ -95,6 +95,8 @@ end
 -- v without a unit that a formatted spreadsheet cell carries before or after the number ("1 234,50 ₽",
 -- "1234,50р.", "₽ 1 234", "3 шт."); marks are lower-case. Anything else is left for the caller to refuse.
 local RUBLES = {"₽", "руб.", "руб", "р.", "р", "rub", "rur"}
+local RUBLE_MARK = {}
+for _, m in ipairs(RUBLES) do RUBLE_MARK[m] = true end
 local PIECES = {"шт.", "шт", "pcs"}
 local function drop_unit(v, marks)
   local low = text.lower(v)
@@ -161,6 +163,25 @@ function M.cents(v)
 end
 
 M.from_cents = kopecks.from_cents
+
+-- An amount cell of a report -> kopecks, lost (true when a "?" was read as the ruble sign), or nil,
+-- err. Excel's CSV save in CP1251 (the Russian "CSV (разделители — точки с запятой)") writes "?" for
+-- a character that code page lacks, and ₽ is one: a cell formatted as rubles comes as "1 234,50 ?",
+-- "? 1 234,50", "(1 234,50 ?)", and its zero as "-   ?". A single "?" standing where cents takes a
+-- ruble sign, in a cell with no other currency mark, is that sign and is dropped (the caller counts
+-- it); any other "?" — between digits, twice, alone, in a count — stays unreadable. Only report
+-- amounts: cents itself, counts and the plan keep refusing it.
+local function report_amount(v)
+  local c, err = M.cents(v)
+  if c or select(2, v:gsub("%?", "")) ~= 1 then return c, err end
+  local rest = text.lower((v:gsub("%?", "")))
+  for _, m in ipairs(RUBLES) do
+    if rest:find(m, 1, true) then return nil, err end
+  end
+  c = M.cents((v:gsub("%?", "₽")))
+  if not c then return nil, err end
+  return c, true
+end
 
 -- Whole number text ("1 234", "12", "1,234", "1.234") -> integer, or nil, err. A count has no
 -- fraction, so a comma or dot followed by groups of three digits can only be a thousands mark.
@@ -475,7 +496,8 @@ local function report_date(v, ref)
 end
 
 -- A report grid -> sales rows {event_date, event_id, event_name, city, tickets_sold, revenue_cents,
--- refunds_cents, currency}, plus stats {skipped = n, problems = {...}}. nil, err when the header
+-- refunds_cents, currency}, plus stats {skipped = n, problems = {...}, signs_lost = n (cells whose
+-- "?" was read as the ruble sign, see report_amount)}. nil, err when the header
 -- has no date or city column (not a sales report). opts.ref_date ("YYYY-MM-DD", default today) is the
 -- date two-digit years are checked against: the loader passes the mail's date.
 function M.report_rows(header, rows, opts)
@@ -487,7 +509,7 @@ function M.report_rows(header, rows, opts)
   if not at.tickets_sold and not at.revenue then
     return nil, "no tickets or revenue column in header: " .. table.concat(header, ", ")
   end
-  local out, stats = {}, {skipped = 0, problems = {}}
+  local out, stats = {}, {skipped = 0, problems = {}, signs_lost = 0}
   local function cell(r, f)
     local i = at[f]
     return i and r[i] and text.trim(r[i]) or ""
@@ -504,7 +526,7 @@ function M.report_rows(header, rows, opts)
     local d, why
     if date ~= "" then d, why = report_date(date, ref) end
     local tickets, revenue, refunds = 0, 0, 0
-    local bad
+    local bad, lost_r, lost_f
     -- Totals lines ("Итого" under the dates; a day's "01.11.2025;Итого", which loaded as a city
     -- named Итого and doubled the day) and blank separators are skipped quietly.
     local quiet = date == "" or city == "" or is_total(date) or is_total(city) or total_event(cell(r, "event_name"))
@@ -518,11 +540,11 @@ function M.report_rows(header, rows, opts)
         if not tickets then bad = "bad tickets '" .. cell(r, "tickets_sold") .. "'" end
       end
       if not bad and at.revenue and cell(r, "revenue") ~= "" then
-        revenue = M.cents(cell(r, "revenue"))
+        revenue, lost_r = report_amount(cell(r, "revenue"))
         if not revenue then bad = "bad revenue '" .. cell(r, "revenue") .. "'" end
       end
       if not bad and at.refunds and cell(r, "refunds") ~= "" then
-        refunds = M.cents(cell(r, "refunds"))
+        refunds, lost_f = report_amount(cell(r, "refunds"))
         if not refunds then bad = "bad refunds '" .. cell(r, "refunds") .. "'" end
       end
     end
@@ -530,7 +552,17 @@ function M.report_rows(header, rows, opts)
       stats.skipped = stats.skipped + 1
       if not quiet then stats.problems[#stats.problems + 1] = "row " .. n .. ": " .. bad end
     else
+      -- A currency cell that is a ruble mark ("₽", "руб.") is RUB, as a line without one; a lone "?"
+      -- is the ₽ a CP1251 export could not write (above). Stored as written, "?" and "₽" were
+      -- currencies of their own beside the API's "RUB".
       local cur = cell(r, "currency")
+      local lost = (lost_r == true and 1 or 0) + (lost_f == true and 1 or 0)
+      if cur == "?" then
+        cur, lost = "RUB", lost + 1
+      elseif RUBLE_MARK[text.lower(cur)] then
+        cur = "RUB"
+      end
+      stats.signs_lost = stats.signs_lost + lost
       out[#out + 1] = {
         event_date = d,
         event_id = name(r, "event_id"),

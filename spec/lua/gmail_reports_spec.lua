@@ -222,6 +222,37 @@ eq(time.parse_date("01.11.25"), nil)
 eq(select(2, sales.plan_rows("Дата;Город;ИД события;План билетов;План выручки\n01.11.25;Москва;1;3;10\n")),
   "line 2: bad sales_date '01.11.25'")
 
+-- the ruble sign in a CP1251 export: Excel writes "?" for ₽, which CP1251 has no byte for, so every
+-- line of a report formatted in rubles was "bad revenue '1 234,50 ?'" and the message was refused.
+-- A single "?" where a ruble sign stands is dropped and counted; the currency column's "?" is RUB.
+local lostcsv = "Дата;Город;Событие;Билетов;Сумма;Возвраты;Валюта\r\n" ..
+  "01.11.2025;Москва;A;2;1 234,50 ?;-   ?;?\r\n" ..
+  "01.11.2025;Москва;B;1;? 1 234,50;(500,00 ?);RUB\r\n" ..
+  "01.11.2025;Омск;C;1;1234,50?;0,00;р.\r\n" ..
+  "01.11.2025;Омск;D;-1;-1 234,50 ?;;руб.\r\n" ..
+  "01.11.2025;Омск;E;1;100;;\r\n"
+header, grid = assert(sales.csv_grid(assert(text.iconv(lostcsv, "UTF-8", "CP1251"))))
+rows, stats = assert(sales.report_rows(header, grid))
+eq(#stats.problems, 0, tostring(stats.problems[1])) eq(#rows, 5)
+eq(rows[1].revenue_cents, 123450) eq(rows[1].refunds_cents, 0, "accounting zero") eq(rows[1].currency, "RUB")
+eq(rows[2].revenue_cents, 123450) eq(rows[2].refunds_cents, -50000, "(500,00 ?)")
+eq(rows[3].revenue_cents, 123450) eq(rows[3].currency, "RUB", "р. in the currency column is RUB")
+eq(rows[4].revenue_cents, -123450) eq(rows[4].currency, "RUB", "руб.") eq(rows[5].currency, "RUB")
+eq(stats.signs_lost, 7, "six amount cells and one currency cell had a '?'")
+header, grid = assert(sales.csv_grid("Дата;Город;Сумма;Валюта\n01.11.2025;Москва;1 234,50 ₽;₽\n"))
+rows, stats = assert(sales.report_rows(header, grid))
+eq(rows[1].currency, "RUB", "₽ in the currency column (it was stored as '₽')") eq(stats.signs_lost, 0)
+-- any other "?" stays an error: in a count, between digits, twice, alone, beside another currency mark
+for v, col in pairs{["3 ?"] = "tickets", ["1?234"] = "revenue", ["??"] = "revenue", ["?"] = "revenue",
+    ["1 234 руб. ?"] = "revenue", ["1 234,50 ? ?"] = "revenue", ["10 $ ?"] = "revenue"} do
+  local line = col == "tickets" and "01.11.2025;Москва;" .. v .. ";1" or "01.11.2025;Москва;1;" .. v
+  header, grid = assert(sales.csv_grid("Дата;Город;Билетов;Сумма\n" .. line .. "\n"))
+  rows, stats = assert(sales.report_rows(header, grid))
+  eq(stats.problems[1], "row 1: bad " .. col .. " '" .. v .. "'", v) eq(stats.signs_lost, 0, v)
+end
+-- cents itself (counts, plans) keeps refusing it
+eq(sales.cents("1 234,50 ?"), nil) eq(sales.whole("3 ?"), nil)
+
 -- HTML table report (the text/html alternative of a mail)
 local html = [[<html><body><p>Продажи:</p><TABLE border="1"><tr><th>Дата</th><th>ИД события</th><th>Событие</th>
 <th>Город</th><th>Билетов</th><th>Выручка</th><th>Возвраты</th></tr>

@@ -139,8 +139,9 @@ if not sink then error("ClickHouse table stg_qtickets_sales_raw: " .. tostring(s
 -- second key of that name made the stored JSON ambiguous (readers disagree on which one counts).
 local counts = {messages_loaded = 0, messages_skipped = 0, messages_without_report = 0, attachments = 0,
   attachments_ignored = 0, report_rows = 0, rows_skipped = 0, messages_rejected = 0, messages_gone = 0,
-  attachments_duplicate = 0, unreadable_attachments = 0, messages_report_unreadable = 0}
+  attachments_duplicate = 0, unreadable_attachments = 0, messages_report_unreadable = 0, currency_signs_lost = 0}
 local rejected = {}
+local lost_msgs = {} -- "id (n)" of loaded messages with n cells whose "?" was read as the ruble sign
 -- Messages that gave no report but had attachments zhost does not read: {what = "«subject» (id: files)",
 -- sheet = true when one of them is a spreadsheet, kinds = {[".xlsx"] = true}}, and every kind seen.
 local unread_msgs, unread_kinds = {}, {}
@@ -214,6 +215,9 @@ local function load_message(id)
   local msg = call("/messages/" .. id, {format = "full"}, "message " .. id, true)
   if not msg then return message_gone(id) end
   local ver = math.tointeger(tonumber(msg.internalDate or "")) or math.floor(time.now() * 1000)
+  -- Two-digit years ("01.11.25") are read within a year of the mail's date (sales_csv.report_rows).
+  local opts = {ref_date = time.date(ver // 1000)}
+  local lost = 0 -- amount and currency cells whose "?" was the ruble sign a CP1251 export lost
   local rows, htmls, problems = {}, {}, {}
   local seen = {} -- attachment bytes already read in this message
   local unread = {} -- attachments of a type the loader does not read: {name =, kind =, sheet =}
@@ -231,7 +235,7 @@ local function load_message(id)
       local header, grid
       if txt then
         if bytes then header, grid = sales.csv_grid(bytes, sales.part_charset(part)) end
-        if not (header and sales.report_rows(header, grid)) then
+        if not (header and sales.report_rows(header, grid, opts)) then
           unread[#unread + 1] = {name = sales.mime_words(part.filename), kind = kind, sheet = sheet}
           goto next_part
         end
@@ -248,7 +252,7 @@ local function load_message(id)
       if bytes then seen[bytes] = true end
       if bytes and not header then header, grid = sales.csv_grid(bytes, sales.part_charset(part)) end
       local got, stats
-      if header then got, stats = sales.report_rows(header, grid) end
+      if header then got, stats = sales.report_rows(header, grid, opts) end
       if not got then
         counts.attachments_ignored = counts.attachments_ignored + 1
         local why = tostring(stats or grid or err)
@@ -260,6 +264,7 @@ local function load_message(id)
       else
         for _, r in ipairs(got) do rows[#rows + 1] = r end
         counts.rows_skipped = counts.rows_skipped + stats.skipped
+        lost = lost + stats.signs_lost
         for _, p in ipairs(stats.problems) do problems[#problems + 1] = tostring(part.filename) .. " " .. p end
       end
     elseif mime == "text/html" and (part.filename == nil or part.filename == "") then
@@ -273,10 +278,11 @@ local function load_message(id)
       local bytes, err = part_bytes(id, part)
       if err == GONE then return message_gone(id) end
       for _, g in ipairs(bytes and sales.html_grids(bytes, sales.part_charset(part)) or {}) do
-        local got, stats = sales.report_rows(g.header, g.rows)
+        local got, stats = sales.report_rows(g.header, g.rows, opts)
         if got then
           for _, r in ipairs(got) do rows[#rows + 1] = r end
           counts.rows_skipped = counts.rows_skipped + stats.skipped
+          lost = lost + stats.signs_lost
           for _, p in ipairs(stats.problems) do problems[#problems + 1] = "HTML table " .. p end
         end
       end
@@ -333,6 +339,14 @@ local function load_message(id)
     counts.report_rows = counts.report_rows + 1
   end
   counts.messages_loaded = counts.messages_loaded + 1
+  if lost > 0 then
+    -- Read as rubles, as a cell without a sign is: said in the run message, since a "?" is also what
+    -- CP1251 makes of ₸ or ₴ (docs/loaders/sales.md).
+    counts.currency_signs_lost = counts.currency_signs_lost + lost
+    lost_msgs[#lost_msgs + 1] = string.format("%s (%d)", id, lost)
+    log.warn("'?' in amount or currency cells read as the ruble sign (a CP1251 export cannot write ₽)",
+      {message = id, cells = lost})
+  end
 end
 
 for _, id in ipairs(ids) do
@@ -380,7 +394,9 @@ local sheets = unread_clause(true, "%d message(s) had only a spreadsheet zhost c
   "loaded from them (the other messages were loaded; these are retried on every run until they are archived or " ..
   "excluded from GMAIL_QUERY — get the report as CSV)")
 local full = msg .. (others and "; " .. others or "") .. (#ignored > 0 and string.format(
-  "; %d CSV attachment(s) not read as a sales report: %s", #ignored, first_few(ignored, 3)) or "")
+  "; %d CSV attachment(s) not read as a sales report: %s", #ignored, first_few(ignored, 3)) or "") ..
+  (#lost_msgs > 0 and string.format("; %d message(s) had '?' for the ruble sign (a CP1251 export cannot write ₽), " ..
+  "read as rubles: %s", #lost_msgs, first_few(lost_msgs, 3)) or "")
 job:message(full)
 log.info(full, {query = query})
 local failures = {}

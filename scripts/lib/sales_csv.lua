@@ -95,6 +95,8 @@ end
 -- v without a unit that a formatted spreadsheet cell carries before or after the number ("1 234,50 ₽",
 -- "1234,50р.", "₽ 1 234", "3 шт."); marks are lower-case. Anything else is left for the caller to refuse.
 local RUBLES = {"₽", "руб.", "руб", "р.", "р", "rub", "rur"}
+local RUBLE_MARK = {}
+for _, m in ipairs(RUBLES) do RUBLE_MARK[m] = true end
 local PIECES = {"шт.", "шт", "pcs"}
 local function drop_unit(v, marks)
   local low = text.lower(v)
@@ -161,6 +163,25 @@ function M.cents(v)
 end
 
 M.from_cents = kopecks.from_cents
+
+-- An amount cell of a report -> kopecks, lost (true when a "?" was read as the ruble sign), or nil,
+-- err. Excel's CSV save in CP1251 (the Russian "CSV (разделители — точки с запятой)") writes "?" for
+-- a character that code page lacks, and ₽ is one: a cell formatted as rubles comes as "1 234,50 ?",
+-- "? 1 234,50", "(1 234,50 ?)", and its zero as "-   ?". A single "?" standing where cents takes a
+-- ruble sign, in a cell with no other currency mark, is that sign and is dropped (the caller counts
+-- it); any other "?" — between digits, twice, alone, in a count — stays unreadable. Only report
+-- amounts: cents itself, counts and the plan keep refusing it.
+local function report_amount(v)
+  local c, err = M.cents(v)
+  if c or select(2, v:gsub("%?", "")) ~= 1 then return c, err end
+  local rest = text.lower((v:gsub("%?", "")))
+  for _, m in ipairs(RUBLES) do
+    if rest:find(m, 1, true) then return nil, err end
+  end
+  c = M.cents((v:gsub("%?", "₽")))
+  if not c then return nil, err end
+  return c, true
+end
 
 -- Whole number text ("1 234", "12", "1,234", "1.234") -> integer, or nil, err. A count has no
 -- fraction, so a comma or dot followed by groups of three digits can only be a thousands mark.
@@ -235,25 +256,57 @@ end
 -- The rows of a CSV that RFC 4180 refuses. A writer that quotes nothing leaves a field such as
 -- "Щелкунчик". Балет as it is, and its leading quote reads as an opening one ("unexpected character
 -- after a closing quote", or a quote never closed): the whole report was dropped as "not a sales
--- report". Each line is parsed on its own; a line still refused is split at every separator, its
--- fields as written (one wholly in quotes, with none inside, loses them).
+-- report". Each record is parsed on its own; a record still refused is split at every separator,
+-- its fields as written (one wholly in quotes, with none inside, loses them).
+-- A record is a line, or a line whose quotes do not pair up read with the lines after it until they
+-- do: a cell with a line break (Excel's Alt+Enter, written quoted over two lines) in the same file
+-- as a stray quote was split into two broken lines. Lines are joined only when they look like the
+-- pieces of one record: the first and the last of them each have fewer separators than the header
+-- has fields (a line of a whole record with a stray quote has them all, and two such lines, the
+-- first quote left open and a later one closing it, must stay two sales lines), and RFC 4180 reads
+-- the joined text as exactly one record as wide as the header. At most JOIN_MAX lines are joined,
+-- so a quote never closed costs a few tries, not the file; a line not joined is read alone.
+local JOIN_MAX = 10
 local function lenient_rows(s, sep)
-  local rows = {}
-  for line in (s .. "\n"):gmatch("([^\n]*)\n") do
-    line = line:gsub("\r$", "")
-    if line ~= "" then
-      local r = text.csv(line, {sep = sep})
-      if r and r[1] then
-        rows[#rows + 1] = r[1]
-      else
-        local cells = {}
-        for f in (line .. sep):gmatch("(.-)%" .. sep) do
-          local inner = f:match('^%s*"(.*)"%s*$')
-          cells[#cells + 1] = inner and not inner:find('"', 1, true) and inner or f
+  local lines = {}
+  for line in (s .. "\n"):gmatch("([^\n]*)\n") do lines[#lines + 1] = (line:gsub("\r$", "")) end
+  local function quotes(line) return select(2, line:gsub('"', "")) end
+  local function part(line, width) return not width or select(2, line:gsub("%" .. sep, "")) + 1 < width end
+  local rows, width = {}, nil
+  local i = 1
+  while i <= #lines do
+    local line = lines[i]
+    local record, used
+    if quotes(line) % 2 == 1 and part(line, width) then
+      local q = quotes(line)
+      for j = i + 1, math.min(#lines, i + JOIN_MAX - 1) do
+        q = q + quotes(lines[j])
+        if q % 2 == 0 then
+          local r = part(lines[j], width) and text.csv(table.concat(lines, "\n", i, j), {sep = sep})
+          if r and #r == 1 and (not width or #r[1] == width) then record, used = r[1], j end
+          break
         end
-        rows[#rows + 1] = cells
       end
     end
+    if record then
+      i = used
+    elseif line ~= "" then
+      local r = text.csv(line, {sep = sep})
+      if r and r[1] then
+        record = r[1]
+      else
+        record = {}
+        for f in (line .. sep):gmatch("(.-)%" .. sep) do
+          local inner = f:match('^%s*"(.*)"%s*$')
+          record[#record + 1] = inner and not inner:find('"', 1, true) and inner or f
+        end
+      end
+    end
+    if record then
+      rows[#rows + 1] = record
+      width = width or #record
+    end
+    i = i + 1
   end
   return rows
 end
@@ -419,10 +472,36 @@ local function total_event(v)
   return l:sub(1, #"итого") == "итого" and l:sub(#"итого" + 1, #"итого" + 1):find("^[%s%p]") ~= nil
 end
 
+-- A report's date cell -> "YYYY-MM-DD", or nil, why. What time.parse_date reads (ISO, DD.MM.YYYY,
+-- a time after either), and DD.MM.YY — Excel's "ДД.ММ.ГГ" format exports what it shows, "01.11.25",
+-- and every such line was refused as a bad date. Only the dotted day-first form, the one the
+-- four-digit parser reads day first: with dashes the parser reads the year first ("25-11-01" may be
+-- either), a slash is month first in en-US ("01/11/25"), and both stay refused. A two-digit year is
+-- 20YY, and a date so read must lie within a year of ref (the mail's date): a year-first "25.11.01"
+-- has the same shape and would read as 2001-11-25; refused, it fails the message loudly instead of
+-- placing its sales 24 years back. This is the report parser's alone: time.parse_date, which reads
+-- API data and command-line dates, takes no two-digit year.
+local function report_date(v, ref)
+  local d = time.parse_date(v)
+  if d then return d end
+  local dd, mm, yy, rest = v:match("^(%d%d?)%.(%d%d?)%.(%d%d)(.*)$")
+  if not dd or not (rest == "" or rest:find("^[ T]%d")) then return nil end
+  d = time.parse_date(string.format("20%s-%s-%s", yy, mm, dd))
+  if not d then return nil end
+  local off = time.days_between(ref, d)
+  if off and (off < -366 or off > 366) then
+    return nil, string.format("a two-digit year: %s is more than a year from %s", d, ref)
+  end
+  return d
+end
+
 -- A report grid -> sales rows {event_date, event_id, event_name, city, tickets_sold, revenue_cents,
--- refunds_cents, currency}, plus stats {skipped = n, problems = {...}}. nil, err when the header
--- has no date or city column (not a sales report).
-function M.report_rows(header, rows)
+-- refunds_cents, currency}, plus stats {skipped = n, problems = {...}, signs_lost = n (cells whose
+-- "?" was read as the ruble sign, see report_amount)}. nil, err when the header
+-- has no date or city column (not a sales report). opts.ref_date ("YYYY-MM-DD", default today) is the
+-- date two-digit years are checked against: the loader passes the mail's date.
+function M.report_rows(header, rows, opts)
+  local ref = opts and opts.ref_date or time.date(time.now())
   local at = locate(header, M.REPORT_COLUMNS)
   if not at.event_date then return nil, "no date column in header: " .. table.concat(header, ", ") end
   if not at.city then return nil, "no city column in header: " .. table.concat(header, ", ") end
@@ -430,7 +509,7 @@ function M.report_rows(header, rows)
   if not at.tickets_sold and not at.revenue then
     return nil, "no tickets or revenue column in header: " .. table.concat(header, ", ")
   end
-  local out, stats = {}, {skipped = 0, problems = {}}
+  local out, stats = {}, {skipped = 0, problems = {}, signs_lost = 0}
   local function cell(r, f)
     local i = at[f]
     return i and r[i] and text.trim(r[i]) or ""
@@ -444,27 +523,28 @@ function M.report_rows(header, rows)
   end
   for n, r in ipairs(rows) do
     local date, city = cell(r, "event_date"), name(r, "city")
-    local d = date ~= "" and time.parse_date(date) or nil
+    local d, why
+    if date ~= "" then d, why = report_date(date, ref) end
     local tickets, revenue, refunds = 0, 0, 0
-    local bad
+    local bad, lost_r, lost_f
     -- Totals lines ("Итого" under the dates; a day's "01.11.2025;Итого", which loaded as a city
     -- named Итого and doubled the day) and blank separators are skipped quietly.
     local quiet = date == "" or city == "" or is_total(date) or is_total(city) or total_event(cell(r, "event_name"))
     if quiet then
       bad = "no date or city"
     elseif not d then
-      bad = "bad date '" .. date .. "'"
+      bad = "bad date '" .. date .. "'" .. (why and " (" .. why .. ")" or "")
     else
       if at.tickets_sold and cell(r, "tickets_sold") ~= "" then
         tickets = M.whole(cell(r, "tickets_sold"))
         if not tickets then bad = "bad tickets '" .. cell(r, "tickets_sold") .. "'" end
       end
       if not bad and at.revenue and cell(r, "revenue") ~= "" then
-        revenue = M.cents(cell(r, "revenue"))
+        revenue, lost_r = report_amount(cell(r, "revenue"))
         if not revenue then bad = "bad revenue '" .. cell(r, "revenue") .. "'" end
       end
       if not bad and at.refunds and cell(r, "refunds") ~= "" then
-        refunds = M.cents(cell(r, "refunds"))
+        refunds, lost_f = report_amount(cell(r, "refunds"))
         if not refunds then bad = "bad refunds '" .. cell(r, "refunds") .. "'" end
       end
     end
@@ -472,7 +552,17 @@ function M.report_rows(header, rows)
       stats.skipped = stats.skipped + 1
       if not quiet then stats.problems[#stats.problems + 1] = "row " .. n .. ": " .. bad end
     else
+      -- A currency cell that is a ruble mark ("₽", "руб.") is RUB, as a line without one; a lone "?"
+      -- is the ₽ a CP1251 export could not write (above). Stored as written, "?" and "₽" were
+      -- currencies of their own beside the API's "RUB".
       local cur = cell(r, "currency")
+      local lost = (lost_r == true and 1 or 0) + (lost_f == true and 1 or 0)
+      if cur == "?" then
+        cur, lost = "RUB", lost + 1
+      elseif RUBLE_MARK[text.lower(cur)] then
+        cur = "RUB"
+      end
+      stats.signs_lost = stats.signs_lost + lost
       out[#out + 1] = {
         event_date = d,
         event_id = name(r, "event_id"),

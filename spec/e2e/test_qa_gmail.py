@@ -155,19 +155,35 @@ class QaGmail(GmailCase):
         # Excel's "CSV UTF-8" from a locale that groups with a narrow no-break space (U+202F)
         u8 = ("\ufeffДата;Город;Событие;Билетов;Сумма\r\n"
               "02.11.2024 18:00;Омск;Шоу;3;2\u202f970,50\u202f₽\r\n").encode()
+        # Dates formatted "ДД.ММ.ГГ" ("05.11.25"), cells formatted in rubles whose ₽ the CP1251 save
+        # wrote as "?" (a currency column too), and a writer that quotes nothing beside a wrapped cell:
+        # each line was refused (bad date, bad revenue) or, with the stray quote, split in two.
+        lost = ("Дата;Город;Мероприятие;Билетов;Сумма;Валюта\r\n"
+                '05.11.25;Тула;"Щелкунчик". Балет;2;3\u00a0000,00 ?;?\r\n'
+                '05.11.25 19:00;Тула;"Ночь\r\nмузеев";1;? 500,00;?\r\n'
+                "06.11.25;Тула;Ночь музеев;(1);(500,00 ?);?\r\n").encode("cp1251")
         self.serve([mail("1000000000000001", "Продажи.csv", cp, mime="application/vnd.ms-excel"),
-                    mail("1000000000000002", "sales.csv", u8, mime="text/csv")])
+                    mail("1000000000000002", "sales.csv", u8, mime="text/csv"),
+                    mail("1000000000000003", "Тула.csv", lost, mime="application/vnd.ms-excel")])
         r = self.gmail()
         self.assert_ok(r)
         self.assertEqual(self.rows(), {
             ("2024-11-01", "Москва", "Щелкунчик. Вечерний показ"): (1, Decimal("1500.00")),
             ("2024-11-02", "Казань", 'Концерт "Весна"'): (1205, Decimal("1472546.15")),
             ("2024-11-02", "Омск", "Шоу"): (3, Decimal("2970.50")),
+            ("2025-11-05", "Тула", '"Щелкунчик". Балет'): (2, Decimal("3000.00")),
+            ("2025-11-05", "Тула", "Ночь музеев"): (1, Decimal("500.00")),
+            ("2025-11-06", "Тула", "Ночь музеев"): (-1, Decimal("-500.00")),
         }, r.stdout + r.stderr)
         self.assertEqual(self.scalar("SELECT toString(sum(refunds)) FROM stg_qtickets_sales_raw"), "1500.00")
+        self.assertEqual(self.scalar("SELECT arrayStringConcat(groupUniqArray(currency), ',') "
+                                     "FROM stg_qtickets_sales_raw"), "RUB")
         m = self.metrics()
-        self.assertEqual((m["messages_loaded"], m["report_rows"], m["rows_skipped"], m["attachments_ignored"]),
-                         (2, 3, 2, 0))
+        self.assertEqual((m["messages_loaded"], m["report_rows"], m["rows_skipped"], m["attachments_ignored"],
+                          m["currency_signs_lost"]), (3, 6, 2, 0, 6))
+        msg = self.runs("gmail_ingest")[-1]["message"]
+        self.assertTrue(msg.endswith("; 1 message(s) had '?' for the ruble sign (a CP1251 export cannot write ₽), "
+                                     "read as rubles: 1000000000000003 (6)"), msg)
 
     def test_unreadable_line_keeps_the_message_for_the_next_run(self):
         good = mail("1000000000000001", "a.csv", b"Date,City,Tickets,Revenue\n2025-11-05,Testville,1,10\n")

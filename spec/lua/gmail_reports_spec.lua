@@ -161,6 +161,98 @@ eq(rows[1].event_name, "Шоу вечер") eq(rows[1].city, "Нижний Но�
 eq(#sales.merge(rows), 1, "one key")
 eq(stats.problems[1], "row 3: bad revenue '1\n500'", "a break in a number is not read past")
 
+-- a quoted cell with a line break (Excel's Alt+Enter) in a file that also has a stray quote: RFC 4180
+-- refuses the file, and the lenient reader, line by line, made the cell two broken lines (the first
+-- without tickets or revenue, the second "bad date 'вечер\"'"), so the message was refused
+local stray = 'Дата;Город;Событие;Билетов;Выручка\r\n01.11.2025;Москва;"Щелкунчик". Балет;2;4 000\r\n' ..
+  '01.11.2025;Казань;"Шоу\r\nвечер";1;100\r\n' ..
+  '01.11.2025;Омск;"Шоу; часть 1\nчасть 2\nчасть 3";3;300\r\n' ..
+  '02.11.2025;Омск;"Осень;1;50\r\n' .. -- a quote never closed, on a line of a whole record
+  '02.11.2025;Омск;Зима";1;60\r\n' .. -- a later stray quote that would close it: still two lines
+  '02.11.2025;Томск;"Ночь\r\nмузеев";2;70\r\n'
+header, grid = assert(sales.csv_grid(stray))
+rows, stats = assert(sales.report_rows(header, grid))
+eq(#stats.problems, 0, "no broken line: " .. tostring(stats.problems[1])) eq(#rows, 6)
+eq(rows[1].event_name, '"Щелкунчик". Балет', "the stray-quote line as before") eq(rows[1].revenue_cents, 400000)
+eq(rows[2].event_name, "Шоу вечер", "a two-line cell") eq(rows[2].city, "Казань") eq(rows[2].tickets_sold, 1)
+eq(rows[2].revenue_cents, 10000)
+eq(rows[3].event_name, "Шоу; часть 1 часть 2 часть 3", "a three-line cell") eq(rows[3].revenue_cents, 30000)
+eq(rows[4].event_name, '"Осень') eq(rows[4].revenue_cents, 5000)
+eq(rows[5].event_name, 'Зима"') eq(rows[5].revenue_cents, 6000)
+eq(rows[6].event_name, "Ночь музеев", "a cell after the open quote") eq(rows[6].revenue_cents, 7000)
+-- a quote never closed joins at most ten lines: a closing quote twelve lines below does not make
+-- the lines between one event's name (all of them would be one line, their sales lost)
+local far = {"Дата;Город;Событие;Билетов;Выручка", '01.11.2025;Москва;"Щелкунчик". Балет;2;4 000', '01.11.2025;"Москва'}
+for k = 1, 11 do far[#far + 1] = string.format("%02d.11.2025;Омск;Шоу;1;10", k) end
+far[#far + 1] = 'x";Шоу;1;10'
+header, grid = assert(sales.csv_grid(table.concat(far, "\n") .. "\n"))
+rows, stats = assert(sales.report_rows(header, grid))
+local omsk = 0
+for _, r in ipairs(rows) do if r.city == "Омск" then omsk = omsk + 1 end end
+eq(omsk, 11, "the lines below an open quote are read")
+
+-- two-digit years: Excel's "ДД.ММ.ГГ" format exports "01.11.25", and every line was a bad date. Read
+-- as 20YY in the dotted day-first form only, within a year of the mail's date (ref_date)
+header, grid = assert(sales.csv_grid("Дата;Город;Событие;Билетов;Выручка\n01.11.25;Москва;A;1;10\n" ..
+  "1.11.25 19:00;Москва;B;1;10\n31.12.24;Омск;C;1;10\n05.01.26;Омск;D;1;10\n"))
+rows, stats = assert(sales.report_rows(header, grid, {ref_date = "2025-11-07"}))
+eq(#stats.problems, 0, tostring(stats.problems[1])) eq(#rows, 4)
+eq(rows[1].event_date, "2025-11-01") eq(rows[2].event_date, "2025-11-01", "with a time")
+eq(rows[3].event_date, "2024-12-31") eq(rows[4].event_date, "2026-01-05")
+-- what stays refused: a year-first shape (read day first it is 2001), dashes (the parser reads them
+-- year first) and slashes (month first in en-US), a date that does not exist, text after the date
+for v, why in pairs{["25.11.01"] = "bad date '25.11.01' (a two-digit year: 2001-11-25 is more than a year from 2025-11-07)",
+    ["01-11-25"] = "bad date '01-11-25'", ["25-11-01"] = "bad date '25-11-01'", ["01/11/25"] = "bad date '01/11/25'",
+    ["29.02.25"] = "bad date '29.02.25'", ["01.11.25 г."] = "bad date '01.11.25 г.'", ["01.11.025"] = "bad date '01.11.025'",
+    ["001.11.25"] = "bad date '001.11.25'"} do
+  header, grid = assert(sales.csv_grid("Дата;Город;Билетов\n" .. v .. ";Москва;1\n"))
+  rows, stats = assert(sales.report_rows(header, grid, {ref_date = "2025-11-07"}))
+  eq(#rows, 0, v) eq(stats.problems[1], "row 1: " .. why, v)
+end
+header, grid = assert(sales.csv_grid("Дата;Город;Билетов\n01.11.25;Москва;1\n"))
+eq(select(2, sales.report_rows(header, grid, {ref_date = "2027-01-15"})).problems[1],
+  "row 1: bad date '01.11.25' (a two-digit year: 2025-11-01 is more than a year from 2027-01-15)", "reload years later")
+-- without ref_date, today is the reference
+local today = time.date(time.now())
+header, grid = assert(sales.csv_grid("Дата;Город;Билетов\n" .. today:sub(9, 10) .. "." .. today:sub(6, 7) .. "." ..
+  today:sub(3, 4) .. ";Москва;1\n"))
+eq(assert(sales.report_rows(header, grid))[1].event_date, today, "today's date in dd.mm.yy")
+-- the report parser's alone: time.parse_date (API data, --since) and sales plans take no two-digit year
+eq(time.parse_date("01.11.25"), nil)
+eq(select(2, sales.plan_rows("Дата;Город;ИД события;План билетов;План выручки\n01.11.25;Москва;1;3;10\n")),
+  "line 2: bad sales_date '01.11.25'")
+
+-- the ruble sign in a CP1251 export: Excel writes "?" for ₽, which CP1251 has no byte for, so every
+-- line of a report formatted in rubles was "bad revenue '1 234,50 ?'" and the message was refused.
+-- A single "?" where a ruble sign stands is dropped and counted; the currency column's "?" is RUB.
+local lostcsv = "Дата;Город;Событие;Билетов;Сумма;Возвраты;Валюта\r\n" ..
+  "01.11.2025;Москва;A;2;1 234,50 ?;-   ?;?\r\n" ..
+  "01.11.2025;Москва;B;1;? 1 234,50;(500,00 ?);RUB\r\n" ..
+  "01.11.2025;Омск;C;1;1234,50?;0,00;р.\r\n" ..
+  "01.11.2025;Омск;D;-1;-1 234,50 ?;;руб.\r\n" ..
+  "01.11.2025;Омск;E;1;100;;\r\n"
+header, grid = assert(sales.csv_grid(assert(text.iconv(lostcsv, "UTF-8", "CP1251"))))
+rows, stats = assert(sales.report_rows(header, grid))
+eq(#stats.problems, 0, tostring(stats.problems[1])) eq(#rows, 5)
+eq(rows[1].revenue_cents, 123450) eq(rows[1].refunds_cents, 0, "accounting zero") eq(rows[1].currency, "RUB")
+eq(rows[2].revenue_cents, 123450) eq(rows[2].refunds_cents, -50000, "(500,00 ?)")
+eq(rows[3].revenue_cents, 123450) eq(rows[3].currency, "RUB", "р. in the currency column is RUB")
+eq(rows[4].revenue_cents, -123450) eq(rows[4].currency, "RUB", "руб.") eq(rows[5].currency, "RUB")
+eq(stats.signs_lost, 7, "six amount cells and one currency cell had a '?'")
+header, grid = assert(sales.csv_grid("Дата;Город;Сумма;Валюта\n01.11.2025;Москва;1 234,50 ₽;₽\n"))
+rows, stats = assert(sales.report_rows(header, grid))
+eq(rows[1].currency, "RUB", "₽ in the currency column (it was stored as '₽')") eq(stats.signs_lost, 0)
+-- any other "?" stays an error: in a count, between digits, twice, alone, beside another currency mark
+for v, col in pairs{["3 ?"] = "tickets", ["1?234"] = "revenue", ["??"] = "revenue", ["?"] = "revenue",
+    ["1 234 руб. ?"] = "revenue", ["1 234,50 ? ?"] = "revenue", ["10 $ ?"] = "revenue"} do
+  local line = col == "tickets" and "01.11.2025;Москва;" .. v .. ";1" or "01.11.2025;Москва;1;" .. v
+  header, grid = assert(sales.csv_grid("Дата;Город;Билетов;Сумма\n" .. line .. "\n"))
+  rows, stats = assert(sales.report_rows(header, grid))
+  eq(stats.problems[1], "row 1: bad " .. col .. " '" .. v .. "'", v) eq(stats.signs_lost, 0, v)
+end
+-- cents itself (counts, plans) keeps refusing it
+eq(sales.cents("1 234,50 ?"), nil) eq(sales.whole("3 ?"), nil)
+
 -- HTML table report (the text/html alternative of a mail)
 local html = [[<html><body><p>Продажи:</p><TABLE border="1"><tr><th>Дата</th><th>ИД события</th><th>Событие</th>
 <th>Город</th><th>Билетов</th><th>Выручка</th><th>Возвраты</th></tr>

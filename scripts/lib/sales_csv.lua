@@ -311,6 +311,37 @@ local function lenient_rows(s, sep)
   return rows
 end
 
+-- Whether RFC 4180 has read whole lines into one cell: a stray quote left open and another one
+-- lines later closing it make every line between part of one cell, and their sales vanished
+-- without a word. A cell with line breaks is taken for a wrapped name (Alt+Enter) unless one of its
+-- record's physical lines is a whole record by itself, or it spans more than JOIN_MAX lines; then
+-- the file is read by lenient_rows.
+local function swallowed(rows, sep) -- rows[1] is the header
+  local width = #rows[1]
+  if width < 2 then return false end
+  local function seps(t) return select(2, t:gsub("%" .. sep, "")) end
+  for n = 2, #rows do
+    local r = rows[n]
+    for k, c in ipairs(r) do
+      if c:find("\n", 1, true) then
+        local parts = {}
+        for piece in (c .. "\n"):gmatch("([^\n]*)\n") do parts[#parts + 1] = piece end
+        if #parts > JOIN_MAX then return true end
+        -- a physical line that is a whole record by itself, with separators inside the quoted text
+        -- (a wrapped cell in the last column has its record's every separator before it: not one)
+        local first, last = seps(parts[1]), seps(parts[#parts])
+        if (first > 0 and first + (k - 1) >= width - 1) or (last > 0 and last + (#r - k) >= width - 1) then
+          return true
+        end
+        for i = 2, #parts - 1 do
+          if seps(parts[i]) >= width - 1 then return true end
+        end
+      end
+    end
+  end
+  return false
+end
+
 -- CSV bytes -> header (list), rows (list of lists), or nil, err.
 function M.csv_grid(bytes, charset)
   local s, err = M.to_utf8(bytes, charset)
@@ -353,8 +384,11 @@ function M.csv_grid(bytes, charset)
   end
   local rows
   rows, err = text.csv(s, opts)
+  local sep = opts and opts.sep or text.detect_csv(s)
   if not rows and (err:find("after a closing quote", 1, true) or err:find("unterminated quoted", 1, true)) then
-    rows = lenient_rows(s, opts and opts.sep or text.detect_csv(s))
+    rows = lenient_rows(s, sep)
+  elseif rows and #rows > 1 and swallowed(rows, sep) then
+    rows = lenient_rows(s, sep)
   end
   if not rows then return nil, err end
   if #rows == 0 then return nil, "empty file" end

@@ -191,6 +191,25 @@ local omsk = 0
 for _, r in ipairs(rows) do if r.city == "Омск" then omsk = omsk + 1 end end
 eq(omsk, 11, "the lines below an open quote are read")
 
+-- the same in a file RFC 4180 reads without complaint: a quote left open and closed by a stray one
+-- lines later made every line between one cell, and their sales were gone without a word
+for _, case in ipairs{
+  -- the last line's date is "x\"": a bad date, said; the three above it load
+  {rows = 3, tickets = 3, '01.11.2025;"Москва;Шоу;1;10', "02.11.2025;Омск;Шоу;1;10", "03.11.2025;Омск;Шоу;1;10",
+   'x";Шоу;1;10'},
+  {rows = 2, tickets = 3, '01.11.2025;"Москва;Шоу;1;10', '02.11.2025;Казань";Шоу;2;20'}, -- nothing between
+} do
+  header, grid = assert(sales.csv_grid("Дата;Город;Событие;Билетов;Выручка\n" .. table.concat(case, "\n") .. "\n"))
+  rows, stats = assert(sales.report_rows(header, grid))
+  eq(#grid, #case, "one record per line: " .. case[#case])
+  local tickets = 0
+  for _, r in ipairs(rows) do tickets = tickets + r.tickets_sold end
+  eq(#rows, case.rows, "rows: " .. case[#case]) eq(tickets, case.tickets, "tickets: " .. case[#case])
+end
+-- a wrapped name in a file RFC 4180 reads stays one cell (no stray quote anywhere)
+header, grid = assert(sales.csv_grid('Дата;Город;Событие;Билетов;Выручка\n01.11.2025;Омск;"Шоу\nвечер; часть 2";1;10\n'))
+eq(#grid, 1) eq(grid[1][3], "Шоу\nвечер; часть 2")
+
 -- two-digit years: Excel's "ДД.ММ.ГГ" format exports "01.11.25", and every line was a bad date. Read
 -- as 20YY in the dotted day-first form only, within a year of the mail's date (ref_date)
 header, grid = assert(sales.csv_grid("Дата;Город;Событие;Билетов;Выручка\n01.11.25;Москва;A;1;10\n" ..

@@ -220,18 +220,24 @@ static void read_limits(lua_State *L, int idx, const char *fn, double *timeout_s
     lua_pop(L, 2);
 }
 
+/* The optional {timeout=, attempts=} of ch.query and ch.exec at idx, checked; 0 where not given. */
+static void statement_limits(lua_State *L, int idx, const char *fn, double *timeout_s, int *attempts) {
+    *timeout_s = 0;
+    *attempts = 0;
+    if (lua_isnoneornil(L, idx)) return;
+    luaL_checktype(L, idx, LUA_TTABLE);
+    static const char *const known[] = {"timeout", "attempts", NULL};
+    zh_lrt_check_keys(L, idx, known, fn, "option");
+    read_limits(L, idx, fn, timeout_s, attempts);
+}
+
 /* ch.query(sql [, {timeout=, attempts=}]) -> rows | nil, err. With a FORMAT clause of its own: the
  * raw body. timeout: seconds per attempt (default 300); attempts: default ZHOST_CH_ATTEMPTS or 4. */
 static int l_query(lua_State *L) {
     const char *sql = luaL_checkstring(L, 1);
-    double timeout_s = 0;
-    int attempts = 0;
-    if (!lua_isnoneornil(L, 2)) {
-        luaL_checktype(L, 2, LUA_TTABLE);
-        static const char *const known[] = {"timeout", "attempts", NULL};
-        zh_lrt_check_keys(L, 2, known, "ch.query", "option");
-        read_limits(L, 2, "ch.query", &timeout_s, &attempts);
-    }
+    double timeout_s;
+    int attempts;
+    statement_limits(L, 2, "ch.query", &timeout_s, &attempts);
     char *s = ch_substitute_db(zh_host_of(L), sql);
     zh_buf b;
     zh_buf_init(&b);
@@ -257,14 +263,9 @@ static int l_query(lua_State *L) {
  * The limits are ch.query's: a script that must not wait 4 x 300 s on a hung server says so. */
 static int l_exec(lua_State *L) {
     const char *sql = luaL_checkstring(L, 1);
-    double timeout_s = 0;
-    int attempts = 0;
-    if (!lua_isnoneornil(L, 2)) {
-        luaL_checktype(L, 2, LUA_TTABLE);
-        static const char *const known[] = {"timeout", "attempts", NULL};
-        zh_lrt_check_keys(L, 2, known, "ch.exec", "option");
-        read_limits(L, 2, "ch.exec", &timeout_s, &attempts);
-    }
+    double timeout_s;
+    int attempts;
+    statement_limits(L, 2, "ch.exec", &timeout_s, &attempts);
     zh_host *h = zh_host_of(L);
     zh_task *t = zh_task_current(L, true);
     if (zh_ch_is_dry_run(h, t->group)) {

@@ -13,6 +13,7 @@
  * The readers call zh_tunable_number / zh_tunable_is where they need a value; the environment is
  * read each time (tests set these per process), so nothing here is global state. */
 #include "tunables.h"
+#include "schedule.h"
 #include <ctype.h>
 #include <math.h>
 #include <stdio.h>
@@ -70,32 +71,6 @@ int zh_parse_size(const char *s, double *out) {
     return 0;
 }
 
-/* "30", "0.5", "2m", "1h 30m" (the configuration's durations) */
-static int parse_seconds(const char *s, double *out) {
-    double total = 0;
-    const char *p = s;
-    bool any = false;
-    while (*p) {
-        char *end;
-        if (!isdigit((unsigned char)*p) && *p != '.') return -1;
-        double v = strtod(p, &end);
-        if (end == p) return -1;
-        p = end;
-        double mul = 1;
-        if (!strncmp(p, "ms", 2)) mul = 0.001, p += 2;
-        else if (*p == 's') p++;
-        else if (*p == 'm') mul = 60, p++;
-        else if (*p == 'h') mul = 3600, p++;
-        else if (*p && *p != ' ') return -1;
-        total += v * mul;
-        any = true;
-        while (*p == ' ') p++;
-    }
-    if (!any) return -1;
-    *out = total;
-    return 0;
-}
-
 static bool word_in(const char *v, const char *words) {
     size_t n = strlen(v);
     for (const char *w = words; *w;) {
@@ -130,7 +105,7 @@ static int read_value(const tunable *t, const char *v, double *out, char *why, s
         x = (double)k;
         break;
     }
-    case T_SECONDS: rc = parse_seconds(v, &x); break;
+    case T_SECONDS: rc = zh_sched_parse_duration(v, &x); break; /* the configuration's: 30, 0.5, 2m, 1h 30m */
     case T_BYTES: rc = zh_parse_size(v, &x); break;
     }
     if (rc != 0 || !(x >= t->lo && x <= t->hi)) {

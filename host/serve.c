@@ -477,7 +477,7 @@ static void child_finish(zh_child *c) {
         if (!v.record) {
             ZH_INFO(j->c.name, "msg=\"run finished: nothing it could deliver; not recorded\" run_id=%s duration=%.1f",
                     c->run_id, duration);
-            zh_autoreplay_finished(s->autoreplay, &v);
+            zh_autoreplay_finished(s->autoreplay, NULL, &v);
             child_recorded(c, NULL);
             return;
         }
@@ -506,7 +506,7 @@ static void child_finish(zh_child *c) {
     zh_log(strcmp(status, "success") ? ZH_LOG_ERROR : ZH_LOG_INFO, j->c.name,
            "msg=\"run finished\" run_id=%s status=%s duration=%.1f%s%s%s", c->run_id, status, duration,
            msg[0] ? " message=\"" : "", msg, msg[0] ? "\"" : "");
-    if (j->spool_replay) zh_autoreplay_finished(s->autoreplay, judged ? &v : NULL);
+    if (j->spool_replay) zh_autoreplay_finished(s->autoreplay, status, judged ? &v : NULL);
     char metrics[128];
     snprintf(metrics, sizeof metrics, "{\"duration\":%.0f,\"duration_ms\":%.0f,\"exit_code\":%lld}", duration,
              duration * 1000, (long long)c->exit_status);
@@ -749,6 +749,7 @@ const char *zh_serve_set_enabled(zh_serve *s, zh_job *j, bool on) {
     }
     state_save(s);
     job_arm(j);
+    if (j->spool_replay) zh_autoreplay_switched(s->autoreplay, on);
     ZH_INFO(j->c.name, "msg=\"%s by operator\"", on ? "enabled" : "disabled");
     return NULL;
 }
@@ -1065,9 +1066,10 @@ static void print_plan(zh_conf *c) {
     }
     zh_job_conf rc;
     zh_autoreplay_job_conf(c, &rc);
-    printf("%-*s %-8s %-18s %-15s zhost %s: when rows wait in the spool and ClickHouse answers, at most every %.0f s "
-           "(looks every %.0f s)\n", w, rc.name, rc.enabled ? "enabled" : "disabled", rc.sched.text, "", rc.command,
-           c->replay_every_s, c->replay_check_s);
+    printf("%-*s %-8s %-18s %-15s zhost %s: when rows wait in the spool and ClickHouse answers, at most every %.0f s, "
+           "up to %.0f s after failures (looks every %.0f s; timeout %.0f s)\n", w, rc.name, rc.enabled ? "enabled" : "disabled",
+           rc.sched.text, "", rc.command, c->replay_every_s,
+           c->replay_max_every_s > c->replay_every_s ? c->replay_max_every_s : c->replay_every_s, c->replay_check_s, rc.timeout_s);
 }
 
 int zh_cmd_serve(int argc, char **argv) {

@@ -5,7 +5,7 @@ is spooled; `auto_replay = false` and `zhost disable spool_replay` leave the spo
 a run still going are left to it and taken after it ends; a file ClickHouse keeps refusing is
 retried less and less often (replay_max_every), reported each time, never deleted, and sooner for
 a new file of another table, after `zhost enable` or an operator's trigger (the pace itself:
-spec/unit/test_autoreplay.c).
+spec/unit/test_autoreplay.c); run messages name the daemon's job where it delivers the spool.
 
 The outage test has a private ClickHouse (tools/clickhouse-local.sh on free ports, as
 test_loader_faults.py), really stopped mid-run and started again; the others use the shared one
@@ -154,9 +154,12 @@ class ClickHouseComesBack(zhtest.PrivateClickHouse, AutoReplayCase):
         self.assertEqual(runs[0]["status"], "success", runs)
         self.assertGreaterEqual(int(runs[0]["rows_processed"]), 6, runs)  # 5 ad rows + the loader's run row
         self.assertRegex(runs[0]["message"], r"^replay: \d+ rows delivered, 0 files left, 0 rows quarantined$")
-        # the loader's own final row was spooled too, and is in the run log now
-        self.wait("the loader's run row", lambda: [r for r in self.q(
+        # the loader's own final row was spooled too, and is in the run log now; under the daemon it
+        # says the daemon delivers the rows, the operator's command only as the fallback
+        loader = self.wait("the loader's run row", lambda: [r for r in self.q(
             "SELECT status, message FROM meta_job_runs WHERE job = 'loader'") if r["status"] == "error"])
+        self.assertRegex(loader[0]["message"], r"^5 rows spooled to .*; job spool_replay delivers them once ClickHouse "
+                                               r"answers \(by hand: `zhost spool replay`\)$")
         self.assertEqual(self.spool_files(), [])
         # Exactly once: the table itself holds each row once, and nothing runs again.
         time.sleep(4)
@@ -232,10 +235,16 @@ class SpoolAlone(AutoReplayCase):
         self.assertEqual(d.stop(), 0)
 
     def test_disable_at_run_time_then_enable(self):
-        self.conf(spool="check_every = 250ms\nreplay_every = 1s\n")
+        # a `zhost run` child of the daemon is told whether the daemon replays its spool (run messages)
+        write(os.path.join(self.tmp, "scripts", "env.lua"),
+              'print("auto_replay=" .. tostring(os.getenv("ZHOST_AUTO_REPLAY")))\n')
+        self.conf(jobs="[job envrun]\ncommand = run scripts/env.lua\nschedule = 0 0 1 1 *\n",
+                  spool="check_every = 250ms\nreplay_every = 1s\n")
         d = self.start()
         r = self.cli("disable", "spool_replay")
         self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(self.cli("trigger", "envrun").returncode, 0)
+        d.wait_for(r'job=envrun msg="output" line="auto_replay=nil"')
         self.spool_by_a_run()
         files = self.spool_files()
         time.sleep(2)
@@ -249,6 +258,8 @@ class SpoolAlone(AutoReplayCase):
         self.assertEqual(self.cli("enable", "spool_replay").returncode, 0)
         self.wait("rows delivered after enable", lambda: self.view_rows() == 5)
         self.assertEqual([r["status"] for r in self.wait("row", self.replays)], ["success"])
+        self.assertEqual(self.cli("trigger", "envrun").returncode, 0)
+        d.wait_for(r'job=envrun msg="output" line="auto_replay=%s"' % self.spool)
         self.assertEqual(d.stop(), 0)
 
     def test_files_of_a_run_still_going_are_taken_after_it_ends(self):
@@ -321,11 +332,23 @@ class SpoolAlone(AutoReplayCase):
         self.assertEqual(d.stop(), 0)
 
     def test_the_operator_commands_still_work_by_hand(self):
-        self.spool_by_a_run()
+        r = self.spool_by_a_run()
+        # a plain `zhost run` names the operator's command
+        self.assertRegex(r.stderr.strip().splitlines()[-1], r"rows spooled to .*; deliver them with `zhost spool replay`$")
         r = self.zhost("spool", "replay")
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("replay: 7 rows delivered, 0 files left, 0 rows quarantined", r.stdout)
         self.assertEqual(self.view_rows(), 5)
+        # one the daemon started for its own spool (ZHOST_AUTO_REPLAY, serve.c) names the daemon's job ...
+        dead = {"CLICKHOUSE_URL": "http://127.0.0.1:%d" % free_port(), "ZHOST_AUTO_REPLAY": self.spool}
+        r = self.zhost("run", os.path.join(self.tmp, "spooler.lua"), env=dead)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertRegex(r.stderr.strip().splitlines()[-1], r"rows spooled to .*; job spool_replay delivers them once "
+                                                            r"ClickHouse answers \(by hand: `zhost spool replay`\)$")
+        # ... but not when it spools to another folder than the daemon replays
+        dead["ZHOST_AUTO_REPLAY"] = self.spool + "-other"
+        r = self.zhost("run", os.path.join(self.tmp, "spooler.lua"), env=dead)
+        self.assertRegex(r.stderr.strip().splitlines()[-1], r"; deliver them with `zhost spool replay`$")
 
 
 class Configuration(unittest.TestCase):

@@ -337,7 +337,9 @@ class SpoolAlone(AutoReplayCase):
         self.assertRegex(r.stderr.strip().splitlines()[-1], r"rows spooled to .*; deliver them with `zhost spool replay`$")
         r = self.zhost("spool", "replay")
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertIn("replay: 7 rows delivered, 0 files left, 0 rows quarantined", r.stdout)
+        # the 5 rows and the run's final row; its `running` row too unless it was still in flight when
+        # the final row replaced it (run.c drops it then, by design): 6 or 7, by timing
+        self.assertRegex(r.stdout, r"replay: [67] rows delivered, 0 files left, 0 rows quarantined")
         self.assertEqual(self.view_rows(), 5)
         # one the daemon started for its own spool (ZHOST_AUTO_REPLAY, serve.c) names the daemon's job ...
         dead = {"CLICKHOUSE_URL": "http://127.0.0.1:%d" % free_port(), "ZHOST_AUTO_REPLAY": self.spool}

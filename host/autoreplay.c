@@ -4,10 +4,10 @@
  * Every [spool] check_every the spool folder is listed and each file's lock probed (no file is
  * read, ClickHouse is not asked while the spool is empty). When some file is held by nobody (a
  * run still appending keeps its files locked; spool.c), the job is not running, it is enabled,
- * and the last replay ended at least replay_every ago, ClickHouse is asked `SELECT 1` (one
- * attempt, [health] clickhouse_timeout). When it answers, the job starts: `zhost spool replay
- * --spool DIR` in a child process, through serve.c's command jobs (output logged under the job,
- * timeout, SIGTERM at shutdown, no overlap).
+ * and the pace allows it (below), ClickHouse is asked `SELECT 1` (one attempt, [health]
+ * clickhouse_timeout). When it answers, the job starts: `zhost spool replay --spool DIR` in a
+ * child process, through serve.c's command jobs (output logged under the job, replay_timeout,
+ * SIGTERM at shutdown, no overlap).
  *
  * Why a child and not the daemon itself: replay inserts synchronously (it runs a loop of its own
  * until each piece is in), which inside the daemon would stall the scheduler, the health server
@@ -18,11 +18,22 @@
  * A replay that delivered, quarantined or failed is recorded (one final meta_job_runs row, no
  * `running` row: a replay killed half-way leaves nothing to mark); an automatic one that found
  * nothing it could take records nothing. A file ClickHouse keeps refusing (the table is gone,
- * the credentials changed) stays in the spool: each attempt fails the run with ClickHouse's
- * error, and the next comes replay_every later, never sooner.
+ * a column's type changed) stays in the spool: each attempt fails the run with ClickHouse's error.
+ *
+ * Pace (zh_replay_pace): the next automatic replay waits replay_every after the last one ended.
+ * Each failed replay in a row beyond the first doubles that, up to replay_max_every (1 h): a file
+ * refused for days costs about 24 failed runs a day, not 288, while every failure is still
+ * recorded, so three in a row still turn the job (and /healthz/detailed) `error`. The count starts
+ * afresh with a replay that succeeds, an operator's replay (`zhost trigger|restart spool_replay`:
+ * they mean "try now", so if it fails the next automatic one is replay_every later), and `zhost
+ * enable spool_replay`. Rows of a fresh outage must not wait an hour behind a refused file: a
+ * file nobody holds whose table is not among those the last failed replay left brings the next
+ * replay back to replay_every. New files of a table already refused wait with it (a dropped table
+ * refuses them as well; otherwise each run of its loader would set the back-off back). The count
+ * lives in the daemon: a restart starts it afresh.
  *
  * Owns: the check timer (closed in zh_autoreplay_free), the spool row counts used for the log
- * line, and the time the last replay ended. The job itself is serve.c's. */
+ * line, and the pace. The job itself is serve.c's. */
 #include "autoreplay.h"
 #include "log.h"
 #include <stdio.h>
@@ -34,9 +45,82 @@ struct zh_autoreplay {
     zh_job *job;
     uv_timer_t *timer;
     zh_spool_counts *counts;
-    double last_end;          /* monotonic end of the last replay run, 0 = none since the start */
+    zh_replay_pace pace;
+    char fresh[256];          /* the new file that cut the back-off short, for the log line; "" = none */
     bool asking, stopped;
 };
+
+/* ---- the pace ---- */
+
+void zh_replay_pace_clear(zh_replay_pace *p) {
+    free(p->refused);
+    memset(p, 0, sizeof *p);
+}
+
+double zh_replay_pace_wait(const zh_replay_pace *p, double every, double max_every) {
+    double cap = max_every > every ? max_every : every, w = every;
+    for (int i = 1; i < p->failures && w < cap; i++) w *= 2;
+    return w < cap ? w : cap;
+}
+
+/* The table a spool file is for: its name up to '~' (<db.table>~<run>.jsonl, spool.c). */
+static void table_of(const char *name, char *out, size_t n) {
+    snprintf(out, n, "%.*s", (int)strcspn(name, "~"), name);
+}
+
+static void note_table(void *ud, const char *name) {
+    zh_buf *b = ud;
+    char t[256], needle[260];
+    table_of(name, t, sizeof t);
+    snprintf(needle, sizeof needle, "\n%s\n", t);
+    if (!b->len) zh_buf_addc(b, '\n');
+    if (!strstr(b->data, needle)) zh_buf_printf(b, "%s\n", t);
+}
+
+typedef struct fresh_look {
+    const char *refused;
+    char *out;
+    size_t n;
+} fresh_look;
+
+static void look_fresh(void *ud, const char *name) {
+    fresh_look *f = ud;
+    char t[256], needle[260];
+    if (f->out[0]) return;
+    table_of(name, t, sizeof t);
+    snprintf(needle, sizeof needle, "\n%s\n", t);
+    if (!f->refused || !strstr(f->refused, needle)) snprintf(f->out, f->n, "%s", name);
+}
+
+bool zh_replay_pace_due(const zh_replay_pace *p, double now, double every, double max_every, const char *spool_dir,
+                        char *fresh, size_t n) {
+    fresh[0] = 0;
+    double since = p->last_end > 0 ? now - p->last_end : 1e18;
+    if (since < every) return false;
+    if (since >= zh_replay_pace_wait(p, every, max_every)) return zh_spool_waiting(spool_dir, NULL) > 0;
+    fresh_look f = {.refused = p->refused, .out = fresh, .n = n};
+    zh_spool_waiting_each(spool_dir, NULL, look_fresh, &f);
+    return fresh[0] != 0;
+}
+
+void zh_replay_pace_ended(zh_replay_pace *p, double now, int outcome, bool automatic, const char *spool_dir) {
+    p->last_end = now;
+    if (!automatic || outcome > 0) {
+        p->failures = 0;
+        free(p->refused);
+        p->refused = NULL;
+    }
+    if (outcome >= 0) return;
+    p->failures++;
+    zh_buf b;
+    zh_buf_init(&b);
+    zh_spool_waiting_each(spool_dir, NULL, note_table, &b);
+    free(p->refused);
+    p->refused = b.len ? zh_xstrdup(b.data) : NULL;
+    zh_buf_free(&b);
+}
+
+/* ---- the job ---- */
 
 void zh_autoreplay_job_conf(const zh_conf *c, zh_job_conf *out) {
     memset(out, 0, sizeof *out);
@@ -44,7 +128,7 @@ void zh_autoreplay_job_conf(const zh_conf *c, zh_job_conf *out) {
     out->command = (char *)"spool replay"; /* copied by job_new; never written */
     snprintf(out->sched.text, sizeof out->sched.text, "when spooled");
     snprintf(out->sched.tz, sizeof out->sched.tz, "%s", c->timezone);
-    out->timeout_s = 3600;
+    out->timeout_s = c->replay_timeout_s;
     out->enabled = c->auto_replay;
 }
 
@@ -61,13 +145,19 @@ static void ch_answered(void *ud, const char *body, size_t len, const char *err,
     if (a->stopped || s->stopping || zh_job_running(j) || !zh_job_enabled(j)) return;
     zh_spool_info info;
     zh_spool_stat_cached(s->conf->spool_dir, a->counts, &info);
-    ZH_INFO(j->c.name, "msg=\"ClickHouse answers and rows wait in the spool: replaying it\" files=%d rows=%llu",
-            info.files, (unsigned long long)info.rows);
+    if (a->fresh[0])
+        ZH_INFO(j->c.name, "msg=\"ClickHouse answers and rows wait in the spool: replaying it\" files=%d rows=%llu "
+                           "new_file=%s note=\"a table no failed replay left: not waiting out the back-off\"",
+                info.files, (unsigned long long)info.rows, a->fresh);
+    else
+        ZH_INFO(j->c.name, "msg=\"ClickHouse answers and rows wait in the spool: replaying it\" files=%d rows=%llu",
+                info.files, (unsigned long long)info.rows);
     char ebuf[256];
     const char *why = zh_serve_start_job(s, j, "auto", 0, ebuf, sizeof ebuf);
     if (why) {
         ZH_ERROR(j->c.name, "msg=\"could not start the spool replay\" error=\"%s\"", why);
-        a->last_end = zh_now_mono(); /* not again before replay_every */
+        /* a failed attempt like any other: not again before the back-off says so */
+        zh_replay_pace_ended(&a->pace, zh_now_mono(), -1, true, s->conf->spool_dir);
     }
 }
 
@@ -76,8 +166,9 @@ static void check_cb(uv_timer_t *t) {
     zh_serve *s = a->s;
     zh_job *j = a->job;
     if (a->stopped || a->asking || s->stopping || zh_job_running(j) || !zh_job_enabled(j)) return;
-    if (a->last_end > 0 && zh_now_mono() - a->last_end < s->conf->replay_every_s) return;
-    if (zh_spool_waiting(s->conf->spool_dir, NULL) == 0) return;
+    if (!zh_replay_pace_due(&a->pace, zh_now_mono(), s->conf->replay_every_s, s->conf->replay_max_every_s,
+                            s->conf->spool_dir, a->fresh, sizeof a->fresh))
+        return;
     a->asking = true;
     zh_serve_query(s, "SELECT 1 FORMAT TabSeparated", s->conf->ch_timeout_s, ch_answered, a);
 }
@@ -119,6 +210,7 @@ void zh_autoreplay_free(zh_autoreplay *a) {
     zh_autoreplay_stop(a);
     uv_close((uv_handle_t *)a->timer, timer_closed);
     zh_spool_counts_free(a->counts);
+    zh_replay_pace_clear(&a->pace);
     free(a);
 }
 
@@ -161,21 +253,43 @@ void zh_autoreplay_judge(int64_t exit_status, const char *last_line, const char 
     }
 }
 
-void zh_autoreplay_finished(zh_autoreplay *a, const zh_replay_verdict *v) {
+void zh_autoreplay_finished(zh_autoreplay *a, const char *status, const zh_replay_verdict *v) {
     if (!a) return;
-    a->last_end = zh_now_mono();
     zh_serve *s = a->s;
     const char *job = a->job->c.name;
+    int outcome = !status ? 0 : !strcmp(status, "success") ? 1 : !strcmp(status, "error") ? -1 : 0;
+    zh_replay_pace_ended(&a->pace, zh_now_mono(), outcome, !strcmp(a->job->trigger, "auto"), s->conf->spool_dir);
+    double wait = zh_replay_pace_wait(&a->pace, s->conf->replay_every_s, s->conf->replay_max_every_s);
     bool on = zh_job_enabled(a->job) && !a->stopped;
     if (v && !v->record) {
         ZH_INFO(job, "msg=\"nothing delivered: the files left belong to runs still going (or another replay has them); "
-                     "looking again in %.0f s\"", s->conf->replay_every_s);
-    } else if (v && !strcmp(v->status, "error")) {
+                     "looking again in %.0f s\"", wait);
+    } else if (outcome < 0) {
         if (on)
-            ZH_WARN(job, "msg=\"rows stay in the spool: the replay failed; the next automatic replay is in %.0f s\"",
-                    s->conf->replay_every_s);
+            ZH_WARN(job, "msg=\"rows stay in the spool: the replay failed; the next automatic replay is in %.0f s\" "
+                         "failures=%d%s", wait, a->pace.failures,
+                    wait > s->conf->replay_every_s ? " note=\"backing off; rows of another table are replayed sooner\"" : "");
         else
             ZH_WARN(job, "msg=\"rows stay in the spool: the replay failed; automatic replay is off "
                          "(zhost enable spool_replay, or zhost spool replay by hand)\"");
     }
+}
+
+void zh_autoreplay_switched(zh_autoreplay *a, bool on) {
+    if (!a || !on) return;
+    /* The operator switched it on (again): whatever failed before, try at the usual pace. */
+    a->pace.failures = 0;
+    free(a->pace.refused);
+    a->pace.refused = NULL;
+}
+
+int zh_autoreplay_backoff(const zh_autoreplay *a, double *next_in) {
+    *next_in = 0;
+    if (!a) return 0;
+    const zh_conf *c = a->s->conf;
+    if (a->pace.last_end > 0) {
+        double left = a->pace.last_end + zh_replay_pace_wait(&a->pace, c->replay_every_s, c->replay_max_every_s) - zh_now_mono();
+        if (left > 0) *next_in = left;
+    }
+    return a->pace.failures;
 }

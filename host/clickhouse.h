@@ -126,6 +126,8 @@ void zh_spool_stat_host(zh_host *h, zh_spool_info *out);
  * what a replay started now could deliver. *held (may be NULL) counts the others. Reads no
  * file; probes each one's lock. */
 int zh_spool_waiting(const char *dir, int *held);
+/* The same, calling fn with the name (not the path) of each file no process holds. */
+int zh_spool_waiting_each(const char *dir, int *held, void (*fn)(void *ud, const char *name), void *ud);
 /* The last line of `zhost spool replay` ("replay: N rows delivered, M files left, K rows
  * quarantined[; B of them still being written ...]"). False when line is not that summary. */
 typedef struct zh_spool_replay_summary {

@@ -192,6 +192,18 @@ static int kv_spool(parser *p, int line, const char *k, const char *v) {
         c->replay_check_s = d;
         return 0;
     }
+    /* A cap below replay_every is no error (whichever line comes first): it means no back-off
+     * (autoreplay.c), so a file that only raises replay_every above the 1 h default still loads. */
+    if (!strcmp(k, "replay_max_every")) {
+        if (zh_sched_parse_duration(v, &d) || d <= 0 || d > 86400) return fail(p, line, "replay_max_every: a duration like 1h (at most 1d)");
+        c->replay_max_every_s = d;
+        return 0;
+    }
+    if (!strcmp(k, "replay_timeout")) {
+        if (zh_sched_parse_duration(v, &d) || d <= 0 || d > 7 * 86400.0) return fail(p, line, "replay_timeout: a duration like 1h (at most 7d)");
+        c->replay_timeout_s = d;
+        return 0;
+    }
     return fail(p, line, "unknown key '%s' in [spool]", k);
 }
 
@@ -293,6 +305,8 @@ zh_conf *zh_conf_parse(const char *text, size_t len, const char *origin, const c
     c->auto_replay = true;
     c->replay_every_s = 300;
     c->replay_check_s = 30;
+    c->replay_max_every_s = 3600;
+    c->replay_timeout_s = 3600;
     snprintf(p->root, sizeof p->root, "..");
     enum { S_NONE, S_ZHOST, S_HEALTH, S_FRESH, S_SPOOL, S_JOB } sect = S_NONE;
     int lineno = 0;

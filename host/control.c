@@ -6,6 +6,7 @@
  * Protocol: the client sends one line of tab-separated words ("trigger\tqtickets\t3\n"); the
  * daemon answers "<exit code>\n<text for the operator>" and closes. */
 #include "control.h"
+#include "autoreplay.h"
 #include "clickhouse.h"
 #include "commands.h"
 #include "log.h"
@@ -128,10 +129,18 @@ static void status_job_text(zh_serve *s, zh_job *j, zh_buf *b) {
     zh_buf_printf(b, "enabled:        %s%s\n", zh_job_enabled(j) ? "yes" : "no",
                   j->enabled_override >= 0 ? " (set by zhost enable/disable)" : " (configuration default)");
     zh_buf_printf(b, "runs:           %s%s\n", j->c.command ? "zhost " : "", j->c.command ? j->c.command : j->c.script);
-    if (j->spool_replay)
-        zh_buf_printf(b, "schedule:       when rows wait in the spool and ClickHouse answers, at most every %.0f s "
-                         "(looks every %.0f s; [spool] in the configuration)\n", s->conf->replay_every_s, s->conf->replay_check_s);
-    else
+    if (j->spool_replay) {
+        double cap = s->conf->replay_max_every_s > s->conf->replay_every_s ? s->conf->replay_max_every_s : s->conf->replay_every_s;
+        zh_buf_printf(b, "schedule:       when rows wait in the spool and ClickHouse answers, at most every %.0f s, up to "
+                         "%.0f s after failed replays (looks every %.0f s; [spool] in the configuration)\n",
+                      s->conf->replay_every_s, cap, s->conf->replay_check_s);
+        double next_in;
+        int failed = zh_autoreplay_backoff(s->autoreplay, &next_in);
+        if (failed > 0)
+            zh_buf_printf(b, "back-off:       %d failed replay%s in a row; the next automatic one in about %.0f s "
+                             "(sooner for rows of another table; `zhost trigger spool_replay` replays now)\n",
+                          failed, failed > 1 ? "s" : "", ceil(next_in));
+    } else
         zh_buf_printf(b, "schedule:       %s (%s)%s", j->c.sched.text, j->c.sched.tz, j->c.jitter_s > 0 ? "" : "\n");
     if (j->c.jitter_s > 0) zh_buf_printf(b, ", random delay up to %.0f s\n", j->c.jitter_s);
     if (j->c.timeout_s > 0) zh_buf_printf(b, "timeout:        %.0f s\n", j->c.timeout_s);

@@ -5,6 +5,7 @@
  * short timeout (health.clickhouse_timeout). Answers never contain secrets: only job names,
  * schedules, statuses, counts and run messages (which log.c already redacts). */
 #include "health.h"
+#include "autoreplay.h"
 #include "l_time.h"
 #include "clickhouse.h"
 #include "httpd.h"
@@ -325,7 +326,15 @@ static void ep_detailed(page *pg) {
     zh_job *rj = zh_serve_find_job(s, ZH_SPOOL_REPLAY_JOB);
     bool auto_replay = rj && zh_job_enabled(rj);
     char hint[256] = "";
-    if (hs->spool.files && auto_replay)
+    double next_in;
+    int failed = zh_autoreplay_backoff(s->autoreplay, &next_in);
+    if (hs->spool.files && auto_replay && failed > 0) {
+        /* Backing off: say when, so a quiet hour after a failure is not taken for a stuck daemon. */
+        char when[48] = "at its next look";
+        if (next_in > 0) snprintf(when, sizeof when, "in about %.0f s", ceil(next_in));
+        snprintf(hint, sizeof hint, "the daemon replays it once ClickHouse answers (job spool_replay); %d replay%s in a row "
+                                    "failed, the next %s: `zhost logs spool_replay`", failed, failed > 1 ? "s" : "", when);
+    } else if (hs->spool.files && auto_replay)
         snprintf(hint, sizeof hint, "the daemon replays it once ClickHouse answers (job spool_replay, at most every %.0f s); "
                                     "rows that stay: `zhost logs spool_replay`", s->conf->replay_every_s);
     else if (hs->spool.files)
@@ -333,9 +342,9 @@ static void ep_detailed(page *pg) {
     else if (hs->spool.quarantined_rows)
         snprintf(hint, sizeof hint, "rows ClickHouse rejected are in the spool's quarantine/ (see the .errors files)");
     zh_buf_printf(&c, ",\"spool\":{\"status\":\"%s\",\"files\":%d,\"rows\":%llu,\"bytes\":%llu,\"quarantined_rows\":%llu,"
-                      "\"auto_replay\":%s,\"hint\":", spool_st,
+                      "\"auto_replay\":%s,\"replay_failures\":%d,\"hint\":", spool_st,
                   hs->spool.files, (unsigned long long)hs->spool.rows, (unsigned long long)hs->spool.bytes,
-                  (unsigned long long)hs->spool.quarantined_rows, auto_replay ? "true" : "false");
+                  (unsigned long long)hs->spool.quarantined_rows, auto_replay ? "true" : "false", failed);
     zh_buf_json_str(&c, hint);
     zh_buf_addc(&c, '}');
     static const char *const names[] = {"ok", "warning", "error"};

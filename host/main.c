@@ -208,6 +208,9 @@ int zh_cmd_run(int argc, char **argv) {
         rc = 1;
         goto out;
     }
+    /* A run `zhost serve` started (a command job): the daemon delivers this spool by itself. */
+    const char *replayed = getenv("ZHOST_AUTO_REPLAY");
+    h->spool_auto_replay = replayed && *replayed && !strcmp(replayed, h->spool_dir);
     run_result res = {1, false, NULL, 0, false};
     h->on_signal = run_on_signal;
     h->on_signal_ud = &res;

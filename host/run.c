@@ -198,20 +198,24 @@ static void write_final(zh_run *r) {
     zh_buf_init(&metrics);
     build_metrics(r, &metrics);
     uint64_t rows = zh_ch_group_rows(r->h, &r->group), spooled = zh_ch_group_spooled(r->h, &r->group);
+    /* Who delivers them: under a daemon whose spool_replay is on, the daemon (the message lands in
+     * meta_job_runs and alert mails: an operator should not replay by hand what is taken anyway). */
+    const char *deliver = r->h->spool_auto_replay
+                              ? "job spool_replay delivers them once ClickHouse answers (by hand: `zhost spool replay`)"
+                              : "deliver them with `zhost spool replay`";
     if (spooled && r->status == ZH_RUN_SUCCESS) {
         r->status = ZH_RUN_ERROR;
         zh_buf m;
         zh_buf_init(&m);
         const char *why = zh_ch_group_last_error(r->h, &r->group);
-        zh_buf_printf(&m, "%llu rows spooled to %s (%s); deliver them with `zhost spool replay`",
-                      (unsigned long long)spooled, r->h->spool_dir, why ? why : "ClickHouse unavailable");
+        zh_buf_printf(&m, "%llu rows spooled to %s (%s); %s", (unsigned long long)spooled, r->h->spool_dir,
+                      why ? why : "ClickHouse unavailable", deliver);
         set_message(r, m.data);
         zh_buf_free(&m);
     } else if (spooled) {
         zh_buf m;
         zh_buf_init(&m);
-        zh_buf_printf(&m, "%s; %llu rows spooled, deliver them with `zhost spool replay`", r->message ? r->message : "failed",
-                      (unsigned long long)spooled);
+        zh_buf_printf(&m, "%s; %llu rows spooled, %s", r->message ? r->message : "failed", (unsigned long long)spooled, deliver);
         set_message(r, m.data);
         zh_buf_free(&m);
     }

@@ -131,6 +131,11 @@ static int query_sync(zh_serve *s, const char *sql, double timeout_s, zh_buf *ou
 static void state_path(zh_serve *s, char *out, size_t n) { snprintf(out, n, "%s/state", s->conf->state_dir); }
 
 static void state_save(zh_serve *s) {
+    /* Every change of a job's switch is saved here; the runs' word on their spooled rows (run.c)
+     * follows spool_replay's. */
+    s->h->spool_auto_replay = false;
+    for (zh_job *j = s->jobs; j; j = j->next)
+        if (j->spool_replay && !j->removed) s->h->spool_auto_replay = zh_job_enabled(j);
     char path[1100];
     state_path(s, path, sizeof path);
     zh_buf b;
@@ -477,7 +482,7 @@ static void child_finish(zh_child *c) {
         if (!v.record) {
             ZH_INFO(j->c.name, "msg=\"run finished: nothing it could deliver; not recorded\" run_id=%s duration=%.1f",
                     c->run_id, duration);
-            zh_autoreplay_finished(s->autoreplay, &v);
+            zh_autoreplay_finished(s->autoreplay, NULL, &v);
             child_recorded(c, NULL);
             return;
         }
@@ -506,7 +511,7 @@ static void child_finish(zh_child *c) {
     zh_log(strcmp(status, "success") ? ZH_LOG_ERROR : ZH_LOG_INFO, j->c.name,
            "msg=\"run finished\" run_id=%s status=%s duration=%.1f%s%s%s", c->run_id, status, duration,
            msg[0] ? " message=\"" : "", msg, msg[0] ? "\"" : "");
-    if (j->spool_replay) zh_autoreplay_finished(s->autoreplay, judged ? &v : NULL);
+    if (j->spool_replay) zh_autoreplay_finished(s->autoreplay, status, judged ? &v : NULL);
     char metrics[128];
     snprintf(metrics, sizeof metrics, "{\"duration\":%.0f,\"duration_ms\":%.0f,\"exit_code\":%lld}", duration,
              duration * 1000, (long long)c->exit_status);
@@ -603,15 +608,22 @@ static const char *start_child(zh_serve *s, zh_job *j, int days, char *errbuf, s
     int k = 0;
     for (int i = 0; i < nenv; i++)
         if (strncmp(environ[i], "ZHOST_JOB=", 10) && strncmp(environ[i], "ZHOST_RUN_ID=", 13) &&
-            strncmp(environ[i], "ZHOST_SECRETS=", 14))
+            strncmp(environ[i], "ZHOST_SECRETS=", 14) && strncmp(environ[i], "ZHOST_AUTO_REPLAY=", 18))
             env[k++] = environ[i];
-    char e1[128], e2[64], e3[1100];
+    char e1[128], e2[64], e3[1100], e4[1100];
     snprintf(e1, sizeof e1, "ZHOST_JOB=%s", j->c.name);
     snprintf(e2, sizeof e2, "ZHOST_RUN_ID=%s", c->run_id);
     snprintf(e3, sizeof e3, "ZHOST_SECRETS=%s", s->h->secrets_dir ? s->h->secrets_dir : "secrets");
     env[k++] = e1;
     env[k++] = e2;
     env[k++] = e3;
+    /* A `zhost run` child says who delivers what it spools (run.c): this daemon does, for this
+     * spool, while spool_replay is on. The folder, not a yes: a child told to spool elsewhere
+     * ($ZHOST_SPOOL of our own environment wins over spool_dir for children) is not ours to replay. */
+    if (s->h->spool_auto_replay) {
+        snprintf(e4, sizeof e4, "ZHOST_AUTO_REPLAY=%s", s->conf->spool_dir);
+        env[k++] = e4;
+    }
     env[k] = NULL;
     /* stdout and stderr share one pipe, so lines keep their order. */
     int fds[2];
@@ -749,6 +761,7 @@ const char *zh_serve_set_enabled(zh_serve *s, zh_job *j, bool on) {
     }
     state_save(s);
     job_arm(j);
+    if (j->spool_replay) zh_autoreplay_switched(s->autoreplay, on);
     ZH_INFO(j->c.name, "msg=\"%s by operator\"", on ? "enabled" : "disabled");
     return NULL;
 }
@@ -1065,9 +1078,10 @@ static void print_plan(zh_conf *c) {
     }
     zh_job_conf rc;
     zh_autoreplay_job_conf(c, &rc);
-    printf("%-*s %-8s %-18s %-15s zhost %s: when rows wait in the spool and ClickHouse answers, at most every %.0f s "
-           "(looks every %.0f s)\n", w, rc.name, rc.enabled ? "enabled" : "disabled", rc.sched.text, "", rc.command,
-           c->replay_every_s, c->replay_check_s);
+    printf("%-*s %-8s %-18s %-15s zhost %s: when rows wait in the spool and ClickHouse answers, at most every %.0f s, "
+           "up to %.0f s after failures (looks every %.0f s; timeout %.0f s)\n", w, rc.name, rc.enabled ? "enabled" : "disabled",
+           rc.sched.text, "", rc.command, c->replay_every_s,
+           c->replay_max_every_s > c->replay_every_s ? c->replay_max_every_s : c->replay_every_s, c->replay_check_s, rc.timeout_s);
 }
 
 int zh_cmd_serve(int argc, char **argv) {

@@ -46,6 +46,8 @@ typedef struct zh_conf {
     /* [spool]: the daemon's own replay (job spool_replay, autoreplay.c) */
     bool auto_replay;         /* default on; `zhost enable|disable spool_replay` override it */
     double replay_every_s;    /* at most one automatic replay per this long (counted from the last one's end) */
+    double replay_max_every_s; /* after failed replays in a row the interval doubles up to this */
+    double replay_timeout_s;  /* a replay child is stopped after this */
     double replay_check_s;    /* how often the spool is looked at */
     zh_fresh_rule fresh_default;
     zh_fresh_rule *fresh;

@@ -239,8 +239,8 @@ int zh_spool_write(zh_host *h, const char *db_table, const char *job, const char
     return 0;
 }
 
-/* Every *.jsonl in the spool directory; the caller frees names. */
-static int list_files(const char *dir, char ***out) {
+/* Every *.jsonl in the spool directory, in directory order; the caller frees names. */
+static int list_names(const char *dir, char ***out) {
     DIR *d = opendir(dir);
     *out = NULL;
     if (!d) return 0;
@@ -254,6 +254,12 @@ static int list_files(const char *dir, char ***out) {
         }
     }
     closedir(d);
+    return n;
+}
+
+/* The same, oldest first. */
+static int list_files(const char *dir, char ***out) {
+    int n = list_names(dir, out);
     /* Oldest first: names start with the table, so sort by modification time. */
     for (int i = 0; i < n; i++) {
         for (int j = i + 1; j < n; j++) {
@@ -664,24 +670,28 @@ static bool locked_by_other(const char *path, long *pid) {
     return busy;
 }
 
-int zh_spool_waiting(const char *dir, int *held) {
+int zh_spool_waiting_each(const char *dir, int *held, void (*fn)(void *ud, const char *name), void *ud) {
     char **names;
-    int n = list_files(dir, &names), free_files = 0;
+    /* Unsorted: the daemon asks every check_every, and sorting stats every pair of files. */
+    int n = list_names(dir, &names), free_files = 0;
     if (held) *held = 0;
     for (int i = 0; i < n; i++) {
         char path[1200];
         snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-        free(names[i]);
         long pid;
         if (locked_by_other(path, &pid)) {
             if (held) (*held)++;
         } else if (access(path, F_OK) == 0) {
             free_files++;
+            if (fn) fn(ud, names[i]);
         }
+        free(names[i]);
     }
     free(names);
     return free_files;
 }
+
+int zh_spool_waiting(const char *dir, int *held) { return zh_spool_waiting_each(dir, held, NULL, NULL); }
 
 /* One replay at a time per spool: a second one would take the first one's files for running runs.
  * Returns the lock's fd, or -1 with *pid the other replay's (0 if unknown). No spool, no lock. */

@@ -35,6 +35,8 @@ struct zh_host {
     const char *secrets_dir;    /* --secrets / ZHOST_SECRETS / "./secrets" */
     const char *scripts_dir;    /* directory of the running script, for require() */
     const char *spool_dir;      /* where undeliverable batches go */
+    bool spool_auto_replay;     /* a daemon delivers spool_dir by itself (its job spool_replay is on): run
+                                 * messages say so. serve.c keeps it current; `zhost run` reads $ZHOST_AUTO_REPLAY */
     int verbose;                /* -v count */
     double cpu_budget_s;        /* max CPU seconds a task may run without yielding */
     uv_async_t sigint_async;    /* woken from the SIGINT/SIGTERM handler (host.c) */

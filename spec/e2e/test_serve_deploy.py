@@ -109,9 +109,11 @@ class Deploy(unittest.TestCase):
         self.assertEqual(set(plan), set(want) | {"spool_replay"})
         for job, (state, sched) in want.items():
             self.assertRegex(plan[job], r"^%s\s+%s\s+%s\s+Europe/Moscow" % (job, state, re.escape(sched)))
-        # the daemon delivers its spool by itself, at most every 5 minutes
+        # the daemon delivers its spool by itself, at most every 5 minutes, backing off to an hour
+        # while replays fail, each stopped after an hour
         self.assertRegex(plan["spool_replay"], r"^spool_replay\s+enabled\s+when spooled\s+zhost spool replay: "
-                                               r".*at most every 300 s \(looks every 30 s\)$")
+                                               r".*at most every 300 s, up to 3600 s after failures "
+                                               r"\(looks every 30 s; timeout 3600 s\)$")
         # one column each: the state starts at the same place on every line (qtickets_refunds is 16 long)
         self.assertEqual(len({re.search(r" (en|dis)abled ", l).start() for l in plan.values()}), 1, r.stdout)
 

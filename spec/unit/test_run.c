@@ -310,6 +310,44 @@ static void stalled_run_ends_as_failed(void) {
     zh_host_free(h);
 }
 
+/* A run that spooled rows says who delivers them: under a daemon whose spool_replay is on, the
+ * daemon (the operator's command only as the fallback); otherwise the operator's command. */
+static void spooled_rows_message(void) {
+    char ok[256]; /* script() returns its own buffer */
+    snprintf(ok, sizeof ok, "%s",
+             script("spools.lua",
+                    "-- zhost: job=t_spools\n"
+                    "local s = assert(ch.sink('zakaz.t_msg'))\n"
+                    "s:add{a = 'x'}\n"));
+    const char *bad = script("spools_and_fails.lua",
+                             "-- zhost: job=t_spools_fails\n"
+                             "local s = assert(ch.sink('zakaz.t_msg'))\n"
+                             "s:add{a = 'x'}\n"
+                             "error('the API said no', 0)\n");
+    static const char daemon[] = "job spool_replay delivers them once ClickHouse answers (by hand: `zhost spool replay`)";
+    for (int auto_replay = 0; auto_replay < 2; auto_replay++) {
+        for (int failing = 0; failing < 2; failing++) {
+            zh_host *h = host();
+            h->spool_auto_replay = auto_replay;
+            int done = 0;
+            zh_run *r = start(h, failing ? bad : ok, false, false, &done);
+            if (!started(h, r)) return;
+            run_until_done(h, &done);
+            ZT_EQ_INT(done, 1);
+            ZT_EQ_INT(r->status, ZH_RUN_ERROR);
+            const char *m = r->message ? r->message : "";
+            if (failing) ZT_CHECK(strncmp(m, "the API said no; 1 rows spooled, ", 33) == 0);
+            else ZT_CHECK(strncmp(m, "1 rows spooled to ", 18) == 0);
+            const char *tail = auto_replay ? daemon : "deliver them with `zhost spool replay`";
+            size_t ml = strlen(m), tl = strlen(tail);
+            ZT_CHECK(ml >= tl && !strcmp(m + ml - tl, tail));
+            if (!(ml >= tl && !strcmp(m + ml - tl, tail))) fprintf(stderr, "  message: %s\n", m);
+            zh_run_free(r);
+            zh_host_free(h);
+        }
+    }
+}
+
 int main(void) {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     snprintf(tmp, sizeof tmp, "/tmp/zhost-test-run-XXXXXX");
@@ -322,6 +360,7 @@ int main(void) {
     script("spool/schema/zakaz.t_buffered.tsv", "a\tString\n");
     script("spool/schema/zakaz.t_inflight.tsv", "a\tString\n");
     script("spool/schema/zakaz.t_locked.tsv", "a\tString\n");
+    script("spool/schema/zakaz.t_msg.tsv", "a\tString\n");
     /* Port 1 refuses at once; one attempt, so sinks open from the cached schema without delay. */
     setenv("CLICKHOUSE_URL", "http://127.0.0.1:1", 1);
     setenv("CLICKHOUSE_DB", "zakaz", 1);
@@ -334,6 +373,7 @@ int main(void) {
     ZT_RUN(free_with_insert_in_flight);
     ZT_RUN(free_with_running_row_in_flight);
     ZT_RUN(stalled_run_ends_as_failed);
+    ZT_RUN(spooled_rows_message);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp);

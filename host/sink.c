@@ -12,6 +12,7 @@
  * still gets its rows flushed when the run ends. */
 #include "sink.h"
 #include "log.h"
+#include "tunables.h"
 #include <lauxlib.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -101,7 +102,9 @@ zh_sink *zh_sink_new(zh_host *h, zh_group *g, ch_schema *schema, const zh_sink_o
      * stops mattering; two such buffers (one filling, one in flight) stay within ~32 MiB. */
     if (!s->o.max_rows) s->o.max_rows = 50000;
     if (!s->o.max_bytes) s->o.max_bytes = 16u << 20;
-    if (s->o.max_age_s <= 0) s->o.max_age_s = 5;
+    /* A sink that does not say: the operator's $ZHOST_SINK_MAX_AGE (how long a row may wait
+     * before it is sent; the fault tests shorten it to see delivered rows sooner), else 5 s. */
+    if (s->o.max_age_s <= 0) s->o.max_age_s = zh_tunable_number("ZHOST_SINK_MAX_AGE", 5);
     zh_buf_init(&s->batch);
     zh_buf_init(&s->spare);
     s->age_timer = zh_xcalloc(1, sizeof *s->age_timer);

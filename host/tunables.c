@@ -37,6 +37,7 @@ static const tunable tunables[] = {
     {"ZHOST_CH_STREAM_BYTES", T_BYTES, 0, 64 * GIB, NULL},
     {"ZHOST_CH_STREAM_SECONDS", T_SECONDS, 0.001, 3600, NULL},
     {"ZHOST_SPOOL_MAX_BYTES", T_BYTES, 1, 1024 * GIB, NULL},
+    {"ZHOST_SINK_MAX_AGE", T_SECONDS, 0.001, 86400, NULL},
     {"ZHOST_HUGE_PAGES", T_WORD, 0, 0, "0|1"},
     {"ZHOST_LUA_GC", T_WORD, 0, 0, "generational|incremental"},
     {"ZHOST_LOG_LEVEL", T_WORD, 0, 0, "debug|info|warn|warning|error"},

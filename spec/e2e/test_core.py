@@ -594,7 +594,9 @@ class ClickHouseOutage(zhtest.ZhostCase):
         self.assertEqual(out.returncode, 0, out.stderr)
 
     def stop_ch(self):
-        subprocess.run([os.path.join(zhtest.SOURCE_DIR, "tools", "clickhouse-local.sh"), "stop", self.chdir],
+        # An outage, not a shutdown: SIGKILL after 1 s (18.16 waits ~11 s for a client that
+        # holds an unfinished INSERT open).
+        subprocess.run([os.path.join(zhtest.SOURCE_DIR, "tools", "clickhouse-local.sh"), "stop", self.chdir, "1"],
                        capture_output=True, timeout=120)
 
     def tearDown(self):
@@ -1157,6 +1159,19 @@ class DryRun(zhtest.ZhostCase):
         self.assertLess(inserts[0], r.stderr.index("after the pause"))
         self.assertEqual(self.scalar("SELECT count() FROM dim_events"), "4001")
 
+    def test_sinks_that_do_not_set_max_age_take_the_operators(self):
+        # $ZHOST_SINK_MAX_AGE: how long a row waits in a batch when the script's sink does not say
+        # (default 5 s). The row must be in ClickHouse while the script still sleeps.
+        path = self.script("age.lua", """
+            local s = assert(ch.sink("dim_events"))
+            s:add{event_id = "1", event_name = "E", city = "X", _ver = 1}
+            sleep(2.5)
+            job:set("seen", ch.query("SELECT count() AS n FROM dim_events")[1].n)
+        """)
+        r = self.zhost("run", path, env={"ZHOST_SINK_MAX_AGE": "0.2"}, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual([json.loads(x["metrics"]).get("seen") for x in self.runs()], [1], self.runs())
+
     def test_a_small_batch_is_sent_whole(self):
         # A run-log row or a day of ad statistics is sent in one piece when the batch is flushed.
         path = self.script("small.lua", """
@@ -1412,9 +1427,10 @@ sleep(60)
 
     def test_sigint_in_a_busy_script(self):
         path = self.script("spin.lua", "-- zhost: job=spinjob\n" + self.FINALIZER +
-                           'job:set("started", true)\nlocal n = 0\nwhile true do n = n + 1 end\n')
+                           'job:set("started", true)\nio.write("spinning\\n")\nlocal n = 0\nwhile true do n = n + 1 end\n')
         p = self.zhost_bg("run", path)
-        self.wait_running("spinjob")
+        # Not wait_running: the busy script never lets the loop send the run's `running` row.
+        self.assertEqual(p.stdout.readline(), "spinning\n")
         time.sleep(0.3)
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=30)

@@ -102,6 +102,8 @@ class LoaderFaults(zhtest.ZhostCase):
     def setUp(self):
         super().setUp()
         self.ch_url = zhtest.CH_URL
+        # rows added before a held request reach ClickHouse in 0.5 s, not the default 5 s
+        self.env["ZHOST_SINK_MAX_AGE"] = "0.5"
         path = os.path.join(self.tmp, "data.json")
         with open(path, "w", encoding="utf-8") as f:
             json.dump(data_set(), f, ensure_ascii=False)
@@ -201,7 +203,7 @@ class LoaderFaults(zhtest.ZhostCase):
         return sum(int(self.sql("SELECT count() FROM " + t).strip()) for t in LOADERS[name]["tables"])
 
     def wait_rows_in_clickhouse(self, name):
-        """Rows added before the held request reach ClickHouse by the sink's age timer (5 s)."""
+        """Rows added before the held request reach ClickHouse by the sink's age timer ($ZHOST_SINK_MAX_AGE)."""
         deadline = time.time() + 30
         while time.time() < deadline:
             n = self.raw_rows(name)

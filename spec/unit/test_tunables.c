@@ -46,6 +46,9 @@ static void counts_and_durations(void) {
     ZT_CHECK(zh_tunable_number("ZHOST_CH_BACKOFF_CAP", 8) == 120);
     setenv("ZHOST_CH_STREAM_SECONDS", "1m 30s", 1);
     ZT_CHECK(zh_tunable_number("ZHOST_CH_STREAM_SECONDS", 20) == 90);
+    setenv("ZHOST_SINK_MAX_AGE", "0.5", 1);
+    ZT_CHECK(zh_tunable_number("ZHOST_SINK_MAX_AGE", 5) == 0.5);
+    unsetenv("ZHOST_SINK_MAX_AGE");
     /* not readable: the default (the start-up check has refused it before any reader runs) */
     setenv("ZHOST_CH_ATTEMPTS", "three", 1);
     ZT_CHECK(zh_tunable_number("ZHOST_CH_ATTEMPTS", 4) == 4);
@@ -72,6 +75,7 @@ static void the_check_names_what_does_not_read(void) {
         {"ZHOST_CH_ATTEMPTS", "2.5", "ZHOST_CH_ATTEMPTS='2.5' does not read"},
         {"ZHOST_CH_BACKOFF_CAP", "soon", "ZHOST_CH_BACKOFF_CAP='soon' does not read: it must be seconds"},
         {"ZHOST_CH_STREAM_SECONDS", "-1", "ZHOST_CH_STREAM_SECONDS='-1' does not read"},
+        {"ZHOST_SINK_MAX_AGE", "0", "ZHOST_SINK_MAX_AGE='0' does not read: it must be seconds"},
         {"ZHOST_LUA_GC", "incr", "ZHOST_LUA_GC='incr' does not read: it must be one of generational, incremental"},
         {"ZHOST_HUGE_PAGES", "off", "ZHOST_HUGE_PAGES='off' does not read: it must be one of 0, 1"},
         {"ZHOST_LOG_LEVEL", "verbose", "ZHOST_LOG_LEVEL='verbose' does not read"},

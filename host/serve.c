@@ -841,7 +841,17 @@ void zh_serve_job_json(zh_serve *s, zh_job *j, zh_buf *b) {
     } else {
         zh_buf_adds(b, "null");
     }
-    zh_buf_printf(b, ",\"skipped_overlaps\":%llu}", (unsigned long long)j->runs_skipped);
+    zh_buf_printf(b, ",\"skipped_overlaps\":%llu", (unsigned long long)j->runs_skipped);
+    if (j->spool_replay) {
+        /* what `zhost status spool_replay` says as its back-off line, for monitoring that reads JSON */
+        double next_in = 0;
+        int failed = zh_autoreplay_backoff(s->autoreplay, &next_in);
+        if (failed > 0)
+            zh_buf_printf(b, ",\"replay_backoff\":{\"failed_in_a_row\":%d,\"next_in\":%.0f}", failed, ceil(next_in));
+        else
+            zh_buf_adds(b, ",\"replay_backoff\":null");
+    }
+    zh_buf_addc(b, '}');
 }
 
 /* ---- start-up: interrupted runs and history ---- */

@@ -301,6 +301,8 @@ class SpoolAlone(AutoReplayCase):
         st = json.loads(self.cli("status", "spool_replay", "--json").stdout)
         self.assertEqual(st["consecutive_failures"], 3)
         self.assertEqual(st["timeout"], 120)
+        self.assertEqual(st["replay_backoff"]["failed_in_a_row"], 3)
+        self.assertGreaterEqual(st["replay_backoff"]["next_in"], 0)
         _, _, doc = request_json(self.port, "/healthz/detailed")
         self.assertEqual(doc["checks"]["job_runs"]["spool_replay"]["status"], "error")
         self.assertEqual(doc["checks"]["spool"]["replay_failures"], 3)

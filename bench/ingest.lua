@@ -89,21 +89,31 @@ local function add_baskets(o)
 end
 
 -- --map template (the default with views): the same rows from a row template compiled once and
--- run in C (sink:template, docs/lua-api.md); --map lua: add_baskets above.
+-- run in C (sink:template, docs/lua-api.md), the filter too (its `only`: qtickets_map.truthy's
+-- and epoch's readings), and the page's orders handed to C in one add_each call; --map lua:
+-- the filter below and add_baskets above.
 local mapping = args.map or (decode == "view" and "template" or "lua")
 if mapping == "template" and decode ~= "view" then error("--map template needs --decode view", 0) end
-local baskets_tpl = mapping == "template" and map.basket_template(sink, ver)
-local add_order = baskets_tpl and function(o) return baskets_tpl:add(o) end or add_baskets
+local baskets_tpl = mapping == "template" and map.basket_template(sink, ver, {
+  {"payed", is = "truthy"},
+  {"payed_at", is = "datetime", from = from_epoch, to = to_epoch},
+})
 
 local function load(v)
   local data = v.data
+  if baskets_tpl then
+    -- counted after the call: add_each may wait (backpressure) while other workers count
+    local n, kept, skipped = baskets_tpl:add_each(data)
+    rows, orders, filtered = rows + n, orders + kept, filtered + skipped
+    return
+  end
   for i = 1, #data do
     local o = data[i]
     local p = is_obj(o) and truthy(o.payed) and epoch(o.payed_at)
     if p and p >= from_epoch and p < to_epoch then
-      -- not `rows = rows + add_order(o)`: sink:add may wait (backpressure), other workers add
+      -- not `rows = rows + add_baskets(o)`: sink:add may wait (backpressure), other workers add
       -- to `rows` meanwhile, and the value read before the call would overwrite theirs
-      local n = add_order(o)
+      local n = add_baskets(o)
       rows = rows + n
       orders = orders + 1
     else

@@ -492,7 +492,7 @@ static int l_tpl_add(lua_State *L) {
     zh_buf *b = zh_sink_batch(s);
     size_t before = b->len;
     char err[512];
-    long long n = zh_rowtpl_encode(u->t, L, &root, b, true, err, sizeof err);
+    long long n = zh_rowtpl_encode(u->t, L, &root, b, true, NULL, err, sizeof err);
     if (n < 0) return luaL_error(L, "%s", err);
     bool must_wait;
     zh_sink_commit(s, before, (uint64_t)n, &must_wait);
@@ -509,6 +509,104 @@ static int l_tpl_add(lua_State *L) {
     return 1;
 }
 
+static int push_nothing(zh_sink_wait *w, lua_State *co) {
+    (void)w;
+    (void)co;
+    return 0;
+}
+
+/* template:add_each's stack: 1 template, 2 the list view, then where it is and what it counted,
+ * kept there (not in C) because the loop may wait and go on in add_each_k. */
+enum { EACH_NEXT = 3, EACH_ROWS, EACH_KEPT, EACH_SKIPPED };
+
+/* The loop of template:add_each from the item at EACH_NEXT. Each object is added exactly as
+ * template:add adds it, and a wait comes after the item whose rows filled the batch, as it does
+ * after such an add: the loop then yields and goes on at the next item, so no item is added twice
+ * or skipped. The list's items are collected again after a wait: nodes are valid within one C call
+ * (jsonview.h), and the list view on the stack keeps its document alive meanwhile. */
+static int add_each_k(lua_State *L, int status, lua_KContext ctx);
+
+static int add_each_loop(lua_State *L) {
+    zh_sink *s;
+    rowtpl_ud *u = check_tpl(L, &s);
+    if (zh_sink_closed(s)) return luaL_error(L, "sink for %s is closed", zh_sink_table(s));
+    zh_jnode list;
+    check_view_arg(L, &list);
+    size_t i = (size_t)lua_tointeger(L, EACH_NEXT);
+    lua_Integer rows = lua_tointeger(L, EACH_ROWS), kept = lua_tointeger(L, EACH_KEPT),
+                skipped = lua_tointeger(L, EACH_SKIPPED);
+    zh_jnode *items;
+    size_t n = zh_rowtpl_list(&list, &items);
+    bool can_wait = zh_host_of(L)->current && lua_isyieldable(L);
+    char err[512];
+    for (; i < n; i++) {
+        if (zh_jnode_type(&items[i]) != ZJ_OBJECT) {
+            skipped++;
+            continue;
+        }
+        zh_buf *b = zh_sink_batch(s);
+        size_t before = b->len;
+        bool k;
+        long long r = zh_rowtpl_encode(u->t, L, &items[i], b, true, &k, err, sizeof err);
+        if (r < 0) {
+            free(items);
+            return luaL_error(L, "list item %d: %s", (int)i + 1, err);
+        }
+        if (!k) {
+            skipped++;
+            continue;
+        }
+        kept++;
+        rows += r;
+        bool must_wait;
+        zh_sink_commit(s, before, (uint64_t)r, &must_wait);
+        if (must_wait && can_wait) {
+            free(items);
+            lua_pushinteger(L, (lua_Integer)(i + 1));
+            lua_replace(L, EACH_NEXT);
+            lua_pushinteger(L, rows);
+            lua_replace(L, EACH_ROWS);
+            lua_pushinteger(L, kept);
+            lua_replace(L, EACH_KEPT);
+            lua_pushinteger(L, skipped);
+            lua_replace(L, EACH_SKIPPED);
+            zh_sink_wait *w = zh_xcalloc(1, sizeof *w);
+            w->base.push = wait_push;
+            w->base.abort = wait_abort;
+            w->push_result = push_nothing;
+            zh_sink_add_waiter(s, w);
+            return zh_task_await_k(L, &w->base, 0, add_each_k);
+        }
+    }
+    free(items);
+    lua_pushinteger(L, rows);
+    lua_pushinteger(L, kept);
+    lua_pushinteger(L, skipped);
+    return 3;
+}
+
+static int add_each_k(lua_State *L, int status, lua_KContext ctx) {
+    (void)status;
+    (void)ctx;
+    lua_settop(L, EACH_SKIPPED);
+    return add_each_loop(L);
+}
+
+/* template:add_each(list) -> rows added, objects kept, items skipped: template:add for every item
+ * of a list view, in C (waits like add while a full buffer is being sent). An item that is no
+ * object, or fails the template's `only`, is skipped. A value its column cannot take raises
+ * naming the list item; the rows of the items before it stay added, as separate adds would. */
+static int l_tpl_add_each(lua_State *L) {
+    zh_sink *s;
+    check_tpl(L, &s);
+    zh_jnode list;
+    if (!zh_jnode_of_view(L, 2, &list))
+        luaL_typeerror(L, 2, "json view of a list (from res:json_view() or json.view)");
+    lua_settop(L, 2);
+    for (int i = EACH_NEXT; i <= EACH_SKIPPED; i++) lua_pushinteger(L, 0);
+    return add_each_loop(L);
+}
+
 /* template:rows(view) -> the JSONEachRow lines add would make, added nowhere (REPL, tests) */
 static int l_tpl_rows(lua_State *L) {
     zh_sink *s;
@@ -518,7 +616,7 @@ static int l_tpl_rows(lua_State *L) {
     zh_buf b;
     zh_buf_init(&b);
     char err[512];
-    long long n = zh_rowtpl_encode(u->t, L, &root, &b, false, err, sizeof err);
+    long long n = zh_rowtpl_encode(u->t, L, &root, &b, false, NULL, err, sizeof err);
     if (n < 0) {
         zh_buf_free(&b);
         return luaL_error(L, "%s", err);
@@ -659,7 +757,7 @@ int zh_open_ch(lua_State *L) {
     };
     define_class(L, SINK_MT, sink_methods, l_sink_gc, l_sink_tostring);
     static const luaL_Reg template_methods[] = {
-        {"add", l_tpl_add}, {"rows", l_tpl_rows}, {"stats", l_tpl_stats}, {NULL, NULL},
+        {"add", l_tpl_add}, {"add_each", l_tpl_add_each}, {"rows", l_tpl_rows}, {"stats", l_tpl_stats}, {NULL, NULL},
     };
     define_class(L, ROWTPL_MT, template_methods, l_tpl_gc, l_tpl_tostring);
     static const luaL_Reg fns[] = {

@@ -4,7 +4,9 @@
  * time.format do, so a template and the equivalent Lua code make identical rows. The template is
  * compiled once; then each call runs in C over the view's simdjson document: the per-row work of a
  * loader (field lookups, conversions, JSONEachRow encoding) makes no Lua call and no Lua value.
- * Filters and per-order state stay in the script.
+ * Simple filters (`only`: a field is truthy, a time field falls in a window) run here too, so a
+ * loader whose filter is only that can hand a whole page's list to C (template:add_each, l_ch.c);
+ * anything that needs logic or per-order state stays in the script.
  *
  * Ownership: the template owns its paths, encoded constants and zone; the schema belongs to the
  * sink, whose userdata the template's userdata keeps alive (l_ch.c). */
@@ -32,6 +34,17 @@ typedef struct tpl_path {
     size_t *lens;
 } tpl_path;
 
+/* A condition of `only` on the object given to add: the object makes rows only when all hold. */
+enum cond_test { CD_TRUTHY, CD_DATETIME };
+static const char *const cond_names[] = {"truthy", "datetime", NULL};
+
+typedef struct tpl_cond {
+    int test;
+    tpl_path path;
+    bool has_from, has_to; /* CD_DATETIME: the window [from, to) in epoch seconds */
+    double from, to;
+} tpl_cond;
+
 typedef struct tpl_col {
     int col; /* index in the schema */
     int conv;
@@ -54,6 +67,8 @@ struct zh_rowtpl {
     bool has_each;
     tpl_path each;
     char *each_text;
+    tpl_cond *conds; /* `only`, in the order given: the first that fails decides */
+    int nconds;
     tpl_col *cols; /* in evaluation order: a default_from column after the one it copies */
     int ncols;
     int nroot; /* paths read from the object given (^…) */
@@ -77,6 +92,8 @@ void zh_rowtpl_free(zh_rowtpl *t) {
     if (!t) return;
     path_free(&t->each);
     free(t->each_text);
+    for (int i = 0; i < t->nconds; i++) path_free(&t->conds[i].path);
+    free(t->conds);
     for (int i = 0; i < t->ncols; i++) {
         for (int j = 0; j < t->cols[i].npaths; j++) path_free(&t->cols[i].paths[j]);
         free(t->cols[i].paths);
@@ -271,6 +288,86 @@ static void compile_col(lua_State *L, const ch_schema *s, const char *name, tpl_
     lua_settop(L, spec);
 }
 
+/* `only = {{"field", is = "truthy"}, {"field", is = "datetime", from = e1, to = e2}, …}` of the spec
+ * at idx. Misuse raises naming the condition: a misspelt test or option, or a bound that is no
+ * number, would silently load other rows than the script meant. */
+static void compile_conds(lua_State *L, int idx, zh_rowtpl *t) {
+    lua_getfield(L, idx, "only");
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return;
+    }
+    if (!lua_istable(L, -1))
+        luaL_error(L, "sink:template: only must be a list of conditions ({\"field\", is = \"truthy\"}, …), got %s",
+                   luaL_typename(L, -1));
+    int list = lua_gettop(L);
+    lua_Integer n = (lua_Integer)lua_rawlen(L, list);
+    lua_pushnil(L);
+    while (lua_next(L, list)) {
+        lua_pop(L, 1);
+        int isint = 0;
+        lua_Integer k = lua_tointegerx(L, -1, &isint);
+        if (lua_type(L, -1) != LUA_TNUMBER || !isint || k < 1 || k > n)
+            luaL_error(L, "sink:template: only must be a list of conditions, not a table keyed by '%s'",
+                       lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : luaL_typename(L, -1));
+    }
+    if (n > 64) luaL_error(L, "sink:template: only: more than 64 conditions");
+    t->conds = zh_xcalloc(n ? (size_t)n : 1, sizeof *t->conds);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, list, i);
+        int c = lua_gettop(L);
+        if (!lua_istable(L, c))
+            luaL_error(L, "sink:template: only[%d]: expected {\"field\", is = \"truthy\" or \"datetime\"}, got %s", (int)i,
+                       luaL_typename(L, c));
+        tpl_cond *cd = &t->conds[t->nconds++]; /* counted first: the finalizer frees a half-made one */
+        lua_pushnil(L);
+        while (lua_next(L, c)) {
+            lua_pop(L, 1);
+            if (lua_type(L, -1) == LUA_TNUMBER) {
+                if (lua_tointeger(L, -1) == 1) continue;
+                luaL_error(L, "sink:template: only[%d]: one field path per condition (another test is another item of only)", (int)i);
+            }
+            const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "?";
+            if (strcmp(k, "is") && strcmp(k, "from") && strcmp(k, "to"))
+                luaL_error(L, "sink:template: only[%d]: unknown option '%s' (is, from, to; one field path)", (int)i, k);
+        }
+        lua_rawgeti(L, c, 1);
+        if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "sink:template: only[%d]: the first item must be a field path", (int)i);
+        char what[32];
+        snprintf(what, sizeof what, "only[%d]", (int)i);
+        parse_path(L, what, &cd->path);
+        if (cd->path.from_root)
+            luaL_error(L, "sink:template: only[%d]: conditions read the object given to add; no '^'", (int)i);
+        const char *field = lua_tostring(L, -1); /* the spec holds it */
+        lua_getfield(L, c, "is");
+        const char *is = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+        int k = 0;
+        while (cond_names[k] && (!is || strcmp(is, cond_names[k]))) k++;
+        if (!cond_names[k])
+            luaL_error(L, "sink:template: only[%d] ('%s'): unknown test '%s' (is = \"truthy\" or \"datetime\")", (int)i, field,
+                       is ? is : luaL_typename(L, -1));
+        cd->test = k;
+        static const char *const bounds[] = {"from", "to"};
+        for (int b = 0; b < 2; b++) {
+            lua_getfield(L, c, bounds[b]);
+            if (!lua_isnil(L, -1)) {
+                if (cd->test != CD_DATETIME)
+                    luaL_error(L, "sink:template: only[%d] ('%s'): %s goes with is = \"datetime\"", (int)i, field, bounds[b]);
+                if (lua_type(L, -1) != LUA_TNUMBER)
+                    luaL_error(L, "sink:template: only[%d] ('%s'): %s must be epoch seconds (a number, as time.parse gives), got %s",
+                               (int)i, field, bounds[b], luaL_typename(L, -1));
+                double v = (double)lua_tonumber(L, -1);
+                if (v != v) luaL_error(L, "sink:template: only[%d] ('%s'): %s is NaN", (int)i, field, bounds[b]);
+                if (b == 0) cd->has_from = true, cd->from = v;
+                else cd->has_to = true, cd->to = v;
+            }
+            lua_pop(L, 1);
+        }
+        lua_settop(L, list);
+    }
+    lua_settop(L, list - 1);
+}
+
 void zh_rowtpl_compile(lua_State *L, int idx, const ch_schema *s, zh_rowtpl **slot) {
     idx = lua_absindex(L, idx);
     int top = lua_gettop(L);
@@ -303,9 +400,10 @@ void zh_rowtpl_compile(lua_State *L, int idx, const ch_schema *s, zh_rowtpl **sl
     while (lua_next(L, idx)) {
         lua_pop(L, 1);
         const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "?";
-        if (strcmp(k, "each") && strcmp(k, "zone") && strcmp(k, "columns"))
-            luaL_error(L, "sink:template: unknown option '%s' (each, zone, columns)", k);
+        if (strcmp(k, "each") && strcmp(k, "zone") && strcmp(k, "columns") && strcmp(k, "only"))
+            luaL_error(L, "sink:template: unknown option '%s' (each, zone, only, columns)", k);
     }
+    compile_conds(L, idx, t);
     lua_getfield(L, idx, "columns");
     if (!lua_istable(L, -1)) luaL_error(L, "sink:template: columns = {name = spec, …} is required");
     int cols = lua_gettop(L);
@@ -459,6 +557,78 @@ static void sort_by_key(item_list *l) {
     l->items = items;
     l->cap = l->n;
     free(order);
+}
+
+size_t zh_rowtpl_list(const zh_jnode *list, zh_jnode **items) {
+    *items = NULL;
+    /* A list is an array, or an object PHP made of a filtered array ({"0": …, "2": …}): its values
+     * in key order. Anything else has no items. */
+    int lt = zh_jnode_type(list);
+    if (lt != ZJ_ARRAY && lt != ZJ_OBJECT) return 0;
+    item_list l = {.keyed_ok = true};
+    zh_jnode_each(list, collect_item, &l);
+    if (lt == ZJ_OBJECT) {
+        if (!l.keyed_ok) l.n = 0;
+        else sort_by_key(&l);
+    }
+    free(l.keys);
+    if (!l.n) {
+        free(l.items);
+        return 0;
+    }
+    *items = l.items;
+    return l.n;
+}
+
+static bool lookup(const tpl_path *p, const zh_jnode *item, const zh_jnode *root, zh_jnode *out);
+
+/* As qtickets_map.truthy reads the Lua value json.view gives for the node: null, false, 0 and the
+ * strings "", "0", "false", "no" (ASCII case ignored, as string.lower does) are false, so are
+ * objects and arrays; a number above 2^63-1 is its digits, a true string. */
+static bool node_truthy(const zh_jnode *n) {
+    zh_jvalue v;
+    switch (zh_jnode_read(n, &v)) {
+    case ZJ_BOOL: return v.b;
+    case ZJ_INT: return v.i != 0;
+    case ZJ_UINT: return true;
+    case ZJ_DOUBLE: return v.d != 0;
+    case ZJ_STRING: {
+        static const char *const no[] = {"0", "false", "no"};
+        if (!v.n) return false;
+        for (int i = 0; i < 3; i++) {
+            size_t len = strlen(no[i]);
+            if (v.n != len) continue;
+            size_t j = 0;
+            while (j < len && (v.s[j] >= 'A' && v.s[j] <= 'Z' ? v.s[j] + 32 : v.s[j]) == no[i][j]) j++;
+            if (j == len) return false;
+        }
+        return true;
+    }
+    default: return false;
+    }
+}
+
+/* Whether the object given to add passes every condition of `only`. */
+static bool keeps(const zh_rowtpl *t, const zh_jnode *root) {
+    for (int i = 0; i < t->nconds; i++) {
+        const tpl_cond *cd = &t->conds[i];
+        zh_jnode node;
+        if (!lookup(&cd->path, root, root, &node)) return false;
+        if (cd->test == CD_TRUTHY) {
+            if (!node_truthy(&node)) return false;
+            continue;
+        }
+        /* as qtickets_map.epoch: time.parse's reading in the template's zone, whole seconds */
+        zh_jvalue v;
+        if (zh_jnode_read(&node, &v) != ZJ_STRING || !v.n) return false;
+        int64_t sec;
+        double frac;
+        char err[160];
+        if (zh_time_parse(v.s, v.n, t->zone, &sec, &frac, err, sizeof err) != 0) return false;
+        if (cd->has_from && !((double)sec >= cd->from)) return false;
+        if (cd->has_to && !((double)sec < cd->to)) return false;
+    }
+    return true;
 }
 
 /* What a call found at the ^paths, looked up on first use: the same for every item of the call.
@@ -762,27 +932,17 @@ static long long encode_rows(zh_rowtpl *t, lua_State *L, const zh_jnode *root, z
         }
         return 1;
     }
-    zh_jnode list;
+    zh_jnode list, *items;
     if (!lookup(&t->each, root, root, &list)) return 0;
-    /* A list is an array, or an object PHP made of a filtered array ({"0": …, "2": …}): its values
-     * in key order. Anything else has no items. */
-    int lt = zh_jnode_type(&list);
-    if (lt != ZJ_ARRAY && lt != ZJ_OBJECT) return 0;
-    item_list items = {.keyed_ok = true};
-    zh_jnode_each(&list, collect_item, &items);
-    if (lt == ZJ_OBJECT) {
-        if (!items.keyed_ok) items.n = 0;
-        else sort_by_key(&items);
-    }
+    size_t nitems = zh_rowtpl_list(&list, &items);
     const char *e = NULL;
-    for (size_t i = 0; i < items.n && !e; i++) {
-        int it = zh_jnode_type(&items.items[i]);
+    for (size_t i = 0; i < nitems && !e; i++) {
+        int it = zh_jnode_type(&items[i]);
         if (it != ZJ_OBJECT && it != ZJ_ARRAY) continue;
-        e = encode_row(t, L, &items.items[i], &rc, (long long)i, out, err, errlen);
+        e = encode_row(t, L, &items[i], &rc, (long long)i, out, err, errlen);
         if (!e) rows++;
     }
-    free(items.items);
-    free(items.keys);
+    free(items);
     zh_buf_free(&rc.col_bytes);
     if (e) {
         out->len = start;
@@ -791,8 +951,11 @@ static long long encode_rows(zh_rowtpl *t, lua_State *L, const zh_jnode *root, z
     return rows;
 }
 
-long long zh_rowtpl_encode(zh_rowtpl *t, lua_State *L, const zh_jnode *root, zh_buf *out, bool count, char *err,
-                           size_t errlen) {
+long long zh_rowtpl_encode(zh_rowtpl *t, lua_State *L, const zh_jnode *root, zh_buf *out, bool count, bool *kept,
+                           char *err, size_t errlen) {
+    bool k = keeps(t, root);
+    if (kept) *kept = k;
+    if (!k) return 0;
     uint64_t rounded = t->rounded;
     long long n = encode_rows(t, L, root, out, err, errlen);
     if (n > 0 && count) t->rows += (uint64_t)n;

@@ -18,9 +18,15 @@ const ch_schema *zh_rowtpl_schema(const zh_rowtpl *t);
 /* Appends the rows that the object `root` makes (one per item of the template's `each` list, or
  * one from root itself) to out as JSONEachRow lines. Returns the number of rows, or -1 with a
  * message in err (a value its column cannot take) and out as it was. L is only used to read
- * numeric strings the way Lua does. `count`: the rows go into a sink (zh_rowtpl_rows counts them). */
-long long zh_rowtpl_encode(zh_rowtpl *t, lua_State *L, const zh_jnode *root, zh_buf *out, bool count, char *err,
-                           size_t errlen);
+ * numeric strings the way Lua does. `count`: the rows go into a sink (zh_rowtpl_rows counts them).
+ * *kept (may be NULL): whether root passed the template's `only` conditions; when not, no rows. */
+long long zh_rowtpl_encode(zh_rowtpl *t, lua_State *L, const zh_jnode *root, zh_buf *out, bool count, bool *kept,
+                           char *err, size_t errlen);
+
+/* The items of a list as a template's `each` reads them: an array's, or the values of an object PHP
+ * made of a filtered array ({"0": …, "2": …}) in key order; none for anything else. *items (the
+ * caller frees it; NULL when there are none) is valid as the node is. */
+size_t zh_rowtpl_list(const zh_jnode *list, zh_jnode **items);
 
 /* Rows made so far, and decimals rounded to fit their scale. */
 uint64_t zh_rowtpl_rows(const zh_rowtpl *t);

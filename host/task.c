@@ -265,7 +265,9 @@ zh_task *zh_task_current(lua_State *L, bool require_task) {
     return t;
 }
 
-int zh_task_await(lua_State *L, zh_pending *p) {
+int zh_task_await(lua_State *L, zh_pending *p) { return zh_task_await_k(L, p, 0, NULL); }
+
+int zh_task_await_k(lua_State *L, zh_pending *p, lua_KContext ctx, lua_KFunction k) {
     zh_task *t = zh_host_of(L)->current;
     if (!t) {
         p->abort(p);
@@ -279,7 +281,7 @@ int zh_task_await(lua_State *L, zh_pending *p) {
     p->task = t;
     t->pending = p;
     lua_pushlightuserdata(L, YIELD_MARKER);
-    return lua_yield(L, 1);
+    return lua_yieldk(L, 1, ctx, k);
 }
 
 void zh_task_wake(zh_pending *p) {

@@ -70,6 +70,10 @@ void zh_task_release(zh_task *t);
 /* From a lua_CFunction: suspend the current task until zh_task_wake(p). Raises a Lua error if
  * called outside a task or where yielding is impossible (require, metamethods, sort comparators). */
 int zh_task_await(lua_State *L, zh_pending *p);
+/* As zh_task_await, for a C function that goes on after the wait (a loop that may wait more than
+ * once): on resume Lua calls k(L, LUA_YIELD, ctx) with the function's stack as it was before the
+ * wait, plus what p->push pushed. */
+int zh_task_await_k(lua_State *L, zh_pending *p, lua_KContext ctx, lua_KFunction k);
 void zh_task_wake(zh_pending *p);
 
 /* The running task, or NULL (raises when require_task and none). */

@@ -318,10 +318,12 @@ end
 -- rows, made in C from a json.view of an order — `tpl:add(order)`. For bulk loads where the
 -- mapping's CPU matters (bench/ingest.lua); spec/e2e/test_rowtpl.py checks both give identical
 -- rows over every documented type drift. order_rows stays the loader's: it also makes the order
--- row and counts live baskets.
-function M.basket_template(sink, ver)
+-- row and counts live baskets. `only` (optional): the template's conditions on the order
+-- (docs/lua-api.md: `only`), e.g. paid inside a window, so a page goes through `tpl:add_each(list)`.
+function M.basket_template(sink, ver, only)
   return sink:template{
     each = "baskets",
+    only = only,
     columns = {
       basket_id = {"id", as = "id"},
       order_id = {"^id", as = "id"},

@@ -238,6 +238,151 @@ assert(total == 600 and tpl:stats().rows == 600, total)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(self.scalar("SELECT count(), uniqExact(basket_id) FROM %s" % tbl).split(), ["600", "600"])
 
+    def test_only_conditions(self):
+        # `only` keeps exactly the orders qtickets_map.truthy and qtickets_map.epoch (in the window)
+        # keep, for every drift of a flag and of a time; a template's zone reads times without offset.
+        tbl = self.table("only")
+        big = int(BIG)
+        flags = [1, 0, 2.5, 0.0, -1, True, False, None, "1", "0", "", "false", "FALSE", "No", "nO", "no ", "yes",
+                 "true", " 0", "00", "\u0416", {}, [], [1], big, "MISSING"]
+        times = ["2025-06-01T12:00:00+03:00", "2025-06-01 12:00:00", "2025-01-01T00:00:00+03:00",
+                 "2024-12-31T23:59:59+03:00", "2026-01-01T00:00:00+03:00", "2025-12-31T20:59:59Z",
+                 "2025-01-01 00:00:00", "2024-12-31 23:59:59", "2025-12-31 23:59:59", "2025-01-01T00:00:00.5+03:00",
+                 "2024-12-31T23:59:59.9+03:00", "2024-12-31T21:00:00Z", None, "", "garbage", 0, {}, "MISSING"]
+        orders = []
+        for i, f in enumerate(flags):
+            orders.append(order(100 + i, [basket(10000 + i)], payed=f))
+        for i, t in enumerate(times):
+            orders.append(order(200 + i, [basket(20000 + i)], payed_at=t))
+        for o in orders:
+            for k in ("payed", "payed_at"):
+                if o[k] == "MISSING":
+                    del o[k]
+        r = self.run_script('''
+local map = require("qtickets_map")
+local sink = assert(ch.sink("%s"))
+local from, to = time.parse("2025-01-01"), time.parse("2026-01-01")
+local function tpl(only, zone)
+  return sink:template{each = "baskets", zone = zone, only = only,
+                       columns = {basket_id = {"id", as = "id"}, order_id = {"^id", as = "id"}, _ver = {value = 1}}}
+end
+local window = tpl{{"payed", is = "truthy"}, {"payed_at", is = "datetime", from = from, to = to}}
+local after = tpl{{"payed_at", is = "datetime", from = from}}
+local before = tpl{{"payed_at", is = "datetime", to = to}}
+local readable = tpl{{"payed_at", is = "datetime"}}
+local utc = tpl({{"payed_at", is = "datetime", from = time.parse("2025-01-01", "UTC")}}, "UTC")
+local page = json.view(PAGE)
+local function check(t, want)
+  for i, o in ipairs(page.data) do
+    local _, n = t:rows(o)
+    assert((n > 0) == want(o), "order " .. tostring(o.id) .. ": " .. tostring(o.payed) .. " " .. tostring(o.payed_at))
+  end
+end
+local epoch = map.epoch
+check(window, function(o) local e = epoch(o.payed_at) return map.truthy(o.payed) and e ~= nil and e >= from and e < to end)
+check(after, function(o) local e = epoch(o.payed_at) return e ~= nil and e >= from end)
+check(before, function(o) local e = epoch(o.payed_at) return e ~= nil and e < to end)
+check(readable, function(o) return epoch(o.payed_at) ~= nil end)
+check(utc, function(o)
+  local e = type(o.payed_at) == "string" and time.parse(o.payed_at, "UTC")
+  return e and math.floor(e) >= time.parse("2025-01-01", "UTC") or false
+end)
+print("counts", window:add_each(page.data))
+assert(sink:flush())
+-- misuse raises when the template is made, naming the condition (one run for all: pcall)
+for _, spec in ipairs{
+  {only = {{"payed", is = "truthy"}, {"payed_at", is = "date"}}},
+  {only = {{"payed_at", is = "datetime", form = 1}}},
+  {only = {{"payed_at", is = "datetime", from = "2025-01-01"}}},
+  {only = {{"payed", is = "truthy", to = 5}}},
+  {only = {{"^payed", is = "truthy"}}},
+  {only = {{"payed", "payed_at", is = "truthy"}}},
+  {only = {payed = "truthy"}},
+  {only = {{is = "truthy"}}},
+  {only = "payed"},
+} do
+  spec.each, spec.columns = "baskets", {basket_id = "id"}
+  print("misuse", select(2, pcall(sink.template, sink, spec)))
+end
+print("misuse", select(2, pcall(window.add_each, window, {})))
+''' % tbl, page={"data": orders})
+        self.assertEqual(r.returncode, 0, r.stderr)
+        kept = zhtest.ch("SELECT order_id FROM %s ORDER BY toUInt64(order_id) FORMAT TSV" % tbl).split()
+        want_flags = [100 + i for i, f in enumerate(flags)
+                      if f in (1, 2.5, -1, True, "1", "no ", "yes", "true", " 0", "00", "\u0416", big)]
+        want_times = [200 + i for i in (0, 1, 2, 5, 6, 8, 9, 11)]
+        self.assertEqual(kept, [str(i) for i in want_flags + want_times])
+        n = len(kept)
+        self.assertIn("counts\t%d\t%d\t%d" % (n, n, len(orders) - n), r.stdout)
+        misuse = [line for line in r.stdout.splitlines() if line.startswith("misuse\t")]
+        for want, got in zip([
+            "only[2] ('payed_at'): unknown test 'date' (is = \"truthy\" or \"datetime\")",
+            "only[1]: unknown option 'form' (is, from, to; one field path)",
+            "only[1] ('payed_at'): from must be epoch seconds (a number, as time.parse gives), got string",
+            "only[1] ('payed'): to goes with is = \"datetime\"",
+            "only[1]: conditions read the object given to add; no '^'",
+            "only[1]: one field path per condition",
+            "only must be a list of conditions, not a table keyed by 'payed'",
+            "only[1]: the first item must be a field path",
+            "only must be a list of conditions ({\"field\", is = \"truthy\"}, …), got string",
+            "bad argument #2 to '?' (json view of a list (from res:json_view() or json.view) expected, got table)",
+        ], misuse):
+            self.assertIn(want, got)
+        self.assertEqual(len(misuse), 10)
+
+    def test_add_each_waits_mid_list(self):
+        # A tiny batch makes add_each wait for the INSERT in flight many times inside one list: it must
+        # go on at the next item (every basket once), count what it did, and let other tasks run while
+        # it waits. Then an item whose value its column cannot take: named, earlier items' rows kept.
+        tbl, bad = self.table("each"), self.table("each_bad")
+        data = []
+        for i in range(1, 61):
+            data.append(order(i, [basket(i * 10 + k) for k in range(3)], payed=0 if i % 7 == 0 else 1))
+            if i % 20 == 0:
+                data.append(None)
+                data.append("not an order")
+        page = {"data": data, "keyed": {"2": order(1002, [basket(99992)]), "1": order(1001, [basket(99991)])},
+                "bad": [order(1, [basket(1)]), order(2, [basket(2), basket(3)]), 7,
+                        order(3, [basket(4), basket(5, quantity=2.5)]), order(4, [basket(6)])]}
+        r = self.run_script('''
+local sink = assert(ch.sink("%s", {max_rows = 4}))
+local only = {{"payed", is = "truthy"}}
+local tpl = basket_template(sink, 5, only)
+local page = json.view(PAGE)
+local done, seen = false, {}
+local watcher = task.spawn(function()
+  while not done do seen[#seen + 1] = tpl:stats().rows task.sleep(0.001) end
+end)
+local rows, kept, skipped = tpl:add_each(page.data)
+local rows2, kept2, skipped2 = tpl:add_each(page.keyed)
+done = true
+task.wait(watcher)
+local mid = 0
+for _, n in ipairs(seen) do if n > 0 and n < rows then mid = mid + 1 end end
+assert(sink:flush())
+print(string.format("each %%d %%d %%d keyed %%d %%d %%d stats %%d mid %%s", rows, kept, skipped, rows2, kept2, skipped2,
+                    tpl:stats().rows, mid > 0))
+local bad_sink = assert(ch.sink("%s"))
+local bad = bad_sink:template{each = "baskets", columns = {basket_id = {"id", as = "id"}, quantity = "quantity",
+                                                             _ver = {value = 5}}}
+local ok, err = pcall(bad.add_each, bad, page.bad)
+print("bad", ok, err)
+print("bad stats", bad:stats().rows, bad_sink:count())
+assert(bad_sink:flush())
+''' % (tbl, bad), page=page)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        # 60 orders, 8 of them unpaid (7, 14, …, 56); 6 items that are no object
+        self.assertIn("each 156 52 14 keyed 2 2 0 stats 158 mid true", r.stdout)
+        self.assertEqual(self.scalar("SELECT count(), uniqExact(basket_id) FROM %s" % tbl).split(), ["158", "158"])
+        want = sorted([str(i * 10 + k) for i in range(1, 61) if i % 7 for k in range(3)] + ["99991", "99992"])
+        self.assertEqual(zhtest.ch("SELECT basket_id FROM %s ORDER BY basket_id FORMAT TSV" % tbl).split(), want)
+        self.assertIn("bad\tfalse\t", r.stdout)
+        self.assertIn("list item 4: column 'quantity' (UInt32) of %s: expected a whole number, got 2.5 "
+                      "(item 2 of 'baskets')" % bad, r.stdout)
+        self.assertIn("bad stats\t3\t3", r.stdout)
+        self.assertEqual(zhtest.ch("SELECT basket_id FROM %s ORDER BY basket_id FORMAT TSV" % bad).split(),
+                         ["1", "2", "3"])
+
     def test_template_outliving_its_run(self):
         # A finalizer that runs when the Lua state closes, after the run and its sinks are gone:
         # the template must say so instead of touching the freed schema (ASan build checks).

@@ -20,7 +20,7 @@ rows (count() and uniqExact(basket_id)), else the run is marked FAILED.
         [--latency-ms 150] [--latency-orders 10000] [--concurrency 8] [--out bench/results.md]
 
 --big adds 1,000,000 orders to the CPU-bound scenario (zhost and python only; the floor's
-pre-mapped file would be ~600 MB). ClickHouse must have the zakaz schema (zhost migrate); the runner
+pre-mapped file would be ~600 MB: --big-floor runs the floor there too). ClickHouse must have the zakaz schema (zhost migrate); the runner
 creates bench.baskets (the columns of zakaz.stg_qtickets_api_baskets_raw, plain MergeTree); --table
 and --schema-db name others (the smoke test runs it in a test's own database).
 """
@@ -208,6 +208,8 @@ def main():
     ap.add_argument("--zhost", default=os.path.join(ROOT, "build", "zhost"))
     ap.add_argument("--sizes", default="10000,100000")
     ap.add_argument("--big", action="store_true", help="also 1,000,000 orders, CPU-bound (zhost, python)")
+    ap.add_argument("--big-floor", action="store_true",
+                    help="run the floor at 1,000,000 orders too (its pre-mapped rows: a ~600 MB file, ~2 min to make)")
     ap.add_argument("--latency-ms", type=float, default=150)
     ap.add_argument("--latency-orders", type=int, default=10000)
     ap.add_argument("--concurrency", type=int, default=8)
@@ -287,7 +289,7 @@ def main():
                 if "python" in contenders:
                     specs.append(("python", [sys.executable, os.path.join(HERE, "py_ingest.py"), "--base",
                                              fake.url, "--ch", chu, "--table", TABLE], None))
-                if "floor" in contenders and not big:
+                if "floor" in contenders and (not big or args.big_floor):
                     rows_file = os.path.join(work, "rows-%d.jsonl" % n)
                     if not os.path.exists(rows_file):
                         subprocess.run([sys.executable, os.path.join(HERE, "py_ingest.py"), "--base", fake.url,

@@ -415,14 +415,22 @@ static int push_flush_result(zh_sink_wait *w, lua_State *co) {
     return 1;
 }
 
-static int sink_wait(lua_State *L, zh_sink *s, bool want_idle) {
+/* Suspends the task until the sink takes rows again (or, want_idle, has nothing in flight);
+ * push_result gives the waiting call's results, k (may be NULL) goes on after the wait. */
+static int await_sink(lua_State *L, zh_sink *s, bool want_idle, int (*push_result)(zh_sink_wait *, lua_State *),
+                      long long count, lua_KFunction k) {
     zh_sink_wait *w = zh_xcalloc(1, sizeof *w);
     w->base.push = wait_push;
     w->base.abort = wait_abort;
     w->want_idle = want_idle;
-    w->push_result = want_idle ? push_flush_result : push_true;
+    w->push_result = push_result;
+    w->count = count;
     zh_sink_add_waiter(s, w);
-    return zh_task_await(L, &w->base);
+    return zh_task_await_k(L, &w->base, 0, k);
+}
+
+static int sink_wait(lua_State *L, zh_sink *s, bool want_idle) {
+    return await_sink(L, s, want_idle, want_idle ? push_flush_result : push_true, 0, NULL);
 }
 
 /* sink:add(row) -> true (waits while a full buffer is being sent); a bad row raises */
@@ -496,15 +504,7 @@ static int l_tpl_add(lua_State *L) {
     if (n < 0) return luaL_error(L, "%s", err);
     bool must_wait;
     zh_sink_commit(s, before, (uint64_t)n, &must_wait);
-    if (must_wait && zh_host_of(L)->current && lua_isyieldable(L)) {
-        zh_sink_wait *w = zh_xcalloc(1, sizeof *w);
-        w->base.push = wait_push;
-        w->base.abort = wait_abort;
-        w->push_result = push_count;
-        w->count = n;
-        zh_sink_add_waiter(s, w);
-        return zh_task_await(L, &w->base);
-    }
+    if (must_wait && zh_host_of(L)->current && lua_isyieldable(L)) return await_sink(L, s, false, push_count, n, NULL);
     lua_pushinteger(L, (lua_Integer)n);
     return 1;
 }
@@ -570,12 +570,7 @@ static int add_each_loop(lua_State *L) {
             lua_replace(L, EACH_KEPT);
             lua_pushinteger(L, skipped);
             lua_replace(L, EACH_SKIPPED);
-            zh_sink_wait *w = zh_xcalloc(1, sizeof *w);
-            w->base.push = wait_push;
-            w->base.abort = wait_abort;
-            w->push_result = push_nothing;
-            zh_sink_add_waiter(s, w);
-            return zh_task_await_k(L, &w->base, 0, add_each_k);
+            return await_sink(L, s, false, push_nothing, 0, add_each_k);
         }
     }
     free(items);

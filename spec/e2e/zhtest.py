@@ -56,12 +56,27 @@ def ch_value(sql, database=None):
 
 
 def free_ports(n):
-    """n distinct loopback ports free right now (for a private ClickHouse: HTTP and TCP)."""
-    socks = [socket.socket() for _ in range(n)]
+    """n distinct loopback ports free right now (for a private ClickHouse: HTTP and TCP).
+
+    Taken below Linux's ephemeral range (32768-60999), not from it: a server that a test stops and
+    starts again on the same port must find it free, and while it was down any outgoing connection
+    on the machine (four tests run at a time) could be given that port as its local one."""
+    rng = random.SystemRandom()
+    ports, socks = [], []
     try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
+        while len(ports) < n:
+            port = rng.randrange(20000, 32768)
+            if port in ports:
+                continue
+            sock = socket.socket()
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                sock.close()
+                continue
+            socks.append(sock)
+            ports.append(port)
+        return ports
     finally:
         for sock in socks:
             sock.close()
